@@ -99,9 +99,11 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         _strip_quantization(model)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not (out / "config.json").exists():  # another process won the race: keep theirs
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
