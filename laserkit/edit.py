@@ -45,11 +45,13 @@ class FactorCache:
 
 
 @dataclass
-class _Saved:
-    param: nn.Parameter
+class _Undo:
+    """What one write replaced: enough to put it back bit for bit."""
+
+    param: str
     transposed: bool
     index: torch.Tensor | None
-    original: torch.Tensor  # CPU copy of the touched rows, original dtype
+    previous: torch.Tensor  # CPU copy of the rows before the write, in the weight's dtype
 
 
 def _view(weight: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -57,7 +59,10 @@ def _view(weight: torch.Tensor, transposed: bool) -> torch.Tensor:
 
 
 class Editor:
-    """Edits one model. ``apply`` may be called many times (composition); ``restore`` undoes all.
+    """Edits one model in place, with an undo stack.
+
+    ``apply`` may be called many times (composition); ``restore()`` undoes everything and
+    ``restore(to=mark)`` undoes back to a ``mark()`` (laserRMT's greedy drops one step at a time).
 
     >>> ed = Editor(model)
     >>> ed.apply("fc_in", 26, Intervention(rho=0.01))
@@ -74,7 +79,8 @@ class Editor:
         self.compute_dtype = compute_dtype
         self.cache = cache if cache is not None else FactorCache()
         self.params = dict(model.named_parameters(remove_duplicate=False))
-        self._saved: dict[tuple[str, tuple | None], _Saved] = {}
+        self._undo: list[_Undo] = []
+        self._marks: list[int] = []  # len(records) at each undo entry, to trim records on restore
         self.records: list[dict] = []
 
     def targets(self, lname: str, lnum: str | int = "all") -> list[Target]:
@@ -88,18 +94,20 @@ class Editor:
         return block.to(self.compute_dtype, copy=True)
 
     def _write(self, t: Target, value: torch.Tensor) -> None:
-        p = self.params[t.param]
-        view = _view(p.data, t.transposed)
+        view = _view(self.params[t.param].data, t.transposed)
         idx = t.row_index()
-        key = (t.param, t.rows)
-        if key not in self._saved:
-            orig = view if idx is None else view[idx.to(view.device)]
-            self._saved[key] = _Saved(p, t.transposed, idx, orig.detach().to("cpu", copy=True))
+        dev_idx = None if idx is None else idx.to(view.device)
+        before = view if dev_idx is None else view[dev_idx]
+        self._undo.append(_Undo(t.param, t.transposed, idx, before.detach().to("cpu", copy=True)))
+        self._marks.append(len(self.records))
         value = value.to(device=view.device, dtype=view.dtype)
-        if idx is None:
+        if dev_idx is None:
             view.copy_(value)
         else:
-            view[idx.to(view.device)] = value
+            view[dev_idx] = value
+
+    def _touched(self, param: str) -> bool:
+        return any(u.param == param for u in self._undo)
 
     def apply_targets(self, targets: list[Target], iv: Intervention) -> list[dict]:
         """Apply ``iv`` to each target; returns (and keeps) one record per edited matrix."""
@@ -108,14 +116,16 @@ class Editor:
             for t in targets:
                 W = self.read(t)
                 factors = None
-                if iv.kind in USES_SVD and (t.param, t.rows) not in self._saved:
+                if iv.kind in USES_SVD and not self._touched(t.param):
                     factors = self.cache.get((t.param, t.rows, self.compute_dtype), W)
                 out, info = compute(W, iv, factors)
+                norm = float(W.norm())
+                info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0
                 self._write(t, out)
                 rec = {"lname": t.lname, "layer": t.layer, "module": t.module, "rows": t.rows,
-                       "shape": list(W.shape), **iv.to_dict(), **info}
+                       "transposed": t.transposed, "shape": list(W.shape), **iv.to_dict(), **info}
+                self.records.append(rec)
                 new.append(rec)
-        self.records.extend(new)
         return new
 
     def apply(self, lname: str, lnum: str | int, iv: Intervention) -> list[dict]:
@@ -127,19 +137,23 @@ class Editor:
             raise LaserkitError(f"{lname!r} at layers {lnum} resolves to no matrix in this model")
         return self.apply_targets(targets, iv)
 
-    def restore(self) -> None:
-        """Put every touched row back exactly as it was."""
+    def mark(self) -> int:
+        """A point to come back to with ``restore(to=...)``."""
+        return len(self._undo)
+
+    def restore(self, to: int = 0) -> None:
+        """Undo every write made after ``mark`` ``to`` (default: all), newest first."""
         with torch.no_grad():
-            for s in self._saved.values():
-                view = _view(s.param.data, s.transposed)
-                orig = s.original.to(view.device)
-                if s.index is None:
-                    view.copy_(orig)
+            while len(self._undo) > to:
+                u = self._undo.pop()
+                del self.records[self._marks.pop():]
+                view = _view(self.params[u.param].data, u.transposed)
+                prev = u.previous.to(view.device)
+                if u.index is None:
+                    view.copy_(prev)
                 else:
-                    view[s.index.to(view.device)] = orig
-        self._saved.clear()
-        self.records.clear()
+                    view[u.index.to(view.device)] = prev
 
     @property
     def edited(self) -> bool:
-        return bool(self._saved)
+        return bool(self._undo)

@@ -140,7 +140,7 @@ def resolve_source(source: str | os.PathLike | None) -> tuple[str, dict]:
 
 
 def _auto_class(config: object) -> type:
-    """Causal LM unless the checkpoint declares itself a masked LM (BERT, RoBERTa) or has no LM head."""
+    """Causal LM, unless the checkpoint declares a masked LM (BERT, RoBERTa) or has no causal LM."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

@@ -10,7 +10,8 @@ console = Console(stderr=True)
 ModelArg = typer.Argument(
     "default", help="hub id, local model directory, .gguf file, or 'default' (packaged SmolLM2)"
 )
-DtypeOpt = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bf16, fp16")
+DtypeOpt = typer.Option("auto", "--dtype",
+                        help="auto (bf16 on GPU, fp32 on CPU), float32, bf16, fp16")
 DeviceOpt = typer.Option("auto", "--device", help="auto (GPU when there is one), cpu, cuda, cuda:N")
 
 

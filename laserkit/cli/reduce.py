@@ -35,7 +35,8 @@ def reduce(
                               "q_proj, k_proj, v_proj, out_proj, attn, dont, or a module path "
                               "(see `laserkit targets`); comma-separated for several"),
     lnum: str = typer.Option(..., "--lnum", help="layer: 7, -1 (last), 3,5,7, 20-23, -4:, all"),
-    rate: float = typer.Option(None, "--rate", help="reference CLI rate in [0, 10]: ρ = 1 − 0.1·rate"),
+    rate: float = typer.Option(None, "--rate",
+                              help="reference CLI rate in [0, 10]: ρ = 1 − 0.1·rate"),
     rho: float = typer.Option(None, "--rho", help="fraction of the rank kept, in [0, 1]"),
     intervention: str = typer.Option("rank-reduction", "--intervention",
                                      help="rank-reduction, vendi-score, mp-threshold, dont"),
@@ -64,35 +65,15 @@ def reduce(
     table = Table(title=f"{iv.describe()} on {loaded.source}")
     for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
         table.add_column(col)
-    errors = _relative_changes(editor)
-    for rec, err in zip(records, errors, strict=True):
+    for rec in records:
         table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
-                      "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{err:.4f}")
+                      "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
     console.print(table)
     if out is not None:
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
                  overwrite=force)
         console.print(f"saved edited model to {out}")
-
-
-def _relative_changes(editor) -> list[float]:
-    """‖W−Ŵ‖_F / ‖W‖_F for every edit, from the saved originals."""
-    out = []
-    for rec in editor.records:
-        key = next(k for k in editor._saved if k[0] == f"{rec['module']}.weight"
-                   and k[1] == (tuple(map(tuple, rec["rows"])) if rec["rows"] else None))
-        saved = editor._saved[key]
-        from ..targets import Target
-
-        t = Target(rec["lname"], rec["layer"], rec["module"],
-                   tuple(map(tuple, rec["rows"])) if rec["rows"] else None, saved.transposed)
-        new = editor.read(t).double().cpu()
-        orig = saved.original.double()
-        orig = orig.T if saved.transposed and saved.index is None else orig
-        den = float(orig.norm()) or 1.0
-        out.append(float((new - orig).norm()) / den)
-    return out
 
 
 @app.command()

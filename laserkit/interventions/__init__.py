@@ -15,7 +15,7 @@ from .rank_reduction import Factors, check_rho, kept_rank, rank_reduce, rho_from
 
 KINDS: dict[str, str] = {
     "rank-reduction": "LASER: best rank-⌊ρ·min(m,n)⌋ approximation by exact SVD",
-    "vendi-score": "keep ⌊ρ·min(m,n)⌋ diverse rows chosen by greedy Vendi score, least-squares rebuild",
+    "vendi-score": "keep ⌊ρ·min(m,n)⌋ rows chosen by greedy Vendi score, least-squares rebuild",
     "mp-threshold": "laserRMT: drop singular values below the Marchenko–Pastur edge",
     "dont": "no change (the baseline)",
 }
