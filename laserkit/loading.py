@@ -160,7 +160,9 @@ def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto
     id. Failures (missing files, no network for an uncached hub id) raise one LaserkitError.
     """
     from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # laserkit shows its own progress; keep stderr for errors
     path, extra = resolve_source(source)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)

@@ -1,0 +1,5 @@
+"""``python -m laserkit`` runs the CLI."""
+
+from .cli import main
+
+main()
