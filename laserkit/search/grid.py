@@ -1,0 +1,146 @@
+"""The paper's protocol (SPEC §1): a grid of (τ, ℓ, ρ) scored on validation only, the best chosen
+by validation accuracy (ties: lower validation log-loss), then only base and best scored on test.
+
+The plan is a pure function of the results so far, so any worker can compute the next phase and
+enqueue it idempotently: validation grid (optionally a successive-halving round on the head of
+validation first) → test for base and best → done.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..interventions import Intervention
+from . import trial
+from .store import Result
+
+DEFAULT_LNAMES = ("fc_in", "fc_out")
+DEFAULT_RHOS = (0.9, 0.8, 0.6, 0.2, 0.1, 0.05, 0.01)
+
+
+def grid_edits(lnames: list[str], layers: list[int], rhos: list[float],
+               iv: Intervention) -> list[list[dict]]:
+    """Every (τ, ℓ, ρ), grouped by layer (last layer first) so that one layer's trials run
+    back to back and reuse its cached prefix; within a layer by τ, then ρ from large to small."""
+    out = []
+    for layer in sorted(layers, reverse=True):
+        for lname in lnames:
+            for rho in sorted(rhos, reverse=True):
+                one = Intervention.from_dict({**iv.to_dict(), "rho": rho})
+                out.append([trial.edit(lname, layer, one)])
+    return out
+
+
+def selection_key(summary: dict, higher_is_better: bool, order: int) -> tuple:
+    """Smaller is better: accuracy (desc), log-loss (asc), grid order; or the score alone."""
+    if "accuracy" in summary and summary["accuracy"] is not None:
+        loss = summary.get("log_loss")
+        loss = math.inf if loss is None or loss != loss else float(loss)
+        return (-float(summary["accuracy"]), loss, order)
+    score = float(summary["score"])
+    return ((-score if higher_is_better else score), order)
+
+
+def pick(results: list[Result], higher_is_better: bool) -> Result:
+    """The best of a list of validation results by the paper's rule (base has order −1, so an
+    intervention must beat the base model, not tie it, to be chosen)."""
+    return min(results, key=lambda r: selection_key(r.summary, higher_is_better, r.spec["order"]))
+
+
+class GridPlan:
+    """Which trials a grid search needs next, given the completed ones."""
+
+    def __init__(self, edits: list[list[dict]], higher_is_better: bool = True,
+                 halving: int | None = None) -> None:
+        self.edits = edits
+        self.higher_is_better = higher_is_better
+        self.halving = halving if halving and halving > 1 else None
+
+    def _validation(self, fraction: float, which: list[int]) -> list[dict]:
+        return [trial.make("validation", "validation", self.edits[i], order=i, fraction=fraction)
+                for i in which]
+
+    def base(self, split: str) -> dict:
+        return trial.make(split, split, [], order=-1)
+
+    def _first(self) -> list[dict]:
+        every = range(len(self.edits))
+        fraction = 1 / self.halving if self.halving else 1.0
+        return [self.base("validation"), *self._validation(fraction, list(every))]
+
+    def _final(self, done: dict[str, Result]) -> list[dict]:
+        """The validation trials the best is chosen from (needs the first phase done)."""
+        first = self._first()[1:]
+        if not self.halving:
+            return first
+        ranked = sorted(first, key=lambda s: selection_key(
+            done[s["key"]].summary, self.higher_is_better, s["order"]))
+        keep = sorted(s["order"] for s in ranked[: math.ceil(len(ranked) / self.halving)])
+        return self._validation(1.0, keep)
+
+    def phases(self, done: dict[str, Result]) -> list[list[dict]]:
+        """The phases known so far: each a list of specs; a later phase needs the earlier done."""
+        phases = [self._first()]
+        if any(s["key"] not in done for s in phases[0]):
+            return phases
+        final = self._final(done)
+        if self.halving:
+            phases.append(final)
+            if any(s["key"] not in done for s in final):
+                return phases
+        best = self.best(done)
+        test = [self.base("test")]
+        if best.spec["edits"]:
+            test.append(self.test_spec(best))
+        phases.append(test)
+        return phases
+
+    def test_spec(self, best: Result) -> dict:
+        return trial.make("test", "test", best.spec["edits"], order=best.spec["order"])
+
+    def best(self, done: dict[str, Result]) -> Result:
+        """The chosen trial (possibly the base model) among the final validation trials."""
+        base = done[self.base("validation")["key"]]
+        return pick([base] + [done[s["key"]] for s in self._final(done)], self.higher_is_better)
+
+    def next_specs(self, done: dict[str, Result]) -> list[dict] | None:
+        """The specs to enqueue now (the first unfinished phase), or None when the run is done."""
+        for phase in self.phases(done):
+            if any(s["key"] not in done for s in phase):
+                return phase
+        return None
+
+    def total(self) -> int:
+        """Trials in the whole run, for progress bars."""
+        n = len(self.edits)
+        rounds = n + (math.ceil(n / self.halving) if self.halving else 0)
+        return 1 + rounds + 2
+
+    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
+        """base → best on validation and test, the chosen (τ, ℓ, ρ), and every validation trial."""
+        best = self.best(done)
+        base_val = done[self.base("validation")["key"]].summary
+        base_test = done[self.base("test")["key"]].summary
+        best_test = base_test
+        if best.spec["edits"]:
+            best_test = done[self.test_spec(best)["key"]].summary
+        rows = []
+        for s in self._first()[1:] + (self._final(done) if self.halving else []):
+            r = done[s["key"]]
+            e = s["edits"][0]
+            rows.append({"lname": e["lname"], "layer": e["layer"],
+                         "rho": e["intervention"].get("rho"), "fraction": s["fraction"],
+                         **_metrics(r.summary), "trial": r.number})
+        return {
+            "chosen": {"edits": best.spec["edits"], "key": best.spec["key"],
+                       "label": ", ".join(map(trial.describe_edit, best.spec["edits"])) or "base"},
+            "base": {"validation": base_val, "test": base_test},
+            "best": {"validation": best.summary, "test": best_test},
+            "trials": rows,
+        }
+
+
+def _metrics(summary: dict) -> dict:
+    keys = ("score", "accuracy", "log_loss", "n", "metric", "higher_is_better")
+    return {k: summary.get(k) for k in keys if k in summary}

@@ -1,0 +1,189 @@
+"""What a search optimises: an Objective scores the model as it is now on one split.
+
+The engine only sees this interface, so it can be tested on tiny random models with objectives
+built from token ids, and the CLI plugs in task evaluation (laserkit.evaluate) unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..errors import LaserkitError
+
+SPLITS = ("validation", "test", "all")
+VALIDATION_FRACTION = 0.2  # SPEC §1: the first 20% is validation, the rest test
+
+
+@dataclass
+class Scored:
+    """One scoring pass: a summary (task, n, metric, score, higher_is_better, ...) and records."""
+
+    summary: dict[str, Any]
+    records: list[dict] = field(default_factory=list)
+
+
+class Objective(Protocol):
+    """Scores the model in its current state. ``fraction`` < 1 scores only the first part of the
+    split (successive halving); ``forward_only`` says whether scoring is pure forward passes over
+    fixed batches, which is what the prefix cache needs (not generation)."""
+
+    name: str
+    higher_is_better: bool
+    forward_only: bool
+
+    def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored: ...
+
+
+def split_slice(n: int, split: str) -> range:
+    """Indices of a split of n examples: validation the first 20%, test the rest."""
+    if split not in SPLITS:
+        raise LaserkitError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
+    n_val = math.floor(n * VALIDATION_FRACTION)
+    return {"validation": range(0, n_val), "test": range(n_val, n), "all": range(n)}[split]
+
+
+def head(items: Sequence, fraction: float) -> Sequence:
+    """The first ceil(fraction·n) items (at least one), for successive halving."""
+    if fraction >= 1.0:
+        return items
+    return items[: max(1, math.ceil(len(items) * fraction))]
+
+
+class NextTokenObjective:
+    """Next-token prediction on fixed token sequences: each sequence's last token is the answer.
+
+    Classification-like (accuracy and log-loss), or perplexity of the answers with
+    ``metric="perplexity"``. Needs no tokenizer, so tests run on tiny random models.
+    """
+
+    forward_only = True
+
+    def __init__(self, sequences: Sequence[Sequence[int]], batch_size: int = 8,
+                 metric: str = "accuracy", name: str = "next-token") -> None:
+        if metric not in ("accuracy", "perplexity"):
+            raise LaserkitError(f"next-token metric must be accuracy or perplexity, not {metric}")
+        if any(len(s) < 2 for s in sequences):
+            raise LaserkitError("every next-token sequence needs a prompt and an answer token")
+        self.sequences = [list(map(int, s)) for s in sequences]
+        self.batch_size = batch_size
+        self.metric = metric
+        self.name = name
+        self.higher_is_better = metric == "accuracy"
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
+        idx = head(list(split_slice(len(self.sequences), split)), fraction)
+        device = next(model.parameters()).device
+        records: list[dict] = []
+        for start in range(0, len(idx), self.batch_size):
+            batch = [self.sequences[i][:-1] for i in idx[start:start + self.batch_size]]
+            answers = [self.sequences[i][-1] for i in idx[start:start + self.batch_size]]
+            width = max(map(len, batch))
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for r, seq in enumerate(batch):  # right padding; the answer follows the last real token
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            last = mask.sum(1) - 1
+            logp = torch.log_softmax(logits[torch.arange(len(batch)), last.to(device)].float(), -1)
+            for r, ans in enumerate(answers):
+                records.append({"index": idx[start + r], "answer": ans,
+                                "predicted": int(logp[r].argmax()),
+                                "log_loss": float(-logp[r, ans])})
+        return Scored(self._summary(split, records), records)
+
+    def _summary(self, split: str, records: list[dict]) -> dict:
+        n = len(records)
+        loss = sum(r["log_loss"] for r in records) / n if n else math.nan
+        acc = sum(r["predicted"] == r["answer"] for r in records) / n if n else math.nan
+        score = acc if self.metric == "accuracy" else math.exp(loss)
+        return {"task": self.name, "split": split, "n": n, "metric": self.metric, "score": score,
+                "higher_is_better": self.higher_is_better, "accuracy": acc, "log_loss": loss}
+
+
+class CallableObjective:
+    """A score computed by a function of the model: constructed cases in tests and benchmarks."""
+
+    forward_only = False
+
+    def __init__(self, fn: Callable[[nn.Module, str], float], higher_is_better: bool = True,
+                 name: str = "callable") -> None:
+        self.fn = fn
+        self.higher_is_better = higher_is_better
+        self.name = name
+
+    def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
+        value = float(self.fn(model, split))
+        return Scored({"task": self.name, "split": split, "n": 1, "metric": "score",
+                       "score": value, "higher_is_better": self.higher_is_better})
+
+
+class TaskObjective:
+    """A laserkit task scored by laserkit.evaluate (the CLI's objective)."""
+
+    def __init__(self, task: str, tokenizer: object, data: str | None = None,
+                 limit: int | None = None, batch_size: int = 16, seed: int | None = 0) -> None:
+        from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
+
+        self.task = get_task(task, data=data)
+        self.tokenizer = tokenizer
+        self.limit = limit
+        self.batch_size = batch_size
+        self.seed = seed
+        self.name = getattr(self.task, "name", task)
+        self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
+        self.forward_only = not _generates(self.task)
+
+    def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
+        from ..evaluate import evaluate  # noqa: PLC0415
+
+        task = self.task
+        if fraction < 1.0:
+            task = _task_head(task, split, fraction, self.limit, self.seed)
+            split = "all"
+        result = evaluate(model, self.tokenizer, task, split=split, limit=self.limit,
+                          batch_size=self.batch_size, progress=False, seed=self.seed)
+        return Scored(dict(result.summary), list(result.records))
+
+
+def _generates(task: object) -> bool:
+    """Whether scoring a task generates text (no prefix cache then)."""
+    for attr in ("generative", "generation", "uses_generation"):
+        if hasattr(task, attr):
+            return bool(getattr(task, attr))
+    kind = str(getattr(task, "kind", getattr(task, "scoring", ""))).lower()
+    return any(w in kind for w in ("generat", "semantic", "dpo"))
+
+
+def _task_head(task: object, split: str, fraction: float, limit: int | None,
+               seed: int | None) -> object:
+    """A copy of a task holding only the first part of one split (successive halving)."""
+    import copy  # noqa: PLC0415
+
+    from ..evaluate import split_examples  # noqa: PLC0415
+
+    examples = list(task.examples)
+    if limit is not None:
+        examples = examples[:limit]
+    part = copy.copy(task)
+    part.examples = list(head(split_examples(examples, split, seed=seed), fraction))
+    return part
+
+
+def build_objective(cfg: dict, tokenizer: object | None) -> Objective:
+    """An Objective from the ``objective`` section of a run config (run.json)."""
+    kind = cfg.get("type", "task")
+    if kind == "next-token":
+        return NextTokenObjective(cfg["sequences"], batch_size=cfg.get("batch_size", 8),
+                                  metric=cfg.get("metric", "accuracy"))
+    if kind == "task":
+        return TaskObjective(cfg["task"], tokenizer, data=cfg.get("data"), limit=cfg.get("limit"),
+                             batch_size=cfg.get("batch_size", 16), seed=cfg.get("seed", 0))
+    raise LaserkitError(f"unknown objective type {kind!r} in the run config")

@@ -1,0 +1,176 @@
+"""Reuse the hidden states entering layer ℓ across every trial that edits only layers ≥ ℓ.
+
+An intervention at layer ℓ cannot change what blocks 0..ℓ-1 compute, so their output (the input
+of block ℓ) is recorded on the first pass over each batch and, on later passes over the same
+batch, injected into block ℓ while blocks 0..ℓ-1 are swapped for pass-through modules. Batches are
+recognised by a hash of input_ids and attention_mask. Only valid for pure forward scoring over
+fixed batches (not generation, whose inputs change as tokens are produced).
+
+Past ``budget_bytes`` of cached states, new ones are spilled to ``spill_dir`` when one is given,
+otherwise not kept (that batch is recomputed every time): never out of memory because of the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..targets import find_blocks
+
+
+class PassThrough(nn.Module):
+    """Stands in for a skipped block: returns its hidden-states input in the block's own output
+    structure, and forwards attribute reads (e.g. ``attention_type``) to the real block."""
+
+    def __init__(self, block: nn.Module, structure: int | None) -> None:
+        super().__init__()
+        object.__setattr__(self, "_block", block)  # not a submodule: no parameters duplicated
+        self._structure = structure  # None: a tensor; n: a tuple of n items
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_block"), name)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self._structure is None:
+            return hidden
+        return (hidden,) + (None,) * (self._structure - 1)
+
+
+def batch_key(args: tuple, kwargs: dict) -> str | None:
+    """A hash identifying a batch by its token ids and attention mask; None when not token ids."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if not isinstance(ids, torch.Tensor):
+        return None
+    h = hashlib.sha1()
+    for t in (ids, kwargs.get("attention_mask")):
+        if isinstance(t, torch.Tensor):
+            h.update(str((tuple(t.shape), t.dtype)).encode())
+            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class PrefixCache:
+    """Caches the input of one block at a time; ``with cache.at(layer): score(...)``."""
+
+    def __init__(self, model: nn.Module, budget_bytes: int = 1 << 30,
+                 spill_dir: str | Path | None = None) -> None:
+        self.model = model
+        self.blocks = find_blocks(model)[1]
+        self.budget_bytes = budget_bytes
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self._spill_tmp: Path | None = None
+        self.layer: int | None = None
+        self._memory: dict[str, torch.Tensor] = {}
+        self._spilled: dict[str, Path] = {}
+        self._bytes = 0
+        self._structure: int | None = None
+        self._key: str | None = None
+        self._swapped: list[tuple[int, nn.Module]] = []
+        self.stats = {"hits": 0, "recorded": 0, "spilled": 0, "not_kept": 0}
+
+    def clear(self) -> None:
+        """Forget every cached state (call when blocks before the layer were edited)."""
+        self._memory.clear()
+        for p in self._spilled.values():
+            p.unlink(missing_ok=True)
+        self._spilled.clear()
+        self._bytes = 0
+
+    def close(self) -> None:
+        self.clear()
+        if self._spill_tmp is not None:
+            shutil.rmtree(self._spill_tmp, ignore_errors=True)
+
+    @contextmanager
+    def at(self, layer: int) -> Iterator[PrefixCache]:
+        """Within this block, forward passes reuse (or record) the input of block ``layer``."""
+        if layer != self.layer:
+            self.clear()
+            self.layer = layer
+        if layer == 0:  # nothing before block 0 to skip
+            yield self
+            return
+        hooks = [
+            self.model.register_forward_pre_hook(self._top_pre, with_kwargs=True),
+            self.model.register_forward_hook(self._top_post, always_call=True),
+            self.blocks[layer].register_forward_pre_hook(self._block_pre, with_kwargs=True),
+            self.blocks[layer].register_forward_hook(self._block_post),
+        ]
+        try:
+            yield self
+        finally:
+            for h in hooks:
+                h.remove()
+            self._unswap()
+            self._key = None
+
+    def _has(self, key: str) -> bool:
+        return key in self._memory or key in self._spilled
+
+    def _top_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._key = batch_key(args, kwargs)
+        if self._key is not None and self._has(self._key):
+            self._swapped = [(i, self.blocks[i]) for i in range(self.layer)]
+            for i, block in self._swapped:
+                self.blocks[i] = PassThrough(block, self._structure)
+
+    def _top_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._unswap()
+        self._key = None
+
+    def _unswap(self) -> None:
+        for i, block in self._swapped:
+            self.blocks[i] = block
+        self._swapped = []
+
+    def _block_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+        key = self._key
+        if key is None:
+            return None
+        if self._has(key):
+            self.stats["hits"] += 1
+            cached = self._load(key)
+            if args:
+                return (cached, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": cached}
+        self._record(key, args[0] if args else kwargs["hidden_states"])
+        return None
+
+    def _block_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if isinstance(output, tuple):
+            self._structure = len(output)
+
+    def _load(self, key: str) -> torch.Tensor:
+        if key in self._memory:
+            return self._memory[key]
+        device = next(self.blocks[self.layer].parameters()).device
+        return torch.load(self._spilled[key], map_location=device, weights_only=True)
+
+    def _record(self, key: str, hidden: torch.Tensor) -> None:
+        size = hidden.numel() * hidden.element_size()
+        if self._bytes + size <= self.budget_bytes:
+            self._memory[key] = hidden.detach().clone()
+            self._bytes += size
+            self.stats["recorded"] += 1
+        elif self.spill_dir is not None:
+            if self._spill_tmp is None:
+                self.spill_dir.mkdir(parents=True, exist_ok=True)
+                self._spill_tmp = Path(tempfile.mkdtemp(prefix="prefix-", dir=self.spill_dir))
+            path = self._spill_tmp / f"{self.layer}-{key}.pt"
+            torch.save(hidden.detach().to("cpu"), path)
+            self._spilled[key] = path
+            self.stats["spilled"] += 1
+        else:
+            self.stats["not_kept"] += 1
