@@ -152,6 +152,30 @@ def _auto_class(config: object) -> type:
     return AutoModelForMaskedLM
 
 
+def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, extra: dict,
+                     local_only: bool) -> tuple[nn.Module, object | None]:
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers import AutoConfig, AutoTokenizer
+
+    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
+    kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only, **extra}
+    config = AutoConfig.from_pretrained(path, **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None  # weights without a tokenizer can still be edited and saved
+    model = _auto_class(config).from_pretrained(path, dtype=dtype, **kw)
+    return model, tokenizer
+
+
+def _load_error(source: object, e: Exception) -> LaserkitError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return LaserkitError(
+        f"cannot load model {str(source)!r}: {first} (offline? a hub id must already be in the "
+        "Hugging Face cache; or pass a local directory or .gguf file)"
+    )
+
+
 def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto",
          device: str = "auto", trust_remote_code: bool = False) -> Loaded:
     """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
@@ -159,30 +183,29 @@ def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto
     ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file, or a hub
     id. Failures (missing files, no network for an uncached hub id) raise one LaserkitError.
     """
-    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # laserkit shows its own progress; keep stderr for errors
     path, extra = resolve_source(source)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
+    is_hub_id = not Path(path).exists()
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                  **extra)
-        model = _auto_class(config).from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
-        )
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LaserkitError(
-            f"cannot load model {source!r}: {first} (offline? a hub id must already be in the "
-            "Hugging Face cache; or pass a local directory or .gguf file)"
-        ) from None
+        # a hub id is tried from the local cache first: offline use must not wait on the network
+        model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
+                                            local_only=is_hub_id)
+    except (OSError, ValueError) as first_error:
+        if not is_hub_id:
+            raise _load_error(source, first_error) from None
+        try:
+            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
+                                                local_only=False)
+        except (OSError, ValueError) as e:
+            raise _load_error(source, e) from None
     if "gguf_file" in extra:
         _strip_quantization(model)
     model.to(dev)
     model.eval()
-    if tokenizer.pad_token is None:
+    if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return Loaded(model=model, tokenizer=tokenizer, source=str(source), path=path)
