@@ -1,0 +1,357 @@
+"""Read a checkpoint one tensor at a time, without building the model.
+
+The scan needs every 2-D weight once, and never the model: a 70B checkpoint must scan on a machine
+with far less memory than the model. Sources:
+
+- a directory of safetensors (one file, or shards listed in ``model.safetensors.index.json``).
+  Tensors are read with plain positioned reads from the offsets in the file's header, not through
+  a memory map, so pages of tensors already scanned do not stay in the process (a mapped 70B file
+  would show up as 70B of resident memory by the end of the scan).
+- a directory of PyTorch ``.bin`` files (fallback; ``torch.load(mmap=True, weights_only=True)``).
+- a GGUF file: tensors are dequantized one by one with the ``gguf`` package and renamed to the
+  Hugging Face names by transformers' own GGUF mapping (computed on a model built on the meta
+  device, which holds no weights). llama.cpp stores llama-family q/k weights with their rows
+  permuted for its rotary layout; they are permuted back here, although singular values (and so
+  every scan statistic) are invariant under a row permutation.
+- ``default`` (the packaged SmolLM2, as its cached safetensors directory) or a hub id, resolved
+  through the local Hugging Face cache or a download.
+
+Damaged files (truncated, garbled header) raise one LaserkitError naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+from .errors import LaserkitError
+from .loading import DEFAULT_NAMES, default_model_dir
+
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": getattr(torch, "float8_e4m3fn", torch.uint8),
+    "F8_E5M2": getattr(torch, "float8_e5m2", torch.uint8),
+}
+
+
+class Checkpoint:
+    """Lazy access to the tensors of one checkpoint: names and shapes first, data on request."""
+
+    source: str
+    config: object | None
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's name and shape, in checkpoint order, read from headers only."""
+        raise NotImplementedError
+
+    def get(self, name: str) -> torch.Tensor:
+        """One tensor, in its stored dtype (dequantized to float32 for GGUF), on the CPU."""
+        raise NotImplementedError
+
+    def dtype_name(self, name: str) -> str:
+        """Stored dtype (or GGUF quantization type) of one tensor, for records and resumes."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A hash of the files' sizes and headers: same value ⇔ same tensors (copies included)."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+
+class _SafetensorsFile:
+    """One safetensors file: header parsed and checked against the file size at open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(8)
+                if len(raw) < 8:
+                    raise ValueError("file shorter than its 8-byte header length")
+                (hlen,) = struct.unpack("<Q", raw)
+                if hlen > size - 8:
+                    raise ValueError(f"header length {hlen} exceeds the file size {size}")
+                self.header_bytes = f.read(hlen)
+            header = json.loads(self.header_bytes)
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise LaserkitError(f"corrupt safetensors file {path}: {e}") from None
+        self.data_start = 8 + hlen
+        header.pop("__metadata__", None)
+        self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        end = 0
+        for name, info in header.items():
+            try:
+                dtype, shape, (a, b) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise LaserkitError(
+                    f"corrupt safetensors file {path}: bad entry {name!r}") from None
+            if dtype not in _ST_DTYPES:
+                raise LaserkitError(f"unsupported dtype {dtype} for {name} in {path}")
+            self.entries[name] = (dtype, shape, int(a), int(b))
+            end = max(end, int(b))
+        if self.data_start + end > size:
+            raise LaserkitError(
+                f"truncated safetensors file {path}: the header needs {self.data_start + end} "
+                f"bytes, the file has {size} (re-download or re-save it)"
+            )
+
+    def read(self, name: str) -> torch.Tensor:
+        dtype, shape, a, b = self.entries[name]
+        buf = torch.empty(b - a, dtype=torch.uint8)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.data_start + a)
+            got = f.readinto(memoryview(buf.numpy()))
+        if got != b - a:
+            raise LaserkitError(f"truncated safetensors file {self.path}: short read of {name}")
+        return buf.view(_ST_DTYPES[dtype]).reshape(shape)
+
+
+class SafetensorsCheckpoint(Checkpoint):
+    """A directory of one or more safetensors files."""
+
+    def __init__(self, folder: Path, source: str | None = None):
+        self.source = source or str(folder)
+        self.config = _config(folder)
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError):
+                raise LaserkitError(f"corrupt shard index {index}") from None
+            names = sorted(set(weight_map.values()))
+        else:
+            names = sorted(p.name for p in folder.glob("*.safetensors"))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise LaserkitError(f"{folder}: shard(s) missing: {', '.join(missing[:3])}")
+        self.files = [_SafetensorsFile(folder / n) for n in names]
+        self._where = {t: f for f in self.files for t in f.entries}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {t: f.entries[t][1] for f in self.files for t in f.entries}
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._where[name].read(name)
+
+    def dtype_name(self, name: str) -> str:
+        return self._where[name].entries[name][0]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(f"{f.path.name}:{f.path.stat().st_size}:".encode())
+            h.update(f.header_bytes)
+        return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- torch .bin
+
+
+class BinCheckpoint(Checkpoint):
+    """A directory of PyTorch ``.bin`` files, memory-mapped; a fallback for old checkpoints."""
+
+    def __init__(self, folder: Path, source: str | None = None):
+        self.source = source or str(folder)
+        self.config = _config(folder)
+        self.paths = sorted(folder.glob("*.bin"))
+        self._loaded: tuple[Path, dict] | None = None
+        self._where: dict[str, Path] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._dtypes: dict[str, str] = {}
+        for p in self.paths:
+            for name, t in self._load(p).items():
+                if isinstance(t, torch.Tensor):
+                    self._where[name] = p
+                    self._shapes[name] = tuple(t.shape)
+                    self._dtypes[name] = str(t.dtype).removeprefix("torch.")
+
+    def _load(self, path: Path) -> dict:
+        if self._loaded is None or self._loaded[0] != path:
+            try:
+                sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            except Exception as e:  # zip errors, unpickling errors, legacy formats
+                raise LaserkitError(f"corrupt or unsupported PyTorch file {path}: {e}") from None
+            self._loaded = (path, sd)
+        return self._loaded[1]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._load(self._where[name])[name].clone()
+
+    def dtype_name(self, name: str) -> str:
+        return self._dtypes[name]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for p in self.paths:
+            h.update(f"{p.name}:{p.stat().st_size};".encode())
+        for name, shape in self._shapes.items():
+            h.update(f"{name}{shape}{self._dtypes[name]};".encode())
+        return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- GGUF
+
+
+class GGUFCheckpoint(Checkpoint):
+    """A GGUF file, dequantized tensor by tensor and renamed to Hugging Face names."""
+
+    def __init__(self, path: Path, source: str | None = None):
+        from gguf import GGUFReader
+
+        self.source = source or str(path)
+        self.path = path
+        try:
+            self.reader = GGUFReader(str(path))
+        except Exception as e:  # the reader raises ValueError/struct/numpy errors on damage
+            raise LaserkitError(f"corrupt or truncated GGUF file {path}: {e}") from None
+        self.config, processor, hf_names = _gguf_naming(path)
+        self._processor = processor
+        self._tensors = {}
+        for t in self.reader.tensors:
+            hf = hf_names.get(t.name)
+            if hf is not None:
+                self._tensors[hf] = t
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        # GGUF lists dimensions fastest-first; PyTorch order is the reverse.
+        return {n: tuple(int(d) for d in reversed(t.shape.tolist()))
+                for n, t in self._tensors.items()}
+
+    def get(self, name: str) -> torch.Tensor:
+        from gguf import dequantize
+
+        t = self._tensors[name]
+        weights = dequantize(t.data, t.tensor_type)
+        out = self._processor.process(weights=weights, name=t.name, tensor_key_mapping={},
+                                      parsed_parameters={})
+        tensor = torch.from_numpy(out.weights.copy())
+        _release(self.reader, t)
+        return tensor
+
+    def dtype_name(self, name: str) -> str:
+        return self._tensors[name].tensor_type.name
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.path.stat().st_size};".encode())
+        for t in self.reader.tensors:
+            h.update(f"{t.name}{t.shape.tolist()}{t.tensor_type.name}{t.data_offset};".encode())
+        return h.hexdigest()[:16]
+
+
+def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
+    """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        load_gguf_checkpoint,
+    )
+
+    try:
+        parsed = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+        arch = parsed["model_type"]
+        config = AutoConfig.for_model(**parsed)
+        processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config.to_dict())
+        with torch.device("meta"):  # names only: a model without storage
+            model = AutoModelForCausalLM.from_config(config)
+        names = get_gguf_hf_weights_map(model, processor)
+    except (ValueError, KeyError, NotImplementedError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first}") from None
+    return config, processor, names
+
+
+def _release(reader: object, tensor: object) -> None:
+    """Drop the mapped pages of a tensor already read, so resident memory stays bounded."""
+    mm = getattr(getattr(reader, "data", None), "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    start = (int(tensor.data_offset) // page) * page
+    length = int(tensor.data_offset) + int(tensor.n_bytes) - start
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, start, length)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def _config(folder: Path) -> object | None:
+    """The checkpoint's config, or None when it has none or transformers cannot read it."""
+    if not (folder / "config.json").exists():
+        return None
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """A hub id's files from the local cache, or downloaded; one-line error when unreachable."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.bin"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LaserkitError(
+            f"cannot get {repo_id!r} from the Hugging Face hub: {first} (offline? pass a local "
+            "directory or .gguf file, or download it first)"
+        ) from None
+
+
+def open_checkpoint(source: str | os.PathLike) -> Checkpoint:
+    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id."""
+    text = str(source)
+    if text in DEFAULT_NAMES:
+        return SafetensorsCheckpoint(default_model_dir(), source=text)
+    p = Path(text).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise LaserkitError(f"GGUF file {p} does not exist")
+        return GGUFCheckpoint(p, source=text)
+    if p.exists():
+        if p.is_file() and p.suffix == ".safetensors":
+            raise LaserkitError(f"{p} is a single file: pass the model directory that holds it")
+        if not p.is_dir():
+            raise LaserkitError(f"{p} is not a model directory or .gguf file")
+    elif text.count("/") > 1 or text.startswith((".", "/", "~")):
+        raise LaserkitError(f"model path {text} does not exist")
+    else:
+        p = _hub_snapshot(text)
+    if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
+        return SafetensorsCheckpoint(p, source=text)
+    if any(p.glob("*.bin")):
+        return BinCheckpoint(p, source=text)
+    ggufs = sorted(p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return GGUFCheckpoint(ggufs[0], source=text)
+    raise LaserkitError(
+        f"no weights in {p}: expected *.safetensors, *.bin or one .gguf file"
+    )

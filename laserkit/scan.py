@@ -1,0 +1,336 @@
+"""Streaming spectral scan: statistics of every 2-D weight, read one tensor at a time.
+
+The model is never built. Each matrix is read from the checkpoint, its singular values found (the
+Gram route of spectral.py, on the GPU when there is one), and its record written at once to
+``out_dir/matrices/<module>.safetensors`` (singular values + statistics, atomic rename). A scan
+that is killed resumes from those files; a later scan of the same checkpoint reuses them.
+
+Module type and layer come from targets.names_layout (exact block/layer matching, roles from
+architectures.py). Outside the blocks (embeddings, head) the type is the module name, as Spectrum
+writes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .architectures import FUSED, GROUPS, ROLES
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import LaserkitError
+from .loading import pick_device
+from .saving import atomic_write_text
+from .spectral import matrix_stats
+from .spectral import threads as cpu_threads
+from .targets import names_layout, parse_layers
+
+STAT_KEYS = ("sigma_hat", "mp_threshold", "n_above", "snr", "snr_over_smax", "spectral_norm",
+             "stable_rank", "effective_rank")
+METHOD = "gram-eigvalsh-float64"
+SCAN_JSON = "scan.json"
+SPECTRUM_JSON = "snr_results.json"
+CSV_NAME = "scan.csv"
+HEATMAP = "snr_heatmap.png"
+_DIGIT_PART = re.compile(r"^(?P<head>.*?)\.(?P<idx>\d+)\.(?P<rest>.+)$")
+
+
+@dataclass
+class MatrixRecord:
+    """One scanned matrix: where it sits, what it is, and its spectrum statistics."""
+
+    name: str  # tensor name in the checkpoint, e.g. model.layers.3.mlp.down_proj.weight
+    module: str  # the name without ``.weight`` (Spectrum's key)
+    type: str  # Spectrum's module type: path inside the block, or the module name outside
+    layer: int | None  # block index; None outside the blocks
+    role: str | None  # laserkit role (fc_in, q_proj, ...), "fused:<name>", or None
+    shape: tuple[int, int]
+    dtype: str
+    stats: dict  # STAT_KEYS + note
+    s: torch.Tensor | None = None  # singular values, descending, float64
+
+    def row(self) -> dict:
+        """The record without singular values, for JSON and CSV."""
+        return {"name": self.name, "module": self.module, "type": self.type, "layer": self.layer,
+                "role": self.role, "shape": list(self.shape), "dtype": self.dtype,
+                **{k: self.stats[k] for k in STAT_KEYS}, "note": self.stats.get("note", "")}
+
+
+@dataclass
+class ScanResult:
+    """All records of one scan, in a fixed order (outside-block matrices first, then by layer)."""
+
+    source: str
+    fingerprint: str
+    num_layers: int
+    records: list[MatrixRecord]
+    skipped: dict[str, str] = field(default_factory=dict)  # tensor name → why it has no spectrum
+    reused: int = 0  # records read back from an earlier (or interrupted) scan
+    out_dir: Path | None = None
+
+    def spectrum_entries(self) -> dict[str, dict]:
+        """Spectrum's JSON layout: {module: {"snr": SNR/s_max, "type": type}}, Spectrum's order."""
+        from .spectrum import type_order
+
+        order = {t: i for i, t in enumerate(type_order([r.type for r in self.records]))}
+        recs = sorted(self.records, key=lambda r: (order[r.type], _layer_key(r), r.module))
+        return {r.module: {"snr": r.stats["snr_over_smax"], "type": r.type} for r in recs}
+
+
+def _layer_key(r: MatrixRecord) -> int:
+    return -1 if r.layer is None else r.layer
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def plan(ckpt: Checkpoint, types: str | None = None,
+         layers: str | None = None) -> tuple[list[MatrixRecord], dict[str, str], int]:
+    """The matrices a scan will cover (without statistics), the tensors skipped, #layers."""
+    shapes = ckpt.shapes()
+    layout = names_layout(shapes, ckpt.config)
+    in_blocks = {f"{m.module}.weight": m for m in layout.matrices}
+    records: list[MatrixRecord] = []
+    skipped: dict[str, str] = {}
+    for name, shape in shapes.items():
+        if len(shape) != 2:
+            skipped[name] = ("1-D (norm scale or bias): no spectrum, SNR undefined"
+                             if len(shape) == 1 else f"{len(shape)}-D tensor: not a matrix")
+            continue
+        if 0 in shape:
+            skipped[name] = "empty matrix"
+            continue
+        module = name.removesuffix(".weight")
+        m = in_blocks.get(name)
+        if m is not None:
+            layer, typ, role = m.layer, m.rel, m.role
+        else:  # outside the main blocks: Spectrum's rule (path after the first index, else name)
+            hit = _DIGIT_PART.match(module)
+            layer, typ, role = (int(hit["idx"]), hit["rest"], None) if hit else (None, module, None)
+            if hit and layer >= layout.num_layers:
+                layer = None
+        records.append(MatrixRecord(name, module, typ, layer, role, (shape[0], shape[1]),
+                                    ckpt.dtype_name(name), {}))
+    records = _filter(records, types, layers, layout)
+    records.sort(key=lambda r: (_layer_key(r), r.module))
+    return records, skipped, layout.num_layers
+
+
+def _holds(role: str | None, wanted: str) -> bool:
+    """Does a matrix of this role hold ``wanted``? A fused matrix holds each of its parts."""
+    if role == wanted:
+        return True
+    return bool(role and role.startswith("fused:") and wanted in FUSED[role[6:]])
+
+
+def matches(rec: MatrixRecord, part: str) -> bool:
+    """Exact selection: a group (mlp, attn), a role (fc_in, q_proj ...), a type or a module."""
+    if part in GROUPS:
+        return any(_holds(rec.role, r) for r in GROUPS[part])
+    if part in ROLES:
+        return _holds(rec.role, part)
+    return part in (rec.type, rec.module)
+
+
+def _parts(types: str | list[str] | None) -> list[str]:
+    if types is None:
+        return []
+    items = types.split(",") if isinstance(types, str) else list(types)
+    return [p.strip() for p in items if p.strip()]
+
+
+def _filter(records: list[MatrixRecord], types: str | list[str] | None, layers: str | None,
+            layout) -> list[MatrixRecord]:
+    parts = _parts(types)
+    if parts:
+        offered = list(layout.lnames()) + sorted({r.type for r in records if r.layer is None})
+        unknown = [p for p in parts if p not in offered and not any(matches(r, p) for r in records)]
+        if unknown:
+            raise LaserkitError(f"unknown module type {unknown[0]!r}: this model offers "
+                                f"{', '.join(offered)}")
+        records = [r for r in records if any(matches(r, p) for p in parts)]
+    if layers is not None and layers != "all":
+        keep = set(parse_layers(layers, layout.num_layers))
+        records = [r for r in records if r.layer in keep]
+    if not records:
+        raise LaserkitError("no matrices match the --types/--layers given")
+    return records
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def _matrix_file(out_dir: Path, module: str) -> Path:
+    return out_dir / "matrices" / f"{module}.safetensors"
+
+
+def _save_matrix(path: Path, rec: MatrixRecord, fingerprint: str) -> None:
+    """Singular values + record, written to a temporary sibling and renamed into place."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"record": json.dumps(rec.row()), "fingerprint": fingerprint, "method": METHOD}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({"s": rec.s.contiguous()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_matrix(path: Path, fingerprint: str | None = None) -> MatrixRecord | None:
+    """A stored record, or None when absent, unreadable or from another checkpoint/method."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("method") != METHOD:
+                return None
+            if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+                return None
+            s = f.get_tensor("s")
+        row = json.loads(meta["record"])
+    except Exception:  # a damaged cache file is recomputed, never trusted
+        return None
+    stats = {k: row[k] for k in STAT_KEYS}
+    stats["note"] = row.get("note", "")
+    return MatrixRecord(row["name"], row["module"], row["type"], row["layer"], row["role"],
+                        tuple(row["shape"]), row["dtype"], stats, s)
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | None = None, *,
+         types: str | list[str] | None = None, layers: str | None = None, device: str = "auto",
+         resume: bool = True, progress: bool = True, plots: bool = True,
+         threads: int | None = None) -> ScanResult:
+    """Scan every selected 2-D weight of a checkpoint; write results into ``out_dir`` if given.
+
+    With ``resume`` (default), matrices already stored in ``out_dir`` for this same checkpoint are
+    read back instead of recomputed, so an interrupted scan continues where it stopped.
+    ``threads`` caps CPU threads for the linear algebra (None: torch's default).
+    """
+    from tqdm.auto import tqdm
+
+    ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
+    dev = pick_device(device)
+    fingerprint = ckpt.fingerprint()
+    records, skipped, num_layers = plan(ckpt, types, layers)
+    out = Path(out_dir) if out_dir is not None else None
+    done: list[MatrixRecord] = []
+    reused = 0
+    bar = tqdm(records, desc="scan", unit="matrix", disable=not progress, dynamic_ncols=True)
+    for planned in bar:
+        bar.set_postfix_str(planned.module, refresh=False)
+        cached = (_load_matrix(_matrix_file(out, planned.module), fingerprint)
+                  if out is not None and resume else None)
+        if cached is not None:
+            done.append(cached)
+            reused += 1
+            continue
+        w = ckpt.get(planned.name).to(dev)
+        with cpu_threads(threads):
+            stats = matrix_stats(w)
+        del w
+        planned.s = stats.pop("s")
+        planned.stats = {k: stats[k] for k in (*STAT_KEYS, "note")}
+        if out is not None:
+            _save_matrix(_matrix_file(out, planned.module), planned, fingerprint)
+        done.append(planned)
+    bar.close()
+    result = ScanResult(str(getattr(ckpt, "source", source)), fingerprint, num_layers, done,
+                        skipped, reused, out)
+    if out is not None:
+        write_outputs(result, out, filters={"types": types, "layers": layers}, plots=plots)
+    return result
+
+
+def write_outputs(result: ScanResult, out: Path, *, filters: dict | None = None,
+                  plots: bool = True) -> None:
+    """scan.json (every statistic), Spectrum's JSON, CSV and the heatmap, each atomically."""
+    from .spectrum import dumps_json
+
+    doc = {"laserkit_version": __version__, "source": result.source,
+           "fingerprint": result.fingerprint, "method": METHOD, "num_layers": result.num_layers,
+           "filters": filters or {}, "matrices": [r.row() for r in result.records],
+           "skipped": result.skipped}
+    atomic_write_text(out / SCAN_JSON, dumps_json(doc) + "\n")
+    atomic_write_text(out / SPECTRUM_JSON, dumps_json(result.spectrum_entries()) + "\n")
+    atomic_write_text(out / CSV_NAME, to_csv(result))
+    if plots:
+        from .scan_plots import snr_heatmap
+
+        snr_heatmap(result, out / HEATMAP)
+
+
+def to_csv(result: ScanResult) -> str:
+    """One row per matrix; non-finite values are written as inf / nan."""
+    buf = io.StringIO()
+    cols = ["module", "type", "layer", "role", "rows", "cols", "dtype", *STAT_KEYS, "note"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in result.records:
+        row = r.row()
+        w.writerow([r.module, r.type, "" if r.layer is None else r.layer, r.role or "",
+                    r.shape[0], r.shape[1], r.dtype,
+                    *(_fmt(row[k]) for k in STAT_KEYS), row["note"]])
+    return buf.getvalue()
+
+
+def _fmt(v: float | int) -> str:
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v)) if math.isfinite(v) else ("nan" if math.isnan(v) else "inf")
+
+
+def load_scan(out_dir: str | os.PathLike, *, with_s: bool = True) -> ScanResult:
+    """A finished scan read back from its directory (singular values from matrices/)."""
+    out = Path(out_dir)
+    path = out / SCAN_JSON
+    if not path.is_file():
+        raise LaserkitError(f"{out} holds no scan ({SCAN_JSON} missing): run `laserkit scan`")
+    try:
+        doc = json.loads(path.read_text())
+        rows = doc["matrices"]
+    except (ValueError, KeyError):
+        raise LaserkitError(f"{path} is not a laserkit scan file") from None
+    records = []
+    for row in rows:
+        stored = _load_matrix(_matrix_file(out, row["module"])) if with_s else None
+        stats = {k: row[k] for k in STAT_KEYS}
+        stats["note"] = row.get("note", "")
+        records.append(MatrixRecord(row["name"], row["module"], row["type"], row["layer"],
+                                    row["role"], tuple(row["shape"]), row["dtype"], stats,
+                                    stored.s if stored is not None else None))
+    return ScanResult(doc["source"], doc["fingerprint"], doc["num_layers"], records,
+                      doc.get("skipped", {}), 0, out)
+
+
+def lowest_snr(result: ScanResult, k: int = 15,
+               types: str | list[str] | None = "mlp,attn") -> list[tuple[str, int, str]]:
+    """laserRMT's candidate list: the k block matrices of lowest SNR, as (module, layer, lname).
+
+    The lname is the matrix's role (fc_in, q_proj ...) — or its path inside the block for fused
+    or unrecognised matrices — so ``resolve(layout, lname, layer)`` names exactly this matrix.
+    NaN SNRs (undefined spectra) are left out.
+    """
+    parts = _parts(types)
+    pool = [r for r in result.records if r.layer is not None and not math.isnan(r.stats["snr"])
+            and (not parts or any(matches(r, p) for p in parts))]
+    pool.sort(key=lambda r: (r.stats["snr"], r.layer, r.module))
+    return [(r.module, r.layer, r.role if r.role in ROLES else r.type) for r in pool[:k]]
