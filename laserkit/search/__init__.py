@@ -3,15 +3,6 @@ best), laserRMT's greedy, composition across layers; durable trial store, prefix
 
 from __future__ import annotations
 
-import warnings
-
-try:  # Optuna marks heartbeats and stale-trial retries experimental; they are what we rely on
-    from optuna.exceptions import ExperimentalWarning
-
-    warnings.filterwarnings("ignore", category=ExperimentalWarning)
-except ImportError:  # pragma: no cover - optuna is a dependency
-    pass
-
 from .grid import DEFAULT_LNAMES, DEFAULT_RHOS, GridPlan, grid_edits, pick, selection_key
 from .objective import (
     CallableObjective,

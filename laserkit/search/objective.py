@@ -139,7 +139,8 @@ class TaskObjective:
         self.seed = seed
         self.name = getattr(self.task, "name", task)
         self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
-        self.forward_only = not _generates(self.task)
+        # generation and the semantic score produce new inputs each pass: no prefix cache
+        self.forward_only = getattr(self.task, "kind", "") not in ("generate", "semantic")
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         from ..evaluate import evaluate  # noqa: PLC0415
@@ -153,28 +154,18 @@ class TaskObjective:
         return Scored(dict(result.summary), list(result.records))
 
 
-def _generates(task: object) -> bool:
-    """Whether scoring a task generates text (no prefix cache then)."""
-    for attr in ("generative", "generation", "uses_generation"):
-        if hasattr(task, attr):
-            return bool(getattr(task, attr))
-    kind = str(getattr(task, "kind", getattr(task, "scoring", ""))).lower()
-    return any(w in kind for w in ("generat", "semantic", "dpo"))
-
-
 def _task_head(task: object, split: str, fraction: float, limit: int | None,
                seed: int | None) -> object:
     """A copy of a task holding only the first part of one split (successive halving)."""
-    import copy  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
 
     from ..evaluate import split_examples  # noqa: PLC0415
 
-    examples = list(task.examples)
+    examples = list(task.examples())
     if limit is not None:
         examples = examples[:limit]
-    part = copy.copy(task)
-    part.examples = list(head(split_examples(examples, split, seed=seed), fraction))
-    return part
+    part = list(head(split_examples(examples, split, seed=seed), fraction))
+    return dataclasses.replace(task, _examples=part)
 
 
 def build_objective(cfg: dict, tokenizer: object | None) -> Objective:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,12 +72,13 @@ class TrialStore:
         self.url = url or default_url(self.run_dir)
         engine_kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else {}
         try:
-            self.storage = RDBStorage(
-                self.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                grace_period=grace_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_FAILURES),
-            )
+            with _quiet():
+                self.storage = RDBStorage(
+                    self.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_FAILURES),
+                )
         except Exception as e:  # bad URL, server unreachable, missing driver
             raise LaserkitError(f"cannot open trial store {self.url}: {e}") from None
         self.study = optuna.create_study(study_name=STUDY, storage=self.storage,
@@ -132,7 +134,8 @@ class TrialStore:
 
     def fail_stale(self) -> None:
         """Mark trials of dead workers FAIL; the retry callback re-enqueues them."""
-        optuna.storages.fail_stale_trials(self.study)
+        with _quiet():
+            optuna.storages.fail_stale_trials(self.study)
 
     def pop(self) -> Popped | None:
         """Take the next waiting trial (atomic across processes), or None when none is waiting."""
@@ -221,6 +224,14 @@ class TrialStore:
             return []
         path = self.run_dir / "trials" / result.records
         return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna marks heartbeats and stale-trial retries experimental; they are what we rely on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _finite(value: float) -> float:

@@ -2,9 +2,9 @@
 
 A spec is a JSON dict, so it travels through the trial store and run.json unchanged:
 ``{"key", "phase", "split", "fraction", "order", "edits": [edit, ...]}``. An edit is
-``{"lname", "layer", "intervention"}`` (an (τ, ℓ, ρ) of the paper) or, for laserRMT's candidates
-found by module, ``{"target": Target fields, "intervention"}``. The key is a readable canonical
-string of split, fraction and edits: two specs with the same key are the same trial.
+``{"lname", "layer", "intervention"}``: an (τ, ℓ, ρ) of the paper, or a laserRMT candidate (its
+lname may be a module path inside the block, as ``resolve`` accepts). The key is a readable
+canonical string of split, fraction and edits: two specs with the same key are the same trial.
 """
 
 from __future__ import annotations
@@ -12,31 +12,15 @@ from __future__ import annotations
 from ..edit import Editor
 from ..errors import LaserkitError
 from ..interventions import Intervention
-from ..targets import Target
 
 
 def edit(lname: str, layer: int, iv: Intervention) -> dict:
     return {"lname": lname, "layer": int(layer), "intervention": iv.to_dict()}
 
 
-def target_edit(t: Target, iv: Intervention) -> dict:
-    return {"target": {"lname": t.lname, "layer": t.layer, "module": t.module,
-                       "rows": [list(r) for r in t.rows] if t.rows else None,
-                       "transposed": t.transposed},
-            "layer": t.layer, "intervention": iv.to_dict()}
-
-
-def to_target(d: dict) -> Target:
-    rows = tuple(tuple(r) for r in d["rows"]) if d.get("rows") else None
-    return Target(d["lname"], int(d["layer"]), d["module"], rows, bool(d["transposed"]))
-
-
 def describe_edit(e: dict) -> str:
     iv = Intervention.from_dict(e["intervention"])
-    where = e["target"]["module"] if "target" in e else f"{e['lname']}@{e['layer']}"
-    if "target" in e and e["target"].get("rows"):
-        where += f"[{e['target']['lname']}]"
-    return f"{where}:{iv.describe()}"
+    return f"{e['lname']}@{e['layer']}:{iv.describe()}"
 
 
 def make(phase: str, split: str, edits: list[dict], order: int = 0,
@@ -50,11 +34,7 @@ def make(phase: str, split: str, edits: list[dict], order: int = 0,
 
 def apply_edits(editor: Editor, edits: list[dict]) -> None:
     for e in edits:
-        iv = Intervention.from_dict(e["intervention"])
-        if "target" in e:
-            editor.apply_targets([to_target(e["target"])], iv)
-        else:
-            editor.apply(e["lname"], e["layer"], iv)
+        editor.apply(e["lname"], e["layer"], Intervention.from_dict(e["intervention"]))
 
 
 def lowest_layer(edits: list[dict]) -> int | None:
@@ -66,5 +46,5 @@ def lowest_layer(edits: list[dict]) -> int | None:
 def check_edits(editor: Editor, edits: list[dict]) -> None:
     """Fail early, before any trial runs, on an edit this model cannot take."""
     for e in edits:
-        if "target" not in e and not editor.targets(e["lname"], e["layer"]):
+        if not editor.targets(e["lname"], e["layer"]):
             raise LaserkitError(f"{e['lname']!r} at layer {e['layer']} resolves to no matrix")

@@ -1,0 +1,211 @@
+"""The search engine on tiny random models: selection rule, test split only for base and best,
+prefix cache equivalence, successive halving, resume checks, greedy and compose."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_tiny
+
+from laserkit import Intervention, LaserkitError
+from laserkit.search import (
+    CallableObjective,
+    Context,
+    PrefixCache,
+    TrialStore,
+    grid_edits,
+    run_grid,
+    search_config,
+)
+from laserkit.search.compose import compose_config, run_compose
+from laserkit.search.greedy import greedy_config, run_greedy
+from laserkit.search.objective import NextTokenObjective, split_slice
+from laserkit.targets import find_blocks
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one thread avoids OpenMP spin-waiting on this shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def next_token_data(model, n: int = 40, length: int = 8, seed: int = 1) -> list[list[int]]:
+    """Sequences whose answer is the model's own prediction for half of them, so that accuracy
+    is neither 0 nor 1 and interventions move it."""
+    g = torch.Generator().manual_seed(seed)
+    seqs = torch.randint(0, model.config.vocab_size, (n, length), generator=g)
+    with torch.no_grad():
+        pred = model(input_ids=seqs[:, :-1]).logits[:, -1].argmax(-1)
+    seqs[::2, -1] = pred[::2]
+    return seqs.tolist()
+
+
+def grid_cfg(model, lnames=("fc_in", "fc_out"), layers=(9, 10, 11), rhos=(0.5, 0.1), **kw):
+    obj = {"type": "next-token", "sequences": next_token_data(model), "batch_size": 8}
+    iv = Intervention(rho=0.5)
+    edits = grid_edits(list(lnames), list(layers), list(rhos), iv)
+    return search_config("tiny", obj, edits, intervention=iv.to_dict(), **kw)
+
+
+def better_or_equal(a: dict, b: dict) -> bool:
+    return (a["accuracy"], -a["log_loss"]) >= (b["accuracy"], -b["log_loss"])
+
+
+def test_chosen_is_best_on_validation_and_test_only_for_base_and_best(tmp_path):
+    model = make_tiny("llama")
+    cfg = grid_cfg(model)
+    result = run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    rows = result["trials"]
+    assert len(rows) == 12
+    best_val = result["best"]["validation"]
+    assert all(better_or_equal(best_val, r) for r in rows)
+    assert better_or_equal(best_val, result["base"]["validation"])
+    n_val = len(split_slice(40, "validation"))
+    assert {r["n"] for r in rows} == {n_val}
+
+    store = TrialStore(tmp_path)
+    done = store.results()
+    test_keys = sorted(k for k, r in done.items() if r.spec["split"] == "test")
+    chosen = result["chosen"]["edits"]
+    expected = ["test|base"] + ([f"test|{result['chosen']['label']}"] if chosen else [])
+    assert test_keys == sorted(expected)
+    for key in test_keys:
+        assert done[key].summary["n"] == 40 - n_val
+        assert len(store.records(done[key])) == 40 - n_val
+
+
+def test_base_wins_ties_so_an_intervention_must_beat_it(tmp_path):
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=(11,), rhos=(1.0,))  # ρ = 1 keeps the matrix: same scores
+    result = run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    assert result["chosen"]["edits"] == []
+    assert result["best"]["test"] == result["base"]["test"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+def test_prefix_cache_is_bit_exact_and_skips_earlier_blocks(family):
+    model = make_tiny(family)
+    blocks = find_blocks(model)[1]
+    layer = len(blocks) - 1
+    ids = torch.randint(0, 128, (3, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    ref = model(input_ids=ids, attention_mask=mask).logits
+    calls = []
+    hook = blocks[0].register_forward_hook(lambda *a: calls.append(1))
+    cache = PrefixCache(model)
+    with torch.no_grad(), cache.at(layer):
+        first = model(input_ids=ids, attention_mask=mask).logits
+        again = model(input_ids=ids, attention_mask=mask).logits
+    hook.remove()
+    assert torch.equal(ref, first) and torch.equal(ref, again)  # bit-exact, not allclose
+    assert len(calls) == 1  # block 0 ran on the recording pass only
+    assert cache.stats["hits"] == 1
+    assert all(b is blocks[i] for i, b in enumerate(find_blocks(model)[1]))  # blocks put back
+
+
+def test_prefix_cache_budget_recomputes_or_spills(tmp_path):
+    model = make_tiny("llama")
+    ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))
+    ref = model(input_ids=ids).logits
+    for cache, stat in ((PrefixCache(model, budget_bytes=0), "not_kept"),
+                        (PrefixCache(model, budget_bytes=0, spill_dir=tmp_path), "spilled")):
+        with torch.no_grad(), cache.at(5):
+            outs = [model(input_ids=ids).logits for _ in range(2)]
+        assert cache.stats[stat] >= 1 and cache.stats["recorded"] == 0
+        assert all(torch.equal(ref, o) for o in outs)
+        cache.close()
+
+
+def test_grid_results_equal_with_and_without_prefix_cache(tmp_path):
+    model = make_tiny("gpt2")
+    results = []
+    for use in (True, False):
+        cfg = grid_cfg(model, layers=(1, 2), prefix_cache=use)
+        ctx = Context(cfg, model)
+        results.append(run_grid(tmp_path / str(use), cfg, ctx=ctx))
+        assert (ctx.prefix is not None) == use
+    with_cache, without = results
+    assert with_cache["trials"] == without["trials"]  # exactly equal summaries
+    assert with_cache["chosen"] == without["chosen"]
+
+
+def test_successive_halving_scores_a_head_then_the_best_fraction(tmp_path):
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, halving=3)
+    result = run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    rows = result["trials"]
+    heads = [r for r in rows if r["fraction"] < 1]
+    full = [r for r in rows if r["fraction"] == 1]
+    assert len(heads) == 12 and len(full) == 4
+    assert all(r["n"] == 3 for r in heads)  # ceil(8 / 3) validation examples
+    assert all(better_or_equal(result["best"]["validation"], r) for r in full)
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=(11,))
+    run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    with pytest.raises(LaserkitError, match="add --resume"):
+        run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    other = grid_cfg(model, layers=(10,))
+    with pytest.raises(LaserkitError, match="differs from the run"):
+        run_grid(tmp_path, other, resume=True, ctx=Context(other, model))
+    again = run_grid(tmp_path, cfg, resume=True, ctx=Context(cfg, model))  # nothing left to do
+    assert json.loads((tmp_path / "result.json").read_text())["chosen"] == again["chosen"]
+
+
+def changed_layers(model) -> tuple[dict, callable]:
+    """A constructed score: which MLP matrices differ from their original values."""
+    blocks = find_blocks(model)[1]
+    original = {i: b.mlp.gate_proj.weight.detach().clone() for i, b in enumerate(blocks)}
+
+    def changed() -> set[int]:
+        return {i for i, w in original.items() if not torch.equal(blocks[i].mlp.gate_proj.weight, w)}
+
+    return original, changed
+
+
+def test_greedy_keeps_exactly_the_improving_steps(tmp_path):
+    model = make_tiny("llama")
+    _, changed = changed_layers(model)
+    good, bad = {11, 8}, {10, 9}
+    objective = CallableObjective(
+        lambda m, split: len(changed() & good) - len(changed() & bad), name="constructed")
+    iv = Intervention(rho=0.5)
+    cands = [{"lname": "fc_in", "layer": i, "intervention": iv.to_dict()} for i in (11, 10, 9, 8)]
+    cfg = greedy_config("tiny", {"type": "constructed"}, cands)
+    result = run_greedy(tmp_path, cfg, Context(cfg, model, objective=objective))
+    assert [s["kept"] for s in result["steps"]] == [True, False, False, True]
+    assert [e["layer"] for e in result["chosen"]["edits"]] == [11, 8]
+    assert result["best"]["test"]["score"] == 2
+    assert changed() == set()  # the model is left as it was loaded
+
+
+def test_compose_stacks_from_the_last_layer_until_accuracy_drops(tmp_path):
+    model = make_tiny("llama")
+    _, changed = changed_layers(model)
+    objective = CallableObjective(
+        lambda m, split: len(changed() & {11, 10}) - 5 * (9 in changed()), name="constructed")
+    cfg = compose_config("tiny", {"type": "constructed"}, ["fc_in"], [8, 9, 10, 11], [0.5, 0.1],
+                         Intervention(rho=0.5).to_dict())
+    result = run_compose(tmp_path, cfg, Context(cfg, model, objective=objective))
+    assert [s["layer"] for s in result["steps"]] == [11, 10, 9]
+    assert [s["kept"] for s in result["steps"]] == [True, True, False]
+    assert [e["layer"] for e in result["chosen"]["edits"]] == [11, 10]
+    assert result["best"]["validation"]["score"] == 2
+
+
+def test_next_token_objective_splits_first_fifth_for_validation():
+    model = make_tiny("llama")
+    obj = NextTokenObjective(next_token_data(model, n=10))
+    val = obj.score(model, "validation")
+    test = obj.score(model, "test")
+    assert [r["index"] for r in val.records] == [0, 1]
+    assert [r["index"] for r in test.records] == list(range(2, 10))
+    assert 0 <= val.summary["accuracy"] <= 1 and val.summary["log_loss"] > 0
