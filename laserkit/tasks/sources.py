@@ -1,0 +1,175 @@
+"""Where a task's data comes from: the packaged BIG-bench files (offline), a local file in the
+dataset's original format (``--data``), or the Hugging Face hub (``datasets``, imported only
+when it is needed, so offline use never touches the network).
+
+Order without ``--data``: packaged files if the task has them, else the hub. ``--data hub``
+forces the hub. Unavailable data is one LaserkitError saying where to get it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..errors import LaserkitError
+from .formats import READERS
+from .registry import TASK_KEYS, Example, Task, task_declaration
+
+PACKAGED = Path(__file__).resolve().parent.parent / "data" / "bigbench"
+HUB_KEYS = {"path", "name", "split", "limit"}
+
+
+def read_file(path: Path) -> tuple[list, dict]:
+    """Records and file-level metadata from .json (a list, or an object with 'examples' or
+    'data'), .jsonl, .csv or .txt (one record {"text": whole file})."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LaserkitError(f"cannot read {path}: {e}") from None
+    if suffix == ".txt":
+        return [{"text": text}], {}
+    if suffix == ".csv":
+        return list(csv.DictReader(text.splitlines())), {}
+    if suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise LaserkitError(f"{path} line {n}: invalid JSON ({e.msg})") from None
+        return records, {}
+    if suffix == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LaserkitError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        if isinstance(obj, list):
+            return obj, {}
+        for key in ("examples", "data"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), list):
+                return obj[key], {k: v for k, v in obj.items() if k != key}
+        raise LaserkitError(f"{path}: expected a JSON list of records, or an object with an "
+                            "'examples' list")
+    raise LaserkitError(f"{path}: unsupported data file type {suffix or '(none)'}; "
+                        "use .json, .jsonl, .csv or .txt")
+
+
+def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> list[Example]:
+    reader = spec.get("reader", "fields")
+    if reader not in READERS:
+        raise LaserkitError(f"task {task.name!r}: unknown reader {reader!r}; "
+                            f"use one of {', '.join(READERS)}")
+    return READERS[reader](records, spec, task.kind, meta, origin)
+
+
+def _unavailable(task: Task, why: str) -> LaserkitError:
+    where = f"download it from {task.url} and " if task.url else ""
+    return LaserkitError(f"no data for task {task.name!r} ({why}): {where}pass --data FILE")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so that an offline machine fails in one line instead of retrying."""
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return True  # the user asked for the local datasets cache: let `datasets` read it
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_hub(task: Task) -> list[Example]:
+    """Records from the Hugging Face hub; every hub spec inherits the local reader spec."""
+    hubs = task.sources.get("hub")
+    if not hubs:
+        raise _unavailable(task, "it has no Hugging Face hub source")
+    if not hub_reachable():
+        raise _unavailable(task, "the Hugging Face hub is not reachable (offline?)")
+    try:
+        import datasets
+    except ImportError:
+        raise _unavailable(task, "the 'datasets' package is not installed") from None
+    out: list[Example] = []
+    for hub in hubs if isinstance(hubs, list) else [hubs]:
+        spec = {**task.sources.get("local", {}),
+                **{k: v for k, v in hub.items() if k not in HUB_KEYS}}
+        try:
+            ds = datasets.load_dataset(hub["path"], hub.get("name"),
+                                       split=hub.get("split", "train"))
+        except Exception as e:  # offline, unknown id, script datasets: all one line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise _unavailable(task, f"cannot load {hub['path']} from the hub: {first}") from None
+        records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
+        out += _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
+    return out
+
+
+def load_examples(task: Task) -> list[Example]:
+    """The task's examples from --data, the packaged files, or the hub (in that order)."""
+    if task.data == "hub":
+        examples = load_hub(task)
+    elif task.data:
+        spec = task.sources.get("local")
+        if spec is None:
+            raise LaserkitError(f"task {task.name!r} does not read local files")
+        records, meta = read_file(Path(task.data))
+        examples = _read(records, spec, task, meta, Path(task.data).name)
+    elif "packaged" in task.sources:
+        spec = task.sources["packaged"]
+        files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
+        examples = []
+        for f in files:
+            records, meta = read_file(PACKAGED / f)
+            examples += _read(records, spec, task, meta, f)
+    else:
+        examples = load_hub(task)
+    if not examples:
+        raise LaserkitError(f"task {task.name!r}: the data holds no usable examples")
+    return examples
+
+
+def user_task(path: Path, data: str | None = None) -> Task:
+    """A task declared in a YAML/JSON file, or a bare JSON/JSONL/CSV data file whose records
+    use the conventional fields: prompt + choices + answer (multiple choice), prompt + answer
+    (open answer), prompt + chosen + rejected (semantic), or text (perplexity)."""
+    decl = task_declaration(path) if path.suffix.lower() in (".yaml", ".yml", ".json") else None
+    if decl is None:
+        records, _ = read_file(path)
+        first = records[0] if records and isinstance(records[0], dict) else {}
+        kind = ("choice" if "choices" in first else "semantic" if "chosen" in first
+                else "perplexity" if "text" in first and "prompt" not in first else "generate")
+        return Task(name=path.stem, kind=kind, description=f"user data {path.name}",
+                    sources={"local": {"reader": "fields", "prompt": "{prompt}"}},
+                    data=data or str(path))
+    decl = dict(decl)
+    if "kind" not in decl:
+        raise LaserkitError(f"task file {path}: missing 'kind' (one of choice, generate, "
+                            "next_token, perplexity, semantic)")
+    if "data" not in decl and data is None:
+        raise LaserkitError(f"task file {path}: missing 'data' (a .json/.jsonl/.csv/.txt file, "
+                            "relative to the task file)")
+    file = data or str((path.parent / str(decl.pop("data"))).resolve())
+    decl.pop("data", None)
+    if not Path(file).is_file():
+        raise LaserkitError(f"task file {path}: data file {file} does not exist")
+    task_kw = {k: decl.pop(k) for k in list(decl) if k in TASK_KEYS - {"sources", "aliases"}}
+    reader_keys = {"reader", "prompt", "id", "answer", "choices", "choices_field", "label_map",
+                   "skip_unmapped", "rename", "chosen", "rejected", "text", "join", "mode"}
+    unknown = set(decl) - reader_keys - {"name"}
+    if unknown:
+        accepted = sorted(reader_keys | TASK_KEYS - {"sources", "aliases"})
+        raise LaserkitError(f"task file {path}: unknown keys {sorted(unknown)}; accepted: "
+                            f"{', '.join(accepted)}")
+    if task_kw["kind"] != "perplexity" and "prompt" not in decl:
+        raise LaserkitError(f"task file {path}: missing 'prompt' (a template such as "
+                            "\"Q: {question}\\nA:\")")
+    name = str(decl.pop("name", path.stem))
+    if "topk" in task_kw:
+        task_kw["topk"] = tuple(task_kw["topk"])
+    return Task(name=name, sources={"local": decl}, data=file, **task_kw)
