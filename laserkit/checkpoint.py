@@ -27,6 +27,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,8 +62,28 @@ class Checkpoint:
         raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """A hash of the files' sizes and headers: same value ⇔ same tensors (copies included)."""
+        """A hash telling this checkpoint's weights from any other's, cheaply (see _file_identity).
+
+        A scan reuses stored results only under the same fingerprint.
+        """
         raise NotImplementedError
+
+
+_SAMPLE = 1 << 16
+
+
+def _file_identity(path: Path, h: Any) -> None:  # h: a hashlib hash
+    """Feed a file's name, size, modification time and three 64 KiB samples into ``h``.
+
+    Headers alone do not tell two checkpoints apart (same architecture ⇒ same header); the
+    mtime catches a file re-saved after an edit, the samples a different file with a kept mtime.
+    """
+    st = path.stat()
+    h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    with open(path, "rb") as f:
+        for pos in (0, max(0, st.st_size // 2 - _SAMPLE // 2), max(0, st.st_size - _SAMPLE)):
+            f.seek(pos)
+            h.update(f.read(_SAMPLE))
 
 
 # ----------------------------------------------------------------------------- safetensors
@@ -152,7 +173,7 @@ class SafetensorsCheckpoint(Checkpoint):
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for f in self.files:
-            h.update(f"{f.path.name}:{f.path.stat().st_size}:".encode())
+            _file_identity(f.path, h)
             h.update(f.header_bytes)
         return h.hexdigest()[:16]
 
@@ -199,7 +220,7 @@ class BinCheckpoint(Checkpoint):
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for p in self.paths:
-            h.update(f"{p.name}:{p.stat().st_size};".encode())
+            _file_identity(p, h)
         for name, shape in self._shapes.items():
             h.update(f"{name}{shape}{self._dtypes[name]};".encode())
         return h.hexdigest()[:16]
@@ -248,7 +269,8 @@ class GGUFCheckpoint(Checkpoint):
         return self._tensors[name].tensor_type.name
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(f"{self.path.stat().st_size};".encode())
+        h = hashlib.sha256()
+        _file_identity(self.path, h)
         for t in self.reader.tensors:
             h.update(f"{t.name}{t.shape.tolist()}{t.tensor_type.name}{t.data_offset};".encode())
         return h.hexdigest()[:16]

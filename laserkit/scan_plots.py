@@ -50,8 +50,7 @@ def snr_heatmap(result, path: str | os.PathLike, title: str | None = None) -> Pa
         finite = np.isfinite(grid)
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.where(finite & (grid > 0), np.log10(np.where(grid > 0, grid, 1.0)), np.nan)
-        cmap = matplotlib.colormaps["viridis"].copy()
-        cmap.set_bad("white")
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
         im = ax.imshow(np.ma.masked_invalid(logs), aspect="auto", cmap=cmap,
                        interpolation="nearest")
         special = colors.ListedColormap([NAN_COLOR, INF_COLOR])
