@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import LaserkitError
@@ -106,8 +107,14 @@ def load_hub(task: Task) -> list[Example]:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise _unavailable(task, f"cannot load {hub['path']} from the hub: {first}") from None
         records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
-        out += _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
+        exs = _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
+        out += _prefixed(exs, hub["path"], isinstance(hubs, list) and len(hubs) > 1)
     return out
+
+
+def _prefixed(examples: list[Example], source: str, several: bool) -> list[Example]:
+    """Ids stay unique when a task reads several files: "file:id"."""
+    return [replace(e, id=f"{source}:{e.id}") for e in examples] if several else examples
 
 
 def load_examples(task: Task) -> list[Example]:
@@ -126,7 +133,8 @@ def load_examples(task: Task) -> list[Example]:
         examples = []
         for f in files:
             records, meta = read_file(PACKAGED / f)
-            examples += _read(records, spec, task, meta, f)
+            examples += _prefixed(_read(records, spec, task, meta, f), Path(f).stem,
+                                  len(files) > 1)
     else:
         examples = load_hub(task)
     if not examples:
