@@ -88,22 +88,24 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
     """For each request (ids, start): log p(ids[t] | ids[:t]) for t ≥ start (float32, CPU), and
     ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``.
 
-    A sequence that is a prefix of another one (a one-token answer is a prefix of the prompt
-    plus a longer answer; identical prompts) is not run again: its values are read from the
-    longer row, where causal attention makes them the same. Rows are sorted by length, longest
-    first, and right-padded.
+    Sharing: a request needs the model's outputs on ids[:-1] only (the last token is predicted,
+    never an input), so requests whose inputs are equal (one-token answers after the same
+    prompt) or a prefix of another request's input are read from that longer row, where causal
+    attention gives them the same values. Rows are sorted by length, longest first, and
+    right-padded.
     """
-    if any(not 1 <= s <= len(ids) for ids, s in requests):
+    if any(not 1 <= s < len(ids) for ids, s in requests):
         raise LaserkitError("internal: every scored token needs at least one token of context")
     keys = [tuple(int(t) for t in ids) for ids, _ in requests]
-    uniq = sorted(set(keys))
+    inputs = [k[:-1] for k in keys]
+    uniq = sorted(set(inputs))
     rep: dict[tuple, tuple] = {}
     for i in range(len(uniq) - 1, -1, -1):
         s = uniq[i]
         nxt = uniq[i + 1] if i + 1 < len(uniq) else None
         rep[s] = rep[nxt] if nxt is not None and nxt[: len(s)] == s else s
     users: dict[tuple, list[int]] = {}
-    for i, k in enumerate(keys):
+    for i, k in enumerate(inputs):
         users.setdefault(rep[k], []).append(i)
     rows = sorted(users, key=lambda r: (-len(r), r))
     out: list[torch.Tensor | None] = [None] * len(requests)

@@ -116,15 +116,17 @@ def test_token_logprobs_shares_prefix_rows(tiny, tok):
     h = tiny.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
                                        with_kwargs=True)
     try:
-        reqs = [([5, 6, 7], 1), ([5, 6, 7, 8, 9], 3), ([5, 6, 7], 2), ([11, 12], 1)]
+        reqs = [([5, 6, 7], 1), ([5, 6, 7, 8, 9], 3), ([5, 6, 7], 2), ([11, 12], 1),
+                ([11, 13], 1)]
         out, _ = S.token_logprobs(tiny, reqs, pad_id=0, batch_size=8)
     finally:
         h.remove()
-    assert calls == [torch.Size([2, 5])]  # [5,6,7] is read from the row [5,6,7,8,9]
+    # inputs [5,6] are read from the row [5,6,7,8]; [11,12] and [11,13] share the input [11]
+    assert calls == [torch.Size([2, 4])]
     for (ids, start), got in zip(reqs, out, strict=True):
         assert float(got.sum()) == pytest.approx(_direct_sum(tiny, ids, start), abs=2e-4)
     with pytest.raises(LaserkitError):
-        S.token_logprobs(tiny, [([5], 0)], pad_id=0)
+        S.token_logprobs(tiny, [([5, 6], 2)], pad_id=0)
 
 
 def test_next_token_ranks_equal_direct(tiny, tok):
