@@ -166,7 +166,8 @@ def changed_layers(model) -> tuple[dict, callable]:
     original = {i: b.mlp.gate_proj.weight.detach().clone() for i, b in enumerate(blocks)}
 
     def changed() -> set[int]:
-        return {i for i, w in original.items() if not torch.equal(blocks[i].mlp.gate_proj.weight, w)}
+        return {i for i, w in original.items()
+                if not torch.equal(blocks[i].mlp.gate_proj.weight, w)}
 
     return original, changed
 

@@ -44,7 +44,7 @@ def split_slice(n: int, split: str) -> range:
     """Indices of a split of n examples: validation the first 20%, test the rest."""
     if split not in SPLITS:
         raise LaserkitError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
-    n_val = math.floor(n * VALIDATION_FRACTION)
+    n_val = math.ceil(n * VALIDATION_FRACTION)  # as laserkit.evaluate.split_examples
     return {"validation": range(0, n_val), "test": range(n_val, n), "all": range(n)}[split]
 
 
@@ -129,7 +129,7 @@ class TaskObjective:
     """A laserkit task scored by laserkit.evaluate (the CLI's objective)."""
 
     def __init__(self, task: str, tokenizer: object, data: str | None = None,
-                 limit: int | None = None, batch_size: int = 16, seed: int | None = 0) -> None:
+                 limit: int | None = None, batch_size: int = 16, seed: int | None = None) -> None:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
         self.task = get_task(task, data=data)
@@ -145,27 +145,28 @@ class TaskObjective:
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         from ..evaluate import evaluate  # noqa: PLC0415
 
-        task = self.task
         if fraction < 1.0:
-            task = _task_head(task, split, fraction, self.limit, self.seed)
-            split = "all"
-        result = evaluate(model, self.tokenizer, task, split=split, limit=self.limit,
-                          batch_size=self.batch_size, progress=False, seed=self.seed)
+            result = evaluate(model, self.tokenizer, self._head(split, fraction), split="all",
+                              batch_size=self.batch_size, progress=False)
+        else:
+            result = evaluate(model, self.tokenizer, self.task, split=split, limit=self.limit,
+                              batch_size=self.batch_size, progress=False, seed=self.seed)
         return Scored(dict(result.summary), list(result.records))
 
+    def _head(self, split: str, fraction: float) -> object:
+        """The task holding only the first part of one split, chosen exactly as evaluate()
+        chooses the split (shuffle by seed, limit, then the first 20% / the rest)."""
+        import dataclasses  # noqa: PLC0415
+        import random  # noqa: PLC0415
 
-def _task_head(task: object, split: str, fraction: float, limit: int | None,
-               seed: int | None) -> object:
-    """A copy of a task holding only the first part of one split (successive halving)."""
-    import dataclasses  # noqa: PLC0415
+        from ..evaluate import split_examples  # noqa: PLC0415
 
-    from ..evaluate import split_examples  # noqa: PLC0415
-
-    examples = list(task.examples())
-    if limit is not None:
-        examples = examples[:limit]
-    part = list(head(split_examples(examples, split, seed=seed), fraction))
-    return dataclasses.replace(task, _examples=part)
+        examples = list(self.task.examples())
+        if self.seed is not None:
+            random.Random(self.seed).shuffle(examples)
+        examples = examples[: self.limit] if self.limit is not None else examples
+        part = list(head(split_examples(examples, split), fraction))
+        return dataclasses.replace(self.task, _examples=part)
 
 
 def build_objective(cfg: dict, tokenizer: object | None) -> Objective:
@@ -176,5 +177,5 @@ def build_objective(cfg: dict, tokenizer: object | None) -> Objective:
                                   metric=cfg.get("metric", "accuracy"))
     if kind == "task":
         return TaskObjective(cfg["task"], tokenizer, data=cfg.get("data"), limit=cfg.get("limit"),
-                             batch_size=cfg.get("batch_size", 16), seed=cfg.get("seed", 0))
+                             batch_size=cfg.get("batch_size", 16), seed=cfg.get("seed"))
     raise LaserkitError(f"unknown objective type {kind!r} in the run config")

@@ -134,12 +134,15 @@ class Context:
 def search_config(model: str, objective: dict, edits: list[list[dict]], *,
                   intervention: dict, grid: dict | None = None, halving: int | None = None,
                   seed: int = 0, dtype: str = "auto", storage: str | None = None,
-                  prefix_cache: bool = True, cache_bytes: int = 1 << 30) -> dict:
-    """The run.json of a grid search (what every worker reads)."""
+                  prefix_cache: bool = True, cache_bytes: int = 1 << 30,
+                  heartbeat_s: int = 5, grace_s: int = 20) -> dict:
+    """The run.json of a grid search (what every worker reads). A worker silent for ``grace_s``
+    seconds is taken for dead and its trial retried."""
     return {"command": "search", "model": model, "objective": objective,
             "grid": {**(grid or {}), "edits": edits}, "intervention": intervention,
             "halving": halving, "seed": seed, "dtype": dtype, "storage": storage,
-            "prefix_cache": prefix_cache, "cache_bytes": cache_bytes}
+            "prefix_cache": prefix_cache, "cache_bytes": cache_bytes,
+            "heartbeat_s": heartbeat_s, "grace_s": grace_s}
 
 
 def plan_for(cfg: dict, higher_is_better: bool = True) -> GridPlan:

@@ -15,6 +15,8 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from ..saving import atomic_write_text
 from .objective import Scored
 
 STUDY = "laserkit"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 MAX_FAILURES = 3  # a trial that failed this often stops the run with its error
 
 
@@ -83,7 +86,7 @@ class TrialStore:
             raise LaserkitError(f"cannot open trial store {self.url}: {e}") from None
         self.study = optuna.create_study(study_name=STUDY, storage=self.storage,
                                          load_if_exists=True, direction="maximize")
-        self._lock_path = self.run_dir / ".enqueue.lock"
+        self._lock_path = self.run_dir / ".store.lock"
 
     # -- the queue -----------------------------------------------------------------------------
 
@@ -98,8 +101,10 @@ class TrialStore:
         return {s["key"] for t in self._trials(states) if (s := self._spec(t))}
 
     @contextmanager
-    def _enqueue_lock(self) -> Iterator[None]:
-        """Serialises enqueueing between workers on this machine (the file lives in RUN_DIR)."""
+    def _lock(self) -> Iterator[None]:
+        """Serialises enqueue and pop between workers on this machine. SQLite ignores SELECT ...
+        FOR UPDATE, so two processes could otherwise pop the same trial; server databases
+        (PostgreSQL, MySQL) lock the row themselves for workers on other machines."""
         with open(self._lock_path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -110,7 +115,7 @@ class TrialStore:
     def enqueue(self, specs: list[dict]) -> int:
         """Add the specs not already waiting, running or complete, in order; returns how many."""
         self.check_failures()
-        with self._enqueue_lock():
+        with self._lock():
             have = self.keys((TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE))
             added = 0
             for spec in specs:
@@ -139,6 +144,10 @@ class TrialStore:
 
     def pop(self) -> Popped | None:
         """Take the next waiting trial (atomic across processes), or None when none is waiting."""
+        with self._lock():
+            return self._pop()
+
+    def _pop(self) -> Popped | None:
         done = self.keys((TrialState.COMPLETE,))
         for t in self._trials((TrialState.WAITING,)):
             try:
@@ -147,6 +156,7 @@ class TrialStore:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             self.storage.record_heartbeat(t._trial_id)
+            self.storage.set_trial_user_attr(t._trial_id, "worker", WORKER)
             spec = self._spec(t)
             if spec is None or spec["key"] in done:  # a duplicate enqueued by a racing worker
                 self.storage.set_trial_state_values(t._trial_id, state=TrialState.PRUNED)
@@ -179,11 +189,21 @@ class TrialStore:
             thread.join()
 
     def complete(self, popped: Popped, scored: Scored, value: float) -> None:
-        """Records first (atomically), then the summary, then COMPLETE: nothing half-stored."""
+        """Records first (atomically), then the summary, then COMPLETE: nothing half-stored.
+
+        If another worker took this trial for dead meanwhile (a heartbeat late on a loaded
+        machine) it is FAIL already and a retry waits; the result is then stored as a new
+        completed trial and the retry is dropped as a duplicate when popped."""
         name = self._write_records(f"{popped.number}", scored.records)
-        self.storage.set_trial_user_attr(popped.trial_id, "records", name)
-        self.storage.set_trial_user_attr(popped.trial_id, "summary", _jsonable(scored.summary))
-        self.study.tell(popped.number, _finite(value))
+        try:
+            self.storage.set_trial_user_attr(popped.trial_id, "records", name)
+            self.storage.set_trial_user_attr(popped.trial_id, "summary",
+                                             _jsonable(scored.summary))
+            self.study.tell(popped.number, _finite(value))
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+            if self.study.get_trials(deepcopy=False)[popped.number].state == TrialState.COMPLETE:
+                return  # run twice through a race: the first result stands, same records
+            self.add_complete(popped.spec, scored, value)
 
     def fail(self, popped: Popped, error: str) -> None:
         self.storage.set_trial_user_attr(popped.trial_id, "error", error[:2000])

@@ -1,0 +1,180 @@
+"""`laserkit report RUN_DIR`: a Markdown summary and PNG plots of a finished run.
+
+Grid searches get the paper's Figure 2 view (validation accuracy change over layer × ρ, one
+heatmap per τ) and accuracy / log-loss against ρ; greedy and compose runs get the score after
+each step, kept steps marked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..errors import LaserkitError
+from ..saving import atomic_write_text
+
+
+def load_result(run_dir: Path) -> dict:
+    path = Path(run_dir) / "result.json"
+    if not path.exists():
+        raise LaserkitError(f"{run_dir} has no result.json: the run is not finished (continue it "
+                            "with --resume) or this is not a laserkit run directory")
+    return json.loads(path.read_text())
+
+
+def _fmt(v: object, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def headline_rows(result: dict) -> list[tuple[str, dict, dict]]:
+    return [("base", result["base"]["validation"], result["base"]["test"]),
+            (result["chosen"]["label"], result["best"]["validation"], result["best"]["test"])]
+
+
+def _headline_md(result: dict) -> list[str]:
+    metric = result["base"]["test"].get("metric", "score")
+    lines = [f"| model | validation {metric} | validation log-loss | test {metric} | "
+             "test log-loss | test n |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, val, test in headline_rows(result):
+        lines.append(f"| {name} | {_fmt(val.get('score'))} | {_fmt(val.get('log_loss'))} | "
+                     f"{_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
+                     f"{test.get('n')} |")
+    return lines
+
+
+def _plt():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _full_rows(result: dict) -> list[dict]:
+    """Grid trials scored on the whole validation split (halving's head rounds left out)."""
+    return [r for r in result.get("trials", []) if r.get("fraction", 1.0) >= 1.0]
+
+
+def heatmaps(result: dict, out: Path) -> list[Path]:
+    """Figure 2 style: validation accuracy (or score) change vs base over layer × ρ, per τ."""
+    plt = _plt()
+    rows = _full_rows(result)
+    key = "accuracy" if rows and rows[0].get("accuracy") is not None else "score"
+    base = result["base"]["validation"].get(key)
+    paths = []
+    for lname in sorted({r["lname"] for r in rows}):
+        sub = [r for r in rows if r["lname"] == lname]
+        layers = sorted({r["layer"] for r in sub})
+        rhos = sorted({r["rho"] for r in sub if r["rho"] is not None}, reverse=True)
+        if not rhos:
+            continue
+        grid = [[math.nan] * len(layers) for _ in rhos]
+        for r in sub:
+            grid[rhos.index(r["rho"])][layers.index(r["layer"])] = r[key] - base
+        lim = max((abs(v) for row in grid for v in row if not math.isnan(v)), default=0) or 1e-9
+        fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(layers) + 2), 0.45 * len(rhos) + 1.8))
+        im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(len(layers)), [str(x) for x in layers])
+        ax.set_yticks(range(len(rhos)), [f"{x:g}" for x in rhos])
+        ax.set_xlabel("layer ℓ")
+        ax.set_ylabel("ρ (fraction of rank kept)")
+        ax.set_title(f"{lname}: validation {key} change vs base ({base:.3f})")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        path = out / f"heatmap_{lname}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def versus_rho(result: dict, out: Path) -> Path | None:
+    """Best validation accuracy and log-loss over layers, against ρ, one line per τ."""
+    plt = _plt()
+    rows = [r for r in _full_rows(result) if r.get("rho") is not None]
+    if not rows:
+        return None
+    metrics = [m for m in ("accuracy", "log_loss", "score") if rows[0].get(m) is not None][:2]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        best = min if m == "log_loss" or not rows[0].get("higher_is_better", True) else max
+        for lname in sorted({r["lname"] for r in rows}):
+            rhos = sorted({r["rho"] for r in rows if r["lname"] == lname})
+            ys = [best(r[m] for r in rows if r["lname"] == lname and r["rho"] == x) for x in rhos]
+            ax.plot(rhos, ys, marker="o", label=lname)
+        base = result["base"]["validation"].get(m)
+        if base is not None:
+            ax.axhline(base, color="gray", linestyle="--", label="base")
+        ax.set_xscale("log")
+        ax.set_xlabel("ρ")
+        ax.set_ylabel(f"validation {m} ({best.__name__} over layers)")
+        ax.legend()
+    fig.tight_layout()
+    path = out / "versus_rho.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def steps_plot(result: dict, out: Path) -> Path | None:
+    """Greedy / compose: the score after each step (kept steps filled)."""
+    plt = _plt()
+    steps = result.get("steps") or []
+    if not steps:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(steps) + 2), 3.6))
+    xs = list(range(len(steps) + 1))
+    ys = [result["base"]["validation"].get("score")] + [s["best_score"] for s in steps]
+    ax.step(xs, ys, where="post", color="tab:blue", label="score of the kept model")
+    for kept, style in ((True, {"color": "tab:green", "label": "kept"}),
+                        (False, {"color": "tab:red", "marker": "x", "label": "dropped"})):
+        pts = [(i + 1, s["score"]) for i, s in enumerate(steps) if s["kept"] == kept]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), zorder=3, **style)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation {result['base']['validation'].get('metric', 'score')}")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "steps.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write RUN_DIR/report/report.md and its plots; returns the Markdown file."""
+    run_dir = Path(run_dir)
+    result = load_result(run_dir)
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    task = result.get("objective", {}).get("task", result.get("objective", {}).get("type"))
+    lines = [f"# laserkit {result['command']}: {result['model']} on {task}", "",
+             f"Chosen: **{result['chosen']['label']}** (selected on validation, reported on "
+             "test).", "", *_headline_md(result), ""]
+    figures = []
+    if result["command"] == "search":
+        figures += heatmaps(result, out)
+        figures.append(versus_rho(result, out))
+        rows = sorted(_full_rows(result), key=lambda r: (-(r.get("accuracy") or 0),
+                                                         r.get("log_loss") or 0))[:10]
+        lines += ["## Best validation trials", "", "| τ | ℓ | ρ | accuracy | log-loss | score |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['lname']} | {r['layer']} | {_fmt(r['rho'], 3)} | "
+                  f"{_fmt(r.get('accuracy'))} | {_fmt(r.get('log_loss'))} | "
+                  f"{_fmt(r.get('score'))} |" for r in rows]
+    else:
+        figures.append(steps_plot(result, out))
+        lines += ["## Steps", "", "| step | edit | score | kept |", "| --- | --- | --- | --- |"]
+        lines += [f"| {s['step']} | {s['edit']} | {_fmt(s['score'])} | "
+                  f"{'yes' if s['kept'] else 'no'} |" for s in result.get("steps", [])]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
