@@ -112,6 +112,7 @@ def _secular_roots(lam: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     below = ar[None, :k] < ar[:, None]
     floor = _EPS * _EPS * (float(lam.abs().max()) + float(znorm.max()) + 1e-300)
     x = 0.5 * (lo + hi)
+    frozen = torch.zeros_like(x, dtype=torch.bool)
     for _ in range(_MAX_ITERS):
         d = x[..., None] - lam  # (C, k+1, k): x − λ_j
         d = torch.where(d == 0, torch.full_like(d, 1e-300), d)
@@ -125,49 +126,45 @@ def _secular_roots(lam: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         lo = torch.where(up, x, lo)
         hi = torch.where(up, hi, x)
         new = _model_zero(x, f, dpsi, dphi, p, r)
-        inside = torch.isfinite(new) & (new > lo) & (new < hi)
-        new = torch.where(inside, new, 0.5 * (lo + hi))
-        done = (new - x).abs() <= 2 * _EPS * new.abs() + floor
-        x = new
-        if bool(done.all()):
+        # converged: the model's step, or the bracket, is below the float spacing at x
+        tol = 2 * _EPS * x.abs() + floor
+        conv = frozen | ((new - x).abs() <= tol) | (hi - lo <= tol)
+        # A step past a bracket end says the root hugs that end (a pole with a tiny weight): go
+        # to the next float inside instead of bisecting (~50 halvings to get there). Bisect when
+        # the iterate is already at that end, or the step failed.
+        at_lo, at_hi = new <= lo, new >= hi
+        new = torch.where(at_lo, torch.nextafter(lo, hi), new)
+        new = torch.where(at_hi, torch.nextafter(hi, lo), new)
+        bad = ~torch.isfinite(new) | (at_lo & (x == lo)) | (at_hi & (x == hi))
+        new = torch.where(bad, 0.5 * (lo + hi), new)
+        x = torch.where(conv, x, new)
+        frozen = conv
+        if bool(frozen.all()):
             break
     return x
 
 
 def _model_zero(x: torch.Tensor, f: torch.Tensor, dpsi: torch.Tensor, dphi: torch.Tensor,
                 p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Zero of the model of f around x: a + B/(y − p) − C/(r − y) in inner gaps (the −y term of
-    f folded into the farther pole), a − y − C/(r − y) in the first, a − y + B/(y − p) in the
-    last; B, C ≥ 0 fit f' at x. Each is a quadratic with one root in the gap."""
+    """Zero of a one-pole model of f fitted to its value and slope at x, around the gap's pole
+    nearer to x: a − s·y + B/(y − p) or a − s·y − C/(r − y), with B, C ≥ 0 the pole's own
+    weight and s ≥ 1 the slope of the rest (the −y term plus the far poles, linearised). Exact
+    when one pole dominates or f is nearly linear (K ≈ I); a quadratic with one root in the gap."""
     u_p, w_r = x - p, r - x
-    far_p = u_p > w_r
-    B = (torch.where(far_p, 1.0, 0.0) - dpsi) * u_p**2
-    Cc = (torch.where(far_p, 0.0, 1.0) - dphi) * w_r**2
-    a = f - B / u_p + Cc / w_r
-    L = r - p
-    # inner: a u² − (aL − B − C) u − B L = 0 for u = y − p in (0, L); discriminant ≥ 0
-    a1 = -(a * L - B - Cc)
-    a0 = -B * L
-    qq = -0.5 * (a1 + torch.where(a1 >= 0, 1.0, -1.0) * torch.sqrt(a1 * a1 - 4 * a * a0))
-    u1, u2 = qq / a, a0 / qq
-    u = torch.where((u1 > 0) & (u1 < L), u1, u2)
-    inner = p + u
-    # first gap: w = r − y solves w² + (a' − r) w − C' = 0 with the slope −1 kept explicit
-    C1 = -dphi * w_r**2
-    beta = f + x + C1 / w_r - r
-    root = torch.sqrt(beta * beta + 4 * C1)
-    w = torch.where(beta > 0, 2 * C1 / (beta + root), 0.5 * (root - beta))
-    first = r - w
-    # last gap: u = y − p solves u² − (a' − p) u − B' = 0
-    B1 = -dpsi * u_p**2
-    gamma = f + x - B1 / u_p - p
-    root = torch.sqrt(gamma * gamma + 4 * B1)
-    ul = torch.where(gamma < 0, 2 * B1 / (root - gamma), 0.5 * (gamma + root))
-    last = p + ul
-    out = inner.clone()
-    out[..., 0] = first[..., 0]
-    out[..., -1] = last[..., -1]
-    return out
+    near_p = (u_p < w_r) | torch.isnan(r)
+    # around p: s u² − γ u − B = 0, u = y − p > 0
+    s = 1 - dphi
+    B = -dpsi * u_p**2
+    gamma = f + s * x - B / u_p - s * p
+    root = torch.sqrt(gamma * gamma + 4 * s * B)
+    u = torch.where(gamma > 0, (gamma + root) / (2 * s), 2 * B / (root - gamma))
+    # around r: s w² + β w − C = 0, w = r − y > 0
+    s = 1 - dpsi
+    C = -dphi * w_r**2
+    beta = f + s * x + C / w_r - s * r
+    root = torch.sqrt(beta * beta + 4 * s * C)
+    w = torch.where(beta > 0, 2 * C / (beta + root), (root - beta) / (2 * s))
+    return torch.where(near_p, p + u, r - w)
 
 
 def _pick(scores: torch.Tensor, maximize: bool) -> int:
