@@ -94,7 +94,8 @@ def _print_result(result: dict, run_dir: Path) -> None:
     metric = result["base"]["test"].get("metric", "score")
     table = Table(title=f"{result['command']}: base → best (chosen on validation, reported on "
                         "test)")
-    for col in ("model", f"val {metric}", "val log-loss", f"test {metric}", "test log-loss"):
+    table.add_column("model", overflow="fold")
+    for col in (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss"):
         table.add_column(col)
     for name, val, test in headline_rows(result):
         table.add_row(name, *(_num(d.get(k)) for d in (val, test) for k in ("score", "log_loss")))

@@ -78,13 +78,18 @@ def heatmaps(result: dict, out: Path) -> list[Path]:
         for r in sub:
             grid[rhos.index(r["rho"])][layers.index(r["layer"])] = r[key] - base
         lim = max((abs(v) for row in grid for v in row if not math.isnan(v)), default=0) or 1e-9
-        fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(layers) + 2), 0.45 * len(rhos) + 1.8))
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) + 2), 0.45 * len(rhos) + 1.8))
         im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(len(layers)), [str(x) for x in layers])
         ax.set_yticks(range(len(rhos)), [f"{x:g}" for x in rhos])
         ax.set_xlabel("layer ℓ")
         ax.set_ylabel("ρ (fraction of rank kept)")
-        ax.set_title(f"{lname}: validation {key} change vs base ({base:.3f})")
+        ax.set_title(f"{lname}: validation {key} change vs base ({base:.3f})", fontsize=10)
+        if len(layers) * len(rhos) <= 120:  # small grids: print the numbers too
+            for (i, j), v in ((ij, grid[ij[0]][ij[1]]) for ij in
+                              ((i, j) for i in range(len(rhos)) for j in range(len(layers)))):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         path = out / f"heatmap_{lname}.png"
