@@ -210,3 +210,24 @@ def test_next_token_objective_splits_first_fifth_for_validation():
     assert [r["index"] for r in val.records] == [0, 1]
     assert [r["index"] for r in test.records] == list(range(2, 10))
     assert 0 <= val.summary["accuracy"] <= 1 and val.summary["log_loss"] > 0
+
+
+def test_ctrl_c_gives_the_running_trial_back_at_once(tmp_path):
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=(11,), grace_s=600)
+    calls = []
+
+    def score(m, split):
+        calls.append(split)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return float(len(calls))
+
+    ctx = Context(cfg, model, objective=CallableObjective(score))
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(tmp_path, cfg, ctx=ctx)
+    store = TrialStore(tmp_path)
+    assert store.running() == 0 and store.waiting() >= 1  # not stuck until the grace period
+    result = run_grid(tmp_path, cfg, resume=True, ctx=ctx)
+    assert len(result["trials"]) == 4
+    assert len(store.results()) == 4 + 1 + (2 if result["chosen"]["edits"] else 1)

@@ -101,7 +101,8 @@ class Context:
         try:
             trial.apply_edits(editor, spec["edits"])
             low = trial.lowest_layer(spec["edits"])
-            if self.prefix is not None and low is not None:
+            # validation trials share layers; a test pass is one trial, nothing to reuse
+            if self.prefix is not None and low is not None and spec["split"] == "validation":
                 with self.prefix.at(low):
                     scored = self.objective.score(self.model, spec["split"], spec["fraction"])
             else:
@@ -163,6 +164,9 @@ def work(run_dir: Path, ctx: Context, store: TrialStore | None = None,
             try:
                 with store.heartbeat(popped):
                     scored = ctx.score(popped.spec)
+            except KeyboardInterrupt:
+                store.release(popped)  # back in the queue now, not after the grace period
+                raise
             except Exception as e:
                 store.fail(popped, f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
                 raise

@@ -129,7 +129,7 @@ class TrialStore:
         """Stop with the error of a trial that keeps failing, rather than retry it forever."""
         fails: dict[str, list] = {}
         for t in self._trials((TrialState.FAIL,)):
-            if (s := self._spec(t)) is not None:
+            if (s := self._spec(t)) is not None and t.user_attrs.get("error") != "interrupted":
                 fails.setdefault(s["key"], []).append(t)
         done = self.keys((TrialState.COMPLETE,))
         for key, ts in fails.items():
@@ -208,6 +208,12 @@ class TrialStore:
     def fail(self, popped: Popped, error: str) -> None:
         self.storage.set_trial_user_attr(popped.trial_id, "error", error[:2000])
         self.study.tell(popped.number, state=TrialState.FAIL)
+
+    def release(self, popped: Popped) -> None:
+        """Give a trial back (Ctrl-C): it is marked failed and queued again at once."""
+        self.storage.set_trial_user_attr(popped.trial_id, "error", "interrupted")
+        self.study.tell(popped.number, state=TrialState.FAIL)
+        self.study.enqueue_trial({"key": popped.spec["key"]}, user_attrs={"spec": popped.spec})
 
     def add_complete(self, spec: dict, scored: Scored, value: float) -> Result:
         """Store a trial computed outside the queue (greedy and compose steps run in order).
