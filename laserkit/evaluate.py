@@ -271,7 +271,7 @@ def _mean(values) -> float:
 
 
 def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all",
-             limit: int | None = None, batch_size: int = 16, progress: bool = True,
+             limit: int | None = None, batch_size: int | None = None, progress: bool = True,
              seed: int | None = None, data: str | None = None,
              max_new_tokens: int | None = None, max_length: int | None = None,
              embedder: str = "minilm", chat_template: str | None = None) -> EvalResult:
@@ -281,11 +281,15 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
     ``limit`` keeps the first examples (after the shuffle that ``seed`` asks for), then
     ``split`` picks validation (first ceil 20%) or test (the rest). ``max_length`` caps the
     context (default: the model's); over-long prompts lose tokens from the left. ``embedder``
-    (semantic score): "minilm", "self" or a sentence-transformers directory.
+    (semantic score): "minilm", "self" or a sentence-transformers directory. ``batch_size``
+    defaults to 16 on a GPU and 4 on CPU, where bigger batches of full-vocabulary logits only
+    cost memory bandwidth (measured in bench/RESULTS.md).
     """
     if type(model).__name__.endswith("ForMaskedLM"):
         raise LaserkitError("evaluation needs a causal language model; masked LMs (BERT, "
                             "RoBERTa) are not supported by laserkit eval yet")
+    if batch_size is None:
+        batch_size = 16 if S.model_device(model).type == "cuda" else 4
     if batch_size < 1:
         raise LaserkitError("batch size must be at least 1")
     task = get_task(task, data) if data is not None or not isinstance(task, Task) else task

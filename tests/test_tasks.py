@@ -249,3 +249,40 @@ def test_split_examples_is_deterministic_and_disjoint():
     assert len(split_examples(items[:1], "validation")) == 1
     with pytest.raises(LaserkitError):
         split_examples(items, "train")
+
+
+def test_cli_tasks_and_eval(tmp_path, default_model_dir):
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from laserkit.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    res = runner.invoke(app, ["tasks"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    for name in PAPER | {"perplexity", "dpo-semantic"}:
+        assert name in res.output
+    model_dir = tmp_path / "tiny"
+    make_tiny("llama", vocab_size=49152, num_hidden_layers=1).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(model_dir)
+    data = _write(tmp_path / "qa.jsonl", [{"prompt": f"Q{i}:", "choices": ["a", "b"],
+                                           "answer": "a"} for i in range(5)])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["eval", str(model_dir), "--task", str(data), "--split", "validation",
+                              "--out", str(out), "--device", "cpu"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "accuracy" in res.output and "log_loss" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 1 and summary["split"] == "validation" and summary["task"] == "qa"
+    assert len((out / "records.jsonl").read_text().splitlines()) == 1
+    res = runner.invoke(app, ["eval", str(model_dir), "--task", "counterfact"])
+    assert isinstance(res.exception, LaserkitError) and "counterfact.json" in str(res.exception)
+
+
+def test_task_object_with_other_data_and_cached_examples(tmp_path):
+    fever = [{"id": 1, "label": "SUPPORTS", "claim": "A is B."}]
+    task = get_task("fever")
+    other = get_task(task, _write(tmp_path / "f.jsonl", fever))
+    assert len(other.examples()) == 1 and len(task.examples()) == 6612
+    assert get_task("fever").examples() == task.examples()  # parsed once, equal copies

@@ -27,7 +27,8 @@ def eval_(
                              "original format, or 'hub' for the Hugging Face hub"),
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
     limit: int = typer.Option(None, "--limit", help="use the first N examples (then split)"),
-    batch_size: int = typer.Option(16, "--batch-size", help="sequences per forward pass"),
+    batch_size: int = typer.Option(None, "--batch-size",
+                                   help="sequences per forward pass (default 16 on GPU, 4 on CPU)"),
     seed: int = typer.Option(None, "--seed", help="shuffle the examples with this seed first"),
     out: Path = typer.Option(None, "--out", help="write records.jsonl and summary.json here"),
     embedder: str = typer.Option("minilm", "--embedder", help="dpo-semantic: minilm (packaged), "

@@ -8,7 +8,7 @@ reference has about thirty of those).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,7 +141,8 @@ def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) ->
     JSON/JSONL/CSV data file with conventional fields). ``data`` overrides the data source: a
     local file in the task's original format, or ``"hub"`` for the Hugging Face hub."""
     if isinstance(name_or_path, Task):
-        return name_or_path
+        return name_or_path if data is None else replace(name_or_path, data=str(data),
+                                                         _examples=None)
     data = None if data is None else str(data)
     if data not in (None, "hub") and not Path(data).expanduser().is_file():
         raise LaserkitError(f"data file {data} does not exist")

@@ -117,8 +117,22 @@ def _prefixed(examples: list[Example], source: str, several: bool) -> list[Examp
     return [replace(e, id=f"{source}:{e.id}") for e in examples] if several else examples
 
 
+_CACHE: dict[tuple, list[Example]] = {}
+
+
 def load_examples(task: Task) -> list[Example]:
-    """The task's examples from --data, the packaged files, or the hub (in that order)."""
+    """The task's examples, parsed once per process for the same definition and file (a
+    search evaluates the same task hundreds of times; Examples are immutable)."""
+    stamp = os.stat(task.data).st_mtime_ns if task.data and task.data != "hub" else None
+    key = (task.name, task.kind, json.dumps(task.sources, sort_keys=True, default=str),
+           task.data, stamp)
+    if key not in _CACHE:
+        _CACHE[key] = _load_examples(task)
+    return list(_CACHE[key])
+
+
+def _load_examples(task: Task) -> list[Example]:
+    """From --data, the packaged files, or the hub (in that order)."""
     if task.data == "hub":
         examples = load_hub(task)
     elif task.data:
