@@ -39,6 +39,8 @@ from .tasks.registry import Example, Task, get_task
 
 SPLITS = ("all", "validation", "test")
 VALIDATION_FRACTION = 0.2
+PPL_WINDOW = 2048  # default perplexity window, capped by the model's context
+PPL_BATCH_TOKENS = 8192
 
 
 @dataclass
@@ -223,7 +225,7 @@ def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
 
 
 def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
-    window = S.context_length(ctx.model, ctx.task.max_length)
+    window = S.context_length(ctx.model, ctx.task.max_length or PPL_WINDOW)
     stride = ctx.task.stride or max(1, window // 2)
     per_doc = []
     for ex in examples:
@@ -231,7 +233,10 @@ def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
         per_doc.append([(ids[b:e], first) for b, e, first in S.sliding_windows(len(ids), window,
                                                                                stride)])
     flat, slices = _groups(examples, per_doc)
-    lps, _ = ctx.logprobs(flat, desc="perplexity")
+    # full-vocabulary logits of long windows are large: at most PPL_BATCH_TOKENS per batch
+    lps, _ = S.token_logprobs(ctx.model, flat, pad_id=ctx.pad_id, progress=ctx.progress,
+                              batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // window)),
+                              desc="perplexity")
     records, total_nll, total_n = [], 0.0, 0
     for ex, sl in zip(examples, slices, strict=True):
         nll, n = -sum(_sums(lps[sl])), sum(len(t) for t in lps[sl])
