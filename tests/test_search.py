@@ -231,3 +231,16 @@ def test_ctrl_c_gives_the_running_trial_back_at_once(tmp_path):
     result = run_grid(tmp_path, cfg, resume=True, ctx=ctx)
     assert len(result["trials"]) == 4
     assert len(store.results()) == 4 + 1 + (2 if result["chosen"]["edits"] else 1)
+
+
+def test_greedy_on_a_single_text_decides_on_all_of_it_without_a_test_phase(tmp_path):
+    model = make_tiny("llama")
+    _, changed = changed_layers(model)
+    objective = CallableObjective(lambda m, split: len(changed()), higher_is_better=False)
+    objective.size = 1  # one text (laserRMT's perplexity on a file): nothing to split
+    iv = Intervention(rho=0.5)
+    cfg = greedy_config("tiny", {"type": "constructed"},
+                        [{"lname": "fc_in", "layer": 11, "intervention": iv.to_dict()}])
+    result = run_greedy(tmp_path, cfg, Context(cfg, model, objective=objective))
+    assert result["decided_on"] == "all" and result["steps"][0]["kept"] is False
+    assert {r.spec["split"] for r in TrialStore(tmp_path).results().values()} == {"all"}

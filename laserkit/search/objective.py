@@ -142,6 +142,12 @@ class TaskObjective:
         # generation and the semantic score produce new inputs each pass: no prefix cache
         self.forward_only = getattr(self.task, "kind", "") not in ("generate", "semantic")
 
+    @property
+    def size(self) -> int:
+        """How many examples the task has (after ``limit``)."""
+        n = len(self.task.examples())
+        return n if self.limit is None else min(n, self.limit)
+
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         from ..evaluate import evaluate  # noqa: PLC0415
 

@@ -30,6 +30,14 @@ def headline(summary: dict) -> float:
     return float(summary["accuracy"] if summary.get("accuracy") is not None else summary["score"])
 
 
+MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
+
+
+def decision_split(objective: object) -> str:
+    size = getattr(objective, "size", None)
+    return "all" if size is not None and size < MIN_SPLIT else "validation"
+
+
 class Steps:
     """A sequential run: its store, context and the validation split it decides on."""
 
@@ -42,10 +50,14 @@ class Steps:
         self.store: TrialStore = open_store(self.run_dir, self.cfg)
         self.progress = progress
         self.count = 0
+        # "all": decide on every example and skip the test phase (one text to score, as
+        # laserRMT's perplexity on a single file); otherwise validation, then test
+        self.split = self.cfg.get("split") or decision_split(ctx.objective)
         self.hib = ctx.objective.higher_is_better
 
-    def score(self, edits: list[dict], order: int, split: str = "validation",
+    def score(self, edits: list[dict], order: int, split: str | None = None,
               total: int = 0) -> Result:
+        split = split or self.split
         r = self.ctx.cached(self.store, trial.make(self.cfg["command"], split, edits, order))
         self.count += 1
         if self.progress is not None:
@@ -55,15 +67,18 @@ class Steps:
     def finish(self, base: Result, final: Result, kept: list[dict], steps: list[dict],
                extra: dict | None = None) -> dict:
         """Score base and final model on test, write result.json, return it."""
-        base_test = self.score([], -1, "test")
-        final_test = self.score(kept, 0, "test") if kept else base_test
+        if self.split == "all":
+            base_test, final_test = base, final
+        else:
+            base_test = self.score([], -1, "test")
+            final_test = self.score(kept, 0, "test") if kept else base_test
         result = {
             "command": self.cfg["command"], "model": self.cfg["model"],
             "objective": {k: v for k, v in self.cfg["objective"].items() if k != "sequences"},
             "chosen": {"edits": kept, "label": ", ".join(map(trial.describe_edit, kept)) or "base"},
             "base": {"validation": base.summary, "test": base_test.summary},
             "best": {"validation": final.summary, "test": final_test.summary},
-            "steps": steps, **(extra or {}),
+            "steps": steps, "decided_on": self.split, **(extra or {}),
         }
         atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
         return result
