@@ -183,7 +183,7 @@ def _candidate_log_scores(E: torch.Tensor, kcols: torch.Tensor, q: float) -> tor
     lam, Q = torch.linalg.eigh(E)
     z = (Q.T @ kcols).T  # (C, k)
     # chunks keep the (chunk, k+1, k) work arrays small enough to stay in cache
-    step = max(1, (1 << 16) // (n * n))
+    step = max(1, (1 << 20) // (n * n))
     return torch.cat([log_vendi(_secular_roots(lam, zc), q) for zc in z.split(step)])
 
 
