@@ -15,7 +15,7 @@ from direct_vendi import direct_log_score, direct_select
 from laserkit.edit import Editor
 from laserkit.interventions import Intervention
 from laserkit.interventions.vendi import (
-    _secular_roots,
+    _arrow_eigenvalues,
     log_vendi,
     vendi_reconstruct,
     vendi_reduce,
@@ -65,19 +65,23 @@ def test_log_vendi_is_spec_formula(q: float) -> None:
     assert float(log_vendi(eps, q)) == pytest.approx(float(naive), rel=1e-12)
 
 
-def test_secular_roots_are_arrow_eigenvalues() -> None:
+def test_arrow_eigenvalues_are_bordered_eigenvalues() -> None:
+    """E's eigenbasis turns [[E, b], [bᵀ, 0]] into an arrow with the same spectrum."""
     g = torch.Generator().manual_seed(4)
     for scale, k in [(1.0, 6), (1e-6, 15), (0.3, 30)]:
-        lam = torch.sort(torch.randn(k, generator=g, dtype=torch.float64) * scale).values
-        lam[2] = lam[1]  # a repeated eigenvalue
-        z = torch.randn(40, k, generator=g, dtype=torch.float64) * scale
-        z[::3, ::2] = 0  # zero weights: deflation
+        E = torch.randn(k, k, generator=g, dtype=torch.float64) * scale
+        E = E + E.T
+        E.fill_diagonal_(0)
+        b = torch.randn(40, k, generator=g, dtype=torch.float64) * scale
+        b[::3] = 0  # a candidate unrelated to the set: deflation
+        lam, Q = torch.linalg.eigh(E)
+        got = _arrow_eigenvalues(lam, b @ Q)
         A = torch.zeros(40, k + 1, k + 1, dtype=torch.float64)
-        A[:, :k, :k] = torch.diag(lam)
-        A[:, :k, k] = z
-        A[:, k, :k] = z
+        A[:, :k, :k] = E
+        A[:, :k, k] = b
+        A[:, k, :k] = b
         ref = torch.linalg.eigvalsh(A)
-        assert torch.allclose(_secular_roots(lam, z), ref, rtol=0, atol=1e-13 * scale)
+        assert torch.allclose(got, ref, rtol=0, atol=1e-13 * scale)
 
 
 def test_min_diversity_runs_and_differs() -> None:
