@@ -109,6 +109,20 @@ def test_prefix_cache_is_bit_exact_and_skips_earlier_blocks(family):
     assert all(b is blocks[i] for i, b in enumerate(find_blocks(model)[1]))  # blocks put back
 
 
+def test_one_unedited_pass_fills_the_cache_for_every_wanted_layer():
+    model = make_tiny("llama")
+    ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))
+    cache = PrefixCache(model, wanted={3, 7, 11})
+    with torch.no_grad():
+        with cache.at(None):
+            ref = model(input_ids=ids).logits
+        assert cache.stats["recorded"] == 3
+        for layer in (11, 7, 3):
+            with cache.at(layer):
+                assert torch.equal(model(input_ids=ids).logits, ref)
+    assert cache.stats["hits"] == 3 and cache.stats["recorded"] == 3
+
+
 def test_prefix_cache_budget_recomputes_or_spills(tmp_path):
     model = make_tiny("llama")
     ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))

@@ -62,31 +62,44 @@ def batch_key(args: tuple, kwargs: dict) -> str | None:
 
 
 class PrefixCache:
-    """Caches the input of one block at a time; ``with cache.at(layer): score(...)``."""
+    """Inputs of blocks, per (layer, batch); ``with cache.at(layer): score(...)``.
+
+    ``wanted``: the layers trials will ask for. Any pass that runs block j in full records the
+    input of every wanted j it passes through that is still valid there (j ≤ the pass's edited
+    layer; ``at(None)`` for an unedited model records them all), so one full pass fills the cache
+    for a whole grid and every later trial is a hit. Past the budget, layers are evicted
+    (those above the current layer first: a grid walks layers downwards), then new states are
+    spilled or not kept.
+    """
 
     def __init__(self, model: nn.Module, budget_bytes: int = 1 << 30,
-                 spill_dir: str | Path | None = None) -> None:
+                 spill_dir: str | Path | None = None, wanted: set[int] | None = None) -> None:
         self.model = model
         self.blocks = find_blocks(model)[1]
         self.budget_bytes = budget_bytes
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.wanted = set(wanted or ())
         self._spill_tmp: Path | None = None
         self.layer: int | None = None
-        self._memory: dict[str, torch.Tensor] = {}
-        self._spilled: dict[str, Path] = {}
+        self._memory: dict[tuple[int, str], torch.Tensor] = {}
+        self._spilled: dict[tuple[int, str], Path] = {}
         self._bytes = 0
         self._structure: int | None = None
         self._key: str | None = None
         self._swapped: list[tuple[int, nn.Module]] = []
-        self.stats = {"hits": 0, "recorded": 0, "spilled": 0, "not_kept": 0}
+        self.stats = {"hits": 0, "recorded": 0, "spilled": 0, "not_kept": 0, "evicted": 0}
 
     def clear(self) -> None:
         """Forget every cached state (call when blocks before the layer were edited)."""
-        self._memory.clear()
-        for p in self._spilled.values():
-            p.unlink(missing_ok=True)
-        self._spilled.clear()
-        self._bytes = 0
+        for layer in {k[0] for k in [*self._memory, *self._spilled]}:
+            self._drop(layer)
+
+    def _drop(self, layer: int) -> None:
+        for k in [k for k in self._memory if k[0] == layer]:
+            t = self._memory.pop(k)
+            self._bytes -= t.numel() * t.element_size()
+        for k in [k for k in self._spilled if k[0] == layer]:
+            self._spilled.pop(k).unlink(missing_ok=True)
 
     def close(self) -> None:
         self.clear()
@@ -94,20 +107,22 @@ class PrefixCache:
             shutil.rmtree(self._spill_tmp, ignore_errors=True)
 
     @contextmanager
-    def at(self, layer: int) -> Iterator[PrefixCache]:
-        """Within this block, forward passes reuse (or record) the input of block ``layer``."""
-        if layer != self.layer:
-            self.clear()
-            self.layer = layer
-        if layer == 0:  # nothing before block 0 to skip
-            yield self
-            return
+    def at(self, layer: int | None) -> Iterator[PrefixCache]:
+        """Within this block, forward passes reuse (or record) the input of block ``layer``
+        and record the wanted layers below it; ``None``: the model is unedited, only record."""
+        self.layer = layer
+        record = {j for j in self.wanted if layer is None or j < layer}
+        if layer is not None:
+            record.add(layer)
+        record.discard(0)  # nothing before block 0 to skip
         hooks = [
             self.model.register_forward_pre_hook(self._top_pre, with_kwargs=True),
             self.model.register_forward_hook(self._top_post, always_call=True),
-            self.blocks[layer].register_forward_pre_hook(self._block_pre, with_kwargs=True),
-            self.blocks[layer].register_forward_hook(self._block_post),
         ]
+        for j in sorted(record):
+            hooks.append(self.blocks[j].register_forward_pre_hook(self._block_pre(j),
+                                                                  with_kwargs=True))
+            hooks.append(self.blocks[j].register_forward_hook(self._block_post))
         try:
             yield self
         finally:
@@ -116,12 +131,12 @@ class PrefixCache:
             self._unswap()
             self._key = None
 
-    def _has(self, key: str) -> bool:
+    def _has(self, key: tuple[int, str]) -> bool:
         return key in self._memory or key in self._spilled
 
     def _top_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._key = batch_key(args, kwargs)
-        if self._key is not None and self._has(self._key):
+        if self._key is not None and self.layer and self._has((self.layer, self._key)):
             self._swapped = [(i, self.blocks[i]) for i in range(self.layer)]
             for i, block in self._swapped:
                 self.blocks[i] = PassThrough(block, self._structure)
@@ -135,31 +150,49 @@ class PrefixCache:
             self.blocks[i] = block
         self._swapped = []
 
-    def _block_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
-        key = self._key
-        if key is None:
+    def _block_pre(self, layer: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+            if self._key is None:
+                return None
+            key = (layer, self._key)
+            if layer == self.layer and self._has(key):
+                self.stats["hits"] += 1
+                cached = self._load(key)
+                if args:
+                    return (cached, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": cached}
+            if not self._has(key):
+                self._record(key, args[0] if args else kwargs["hidden_states"])
             return None
-        if self._has(key):
-            self.stats["hits"] += 1
-            cached = self._load(key)
-            if args:
-                return (cached, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": cached}
-        self._record(key, args[0] if args else kwargs["hidden_states"])
-        return None
+
+        return hook
 
     def _block_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         if isinstance(output, tuple):
             self._structure = len(output)
 
-    def _load(self, key: str) -> torch.Tensor:
+    def _load(self, key: tuple[int, str]) -> torch.Tensor:
         if key in self._memory:
             return self._memory[key]
-        device = next(self.blocks[self.layer].parameters()).device
+        device = next(self.blocks[key[0]].parameters()).device
         return torch.load(self._spilled[key], map_location=device, weights_only=True)
 
-    def _record(self, key: str, hidden: torch.Tensor) -> None:
+    def _evict_for(self, size: int) -> None:
+        """Drop whole layers other than the current one until ``size`` more bytes fit."""
+        cur = self.layer if self.layer is not None else len(self.blocks)
+        held = {k[0] for k in self._memory} - {self.layer}
+        order = sorted((x for x in held if x > cur), reverse=True) + \
+            sorted(x for x in held if x < cur)
+        for layer in order:
+            if self._bytes + size <= self.budget_bytes:
+                return
+            self._drop(layer)
+            self.stats["evicted"] += 1
+
+    def _record(self, key: tuple[int, str], hidden: torch.Tensor) -> None:
         size = hidden.numel() * hidden.element_size()
+        if self._bytes + size > self.budget_bytes and key[0] == self.layer:
+            self._evict_for(size)  # the layer being scored now comes first
         if self._bytes + size <= self.budget_bytes:
             self._memory[key] = hidden.detach().clone()
             self._bytes += size
@@ -168,7 +201,7 @@ class PrefixCache:
             if self._spill_tmp is None:
                 self.spill_dir.mkdir(parents=True, exist_ok=True)
                 self._spill_tmp = Path(tempfile.mkdtemp(prefix="prefix-", dir=self.spill_dir))
-            path = self._spill_tmp / f"{self.layer}-{key}.pt"
+            path = self._spill_tmp / f"{key[0]}-{key[1]}.pt"
             torch.save(hidden.detach().to("cpu"), path)
             self._spilled[key] = path
             self.stats["spilled"] += 1

@@ -93,7 +93,7 @@ class Context:
         self.prefix = None
         if use and self.objective.forward_only:
             self.prefix = PrefixCache(model, budget_bytes=int(cfg.get("cache_bytes", 1 << 30)),
-                                      spill_dir=cfg.get("spill_dir"))
+                                      spill_dir=cfg.get("spill_dir"), wanted=config_layers(cfg))
 
     def score(self, spec: dict) -> Scored:
         """Apply the spec's edits, score its split, put the weights back exactly."""
@@ -101,8 +101,9 @@ class Context:
         try:
             trial.apply_edits(editor, spec["edits"])
             low = trial.lowest_layer(spec["edits"])
-            # validation trials share layers; a test pass is one trial, nothing to reuse
-            if self.prefix is not None and low is not None and spec["split"] == "validation":
+            # validation trials share layers (the base pass fills the cache for all of them);
+            # a test pass is one trial, nothing to reuse
+            if self.prefix is not None and spec["split"] == "validation":
                 with self.prefix.at(low):
                     scored = self.objective.score(self.model, spec["split"], spec["fraction"])
             else:
@@ -130,6 +131,13 @@ class Context:
             return done[spec["key"]]
         scored = self.score(spec)
         return store.add_complete(spec, scored, self.value(scored))
+
+
+def config_layers(cfg: dict) -> set[int]:
+    """Every layer a run's edits touch: the layers whose inputs are worth caching."""
+    edits = [e for es in cfg.get("grid", {}).get("edits", []) for e in es]
+    edits += cfg.get("candidates") or []
+    return {int(e["layer"]) for e in edits} | set(cfg.get("compose", {}).get("layers", []))
 
 
 def search_config(model: str, objective: dict, edits: list[list[dict]], *,
