@@ -16,6 +16,8 @@ from laserkit.edit import Editor
 from laserkit.interventions import Intervention
 from laserkit.interventions.vendi import (
     _arrow_eigenvalues,
+    _excess,
+    _power_sum_excess,
     log_vendi,
     vendi_reconstruct,
     vendi_reduce,
@@ -36,7 +38,8 @@ def _random(seed: int, scale: float = 0.3) -> tuple[torch.Tensor, int]:
 @pytest.mark.parametrize(("q", "bandwidth"), [(1.0, 1.0), (2.0, 1.0), (0.5, 1.0), (1.0, 0.7)])
 def test_fast_matches_direct(use_quality: bool, min_diversity: bool, q: float,
                              bandwidth: float) -> None:
-    for seed, scale in [(0, 0.3), (1, 0.3), (2, 0.1)]:
+    # scale 0.9: rows far apart under the kernel (K near I): power sums; 0.3/0.1: eigensolves
+    for seed, scale in [(0, 0.3), (1, 0.3), (2, 0.1), (3, 0.9), (4, 0.9)]:
         W, r = _random(seed + int(10 * q) + int(bandwidth * 100), scale)
         kw = dict(use_quality=use_quality, min_diversity=min_diversity, q=q, bandwidth=bandwidth)
         fast_idx, fast_score = vendi_select(W, r, **kw)
@@ -82,6 +85,19 @@ def test_arrow_eigenvalues_are_bordered_eigenvalues() -> None:
         A[:, k, :k] = b
         ref = torch.linalg.eigvalsh(A)
         assert torch.allclose(got, ref, rtol=0, atol=1e-13 * scale)
+
+
+@pytest.mark.parametrize("q", [1.0, 0.5, 3.0])
+@pytest.mark.parametrize("scale", [1e-7, 1e-3, 0.02])
+def test_power_sums_equal_eigenvalue_sums(q: float, scale: float) -> None:
+    """The eigenvalue-free score of small-radius arrows equals Σ excess(eigenvalues)."""
+    g = torch.Generator().manual_seed(7)
+    k = 12
+    lam = torch.randn(k, generator=g, dtype=torch.float64) * scale
+    z = torch.randn(30, k, generator=g, dtype=torch.float64) * scale
+    ref = _excess(_arrow_eigenvalues(lam, z), q).sum(1)
+    got = _power_sum_excess(lam, z, q, terms=30)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=0)
 
 
 def test_min_diversity_runs_and_differs() -> None:
