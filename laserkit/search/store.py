@@ -74,6 +74,11 @@ class TrialStore:
         (self.run_dir / "trials").mkdir(parents=True, exist_ok=True)
         self.url = url or default_url(self.run_dir)
         engine_kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else {}
+        self._lock_path = self.run_dir / ".store.lock"
+        with self._lock():  # workers starting together would race to create the tables
+            self._open(engine_kwargs, heartbeat_s, grace_s)
+
+    def _open(self, engine_kwargs: dict, heartbeat_s: int, grace_s: int) -> None:
         try:
             with _quiet():
                 self.storage = RDBStorage(
@@ -86,7 +91,6 @@ class TrialStore:
             raise LaserkitError(f"cannot open trial store {self.url}: {e}") from None
         self.study = optuna.create_study(study_name=STUDY, storage=self.storage,
                                          load_if_exists=True, direction="maximize")
-        self._lock_path = self.run_dir / ".store.lock"
 
     # -- the queue -----------------------------------------------------------------------------
 
