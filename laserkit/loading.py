@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import LaserkitError
+from .hub import hub_reachable
 
 DEFAULT_MODEL = "default"
 DEFAULT_NAMES = {"default", "smollm2", "SmolLM2-135M-Instruct"}
@@ -197,6 +198,11 @@ def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto
     except (OSError, ValueError) as first_error:
         if not is_hub_id:
             raise _load_error(source, first_error) from None
+        if not hub_reachable():
+            raise LaserkitError(
+                f"cannot load model {str(source)!r}: it is not in the Hugging Face cache and the "
+                "hub is not reachable (offline?); pass a local directory or .gguf file"
+            ) from None
         try:
             model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
                                                 local_only=False)

@@ -60,8 +60,7 @@ def test_save_refuses_to_overwrite_without_force(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_bad_sources_are_one_line_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_bad_sources_are_one_line_errors(tmp_path):
     with pytest.raises(LaserkitError, match="does not exist"):
         load(tmp_path / "nope.gguf")
     (tmp_path / "empty").mkdir()

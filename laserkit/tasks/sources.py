@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import LaserkitError
+from ..hub import hub_reachable
 from .formats import READERS
 from .registry import TASK_KEYS, Example, Task, task_declaration
 
@@ -72,17 +72,6 @@ def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> lis
 def _unavailable(task: Task, why: str) -> LaserkitError:
     where = f"download it from {task.url} and " if task.url else ""
     return LaserkitError(f"no data for task {task.name!r} ({why}): {where}pass --data FILE")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe, so that an offline machine fails in one line instead of retrying."""
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return True  # the user asked for the local datasets cache: let `datasets` read it
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_hub(task: Task) -> list[Example]:
