@@ -120,11 +120,18 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
         for j, r in enumerate(batch):
             x[j, : len(r)] = torch.tensor(r)
             mask[j, : len(r)] = 1
-        logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits
+        spans = [(min(requests[i][1] for i in users[r]) - 1,
+                  max(len(keys[i]) for i in users[r]) - 1) for r in batch]
+        first = min(lo for lo, _ in spans)
+        kw = {}
+        if _keeps_logits(model):  # the vocabulary head only where a token is scored
+            kw["logits_to_keep"] = torch.arange(first, max(hi for _, hi in spans), device=dev)
+        else:
+            first = 0
+        logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev), **kw).logits
         for j, r in enumerate(batch):
-            lo = min(requests[i][1] for i in users[r]) - 1
-            hi = max(len(keys[i]) for i in users[r]) - 1
-            lp = logits[j, lo:hi].float().log_softmax(-1).cpu()
+            lo, hi = spans[j]
+            lp = logits[j, lo - first:hi - first].float().log_softmax(-1).cpu()
             for i in users[r]:
                 ids, start = keys[i], requests[i][1]
                 pos = torch.arange(start - 1, len(ids) - 1) - lo
@@ -134,6 +141,13 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
         bar.update(len(batch))
     bar.close()
     return out, extra  # type: ignore[return-value]
+
+
+def _keeps_logits(model: nn.Module) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 @torch.inference_mode()
