@@ -315,8 +315,8 @@ def apply_cmd(
     console.print(f"saved the chosen model to {path}")
 
 
-DEMO = {"task": "fever", "limit": 60, "lname": "fc_in,fc_out", "lnum": "-2:",
-        "rho": "0.05,0.01"}
+DEMO = {"task": "fever", "limit": 300, "lname": "fc_in,fc_out", "lnum": "-6:",
+        "rho": "0.2,0.1,0.05,0.01"}
 
 
 @app.command()
@@ -325,7 +325,8 @@ def demo(
     device: str = DeviceOpt,
 ) -> None:
     """The main job in a few minutes: a small LASER search on the packaged SmolLM2 and FEVER
-    (first 60 claims: 12 validation, 48 test; fc_in/fc_out × last 2 layers × ρ 0.05, 0.01),
+    (first 300 claims: 60 validation, 240 test; fc_in/fc_out × last 6 layers × ρ 0.2, 0.1,
+    0.05, 0.01: 48 trials),
     then the best model saved to RUN_DIR/best-model and the report written. Run again, it
     continues (or just reprints) the same run."""
     search(model="default", task=DEMO["task"], data=None, limit=DEMO["limit"],
