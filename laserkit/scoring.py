@@ -80,6 +80,21 @@ def fit(prompt: list[int], cont: list[int], max_len: int) -> tuple[list[int], in
     return ids, keep, True
 
 
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int,
+              left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of a batch, padded to its longest sequence: on the right for
+    scoring (positions stay aligned with the prompt), on the left for generation (every row ends
+    where new tokens start)."""
+    width = max(len(q) for q in seqs)
+    x = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, q in enumerate(seqs):
+        cols = slice(width - len(q), width) if left else slice(0, len(q))
+        x[j, cols] = torch.tensor(list(q), dtype=torch.long)
+        mask[j, cols] = 1
+    return x, mask
+
+
 @torch.inference_mode()
 def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int,
                    batch_size: int = 16, at_start: Callable[[int, torch.Tensor], object] | None
@@ -114,12 +129,7 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
     bar = _bar(len(rows), progress, desc)
     for b0 in range(0, len(rows), batch_size):
         batch = rows[b0:b0 + batch_size]
-        width = len(batch[0])
-        x = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, r in enumerate(batch):
-            x[j, : len(r)] = torch.tensor(r)
-            mask[j, : len(r)] = 1
+        x, mask = pad_batch(batch, pad_id)
         spans = [(min(requests[i][1] for i in users[r]) - 1,
                   max(len(keys[i]) for i in users[r]) - 1) for r in batch]
         first = min(lo for lo, _ in spans)
@@ -171,17 +181,11 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_n
     bar = _bar(len(order), progress, desc)
     for b0 in range(0, len(order), batch_size):
         idx = order[b0:b0 + batch_size]
-        width = len(prompts[idx[0]])
-        x = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, i in enumerate(idx):
-            p = prompts[i]
-            x[j, width - len(p):] = torch.tensor(list(p))
-            mask[j, width - len(p):] = 1
+        x, mask = pad_batch([prompts[i] for i in idx], pad_id, left=True)
         gen = model.generate(input_ids=x.to(dev), attention_mask=mask.to(dev),
                              generation_config=cfg)
         for j, i in enumerate(idx):
-            new = gen[j, width:].tolist()
+            new = gen[j, x.shape[1]:].tolist()
             cut = next((k for k, t in enumerate(new) if t in eos), len(new))
             out[i] = new[:cut]
         bar.update(len(idx))
@@ -283,12 +287,7 @@ def embed(texts: Sequence[str], embedder: str, *, model: nn.Module | None = None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for b0 in range(0, len(order), batch_size):
         idx = order[b0:b0 + batch_size]
-        width = len(ids[idx[0]])
-        x = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, i in enumerate(idx):
-            x[j, : len(ids[i])] = torch.tensor(ids[i])
-            mask[j, : len(ids[i])] = 1
+        x, mask = pad_batch([ids[i] for i in idx], pad)
         res = model(input_ids=x.to(dev), attention_mask=mask.to(dev), output_hidden_states=True)
         h = res.hidden_states[-1].float()
         m = mask.to(h.device).unsqueeze(-1).float()

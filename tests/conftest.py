@@ -60,3 +60,12 @@ def default_loaded(default_model_dir):
     from laserkit.loading import load
 
     return load(str(default_model_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one thread avoids OpenMP spin-waiting on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

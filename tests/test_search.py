@@ -24,14 +24,7 @@ from laserkit.search.greedy import greedy_config, run_greedy
 from laserkit.search.objective import NextTokenObjective, split_slice
 from laserkit.targets import find_blocks
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread avoids OpenMP spin-waiting on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def next_token_data(model, n: int = 40, length: int = 8, seed: int = 1) -> list[list[int]]:

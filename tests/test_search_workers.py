@@ -9,7 +9,6 @@ import time
 from collections import Counter
 
 import pytest
-import torch
 from conftest import make_tiny
 from optuna.trial import TrialState
 from test_search import grid_cfg
@@ -20,12 +19,7 @@ from laserkit.search.runner import spawn, write_config
 LAYERS = tuple(range(6, 12))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
