@@ -288,3 +288,23 @@ def test_real_default_model_whole_scan(default_model_dir, tmp_path):
     table = _summary_table(res)
     assert table.row_count == 8
     assert (tmp_path / "smol" / "snr_heatmap.png").stat().st_size > 10_000
+
+
+def test_gguf_streams_the_same_matrices_as_its_safetensors_conversion(default_model_dir):
+    """The packaged GGUF file, read tensor by tensor (names mapped, q/k un-permuted), gives the
+    statistics of the converted safetensors copy: same names, layers, roles and numbers."""
+    from laserkit.loading import default_gguf
+
+    pick = dict(types="fc_in,q_proj,k_proj", layers="0,29", progress=False, plots=False,
+                threads=1)
+    from_gguf = {r.module: r for r in scan(str(default_gguf()), **pick).records}
+    from_dir = {r.module: r for r in scan(str(default_model_dir), **pick).records}
+    assert sorted(from_gguf) == sorted(from_dir) and len(from_dir) == 6
+    for name, ref in from_dir.items():
+        got = from_gguf[name]
+        assert (got.layer, got.type, got.shape) == (ref.layer, ref.type, ref.shape)
+        assert got.stats["n_above"] == ref.stats["n_above"]
+        assert got.stats["snr"] == pytest.approx(ref.stats["snr"], rel=1e-9)
+    gguf, st = open_checkpoint(default_gguf()), open_checkpoint(default_model_dir)
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.gate_proj.weight"):
+        assert torch.equal(gguf.get(name).float(), st.get(name).float()), name  # rows in HF order
