@@ -251,3 +251,20 @@ def test_greedy_on_a_single_text_decides_on_all_of_it_without_a_test_phase(tmp_p
     result = run_greedy(tmp_path, cfg, Context(cfg, model, objective=objective))
     assert result["decided_on"] == "all" and result["steps"][0]["kept"] is False
     assert {r.spec["split"] for r in TrialStore(tmp_path).results().values()} == {"all"}
+
+
+def test_a_worker_dying_while_taking_a_trial_never_strands_it(tmp_path, monkeypatch):
+    """Killed between its two writes (heartbeat, state), a worker leaves the trial takeable."""
+    store = TrialStore(tmp_path)
+    store.enqueue([{"key": "only"}])
+
+    def killed(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(store.storage, "record_heartbeat", killed)
+    with pytest.raises(SystemExit):
+        store.pop()
+    other = TrialStore(tmp_path)
+    other.fail_stale()
+    taken = other.pop()
+    assert taken is not None and taken.spec["key"] == "only"

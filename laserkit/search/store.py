@@ -154,12 +154,15 @@ class TrialStore:
     def _pop(self) -> Popped | None:
         done = self.keys((TrialState.COMPLETE,))
         for t in self._trials((TrialState.WAITING,)):
+            # heartbeat first: a worker killed between these two writes leaves either a waiting
+            # trial (taken again) or a running one with a heartbeat (retried once stale), never a
+            # running trial without heartbeat, which Optuna would never retry
+            self.storage.record_heartbeat(t._trial_id)
             try:
                 if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-            self.storage.record_heartbeat(t._trial_id)
             self.storage.set_trial_user_attr(t._trial_id, "worker", WORKER)
             spec = self._spec(t)
             if spec is None or spec["key"] in done:  # a duplicate enqueued by a racing worker
