@@ -57,6 +57,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG through a temporary sibling and an atomic rename, then
+    close it (no timestamp metadata, so the same run gives the same bytes)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 def model_card(base: str, edits: list[dict], extra: str = "") -> str:
     lines = [
         "---",

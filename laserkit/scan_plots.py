@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .saving import save_figure
 
 NAN_COLOR, INF_COLOR = "#9e9e9e", "#000000"
 
@@ -75,16 +76,4 @@ def snr_heatmap(result, path: str | os.PathLike, title: str | None = None) -> Pa
                "(embeddings, head) are in the table and CSV.")
     fig.text(0.01, 0.005, caption, fontsize=7, ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..errors import LaserkitError
-from ..saving import atomic_write_text
+from ..saving import atomic_write_text, save_figure
 
 
 def load_result(run_dir: Path) -> dict:
@@ -92,10 +92,7 @@ def heatmaps(result: dict, out: Path) -> list[Path]:
                     ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        path = out / f"heatmap_{lname}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"heatmap_{lname}.png"))
     return paths
 
 
@@ -121,10 +118,7 @@ def versus_rho(result: dict, out: Path) -> Path | None:
         ax.set_ylabel(f"validation {m} ({best.__name__} over layers)")
         ax.legend()
     fig.tight_layout()
-    path = out / "versus_rho.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "versus_rho.png")
 
 
 def steps_plot(result: dict, out: Path) -> Path | None:
@@ -146,10 +140,7 @@ def steps_plot(result: dict, out: Path) -> Path | None:
     ax.set_ylabel(f"validation {result['base']['validation'].get('metric', 'score')}")
     ax.legend()
     fig.tight_layout()
-    path = out / "steps.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "steps.png")
 
 
 def write_report(run_dir: str | Path) -> Path:
