@@ -78,7 +78,7 @@ def default_gguf() -> Path:
     return files[0]
 
 
-def _strip_quantization(model: nn.Module) -> None:
+def strip_quantization(model: nn.Module) -> None:
     """A dequantized GGUF model is a plain model; save_pretrained refuses it until told so."""
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -97,7 +97,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-        _strip_quantization(model)
+        strip_quantization(model)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:
@@ -209,7 +209,7 @@ def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto
         except (OSError, ValueError) as e:
             raise _load_error(source, e) from None
     if "gguf_file" in extra:
-        _strip_quantization(model)
+        strip_quantization(model)
     model.to(dev)
     model.eval()
     if tokenizer is not None and tokenizer.pad_token is None:

@@ -110,9 +110,9 @@ def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: s
         **(extra_record or {}),
     }
     if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        from .loading import strip_quantization
+
+        strip_quantization(model)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
