@@ -117,7 +117,9 @@ class Editor:
                 W = self.read(t)
                 factors = None
                 if iv.kind in USES_SVD and not self._touched(t.param):
-                    factors = self.cache.get((t.param, t.rows, self.compute_dtype), W)
+                    # MP thresholding is float64 as in laserRMT; LASER uses the compute dtype
+                    dtype = torch.float64 if iv.kind == "mp-threshold" else self.compute_dtype
+                    factors = self.cache.get((t.param, t.rows, dtype), W.to(dtype))
                 out, info = compute(W, iv, factors)
                 norm = float(W.norm())
                 info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0

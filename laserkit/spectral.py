@@ -15,7 +15,10 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
+
+from .errors import LaserkitError
 
 GRAM_CHUNK_BYTES = 64 * 2**20  # float64 workspace per chunk while accumulating the Gram matrix
 SMALL_EIG = 1024  # eigvalsh of a Gram this small runs single-threaded (see _threads)
@@ -45,9 +48,65 @@ def sigma_hat(s: torch.Tensor) -> float:
     return float((q[1] - q[0]) / 1.349)
 
 
-def mp_threshold(s: torch.Tensor, m: int, n: int) -> float:
-    """Marchenko–Pastur edge τ = σ̂ (1 + √β), β = min(m, n) / max(m, n)."""
+# How the noise edge τ is estimated from the singular values (docs/methods.md, "Marchenko–Pastur").
+ESTIMATORS: dict[str, str] = {
+    "iqr": "laserRMT: τ = σ̂ (1 + √β), σ̂ = IQR(s) / 1.349 (the reference; default)",
+    "gavish-donoho": "Gavish & Donoho (2014) optimal hard threshold for unknown noise: "
+                     "τ = ω(β)·median(s)",
+}
+
+
+def check_estimator(name: str) -> str:
+    if name not in ESTIMATORS:
+        raise LaserkitError(f"unknown noise estimator {name!r}: use one of {', '.join(ESTIMATORS)}")
+    return name
+
+
+def mp_median(beta: float) -> float:
+    """Median of the Marchenko–Pastur law of ratio β ∈ (0, 1] with unit variance.
+
+    The law's density on [(1−√β)², (1+√β)²] is √((b−x)(x−a)) / (2πβx); its CDF has no closed form,
+    so the median is found by bisection on a fine Gauss–Legendre quadrature of the density.
+    """
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"β must be in (0, 1], got {beta}")
+    a, b = (1 - math.sqrt(beta)) ** 2, (1 + math.sqrt(beta)) ** 2
+    nodes, weights = np.polynomial.legendre.leggauss(200)
+
+    def cdf(x: float) -> float:
+        # substitute x = a + (b − a)·sin²(θ) to remove the square-root endpoint singularity
+        th_hi = math.asin(math.sqrt((x - a) / (b - a)))
+        th = 0.5 * th_hi * (nodes + 1.0)
+        xs = a + (b - a) * np.sin(th) ** 2
+        dens = np.sqrt(np.clip((b - xs) * (xs - a), 0.0, None)) / (2 * math.pi * beta * xs)
+        jac = 2 * (b - a) * np.sin(th) * np.cos(th)
+        return float(0.5 * th_hi * np.sum(weights * dens * jac))
+
+    lo, hi = a, b
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) < 0.5 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def gd_omega(beta: float) -> float:
+    """ω(β) = λ*(β) / √μ_β of Gavish & Donoho's threshold τ = ω(β)·median(s) for unknown noise.
+
+    λ*(β) = √(2(β+1) + 8β / (β + 1 + √(β² + 14β + 1))) is the optimal threshold for known noise
+    (in units of σ√n), μ_β the median of the Marchenko–Pastur law (``mp_median``).
+    """
+    lam = math.sqrt(2 * (beta + 1) + 8 * beta / (beta + 1 + math.sqrt(beta * beta + 14 * beta + 1)))
+    return lam / math.sqrt(mp_median(beta))
+
+
+def mp_threshold(s: torch.Tensor, m: int, n: int, estimator: str = "iqr") -> float:
+    """Noise edge τ of a matrix with singular values ``s``; β = min(m, n) / max(m, n).
+
+    ``iqr`` (laserRMT, the default): τ = σ̂ (1 + √β). ``gavish-donoho``: τ = ω(β)·median(s).
+    """
     beta = min(m, n) / max(m, n)
+    if check_estimator(estimator) == "gavish-donoho":
+        return gd_omega(beta) * float(torch.quantile(s.to(torch.float64).cpu(), 0.5))
     return sigma_hat(s) * (1.0 + math.sqrt(beta))
 
 
@@ -101,11 +160,12 @@ def effective_rank(s: torch.Tensor) -> float:
 
 
 def matrix_stats(w_or_s: torch.Tensor, m: int | None = None, n: int | None = None, *,
-                 method: str = "gram") -> dict:
+                 method: str = "gram", estimator: str = "iqr") -> dict:
     """Every per-matrix statistic of SPEC §3 plus spectral norm, stable and effective rank.
 
     ``w_or_s`` is a matrix (its shape gives m, n) or a 1-D tensor of singular values (then m and n
-    are required). ``method`` picks how singular values of a matrix are found: ``gram`` or ``svd``.
+    are required). ``method`` picks how singular values of a matrix are found: ``gram`` or ``svd``;
+    ``estimator`` how the noise edge τ is estimated (``ESTIMATORS``).
     Non-finite weights give NaN statistics and a ``note`` instead of an exception.
     """
     if w_or_s.dim() == 2:
@@ -126,7 +186,7 @@ def matrix_stats(w_or_s: torch.Tensor, m: int | None = None, n: int | None = Non
         raise ValueError(f"expected a matrix or singular values, got shape {tuple(w_or_s.shape)}")
     s = s.detach().cpu()
     s_max = float(s[0]) if s.numel() else 0.0
-    tau = mp_threshold(s, m, n)
+    tau = mp_threshold(s, m, n, estimator)
     ratio = snr(s, tau)
     fro2 = float((s * s).sum())
     note = ""

@@ -13,7 +13,7 @@ from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
 
 def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
                               use_quality: bool, min_diversity: bool, vendi_q: float,
-                              bandwidth: float):
+                              bandwidth: float, estimator: str = "iqr"):
     """One Intervention from the CLI's --intervention/--rate/--rho/vendi options."""
     from ..errors import LaserkitError
     from ..interventions import Intervention, rho_from_rate
@@ -25,7 +25,8 @@ def intervention_from_options(intervention: str, rate: float | None, rho: float 
     if intervention in ("mp-threshold", "dont"):
         rho = None
     return Intervention(kind=intervention, rho=rho, use_quality=use_quality,
-                        min_diversity=min_diversity, q=vendi_q, bandwidth=bandwidth)
+                        min_diversity=min_diversity, q=vendi_q, bandwidth=bandwidth,
+                        estimator=estimator)
 
 
 @app.command()
@@ -46,6 +47,9 @@ def reduce(
     vendi_q: float = typer.Option(1.0, "--vendi-q", help="vendi-score: order q of the score"),
     bandwidth: float = typer.Option(1.0, "--bandwidth",
                                     help="vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²)"),
+    estimator: str = typer.Option("iqr", "--estimator",
+                                  help="mp-threshold: noise edge from laserRMT's IQR σ̂ (iqr) or "
+                                  "Gavish–Donoho's optimal hard threshold (gavish-donoho)"),
     out: Path = typer.Option(None, "--out", help="save the edited model here (HF directory)"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
     dtype: str = DtypeOpt,
@@ -56,7 +60,7 @@ def reduce(
     from ..saving import save
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
-                                   bandwidth)
+                                   bandwidth, estimator)
     loaded = load_with_status(model, dtype, device)
     editor = Editor(loaded.model)
     targets = editor.targets(lname, lnum)  # validate before any work

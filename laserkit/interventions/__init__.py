@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..errors import LaserkitError
+from ..spectral import check_estimator
 from .mp_threshold import mp_reduce
 from .rank_reduction import Factors, check_rho, kept_rank, rank_reduce, rho_from_rate
 
@@ -32,6 +33,7 @@ class Intervention:
     min_diversity: bool = False
     q: float = 1.0
     bandwidth: float = 1.0
+    estimator: str = "iqr"  # mp-threshold: how the noise edge is estimated (spectral.ESTIMATORS)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -46,12 +48,16 @@ class Intervention:
             raise LaserkitError(f"bandwidth {self.bandwidth} must be > 0")
         if self.q < 0:
             raise LaserkitError(f"Vendi order q {self.q} must be ≥ 0")
+        check_estimator(self.estimator)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.kind != "vendi-score":
             for k in ("use_quality", "min_diversity", "q", "bandwidth"):
                 d.pop(k)
+        # the default estimator is left out so that trial keys of earlier runs keep their meaning
+        if self.kind != "mp-threshold" or self.estimator == "iqr":
+            d.pop("estimator")
         return d
 
     @classmethod
@@ -60,6 +66,8 @@ class Intervention:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def describe(self) -> str:
+        if self.kind == "mp-threshold" and self.estimator != "iqr":
+            return f"{self.kind}({self.estimator})"
         if self.kind in ("dont", "mp-threshold"):
             return self.kind
         extra = ""
@@ -82,7 +90,7 @@ def compute(W: torch.Tensor, iv: Intervention,
     if iv.kind == "rank-reduction":
         return rank_reduce(W, iv.rho, factors), {"rank": kept_rank(m, n, iv.rho)}
     if iv.kind == "mp-threshold":
-        out, k = mp_reduce(W, factors)
+        out, k = mp_reduce(W, factors, iv.estimator)
         return out, {"rank": k}
     from .vendi import vendi_reduce  # noqa: PLC0415 - only loaded when used
 

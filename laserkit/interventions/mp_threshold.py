@@ -1,4 +1,8 @@
-"""laserRMT's reduction: keep only the singular values above the Marchenko–Pastur edge (SPEC §3)."""
+"""laserRMT's reduction: keep only the singular values above the Marchenko–Pastur edge (SPEC §3).
+
+As in laserRMT, the SVD and the reconstruction run in float64 whatever the weight's dtype; the
+caller casts the result back.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,16 @@ from ..spectral import mp_threshold
 from .rank_reduction import Factors
 
 
-def mp_reduce(W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, int]:
-    """W with every singular value ≤ τ dropped; also returns how many were kept."""
-    f = factors if factors is not None else Factors.of(W)
-    tau = mp_threshold(f.S, *W.shape)
-    k = int((f.S.to(torch.float64) > tau).sum())
+def mp_reduce(W: torch.Tensor, factors: Factors | None = None,
+              estimator: str = "iqr") -> tuple[torch.Tensor, int]:
+    """W (in float64) with every singular value ≤ τ dropped; also returns how many were kept.
+
+    ``factors`` are used only when they are float64 (an SVD of the float64 weight); otherwise the
+    float64 SVD is computed here.
+    """
+    f = factors if factors is not None and factors.S.dtype == torch.float64 else None
+    if f is None:
+        f = Factors.of(W.to(torch.float64))
+    tau = mp_threshold(f.S, *W.shape, estimator=estimator)
+    k = int((f.S > tau).sum())
     return f.truncate(k), k
