@@ -8,7 +8,10 @@ rows have the default model's row norms (each row a seeded Gaussian direction sc
 drawn from that gate_proj's row norms), at r = 40 and 409: time and peak memory of the fast path;
 the direct greedy on the first `--slice` rows at a few steps shows how it scales.
 
-Run: .venv/bin/python bench/bench_vendi.py [--part model|big|all] [--big-r 40,409]
+Part 3 (`--part bandwidth`, not in `all`): what the bandwidth does on that gate_proj (the figures
+of docs/methods.md, "Vendi").
+
+Run: .venv/bin/python bench/bench_vendi.py [--part model|big|bandwidth|all] [--big-r 40,409]
      [--rows 16384] [--cols 4096] [--threads N] [--device cpu|cuda]
 Both paths share the process, the threads and the machine's load, so the ratio is what to read;
 `uptime` is printed with every line because the machine is shared.
@@ -110,9 +113,41 @@ def part_big(today: str, rs: list[int], rows: int, cols: int, slice_rows: int,
                   f"selections equal | load{load_avg().strip()} |", flush=True)
 
 
+def part_bandwidth() -> None:
+    """What the bandwidth does on the default model's last gate_proj: kernel size, how far the
+    selection is from the first rows, reconstruction error against first rows and SVD."""
+    W = gate_proj().double()
+    d2 = vendi._pairwise_sq(W)
+    iu = torch.triu_indices(len(W), len(W), 1)
+    off = d2[iu[0], iu[1]]
+    med = float(off.median())
+    print(f"rows {tuple(W.shape)}; row norms mean {float(W.norm(dim=1).mean()):.3f} "
+          f"sd {float(W.norm(dim=1).std()):.3f}; ‖x−y‖² min {float(off.min()):.2f} median "
+          f"{med:.2f} max {float(off.max()):.2f}; median σ = {vendi.median_bandwidth(W):.4f}")
+    norm = float(W.norm())
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    for bw in (1.0, 2.0, "median"):
+        sigma = vendi.resolve_bandwidth(W, bw)
+        k = torch.exp(-off / (2 * sigma**2))
+        print(f"bandwidth {bw} (σ = {sigma:.4f}): off-diagonal kernel median "
+              f"{float(k.median()):.2e}, max {float(k.max()):.2e}")
+    for r in (5, 57):
+        first = float((W - vendi.vendi_reconstruct(W, list(range(r)))).norm()) / norm
+        svd = float((W - (U[:, :r] * S[:r]) @ Vh[:r]).norm()) / norm
+        print(f"r={r}: rel. error keeping the first {r} rows {first:.4f}, SVD rank {r} {svd:.4f}")
+        for bw in (1.0, 2.0, "median"):
+            for uq in (False, True):
+                vendi._cache.clear()
+                idx, _ = vendi.vendi_select(W, r, bandwidth=bw, use_quality=uq)
+                err = float((W - vendi.vendi_reconstruct(W, idx)).norm()) / norm
+                print(f"  bandwidth {bw}{' +quality' if uq else ''}: rel. error {err:.4f}; "
+                      f"{len(set(idx) & set(range(r)))} of the first {r} rows kept; "
+                      f"first picks {idx[:6]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("model", "big", "all"), default="all")
+    ap.add_argument("--part", choices=("model", "big", "bandwidth", "all"), default="all")
     ap.add_argument("--big-r", default="40,409", help="r values for the synthetic matrix")
     ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--cols", type=int, default=4096)
@@ -127,6 +162,8 @@ def main() -> None:
           flush=True)
     if args.part in ("model", "all"):
         part_model(today)
+    if args.part == "bandwidth":
+        part_bandwidth()
     if args.part in ("big", "all"):
         part_big(today, [int(x) for x in args.big_r.split(",")], args.rows, args.cols,
                  args.slice, args.device)

@@ -55,7 +55,7 @@ _REFINE_ABOVE = 8  # survivors above this count go through the fine grid before 
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
 _log = logging.getLogger("laserkit")
-_warned: set[str] = set()
+_warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
 _cache: OrderedDict[tuple, tuple[list[int], list[float]]] = OrderedDict()
 
 
@@ -200,8 +200,8 @@ def _warn_if_identity(col: torch.Tensor, c: int, sigma: float) -> None:
         msg = (f"laserkit: warning: the Vendi kernel is nearly the identity at bandwidth "
                f"{sigma:g} (median off-diagonal entry {typical:.1e}): the selection then says "
                f"little about diversity; try --bandwidth median")
-        if msg not in _warned:
-            _warned.add(msg)
+        if sigma not in _warned:
+            _warned.add(sigma)
             _log.warning(msg)
 
 
