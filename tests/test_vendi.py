@@ -307,3 +307,11 @@ def test_cli_bandwidth_option(tmp_path) -> None:
     assert ok.returncode == 0, ok.stderr
     rec = json.loads((tmp_path / "out" / "laserkit.json").read_text())
     assert "median" in json.dumps(rec)
+    for cmd in ("search",):  # the option exists there too (compose shares the same check)
+        res = subprocess.run([sys.executable, "-m", "laserkit", cmd, str(tmp_path / "tiny"),
+                              "--task", "fever", "--intervention", "vendi-score", "--bandwidth",
+                              "0", "--run-dir", str(tmp_path / cmd)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode != 0 and len(lines) == 1, res.stderr
+        assert "bandwidth 0.0 must be a finite number > 0 or 'median'" in lines[0]
