@@ -386,11 +386,13 @@ class _Greedy:
         if k == 0:
             _warn_if_identity(self.B[:, 0], c, self.sigma)
 
-    def _quality(self, cand: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """log mean quality of S ∪ {c} minus log N (N is common), and its error bound."""
+    def _quality(self, cand: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+        """log mean quality of S ∪ {c} minus log N (N is common) for the rows ``cand`` (None:
+        all), and its error bound."""
         if not self.use_quality:
-            return torch.zeros(len(cand), dtype=torch.float64, device=cand.device), 0.0
-        ls = self.log_s[cand]
+            size = self.m if cand is None else len(cand)
+            return torch.zeros(size, dtype=torch.float64, device=self.log_s.device), 0.0
+        ls = self.log_s if cand is None else self.log_s[cand]
         lq = ls if not self.chosen else torch.logaddexp(
             torch.logsumexp(self.log_s[self.chosen], 0), ls)
         return lq, 4 * EPS * float(lq.abs().max()) + self.kern.sq_err
@@ -398,6 +400,9 @@ class _Greedy:
     def step(self) -> None:
         k = len(self.chosen)
         n = k + 1
+        if k > 0 and self.q == 1.0:
+            self._step_q1(k)
+            return
         cand = self.free.nonzero()[:, 0]
         lq, lq_err = self._quality(cand)
         if k == 0:  # every single row has VS = 1
@@ -426,41 +431,73 @@ class _Greedy:
             self.add(int(cand[j]), float(rel[j] + lq[j]) + math.log(n) * (1 - self.use_quality))
             return
         Z = Bc @ Q
-        pos = torch.arange(len(cand), device=cand.device)
-        if self.q == 1.0:
-            dk = float((4 * n * EPS + self.kern.entry_err) * torch.sqrt((E * E).sum()))
-            kappa = 1 + lam
-            T0 = float(_excess(lam, 1.0).sum())
-            # a priori bound of the exact stage's error (_errors): every eigenvalue of K_{S∪c}
-            # lies in [1 − ‖E_c‖_F, 1 + ‖E_c‖_F], which bounds |log κ|; pruning keeps whatever
-            # could still tie with the best
-            floor = (1 - e_fro).maximum(deps)
-            slope = torch.maximum(floor.log().abs(), torch.log1p(e_fro))
-            per = deps * (slope + torch.minimum(deps / floor, torch.ones_like(floor)) / 2)
-            margin = 4 * float(per.max()) + 4 * lq_err + 16 * EPS * T0
-            for ratio in (0.0, *_GRID_RATIOS):
-                Z2 = Z[pos] * Z[pos]
-                bounds = (_t_bounds_cheap(kappa, Z2, dk, self.kern.entry_err, k) if ratio == 0
-                          else _t_bounds(kappa, Z2, dk, self.kern.entry_err, k, ratio))
-                if bounds is None:
-                    continue
-                lb, ub = bounds
-                if self.sign > 0:  # objective = sign·(−(T0 + ΔT)/n + lq)
-                    o_lo, o_hi = -(T0 + ub) / n + lq[pos], -(T0 + lb) / n + lq[pos]
-                else:
-                    o_lo, o_hi = (T0 + lb) / n - lq[pos], (T0 + ub) / n - lq[pos]
-                finite = ub[torch.isfinite(ub)]
-                top = float(finite.max()) / n if len(finite) else 0.0
-                pos = pos[o_hi >= float(o_lo.max()) - margin - 16 * EPS * top]
-                if len(pos) <= _REFINE_ABOVE:
-                    break
-        rel, eps = _exact(lam, Z[pos], self.q)
-        err = _errors(eps, rel, deps[pos], self.q) + lq_err
+        rel, eps = _exact(lam, Z, self.q)
+        err = _errors(eps, rel, deps, self.q) + lq_err
+        obj = self.sign * (rel + lq)
+        j, w = _pick(obj, err, cand)
+        self.windows.append(w)
+        self.add(int(cand[j]), float(rel[j] + lq[j]) + math.log(n) * (1 - self.use_quality))
+
+    def _step_q1(self, k: int) -> None:
+        """One step for q = 1: bounds for every row at once (chosen rows masked out), the few
+        that may win scored exactly."""
+        n = k + 1
+        B = self.B[:, :k]  # K[:, S] for all m rows
+        E = B[self.chosen]
+        E = (E + E.T) / 2
+        E.fill_diagonal_(0)
+        lam, Q = torch.linalg.eigh(E)
+        Z = B @ Q
+        Z2 = Z * Z
+        ee = float((E * E).sum())
+        coef = 4 * n * EPS + self.kern.entry_err
+        dk = coef * math.sqrt(ee)
+        kappa = 1 + lam
+        T0 = float(_excess(lam, 1.0).sum())
+        lq, lq_err = self._quality(None)
+        # a priori bound of the exact stage's error (_errors), at the largest ‖E_c‖_F (it grows
+        # with it): every eigenvalue of K_{S∪c} lies in [1 − ‖E_c‖_F, 1 + ‖E_c‖_F], which bounds
+        # |log κ|; pruning keeps whatever could still tie with the best
+        b2 = torch.where(self.free, Z2.sum(1), torch.zeros((), dtype=Z2.dtype, device=Z2.device))
+        e_max = math.sqrt(ee + 2 * float(b2.max()))
+        d_max = coef * e_max
+        floor = max(1 - e_max, d_max)
+        per = d_max * (max(abs(math.log(floor)), math.log1p(e_max)) + min(d_max / floor, 1) / 2)
+        margin = 4 * per + 4 * lq_err
+        pos = None  # None: every row
+        for ratio in (0.0, *_GRID_RATIOS):
+            Zp = Z2 if pos is None else Z2[pos]
+            bounds = (_t_bounds_cheap(kappa, Zp, dk, self.kern.entry_err, k) if ratio == 0
+                      else _t_bounds(kappa, Zp, dk, self.kern.entry_err, k, ratio))
+            if bounds is None:
+                continue
+            lb, ub = bounds
+            lqp = lq if pos is None else lq[pos]
+            # objective = sign·(−(T0 + ΔT)/n + lq); T0 is common to all, left out
+            if self.sign > 0:
+                o_lo, o_hi = -ub / n + lqp, -lb / n + lqp
+            else:
+                o_lo, o_hi = lb / n - lqp, ub / n - lqp
+            if pos is None:
+                o_lo = torch.where(self.free, o_lo, -math.inf)
+                o_hi = torch.where(self.free, o_hi, -math.inf)
+            finite = ub[torch.isfinite(ub)]
+            top = float(finite.max()) if len(finite) else 0.0
+            # the exact stage's 8·eps·T rounding term, for two candidates
+            keep = o_hi >= float(o_lo.max()) - margin - 16 * EPS * (T0 + top)
+            pos = keep.nonzero()[:, 0] if pos is None else pos[keep]
+            if len(pos) <= _REFINE_ABOVE:
+                break
+        if pos is None:
+            pos = self.free.nonzero()[:, 0]
+        rel, eps = _exact(lam, Z[pos], 1.0)
+        deps = coef * torch.sqrt(ee + 2 * Z2[pos].sum(1))
+        err = _errors(eps, rel, deps, 1.0) + lq_err
         obj = self.sign * (rel + lq[pos])
-        j, w = _pick(obj, err, cand[pos])
+        j, w = _pick(obj, err, pos)
         self.windows.append(w)
         score = float(rel[j] + lq[pos][j]) + math.log(n) * (1 - self.use_quality)
-        self.add(int(cand[pos][j]), score)
+        self.add(int(pos[j]), score)
 
 
 def _fingerprint(W: torch.Tensor) -> str:
