@@ -20,10 +20,12 @@ the few left are refined on a finer grid and then scored exactly: the eigenvalue
 matrix (an arrow matrix in Q's basis) by a batched LAPACK/cuSOLVER eigensolve. So the selection is
 the exact greedy's; only kernel columns K[:, S] are ever built (m × r, never m × m).
 
-Ties. Two candidates tie when their computed objectives differ by less than the sum of their
-rounding-error bounds, derived per candidate from the magnitude of K_{S∪c} − I, the conditioning
-of K_{S∪c} (the log of its smallest eigenvalue enters f'), the kernel entries' own error and the
-quality term's error (see `_errors`). Among tied candidates the lowest row index wins.
+Ties. A candidate is dropped only when its certified upper bound is below another's lower
+bound (it is certainly worse). Among the rest, two candidates tie when their exactly computed
+objectives differ by less than the sum of their rounding-error bounds, derived per candidate from
+the magnitude of K_{S∪c} − I, the conditioning of K_{S∪c} (the log of its smallest eigenvalue
+enters f'), the kernel entries' own error and the quality term's error (see `_errors`). Among
+tied candidates the lowest row index wins.
 
 Other q: q = 2 is closed-form (T = ‖K − I‖_F²); other orders score every candidate by the exact
 eigensolve (correct, not accelerated).
@@ -453,17 +455,7 @@ class _Greedy:
         coef = 4 * n * EPS + self.kern.entry_err
         dk = coef * math.sqrt(ee)
         kappa = 1 + lam
-        T0 = float(_excess(lam, 1.0).sum())
         lq, lq_err = self._quality(None)
-        # a priori bound of the exact stage's error (_errors), at the largest ‖E_c‖_F (it grows
-        # with it): every eigenvalue of K_{S∪c} lies in [1 − ‖E_c‖_F, 1 + ‖E_c‖_F], which bounds
-        # |log κ|; pruning keeps whatever could still tie with the best
-        b2 = torch.where(self.free, Z2.sum(1), torch.zeros((), dtype=Z2.dtype, device=Z2.device))
-        e_max = math.sqrt(ee + 2 * float(b2.max()))
-        d_max = coef * e_max
-        floor = max(1 - e_max, d_max)
-        per = d_max * (max(abs(math.log(floor)), math.log1p(e_max)) + min(d_max / floor, 1) / 2)
-        margin = 4 * per + 4 * lq_err
         pos = None  # None: every row
         for ratio in (0.0, *_GRID_RATIOS):
             Zp = Z2 if pos is None else Z2[pos]
@@ -473,18 +465,17 @@ class _Greedy:
                 continue
             lb, ub = bounds
             lqp = lq if pos is None else lq[pos]
-            # objective = sign·(−(T0 + ΔT)/n + lq); T0 is common to all, left out
+            # objective = sign·(−(T0 + ΔT)/n + lq), T0 common to all and left out; lq is known
+            # to ±lq_err. A candidate whose upper bound is below the best lower bound is certainly
+            # worse than another: it can be neither the pick nor tied with it
             if self.sign > 0:
-                o_lo, o_hi = -ub / n + lqp, -lb / n + lqp
+                o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
             else:
-                o_lo, o_hi = lb / n - lqp, ub / n - lqp
+                o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
             if pos is None:
                 o_lo = torch.where(self.free, o_lo, -math.inf)
                 o_hi = torch.where(self.free, o_hi, -math.inf)
-            finite = ub[torch.isfinite(ub)]
-            top = float(finite.max()) if len(finite) else 0.0
-            # the exact stage's 8·eps·T rounding term, for two candidates
-            keep = o_hi >= float(o_lo.max()) - margin - 16 * EPS * (T0 + top)
+            keep = o_hi >= float(o_lo.max())
             pos = keep.nonzero()[:, 0] if pos is None else pos[keep]
             if len(pos) <= _REFINE_ABOVE:
                 break
