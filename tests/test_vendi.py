@@ -1,61 +1,165 @@
-"""Vendi-score pruning: the fast greedy path against the direct definition (tests/direct_vendi.py),
-the score formula against SPEC's naive one, the rebuild, ties, and the Editor path."""
+"""Vendi-score pruning: the fast exact greedy against an independent exact reference (mpmath, 40
+digits: tests/direct_vendi.py) and the plain float64 greedy, the bounds it prunes with, the score
+formula against the naive one, the median bandwidth, the near-identity warning, prefix reuse,
+the rebuild, ties, the Editor path and the CLI option."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import math
+import os
+import subprocess
+import sys
 
+import mpmath
 import numpy as np
 import pytest
 import torch
 from conftest import make_tiny
-from direct_vendi import direct_log_score, direct_select
+from direct_vendi import direct_select, exact_bandwidth, exact_select
+from scipy.spatial.distance import pdist
 
 from laserkit.edit import Editor
+from laserkit.errors import LaserkitError
 from laserkit.interventions import Intervention
+from laserkit.interventions import vendi as V
 from laserkit.interventions.vendi import (
-    _arrow_eigenvalues,
     _excess,
-    _power_sum_excess,
+    _t_bounds,
+    _t_bounds_cheap,
     log_vendi,
+    median_bandwidth,
     vendi_reconstruct,
     vendi_reduce,
     vendi_select,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+GATE = "model.layers.29.mlp.gate_proj.weight"
 
-def _random(seed: int, scale: float = 0.3) -> tuple[torch.Tensor, int]:
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    V._cache.clear()
+    yield
+    V._cache.clear()
+
+
+@pytest.fixture(scope="module")
+def real_rows(default_model_dir) -> torch.Tensor:
+    """The default model's last gate_proj (1536 × 576), read straight from safetensors."""
+    from safetensors import safe_open
+
+    for f in sorted(default_model_dir.glob("*.safetensors")):
+        with safe_open(f, "pt") as h:
+            if GATE in h.keys():  # noqa: SIM118 - safe_open has no __contains__
+                return h.get_tensor(GATE).to(torch.float64)
+    raise AssertionError(f"{GATE} not in {default_model_dir}")
+
+
+def _random(seed: int, m: int = 20, n: int = 12, scale: float = 0.3) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    m = int(torch.randint(20, 45, (1,), generator=g))
-    n = int(torch.randint(5, 30, (1,), generator=g))
-    r = int(torch.randint(1, 9, (1,), generator=g))
-    return torch.randn(m, n, generator=g, dtype=torch.float64) * scale, r
+    return torch.randn(m, n, generator=g, dtype=torch.float64) * scale
+
+
+def _check_against_exact(W: torch.Tensor, r: int, **kw) -> None:
+    """The fast greedy's picks, step by step along its own path, against the exact scores of every
+    candidate: each pick is the exact best (lowest index among exact ties), and the tie window
+    the fast path reported is tiny next to the score (a tolerance cannot hide a wrong pick)."""
+    sigma = float(exact_bandwidth(W.numpy(), kw.get("bandwidth", 1.0)))
+    state = V._Greedy(W.to(torch.float64), sigma, kw.get("use_quality", False),
+                      kw.get("min_diversity", False), 1.0)
+    for _ in range(r):
+        state.step()
+    picks = state.chosen
+    _, tables = exact_select(W, r, follow=picks, **kw)
+    for i, (c, table) in enumerate(zip(picks, tables, strict=True)):
+        best = (min if kw.get("min_diversity") else max)(table.values())
+        tol = 10.0 ** -30
+        exact_best = min(k for k, s in table.items() if abs(s - best) <= tol)
+        assert c == exact_best, (i, c, exact_best, float(table[c] - best))
+        assert state.windows[i] <= 1e-12 * max(1.0, abs(float(best)))
+        # the score the fast path keeps is the chosen set's own score
+        assert state.scores[i] == pytest.approx(float(table[c]), rel=1e-10, abs=1e-13)
 
 
 @pytest.mark.parametrize(("use_quality", "min_diversity"),
                          list(itertools.product([False, True], repeat=2)))
-@pytest.mark.parametrize(("q", "bandwidth"), [(1.0, 1.0), (2.0, 1.0), (0.5, 1.0), (1.0, 0.7)])
-def test_fast_matches_direct(use_quality: bool, min_diversity: bool, q: float,
-                             bandwidth: float) -> None:
-    # scale 0.9: rows far apart under the kernel (K near I): power sums; 0.3/0.1: eigensolves
-    for seed, scale in [(0, 0.3), (1, 0.3), (2, 0.1), (3, 0.9), (4, 0.9)]:
-        W, r = _random(seed + int(10 * q) + int(bandwidth * 100), scale)
-        kw = dict(use_quality=use_quality, min_diversity=min_diversity, q=q, bandwidth=bandwidth)
-        fast_idx, fast_score = vendi_select(W, r, **kw)
-        ref_idx, ref_score = direct_select(W, r, **kw)
-        assert fast_idx == ref_idx
-        assert fast_score == pytest.approx(ref_score, rel=1e-9)
-        # the returned score is the chosen set's own score
-        own = math.exp(direct_log_score(W.numpy(), fast_idx, use_quality=use_quality, q=q,
-                                        bandwidth=bandwidth))
-        assert fast_score == pytest.approx(own, rel=1e-9)
+@pytest.mark.parametrize("bandwidth", [1.0, 2.0, "median"])
+def test_fast_equals_exact_on_random_rows(use_quality: bool, min_diversity: bool,
+                                          bandwidth) -> None:
+    # scale 0.9: rows far apart (K near I at bandwidth 1); 0.3: an informative kernel
+    for seed, scale in [(1, 0.3), (2, 0.9)]:
+        W = _random(seed, scale=scale)
+        _check_against_exact(W, 5, use_quality=use_quality,
+                             min_diversity=min_diversity, bandwidth=bandwidth)
+
+
+@pytest.mark.parametrize(("use_quality", "min_diversity"),
+                         list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("bandwidth", [1.0, 2.0, "median"])
+def test_fast_equals_exact_on_real_rows(real_rows, use_quality: bool, min_diversity: bool,
+                                        bandwidth) -> None:
+    """Rows of the real default model (norms ≈ 4.1, median ‖x−y‖² ≈ 33): at bandwidth 1 the
+    kernel's off-diagonal is ~1e-8 and the candidates' scores differ far below 1e-10 (the old
+    absolute tie tolerance); the fast path must still pick the exact best."""
+    W = real_rows[torch.arange(0, 1536, 64)]  # 24 rows spread over the matrix
+    _check_against_exact(W, 5, use_quality=use_quality,
+                         min_diversity=min_diversity, bandwidth=bandwidth)
+
+
+@pytest.mark.parametrize("q", [2.0, 0.5, math.inf])
+def test_other_orders_equal_exact(q: float) -> None:
+    W = _random(11, scale=0.3)
+    fast, _ = vendi_select(W, 5, q=q)
+    assert fast == exact_select(W, 5, q=q)[0]
+
+
+@pytest.mark.parametrize("bandwidth", [2.0, "median"])
+def test_fast_equals_plain_float64_greedy_at_real_size(real_rows, bandwidth) -> None:
+    W = real_rows[:400]
+    fast, _ = vendi_select(W, 12, bandwidth=bandwidth)
+    assert fast == direct_select(W, 12, bandwidth=bandwidth)
+    assert fast[:5] != list(range(5))  # the informative kernel does not keep the first rows
+
+
+def _mp_t(K: np.ndarray) -> mpmath.mpf:
+    """tr K log K at 40 digits (K given exactly in float64)."""
+    ev = mpmath.eigsy(mpmath.matrix(K.tolist()), eigvals_only=True)
+    return mpmath.fsum(v * mpmath.log(v) for v in ev if v > 0)
+
+
+def test_bounds_bracket_the_exact_increment() -> None:
+    """ΔT(c) = tr f(K_{S∪c}) − tr f(K_S), f = x log x (exact, mpmath), lies between the certified
+    bounds, for well-conditioned, nearly singular and nearly identity kernels."""
+    g = torch.Generator().manual_seed(5)
+    for scale, k in [(0.3, 6), (0.05, 8), (2.0, 10)]:
+        X = torch.randn(24, 7, generator=g, dtype=torch.float64) * scale
+        K = torch.exp(-torch.cdist(X, X) ** 2 / 2)
+        K.fill_diagonal_(1.0)
+        K = (K + K.T) / 2
+        lam, Q = torch.linalg.eigh(K[:k, :k] - torch.eye(k, dtype=torch.float64))
+        Z = K[k:, :k] @ Q
+        with mpmath.workdps(40):
+            t0 = _mp_t(K[:k, :k].numpy())
+            exact = [float(_mp_t(K[[*range(k), c]][:, [*range(k), c]].numpy()) - t0)
+                     for c in range(k, len(X))]
+        exact = torch.tensor(exact, dtype=torch.float64)
+        dk = 64 * k * 2.2e-16 * float(lam.abs().max() + 1)
+        for ratio in (1.25, 1.02):
+            lb, ub = _t_bounds(1 + lam, Z * Z, dk, 1e-15, k, ratio)
+            assert bool((lb <= exact).all()) and bool((exact <= ub).all()), (scale, ratio)
+            assert float(((ub - lb) / exact).median()) < (0.1 if ratio > 1.1 else 1e-3)
+        cheap = _t_bounds_cheap(1 + lam, Z * Z, dk, 1e-15, k)
+        if cheap is not None:
+            assert bool((cheap[0] <= exact).all()) and bool((exact <= cheap[1]).all())
 
 
 @pytest.mark.parametrize("q", [1.0, 2.0, 0.5, math.inf])
 def test_log_vendi_is_spec_formula(q: float) -> None:
-    g = torch.Generator().manual_seed(3)
-    X = torch.randn(12, 6, generator=g, dtype=torch.float64) * 0.5
+    X = _random(3, 12, 6, 0.5)
     K = torch.exp(-torch.cdist(X, X) ** 2 / 2)
     nu = torch.linalg.eigvalsh(K / 12).clamp_min(0)
     if q == 1.0:
@@ -68,59 +172,76 @@ def test_log_vendi_is_spec_formula(q: float) -> None:
     assert float(log_vendi(eps, q)) == pytest.approx(float(naive), rel=1e-12)
 
 
-def test_arrow_eigenvalues_are_bordered_eigenvalues() -> None:
-    """E's eigenbasis turns [[E, b], [bᵀ, 0]] into an arrow with the same spectrum."""
-    g = torch.Generator().manual_seed(4)
-    for scale, k in [(1.0, 6), (1e-6, 15), (0.3, 30)]:
-        E = torch.randn(k, k, generator=g, dtype=torch.float64) * scale
-        E = E + E.T
-        E.fill_diagonal_(0)
-        b = torch.randn(40, k, generator=g, dtype=torch.float64) * scale
-        b[::3] = 0  # a candidate unrelated to the set: deflation
-        lam, Q = torch.linalg.eigh(E)
-        got = _arrow_eigenvalues(lam, b @ Q)
-        A = torch.zeros(40, k + 1, k + 1, dtype=torch.float64)
-        A[:, :k, :k] = E
-        A[:, :k, k] = b
-        A[:, k, :k] = b
-        ref = torch.linalg.eigvalsh(A)
-        assert torch.allclose(got, ref, rtol=0, atol=1e-13 * scale)
+def test_excess_keeps_relative_precision() -> None:
+    eps = torch.tensor([1e-9, -3e-6, 5e-3, 0.2, -0.7], dtype=torch.float64)
+    with mpmath.workdps(40):
+        ref = [float((1 + mpmath.mpf(e)) * mpmath.log1p(mpmath.mpf(e)) - mpmath.mpf(e))
+               for e in eps.tolist()]
+    np.testing.assert_allclose(_excess(eps, 1.0).numpy(), ref, rtol=1e-14)
 
 
-@pytest.mark.parametrize("q", [1.0, 0.5, 3.0])
-@pytest.mark.parametrize("scale", [1e-7, 1e-3, 0.02])
-def test_power_sums_equal_eigenvalue_sums(q: float, scale: float) -> None:
-    """The eigenvalue-free score of small-radius arrows equals Σ excess(eigenvalues)."""
-    g = torch.Generator().manual_seed(7)
-    k = 12
-    lam = torch.randn(k, generator=g, dtype=torch.float64) * scale
-    z = torch.randn(30, k, generator=g, dtype=torch.float64) * scale
-    ref = _excess(_arrow_eigenvalues(lam, z), q).sum(1)
-    got = _power_sum_excess(lam, z, q, terms=30)
-    torch.testing.assert_close(got, ref, rtol=1e-10, atol=0)
+def test_median_bandwidth_definition() -> None:
+    W = _random(4, 31, 9)
+    assert median_bandwidth(W) == pytest.approx(float(np.median(pdist(W.numpy()))), rel=1e-12)
+    # above MEDIAN_ROWS rows: a seeded sample, the same on every call
+    big = _random(5, V.MEDIAN_ROWS + 300, 4)
+    a, b = median_bandwidth(big), median_bandwidth(big.clone())
+    idx = torch.randperm(len(big), generator=torch.Generator().manual_seed(0))[:V.MEDIAN_ROWS]
+    assert a == b == pytest.approx(float(np.median(pdist(big[idx.sort().values].numpy()))),
+                                   rel=1e-12)
+    with pytest.raises(LaserkitError, match="bandwidth"):
+        Intervention(kind="vendi-score", rho=0.1, bandwidth="wide")
+    with pytest.raises(LaserkitError, match="bandwidth"):
+        Intervention(kind="vendi-score", rho=0.1, bandwidth=-1.0)
+
+
+def test_near_identity_warning(real_rows, caplog) -> None:
+    W = real_rows[:200]
+    V._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="laserkit"):
+        vendi_select(W, 3, bandwidth=1.0)
+        vendi_select(W, 3, bandwidth="median")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "nearly the identity at bandwidth 1" in lines[0] and "--bandwidth median" in lines[0]
+
+
+def test_prefix_reuse(monkeypatch) -> None:
+    W = _random(8, 60, 10, 0.3)
+    full, s_full = vendi_select(W, 9, bandwidth=2.0)
+    V._cache.clear()
+    calls = []
+    step = V._Greedy.step
+    monkeypatch.setattr(V._Greedy, "step", lambda self: (calls.append(1), step(self)))
+    small, s_small = vendi_select(W, 4, bandwidth=2.0)
+    assert small == full[:4] and len(calls) == 4
+    again, s_again = vendi_select(W, 3, bandwidth=2.0)  # a smaller ρ: prefix, no work
+    assert again == full[:3] and len(calls) == 4
+    more, s_more = vendi_select(W, 9, bandwidth=2.0)  # a larger ρ: resumes at step 5
+    assert more == full and len(calls) == 9 and s_more == s_full
+    other, _ = vendi_select(W + 1e-3, 3, bandwidth=2.0)  # other content: its own selection
+    assert len(calls) == 12
 
 
 def test_min_diversity_runs_and_differs() -> None:
-    W, _ = _random(5)
+    W = _random(5, 30, 10)
     most, s_most = vendi_select(W, 5)
     least, s_least = vendi_select(W, 5, min_diversity=True)
     assert len(least) == 5 and s_least < s_most and most != least
 
 
 def test_ties_pick_lowest_index() -> None:
-    g = torch.Generator().manual_seed(6)
-    base = torch.randn(4, 8, generator=g, dtype=torch.float64)
+    base = _random(6, 4, 8, 1.0)
     W = torch.cat([base, base])  # rows 4..7 duplicate rows 0..3
     idx, _ = vendi_select(W, 4)
     assert idx[0] == 0 and all(i < 4 for i in idx)
     # the most similar pick is a duplicate of row 0: the first one, row 4
     least, _ = vendi_select(W, 2, min_diversity=True)
-    assert least == [0, 4]
-    assert direct_select(W, 2, min_diversity=True)[0] == least
+    assert least == [0, 4] == exact_select(W, 2, min_diversity=True)[0]
 
 
 def test_reconstruct_is_least_squares_projection() -> None:
-    W, _ = _random(7)
+    W = _random(7, 30, 12)
     idx = [3, 0, 11, 5]
     got = vendi_reconstruct(W, idx).numpy()
     B = W.numpy()[idx]
@@ -137,16 +258,56 @@ def test_reduce_edge_cases_keep_dtype() -> None:
     out, info = vendi_reduce(W, 0.5)
     assert out.dtype == torch.float32 and len(info["selected"]) == 3
     assert np.linalg.matrix_rank(out.numpy(), tol=1e-4) <= 3
+    bad = W.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(LaserkitError, match="NaN"):
+        vendi_reduce(bad, 0.5)
+
+
+def test_intervention_keys_stay_the_same() -> None:
+    """Old run directories stay resumable: a number is still stored as the same float."""
+    old = {"kind": "vendi-score", "rho": 0.1, "use_quality": False, "min_diversity": False,
+           "q": 1.0, "bandwidth": 1.0}
+    assert Intervention.from_dict(old).to_dict() == old
+    med = Intervention(kind="vendi-score", rho=0.1, bandwidth="median")
+    assert Intervention.from_dict(json.loads(json.dumps(med.to_dict()))) == med
+    assert "bandwidth=median" in med.describe()
 
 
 def test_editor_changes_only_that_matrix_and_restores() -> None:
     model = make_tiny("llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ed = Editor(model)
-    recs = ed.apply("fc_in", 0, Intervention(kind="vendi-score", rho=0.2))
+    recs = ed.apply("fc_in", 0, Intervention(kind="vendi-score", rho=0.2, bandwidth="median"))
     (target,) = ed.targets("fc_in", 0)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {target.param}
     assert len(recs[0]["selected"]) == recs[0]["rank"] == 6  # ⌊0.2·min(64, 32)⌋
     ed.restore()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_cli_bandwidth_option(tmp_path) -> None:
+    model = make_tiny("llama")
+    model.save_pretrained(tmp_path / "tiny")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-m", "laserkit", "reduce", str(tmp_path / "tiny"), "--lname",
+            "fc_in", "--lnum", "0", "--rho", "0.2", "--intervention", "vendi-score"]
+    bad = subprocess.run([*base, "--bandwidth", "wide"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bandwidth 'wide'" in lines[0] and "median" in lines[0]
+    ok = subprocess.run([*base, "--bandwidth", "median", "--out", str(tmp_path / "out")],
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    rec = json.loads((tmp_path / "out" / "laserkit.json").read_text())
+    assert "median" in json.dumps(rec)
+    for cmd in ("search",):  # the option exists there too (compose shares the same check)
+        res = subprocess.run([sys.executable, "-m", "laserkit", cmd, str(tmp_path / "tiny"),
+                              "--task", "fever", "--intervention", "vendi-score", "--bandwidth",
+                              "0", "--run-dir", str(tmp_path / cmd)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode != 0 and len(lines) == 1, res.stderr
+        assert "bandwidth 0.0 must be a finite number > 0 or 'median'" in lines[0]

@@ -13,7 +13,7 @@ from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
 
 def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
                               use_quality: bool, min_diversity: bool, vendi_q: float,
-                              bandwidth: float, estimator: str = "iqr"):
+                              bandwidth: float | str, estimator: str = "iqr"):
     """One Intervention from the CLI's --intervention/--rate/--rho/vendi options."""
     from ..errors import LaserkitError
     from ..interventions import Intervention, rho_from_rate
@@ -27,6 +27,10 @@ def intervention_from_options(intervention: str, rate: float | None, rho: float 
     return Intervention(kind=intervention, rho=rho, use_quality=use_quality,
                         min_diversity=min_diversity, q=vendi_q, bandwidth=bandwidth,
                         estimator=estimator)
+
+
+BANDWIDTH_HELP = ("vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²): a number (1 is the "
+                  "fork's kernel) or 'median' (σ = median distance between rows)")
 
 
 @app.command()
@@ -45,8 +49,7 @@ def reduce(
     min_diversity: bool = typer.Option(False, "--min-diversity",
                                        help="vendi-score: minimise diversity instead"),
     vendi_q: float = typer.Option(1.0, "--vendi-q", help="vendi-score: order q of the score"),
-    bandwidth: float = typer.Option(1.0, "--bandwidth",
-                                    help="vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²)"),
+    bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
     estimator: str = typer.Option("iqr", "--estimator",
                                   help="mp-threshold: noise edge from laserRMT's IQR σ̂ (iqr) or "
                                   "Gavish–Donoho's optimal hard threshold (gavish-donoho)"),

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from . import app
 from .common import DeviceOpt, DtypeOpt, console, load_with_status
+from .reduce import BANDWIDTH_HELP
 
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
@@ -167,6 +168,7 @@ def search(
                                      help="rank-reduction or vendi-score"),
     use_quality: bool = typer.Option(False, "--use-quality", help="vendi-score: quality-weighted"),
     min_diversity: bool = typer.Option(False, "--min-diversity", help="vendi-score: minimise"),
+    bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
     halving: int = typer.Option(None, "--halving", help="successive halving with this factor η: "
                                 "every trial on the first 1/η of validation, the best 1/η on "
                                 "all of it (off by default: the paper's protocol is exact)"),
@@ -197,7 +199,7 @@ def search(
                             f"vendi-score (not {intervention}; mp-threshold is `laserkit greedy`)")
     run_dir = _run_dir(run_dir, "search", task)
     iv = Intervention(kind=intervention, rho=1.0, use_quality=use_quality,
-                      min_diversity=min_diversity)
+                      min_diversity=min_diversity, bandwidth=bandwidth)
     loaded = load_with_status(model, dtype, device)
     layers = parse_layers(lnum, model_layout(loaded.model).num_layers)
     lnames = [x.strip() for x in lname.split(",") if x.strip()]
@@ -262,6 +264,7 @@ def compose(
     lnum: str = typer.Option("all", "--lnum", help="layers to stack, from the last one down"),
     rho: str = typer.Option("0.1,0.05,0.01", "--rho", help="ρ values tried at each layer"),
     intervention: str = typer.Option("rank-reduction", "--intervention"),
+    bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
     run_dir: Path = RunDirOpt,
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
@@ -282,7 +285,7 @@ def compose(
     loaded = load_with_status(model, dtype, device)
     layers = parse_layers(lnum, model_layout(loaded.model).num_layers)
     lnames = [x.strip() for x in lname.split(",") if x.strip()]
-    iv = Intervention(kind=intervention, rho=1.0)
+    iv = Intervention(kind=intervention, rho=1.0, bandwidth=bandwidth)
     cfg = compose_config(model, objective, lnames, layers, _rhos(rho, None, ()), iv.to_dict(),
                          dtype=dtype, storage=storage, prefix_cache=not no_prefix_cache,
                          seed=seed or 0)
@@ -331,6 +334,7 @@ def demo(
     continues (or just reprints) the same run."""
     search(model="default", task=DEMO["task"], data=None, limit=DEMO["limit"],
            lname=DEMO["lname"], lnum=DEMO["lnum"], rho=DEMO["rho"], rate=None,
-           intervention="rank-reduction", use_quality=False, min_diversity=False, halving=None,
+           intervention="rank-reduction", use_quality=False, min_diversity=False, bandwidth="1",
+           halving=None,
            workers=1, run_dir=run_dir, resume=True, storage=None, batch_size=16, seed=None,
            no_prefix_cache=False, cache_gb=1.0, no_save=False, dtype="auto", device=device)

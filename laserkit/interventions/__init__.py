@@ -32,7 +32,7 @@ class Intervention:
     use_quality: bool = False
     min_diversity: bool = False
     q: float = 1.0
-    bandwidth: float = 1.0
+    bandwidth: float | str = 1.0  # σ of the RBF kernel, or "median" (docs/methods.md, Vendi)
     estimator: str = "iqr"  # mp-threshold: how the noise edge is estimated (spectral.ESTIMATORS)
 
     def __post_init__(self) -> None:
@@ -44,8 +44,9 @@ class Intervention:
             if self.rho is None:
                 raise LaserkitError(f"{self.kind} needs --rho (0..1) or --rate (0..10)")
             check_rho(self.rho)
-        if self.bandwidth <= 0:
-            raise LaserkitError(f"bandwidth {self.bandwidth} must be > 0")
+        from .vendi import check_bandwidth  # noqa: PLC0415 - numbers stay floats: old keys
+
+        object.__setattr__(self, "bandwidth", check_bandwidth(self.bandwidth))
         if self.q < 0:
             raise LaserkitError(f"Vendi order q {self.q} must be ≥ 0")
         check_estimator(self.estimator)
@@ -77,7 +78,8 @@ class Intervention:
             if self.q != 1.0:
                 extra += f", q={self.q:g}"
             if self.bandwidth != 1.0:
-                extra += f", bandwidth={self.bandwidth:g}"
+                bw = self.bandwidth
+                extra += f", bandwidth={bw if isinstance(bw, str) else format(bw, 'g')}"
         return f"{self.kind}(ρ={self.rho:g}{extra})"
 
 

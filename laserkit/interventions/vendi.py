@@ -1,113 +1,127 @@
-"""Vendi-score pruning (SPEC §2): keep r diverse rows chosen greedily, rebuild W by least squares.
+"""Vendi-score pruning (docs/methods.md, "Vendi"): keep r rows chosen by the exact greedy Vendi
+selection, rebuild W by least squares.
 
-Exactness. The greedy choice must equal the plain definition (add the row whose set S ∪ {row} has
-the best score), so everything here is an exact reformulation, not an approximation:
+Definition. Rows are items; k(x, y) = exp(−‖x − y‖²/(2σ²)) with σ = ``bandwidth`` (σ = 1 is the
+fork's exp(−‖x − y‖²/2); ``"median"``: σ = the median pairwise distance, see `median_bandwidth`).
+VS_q(S) from the eigenvalues of K_S/|S|; with ``use_quality`` qVS = mean exp(−‖w‖²) · VS. Greedy:
+add the candidate with the best score (``min_diversity``: the worst); ties go to the lowest row.
 
-- Scores are compared as log-scores. With N = |S|, ε the eigenvalues of K_S − I (K_S has a unit
-  diagonal, so Σε = 0 exactly) and ν = (1 + ε)/N the eigenvalues of K_S/N,
-  log VS_q = log N + log1p(T/N)/(1 − q),  T = Σ [(1 + ε)^q − 1 − qε],
-  log VS_1 = log N − Σ [(1 + ε) log1p(ε) − ε]/N.
-  This is SPEC's formula rewritten so that the deficit from log N is computed to full relative
-  precision: real weight rows are nearly orthogonal under the RBF kernel (K ≈ I), and the naive
-  −Σ ν log ν loses the differences between candidates in rounding.
-- Adding candidate c to S borders K_S − I = Q diag(λ) Qᵀ with the column b = K[S, c] and a 0 on
-  the diagonal. The eigenvalues of the bordered matrix are those of the arrow matrix
-  [[diag λ, z], [zᵀ, 0]], z = Qᵀ b. All candidates' arrows are solved in one batched eigensolve
-  per step (chunked to bound memory), with the kernel columns of selected rows computed once by
-  a matrix product: no Python loop over candidates and no kernel rebuilt per candidate. q = 2
-  needs no eigenvalues at all: T = ‖K − I‖_F².
-- Ties. Candidates whose log-score is within TIE_TOL (1e-10, i.e. a relative 1e-10 on the score)
-  of the best count as tied and the lowest row index wins. Both this path and a direct
-  eigendecomposition agree to ~1e-16 on log-scores, far inside that tolerance, so they pick the
-  same rows; exact ties (duplicate rows, or the first step without quality) go to the lowest index.
-- Eigenvalues ν below EIG_ZERO count as exactly 0 (0 log 0 = 0, 0^q = 0), so rounding noise of a
-  singular K_S (duplicate rows) does not leak into q < 1 scores.
+How it is fast and still exact (q = 1). Per step, with S the chosen rows and K_S = Q diag(κ) Qᵀ
+(one eigh of a k × k matrix), a candidate c borders K_S with b = K[S, c]. Its score only needs
+ΔT(c) = tr f(K_{S∪c}) − tr f(K_S), f(x) = x log x, and that is a one-dimensional integral
+
+    ΔT(c) = ∫_0^∞ g_c(u) du,   g_c(u) = −log(1 − ψ_c(u)/(1 + u)),   ψ_c(u) = Σ_i z_i²/(κ_i + u),
+
+z = Qᵀb (log det of the bordered K + uI by the Schur complement, and log x = ∫ 1/(1+u) −
+1/(x+u) du). g_c is completely monotone, hence convex: the midpoint rule on a grid bounds ΔT from
+below and the trapezoid rule from above, for every candidate at once with one matrix product
+(Z∘Z) @ [1/(κ_i + u_j)]. Candidates whose bounds show they cannot win (or tie) are dropped;
+the few left are refined on a finer grid and then scored exactly: the eigenvalues of the bordered
+matrix (an arrow matrix in Q's basis) by a batched LAPACK/cuSOLVER eigensolve. So the selection is
+the exact greedy's; only kernel columns K[:, S] are ever built (m × r, never m × m).
+
+Ties. A candidate is dropped only when its certified upper bound is below another's lower
+bound (it is certainly worse). Among the rest, two candidates tie when their exactly computed
+objectives differ by less than the sum of their rounding-error bounds, derived per candidate from
+the magnitude of K_{S∪c} − I, the conditioning of K_{S∪c} (the log of its smallest eigenvalue
+enters f'), the kernel entries' own error and the quality term's error (see `_errors`). Among
+tied candidates the lowest row index wins.
+
+Other q: q = 2 is closed-form (T = ‖K − I‖_F²); other orders score every candidate by the exact
+eigensolve (correct, not accelerated).
+
+Prefix reuse. The first r rows of the greedy do not depend on the final r: selections are cached
+by the matrix's content and the options, a smaller ρ takes a prefix and a larger ρ resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+from collections import OrderedDict
 
+import numpy as np
 import torch
 
+from ..errors import LaserkitError
 from .rank_reduction import kept_rank
 
-TIE_TOL = 1e-10
-EIG_ZERO = 1e-12
-_SERIES_MAX = 1e-2  # below this |ε| the excess terms use their Taylor series (no cancellation)
-_SERIES_TERMS = 10  # ε^n for n = 2..11: truncation error below eps·ε² for |ε| < 1e-2
+EPS = float(torch.finfo(torch.float64).eps)
+EIG_ZERO = 1e-12  # q < 1 only: eigenvalues ν below this count as 0 (0^q = 0 instead of noise)
+MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else a seeded sample
+MEDIAN_SEED = 0
+NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
+_GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
+_REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
 _CHUNK_BYTES = 64 << 20
-_SERIES_RADIUS = 0.25  # spectral radius under which candidates are scored by power sums
-_POWER_TERMS_MAX = 40
+_CACHE_ENTRIES = 64
+_log = logging.getLogger("laserkit")
+_warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
+_cache: OrderedDict[tuple, tuple[list[int], list[float]]] = OrderedDict()
 
 
-def _series(q: float, count: int = 0) -> list[float]:
-    """Taylor coefficients c_n (n = 2, 3, ...; ``count`` of them, default _SERIES_TERMS) of the
-    excess term (1+ε)^q − 1 − qε, or, for q = 1, of (1+ε) log1p(ε) − ε."""
-    count = count or _SERIES_TERMS
-    if q == 1.0:
-        return [(-1.0) ** n / (n * (n - 1)) for n in range(2, 2 + count)]
-    coeffs, c = [], q * (q - 1) / 2
-    for n in range(2, 2 + count):
-        coeffs.append(c)
-        c *= (q - n) / (n + 1)
-    return coeffs
+# ---------------------------------------------------------------------------------- scores
 
 
 def _excess(eps: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-eigenvalue excess term, elementwise, accurate to full relative precision.
-
-    The series is cut after the terms that still matter at the batch's largest small |ε| (real
-    weights have |ε| ~ 1e-7: three terms, not ten), and the direct formula is evaluated only when
-    some |ε| is too large for the series."""
+    """(1+ε)^q − 1 − qε, or (1+ε) log1p(ε) − ε for q = 1, to full relative precision: the
+    direct formula where |ε| ≥ 1e-2, its Taylor series (cut where the terms fall below eps·ε²)
+    where |ε| is smaller and the formula would cancel."""
+    safe = eps.clamp_min(-1.0)
+    if q == 1.0:
+        direct = (1 + safe) * torch.log1p(safe.clamp_min(-1 + 1e-300)) - safe
+        direct = torch.where(safe <= -1, torch.ones_like(eps), direct)
+    else:
+        direct = torch.pow(1 + safe, q) - 1 - q * safe
     a = eps.abs()
-    small = a < _SERIES_MAX
-    top = float(a[small].max()) if bool(small.any()) else 0.0
-    terms = _SERIES_TERMS
-    if 0.0 < top < _SERIES_MAX:  # |ε|^(n) < 2^-53 · |ε|^0: later terms vanish in rounding
-        terms = min(_SERIES_TERMS, max(1, math.ceil(-53 * math.log(2) / math.log(top))))
-    poly = torch.zeros_like(eps)
-    for c in reversed(_series(q)[:terms]):
+    small = a < 1e-2
+    top = float(torch.where(small, a, torch.zeros_like(a)).max()) if eps.numel() else 0.0
+    if top == 0.0 and not bool(small.any()):
+        return direct
+    terms = 10 if top == 0.0 else min(10, max(1, math.ceil(-53 * math.log(2) / math.log(top))))
+    coeffs, c = [], q * (q - 1) / 2
+    for n in range(2, 2 + terms):
+        coeffs.append((-1.0) ** n / (n * (n - 1)) if q == 1.0 else c)
+        c *= (q - n) / (n + 1)
+    poly = torch.full_like(eps, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
         poly = poly * eps + c
-    out = eps * eps * poly
-    if not bool(small.all()):
-        direct = (
-            (1 + eps) * torch.log1p(eps) - eps if q == 1.0
-            else torch.pow(1 + eps, q) - 1 - q * eps
-        )
-        out = torch.where(small, out, direct)
-    if q == 1.0:  # 0 log 0 = 0: the term at ε = −1 is 0 − (−1) = 1
-        out = torch.where(eps <= -1, torch.ones_like(eps), out)
-    return out
+    return torch.where(small, eps * eps * poly, direct)
+
+
+def _relative(eps: torch.Tensor, q: float) -> torch.Tensor:
+    """log VS_q − log N of sets from the eigenvalues ε of K − I (last dim: one set's N)."""
+    eps = eps.to(torch.float64)
+    n = eps.shape[-1]
+    if q < 1.0:
+        eps = torch.where((1 + eps) / n <= EIG_ZERO, torch.full_like(eps, -1.0), eps)
+    eps = eps.clamp_min(-1.0)
+    if math.isinf(q):
+        return -torch.log1p(eps.max(-1).values)
+    if q == 0.0:
+        return torch.log((eps > -1).sum(-1).to(torch.float64)) - math.log(n)
+    t = _excess(eps, q).sum(-1)
+    if q == 1.0:
+        return -t / n
+    return torch.log1p(t / n) / (1 - q)
+
+
+def _t_of(rel: torch.Tensor, n: int, q: float) -> torch.Tensor:
+    """T = Σ excess back from a relative score (q ∉ {0, ∞})."""
+    return -rel * n if q == 1.0 else torch.expm1(rel * (1 - q)) * n
 
 
 def log_vendi(eps: torch.Tensor, q: float = 1.0) -> torch.Tensor:
-    """log VS_q of sets from the eigenvalues ε of K − I (last dim: one set's N eigenvalues).
-
-    Exactly SPEC's exp(−Σ ν log ν) (q = 1) or exp(log Σ ν^q/(1 − q)), ν = (1 + ε)/N, written to
-    keep the precision of small ε (see the module docstring). q = ∞ gives −log max ν.
-    """
-    eps = eps.to(torch.float64)
-    n = eps.shape[-1]
-    eps = torch.where((1 + eps) / n <= EIG_ZERO, torch.full_like(eps, -1.0), eps).clamp_min(-1)
-    log_n = math.log(n)
-    if math.isinf(q):
-        return log_n - torch.log1p(eps.max(-1).values)
-    if q == 0.0:
-        return torch.log((eps > -1).sum(-1).to(torch.float64))
-    t = _excess(eps, q).sum(-1)
-    if q == 1.0:
-        return log_n - t / n
-    return log_n + torch.log1p(t / n) / (1 - q)
+    """log VS_q of sets from the eigenvalues ε of K − I: exactly the definition's
+    −Σ ν log ν (q = 1) or log Σ ν^q/(1 − q), ν = (1 + ε)/N, written without the cancellation that
+    loses the differences between candidates when K is close to I."""
+    return math.log(eps.shape[-1]) + _relative(eps, q)
 
 
 def _arrow_eigenvalues(lam: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues of the arrow matrices [[diag lam, z_c], [z_cᵀ, 0]] for every row z_c of z.
-
-    lam: (k,), z: (C, k) → (C, k+1). One batched symmetric eigensolve (LAPACK / cuSOLVER): exact
-    to rounding whatever the spacing of lam, where an iterative secular-equation solver stalls
-    on the near-degenerate spectra of real weights (K ≈ I puts every λ near 0).
-    """
+    """Eigenvalues of the arrow matrices [[diag lam, z_c], [z_cᵀ, 0]] for every row z_c of z
+    (lam: (k,), z: (C, k) → (C, k+1)), by one batched symmetric eigensolve."""
     C, k = z.shape
     A = torch.zeros(C, k + 1, k + 1, dtype=lam.dtype, device=lam.device)
     A[:, :k, :k] = torch.diag(lam)
@@ -116,112 +130,424 @@ def _arrow_eigenvalues(lam: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(A)
 
 
-def _pick(scores: torch.Tensor, maximize: bool) -> int:
-    """Position of the lowest-index candidate within TIE_TOL of the best log-score."""
-    best = scores.max() if maximize else scores.min()
-    near = scores >= best - TIE_TOL if maximize else scores <= best + TIE_TOL
-    return int(near.nonzero()[0, 0])
+# --------------------------------------------------------------------------------- bandwidth
 
 
-def _power_sum_excess(lam: torch.Tensor, z: torch.Tensor, q: float,
-                      terms: int) -> torch.Tensor:
-    """T = Σ_μ excess(μ) over the eigenvalues μ of each arrow [[diag lam, z_c], [z_cᵀ, 0]],
-    from power sums, without eigenvalues: valid when the spectral radius is small.
-
-    det(x − A)/(x·det(x − Λ)) = 1 − u(1/x), u(y) = Σ_j s_j y^(j+2), s_j = Σ_i z_i² λ_i^j, so the
-    power sums obey p_n(A) − p_n(Λ) = n·[y^n] Σ_l u(y)^l / l. Then T = Σ_n c_n p_n(A) with the
-    excess series c_n (n = 2..terms). O(k·terms + terms³) per candidate instead of O(k³).
-    """
-    C, k = z.shape
-    N = terms
-    dt, dev = lam.dtype, lam.device
-    U = torch.zeros(C, N + 1, dtype=dt, device=dev)
-    w = z * z
-    for j in range(N - 1):  # s_j for j = 0..N−2 sits at y^(j+2)
-        U[:, j + 2] = w.sum(1)
-        w = w * lam
-    # Toeplitz of u per candidate: (P·u)_n = Σ_a P_a u_(n−a), truncated at y^N
-    n_idx = torch.arange(N + 1, device=dev)
-    diff = n_idx[None, :] - n_idx[:, None]  # n − a
-    T_u = torch.where(diff >= 0, U[:, diff.clamp_min(0)], torch.zeros((), dtype=dt, device=dev))
-    P = U.clone()
-    acc = U.clone()
-    for ell in range(2, N // 2 + 1):  # u has no term below y², so u^l starts at y^(2l)
-        P = torch.einsum("ca,can->cn", P, T_u)
-        acc = acc + P / ell
-    c = torch.tensor(_series(q, N - 1), dtype=dt, device=dev)  # c_2..c_N
-    p_lam = torch.stack([(lam**n).sum() for n in range(2, N + 1)])
-    delta = acc[:, 2:] * torch.arange(2, N + 1, dtype=dt, device=dev)
-    return ((p_lam + delta) * c).sum(1)
+def _pairwise_sq(X: torch.Tensor) -> torch.Tensor:
+    sq = (X * X).sum(1)
+    return (sq[:, None] + sq[None, :] - 2 * (X @ X.T)).clamp_min(0)
 
 
-def _candidate_log_scores(E: torch.Tensor, kcols: torch.Tensor, q: float) -> torch.Tensor:
-    """log VS_q(S ∪ {c}) for all candidates c: E = K_S − I (k×k), kcols = K[S, candidates]."""
-    n = E.shape[0] + 1
-    if q == 2.0:  # T = Σε² = ‖K − I‖_F², no eigenvalues needed
-        t = (E * E).sum() + 2 * (kcols * kcols).sum(0)
-        return math.log(n) - torch.log1p(t / n)
-    lam, Q = torch.linalg.eigh(E)
-    z = (Q.T @ kcols).T  # (C, k): the border in E's eigenbasis, so each candidate is an arrow
-    out = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
-    # Weyl: every eigenvalue of the arrow lies within max|λ| + ‖z‖ of 0
-    radius = float(lam.abs().max()) + z.norm(dim=1)
-    series = radius < _SERIES_RADIUS if 0.0 < q < math.inf else torch.zeros_like(radius, dtype=bool)
-    if bool(series.any()):
-        top = max(float(radius[series].max()), 1e-300)
-        # terms n ≤ N: the first dropped one is below 2^-60 of the leading ε² term
-        terms = min(_POWER_TERMS_MAX, 2 + math.ceil(60 * math.log(2) / -math.log(top)))
-        t = _power_sum_excess(lam, z[series], q, terms)
-        out[series] = math.log(n) - t / n if q == 1.0 else math.log(n) + torch.log1p(t / n) / (
-            1 - q)
-    rest = ~series
-    if bool(rest.any()):
-        step = max(1, _CHUNK_BYTES // (8 * n * n))  # bound the (chunk, n, n) batch in memory
-        out[rest] = torch.cat([log_vendi(_arrow_eigenvalues(lam, zc), q)
-                               for zc in z[rest].split(step)])
-    return out
+def _median_sample(X: torch.Tensor) -> torch.Tensor:
+    """The rows the median is taken over: all, or MEDIAN_ROWS drawn without replacement by a
+    CPU generator seeded with MEDIAN_SEED (the same rows on every machine), in row order."""
+    m = X.shape[0]
+    if m <= MEDIAN_ROWS:
+        return X
+    g = torch.Generator().manual_seed(MEDIAN_SEED)
+    idx = torch.randperm(m, generator=g)[:MEDIAN_ROWS].sort().values
+    return X[idx.to(X.device)]
+
+
+def median_sq_distance(W: torch.Tensor) -> float:
+    """Median of ‖w_i − w_j‖² over the pairs i < j of (a sample of) the rows, in float64; the
+    median of an even count is the mean of the two middle values (numpy.median)."""
+    Y = _median_sample(W.detach().to(torch.float64))
+    if Y.shape[0] < 2:
+        return 0.0
+    D = _pairwise_sq(Y)
+    iu = torch.triu_indices(len(Y), len(Y), 1, device=Y.device)
+    return float(np.median(D[iu[0], iu[1]].cpu().numpy()))
+
+
+def median_bandwidth(W: torch.Tensor) -> float:
+    """σ = the median pairwise distance between rows (the usual RBF heuristic), so the kernel of
+    a median pair is exp(−1/2). Rows: all pairs for m ≤ MEDIAN_ROWS, else a seeded sample."""
+    d2 = median_sq_distance(W)
+    if not d2 > 0:
+        raise LaserkitError("--bandwidth median: the rows are all equal (median distance 0); "
+                            "give a number")
+    return math.sqrt(d2)
+
+
+def check_bandwidth(bandwidth: float | str) -> float | str:
+    """A positive number or 'median'; anything else is refused with what is accepted."""
+    if isinstance(bandwidth, str):
+        if bandwidth.strip().lower() == "median":
+            return "median"
+        try:
+            bandwidth = float(bandwidth)
+        except ValueError:
+            raise LaserkitError(f"bandwidth {bandwidth!r}: give a number > 0 (1 is the fork's "
+                                f"kernel) or 'median'") from None
+    if not (math.isfinite(bandwidth) and bandwidth > 0):
+        raise LaserkitError(f"bandwidth {bandwidth} must be a finite number > 0 or 'median'")
+    return float(bandwidth)
+
+
+def resolve_bandwidth(W: torch.Tensor, bandwidth: float | str) -> float:
+    """The σ used for W."""
+    bw = check_bandwidth(bandwidth)
+    return median_bandwidth(W) if bw == "median" else float(bw)
+
+
+def _warn_if_identity(col: torch.Tensor, c: int, sigma: float) -> None:
+    """One warning line when the kernel is numerically near the identity, judged from the first
+    kernel column the greedy computes (the median of K[i, c] over the other rows i)."""
+    others = torch.cat([col[:c], col[c + 1:]])
+    if not len(others):
+        return
+    typical = float(others.median())
+    if typical < NEAR_IDENTITY:
+        msg = (f"laserkit: warning: the Vendi kernel is nearly the identity at bandwidth "
+               f"{sigma:g} (median off-diagonal entry {typical:.1e}): the selection then says "
+               f"little about diversity; try --bandwidth median")
+        if sigma not in _warned:
+            _warned.add(sigma)
+            _log.warning(msg)
+
+
+# ------------------------------------------------------------------------------- the greedy
+
+
+class _Kernel:
+    """Kernel columns K[:, c] on demand, float64 on W's device, and their error bound."""
+
+    def __init__(self, W: torch.Tensor, sigma: float) -> None:
+        self.X = W.detach().to(torch.float64)
+        self.sq = (self.X * self.X).sum(1)
+        self.gamma = 1.0 / (2.0 * sigma * sigma)
+        m, n = self.X.shape
+        top = float(self.sq.max()) if m else 0.0
+        # relative error of one entry: d² = s_i + s_j − 2 x_i·x_j loses ≤ eps(√n+2)·4·max s, the
+        # exponent multiplies it by γ, exp adds 2 eps
+        self.entry_err = EPS * (2 + 4 * self.gamma * top * (math.sqrt(n) + 2))
+        self.sq_err = EPS * (math.sqrt(n) + 2) * top  # absolute error of a ‖w‖²
+
+    def column(self, c: int) -> torch.Tensor:
+        d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
+        d2[c] = 0.0
+        return torch.exp(-self.gamma * d2)
+
+
+def _grid(kappa_lo: float, kappa_max: float, floor: float, ratio: float) -> torch.Tensor:
+    """Nodes 0 < u_1 < … < u_N of a geometric grid covering the scales of g (κ and 1 + u)."""
+    u1 = max(min(kappa_lo, 1.0) / 64, floor)
+    uN = 1024 * (1 + kappa_max)
+    count = max(2, math.ceil(math.log(uN / u1) / math.log(ratio)) + 1)
+    return torch.logspace(math.log10(u1), math.log10(uN), count, dtype=torch.float64)
+
+
+def _tail_weights(kappa: torch.Tensor, U: float) -> torch.Tensor:
+    """h_i = ∫_U^∞ du/((κ_i + u)(1 + u)) = log1p(d/(U+1))/d, d = κ_i − 1."""
+    d = kappa - 1
+    a = U + 1
+    near = d.abs() < 1e-8 * a
+    safe = torch.where(near, torch.ones_like(d), d)
+    return torch.where(near, (1 - d / (2 * a)) / a, torch.log1p(safe / a) / safe)
+
+
+def _t_bounds(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int,
+              ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Certified lower and upper bounds of ΔT(c) = ∫ g_c for every row of Z2 = (Qᵀb_c)².
+
+    dk bounds the error of the κ (backward error of the eigendecomposition plus the kernel
+    entries' error), db the relative error of the entries of b: ψ(u) is then known to a relative
+    2·dk/(κ_min − dk + u) + 2·db + O(k·eps)."""
+    dev = Z2.device
+    kmin, kmax = float(kappa.min()), float(kappa.max())
+    klo = max(kmin - dk, 0.0)
+    nodes = _grid(klo, kmax, 64 * dk + 1e-300, ratio).to(dev)
+    mids = (torch.cat([nodes.new_zeros(1), nodes[:-1]]) + nodes) / 2
+    with_zero = klo > 0
+    pts = torch.cat([nodes.new_zeros(1), nodes, mids]) if with_zero else torch.cat([nodes, mids])
+    U = float(nodes[-1])
+    # κ_i ≥ κ_min > klo when u = 0 is used; otherwise every point is ≥ u_1 > 64 δκ
+    Rinv = 1.0 / (kappa.clamp_min(0)[:, None] + pts[None, :])
+    M = torch.cat([Rinv, _tail_weights(kappa, U)[:, None]], 1)
+    P = Z2 @ M  # ψ at every point, and the tail integral of ψ/(1+u)
+    psi, tail = P[:, :-1], P[:, -1]
+    rel = 2 * dk / (klo + pts) + 2 * db + 8 * (k + 1) * EPS  # relative error of ψ(u)
+    x = psi / (1 + pts)
+    x_lo, x_hi = x * (1 - rel), x * (1 + rel)
+    g_lo = -torch.log1p(-x_lo.clamp(max=1.0))
+    g_hi = torch.where(x_hi < 1, -torch.log1p(-x_hi.clamp(max=1 - 1e-300)),
+                       torch.full_like(x_hi, math.inf))
+    n = len(nodes)
+    off = 1 if with_zero else 0
+    widths = nodes - torch.cat([nodes.new_zeros(1), nodes[:-1]])
+    g_nodes_hi = g_hi[:, off:off + n]
+    g_mid_lo = g_lo[:, off + n:]
+    lb = (g_mid_lo * widths).sum(1)
+    ub = ((g_nodes_hi[:, 1:] + g_nodes_hi[:, :-1]) * widths[1:] / 2).sum(1)
+    u1 = float(nodes[0])
+    crude = u1 * (1 - math.log(u1)) + (1 + u1) * math.log1p(u1) - u1  # ∫_0^u1 −log u + log(1+u)
+    if with_zero:
+        first = (g_hi[:, 0] + g_nodes_hi[:, 0]) * u1 / 2
+        ub = ub + torch.minimum(first, torch.full_like(first, crude))
+    else:
+        ub = ub + crude
+    r_tail = 2 * dk / (klo + U) + 2 * db + 8 * (k + 1) * EPS
+    x_u = x_hi[:, off + n - 1].clamp(max=1.0)
+    lb = lb + tail * (1 - r_tail)
+    ub = ub + torch.where(x_u < 1, tail * (1 + r_tail) / (1 - x_u),
+                          torch.full_like(tail, math.inf))
+    slack = 4 * (3 * n + k) * EPS  # rounding of the sums themselves
+    return lb * (1 - slack), ub * (1 + slack)
+
+
+def _t_bounds_cheap(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float,
+                    k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Cheaper, looser bounds from two numbers per candidate (None when K_S is too close to
+    singular for them): x(u) = ψ(u)/(1+u) ≤ p = ψ(0), so x ≤ −log(1 − x) ≤ x·(−log(1 − p)/p),
+    and ∫ x du = Σ z_i² log(κ_i)/(κ_i − 1)."""
+    klo = float(kappa.min()) - dk
+    if klo <= 0:
+        return None
+    P = Z2 @ torch.stack([_tail_weights(kappa, 0.0), 1.0 / kappa], 1)
+    ix, p = P[:, 0], P[:, 1]
+    rel = 2 * dk / klo + 2 * db + 8 * (k + 1) * EPS
+    p_hi = p * (1 + rel)
+    factor = torch.where(p_hi < 1, -torch.log1p(-p_hi.clamp(max=1 - 1e-300))
+                         / p_hi.clamp_min(1e-300), torch.full_like(p, math.inf))
+    factor = torch.where(p_hi > 1e-300, factor, torch.ones_like(p))
+    slack = 8 * (k + 4) * EPS
+    return ix * (1 - rel) * (1 - slack), ix * (1 + rel) * factor * (1 + slack)
+
+
+def _exact(lam: torch.Tensor, Z: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative log-scores (log VS − log N) of each candidate from its bordered spectrum, and the
+    eigenvalues (C, k+1), chunked to bound memory."""
+    n = lam.shape[0] + 1
+    step = max(1, _CHUNK_BYTES // (8 * n * n))
+    eps = torch.cat([_arrow_eigenvalues(lam, zc) for zc in Z.split(step)])
+    return _relative(eps, q), eps
+
+
+def _errors(eps: torch.Tensor, rel: torch.Tensor, deps: torch.Tensor, q: float) -> torch.Tensor:
+    """Bound of the error of each candidate's relative log-score.
+
+    deps (per candidate) bounds every eigenvalue's error: backward-stable eigensolves and the
+    basis change give ≤ 4(k+1)·eps·‖E‖_F, the kernel entries' own error ≤ entry_err·‖E‖_F (E =
+    K_{S∪c} − I). It moves T = Σ excess(ε_j) by ≤ Σ |excess'(ε_j)|·δ + δ²/(2(1+ε_j)), where
+    excess' = log(1+ε) (q = 1) grows with the conditioning: κ_j = 1 + ε_j is floored at δ."""
+    n = eps.shape[-1]
+    d = deps[:, None]
+    kap = (1 + eps).clamp_min(0).maximum(d)
+    if math.isinf(q):
+        return deps / kap.max(1).values
+    if q == 0.0:
+        return torch.zeros_like(rel)
+    if q == 1.0:
+        slope = kap.log().abs()
+    else:
+        slope = q * (kap ** (q - 1) - 1).abs()
+    curv = torch.minimum(d / kap, torch.ones_like(kap)) / 2
+    err_t = (d * (slope + curv)).sum(1)
+    t = _t_of(rel, n, q)  # every excess term has the sign of q(q − 1) (or ≥ 0 for q = 1)
+    err_t = err_t + 8 * n * EPS * t.abs()
+    if q == 1.0:
+        return err_t / n
+    return err_t / (n * (1 + t / n).clamp_min(1e-300) * abs(1 - q)) + 4 * EPS * rel.abs()
+
+
+def _pick(obj: torch.Tensor, err: torch.Tensor, index: torch.Tensor) -> tuple[int, float]:
+    """Position of the lowest row index among candidates tied with the best (within the sum of
+    their error bounds), and the widest window that was used."""
+    b = int(torch.argmax(obj))
+    tied = obj >= obj[b] - (err + err[b])
+    return int(torch.nonzero(tied)[torch.argmin(index[tied])][0]), float(err.max() + err[b])
+
+
+class _Greedy:
+    """The greedy's state: chosen rows, their kernel columns, and what a step needs."""
+
+    def __init__(self, W: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool,
+                 q: float) -> None:
+        self.kern = _Kernel(W, sigma)
+        self.sigma = sigma
+        self.m = W.shape[0]
+        self.use_quality, self.sign, self.q = use_quality, -1.0 if min_diversity else 1.0, q
+        self.log_s = -self.kern.sq  # log quality s(w) = exp(−‖w‖²)
+        self.free = torch.ones(self.m, dtype=torch.bool, device=self.kern.X.device)
+        self.B = torch.empty(self.m, 0, dtype=torch.float64, device=self.kern.X.device)
+        self.chosen: list[int] = []
+        self.scores: list[float] = []
+        self.windows: list[float] = []  # per step: the widest tie window used (for the tests)
+
+    def add(self, c: int, log_score: float) -> None:
+        self.chosen.append(c)
+        self.scores.append(log_score)
+        self.free[c] = False
+        k = len(self.chosen) - 1
+        if k >= self.B.shape[1]:  # grow K[:, S] by doubling: no copy per step
+            grown = self.B.new_empty(self.m, max(8, 2 * self.B.shape[1]))
+            grown[:, :k] = self.B[:, :k]
+            self.B = grown
+        self.B[:, k] = self.kern.column(c)
+        if k == 0:
+            _warn_if_identity(self.B[:, 0], c, self.sigma)
+
+    def _quality(self, cand: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+        """log mean quality of S ∪ {c} minus log N (N is common) for the rows ``cand`` (None:
+        all), and its error bound."""
+        if not self.use_quality:
+            size = self.m if cand is None else len(cand)
+            return torch.zeros(size, dtype=torch.float64, device=self.log_s.device), 0.0
+        ls = self.log_s if cand is None else self.log_s[cand]
+        lq = ls if not self.chosen else torch.logaddexp(
+            torch.logsumexp(self.log_s[self.chosen], 0), ls)
+        return lq, 4 * EPS * float(lq.abs().max()) + self.kern.sq_err
+
+    def step(self) -> None:
+        k = len(self.chosen)
+        n = k + 1
+        if k > 0 and self.q == 1.0:
+            self._step_q1(k)
+            return
+        cand = self.free.nonzero()[:, 0]
+        lq, lq_err = self._quality(cand)
+        if k == 0:  # every single row has VS = 1
+            obj = self.sign * lq
+            err = torch.full_like(obj, lq_err)
+            j, w = _pick(obj, err, cand)
+            self.windows.append(w)
+            self.add(int(cand[j]), float(lq[j]))
+            return
+        B = self.B[:, :k]  # K[:, S]
+        E = B[self.chosen]
+        E = (E + E.T) / 2
+        E.fill_diagonal_(0)
+        lam, Q = torch.linalg.eigh(E)
+        Bc = B[cand]
+        b2 = (Bc * Bc).sum(1)
+        e_fro = torch.sqrt((E * E).sum() + 2 * b2)
+        deps = (4 * n * EPS + self.kern.entry_err) * e_fro
+        if self.q == 2.0:  # T = ‖E_c‖_F², the relative score −log1p(T/n)
+            t = (E * E).sum() + 2 * b2
+            rel = -torch.log1p(t / n)
+            err = (2 * (self.kern.entry_err + 4 * EPS) * t) / (n + t) + 4 * EPS * rel.abs()
+            obj = self.sign * (rel + lq)
+            j, w = _pick(obj, err + lq_err, cand)
+            self.windows.append(w)
+            self.add(int(cand[j]), float(rel[j] + lq[j]) + math.log(n) * (1 - self.use_quality))
+            return
+        Z = Bc @ Q
+        rel, eps = _exact(lam, Z, self.q)
+        err = _errors(eps, rel, deps, self.q) + lq_err
+        obj = self.sign * (rel + lq)
+        j, w = _pick(obj, err, cand)
+        self.windows.append(w)
+        self.add(int(cand[j]), float(rel[j] + lq[j]) + math.log(n) * (1 - self.use_quality))
+
+    def _step_q1(self, k: int) -> None:
+        """One step for q = 1: bounds for every row at once (chosen rows masked out), the few
+        that may win scored exactly."""
+        n = k + 1
+        B = self.B[:, :k]  # K[:, S] for all m rows
+        E = B[self.chosen]
+        E = (E + E.T) / 2
+        E.fill_diagonal_(0)
+        lam, Q = torch.linalg.eigh(E)
+        Z = B @ Q
+        Z2 = Z * Z
+        ee = float((E * E).sum())
+        coef = 4 * n * EPS + self.kern.entry_err
+        dk = coef * math.sqrt(ee)
+        kappa = 1 + lam
+        lq, lq_err = self._quality(None)
+        pos = None  # None: every row
+        for ratio in (0.0, *_GRID_RATIOS):
+            Zp = Z2 if pos is None else Z2[pos]
+            bounds = (_t_bounds_cheap(kappa, Zp, dk, self.kern.entry_err, k) if ratio == 0
+                      else _t_bounds(kappa, Zp, dk, self.kern.entry_err, k, ratio))
+            if bounds is None:
+                continue
+            lb, ub = bounds
+            lqp = lq if pos is None else lq[pos]
+            # objective = sign·(−(T0 + ΔT)/n + lq), T0 common to all and left out; lq is known
+            # to ±lq_err. A candidate whose upper bound is below the best lower bound is certainly
+            # worse than another: it can be neither the pick nor tied with it
+            if self.sign > 0:
+                o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
+            else:
+                o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
+            if pos is None:
+                o_lo = torch.where(self.free, o_lo, -math.inf)
+                o_hi = torch.where(self.free, o_hi, -math.inf)
+            keep = o_hi >= float(o_lo.max())
+            pos = keep.nonzero()[:, 0] if pos is None else pos[keep]
+            if len(pos) <= _REFINE_ABOVE:
+                break
+        if pos is None:
+            pos = self.free.nonzero()[:, 0]
+        rel, eps = _exact(lam, Z[pos], 1.0)
+        deps = coef * torch.sqrt(ee + 2 * Z2[pos].sum(1))
+        err = _errors(eps, rel, deps, 1.0) + lq_err
+        obj = self.sign * (rel + lq[pos])
+        j, w = _pick(obj, err, pos)
+        self.windows.append(w)
+        score = float(rel[j] + lq[pos][j]) + math.log(n) * (1 - self.use_quality)
+        self.add(int(pos[j]), score)
+
+
+def _fingerprint(W: torch.Tensor) -> str:
+    a = W.detach().contiguous().cpu()
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{tuple(a.shape)}{a.dtype}".encode())
+    if a.numel():
+        h.update(a.view(torch.uint8).reshape(-1).numpy())  # the buffer itself, not a copy
+    return h.hexdigest()
 
 
 def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
-                 min_diversity: bool = False, q: float = 1.0,
-                 bandwidth: float = 1.0) -> tuple[list[int], float]:
-    """Greedy Vendi selection of r rows of W (SPEC §2), in selection order, and the score of the
-    chosen set (qVS with ``use_quality``). Same choices as the direct definition (see module
-    docstring for how ties are decided); float64 on W's device; deterministic."""
-    X = W.detach().to(torch.float64)
-    m = X.shape[0]
+                 min_diversity: bool = False, q: float = 1.0, bandwidth: float | str = 1.0,
+                 progress: bool | None = None) -> tuple[list[int], float]:
+    """The exact greedy Vendi selection of r rows of W, in selection order, and the score of the
+    chosen set (qVS with ``use_quality``). float64 on W's device; deterministic.
+
+    Selections are cached by W's content and the options: a smaller r reuses the prefix, a larger
+    r resumes the greedy where the cached one stopped. ``progress``: a bar over the steps (None:
+    only for long selections, on a terminal)."""
+    m = W.shape[0]
     r = min(r, m)
     if r <= 0:
         return [], 0.0
-    sq = (X * X).sum(1)
-    log_s = -sq  # log quality, s(w) = exp(−‖w‖²)
-    gamma = 1.0 / (2.0 * bandwidth * bandwidth)
-    free = torch.ones(m, dtype=torch.bool, device=X.device)
-    rows: list[torch.Tensor] = []  # kernel row K[i, :] of each selected i
-    chosen: list[int] = []
-    log_score = 0.0
-    for k in range(r):
-        cand = free.nonzero()[:, 0]
-        if k == 0:
-            scores = torch.zeros(len(cand), dtype=torch.float64, device=X.device)
-        else:
-            KS = torch.stack(rows)  # (k, m)
-            E = KS[:, chosen]
-            E = E - torch.diag(torch.diagonal(E))  # K_S − I, with an exactly zero diagonal
-            scores = _candidate_log_scores(E, KS[:, cand], q)
-        if use_quality:
-            base = torch.logsumexp(log_s[chosen], 0) if chosen else None
-            lq = log_s[cand] if base is None else torch.logaddexp(base, log_s[cand])
-            scores = scores + lq - math.log(k + 1)
-        j = _pick(scores, maximize=not min_diversity)
-        c = int(cand[j])
-        log_score = float(scores[j])
-        chosen.append(c)
-        free[c] = False
-        d2 = (sq + sq[c] - 2 * (X @ X[c])).clamp_min(0)
-        d2[c] = 0.0
-        rows.append(torch.exp(-gamma * d2))
-    return chosen, math.exp(log_score)
+    bw = check_bandwidth(bandwidth)
+    key = (_fingerprint(W), use_quality, min_diversity, float(q), bw)
+    chosen, scores = _cache.get(key, ([], []))
+    if len(chosen) >= r:
+        _cache.move_to_end(key)
+        return chosen[:r], math.exp(scores[r - 1])
+    X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
+    if not math.isfinite(float(torch.linalg.vector_norm(X))):
+        raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
+    sigma = resolve_bandwidth(X, bw)
+    state = _Greedy(X, sigma, use_quality, min_diversity, float(q))
+    for c, s in zip(chosen, scores, strict=True):
+        state.add(c, s)
+    bar = _bar(r, len(chosen), m, progress)
+    with torch.no_grad():
+        while len(state.chosen) < r:
+            state.step()
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    _cache[key] = (list(state.chosen), list(state.scores))
+    _cache.move_to_end(key)
+    while len(_cache) > _CACHE_ENTRIES:
+        _cache.popitem(last=False)
+    return list(state.chosen), math.exp(state.scores[-1])
+
+
+def _bar(r: int, done: int, m: int, progress: bool | None):
+    if progress is False or (progress is None and (r - done) * m < 200_000):
+        return None
+    from tqdm.auto import tqdm  # noqa: PLC0415 - only for long selections
+
+    return tqdm(total=r, initial=done, desc=f"vendi {m} rows", unit="row", leave=False,
+                disable=None if progress is None else False)
 
 
 def vendi_reconstruct(W: torch.Tensor, idx: list[int]) -> torch.Tensor:
@@ -237,7 +563,7 @@ def vendi_reconstruct(W: torch.Tensor, idx: list[int]) -> torch.Tensor:
 
 def vendi_reduce(W: torch.Tensor, rho: float, *, use_quality: bool = False,
                  min_diversity: bool = False, q: float = 1.0,
-                 bandwidth: float = 1.0) -> tuple[torch.Tensor, dict]:
+                 bandwidth: float | str = 1.0) -> tuple[torch.Tensor, dict]:
     """Keep r = ⌊min(m,n)·ρ⌋ rows chosen by Vendi score; Ŵ (W's dtype/device) and the record."""
     m, n = W.shape
     r = kept_rank(m, n, rho)
