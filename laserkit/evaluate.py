@@ -372,3 +372,40 @@ def chat_settings(task: Task, chat_template: str | None = None,
 def _shown(template: str) -> str:
     """A template as the summary names it: its name, or the start of an inline Jinja one."""
     return template if len(template) <= 80 else template[:77] + "..."
+
+
+def preview(task: Task, tokenizer=None, n: int = 3, *, chat_template: str | None = None,
+            system_prompt: str | None = None) -> list[dict]:
+    """The first ``n`` examples as evaluation will see them (``eval --dry-run``): the exact
+    prompt text after any chat template, and the answers with how they are judged. No model
+    is run; a tokenizer is needed only for the model's own or a Jinja chat template."""
+    chat, system = chat_settings(task, chat_template, system_prompt)
+    out = []
+    for ex in task.examples()[:n]:
+        item: dict = {"id": ex.id}
+        if task.kind == "perplexity":
+            item["text"] = ex.text[:500] + ("..." if len(ex.text) > 500 else "")
+            out.append(item)
+            continue
+        if chat == "none":
+            item["prompt"] = ex.prompt
+        elif chat == "chatml" or tokenizer is not None:
+            item["prompt"] = S.chat_text(tokenizer, ex.prompt, chat, system)
+        else:
+            raise LaserkitError("rendering this chat template needs the model's tokenizer")
+        if task.kind == "choice":
+            item["choices"] = list(ex.choices)
+            item["gold"] = [ex.choices[g] for g in ex.gold]
+        elif task.kind == "semantic":
+            item["chosen"], item["rejected"] = ex.chosen, ex.rejected
+        else:
+            mode = task.match if task.kind == "generate" else "exact"
+            item["answers"] = list(ex.answers)
+            parts = M.parts_of(ex.answers, mode)
+            if parts is not None:
+                item["parts"] = parts
+            if task.kind == "generate":
+                item["match"] = mode
+            item["log_loss_of"] = M.continuations(ex.answers, mode)
+        out.append(item)
+    return out
