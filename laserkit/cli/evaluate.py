@@ -22,7 +22,8 @@ def _fmt(v: object) -> str:
 def eval_(
     model: str = ModelArg,
     task: str = typer.Option(..., "--task", "-t", help="a task name (see `laserkit tasks`) or a "
-                             "task file: .yaml/.json declaration, or .json/.jsonl/.csv data"),
+                             "task file: .yaml/.json declaration (FILE#NAME picks one of "
+                             "several), or .json/.jsonl/.csv data; format: docs/tasks.md"),
     data: str = typer.Option(None, "--data", help="the task's data from a local file in its "
                              "original format, or 'hub' for the Hugging Face hub"),
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
