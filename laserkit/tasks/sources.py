@@ -115,8 +115,8 @@ def load_examples(task: Task) -> list[Example]:
     """The task's examples, parsed once per process for the same definition and file (a
     search evaluates the same task hundreds of times; Examples are immutable)."""
     stamp = os.stat(task.data).st_mtime_ns if task.data and task.data != "hub" else None
-    key = (task.name, task.kind, json.dumps(task.sources, sort_keys=True, default=str),
-           task.data, stamp)
+    key = (task.name, task.kind, task.match, json.dumps(task.sources, sort_keys=True,
+                                                        default=str), task.data, stamp)
     if key not in _CACHE:
         _CACHE[key] = _load_examples(task)
     return list(_CACHE[key])
