@@ -112,6 +112,14 @@ def test_regex_on_the_raw_generation():
         check_answers(("(unclosed",), "regex", "rec 1")
 
 
+def test_substring_is_the_laser_references_rule():
+    # generation_match in the reference: answer.strip().lower() in generation.strip().lower()
+    for gen, ans in [("It was 1995.", "9"), ("a Leftist view", "Left"), ("11.11", "11.1"),
+                     ("Paris", "pari"), ("PARIS!", " paris ")]:
+        assert _ok(gen, (ans,), "substring") is (ans.strip().lower() in gen.strip().lower())
+    assert not _ok("Lyon", ("Paris",), "substring")
+
+
 @pytest.mark.parametrize("answers,mode,match", [
     ((True,), "contains", "not a string or a number"),
     (({"a": "x"},), "exact", "needs match: all_parts or contains"),

@@ -12,6 +12,9 @@ on the task's ``match``:
   must be found as in ``contains``; a part may itself be a list of accepted alternatives.
 - ``f1``: SQuAD's official token F1 (max over the items) and, for ``correct``, SQuAD's exact match.
 - ``regex``: an item is a Python regular expression searched in the raw generation.
+- ``substring``: the LASER reference's rule (``generation_match``: the stripped, lower-cased
+  answer is a substring of the stripped, lower-cased generation), kept so the paper's generation
+  tasks score as the paper did; it finds "9" in "1995".
 
 Normalisation (contains / exact / all_parts): SQuAD's (lower case, punctuation and the articles
 a/an/the removed, whitespace collapsed), except that numbers are read as numbers first.
@@ -26,7 +29,7 @@ from decimal import Decimal
 
 from ..errors import LaserkitError
 
-MATCH_MODES = ("contains", "exact", "all_parts", "f1", "regex")
+MATCH_MODES = ("contains", "exact", "all_parts", "f1", "regex", "substring")
 Item = str | int | float | list | dict
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -105,7 +108,7 @@ def _check_scalar(item: object, where: str, mode: str) -> None:
         except re.error as e:
             raise LaserkitError(f"{where}: answer {item!r} is not a valid regular expression "
                                 f"({e})") from None
-    elif mode != "f1" and not _needle(item):
+    elif mode not in ("f1", "substring") and not _needle(item):
         raise LaserkitError(f"{where}: answer {item!r} has no words or numbers to match; "
                             "use match: regex")
 
@@ -194,6 +197,9 @@ def judge(prediction: str, items: tuple, mode: str) -> dict:
         return {"correct": any(pred == normalize_answer(item_text(it)) for it in items)}
     if mode == "regex":
         return {"correct": any(re.search(str(it), prediction) for it in items)}
+    if mode == "substring":
+        gen = prediction.strip().lower()
+        return {"correct": any(item_text(it).strip().lower() in gen for it in items)}
     raise LaserkitError(f"unknown match {mode!r}; use one of {', '.join(MATCH_MODES)}")
 
 

@@ -110,7 +110,7 @@ class Task:
     sources: dict = _f(dict, "packaged / local / hub: a source spec (or a list of them for "
                        "several files); the flat form puts the local spec's keys at top level")
     match: str = _f("contains", "generate: how the generation is judged: "
-                    + ", ".join(MATCH_MODES), "generate")
+                    + ", ".join(MATCH_MODES) + " (the LASER reference's rule)", "generate")
     metric: str | None = _f(None, "the score used for selection (default: accuracy; f1 for "
                             "match: f1; perplexity; semantic_score)")
     answer_prefix: str = _f(" ", "put between prompt and answer when neither has whitespace "
