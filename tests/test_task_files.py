@@ -19,7 +19,8 @@ from laserkit.errors import LaserkitError
 from laserkit.evaluate import evaluate, preview
 from laserkit.tasks import get_task, list_tasks
 from laserkit.tasks import sources as src
-from laserkit.tasks.spec import Example, parse_task, source_keys, task_keys
+from laserkit.tasks.schema import parse_task, source_keys, task_keys
+from laserkit.tasks.spec import Example
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "tasks.md"
 LASERKIT = Path(sys.executable).parent / "laserkit"
@@ -293,3 +294,26 @@ def test_cli_schema_dry_run_and_wrong_key(tmp_path, default_model_dir):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("laserkit: error: ")
     assert "unknown key 'ansewr'; accepted:" in lines[0] and " answer," in lines[0]
+
+
+def test_task_modules_import_without_a_cycle():
+    """spec (Example, Task) and matching are leaves: no module of laserkit/tasks imports one
+    that imports it back, counting imports inside functions too. The one lazy edge allowed is
+    Task.examples() loading data through sources."""
+    import ast
+
+    folder = Path(__file__).resolve().parent.parent / "laserkit" / "tasks"
+    graph = {}
+    for f in folder.glob("*.py"):
+        graph[f.stem] = {n.module for n in ast.walk(ast.parse(f.read_text()))
+                         if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+    graph["spec"].discard("sources")
+    assert graph["spec"] == {"matching"} and graph["matching"] == set()
+
+    def reach(start, seen=()):
+        for m in graph.get(start, ()):
+            assert m not in seen + (start,), f"import cycle through {m}"
+            reach(m, seen + (start,))
+
+    for name in graph:
+        reach(name)

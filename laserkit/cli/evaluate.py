@@ -144,7 +144,8 @@ def tasks(schema: bool = typer.Option(False, "--schema", help="print every key o
 def _schema() -> None:
     from ..tasks.formats import READERS
     from ..tasks.matching import MATCH_MODES
-    from ..tasks.spec import KIND_DOCS, KINDS, schema_rows
+    from ..tasks.schema import schema_rows
+    from ..tasks.spec import KIND_DOCS, KINDS
 
     for section, title in (("task", "task keys (top level of a definition)"),
                            ("source", "source keys (sources.packaged / local / hub, or the "

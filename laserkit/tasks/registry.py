@@ -15,8 +15,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import LaserkitError
+from .schema import parse_task
 from .sources import read_file
-from .spec import Example, Task, parse_task
+from .spec import Example, Task
 
 DEFINITIONS = Path(__file__).parent / "definitions"
 DECLARATIONS = (".yaml", ".yml", ".json")
