@@ -11,8 +11,10 @@ Conventions (SPEC §1, with the reference's mistakes fixed):
   renormalized over the choices (the paper's log-loss); with several gold answers (or acceptable
   answers of an open question) the most likely one counts. ``answer_rank`` is 1 + the number of
   choices scored above that gold answer.
-- Open answers: greedy generation; only the generated tokens are decoded and scored, by
-  normalized substring match (``correct``) and bag-of-words F1.
+- Open answers: greedy generation; only the generated tokens are decoded and judged by the
+  task's ``match`` (tasks/matching.py: whole words, numbers as numbers, parts, SQuAD F1, regex).
+- Prompts are raw text unless the task (or ``chat_template=``) names a chat template; then the
+  prompt is the user turn and the answer continues the assistant's turn (docs/tasks.md).
 - Splits: with ``limit``, the first ``limit`` examples (after the optional seeded shuffle) form
   the dataset; ``validation`` is its first ceil(20%), ``test`` the rest (the paper's 20/80).
 """
@@ -23,7 +25,6 @@ import json
 import math
 import random
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ from torch import nn
 from . import scoring as S
 from .errors import LaserkitError
 from .saving import atomic_write_text
-from .tasks.formats import normalize_answer
-from .tasks.registry import Example, Task, get_task
+from .tasks import matching as M
+from .tasks.registry import get_task
+from .tasks.spec import CHAT_KINDS, Example, Task
 
 SPLITS = ("all", "validation", "test")
 VALIDATION_FRACTION = 0.2
@@ -87,6 +89,18 @@ class _Ctx:
     max_new_tokens: int
     embedder: str
     chat_template: str
+    system_prompt: str | None = None
+
+    @property
+    def chat(self) -> bool:
+        return self.chat_template != "none"
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Generation prompt tokens: the chat text, or the raw prompt without trailing spaces
+        (a final newline is kept)."""
+        if self.chat:
+            return S.chat_prompt(self.tokenizer, prompt, self.chat_template, self.system_prompt)
+        return S.encode_prompt(self.tokenizer, prompt.rstrip(" \t"))
 
     @property
     def pad_id(self) -> int:
@@ -103,9 +117,14 @@ class _Ctx:
     def answer_requests(self, prompt: str, answers: Sequence[str]) -> tuple[list, bool]:
         """(ids, start) for each answer as a continuation of the prompt, fitted to the context."""
         reqs, truncated = [], False
+        if self.chat:  # the answer opens the assistant's turn, right after the template's text
+            prompt = S.chat_text(self.tokenizer, prompt, self.chat_template, self.system_prompt)
+        encode = S.encode_continuation if self.chat else S.encode_prompt
         for ans in answers:
-            p, cont = S.split_boundary(prompt, ans, self.task.answer_prefix)
-            ids, start, cut = S.fit(S.encode_prompt(self.tokenizer, p),
+            p, cont = S.split_boundary(prompt, ans, "" if self.chat else self.task.answer_prefix)
+            if self.chat:
+                cont = cont.lstrip(" \t")
+            ids, start, cut = S.fit(encode(self.tokenizer, p),
                                     S.encode_continuation(self.tokenizer, cont), self.max_len)
             reqs.append((ids, start))
             truncated |= cut
@@ -162,7 +181,8 @@ def _choice(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
 
 def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     vocab = S.vocab_index(ctx.tokenizer, ctx.model.get_output_embeddings().weight.shape[0])
-    built = [ctx.answer_requests(ex.prompt, ex.answers) for ex in examples]
+    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, "exact"))
+             for ex in examples]
     flat, slices = _groups(examples, [b[0] for b in built])
     targets: dict[int, torch.Tensor] = {}  # first request of an example → equivalent token ids
     for sl in slices:
@@ -180,7 +200,8 @@ def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
     records = []
     for ex, sl, (_, cut) in zip(examples, slices, built, strict=True):
         r, top = extra[sl.start]
-        rec = {"id": ex.id, "prediction": ctx.tokenizer.decode([top]), "answers": list(ex.answers),
+        rec = {"id": ex.id, "prediction": ctx.tokenizer.decode([top]),
+               "answers": list(ex.answers),
                "correct": r == 1, "log_loss": -max(_sums(lps[sl])), "answer_rank": r,
                "truncated": cut}
         rec.update({f"top{k}": r <= k for k in ctx.task.topk})
@@ -193,35 +214,39 @@ def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
 
 
 def token_f1(prediction: str, answer: str) -> float:
-    """Bag-of-words F1 of the normalized texts (SQuAD / the paper's HotPotQA F1)."""
-    p, a = normalize_answer(prediction).split(), normalize_answer(answer).split()
-    common = sum((Counter(p) & Counter(a)).values())
-    if not common:
-        return 0.0
-    prec, rec = common / len(p), common / len(a)
-    return 2 * prec * rec / (prec + rec)
+    """SQuAD's token F1 (kept here for callers; see tasks/matching.py)."""
+    return M.squad_f1(prediction, answer)
 
 
-def answer_found(prediction: str, answers: Sequence[str]) -> bool:
-    gen = normalize_answer(prediction)
-    return any(a and a in gen for a in (normalize_answer(x) for x in answers))
+def answer_found(prediction: str, answers: Sequence) -> bool:
+    """Any accepted answer occurs in the prediction as whole words (numbers as numbers)."""
+    return M.judge(prediction, tuple(answers), "contains")["correct"]
 
 
 def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
-    texts = ctx.generate([S.encode_prompt(ctx.tokenizer, ex.prompt.rstrip())
-                          for ex in examples])
-    built = [ctx.answer_requests(ex.prompt, ex.answers) for ex in examples]
+    mode = ctx.task.match
+    texts = ctx.generate([ctx.prompt_ids(ex.prompt) for ex in examples])
+    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, mode))
+             for ex in examples]
     flat, slices = _groups(examples, [b[0] for b in built])
-    lps, _ = ctx.logprobs(flat)
+    lps, _ = ctx.logprobs(flat) if flat else ([], [])
     records = []
     for ex, sl, text, (_, cut) in zip(examples, slices, texts, built, strict=True):
-        records.append({"id": ex.id, "prediction": text, "answers": list(ex.answers),
-                        "correct": answer_found(text, ex.answers),
-                        "f1": max(token_f1(text, a) for a in ex.answers),
-                        "log_loss": -max(_sums(lps[sl])), "truncated": cut})
-    return records, {"accuracy": _mean(r["correct"] for r in records),
-                     "f1": _mean(r["f1"] for r in records),
-                     "log_loss": _mean(r["log_loss"] for r in records)}
+        rec = {"id": ex.id, "prediction": text, "answers": list(ex.answers),
+               **M.judge(text, ex.answers, mode)}
+        if mode != "regex":
+            rec["f1"] = M.f1_score(text, ex.answers, mode)
+            rec["log_loss"] = -max(_sums(lps[sl]))
+        rec["truncated"] = cut
+        records.append(rec)
+    summary = {"accuracy": _mean(r["correct"] for r in records), "match": mode}
+    if mode != "regex":
+        summary["f1"] = _mean(r["f1"] for r in records)
+        summary["log_loss"] = _mean(r["log_loss"] for r in records)
+    if any("parts_found" in r for r in records):
+        summary["part_recall"] = _mean(sum(r["parts_found"]) / len(r["parts_found"])
+                                       for r in records if "parts_found" in r)
+    return records, summary
 
 
 def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
@@ -251,8 +276,7 @@ def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
 
 
 def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
-    texts = ctx.generate([S.chat_prompt(ctx.tokenizer, ex.prompt, ctx.chat_template)
-                          for ex in examples])
+    texts = ctx.generate([ctx.prompt_ids(ex.prompt) for ex in examples])
     n = len(examples)
     emb = S.embed(texts + [ex.chosen for ex in examples] + [ex.rejected for ex in examples],
                   ctx.embedder, model=ctx.model, tokenizer=ctx.tokenizer)
@@ -263,7 +287,7 @@ def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
                for ex, t, c, r in zip(examples, texts, cos_c, cos_r, strict=True)]
     return records, {"semantic_score": _mean(r["score"] for r in records),
                      "accuracy": _mean(r["correct"] for r in records),
-                     "embedder": ctx.embedder, "chat_template": ctx.chat_template}
+                     "embedder": ctx.embedder}
 
 
 KIND_EVALUATORS = {"choice": _choice, "next_token": _next_token, "generate": _generate,
@@ -279,14 +303,16 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
              limit: int | None = None, batch_size: int | None = None, progress: bool = True,
              seed: int | None = None, data: str | None = None,
              max_new_tokens: int | None = None, max_length: int | None = None,
-             embedder: str = "minilm", chat_template: str | None = None) -> EvalResult:
+             embedder: str = "minilm", chat_template: str | None = None,
+             system_prompt: str | None = None) -> EvalResult:
     """Score ``model`` on ``task`` (a Task, a built-in name, or a task file) as it is now: an
     edited model is evaluated in memory, nothing is reloaded.
 
     ``limit`` keeps the first examples (after the shuffle that ``seed`` asks for), then
     ``split`` picks validation (first ceil 20%) or test (the rest). ``max_length`` caps the
     context (default: the model's); over-long prompts lose tokens from the left. ``embedder``
-    (semantic score): "minilm", "self" or a sentence-transformers directory. ``batch_size``
+    (semantic score): "minilm", "self" or a sentence-transformers directory. ``chat_template``
+    and ``system_prompt`` override the task's (docs/tasks.md). ``batch_size``
     defaults to 16 on a GPU and 4 on CPU, where bigger batches of full-vocabulary logits only
     cost memory bandwidth (measured in bench/RESULTS.md).
     """
@@ -298,6 +324,7 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
     if batch_size < 1:
         raise LaserkitError("batch size must be at least 1")
     task = get_task(task, data) if data is not None or not isinstance(task, Task) else task
+    chat, system = chat_settings(task, chat_template, system_prompt)
     examples = list(task.examples())
     if seed is not None:
         random.Random(seed).shuffle(examples)
@@ -314,12 +341,71 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
     ctx = _Ctx(model=model, tokenizer=tokenizer, task=task, batch_size=batch_size,
                progress=progress, max_len=S.context_length(model, max_length),
                max_new_tokens=task.max_new_tokens if max_new_tokens is None else max_new_tokens,
-               embedder=embedder, chat_template=chat_template or task.chat_template)
+               embedder=embedder, chat_template=chat, system_prompt=system)
     t0 = time.perf_counter()
     records, metrics = KIND_EVALUATORS[task.kind](ctx, examples)
     summary = {"task": task.name, "kind": task.kind, "split": split, "n": len(records),
                "n_available": n_total, "limit": limit, "seed": seed, "metric": task.metric,
                "score": metrics[task.metric], "higher_is_better": task.higher_is_better,
-               **metrics, "truncated": sum(bool(r.get("truncated")) for r in records),
+               **metrics, **({"chat_template": _shown(chat), "system_prompt": system}
+                             if task.kind in CHAT_KINDS else {}),
+               "truncated": sum(bool(r.get("truncated")) for r in records),
                "seconds": round(time.perf_counter() - t0, 3)}
     return EvalResult(summary=summary, records=records)
+
+
+def chat_settings(task: Task, chat_template: str | None = None,
+                  system_prompt: str | None = None) -> tuple[str, str | None]:
+    """The chat template and system prompt in force: the caller's override, else the task's."""
+    chat = chat_template or task.chat_template
+    system = system_prompt if system_prompt is not None else task.system_prompt
+    if chat != "none" and task.kind not in CHAT_KINDS:
+        raise LaserkitError(f"task {task.name!r}: a {task.kind} task scores raw text; "
+                            "chat templates do not apply")
+    if chat not in S.CHAT_NAMES:
+        S.load_template(chat)  # fails in one line when it is neither Jinja nor a file
+    if system and chat == "none":
+        raise LaserkitError("a system prompt needs a chat template (model, chatml, Jinja)")
+    return chat, system
+
+
+def _shown(template: str) -> str:
+    """A template as the summary names it: its name, or the start of an inline Jinja one."""
+    return template if len(template) <= 80 else template[:77] + "..."
+
+
+def preview(task: Task, tokenizer=None, n: int = 3, *, chat_template: str | None = None,
+            system_prompt: str | None = None) -> list[dict]:
+    """The first ``n`` examples as evaluation will see them (``eval --dry-run``): the exact
+    prompt text after any chat template, and the answers with how they are judged. No model
+    is run; a tokenizer is needed only for the model's own or a Jinja chat template."""
+    chat, system = chat_settings(task, chat_template, system_prompt)
+    out = []
+    for ex in task.examples()[:n]:
+        item: dict = {"id": ex.id}
+        if task.kind == "perplexity":
+            item["text"] = ex.text[:500] + ("..." if len(ex.text) > 500 else "")
+            out.append(item)
+            continue
+        if chat == "none":
+            item["prompt"] = ex.prompt
+        elif chat == "chatml" or tokenizer is not None:
+            item["prompt"] = S.chat_text(tokenizer, ex.prompt, chat, system)
+        else:
+            raise LaserkitError("rendering this chat template needs the model's tokenizer")
+        if task.kind == "choice":
+            item["choices"] = list(ex.choices)
+            item["gold"] = [ex.choices[g] for g in ex.gold]
+        elif task.kind == "semantic":
+            item["chosen"], item["rejected"] = ex.chosen, ex.rejected
+        else:
+            mode = task.match if task.kind == "generate" else "exact"
+            item["answers"] = list(ex.answers)
+            parts = M.parts_of(ex.answers, mode)
+            if parts is not None:
+                item["parts"] = parts
+            if task.kind == "generate":
+                item["match"] = mode
+            item["log_loss_of"] = M.continuations(ex.answers, mode)
+        out.append(item)
+    return out

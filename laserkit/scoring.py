@@ -57,15 +57,16 @@ def encode_continuation(tokenizer, text: str) -> list[int]:
 
 
 def split_boundary(prompt: str, answer: str, default_sep: str = " ") -> tuple[str, str]:
-    """(prompt, continuation) with the whitespace between them moved into the continuation:
+    """(prompt, continuation) with the spaces between them moved into the continuation:
     "…Relation: " + "entailment" → "…Relation:" + " entailment". Tokenizers attach a leading
     space to the following word, so the answer is scored as the model would write it. When
-    neither side has whitespace, ``default_sep`` is put in between."""
-    stripped = prompt.rstrip()
+    neither side has whitespace, ``default_sep`` is put in between. A final newline stays in
+    the prompt (a chat turn such as ChatML's "<|im_start|>assistant\n" ends with one)."""
+    stripped = prompt.rstrip(" \t")
     ws = prompt[len(stripped):]
     if ws:
-        return stripped, ws + answer.lstrip()
-    if answer[:1].isspace() or not stripped:
+        return stripped, ws + answer.lstrip(" \t")
+    if answer[:1].isspace() or not stripped or stripped.endswith("\n"):
         return stripped, answer
     return stripped, default_sep + answer
 
@@ -238,19 +239,54 @@ def vocab_index(tokenizer, vocab_size: int) -> VocabIndex:
     return _VOCABS[key][1]
 
 
-def chat_prompt(tokenizer, prompt: str, template: str) -> list[int]:
-    """Prompt tokens for chat generation: the model's own chat template ("model"; ChatML when
-    the tokenizer has none), "chatml", or "none" (the raw prompt)."""
+CHAT_NAMES = ("none", "model", "chatml")
+
+
+def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None = None) -> str:
+    """The prompt as a chat: one user turn (after an optional system turn) and the opening of
+    the assistant's turn. ``template``: "model" (the tokenizer's own template; ChatML when it
+    has none), "chatml", a Jinja chat template, or a file holding one; "none" is the raw
+    prompt, kept as written (a hand-written ChatML prompt keeps its final newline)."""
+    if template == "none":
+        return prompt
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": prompt}]
+    jinja = None
+    if template == "model" and getattr(tokenizer, "chat_template", None):
+        jinja = tokenizer.chat_template
+    elif template not in ("model", "chatml"):
+        jinja = load_template(template)
+    if jinja is None:
+        system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt else ""
+        return system + CHATML.format(prompt=prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception as e:  # jinja errors, templates that refuse a system turn: one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise LaserkitError(f"chat template {template[:60]!r} failed: {first}") from None
+
+
+def load_template(template: str) -> str:
+    """A Jinja chat template given inline ("{% ... %}") or as a file."""
+    if "{%" in template or "{{" in template:
+        return template
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(template).expanduser()
+    if not path.is_file():
+        raise LaserkitError(f"unknown chat template {template!r}: use none, model, chatml, a "
+                            "Jinja template, or a file holding one")
+    return path.read_text(encoding="utf-8")
+
+
+def chat_prompt(tokenizer, prompt: str, template: str,
+                system_prompt: str | None = None) -> list[int]:
+    """Prompt tokens: the raw prompt with the tokenizer's special tokens ("none"), or the chat
+    text, whose template already holds every special token it wants."""
     if template == "none":
         return encode_prompt(tokenizer, prompt)
-    if template == "model" and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                             tokenize=False, add_generation_prompt=True)
-    elif template in ("model", "chatml"):
-        text = CHATML.format(prompt=prompt)
-    else:
-        raise LaserkitError(f"unknown chat template {template!r}: use model, chatml or none")
-    return encode_continuation(tokenizer, text)
+    return encode_continuation(tokenizer, chat_text(tokenizer, prompt, template, system_prompt))
 
 
 @lru_cache(maxsize=2)

@@ -104,7 +104,7 @@ def test_fit_and_boundary_edge_cases(tok):
     ids, start, cut = S.fit([1, 2, 3], [4, 5, 6, 7, 8], 4)  # answer longer than the context
     assert (ids, start, cut) == ([3, 4, 5, 6], 1, True)
     assert S.split_boundary("Relation: ", "entailment") == ("Relation:", " entailment")
-    assert S.split_boundary("A:\n", "yes") == ("A:", "\nyes")
+    assert S.split_boundary("A:\n", "yes") == ("A:\n", "yes")  # a final newline stays
     assert S.split_boundary("is", " true") == ("is", " true")
     assert S.split_boundary("is", "true", " ") == ("is", " true")
     assert S.encode_prompt(tok, "") == [tok.bos_token_id if tok.bos_token_id is not None

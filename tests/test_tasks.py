@@ -199,7 +199,7 @@ def test_bare_data_files_and_json_declarations(tmp_path):
     ("data: d.jsonl\nprompt: x", [{"answer": "a"}], "missing 'kind'"),
     ("kind: choice\nprompt: x", None, "missing 'data'"),
     ("kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, b]\nansewr: a", [{"answer": "a"}],
-     r"unknown keys \['ansewr'\]"),
+     r"unknown key 'ansewr'; accepted: name, kind, .*answer, "),
     ("kind: choice\ndata: nothere.jsonl\nprompt: x", None, "does not exist"),
     ("kind: generate\ndata: d.jsonl\nprompt: \"{question}\"",
      [{"question": "q", "answer": "a"}, {"id": "r7", "answer": "b"}],

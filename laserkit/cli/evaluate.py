@@ -22,7 +22,8 @@ def _fmt(v: object) -> str:
 def eval_(
     model: str = ModelArg,
     task: str = typer.Option(..., "--task", "-t", help="a task name (see `laserkit tasks`) or a "
-                             "task file: .yaml/.json declaration, or .json/.jsonl/.csv data"),
+                             "task file: .yaml/.json declaration (FILE#NAME picks one of "
+                             "several), or .json/.jsonl/.csv data; format: docs/tasks.md"),
     data: str = typer.Option(None, "--data", help="the task's data from a local file in its "
                              "original format, or 'hub' for the Hugging Face hub"),
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
@@ -36,7 +37,13 @@ def eval_(
     max_new_tokens: int = typer.Option(None, "--max-new-tokens",
                                        help="generation length (default: the task's)"),
     chat_template: str = typer.Option(None, "--chat-template",
-                                      help="dpo-semantic: model, chatml or none"),
+                                      help="none (raw prompt), model (the tokenizer's), chatml, "
+                                      "a Jinja template or a file (default: the task's)"),
+    system_prompt: str = typer.Option(None, "--system-prompt",
+                                      help="a system message (needs a chat template)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the first rendered prompts and "
+                                 "answers and stop (no model is run)"),
+    show: int = typer.Option(3, "--show", help="--dry-run: how many examples to show"),
     max_length: int = typer.Option(None, "--max-length",
                                    help="context limit in tokens (default: the model's)"),
     dtype: str = DtypeOpt,
@@ -50,17 +57,21 @@ def eval_(
     t = get_task(task, data)
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
+    if dry_run:
+        _dry_run(t, model, show, chat_template, system_prompt)
+        return
     loaded = load_with_status(model, dtype, device)
     result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                       batch_size=batch_size, seed=seed, embedder=embedder,
                       max_new_tokens=max_new_tokens, max_length=max_length,
-                      chat_template=chat_template, progress=True)
+                      chat_template=chat_template, system_prompt=system_prompt, progress=True)
     s = result.summary
     table = Table(title=f"{s['task']} on {loaded.source} ({s['split']}, n={s['n']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = ("score", "accuracy", "accuracy_normalized", "f1", "log_loss", "perplexity",
-             "semantic_score", *sorted(k for k in s if k.startswith("top")), "n_tokens",
+    shown = ("score", "match", "chat_template", "accuracy", "accuracy_normalized", "f1",
+             "part_recall", "log_loss", "perplexity", "semantic_score",
+             *sorted(k for k in s if k.startswith("top")), "n_tokens",
              "truncated", "seconds")
     for key in shown:
         if key in s:
@@ -73,14 +84,95 @@ def eval_(
         console.print(f"wrote {len(result.records)} records and the summary to {out}")
 
 
+def _dry_run(t, model: str, show: int, chat_template: str | None,
+             system_prompt: str | None) -> None:
+    """Print the first examples as the model would see them; load a tokenizer only when the
+    chat template needs one."""
+    import json
+
+    from ..evaluate import chat_settings, preview
+
+    chat, _ = chat_settings(t, chat_template, system_prompt)
+    tokenizer = None
+    if chat not in ("none", "chatml"):
+        from transformers import AutoTokenizer
+
+        from ..loading import resolve_source
+
+        path, extra = resolve_source(model)
+        with console.status(f"loading the tokenizer of {model} ..."):
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **extra)
+            except (OSError, ValueError) as e:
+                from ..errors import LaserkitError
+
+                raise LaserkitError(f"cannot load the tokenizer of {model}: "
+                                    f"{str(e).splitlines()[0]}") from None
+    items = preview(t, tokenizer, show, chat_template=chat_template, system_prompt=system_prompt)
+    out_console.print(f"task {t.name}: kind {t.kind}, metric {t.metric} "
+                      f"({'higher' if t.higher_is_better else 'lower'} is better)"
+                      + (f", match {t.match}" if t.kind == "generate" else "")
+                      + f", chat_template {chat}, {len(t.examples())} examples; "
+                      f"data: {t.where()}", markup=False, highlight=False)
+    for item in items:
+        out_console.rule(f"example {item.pop('id')}")
+        for key, value in item.items():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            out_console.print(f"[bold]{key}:[/bold]")
+            out_console.print(text, markup=False, highlight=False)
+
+
 @app.command()
-def tasks() -> None:
-    """The built-in tasks: how each is scored and where its data comes from."""
+def tasks(schema: bool = typer.Option(False, "--schema", help="print every key of a task "
+                                      "definition, its kinds, default and meaning")) -> None:
+    """The built-in tasks: how each is scored and where its data comes from. Your own task
+    format: docs/tasks.md, or --schema."""
     from ..tasks import list_tasks
 
-    table = Table(title="laserkit tasks (also: a task file, see `laserkit eval --help`)")
+    if schema:
+        _schema()
+        return
+    table = Table(title="laserkit tasks (your own: a task file, see docs/tasks.md and "
+                  "`laserkit tasks --schema`)")
     for col in ("task", "kind", "metric", "data", "description"):
         table.add_column(col)
     for t in list_tasks():
         table.add_row(t.name, t.kind, t.metric, t.where(), t.description)
     out_console.print(table)
+
+
+def _schema() -> None:
+    from ..tasks.formats import READERS
+    from ..tasks.matching import MATCH_MODES
+    from ..tasks.schema import schema_rows
+    from ..tasks.spec import KIND_DOCS, KINDS
+
+    for section, title in (("task", "task keys (top level of a definition)"),
+                           ("source", "source keys (sources.packaged / local / hub, or the "
+                                      "top level of a flat task file)")):
+        table = Table(title=title)
+        for col in ("key", "kinds", "default", "meaning"):
+            table.add_column(col, overflow="fold")
+        for sec, key, kinds, default, doc in schema_rows():
+            if sec == section:
+                table.add_row(key, kinds, default, doc)
+        out_console.print(table)
+    table = Table(title="reader keys of their own")
+    for col in ("reader", "key", "meaning"):
+        table.add_column(col)
+    for name, fn in READERS.items():
+        for key, doc in getattr(fn, "keys", {}).items():
+            table.add_row(name, key, doc)
+    out_console.print(table)
+    table = Table(title="kinds")
+    for col in ("kind", "metrics (default first)", "scoring"):
+        table.add_column(col)
+    for kind, (metrics, default) in KINDS.items():
+        rest = [m for m in metrics if m != default]
+        extra = ", top{k}_accuracy" if kind == "next_token" else ""
+        table.add_row(kind, ", ".join([default, *rest]) + extra, KIND_DOCS[kind])
+    out_console.print(table)
+    out_console.print("match (generate): " + ", ".join(MATCH_MODES)
+                      + "; answers: a string, a list of accepted strings, a number (compared "
+                      "as a number), or a dict of parts (all required). See docs/tasks.md.",
+                      markup=False, highlight=False)

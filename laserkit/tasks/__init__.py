@@ -1,5 +1,7 @@
-"""Evaluation tasks as data: the registry, readers and data sources."""
+"""Evaluation tasks as data: the schema (spec), readers (formats), data sources, answer
+matching and the registry of built-in and user tasks (docs/tasks.md)."""
 
-from .registry import Example, Task, get_task, list_tasks
+from .registry import get_task, list_tasks
+from .spec import Example, Task
 
 __all__ = ["Example", "Task", "get_task", "list_tasks"]

@@ -4,18 +4,30 @@ Examples, driven by a reader spec from a task definition. Every problem names th
 Readers: ``bigbench`` (task.json examples), ``fields`` (any flat records: a prompt template and
 field names; also user task files), ``counterfact`` (ROME's counterfact.json), ``truthfulqa``
 (questions with true and false answers, several release layouts), ``text`` (perplexity).
+A task may also name its own reader as ``module:function`` (same signature as these); keys of
+its own are declared with ``reader_keys``. Answers keep their types (docs/tasks.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import string
 from collections.abc import Callable
 
 from ..errors import LaserkitError
-from .registry import Example
+from .matching import normalize_answer  # noqa: F401 - kept importable from here
+from .spec import Example
 
 Reader = Callable[[list, dict, str, dict, str], list[Example]]
+
+
+def reader_keys(**keys: str) -> Callable[[Reader], Reader]:
+    """Declare the spec keys a reader understands beyond SourceSpec's ({key: meaning}); the
+    schema validation accepts them for tasks that use this reader."""
+    def mark(fn: Reader) -> Reader:
+        fn.keys = dict(keys)  # type: ignore[attr-defined]
+        return fn
+    return mark
 
 
 def _where(origin: str, i: int, rec: object) -> str:
@@ -43,8 +55,8 @@ def make_example(kind: str, where: str, **kw) -> Example:
             raise LaserkitError(f"{where}: needs a non-empty list of non-empty answer choices")
         if not ex.gold or any(not 0 <= g < len(ex.choices) for g in ex.gold):
             raise LaserkitError(f"{where}: no correct answer among the choices {list(ex.choices)}")
-    elif kind in ("generate", "next_token"):
-        if not ex.answers or any(not isinstance(a, str) or not a.strip() for a in ex.answers):
+    elif kind in ("generate", "next_token"):  # the items are checked by matching.check_answers
+        if not ex.answers or any(a is None or a == "" for a in ex.answers):
             raise LaserkitError(f"{where}: needs at least one non-empty answer")
     elif kind == "semantic":
         if not (ex.chosen.strip() and ex.rejected.strip()):
@@ -123,7 +135,7 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
             text = _field(rec, spec.get("text", "text"), where)
             out.append(make_example(kind, where, id=rid, text=str(text)))
             continue
-        prompt = fill(spec["prompt"], ctx, where)
+        prompt = fill(spec.get("prompt") or "{prompt}", ctx, where)
         if kind == "semantic":
             out.append(make_example(kind, where, id=rid, prompt=prompt,
                                     chosen=str(_field(rec, spec.get("chosen", "chosen"), where)),
@@ -143,7 +155,7 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
             out.append(make_example(kind, where, id=rid, prompt=prompt, choices=tuple(choices),
                                     gold=tuple(gold)))
         else:
-            answers = tuple(str(a) for a in _as_list(answer))
+            answers = tuple(_as_list(answer))  # typed items: matching.py says what they mean
             out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers))
     return out
 
@@ -177,11 +189,13 @@ def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str)
         else:
             if "target" not in rec:
                 raise LaserkitError(f"{where}: needs 'target' (an answer or a list of answers)")
-            answers = tuple(str(a) for a in _as_list(rec["target"]) if str(a).strip())
+            answers = tuple(a for a in _as_list(rec["target"])
+                            if not (isinstance(a, str) and not a.strip()))
             out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers))
     return out
 
 
+@reader_keys(paraphrases="also each paraphrase prompt, with the same answer (default true)")
 def read_counterfact(records: list, spec: dict, kind: str, meta: dict,
                      origin: str) -> list[Example]:
     """ROME's counterfact.json: the rewrite prompt (``{}`` = subject) and, as in the paper, each
@@ -222,6 +236,7 @@ def _tqa(rec: dict, what: str, where: str) -> object:
     raise LaserkitError(f"{where}: missing field {_TQA_FIELDS[what][0]!r}")
 
 
+@reader_keys(mode="statements (every answer a true/false statement) or mc (pick a true one)")
 def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict,
                     origin: str) -> list[Example]:
     """TruthfulQA questions with true and false answers (BIG-bench questions.json, the original
@@ -245,6 +260,7 @@ def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict,
     return out
 
 
+@reader_keys(join="join all records into one document (wikitext); default false")
 def read_text(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """Text for perplexity: one document per record, or all joined (``join: true``, wikitext)."""
     field = spec.get("text", "text")
@@ -263,7 +279,18 @@ READERS: dict[str, Reader] = {
 }
 
 
-def normalize_answer(s: str) -> str:
-    """SQuAD-style normalization: lower case, no punctuation, no articles, single spaces."""
-    s = s.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(w for w in s.split() if w not in ("a", "an", "the"))
+def resolve_reader(name: str, where: str = "task") -> Reader:
+    """A built-in reader by name, or ``module:function`` (imported on first use)."""
+    if name in READERS:
+        return READERS[name]
+    if ":" not in name:
+        raise LaserkitError(f"{where}: unknown reader {name!r}; use one of {', '.join(READERS)}"
+                            ", or module:function")
+    module, _, func = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise LaserkitError(f"{where}: cannot import reader {name!r} ({e})") from None
+    if not callable(fn):
+        raise LaserkitError(f"{where}: reader {name!r} is not a function")
+    return fn

@@ -1,5 +1,5 @@
-"""Tasks as data: a Task is a small declarative definition (kind, prompt format, answers, where
-its data comes from), read from ``definitions/*.yaml`` or from a user's task file.
+"""Which tasks exist: the built-in definitions (``definitions/*.yaml``) and users' task files,
+both validated by the one schema in spec.py (docs/tasks.md).
 
 Adding a dataset means adding a few lines of YAML, not a script per model × dataset (the LASER
 reference has about thirty of those).
@@ -8,138 +8,57 @@ reference has about thirty of those).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from ..errors import LaserkitError
+from .schema import parse_task
+from .sources import read_file
+from .spec import Example, Task
 
 DEFINITIONS = Path(__file__).parent / "definitions"
+DECLARATIONS = (".yaml", ".yml", ".json")
 
-# kind → (primary metric, higher is better)
-KINDS: dict[str, tuple[str, bool]] = {
-    "choice": ("accuracy", True),  # multiple choice by summed answer log-probability
-    "next_token": ("accuracy", True),  # top-1 next token (CounterFact); top-k also reported
-    "generate": ("accuracy", True),  # greedy generation, answer found in the generated text
-    "perplexity": ("perplexity", False),  # sliding-window perplexity of text
-    "semantic": ("semantic_score", True),  # laserRMT: cos(gen, chosen) − cos(gen, rejected)
-}
-TASK_KEYS = {"kind", "description", "sources", "url", "aliases", "answer_prefix",
-             "max_new_tokens", "topk", "max_length", "stride", "chat_template"}
-
-
-@dataclass(frozen=True)
-class Example:
-    """One evaluation item; which fields are used depends on the task kind."""
-
-    id: str
-    prompt: str = ""
-    choices: tuple[str, ...] = ()  # choice: the candidate answers
-    gold: tuple[int, ...] = ()  # choice: indices of the correct candidates
-    answers: tuple[str, ...] = ()  # generate / next_token: acceptable answers
-    chosen: str = ""  # semantic
-    rejected: str = ""  # semantic
-    text: str = ""  # perplexity
-
-
-@dataclass
-class Task:
-    """A declarative task. ``examples()`` reads its data on first use (see sources.py)."""
-
-    name: str
-    kind: str
-    description: str = ""
-    sources: dict = field(default_factory=dict)  # packaged / local / hub reader specs
-    url: str = ""  # where to get the full original data
-    answer_prefix: str = " "  # put between prompt and answer when neither supplies whitespace
-    max_new_tokens: int = 15
-    topk: tuple[int, ...] = (1, 5, 10)
-    max_length: int | None = None  # perplexity window (default: the model's context)
-    stride: int | None = None  # perplexity stride (default: half the window)
-    chat_template: str = "model"  # semantic: "model", "chatml" or "none"
-    data: str | None = None  # a local file (or "hub") chosen by the user
-    _examples: list[Example] | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise LaserkitError(f"task {self.name!r}: unknown kind {self.kind!r}; "
-                                f"use one of {', '.join(KINDS)}")
-        self.topk = tuple(int(k) for k in self.topk)
-
-    @property
-    def metric(self) -> str:
-        return KINDS[self.kind][0]
-
-    @property
-    def higher_is_better(self) -> bool:
-        return KINDS[self.kind][1]
-
-    def examples(self) -> list[Example]:
-        """All examples, in the source's order (cached)."""
-        if self._examples is None:
-            from .sources import load_examples
-
-            self._examples = load_examples(self)
-        return self._examples
-
-    def where(self) -> str:
-        """A short description of where the data comes from, for `laserkit tasks`."""
-        if self.data:
-            return f"file {self.data}"
-        parts = []
-        if "packaged" in self.sources:
-            files = self.sources["packaged"]["file"]
-            files = files if isinstance(files, list) else [files]
-            parts.append("packaged BIG-bench: " + ", ".join(files))
-        if "hub" in self.sources:
-            hubs = self.sources["hub"]
-            hubs = hubs if isinstance(hubs, list) else [hubs]
-            parts.append("hub: " + ", ".join(h["path"] for h in hubs))
-        if "local" in self.sources:
-            parts.append("--data FILE" + (f" ({self.url})" if self.url else ""))
-        return "; ".join(parts)
+__all__ = ["Example", "Task", "get_task", "list_tasks", "task_declaration", "user_task"]
 
 
 @lru_cache(maxsize=1)
-def _definitions() -> dict[str, dict]:
-    """name → definition, from every YAML file under definitions/; aliases point to the name."""
-    defs: dict[str, dict] = {}
+def _definitions() -> dict[str, Task]:
+    """name → Task, from every YAML file under definitions/, each checked against the schema."""
+    defs: dict[str, Task] = {}
     for path in sorted(DEFINITIONS.glob("*.yaml")):
         for name, spec in (yaml.safe_load(path.read_text()) or {}).items():
-            unknown = set(spec) - TASK_KEYS
-            if unknown:
-                raise LaserkitError(f"{path.name}: task {name!r}: unknown keys {sorted(unknown)}")
-            defs[name] = spec
+            defs[name] = parse_task(name, spec, path.name)
     return defs
 
 
 def _aliases() -> dict[str, str]:
     out = {}
-    for name, spec in _definitions().items():
+    for name, task in _definitions().items():
         out[name] = name
-        for alias in spec.get("aliases", []):
+        for alias in task.aliases:
             out[alias] = name
     return out
 
 
+def _fresh(task: Task, data: str | None = None) -> Task:
+    """A copy callers may change (the definitions are parsed once)."""
+    return replace(task, data=data if data is not None else task.data, _examples=None)
+
+
 def list_tasks() -> list[Task]:
     """Every built-in task, in definition order."""
-    return [_from_spec(name, spec) for name, spec in _definitions().items()]
-
-
-def _from_spec(name: str, spec: dict, data: str | None = None) -> Task:
-    kwargs = {k: v for k, v in spec.items() if k != "aliases"}
-    if "topk" in kwargs:
-        kwargs["topk"] = tuple(kwargs["topk"])
-    return Task(name=name, data=data, **kwargs)
+    return [_fresh(t) for t in _definitions().values()]
 
 
 def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) -> Task:
-    """A built-in task by name (or alias), or a user's task file (YAML/JSON declaration, or a
-    JSON/JSONL/CSV data file with conventional fields). ``data`` overrides the data source: a
-    local file in the task's original format, or ``"hub"`` for the Hugging Face hub."""
+    """A built-in task by name (or alias), or a user's task file (a YAML/JSON declaration, or a
+    JSON/JSONL/CSV data file with conventional fields; ``FILE#NAME`` picks one task of a file
+    that declares several). ``data`` overrides the data source: a local file in the task's
+    original format, or ``"hub"`` for the Hugging Face hub."""
     if isinstance(name_or_path, Task):
         return name_or_path if data is None else replace(name_or_path, data=str(data),
                                                          _examples=None)
@@ -150,14 +69,13 @@ def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) ->
     key = str(name_or_path)
     aliases = _aliases()
     if key in aliases:
-        return _from_spec(aliases[key], _definitions()[aliases[key]], data)
-    path = Path(key).expanduser()
+        return _fresh(_definitions()[aliases[key]], data)
+    file, _, pick = key.partition("#") if not Path(key).expanduser().is_file() else (key, "", "")
+    path = Path(file).expanduser()
     if path.is_file():
-        from .sources import user_task
-
-        return user_task(path, data)
+        return user_task(path, data, pick or None)
     raise LaserkitError(f"unknown task {key!r}: use one of {', '.join(_definitions())}, or a task "
-                        "file (.yaml/.json declaration, or .json/.jsonl/.csv data)")
+                        "file (.yaml/.json declaration, or .json/.jsonl/.csv data; docs/tasks.md)")
 
 
 def task_declaration(path: Path) -> dict | None:
@@ -173,4 +91,54 @@ def task_declaration(path: Path) -> dict | None:
         if not isinstance(obj, dict):
             raise LaserkitError(f"task file {path}: expected a mapping of task settings")
         return obj
-    return obj if isinstance(obj, dict) and "kind" in obj else None
+    if isinstance(obj, dict) and ("kind" in obj or _shipped_style(obj)):
+        return obj
+    return None
+
+
+def _shipped_style(decl: dict) -> bool:
+    """``name: {kind: ..., ...}`` for one or more tasks, as in definitions/*.yaml."""
+    return bool(decl) and "kind" not in decl and all(isinstance(v, dict) for v in decl.values())
+
+
+def user_task(path: Path, data: str | None = None, pick: str | None = None) -> Task:
+    """A task declared in a YAML/JSON file (flat, or in the style of the shipped definitions),
+    or a bare JSON/JSONL/CSV data file whose records use the conventional fields: prompt +
+    choices + answer (multiple choice), prompt + answer (open answer), prompt + chosen +
+    rejected (semantic), or text (perplexity)."""
+    decl = task_declaration(path) if path.suffix.lower() in DECLARATIONS else None
+    where = f"task file {path}"
+    if decl is None:
+        records, _ = read_file(path)
+        first = records[0] if records and isinstance(records[0], dict) else {}
+        kind = ("choice" if "choices" in first else "semantic" if "chosen" in first
+                else "perplexity" if "text" in first and "prompt" not in first else "generate")
+        return parse_task(path.stem, {"kind": kind, "description": f"user data {path.name}",
+                                      "data": str(path.resolve())}, where) \
+            if data is None else _with_data(parse_task(path.stem, {"kind": kind}, where), data)
+    name = path.stem
+    if _shipped_style(decl):
+        if pick is None and len(decl) > 1:
+            raise LaserkitError(f"{where} declares tasks {', '.join(map(str, decl))}: pick one "
+                                f"with --task {path}#NAME")
+        if pick is not None and pick not in decl:
+            raise LaserkitError(f"{where} has no task {pick!r}; it declares "
+                                f"{', '.join(map(str, decl))}")
+        name = pick if pick is not None else next(iter(decl))
+        decl = decl[name]
+    elif pick is not None:
+        raise LaserkitError(f"{where} declares one task; drop '#{pick}'")
+    if "kind" in decl and "data" not in decl and data is None and not (
+            set(decl.get("sources") or {}) & {"packaged", "hub"}):
+        raise LaserkitError(f"{where}: missing 'data' (a .json/.jsonl/.csv/.txt file, relative "
+                            "to the task file)")
+    task = parse_task(str(name), decl, where, base_dir=path.parent)
+    if task.data is not None and data is None and not Path(task.data).is_file():
+        raise LaserkitError(f"{where}: data file {task.data} does not exist")
+    return _with_data(task, data) if data is not None else task
+
+
+def _with_data(task: Task, data: str) -> Task:
+    if data != "hub" and "local" not in task.sources:
+        task.sources["local"] = {"reader": "fields"}
+    return replace(task, data=data, _examples=None)

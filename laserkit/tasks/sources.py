@@ -16,11 +16,11 @@ from pathlib import Path
 
 from ..errors import LaserkitError
 from ..hub import hub_reachable
-from .formats import READERS
-from .registry import TASK_KEYS, Example, Task, task_declaration
+from .formats import resolve_reader
+from .matching import check_answers
+from .spec import HUB_ONLY, Example, Task
 
 PACKAGED = Path(__file__).resolve().parent.parent / "data" / "bigbench"
-HUB_KEYS = {"path", "name", "split", "limit"}
 
 
 def read_file(path: Path) -> tuple[list, dict]:
@@ -62,11 +62,13 @@ def read_file(path: Path) -> tuple[list, dict]:
 
 
 def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> list[Example]:
-    reader = spec.get("reader", "fields")
-    if reader not in READERS:
-        raise LaserkitError(f"task {task.name!r}: unknown reader {reader!r}; "
-                            f"use one of {', '.join(READERS)}")
-    return READERS[reader](records, spec, task.kind, meta, origin)
+    reader = resolve_reader(str(spec.get("reader", "fields")), f"task {task.name!r}")
+    examples = reader(records, spec, task.kind, meta, origin)
+    if task.kind in ("generate", "next_token"):
+        mode = task.match if task.kind == "generate" else "exact"  # next_token: plain answers
+        for ex in examples:
+            check_answers(ex.answers, mode, f"{origin} example {ex.id}")
+    return examples
 
 
 def _unavailable(task: Task, why: str) -> LaserkitError:
@@ -88,7 +90,7 @@ def load_hub(task: Task) -> list[Example]:
     out: list[Example] = []
     for hub in hubs if isinstance(hubs, list) else [hubs]:
         spec = {**task.sources.get("local", {}),
-                **{k: v for k, v in hub.items() if k not in HUB_KEYS}}
+                **{k: v for k, v in hub.items() if k not in HUB_ONLY}}
         try:
             ds = datasets.load_dataset(hub["path"], hub.get("name"),
                                        split=hub.get("split", "train"))
@@ -113,8 +115,8 @@ def load_examples(task: Task) -> list[Example]:
     """The task's examples, parsed once per process for the same definition and file (a
     search evaluates the same task hundreds of times; Examples are immutable)."""
     stamp = os.stat(task.data).st_mtime_ns if task.data and task.data != "hub" else None
-    key = (task.name, task.kind, json.dumps(task.sources, sort_keys=True, default=str),
-           task.data, stamp)
+    key = (task.name, task.kind, task.match, json.dumps(task.sources, sort_keys=True,
+                                                        default=str), task.data, stamp)
     if key not in _CACHE:
         _CACHE[key] = _load_examples(task)
     return list(_CACHE[key])
@@ -143,44 +145,3 @@ def _load_examples(task: Task) -> list[Example]:
     if not examples:
         raise LaserkitError(f"task {task.name!r}: the data holds no usable examples")
     return examples
-
-
-def user_task(path: Path, data: str | None = None) -> Task:
-    """A task declared in a YAML/JSON file, or a bare JSON/JSONL/CSV data file whose records
-    use the conventional fields: prompt + choices + answer (multiple choice), prompt + answer
-    (open answer), prompt + chosen + rejected (semantic), or text (perplexity)."""
-    decl = task_declaration(path) if path.suffix.lower() in (".yaml", ".yml", ".json") else None
-    if decl is None:
-        records, _ = read_file(path)
-        first = records[0] if records and isinstance(records[0], dict) else {}
-        kind = ("choice" if "choices" in first else "semantic" if "chosen" in first
-                else "perplexity" if "text" in first and "prompt" not in first else "generate")
-        return Task(name=path.stem, kind=kind, description=f"user data {path.name}",
-                    sources={"local": {"reader": "fields", "prompt": "{prompt}"}},
-                    data=data or str(path))
-    decl = dict(decl)
-    if "kind" not in decl:
-        raise LaserkitError(f"task file {path}: missing 'kind' (one of choice, generate, "
-                            "next_token, perplexity, semantic)")
-    if "data" not in decl and data is None:
-        raise LaserkitError(f"task file {path}: missing 'data' (a .json/.jsonl/.csv/.txt file, "
-                            "relative to the task file)")
-    file = data or str((path.parent / str(decl.pop("data"))).resolve())
-    decl.pop("data", None)
-    if not Path(file).is_file():
-        raise LaserkitError(f"task file {path}: data file {file} does not exist")
-    task_kw = {k: decl.pop(k) for k in list(decl) if k in TASK_KEYS - {"sources", "aliases"}}
-    reader_keys = {"reader", "prompt", "id", "answer", "choices", "choices_field", "label_map",
-                   "skip_unmapped", "rename", "chosen", "rejected", "text", "join", "mode"}
-    unknown = set(decl) - reader_keys - {"name"}
-    if unknown:
-        accepted = sorted(reader_keys | TASK_KEYS - {"sources", "aliases"})
-        raise LaserkitError(f"task file {path}: unknown keys {sorted(unknown)}; accepted: "
-                            f"{', '.join(accepted)}")
-    if task_kw["kind"] != "perplexity" and "prompt" not in decl:
-        raise LaserkitError(f"task file {path}: missing 'prompt' (a template such as "
-                            "\"Q: {question}\\nA:\")")
-    name = str(decl.pop("name", path.stem))
-    if "topk" in task_kw:
-        task_kw["topk"] = tuple(task_kw["topk"])
-    return Task(name=name, sources={"local": decl}, data=file, **task_kw)

@@ -1,0 +1,210 @@
+"""The task schema, once: ``Task`` (what is scored, how) and ``SourceSpec`` (where the data is
+and how a reader turns it into ``Example``s). Built-in definitions (``definitions/*.yaml``) and
+user task files are validated against these two dataclasses by schema.py (like lm-eval's
+``TaskConfig``), so a key means the same everywhere (docs/tasks.md).
+
+This module is a leaf: readers, sources, schema and the registry import it, never the reverse
+(``Task.examples()`` imports sources when data is first asked for).
+
+To add a key: add one field with ``_f(default, doc, kinds)`` to ``Task`` or ``SourceSpec``; the
+validation, ``laserkit tasks --schema`` and the error messages follow from it. A reader may
+also declare keys of its own (``formats.reader_keys``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LaserkitError
+from .matching import MATCH_MODES
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation item; which fields are used depends on the task kind."""
+
+    id: str
+    prompt: str = ""
+    choices: tuple[str, ...] = ()  # choice: the candidate answers
+    gold: tuple[int, ...] = ()  # choice: indices of the correct candidates
+    answers: tuple = ()  # generate / next_token: the gold answer's items, as the data gave them
+    chosen: str = ""  # semantic
+    rejected: str = ""  # semantic
+    text: str = ""  # perplexity
+
+
+# kind → (metrics it reports that can be selected on, default metric)
+KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "choice": (("accuracy", "accuracy_normalized", "log_loss"), "accuracy"),
+    "next_token": (("accuracy", "log_loss"), "accuracy"),  # + top{k}_accuracy for k in topk
+    "generate": (("accuracy", "f1", "log_loss"), "accuracy"),  # match: f1 → f1
+    "perplexity": (("perplexity", "log_loss"), "perplexity"),
+    "semantic": (("semantic_score", "accuracy"), "semantic_score"),
+}
+KIND_DOCS = {
+    "choice": "multiple choice: the answer with the highest summed log-probability",
+    "next_token": "the top-1 next token is the answer's first token (CounterFact)",
+    "generate": "greedy generation; the generated text is matched against the answer",
+    "perplexity": "sliding-window perplexity of text (lower is better)",
+    "semantic": "laserRMT: cos(generation, chosen) − cos(generation, rejected)",
+}
+LOWER_IS_BETTER = {"log_loss", "perplexity"}
+CHAT_KINDS = ("choice", "next_token", "generate", "semantic")
+LOCATIONS = ("packaged", "local", "hub")
+
+
+def _f(default, doc: str, kinds: str = "all", **kw):
+    meta = {"doc": doc, "kinds": kinds}
+    if isinstance(default, type):  # list / dict: a fresh one per task
+        return field(default_factory=default, metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class SourceSpec:
+    """One data source of a task: the keys a reader understands. ``file`` is for packaged data;
+    ``path``/``name``/``split``/``limit`` for the hub; the rest for every location."""
+
+    reader: str = _f("fields", "how records become examples: fields, bigbench, counterfact, "
+                     "truthfulqa, text, or your own as module:function")
+    prompt: str | None = _f(None, "prompt template; {field} is a record's field (default "
+                            "{prompt}; bigbench {input})")
+    id: str = _f("id", "field holding the example id (default: the record's position)")
+    answer: str = _f("answer", "field holding the answer (choice: a choice or its index; "
+                     "generate: see 'answers' in docs/tasks.md)", "choice generate next_token")
+    choices: list | None = _f(None, "the same answer choices for every record", "choice")
+    choices_field: str = _f("choices", "field holding a record's own choices (a list, a JSON "
+                            "list or a|b|c)", "choice")
+    label_map: dict | None = _f(None, "maps raw labels to choices, e.g. {SUPPORTS: 'true'}",
+                                "choice")
+    skip_unmapped: bool = _f(False, "skip records whose label is not in label_map", "choice")
+    rename: dict | None = _f(None, "{field in the data: field the prompt uses}")
+    chosen: str = _f("chosen", "field holding the preferred answer", "semantic")
+    rejected: str = _f("rejected", "field holding the rejected answer", "semantic")
+    text: str = _f("text", "field holding the text", "perplexity")
+    file: str | list | None = _f(None, "packaged: file(s) under laserkit/data/bigbench "
+                                 "(ignored in a local spec)")
+    path: str | None = _f(None, "hub only: the dataset id")
+    name: str | None = _f(None, "hub only: the dataset config")
+    split: str = _f("train", "hub only: the split")
+    limit: int | None = _f(None, "hub only: read the first N records")
+
+
+HUB_ONLY = ("path", "name", "split", "limit")
+
+
+@dataclass
+class Task:
+    """A declarative task; every field is a key of a task definition (docs/tasks.md).
+    ``examples()`` reads its data on first use (sources.py)."""
+
+    name: str = _f("", "the task's name (default: the mapping key, or the file's name)")
+    kind: str = _f("", "how it is scored: " + ", ".join(KINDS) + " (required)")
+    description: str = _f("", "one line for `laserkit tasks`")
+    aliases: list = _f(list, "other names for a built-in task")
+    url: str = _f("", "where to get the full original data (shown when it is missing)")
+    data: str | None = _f(None, "a data file (.json/.jsonl/.csv/.txt), relative to the task "
+                          "file; --data overrides it")
+    sources: dict = _f(dict, "packaged / local / hub: a source spec (or a list of them for "
+                       "several files); the flat form puts the local spec's keys at top level")
+    match: str = _f("contains", "generate: how the generation is judged: "
+                    + ", ".join(MATCH_MODES) + " (the LASER reference's rule)", "generate")
+    metric: str | None = _f(None, "the score used for selection (default: accuracy; f1 for "
+                            "match: f1; perplexity; semantic_score)")
+    answer_prefix: str = _f(" ", "put between prompt and answer when neither has whitespace "
+                            "(raw prompts)", "choice generate next_token")
+    max_new_tokens: int | None = _f(None, "generation length (generate 15, semantic 128)",
+                                    "generate semantic")
+    topk: tuple = _f((1, 5, 10), "also report top-k accuracy for these k", "next_token")
+    max_length: int | None = _f(None, "window in tokens (default: min(model context, 2048))",
+                                "perplexity")
+    stride: int | None = _f(None, "window stride (default: half the window)", "perplexity")
+    chat_template: str | None = _f(None, "none (raw prompt), model (the tokenizer's template), "
+                                   "chatml, a Jinja template, or a .jinja file (default: none; "
+                                   "semantic: model)", "choice generate next_token semantic")
+    system_prompt: str | None = _f(None, "a system message, with a chat template",
+                                   "choice generate next_token semantic")
+    _examples: list | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"task {self.name!r}"
+        if self.kind not in KINDS:
+            if not self.kind:
+                raise LaserkitError(f"{where}: missing 'kind' (one of {', '.join(KINDS)})")
+            raise LaserkitError(f"{where}: unknown kind {self.kind!r}; use one of "
+                                f"{', '.join(KINDS)}")
+        self.topk = tuple(_int(k, "topk", where) for k in self.topk)
+        if self.match not in MATCH_MODES:
+            raise LaserkitError(f"{where}: unknown match {self.match!r}; use one of "
+                                f"{', '.join(MATCH_MODES)}")
+        if self.max_new_tokens is None:
+            self.max_new_tokens = 128 if self.kind == "semantic" else 15
+        _int(self.max_new_tokens, "max_new_tokens", where)
+        if self.chat_template is None:
+            self.chat_template = "model" if self.kind == "semantic" else "none"
+        if not isinstance(self.chat_template, str) or not self.chat_template.strip():
+            raise LaserkitError(f"{where}: chat_template must be none, model, chatml, a Jinja "
+                                "template or a file")
+        t = self.chat_template
+        if t not in ("none", "model", "chatml") and "{%" not in t and "{{" not in t \
+                and not Path(t).expanduser().is_file():
+            raise LaserkitError(f"{where}: chat_template {t[:60]!r} is not none, model, chatml, "
+                                "a Jinja template or an existing file")
+        if self.kind not in CHAT_KINDS and self.chat_template != "none":
+            raise LaserkitError(f"{where}: a {self.kind} task scores raw text; chat_template "
+                                "must be none")
+        if self.system_prompt is not None and self.chat_template == "none":
+            raise LaserkitError(f"{where}: system_prompt needs a chat template "
+                                "(chat_template: model, chatml or a Jinja template)")
+        allowed = self.metrics()
+        if self.metric is None:
+            self.metric = "f1" if self.kind == "generate" and self.match == "f1" \
+                else KINDS[self.kind][1]
+        if self.metric not in allowed:
+            raise LaserkitError(f"{where}: metric {self.metric!r} is not reported by a "
+                                f"{self.kind} task; use one of {', '.join(allowed)}")
+
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics this task reports that can be selected on."""
+        names = KINDS[self.kind][0]
+        if self.kind == "next_token":
+            names += tuple(f"top{k}_accuracy" for k in self.topk)
+        if self.kind == "generate" and self.match == "regex":
+            names = ("accuracy",)  # no answer text to score or compare tokens with
+        return names
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+    def examples(self) -> list[Example]:
+        """All examples, in the source's order (cached)."""
+        if self._examples is None:
+            from .sources import load_examples  # noqa: PLC0415 - data only when asked for
+
+            self._examples = load_examples(self)
+        return self._examples
+
+    def where(self) -> str:
+        """A short description of where the data comes from, for `laserkit tasks`."""
+        if self.data:
+            return f"file {self.data}"
+        parts = []
+        if "packaged" in self.sources:
+            files = self.sources["packaged"]["file"]
+            files = files if isinstance(files, list) else [files]
+            parts.append("packaged BIG-bench: " + ", ".join(files))
+        if "hub" in self.sources:
+            hubs = self.sources["hub"]
+            hubs = hubs if isinstance(hubs, list) else [hubs]
+            parts.append("hub: " + ", ".join(h["path"] for h in hubs))
+        if "local" in self.sources:
+            parts.append("--data FILE" + (f" ({self.url})" if self.url else ""))
+        return "; ".join(parts)
+
+
+def _int(v: object, key: str, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise LaserkitError(f"{where}: {key} must be a whole number ≥ 0, not {v!r}")
+    return v
