@@ -73,7 +73,11 @@ def test_choice_batched_equals_direct(tiny, tok, batch_size):
         assert rec["prediction"] == ex.choices[best]
         assert rec["correct"] == (best in ex.gold)
         gold = max(want[g] for g in ex.gold)
-        assert rec["log_loss"] == pytest.approx(-gold, abs=2e-4)
+        g = max(ex.gold, key=lambda i: want[i])
+        prompt = ex.prompt.rstrip()
+        n_tok = len(tok((ex.prompt[len(prompt):] or " ") + ex.choices[g],
+                        add_special_tokens=False)["input_ids"])
+        assert rec["log_loss"] == pytest.approx(-gold / n_tok, abs=2e-4)  # mean over tokens
         assert rec["answer_rank"] == 1 + sum(v > gold + 1e-9 for v in want)
     s = res.summary
     assert s["metric"] == "accuracy" and s["higher_is_better"] is True
@@ -146,8 +150,8 @@ def test_next_token_ranks_equal_direct(tiny, tok):
         assert rec["answer_rank"] == want_rank
         assert rec["correct"] == (want_rank == 1) and rec["top1000"] == (want_rank <= 1000)
         assert rec["prediction"] == tok.decode([int(lp.argmax())])
-        assert rec["log_loss"] == pytest.approx(-_direct_sum(tiny, pids + cont, len(pids)),
-                                                abs=2e-4)
+        assert rec["log_loss"] == pytest.approx(
+            -_direct_sum(tiny, pids + cont, len(pids)) / len(cont), abs=2e-4)
     assert set(res.summary) >= {"top1_accuracy", "top5_accuracy", "top1000_accuracy"}
 
 

@@ -42,6 +42,7 @@ class Example:
     chosen: str = ""  # semantic
     rejected: str = ""  # semantic
     text: str = ""  # perplexity
+    group: str = ""  # items that belong together (a fact and its paraphrases): never split apart
 
 
 @dataclass
