@@ -47,7 +47,15 @@ def test_search_saves_a_reloadable_model_and_a_report(tmp_path, tiny_dir):
     result = json.loads((run / "result.json").read_text())
     assert len(result["trials"]) == 8
     assert result["base"]["test"]["n"] == 8 and result["base"]["validation"]["n"] == 2
-    assert (run / "report" / "report.md").exists()
+    sig = result["significance"]
+    diff = result["best"]["test"]["accuracy"] - result["base"]["test"]["accuracy"]
+    assert sig["test"]["n"] == 8 and sig["test"]["diff"] == pytest.approx(diff)
+    m = sig["test"]["mcnemar"]
+    assert (m["only_other"] - m["only_base"]) / 8 == pytest.approx(diff)
+    assert sig["test"]["ci95"][0] <= diff <= sig["test"]["ci95"][1]
+    assert sig["selection"]["n_trials"] == 8 and sig["selection"]["n"] == 2
+    assert "not significant" in sig["test"]["verdict"]  # 8 test claims cannot show anything
+    assert "Is the improvement real?" in (run / "report" / "report.md").read_text()
     assert {p.name for p in (run / "report").glob("*.png")} == {
         "heatmap_fc_in.png", "heatmap_fc_out.png", "versus_rho.png"}
 

@@ -100,6 +100,10 @@ def _print_result(result: dict, run_dir: Path) -> None:
     for name, val, test in headline_rows(result):
         table.add_row(name, *(_num(d.get(k)) for d in (val, test) for k in ("score", "log_loss")))
     console.print(table)
+    from ..search.significance import lines  # noqa: PLC0415
+
+    for line in lines(result):
+        console.print(line)
     console.print(f"run directory: {run_dir}")
 
 
@@ -315,7 +319,7 @@ def apply_cmd(
     console.print(f"saved the chosen model to {path}")
 
 
-DEMO = {"task": "fever", "limit": 300, "lname": "fc_in,fc_out", "lnum": "-6:",
+DEMO = {"task": "fever-bigbench", "limit": 300, "lname": "fc_in,fc_out", "lnum": "-6:",
         "rho": "0.2,0.1,0.05,0.01"}
 
 
