@@ -79,3 +79,49 @@ def test_best_of_n_null_matches_a_direct_permutation():
     assert r["null_mean"] > 0
     planted = [[{"id": str(i), "correct": True} for i in range(n)]] + trials
     assert stats.best_of_n_null(base, planted, n_perm=300, seed=5)["stands_out"]
+
+
+def test_cli_eval_compare_pairs_two_models_on_the_same_examples(tmp_path, default_model_dir):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import make_tiny
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    dirs = []
+    for seed in (0, 1):
+        d = tmp_path / f"m{seed}"
+        make_tiny("llama", vocab_size=len(tok), num_hidden_layers=1, seed=seed).save_pretrained(d)
+        tok.save_pretrained(d)
+        dirs.append(d)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Q{i}: pick", "choices":
+                                        ["yes", "no", "maybe"], "answer": "yes"}) + "\n"
+                            for i in range(30)))
+    exe = shutil.which("laserkit", path=str(Path(sys.executable).parent))
+    run = [exe, "eval", str(dirs[0]), "--task", str(data), "--device", "cpu", "--dtype",
+           "float32"]
+    res = subprocess.run(run + ["--compare", str(dirs[1]), "--out", str(tmp_path / "a")],
+                         capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "paired comparison" in res.stdout and "95% CI" in res.stdout
+    res_b = subprocess.run([exe, "eval", str(dirs[1]), "--task", str(data), "--device", "cpu",
+                            "--dtype", "float32", "--out", str(tmp_path / "b")],
+                           capture_output=True, text=True)
+    assert res_b.returncode == 0, res_b.stderr[-2000:]
+    cmp = json.loads((tmp_path / "a" / "summary.json").read_text())["compare"]
+    ra = [json.loads(x) for x in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (tmp_path / "b" / "records.jsonl").read_text().splitlines()]
+    diff = sum(r["correct"] for r in rb) / 30 - sum(r["correct"] for r in ra) / 30
+    assert cmp["n"] == 30 and cmp["diff"] == pytest.approx(diff)
+    only_a = sum(x["correct"] and not y["correct"] for x, y in zip(ra, rb, strict=True))
+    only_b = sum(y["correct"] and not x["correct"] for x, y in zip(ra, rb, strict=True))
+    want = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    assert cmp["p_value"] == pytest.approx(want)
+    assert cmp["verdict"].split(":")[0] in res.stdout
