@@ -281,10 +281,7 @@ def test_semantic_minilm_and_chatml(tiny, tok):
     assert res.summary["embedder"] == "minilm" and res.summary["chat_template"] == "chatml"
 
 
-def test_masked_lm_and_bad_arguments_are_refused(tok):
-    bert = make_tiny("bert")
-    with pytest.raises(LaserkitError, match="causal"):
-        evaluate(bert, tok, _task("choice", CHOICE[:1]))
+def test_bad_arguments_are_refused(tok):
     tiny = make_tiny("llama", vocab_size=49152, num_hidden_layers=1)
     with pytest.raises(LaserkitError, match="batch size"):
         evaluate(tiny, tok, _task("choice", CHOICE[:1]), batch_size=0)
