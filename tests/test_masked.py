@@ -69,3 +69,51 @@ def test_masked_choice_next_token_and_generate(family, mtok):
     with torch.no_grad():
         fill = model(input_ids=torch.tensor([ids])).logits[0, -5:].argmax(-1).tolist()
     assert gen.records[0]["prediction"] == mtok.decode(fill, skip_special_tokens=True)
+
+
+def test_search_and_compose_take_a_masked_lm(tmp_path, mtok):
+    import json
+
+    from typer.testing import CliRunner
+
+    from laserkit.cli import _register, app
+
+    _register()
+    d = tmp_path / "bert"
+    make_tiny("bert", vocab_size=len(WORDS)).save_pretrained(d)
+    mtok.save_pretrained(d)
+    data = tmp_path / "tf.jsonl"
+    words = ["the sky is blue", "a b c", "paris is the capital of france", "the claim is a"]
+    data.write_text("".join(json.dumps({"id": str(i), "prompt": f"{words[i % 4]} . the claim is",
+                                        "choices": ["true", "false"],
+                                        "answer": ["true", "false"][i % 2]}) + "\n"
+                            for i in range(20)))
+    runs = {}
+    for name, extra in (("cached", []), ("uncached", ["--no-prefix-cache"])):
+        run = tmp_path / name
+        res = CliRunner().invoke(app, ["search", str(d), "--task", str(data), "--lnum", "-2:",
+                                       "--rho", "0.5,0.1", "--run-dir", str(run), "--no-save",
+                                       "--dtype", "float32", "--device", "cpu", *extra])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        runs[name] = json.loads((run / "result.json").read_text())
+    a, b = runs["cached"], runs["uncached"]
+    assert len(a["trials"]) == 8 and a["base"]["test"]["n"] == 16
+    assert [(t["lname"], t["layer"], t["rho"]) for t in a["trials"]] == \
+        [(t["lname"], t["layer"], t["rho"]) for t in b["trials"]]
+    for x, y in zip(a["trials"], b["trials"], strict=True):  # the prefix cache is exact on BERT
+        assert x["accuracy"] == y["accuracy"] and x["log_loss"] == pytest.approx(y["log_loss"],
+                                                                                abs=1e-5)
+    # the base model's validation score equals a direct evaluation
+    from laserkit.evaluate import evaluate
+    from laserkit.loading import load
+    from laserkit.tasks import get_task
+
+    loaded = load(str(d), dtype="float32", device="cpu")
+    direct = evaluate(loaded.model, loaded.tokenizer, get_task(str(data)), split="validation",
+                      progress=False).summary
+    assert a["base"]["validation"]["log_loss"] == pytest.approx(direct["log_loss"], abs=1e-5)
+    res = CliRunner().invoke(app, ["compose", str(d), "--task", str(data), "--lnum", "-2:",
+                                   "--rho", "0.5", "--run-dir", str(tmp_path / "compose"),
+                                   "--no-save", "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "significance" in json.loads((tmp_path / "compose" / "result.json").read_text())

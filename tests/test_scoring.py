@@ -158,7 +158,10 @@ def test_next_token_ranks_equal_direct(tiny, tok):
 def _direct_greedy(model, ids: list[int], n: int, eos: set[int]) -> list[int]:
     out = []
     for _ in range(n):
-        nxt = int(_lp(model, ids + out)[-1].argmax())
+        lp = _lp(model, ids + out)[-1].clone()
+        if not out and eos:  # at least one new token (min_new_tokens=1, as the reference)
+            lp[sorted(eos)] = -float("inf")
+        nxt = int(lp.argmax())
         if nxt in eos:
             break
         out.append(nxt)
