@@ -62,9 +62,9 @@ def eval_(
     table = Table(title=f"{s['task']} on {loaded.source} ({s['split']}, n={s['n']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = ("score", "accuracy", "accuracy_normalized", "f1", "log_loss", "perplexity",
-             "semantic_score", *sorted(k for k in s if k.startswith("top")), "n_tokens",
-             "truncated", "seconds")
+    shown = ("n_available", "score", "accuracy", "accuracy_normalized", "f1", "log_loss",
+             "perplexity", "semantic_score", *sorted(k for k in s if k.startswith("top")),
+             "n_tokens", "truncated", "seconds")
     for key in shown:
         if key in s:
             name = f"score ({s['metric']}, {'higher' if s['higher_is_better'] else 'lower'} "\
