@@ -111,8 +111,8 @@ def main() -> None:
     loaded = load(args.model, dtype="float32", device="auto")
     model, tok = loaded.model, loaded.tokenizer
     print(f"model {loaded.path} on {S.model_device(model)}, {args.threads} thread(s)")
-    bench_choice(model, tok, "fever", args.fever, args.batch_size)
-    bench_choice(model, tok, "bbh-epistemic", args.epistemic, args.batch_size)
+    bench_choice(model, tok, "fever-bigbench", args.fever, args.batch_size)
+    bench_choice(model, tok, "bbh-epistemic-bigbench", args.epistemic, args.batch_size)
     bench_semantic(model, tok, args.semantic, args.new_tokens, min(args.batch_size, 8))
 
 

@@ -10,7 +10,8 @@ Both must choose the same intervention with the same validation accuracy. Also p
 search's time against its lower bound, one forward pass over the validation set per trial for
 the layers from ℓ on (measured as a prefix-cache hit pass at each layer).
 
-    .venv/bin/python bench/bench_search.py --task fever --limit 60 --lnum=-2: --rho 0.05,0.01
+    .venv/bin/python bench/bench_search.py --task fever-bigbench --limit 60 --lnum=-2: \
+        --rho 0.05,0.01
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def lower_bound(ctx: Context, edits: list[list[dict]]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
-    ap.add_argument("--task", default="fever")
+    ap.add_argument("--task", default="fever-bigbench")
     ap.add_argument("--limit", type=int, default=40)
     ap.add_argument("--lname", default="fc_in,fc_out")
     ap.add_argument("--lnum", default="-2:")

@@ -15,8 +15,17 @@ Conventions (SPEC §1, with the reference's mistakes fixed):
   task's ``match`` (tasks/matching.py: whole words, numbers as numbers, parts, SQuAD F1, regex).
 - Prompts are raw text unless the task (or ``chat_template=``) names a chat template; then the
   prompt is the user turn and the answer continues the assistant's turn (docs/tasks.md).
+- ``log_loss`` is −log p(gold answer's tokens | prompt) divided by the answer's token count (the
+  reference's "mean log prob": the mean over the answer's tokens), not renormalized over the
+  choices; with several gold answers (or acceptable answers of an open question) the most
+  likely one (by summed log-probability) counts. The task's log-loss is the mean over
+  examples. ``answer_rank`` is 1 + the number of choices scored above that gold answer.
+- Open answers: greedy generation; only the generated tokens are decoded and scored, by
+  normalized substring match (``correct``) and bag-of-words F1.
 - Splits: with ``limit``, the first ``limit`` examples (after the optional seeded shuffle) form
-  the dataset; ``validation`` is its first ceil(20%), ``test`` the rest (the paper's 20/80).
+  the dataset; ``validation`` is its first ⌊0.2·n⌋ (the reference's ``int(0.2 * n)``), moved to
+  the end of a group the boundary cuts (a fact and its paraphrases, one TruthfulQA question's
+  statements), ``test`` the rest. ``seed`` shuffles whole groups.
 """
 
 from __future__ import annotations
@@ -62,17 +71,44 @@ class EvalResult:
         return out
 
 
+def _grouped(items: Sequence[Example]) -> list[list[Example]]:
+    """Consecutive runs of examples that share a group (ungrouped examples stand alone)."""
+    out: list[list[Example]] = []
+    for ex in items:
+        if out and ex.group and out[-1][0].group == ex.group:
+            out[-1].append(ex)
+        else:
+            out.append([ex])
+    return out
+
+
+def shuffle_examples(examples: Sequence[Example], seed: int | None) -> list[Example]:
+    """A seeded shuffle that moves whole groups (a fact and its paraphrases stay together and
+    in order), so no group can straddle the validation/test boundary under --seed either."""
+    groups = _grouped(examples)
+    if seed is not None:
+        random.Random(seed).shuffle(groups)
+    return [ex for g in groups for ex in g]
+
+
+def n_validation(n: int) -> int:
+    """The reference's validation size, int(0.2·n) (at least one example when there are any)."""
+    return max(1, math.floor(VALIDATION_FRACTION * n)) if n else 0
+
+
 def split_examples(examples: Sequence[Example], split: str = "all",
                    seed: int | None = None) -> list[Example]:
-    """``validation`` = the first ceil(20%) of the examples, ``test`` = the rest, ``all`` =
-    everything; ``seed`` shuffles (deterministically) before splitting. The two splits are
-    disjoint and together are all examples; validation is non-empty whenever examples are."""
+    """``validation`` = the first ⌊0.2·n⌋ examples (the reference's ``int(0.2 * n)``),
+    extended to the end of the group the boundary falls in, so that items that belong together
+    never straddle the split; ``test`` = the rest; ``all`` = everything. ``seed`` shuffles
+    whole groups (deterministically) first. The splits are disjoint and cover every example."""
     if split not in SPLITS:
         raise LaserkitError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
-    items = list(examples)
-    if seed is not None:
-        random.Random(seed).shuffle(items)
-    n_val = math.ceil(VALIDATION_FRACTION * len(items))
+    items = shuffle_examples(examples, seed)
+    n_val = n_validation(len(items))
+    while 0 < n_val < len(items) and items[n_val].group and \
+            items[n_val].group == items[n_val - 1].group:
+        n_val += 1
     return items[:n_val] if split == "validation" else items[n_val:] if split == "test" else items
 
 
@@ -156,6 +192,13 @@ def _sums(lps: list[torch.Tensor]) -> list[float]:
     return [float(t.double().sum()) for t in lps]
 
 
+def _best_mean_loss(lps: list[torch.Tensor]) -> float:
+    """The reference's log-loss of an answer: −(sum of its tokens' log-probs) / its token count;
+    with several acceptable answers, that of the most likely one (by summed log-probability)."""
+    best = max(lps, key=lambda t: float(t.double().sum()))
+    return -float(best.double().sum()) / max(1, len(best))
+
+
 def _choice(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     built = [ctx.answer_requests(ex.prompt, ex.choices) for ex in examples]
     flat, slices = _groups(examples, [b[0] for b in built])
@@ -171,7 +214,8 @@ def _choice(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
             "id": ex.id, "prediction": ex.choices[pred],
             "gold": [ex.choices[i] for i in ex.gold],
             "correct": pred in ex.gold, "correct_normalized": pred_norm in ex.gold,
-            "log_loss": -lp[g], "answer_rank": 1 + sum(v > lp[g] for v in lp),
+            "log_loss": -lp[g] / ntok[g], "answer_logprob": lp[g],
+            "answer_rank": 1 + sum(v > lp[g] for v in lp),
             "logprobs": lp, "n_tokens": ntok, "truncated": cut,
         })
     return records, {"accuracy": _mean(r["correct"] for r in records),
@@ -200,9 +244,8 @@ def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
     records = []
     for ex, sl, (_, cut) in zip(examples, slices, built, strict=True):
         r, top = extra[sl.start]
-        rec = {"id": ex.id, "prediction": ctx.tokenizer.decode([top]),
-               "answers": list(ex.answers),
-               "correct": r == 1, "log_loss": -max(_sums(lps[sl])), "answer_rank": r,
+        rec = {"id": ex.id, "prediction": ctx.tokenizer.decode([top]), "answers": list(ex.answers),
+               "correct": r == 1, "log_loss": _best_mean_loss(lps[sl]), "answer_rank": r,
                "truncated": cut}
         rec.update({f"top{k}": r <= k for k in ctx.task.topk})
         records.append(rec)
@@ -313,12 +356,13 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
     context (default: the model's); over-long prompts lose tokens from the left. ``embedder``
     (semantic score): "minilm", "self" or a sentence-transformers directory. ``chat_template``
     and ``system_prompt`` override the task's (docs/tasks.md). ``batch_size``
+    ``split`` picks validation (first ⌊20%⌋, groups kept whole) or test (the rest).
+    ``max_length`` caps the context (default: the model's); over-long prompts lose tokens from
+    the left. ``embedder``
+    (semantic score): "minilm", "self" or a sentence-transformers directory. ``batch_size``
     defaults to 16 on a GPU and 4 on CPU, where bigger batches of full-vocabulary logits only
     cost memory bandwidth (measured in bench/RESULTS.md).
     """
-    if type(model).__name__.endswith("ForMaskedLM"):
-        raise LaserkitError("evaluation needs a causal language model; masked LMs (BERT, "
-                            "RoBERTa) are not supported by laserkit eval yet")
     if batch_size is None:
         batch_size = 16 if S.model_device(model).type == "cuda" else 4
     if batch_size < 1:
@@ -328,6 +372,7 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
     examples = list(task.examples())
     if seed is not None:
         random.Random(seed).shuffle(examples)
+    examples = shuffle_examples(task.examples(), seed)
     n_total = len(examples)
     if limit is not None:
         if limit < 1:
@@ -343,7 +388,13 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
                max_new_tokens=task.max_new_tokens if max_new_tokens is None else max_new_tokens,
                embedder=embedder, chat_template=chat, system_prompt=system)
     t0 = time.perf_counter()
-    records, metrics = KIND_EVALUATORS[task.kind](ctx, examples)
+    from .masked import evaluate_masked, is_masked_lm  # noqa: PLC0415
+
+    if is_masked_lm(model):  # the answer at mask positions, as the reference's RoBERTa scripts
+        records, metrics = evaluate_masked(model, tokenizer, task.kind, examples, batch_size,
+                                           task.topk)
+    else:
+        records, metrics = KIND_EVALUATORS[task.kind](ctx, examples)
     summary = {"task": task.name, "kind": task.kind, "split": split, "n": len(records),
                "n_available": n_total, "limit": limit, "seed": seed, "metric": task.metric,
                "score": metrics[task.metric], "higher_is_better": task.higher_is_better,

@@ -172,7 +172,9 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_n
 
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+    # min_new_tokens=1: at least one token, as the reference's generate(..., min_new_tokens=1)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
+                           num_beams=1,
                            pad_token_id=pad_id, eos_token_id=list(eos_ids) or None,
                            use_cache=use_cache)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slow
 
 def test_fever_figures(default_loaded):
     m, tok = default_loaded.model, default_loaded.tokenizer
-    res = evaluate(m, tok, "fever", limit=32, batch_size=16, progress=False)
+    res = evaluate(m, tok, "fever-bigbench", limit=32, batch_size=16, progress=False)
     s = res.summary
-    assert (s["task"], s["n"], s["metric"], s["higher_is_better"]) == ("fever", 32, "accuracy",
-                                                                        True)
+    assert (s["task"], s["n"], s["metric"], s["higher_is_better"]) == (
+        "fever-bigbench", 32, "accuracy", True)
     assert s["accuracy"] == pytest.approx(0.5625)  # 18 of 32
     assert s["log_loss"] == pytest.approx(7.132865205407143, rel=1e-4)
     assert res.records[0]["id"] == "163803" and res.records[0]["prediction"] == "false"
@@ -26,7 +26,7 @@ def test_fever_figures(default_loaded):
 
 def test_wikidata_generation_figures(default_loaded):
     m, tok = default_loaded.model, default_loaded.tokenizer
-    res = evaluate(m, tok, "bbh-wikidata", limit=4, batch_size=4, max_new_tokens=8,
+    res = evaluate(m, tok, "bbh-wikidata-bigbench", limit=4, batch_size=4, max_new_tokens=8,
                    progress=False)
     assert [r["prediction"] for r in res.records] == [
         " a classic example of a genre that has",
@@ -38,14 +38,14 @@ def test_wikidata_generation_figures(default_loaded):
 
 def test_evaluates_a_model_edited_in_memory(default_loaded):
     m, tok = default_loaded.model, default_loaded.tokenizer
-    base = evaluate(m, tok, "fever", limit=8, batch_size=8, progress=False).summary
+    base = evaluate(m, tok, "fever-bigbench", limit=8, batch_size=8, progress=False).summary
     editor = Editor(m)
     try:
         editor.apply("fc_in", "-1", Intervention(kind="rank-reduction", rho=0.01))
-        edited = evaluate(m, tok, "fever", limit=8, batch_size=8, progress=False).summary
+        edited = evaluate(m, tok, "fever-bigbench", limit=8, batch_size=8, progress=False).summary
     finally:
         editor.restore()
-    again = evaluate(m, tok, "fever", limit=8, batch_size=8, progress=False).summary
+    again = evaluate(m, tok, "fever-bigbench", limit=8, batch_size=8, progress=False).summary
     assert base["log_loss"] == pytest.approx(7.410512566566467, rel=1e-4)
     assert edited["log_loss"] == pytest.approx(4.208096265792847, rel=1e-3)
     assert again["log_loss"] == base["log_loss"] and again["accuracy"] == base["accuracy"]

@@ -42,12 +42,20 @@ def invoke(*args: str):
 
 def test_search_saves_a_reloadable_model_and_a_report(tmp_path, tiny_dir):
     run = tmp_path / "run"
-    invoke("search", tiny_dir, "--task", "fever", "--limit", "10", "--lnum", "-2:",
+    invoke("search", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--lnum", "-2:",
            "--rho", "0.5,0.1", "--run-dir", run, "--dtype", "float32", "--device", "cpu")
     result = json.loads((run / "result.json").read_text())
     assert len(result["trials"]) == 8
     assert result["base"]["test"]["n"] == 8 and result["base"]["validation"]["n"] == 2
-    assert (run / "report" / "report.md").exists()
+    sig = result["significance"]
+    diff = result["best"]["test"]["accuracy"] - result["base"]["test"]["accuracy"]
+    assert sig["test"]["n"] == 8 and sig["test"]["diff"] == pytest.approx(diff)
+    m = sig["test"]["mcnemar"]
+    assert (m["only_other"] - m["only_base"]) / 8 == pytest.approx(diff)
+    assert sig["test"]["ci95"][0] <= diff <= sig["test"]["ci95"][1]
+    assert sig["selection"]["n_trials"] == 8 and sig["selection"]["n"] == 2
+    assert "not significant" in sig["test"]["verdict"]  # 8 test claims cannot show anything
+    assert "Is the improvement real?" in (run / "report" / "report.md").read_text()
     assert {p.name for p in (run / "report").glob("*.png")} == {
         "heatmap_fc_in.png", "heatmap_fc_out.png", "versus_rho.png"}
 
@@ -61,19 +69,20 @@ def test_search_saves_a_reloadable_model_and_a_report(tmp_path, tiny_dir):
     for a, b in zip(saved.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
-    resumed = runner.invoke(app, ["search", str(tiny_dir), "--task", "fever", "--limit", "10",
-                                  "--lnum", "-2:", "--rho", "0.5", "--run-dir", str(run),
-                                  "--resume", "--dtype", "float32", "--no-save"])
+    resumed = runner.invoke(app, ["search", str(tiny_dir), "--task", "fever-bigbench",
+                                  "--limit", "10", "--lnum", "-2:", "--rho", "0.5",
+                                  "--run-dir", str(run), "--resume", "--dtype", "float32",
+                                  "--no-save"])
     assert resumed.exit_code != 0 and "differs from the run" in str(resumed.exception)
 
 
 def test_compose_and_greedy_commands(tmp_path, tiny_dir):
-    invoke("compose", tiny_dir, "--task", "fever", "--limit", "10", "--lnum", "-2:",
+    invoke("compose", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--lnum", "-2:",
            "--lname", "fc_in", "--rho", "0.1", "--run-dir", tmp_path / "c", "--no-save",
            "--dtype", "float32", "--device", "cpu")
     steps = json.loads((tmp_path / "c" / "result.json").read_text())["steps"]
     assert steps and steps[0]["layer"] == 3
-    invoke("greedy", tiny_dir, "--task", "fever", "--limit", "10", "--candidates", "3",
+    invoke("greedy", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--candidates", "3",
            "--run-dir", tmp_path / "g", "--no-save", "--dtype", "float32", "--device", "cpu")
     result = json.loads((tmp_path / "g" / "result.json").read_text())
     assert len(result["steps"]) == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 
 import pytest
 from conftest import make_tiny
@@ -18,8 +17,8 @@ from laserkit.tasks.registry import Example
 
 PAPER = {"counterfact", "hotpotqa", "fever", "bios-gender", "bios-profession", "truthfulqa",
          "bbh-epistemic", "bbh-wikidata"}
-PACKAGED = {"fever": 6612, "truthfulqa-mc": 299, "bbh-epistemic": 2000, "bbh-wikidata": 20442,
-            "dpo-semantic": 221, "truthfulqa": None}
+PACKAGED = {"fever-bigbench": 6612, "truthfulqa-mc": 299, "bbh-epistemic-bigbench": 2000,
+            "bbh-wikidata-bigbench": 20442, "dpo-semantic": 221, "truthfulqa-bigbench": None}
 
 
 @pytest.fixture(autouse=True)
@@ -64,14 +63,14 @@ def test_packaged_tasks_load_offline_and_are_well_formed(name):
 
 
 def test_packaged_contents():
-    fever = get_task("fever").examples()
+    fever = get_task("fever-bigbench").examples()
     assert fever[0].choices == ("true", "false") and fever[0].prompt.endswith("\nA:")
-    epi = get_task("bbh-epistemic").examples()[0]
+    epi = get_task("bbh-epistemic-bigbench").examples()[0]
     assert epi.prompt.startswith("Identify the relation") and epi.prompt.endswith("Relation:")
     assert epi.choices[epi.gold[0]] == "non-entailment"
-    wiki = get_task("bbh-wikidata").examples()[0]
+    wiki = get_task("bbh-wikidata-bigbench").examples()[0]
     assert wiki.answers == ("comedy", "parody")
-    tqa = get_task("truthfulqa").examples()
+    tqa = get_task("truthfulqa-bigbench").examples()
     assert {e.choices for e in tqa} == {("true", "false")}
     assert 0 < sum(e.gold == (0,) for e in tqa) < len(tqa)  # both true and false statements
     mc = get_task("truthfulqa-mc").examples()[0]
@@ -86,7 +85,8 @@ def test_canary_and_license_ship_with_the_data():
 
 
 @pytest.mark.parametrize("name", ["counterfact", "hotpotqa", "bios-gender", "bios-profession",
-                                  "perplexity"])
+                                  "perplexity", "fever", "truthfulqa", "bbh-epistemic",
+                                  "bbh-wikidata"])
 def test_tasks_without_packaged_data_say_where_to_get_it(name):
     task = get_task(name)
     with pytest.raises(LaserkitError) as e:
@@ -139,12 +139,13 @@ def test_original_release_formats(tmp_path):
     assert len(prof) == 1 and prof[0].choices[prof[0].gold[0]] == "poet"
     release = [{"bio": "He paints.", "title": "painter", "gender": "M"}]  # the BIOS release
     ex = get_task("bios-profession", _write(tmp_path / "b.json", release)).examples()[0]
-    assert ex.choices[ex.gold[0]] == "painter" and ex.prompt.startswith("He paints.")
+    assert ex.choices[ex.gold[0]] == "painter" and "text: He paints. What is" in ex.prompt
 
     tqa = [{"Type": "Adversarial", "Question": "Q1?", "Best Answer": "a",
             "Correct Answers": "a; b", "Incorrect Answers": "c"}]
     path = _write(tmp_path / "TruthfulQA.csv", tqa)
-    assert [e.gold for e in get_task("truthfulqa", path).examples()] == [(0,), (0,), (1,)]
+    assert [e.gold for e in get_task("truthfulqa-bigbench", path).examples()] == \
+        [(0,), (0,), (1,)]
     mc = get_task("truthfulqa-mc", path).examples()[0]
     assert mc.choices == ("a", "b", "c") and mc.gold == (0, 1)
 
@@ -171,12 +172,12 @@ def test_user_task_file_round_trip(tmp_path, default_model_dir, suffix):
     assert exs[1].prompt == "Q: Is 1 even?\nA:" and exs[1].choices == ("yes", "no")
     assert exs[1].gold == (1,)
     res = evaluate(model, tok, task, split="test", progress=False, batch_size=4)
-    assert [r["id"] for r in res.records] == ["q2", "q3", "q4", "q5"]  # first ceil(20%) = 2
+    assert [r["id"] for r in res.records] == ["q1", "q2", "q3", "q4", "q5"]  # int(0.2·6) = 1
     out = res.write(tmp_path / "out")
     back = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert back == json.loads(json.dumps(res.records))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["task"] == "my_task" and summary["n"] == 4 and summary["split"] == "test"
+    assert summary["task"] == "my_task" and summary["n"] == 5 and summary["split"] == "test"
     assert isinstance(EvalResult(summary, back), EvalResult)
 
 
@@ -240,7 +241,7 @@ def test_malformed_data_files(tmp_path):
 def test_split_examples_is_deterministic_and_disjoint():
     items = [Example(str(i), "p", ("a", "b"), (0,)) for i in range(11)]
     val, test = split_examples(items, "validation"), split_examples(items, "test")
-    assert len(val) == math.ceil(0.2 * 11) == 3 and val + test == items
+    assert len(val) == int(0.2 * 11) == 2 and val + test == items
     assert split_examples(items, "all") == items
     s1 = split_examples(items, "validation", seed=4)
     assert s1 == split_examples(items, "validation", seed=4) and s1 != val
@@ -282,7 +283,7 @@ def test_cli_tasks_and_eval(tmp_path, default_model_dir):
 
 def test_task_object_with_other_data_and_cached_examples(tmp_path):
     fever = [{"id": 1, "label": "SUPPORTS", "claim": "A is B."}]
-    task = get_task("fever")
-    other = get_task(task, _write(tmp_path / "f.jsonl", fever))
+    task = get_task("fever-bigbench")
+    other = get_task(get_task("fever"), _write(tmp_path / "f.jsonl", fever))
     assert len(other.examples()) == 1 and len(task.examples()) == 6612
-    assert get_task("fever").examples() == task.examples()  # parsed once, equal copies
+    assert get_task("fever-bigbench").examples() == task.examples()  # parsed once, equal copies

@@ -46,6 +46,9 @@ def eval_(
     show: int = typer.Option(3, "--show", help="--dry-run: how many examples to show"),
     max_length: int = typer.Option(None, "--max-length",
                                    help="context limit in tokens (default: the model's)"),
+    compare: str = typer.Option(None, "--compare", help="a second model (hub id, directory, "
+                                ".gguf; e.g. a saved edited model) scored on the same examples: "
+                                "paired difference, 95% bootstrap CI and McNemar p-value"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
@@ -69,8 +72,8 @@ def eval_(
     table = Table(title=f"{s['task']} on {loaded.source} ({s['split']}, n={s['n']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = ("score", "match", "chat_template", "accuracy", "accuracy_normalized", "f1",
-             "part_recall", "log_loss", "perplexity", "semantic_score",
+    shown = ("n_available", "score", "match", "chat_template", "accuracy", "accuracy_normalized",
+             "f1", "part_recall", "log_loss", "perplexity", "semantic_score",
              *sorted(k for k in s if k.startswith("top")), "n_tokens",
              "truncated", "seconds")
     for key in shown:
@@ -79,6 +82,11 @@ def eval_(
                    "is better)" if key == "score" else key
             table.add_row(name, _fmt(s[key]))
     out_console.print(table)
+    if compare is not None:
+        _compare(result, compare, t, dtype, device, split=split, limit=limit,
+                 batch_size=batch_size, seed=seed, embedder=embedder,
+                 max_new_tokens=max_new_tokens, max_length=max_length,
+                 chat_template=chat_template)
     if out is not None:
         result.write(out)
         console.print(f"wrote {len(result.records)} records and the summary to {out}")
@@ -120,6 +128,30 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             out_console.print(f"[bold]{key}:[/bold]")
             out_console.print(text, markup=False, highlight=False)
+def _compare(result, other_model: str, task, dtype: str, device: str, **kw) -> None:
+    """Score a second model on the same examples and print the paired comparison; the summary
+    gets a ``compare`` entry (written with --out)."""
+    from .. import stats
+    from ..evaluate import evaluate
+
+    other = load_with_status(other_model, dtype, device)
+    second = evaluate(other.model, other.tokenizer, task, progress=True, **kw)
+    s = result.summary
+    cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])
+    cmp["model"] = other_model
+    cmp["other_score"] = second.summary["score"]
+    s["compare"] = cmp
+    table = Table(title=f"paired comparison on the same {cmp['n']} examples")
+    for col in ("", "base", "other", "other − base", "95% CI"):
+        table.add_column(col, justify="right")
+    table.add_row(s["metric"], _fmt(s["score"]), _fmt(second.summary["score"]),
+                  f"{cmp['diff']:+.4f}", f"{cmp['ci95'][0]:+.4f} to {cmp['ci95'][1]:+.4f}")
+    if "log_loss" in cmp:
+        ll = cmp["log_loss"]
+        table.add_row("log_loss", _fmt(s.get("log_loss")), _fmt(second.summary.get("log_loss")),
+                      f"{ll['diff']:+.4f}", f"{ll['ci95'][0]:+.4f} to {ll['ci95'][1]:+.4f}")
+    out_console.print(table)
+    out_console.print(cmp["verdict"])
 
 
 @app.command()

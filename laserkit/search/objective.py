@@ -44,7 +44,7 @@ def split_slice(n: int, split: str) -> range:
     """Indices of a split of n examples: validation the first 20%, test the rest."""
     if split not in SPLITS:
         raise LaserkitError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
-    n_val = math.ceil(n * VALIDATION_FRACTION)  # as laserkit.evaluate.split_examples
+    n_val = max(1, math.floor(n * VALIDATION_FRACTION)) if n else 0  # as evaluate.n_validation
     return {"validation": range(0, n_val), "test": range(n_val, n), "all": range(n)}[split]
 
 
@@ -163,13 +163,10 @@ class TaskObjective:
         """The task holding only the first part of one split, chosen exactly as evaluate()
         chooses the split (shuffle by seed, limit, then the first 20% / the rest)."""
         import dataclasses  # noqa: PLC0415
-        import random  # noqa: PLC0415
 
-        from ..evaluate import split_examples  # noqa: PLC0415
+        from ..evaluate import shuffle_examples, split_examples  # noqa: PLC0415
 
-        examples = list(self.task.examples())
-        if self.seed is not None:
-            random.Random(self.seed).shuffle(examples)
+        examples = shuffle_examples(self.task.examples(), self.seed)
         examples = examples[: self.limit] if self.limit is not None else examples
         part = list(head(split_examples(examples, split), fraction))
         return dataclasses.replace(self.task, _examples=part)

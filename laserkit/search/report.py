@@ -153,6 +153,11 @@ def write_report(run_dir: str | Path) -> Path:
     lines = [f"# laserkit {result['command']}: {result['model']} on {task}", "",
              f"Chosen: **{result['chosen']['label']}** (selected on validation, reported on "
              "test).", "", *_headline_md(result), ""]
+    from .significance import lines as significance_lines  # noqa: PLC0415
+
+    sig = significance_lines(result)
+    if sig:
+        lines += ["## Is the improvement real?", "", *[f"- {s}" for s in sig], ""]
     figures = []
     if result["command"] == "search":
         figures += heatmaps(result, out)

@@ -207,6 +207,14 @@ def finalize(run_dir: Path, cfg: dict, store: TrialStore) -> dict:
         raise LaserkitError(f"the run in {run_dir} is not finished; continue it with --resume")
     result = {"command": "search", "model": cfg["model"], "objective": _public(cfg["objective"]),
               **plan.summarize(done)}
+    from .significance import significance  # noqa: PLC0415
+
+    best = plan.best(done)
+    base_test = done[plan.base("test")["key"]]
+    result["significance"] = significance(
+        store, base_test, done[plan.test_spec(best)["key"]] if best.spec["edits"] else base_test,
+        done[plan.base("validation")["key"]],
+        [done[s["key"]] for s in plan._final(done) if s["edits"]])
     atomic_write_text(Path(run_dir) / "result.json", json.dumps(result, indent=2) + "\n")
     return result
 

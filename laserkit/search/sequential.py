@@ -80,5 +80,8 @@ class Steps:
             "best": {"validation": final.summary, "test": final_test.summary},
             "steps": steps, "decided_on": self.split, **(extra or {}),
         }
+        from .significance import significance  # noqa: PLC0415
+
+        result["significance"] = significance(self.store, base_test, final_test)
         atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
         return result

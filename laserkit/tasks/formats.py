@@ -3,7 +3,10 @@ Examples, driven by a reader spec from a task definition. Every problem names th
 
 Readers: ``bigbench`` (task.json examples), ``fields`` (any flat records: a prompt template and
 field names; also user task files), ``counterfact`` (ROME's counterfact.json), ``truthfulqa``
-(questions with true and false answers, several release layouts), ``text`` (perplexity).
+(questions with true and false answers, several release layouts), ``text`` (perplexity), and
+the LASER reference protocol's constructions: ``fever`` (consistent unique claims),
+``hotpot`` (answer-length filter), ``truthfulqa_mc2`` (mc2 statements), ``bigbench_rows``
+(tasksource/bigbench rows; single-target items for open answers).
 A task may also name its own reader as ``module:function`` (same signature as these); keys of
 its own are declared with ``reader_keys``. Answers keep their types (docs/tasks.md).
 """
@@ -117,6 +120,20 @@ def _gold(values: list, choices: list[str], spec: dict, where: str) -> list[int]
     return out
 
 
+def terminate(text: str, mark: str) -> str:
+    """The reference scripts' sentence rule: strip, then add ``mark`` ("." or "?") unless the
+    text already ends with "." or "?"."""
+    text = str(text).strip()
+    return text if text.endswith((".", "?")) else text + mark
+
+
+def _terminated(rec: dict, spec: dict, where: str) -> dict:
+    """``terminate: {field: mark}``: those fields as ``terminate(value, mark)`` for the prompt."""
+    return {f: terminate(str(_field(rec, f, where)), m) for f, m in spec.items()}
+
+
+@reader_keys(terminate="{field: mark}: end those fields with the mark (e.g. '.') before the prompt "
+             "is filled, as the LASER reference does for Bias in Bios")
 def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """Flat records described by field names; the reader behind user task files."""
     rename = spec.get("rename") or {}
@@ -130,7 +147,7 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
             if dst not in rec and src in rec:
                 rec[dst] = rec[src]
         rid = str(rec.get(spec.get("id", "id"), i))
-        ctx = {**meta, **rec}
+        ctx = {**meta, **rec, **_terminated(rec, spec.get("terminate") or {}, where)}
         if kind == "perplexity":
             text = _field(rec, spec.get("text", "text"), where)
             out.append(make_example(kind, where, id=rid, text=str(text)))
@@ -216,7 +233,7 @@ def read_counterfact(records: list, spec: dict, kind: str, meta: dict,
             out.append(make_example(kind, where, id=cid if j == 0 else f"{cid}-p{j}",
                                     prompt=fill(spec.get("prompt", "{prompt}"), {"prompt": p},
                                                 where),
-                                    answers=(answer,)))
+                                    answers=(answer,), group=f"case-{cid}"))
     return out
 
 
@@ -256,7 +273,165 @@ def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict,
         for j, (ans, ok) in enumerate([(a, True) for a in trues] + [(a, False) for a in falses]):
             prompt = fill(spec["prompt"], {"question": question, "answer": ans}, where)
             out.append(make_example(kind, where, id=f"{i}-{j}", prompt=prompt,
-                                    choices=("true", "false"), gold=(0 if ok else 1,)))
+                                    choices=("true", "false"), gold=(0 if ok else 1,),
+                                    group=f"q{i}"))
+    return out
+
+
+FEVER_LABELS = {"SUPPORTS": "true", "REFUTES": "false", "1": "true", "0": "false"}
+
+
+def read_fever(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+    """FEVER (the release's paper_dev.jsonl / paper_test.jsonl, or the hub's rows): every claim
+    once, in order of first appearance, and only when all its records agree on the label (the
+    reference's "consistent unique" claims). NOT ENOUGH INFO records are dropped first (the
+    hub's v1.0 labels are SUPPORTS = 1 and REFUTES = 0 only). Several parts (dev, then test)
+    are deduplicated each on its own, as the reference does; pass them concatenated in that
+    order (``cat paper_dev.jsonl paper_test.jsonl``) - the two never share a claim."""
+    labels: dict[str, set[str]] = {}
+    first: dict[str, tuple[int, dict]] = {}
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        if not isinstance(rec, dict):
+            raise LaserkitError(f"{where}: expected an object, got {type(rec).__name__}")
+        claim, label = _field(rec, "claim", where), rec.get("label")
+        if str(label) not in FEVER_LABELS:
+            if str(label).upper().replace("_", " ") in ("NOT ENOUGH INFO", "2"):
+                continue
+            raise LaserkitError(f"{where}: label {label!r} is not SUPPORTS, REFUTES or NOT "
+                                "ENOUGH INFO")
+        labels.setdefault(str(claim), set()).add(FEVER_LABELS[str(label)])
+        first.setdefault(str(claim), (i, rec))
+    out = []
+    for claim, found in labels.items():
+        if len(found) != 1:
+            continue
+        i, rec = first[claim]
+        where = _where(origin, i, rec)
+        prompt = fill(spec["prompt"], {**rec, "claim": terminate(claim, ".")}, where)
+        answer = next(iter(found))
+        out.append(make_example(kind, where, id=str(rec.get("id", i)), prompt=prompt,
+                                choices=("true", "false"),
+                                gold=(0 if answer == "true" else 1,)))
+    return out
+
+
+def answer_tokens(name: str | None):
+    """The token counter of the HotPotQA answer-length filter: the tokenizer the reference used
+    (Llama-2's) when it is in the local Hugging Face cache, else None."""
+    if not name:
+        return None
+    try:
+        from transformers import AutoTokenizer  # noqa: PLC0415
+
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except Exception:  # not cached (offline): the caller falls back and says so
+        return None
+    return lambda text: len(tok(text)["input_ids"])
+
+
+def _approx_tokens(text: str) -> int:
+    """Fallback token count when Llama-2's tokenizer is unavailable: words and punctuation
+    marks, a lower bound of a sentencepiece count (documented as a difference)."""
+    import re  # noqa: PLC0415
+
+    return len(re.findall(r"\w+|[^\w\s]", text)) + 1  # + the BOS token Llama-2 counts
+
+
+@reader_keys(max_answer_tokens="drop items whose answer has more tokens than this (default 15)",
+             answer_tokenizer="tokenizer that counts them (a hub id, used from the local cache)")
+def read_hotpot(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+    """HotPotQA (hotpot_train_v1.1.json / hotpot_dev_*_v1.json, or the hub's rows): question and
+    answer stripped; answers of more than ``max_answer_tokens`` tokens (Llama-2's tokenizer,
+    BOS included, as the reference counts) are dropped. The reference's train[:7405] is the hub
+    source's ``limit``, applied before this filter."""
+    count = answer_tokens(spec.get("answer_tokenizer")) or _approx_tokens
+    max_tok = int(spec.get("max_answer_tokens", 15))
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        if not isinstance(rec, dict):
+            raise LaserkitError(f"{where}: expected an object, got {type(rec).__name__}")
+        question = str(_field(rec, "question", where)).strip()
+        answer = str(_field(rec, "answer", where)).strip()
+        if count(answer) > max_tok:
+            continue
+        prompt = fill(spec["prompt"], {**rec, "question": terminate(question, "?")}, where)
+        out.append(make_example(kind, where, id=str(rec.get("_id", rec.get("id", i))),
+                                prompt=prompt, answers=(answer,)))
+    return out
+
+
+def _mc2(rec: dict, where: str) -> tuple[list[str], list[int]]:
+    """mc2 targets as (choices, labels): the hub's {choices, labels} or the release's
+    mc_task.json {answer: label}."""
+    t = rec.get("mc2_targets")
+    if isinstance(t, dict) and "choices" in t and "labels" in t:
+        return [str(c) for c in t["choices"]], [int(v) for v in t["labels"]]
+    if isinstance(t, dict) and t:
+        return [str(c) for c in t], [int(v) for v in t.values()]
+    raise LaserkitError(f"{where}: needs 'mc2_targets' (the multiple_choice release)")
+
+
+def read_truthfulqa_mc2(records: list, spec: dict, kind: str, meta: dict,
+                        origin: str) -> list[Example]:
+    """TruthfulQA's multiple_choice release (hub ``multiple_choice`` config or mc_task.json),
+    the reference's pointwise data: every mc2 target becomes one true/false statement,
+    "question answer." + "Is this statement true or false? This statement is"; one question's
+    statements form a group (never split between validation and test)."""
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        question = str(_field(rec, "question", where))
+        choices, labels = _mc2(rec, where)
+        if not any(labels):
+            raise LaserkitError(f"{where}: no true answer among the mc2 targets")
+        for j, (ans, lab) in enumerate(zip(choices, labels, strict=True)):
+            statement = question + " " + ans
+            statement += "" if statement.endswith(".") else "."
+            prompt = fill(spec["prompt"], {"statement": statement}, where)
+            out.append(make_example(kind, where, id=f"{i}-{j}", prompt=prompt,
+                                    choices=("true", "false"), gold=(0 if lab == 1 else 1,),
+                                    group=f"q{i}"))
+    return out
+
+
+def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
+                       origin: str) -> list[Example]:
+    """BIG-bench rows as tasksource/bigbench serves them (``inputs``, ``targets``), or a
+    BIG-bench task.json (``input``, ``target`` / ``target_scores``). Choice tasks: the single
+    target among ``choices``; open answers: only single-target items are kept (WikidataQA)."""
+    out = []
+    for i, rec in enumerate(records):
+        where = _where(origin, i, rec)
+        if not isinstance(rec, dict):
+            raise LaserkitError(f"{where}: expected an object, got {type(rec).__name__}")
+        text = rec.get("inputs", rec.get("input"))
+        if "targets" in rec:
+            targets = _as_list(rec["targets"])
+        elif isinstance(rec.get("target_scores"), dict):
+            targets = [c for c, v in rec["target_scores"].items() if v == max(
+                rec["target_scores"].values())]
+        else:
+            targets = _as_list(rec.get("target", []))
+        if not isinstance(text, str) or not targets:
+            raise LaserkitError(f"{where}: a BIG-bench row needs 'inputs' and 'targets'")
+        if len(targets) != 1:
+            if kind == "choice":
+                raise LaserkitError(f"{where}: expected one target, got {targets}")
+            continue
+        prompt = fill(spec.get("prompt", "{inputs}"), {**rec, "inputs": text.strip()}, where)
+        target = str(targets[0]).strip()
+        if kind == "choice":
+            choices = [str(c) for c in spec["choices"]]
+            if target not in choices:
+                raise LaserkitError(f"{where}: target {target!r} is not one of {choices}")
+            out.append(make_example(kind, where, id=str(rec.get("idx", rec.get("id", i))),
+                                    prompt=prompt, choices=tuple(choices),
+                                    gold=(choices.index(target),)))
+        else:
+            out.append(make_example(kind, where, id=str(rec.get("idx", rec.get("id", i))),
+                                    prompt=prompt, answers=(target,)))
     return out
 
 
@@ -276,6 +451,10 @@ READERS: dict[str, Reader] = {
     "counterfact": read_counterfact,
     "truthfulqa": read_truthfulqa,
     "text": read_text,
+    "fever": read_fever,
+    "hotpot": read_hotpot,
+    "truthfulqa_mc2": read_truthfulqa_mc2,
+    "bigbench_rows": read_bigbench_rows,
 }
 
 

@@ -99,7 +99,8 @@ def load_hub(task: Task) -> list[Example]:
             raise _unavailable(task, f"cannot load {hub['path']} from the hub: {first}") from None
         records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
         exs = _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
-        out += _prefixed(exs, hub["path"], isinstance(hubs, list) and len(hubs) > 1)
+        out += _prefixed(exs, f"{hub['path']}/{hub.get('split', 'train')}",
+                         isinstance(hubs, list) and len(hubs) > 1)
     return out
 
 

@@ -32,6 +32,7 @@ class Example:
     chosen: str = ""  # semantic
     rejected: str = ""  # semantic
     text: str = ""  # perplexity
+    group: str = ""  # items that belong together (a fact and its paraphrases): never split apart
 
 
 # kind → (metrics it reports that can be selected on, default metric)
