@@ -112,32 +112,86 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 
 def default_model_dir() -> Path:
     """The cached safetensors copy of the default model, converted on first use."""
-    gguf = default_gguf()
-    out = cache_dir() / "models" / gguf.stem
-    if not (out / "config.json").exists():
-        convert_gguf(gguf, out)
-    return out
+    from .gguf_cache import converted
+
+    return converted(default_gguf())
 
 
-def resolve_source(source: str | os.PathLike | None) -> tuple[str, dict]:
-    """Where to load from: (path or hub id, extra from_pretrained kwargs)."""
-    if source is None or str(source) in DEFAULT_NAMES:
-        return str(default_model_dir()), {}
-    p = Path(source).expanduser()
-    if p.suffix == ".gguf":
-        if not p.is_file():
-            raise LaserkitError(f"GGUF file {p} does not exist")
-        return str(p.parent), {"gguf_file": p.name}
-    if p.exists():
-        if not p.is_dir() or not (p / "config.json").exists():
-            raise LaserkitError(
-                f"{p} is not a model directory: expected config.json with safetensors or .bin "
-                "weights, a .gguf file, or a Hugging Face hub id"
-            )
-        return str(p), {}
-    if str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
-        raise LaserkitError(f"model path {source} does not exist")
-    return str(source), {}
+@dataclass(frozen=True)
+class ModelSource:
+    """What the user named as a model, parsed once (as mergekit's ModelReference).
+
+    ``kind``: ``default`` (the packaged SmolLM2), ``dir`` (a local model directory), ``gguf`` (a
+    local .gguf file) or ``hub`` (a Hugging Face hub id). Loading and the checkpoint readers both
+    take one, so a source is checked the same way and an offline hub id fails the same way.
+    """
+
+    text: str  # what the user wrote
+    kind: str
+    path: Path | None = None  # the directory or .gguf file (None for a hub id)
+
+    @classmethod
+    def parse(cls, source: str | os.PathLike | ModelSource | None) -> ModelSource:
+        if isinstance(source, ModelSource):
+            return source
+        text = DEFAULT_MODEL if source is None else str(source)
+        if text in DEFAULT_NAMES:
+            return cls(text, "default")
+        p = Path(text).expanduser()
+        if p.suffix == ".gguf":
+            if not p.is_file():
+                raise LaserkitError(f"GGUF file {p} does not exist")
+            return cls(text, "gguf", p)
+        if p.exists():
+            if p.is_file() and p.suffix == ".safetensors":
+                raise LaserkitError(f"{p} is a single file: pass the model directory that holds it")
+            if not p.is_dir():
+                raise LaserkitError(f"{p} is not a model directory or .gguf file")
+            return cls(text, "dir", p)
+        if text.count("/") > 1 or text.startswith((".", "/", "~")):
+            raise LaserkitError(f"model path {text} does not exist")
+        return cls(text, "hub")
+
+    @property
+    def gguf_file(self) -> Path | None:
+        """The GGUF file behind this source (the packaged one for ``default``), if any."""
+        if self.kind == "default":
+            return default_gguf()
+        return self.path if self.kind == "gguf" else None
+
+    def local_dir(self, patterns: list[str] | None = None) -> Path:
+        """A local directory with the weights: GGUF converted once (cached), a hub id's files."""
+        if self.kind == "dir":
+            return self.path
+        if self.kind in ("default", "gguf"):
+            from .gguf_cache import converted
+
+            return converted(self.gguf_file)
+        from huggingface_hub import snapshot_download
+
+        return Path(hub_fetch(self.text, lambda local: snapshot_download(
+            self.text, allow_patterns=patterns, local_files_only=local)))
+
+
+def hub_fetch(repo_id: str, fetch):
+    """``fetch(local_only)`` from the Hugging Face cache first, then from the hub: the one offline
+    handling of every hub id. An uncached id on an offline machine fails at once in one line."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
+    try:
+        return fetch(True)
+    except (OSError, ValueError):  # not in the local cache: try the network
+        pass
+    if not hub_reachable():
+        raise LaserkitError(
+            f"cannot load model {repo_id!r}: it is not in the Hugging Face cache and the hub is "
+            "not reachable (offline?); pass a local directory or .gguf file"
+        )
+    try:
+        return fetch(False)
+    except Exception as e:  # hub errors of every kind: one line naming the source
+        raise _load_error(repo_id, e) from None
 
 
 def _auto_class(config: object) -> type:
@@ -153,13 +207,11 @@ def _auto_class(config: object) -> type:
     return AutoModelForMaskedLM
 
 
-def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, extra: dict,
+def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
                      local_only: bool) -> tuple[nn.Module, object | None]:
-    from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoConfig, AutoTokenizer
 
-    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
-    kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only, **extra}
+    kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
     config = AutoConfig.from_pretrained(path, **kw)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
@@ -177,41 +229,38 @@ def _load_error(source: object, e: Exception) -> LaserkitError:
     )
 
 
-def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto",
+def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtype: str = "auto",
          device: str = "auto", trust_remote_code: bool = False) -> Loaded:
     """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
 
-    ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file, or a hub
-    id. Failures (missing files, no network for an uncached hub id) raise one LaserkitError.
+    ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file (converted
+    once and cached, see gguf_cache), or a hub id. Failures (missing files, no network for an
+    uncached hub id) raise one LaserkitError.
     """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # laserkit shows its own progress; keep stderr for errors
-    path, extra = resolve_source(source)
+    src = ModelSource.parse(source)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    is_hub_id = not Path(path).exists()
-    try:
-        # a hub id is tried from the local cache first: offline use must not wait on the network
-        model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
-                                            local_only=is_hub_id)
-    except (OSError, ValueError) as first_error:
-        if not is_hub_id:
-            raise _load_error(source, first_error) from None
-        if not hub_reachable():
+    if src.kind == "hub":
+        path = src.text
+        model, tokenizer = hub_fetch(src.text, lambda local: _from_pretrained(
+            src.text, torch_dtype, trust_remote_code, local_only=local))
+    else:
+        path = str(src.local_dir())
+        if not (Path(path) / "config.json").exists():
             raise LaserkitError(
-                f"cannot load model {str(source)!r}: it is not in the Hugging Face cache and the "
-                "hub is not reachable (offline?); pass a local directory or .gguf file"
-            ) from None
+                f"{path} is not a model directory: expected config.json with safetensors or .bin "
+                "weights, a .gguf file, or a Hugging Face hub id"
+            )
         try:
-            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
-                                                local_only=False)
+            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
+                                                local_only=True)
         except (OSError, ValueError) as e:
-            raise _load_error(source, e) from None
-    if "gguf_file" in extra:
-        strip_quantization(model)
+            raise _load_error(src.text, e) from None
     model.to(dev)
     model.eval()
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model=model, tokenizer=tokenizer, source=str(source), path=path)
+    return Loaded(model=model, tokenizer=tokenizer, source=src.text, path=path)

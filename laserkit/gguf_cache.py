@@ -1,0 +1,116 @@
+"""GGUF files converted once to safetensors directories, cached by content, with a size cap.
+
+Building a model from a GGUF file means dequantizing every tensor (100-150 s for a 270M-500M file
+on a 2-core CPU); a safetensors directory loads in seconds. So the first command on a GGUF file
+converts it into ``<cache>/gguf/<fingerprint>/`` and every later command loads that directory.
+
+- The key is the file's content fingerprint (size, header, and the first and middle 4 KiB of every
+  tensor), not its name or mtime: a copied or renamed file hits the cache, and a file whose
+  weights differ (even in one tensor, as a laserkit edit does) does not.
+- The cache is capped at ``$LASERKIT_CACHE_MAX_GB`` (default 50); past it, the least recently
+  used conversions are removed after each new one. ``laserkit cache --clear`` empties it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+DEFAULT_MAX_GB = 50.0
+_SAMPLE = 4096
+
+
+def cache_root() -> Path:
+    from .loading import cache_dir
+
+    return cache_dir() / "gguf"
+
+
+def max_bytes() -> int:
+    from .errors import LaserkitError
+
+    raw = os.environ.get("LASERKIT_CACHE_MAX_GB", str(DEFAULT_MAX_GB))
+    try:
+        gb = float(raw)
+    except ValueError:
+        raise LaserkitError(f"LASERKIT_CACHE_MAX_GB={raw!r} is not a number of GB") from None
+    return int(gb * 2**30)
+
+
+def fingerprint(path: Path) -> str:
+    """Content fingerprint of a GGUF file: size + header + two 4 KiB samples of every tensor."""
+    from .checkpoint import gguf_reader
+
+    reader = gguf_reader(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(f"gguf:{size};".encode())
+    offsets = sorted((int(t.data_offset), int(t.n_bytes)) for t in reader.tensors)
+    with open(path, "rb") as f:
+        h.update(f.read(min(size, offsets[0][0] if offsets else size)))  # metadata + tensor infos
+        for start, n in offsets:
+            for pos in (start, start + max(0, n // 2 - _SAMPLE // 2)):
+                f.seek(pos)
+                h.update(f.read(min(_SAMPLE, n)))
+    return h.hexdigest()[:20]
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def entries() -> list[tuple[Path, int, float]]:
+    """(directory, bytes, last used) of every finished conversion, least recently used first."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    out = [(d, _size(d), (d / "config.json").stat().st_mtime)
+           for d in root.iterdir() if d.is_dir() and (d / "config.json").exists()]
+    return sorted(out, key=lambda e: e[2])
+
+
+def evict(keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Remove least recently used conversions until the cache fits ``limit`` (default: the cap)."""
+    limit = max_bytes() if limit is None else limit
+    items = entries()
+    total = sum(n for _, n, _ in items)
+    removed = []
+    for d, n, _ in items:
+        if total <= limit:
+            break
+        if keep is not None and d == keep:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        total -= n
+        removed.append(d)
+    return removed
+
+
+def clear() -> tuple[int, int]:
+    """Remove every cached conversion (and leftovers of interrupted ones): (count, bytes)."""
+    root = cache_root()
+    if not root.is_dir():
+        return 0, 0
+    count = size = 0
+    for d in root.iterdir():
+        if d.is_dir():
+            size += _size(d)
+            count += (d / "config.json").exists()
+            shutil.rmtree(d, ignore_errors=True)
+    return count, size
+
+
+def converted(path: Path) -> Path:
+    """The safetensors directory for a GGUF file, converting it on the first request."""
+    from .loading import convert_gguf
+
+    out = cache_root() / fingerprint(path)
+    if (out / "config.json").exists():
+        now = time.time()
+        os.utime(out / "config.json", (now, now))  # last used, for the LRU cap
+        return out
+    convert_gguf(path, out)
+    evict(keep=out)
+    return out
