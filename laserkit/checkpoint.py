@@ -282,7 +282,22 @@ def gguf_reader(path: Path):
 
 
 def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
-    """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file."""
+    """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file.
+
+    The config and name map are cached per file content (gguf_cache.naming).
+    """
+    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
+    from .gguf_cache import naming
+
+    config_dict, names = naming(path, lambda: _gguf_naming_uncached(path))
+    config = AutoConfig.for_model(**config_dict)
+    processor = TENSOR_PROCESSORS.get(config.model_type, TensorProcessor)(config=config.to_dict())
+    return config, processor, names
+
+
+def _gguf_naming_uncached(path: Path) -> tuple[dict, dict[str, str]]:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
@@ -302,7 +317,7 @@ def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
     except (ValueError, KeyError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first}") from None
-    return config, processor, names
+    return parsed, names
 
 
 def _release(reader: object, tensor: object) -> None:
