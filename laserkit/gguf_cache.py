@@ -67,19 +67,95 @@ def fingerprint(path: Path) -> str:
 
 def _content_fingerprint(path: Path) -> str:
     """Size + header + two 4 KiB samples of every tensor, hashed."""
-    from .checkpoint import gguf_reader
-
-    reader = gguf_reader(path)
     size = path.stat().st_size
     h = hashlib.sha256(f"gguf:{size};".encode())
-    offsets = sorted((int(t.data_offset), int(t.n_bytes)) for t in reader.tensors)
+    import struct
+
+    from .errors import LaserkitError
+
     with open(path, "rb") as f:
-        h.update(f.read(min(size, offsets[0][0] if offsets else size)))  # metadata + tensor infos
-        for start, n in offsets:
+        try:
+            data_start, tensors = _tensor_extents(f, size)
+        except (struct.error, ValueError, KeyError, MemoryError, OverflowError):
+            raise LaserkitError(f"corrupt GGUF file {path}: unreadable header") from None
+        f.seek(0)
+        h.update(f.read(data_start))  # metadata + tensor infos
+        for start, n in tensors:
             for pos in (start, start + max(0, n // 2 - _SAMPLE // 2)):
-                f.seek(pos)
+                f.seek(data_start + pos)
                 h.update(f.read(min(_SAMPLE, n)))
     return h.hexdigest()[:20]
+
+
+_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value sizes
+
+
+def _tensor_extents(f, size: int) -> tuple[int, list[tuple[int, int]]]:
+    """(data start, [(offset, bytes)]) from a GGUF header, read directly: gguf.GGUFReader builds
+    an object per token of the vocabulary, seconds per file, where this needs milliseconds."""
+    import struct
+
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from .errors import LaserkitError
+
+    buf = f.read(min(size, 64 << 20))
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal buf, pos
+        n = struct.calcsize(fmt)
+        while pos + n > len(buf):
+            more = f.read(max(n, 64 << 20))
+            if not more:
+                raise LaserkitError(f"corrupt or truncated GGUF file {f.name}: header cut short")
+            buf += more
+        out = struct.unpack_from(fmt, buf, pos)
+        pos += n
+        return out if len(out) > 1 else out[0]
+
+    def skip_string() -> bytes:
+        nonlocal pos
+        n = take("<Q")
+        take(f"<{n}s")
+        return buf[pos - n:pos]
+
+    def skip_value(vtype: int):
+        if vtype in _SCALAR:
+            return take(f"<{_SCALAR[vtype]}s")
+        if vtype == 8:
+            return skip_string()
+        if vtype == 9:
+            sub, count = take("<IQ")
+            if sub in _SCALAR:
+                return take(f"<{_SCALAR[sub] * count}s")
+            for _ in range(count):
+                skip_value(sub)
+            return None
+        raise LaserkitError(f"corrupt GGUF file {f.name}: unknown value type {vtype}")
+
+    if take("<4s") != b"GGUF":
+        raise LaserkitError(f"{f.name} is not a GGUF file (bad magic)")
+    _, n_tensors, n_kv = take("<IQQ")
+    align = 32
+    for _ in range(n_kv):
+        key = skip_string()
+        vtype = take("<I")
+        value = skip_value(vtype)
+        if key == b"general.alignment" and vtype == 4:
+            align = struct.unpack("<I", value)[0]
+    tensors = []
+    for _ in range(n_tensors):
+        skip_string()
+        dims = take(f"<{take('<I')}Q")
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        ttype, offset = take("<IQ")
+        block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        count = 1
+        for d in dims:
+            count *= d
+        tensors.append((offset, count // block * nbytes))
+    return (pos + align - 1) // align * align, tensors
 
 
 def _size(folder: Path) -> int:
