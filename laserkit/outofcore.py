@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import SafetensorsCheckpoint, _SafetensorsFile
+from .checkpoint import _ST_DTYPES, SafetensorsCheckpoint, _SafetensorsFile
 from .errors import LaserkitError
 from .interventions import Intervention, compute
-from .loading import ModelSource, pick_device
+from .loading import ModelSource, pick_device, pick_dtype
 from .targets import Layout, Target, model_layout, resolve
 
 Step = tuple[str, "str | int", Intervention]  # (lname, lnum, intervention), as Editor.apply
@@ -154,13 +154,14 @@ def _overwrite(f: _SafetensorsFile, name: str, value: torch.Tensor) -> None:
 def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
                     out: str | os.PathLike | None = None, *, overwrite: bool = False,
                     device: str = "cpu", extra_record: dict | None = None,
-                    progress: Callable[[str], None] | None = None,
+                    progress: Callable[[str], None] | None = None, dtype: str = "auto",
                     ) -> tuple[list[dict], Path | None]:
     """Apply ``steps`` to a local checkpoint without building the model.
 
     Returns the records (as Editor.records) and the output path. With ``out`` None the edits are
     computed and reported but nothing is written. ``out`` ending in ``.gguf`` writes GGUF
-    (gguf_out). Raises NotOutOfCore when the source cannot be edited this way (hub ids, .bin).
+    (gguf_out). Raises NotOutOfCore when the source cannot be edited this way (hub ids, .bin,
+    a ``dtype`` other than ``auto`` that differs from an edited tensor's stored dtype).
     """
     src = ModelSource.parse(source)
     if out is not None and str(out).endswith(".gguf"):
@@ -179,6 +180,12 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
     plan = plan_edits(layout, ckpt.shapes(), steps)
     groups = by_tensor(plan)
     dev = pick_device(device)
+    if dtype != "auto":
+        want = pick_dtype(dtype, dev)
+        for name in groups:
+            stored = _ST_DTYPES[ckpt.dtype_name(name)]
+            if stored != want:
+                raise NotOutOfCore(f"--dtype {dtype} differs from {name}'s stored {stored}")
     records: list[tuple[tuple[int, int], dict]] = []
 
     def run(files: dict[Path, _SafetensorsFile] | None) -> None:
@@ -220,3 +227,35 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
 
     path = atomic_dir(Path(out), write, overwrite=overwrite)
     return [r for _, r in sorted(records, key=lambda x: x[0])], path
+
+
+def apply_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
+              dtype: str = "auto", device: str = "cpu") -> Path | None:
+    """Save a finished search run's chosen model out of core (`laserkit apply`).
+
+    Returns the output path, or None when the run's model must be loaded instead (a hub id,
+    .bin weights, a run dtype other than the stored one); GGUF output is always out of core.
+    """
+    from .search.report import load_result
+    from .search.runner import read_config
+
+    cfg = read_config(Path(run_dir))
+    result = load_result(Path(run_dir))
+    gguf_out = str(out).endswith(".gguf")
+    src = ModelSource.parse(cfg["model"])
+    if not gguf_out and src.kind == "hub":
+        return None
+    steps = [(e["lname"], e["layer"], Intervention.from_dict(e["intervention"]))
+             for e in result["chosen"]["edits"]]
+    extra = {"search": {"run_dir": str(run_dir), "command": result["command"],
+                        "chosen": result["chosen"]["label"],
+                        "base_test": result["base"]["test"],
+                        "best_test": result["best"]["test"]}}
+    try:
+        _, path = edit_checkpoint(src, steps, out, overwrite=overwrite, device=device,
+                                  extra_record=extra, dtype=cfg.get("dtype", dtype))
+    except NotOutOfCore:
+        if gguf_out:
+            raise
+        return None
+    return path

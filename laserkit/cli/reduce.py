@@ -31,18 +31,18 @@ def intervention_from_options(intervention: str, rate: float | None, rho: float 
 def _reduce_out_of_core(model: str, lname: str, lnum: str, iv, out: Path | None, force: bool,
                         dtype: str, device: str) -> list[dict] | None:
     """Records of an out-of-core edit, or None when the source must be loaded (hub ids, .bin
-    weights, an explicit --dtype); GGUF output has no in-memory route."""
+    weights, a --dtype other than the stored one); GGUF output has no in-memory route."""
     from ..loading import ModelSource
     from ..outofcore import NotOutOfCore, edit_checkpoint
 
     src = ModelSource.parse(model)
     gguf_out = out is not None and str(out).endswith(".gguf")
-    if not gguf_out and (src.kind == "hub" or dtype != "auto"):
+    if not gguf_out and src.kind == "hub":
         return None
     with console.status(f"editing {model} out of core ...") as status:
         try:
             records, _ = edit_checkpoint(src, [(lname, lnum, iv)], out, overwrite=force,
-                                         device=device, progress=status.update)
+                                         device=device, progress=status.update, dtype=dtype)
         except NotOutOfCore as e:
             if gguf_out:
                 raise
@@ -83,21 +83,24 @@ def reduce(
     out: Path = typer.Option(None, "--out", help="save the edited model here: a directory "
                              "(Hugging Face safetensors), or FILE.gguf for a GGUF source"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
+    in_memory: bool = typer.Option(False, "--in-memory", help="load the whole model even for a "
+                                   "local checkpoint (default: edit it out of core)"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
     """Apply one intervention to the chosen matrices and (optionally) save the edited model.
 
     A local checkpoint (safetensors directory or GGUF) is edited out of core: the model is never
-    built, only the edited tensors are read, and each keeps its stored dtype (--dtype is then
-    ignored). --out FILE.gguf writes GGUF (GGUF sources only).
+    built, only the edited tensors are read, and each keeps its stored dtype (a --dtype other
+    than the stored one loads the model instead). --out FILE.gguf writes GGUF (GGUF sources).
     """
     from ..edit import Editor
     from ..saving import save
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
                                    bandwidth)
-    done = _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype, device)
+    done = None if in_memory else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype,
+                                                      device)
     if done is not None:
         _print_records(done, iv, model)
         if out is not None:
