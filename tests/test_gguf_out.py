@@ -78,6 +78,11 @@ def test_transformers_reads_it_back_within_the_quantization_error(written, defau
             got = gg(ids).logits
     finally:
         ed.restore()
+    # every other tensor is what laserkit's streamed conversion of the source holds, bit for bit
+    # (transformers' loader on the output vs gguf_cache's conversion of the input)
+    for name, p in gg.named_parameters():
+        if name not in EDITED.values():
+            assert torch.equal(p, params[name]), name
     torch.testing.assert_close(got, requantized, atol=1e-3, rtol=1e-4)
     rel = float((got - edited).norm() / edited.norm())
     assert 0 < rel < 0.08, rel
