@@ -49,11 +49,8 @@ ROLE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"(?:^|\.)(?:mlp\.c_proj|fc2|fc_out|dense_4h_to_h|lin2)$|^output\.dense$", "fc_out"),
 )
 
-# Fused matrices: which roles they hold, as blocks of output rows. Each layout is a function of
-# the config that returns [(role, row indices)] — see targets._fused_rows.
-#   concat:        [q | k | v] one after another (GPT-2 c_attn, Phi-3 qkv_proj, Falcon multi-query)
-#   per_head:      per head [q_h | k_h | v_h] interleaved (GPT-NeoX, BLOOM, Falcon without MQA)
-#   grouped:       per KV group [q_1..q_g | k | v] (Falcon new_decoder_architecture)
+# Fused matrices: which roles they hold, as blocks of output rows. Which layout (concat, per-head
+# interleaved, grouped, halves) a given architecture uses is the rule table targets.FUSED_RULES.
 FUSED: dict[str, tuple[str, ...]] = {
     "qkv": ("q_proj", "k_proj", "v_proj"),
     "gate_up": ("fc_in", "fc_up"),

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .errors import LaserkitError
-from .loading import DEFAULT_NAMES, default_model_dir
+from .loading import ModelSource
 
 _ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -233,14 +233,9 @@ class GGUFCheckpoint(Checkpoint):
     """A GGUF file, dequantized tensor by tensor and renamed to Hugging Face names."""
 
     def __init__(self, path: Path, source: str | None = None):
-        from gguf import GGUFReader
-
         self.source = source or str(path)
         self.path = path
-        try:
-            self.reader = GGUFReader(str(path))
-        except Exception as e:  # the reader raises ValueError/struct/numpy errors on damage
-            raise LaserkitError(f"corrupt or truncated GGUF file {path}: {e}") from None
+        self.reader = gguf_reader(path)
         self.config, processor, hf_names = _gguf_naming(path)
         self._processor = processor
         self._tensors = {}
@@ -276,8 +271,33 @@ class GGUFCheckpoint(Checkpoint):
         return h.hexdigest()[:16]
 
 
+def gguf_reader(path: Path):
+    """A gguf.GGUFReader of the file; one LaserkitError when it is damaged."""
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(str(path))
+    except Exception as e:  # the reader raises ValueError/struct/numpy errors on damage
+        raise LaserkitError(f"corrupt or truncated GGUF file {path}: {e}") from None
+
+
 def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
-    """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file."""
+    """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file.
+
+    The config and name map are cached per file content (gguf_cache.naming).
+    """
+    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
+    from .gguf_cache import naming
+
+    config_dict, names = naming(path, lambda: _gguf_naming_uncached(path))
+    config = AutoConfig.for_model(**config_dict)
+    processor = TENSOR_PROCESSORS.get(config.model_type, TensorProcessor)(config=config.to_dict())
+    return config, processor, names
+
+
+def _gguf_naming_uncached(path: Path) -> tuple[dict, dict[str, str]]:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
@@ -297,7 +317,7 @@ def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
     except (ValueError, KeyError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first}") from None
-    return config, processor, names
+    return parsed, names
 
 
 def _release(reader: object, tensor: object) -> None:
@@ -329,44 +349,15 @@ def _config(folder: Path) -> object | None:
         return None
 
 
-def _hub_snapshot(repo_id: str) -> Path:
-    """A hub id's files from the local cache, or downloaded; one-line error when unreachable."""
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.bin"]
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        pass
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LaserkitError(
-            f"cannot get {repo_id!r} from the Hugging Face hub: {first} (offline? pass a local "
-            "directory or .gguf file, or download it first)"
-        ) from None
-
-
-def open_checkpoint(source: str | os.PathLike) -> Checkpoint:
-    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id."""
-    text = str(source)
-    if text in DEFAULT_NAMES:
-        return SafetensorsCheckpoint(default_model_dir(), source=text)
-    p = Path(text).expanduser()
-    if p.suffix == ".gguf":
-        if not p.is_file():
-            raise LaserkitError(f"GGUF file {p} does not exist")
-        return GGUFCheckpoint(p, source=text)
-    if p.exists():
-        if p.is_file() and p.suffix == ".safetensors":
-            raise LaserkitError(f"{p} is a single file: pass the model directory that holds it")
-        if not p.is_dir():
-            raise LaserkitError(f"{p} is not a model directory or .gguf file")
-    elif text.count("/") > 1 or text.startswith((".", "/", "~")):
-        raise LaserkitError(f"model path {text} does not exist")
-    else:
-        p = _hub_snapshot(text)
+def open_checkpoint(source: str | os.PathLike | ModelSource) -> Checkpoint:
+    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource)."""
+    src = ModelSource.parse(source)
+    text = src.text
+    if src.kind == "default":  # read from the packaged GGUF's cached conversion
+        return SafetensorsCheckpoint(src.local_dir(), source=text)
+    if src.kind == "gguf":
+        return GGUFCheckpoint(src.path, source=text)
+    p = src.local_dir(["*.json", "*.safetensors", "*.bin"])
     if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
         return SafetensorsCheckpoint(p, source=text)
     if any(p.glob("*.bin")):

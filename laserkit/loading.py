@@ -8,6 +8,7 @@ take a second rather than fifteen.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -86,19 +87,64 @@ def strip_quantization(model: nn.Module) -> None:
     model.is_quantized = False
 
 
-def convert_gguf(gguf: Path, out: Path) -> Path:
-    """Dequantize a GGUF file to a safetensors model directory, atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+SHARD_BYTES = 2 << 30  # tensors held before a shard is written, while converting a GGUF file
 
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantize a GGUF file to a safetensors model directory, atomically, tensor by tensor.
+
+    The model is never built: tensors are read one at a time (checkpoint.GGUFCheckpoint, which
+    renames and reorders them as transformers' GGUF loader does) and written in shards of about
+    SHARD_BYTES, so memory stays near one shard whatever the model's size.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, GenerationConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from .checkpoint import GGUFCheckpoint
+
+    ckpt = GGUFCheckpoint(gguf)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-        strip_quantization(model)
-        model.save_pretrained(tmp)
+        config = ckpt.config
+        arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+        if arch:
+            config.architectures = [arch]
+        config.dtype = "float32"
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for name in ckpt.shapes():
+            if size >= SHARD_BYTES:
+                shards.append({})
+                size = 0
+            t = ckpt.get(name).to(torch.float32).contiguous()
+            shards[-1][name] = t
+            size += t.numel() * 4
+            if size >= SHARD_BYTES or len(shards) > 1:
+                _flush(shards, tmp, save_file)
+        n = len(shards)
+        files = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        if n == 1:
+            files = ["model.safetensors"]
+        weight_map = {}
+        for i, (shard, fname) in enumerate(zip(shards, files, strict=True)):
+            part = tmp / f".part-{i}.safetensors"
+            if shard:  # the last shard, still in memory
+                save_file(shard, tmp / fname, metadata={"format": "pt"})
+                names = list(shard)
+            else:
+                os.replace(part, tmp / fname)
+                names = json.loads((tmp / f".part-{i}.names").read_text())
+                (tmp / f".part-{i}.names").unlink()
+            weight_map.update(dict.fromkeys(names, fname))
+        if n > 1:
+            total = sum((tmp / f).stat().st_size for f in files)
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(
+                {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        config.save_pretrained(tmp)
+        GenerationConfig.from_model_config(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:
             os.replace(tmp, out)
@@ -110,34 +156,97 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
+def _flush(shards: list[dict], tmp: Path, save_file) -> None:
+    """Write every full shard but the last to a numbered part file and drop its tensors."""
+    for i, shard in enumerate(shards[:-1]):
+        if shard:
+            save_file(shard, tmp / f".part-{i}.safetensors", metadata={"format": "pt"})
+            (tmp / f".part-{i}.names").write_text(json.dumps(list(shard)))
+            shard.clear()
+
+
 def default_model_dir() -> Path:
     """The cached safetensors copy of the default model, converted on first use."""
-    gguf = default_gguf()
-    out = cache_dir() / "models" / gguf.stem
-    if not (out / "config.json").exists():
-        convert_gguf(gguf, out)
-    return out
+    from .gguf_cache import converted
+
+    return converted(default_gguf())
 
 
-def resolve_source(source: str | os.PathLike | None) -> tuple[str, dict]:
-    """Where to load from: (path or hub id, extra from_pretrained kwargs)."""
-    if source is None or str(source) in DEFAULT_NAMES:
-        return str(default_model_dir()), {}
-    p = Path(source).expanduser()
-    if p.suffix == ".gguf":
-        if not p.is_file():
-            raise LaserkitError(f"GGUF file {p} does not exist")
-        return str(p.parent), {"gguf_file": p.name}
-    if p.exists():
-        if not p.is_dir() or not (p / "config.json").exists():
-            raise LaserkitError(
-                f"{p} is not a model directory: expected config.json with safetensors or .bin "
-                "weights, a .gguf file, or a Hugging Face hub id"
-            )
-        return str(p), {}
-    if str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
-        raise LaserkitError(f"model path {source} does not exist")
-    return str(source), {}
+@dataclass(frozen=True)
+class ModelSource:
+    """What the user named as a model, parsed once (as mergekit's ModelReference).
+
+    ``kind``: ``default`` (the packaged SmolLM2), ``dir`` (a local model directory), ``gguf`` (a
+    local .gguf file) or ``hub`` (a Hugging Face hub id). Loading and the checkpoint readers both
+    take one, so a source is checked the same way and an offline hub id fails the same way.
+    """
+
+    text: str  # what the user wrote
+    kind: str
+    path: Path | None = None  # the directory or .gguf file (None for a hub id)
+
+    @classmethod
+    def parse(cls, source: str | os.PathLike | ModelSource | None) -> ModelSource:
+        if isinstance(source, ModelSource):
+            return source
+        text = DEFAULT_MODEL if source is None else str(source)
+        if text in DEFAULT_NAMES:
+            return cls(text, "default")
+        p = Path(text).expanduser()
+        if p.suffix == ".gguf":
+            if not p.is_file():
+                raise LaserkitError(f"GGUF file {p} does not exist")
+            return cls(text, "gguf", p)
+        if p.exists():
+            if p.is_file() and p.suffix == ".safetensors":
+                raise LaserkitError(f"{p} is a single file: pass the model directory that holds it")
+            if not p.is_dir():
+                raise LaserkitError(f"{p} is not a model directory or .gguf file")
+            return cls(text, "dir", p)
+        if text.count("/") > 1 or text.startswith((".", "/", "~")):
+            raise LaserkitError(f"model path {text} does not exist")
+        return cls(text, "hub")
+
+    @property
+    def gguf_file(self) -> Path | None:
+        """The GGUF file behind this source (the packaged one for ``default``), if any."""
+        if self.kind == "default":
+            return default_gguf()
+        return self.path if self.kind == "gguf" else None
+
+    def local_dir(self, patterns: list[str] | None = None) -> Path:
+        """A local directory with the weights: GGUF converted once (cached), a hub id's files."""
+        if self.kind == "dir":
+            return self.path
+        if self.kind in ("default", "gguf"):
+            from .gguf_cache import converted
+
+            return converted(self.gguf_file)
+        from huggingface_hub import snapshot_download
+
+        return Path(hub_fetch(self.text, lambda local: snapshot_download(
+            self.text, allow_patterns=patterns, local_files_only=local)))
+
+
+def hub_fetch(repo_id: str, fetch):
+    """``fetch(local_only)`` from the Hugging Face cache first, then from the hub: the one offline
+    handling of every hub id. An uncached id on an offline machine fails at once in one line."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
+    try:
+        return fetch(True)
+    except (OSError, ValueError):  # not in the local cache: try the network
+        pass
+    if not hub_reachable():
+        raise LaserkitError(
+            f"cannot load model {repo_id!r}: it is not in the Hugging Face cache and the hub is "
+            "not reachable (offline?); pass a local directory or .gguf file"
+        )
+    try:
+        return fetch(False)
+    except Exception as e:  # hub errors of every kind: one line naming the source
+        raise _load_error(repo_id, e) from None
 
 
 def _auto_class(config: object) -> type:
@@ -153,13 +262,11 @@ def _auto_class(config: object) -> type:
     return AutoModelForMaskedLM
 
 
-def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, extra: dict,
+def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
                      local_only: bool) -> tuple[nn.Module, object | None]:
-    from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoConfig, AutoTokenizer
 
-    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
-    kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only, **extra}
+    kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
     config = AutoConfig.from_pretrained(path, **kw)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
@@ -177,41 +284,38 @@ def _load_error(source: object, e: Exception) -> LaserkitError:
     )
 
 
-def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto",
+def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtype: str = "auto",
          device: str = "auto", trust_remote_code: bool = False) -> Loaded:
     """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
 
-    ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file, or a hub
-    id. Failures (missing files, no network for an uncached hub id) raise one LaserkitError.
+    ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file (converted
+    once and cached, see gguf_cache), or a hub id. Failures (missing files, no network for an
+    uncached hub id) raise one LaserkitError.
     """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # laserkit shows its own progress; keep stderr for errors
-    path, extra = resolve_source(source)
+    src = ModelSource.parse(source)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    is_hub_id = not Path(path).exists()
-    try:
-        # a hub id is tried from the local cache first: offline use must not wait on the network
-        model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
-                                            local_only=is_hub_id)
-    except (OSError, ValueError) as first_error:
-        if not is_hub_id:
-            raise _load_error(source, first_error) from None
-        if not hub_reachable():
+    if src.kind == "hub":
+        path = src.text
+        model, tokenizer = hub_fetch(src.text, lambda local: _from_pretrained(
+            src.text, torch_dtype, trust_remote_code, local_only=local))
+    else:
+        path = str(src.local_dir())
+        if not (Path(path) / "config.json").exists():
             raise LaserkitError(
-                f"cannot load model {str(source)!r}: it is not in the Hugging Face cache and the "
-                "hub is not reachable (offline?); pass a local directory or .gguf file"
-            ) from None
+                f"{path} is not a model directory: expected config.json with safetensors or .bin "
+                "weights, a .gguf file, or a Hugging Face hub id"
+            )
         try:
-            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
-                                                local_only=False)
+            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
+                                                local_only=True)
         except (OSError, ValueError) as e:
-            raise _load_error(source, e) from None
-    if "gguf_file" in extra:
-        strip_quantization(model)
+            raise _load_error(src.text, e) from None
     model.to(dev)
     model.eval()
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model=model, tokenizer=tokenizer, source=str(source), path=path)
+    return Loaded(model=model, tokenizer=tokenizer, source=src.text, path=path)

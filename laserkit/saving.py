@@ -99,16 +99,21 @@ def model_card(base: str, edits: list[dict], extra: str = "") -> str:
     return "\n".join(lines) + "\n" + (f"\n{extra}\n" if extra else "")
 
 
-def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: str,
-         overwrite: bool = False, extra_record: dict | None = None) -> Path:
-    """Save model + tokenizer + laserkit.json + README.md into ``out`` atomically."""
-    record = {
+def edit_record(edits: list[dict], *, base: str, extra_record: dict | None = None) -> dict:
+    """The laserkit.json of a saved model (shared by the in-memory and out-of-core saves)."""
+    return {
         "laserkit_version": __version__,
         "base_model": base,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "interventions": edits,
         **(extra_record or {}),
     }
+
+
+def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: str,
+         overwrite: bool = False, extra_record: dict | None = None) -> Path:
+    """Save model + tokenizer + laserkit.json + README.md into ``out`` atomically."""
+    record = edit_record(edits, base=base, extra_record=extra_record)
     if getattr(model, "hf_quantizer", None) is not None:
         from .loading import strip_quantization
 

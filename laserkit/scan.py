@@ -19,6 +19,8 @@ import math
 import os
 import re
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .errors import LaserkitError
 from .loading import pick_device
 from .saving import atomic_write_text
-from .spectral import matrix_stats
+from .spectral import SMALL_EIG, matrix_stats
 from .spectral import threads as cpu_threads
 from .targets import names_layout, parse_layers
 
@@ -223,7 +225,8 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
 
     With ``resume`` (default), matrices already stored in ``out_dir`` for this same checkpoint are
     read back instead of recomputed, so an interrupted scan continues where it stopped.
-    ``threads`` caps CPU threads for the linear algebra (None: torch's default).
+    ``threads``: the CPU cores to use (None: torch's default, every core): small matrices are
+    scanned that many at a time, one thread each; large ones one at a time with every thread.
     """
     from tqdm.auto import tqdm
 
@@ -234,24 +237,46 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
     out = Path(out_dir) if out_dir is not None else None
     done: list[MatrixRecord] = []
     reused = 0
-    bar = tqdm(records, desc="scan", unit="matrix", disable=not progress, dynamic_ncols=True)
-    for planned in bar:
-        bar.set_postfix_str(planned.module, refresh=False)
-        cached = (_load_matrix(_matrix_file(out, planned.module), fingerprint)
-                  if out is not None and resume else None)
-        if cached is not None:
-            done.append(cached)
-            reused += 1
-            continue
-        w = ckpt.get(planned.name).to(dev)
-        with cpu_threads(threads):
-            stats = matrix_stats(w)
-        del w
+    workers = threads or torch.get_num_threads()
+    pending: deque[tuple[MatrixRecord, Future]] = deque()
+
+    def finish(planned: MatrixRecord, stats: dict) -> None:
         planned.s = stats.pop("s")
         planned.stats = {k: stats[k] for k in (*STAT_KEYS, "note")}
         if out is not None:
             _save_matrix(_matrix_file(out, planned.module), planned, fingerprint)
         done.append(planned)
+
+    def drain(keep: int = 0) -> None:
+        while len(pending) > keep:
+            planned, fut = pending.popleft()
+            finish(planned, fut.result())
+
+    bar = tqdm(records, desc="scan", unit="matrix", disable=not progress, dynamic_ncols=True)
+    # Small matrices run side by side, one thread each (LAPACK gains nothing from threads below
+    # ~1000×1000 and OpenMP spin-waits cost seconds on a busy machine); a large one runs alone
+    # with every thread. Peak memory is that of the largest matrix, as when scanning one by one.
+    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool, \
+            cpu_threads(1):
+        for planned in bar:
+            bar.set_postfix_str(planned.module, refresh=False)
+            cached = (_load_matrix(_matrix_file(out, planned.module), fingerprint)
+                      if out is not None and resume else None)
+            if cached is not None:
+                drain()
+                done.append(cached)
+                reused += 1
+                continue
+            w = ckpt.get(planned.name).to(dev)
+            if dev.type == "cpu" and workers > 1 and min(planned.shape) <= SMALL_EIG:
+                drain(keep=workers - 1)
+                pending.append((planned, pool.submit(matrix_stats, w)))
+            else:
+                drain()
+                with cpu_threads(workers):
+                    finish(planned, matrix_stats(w))
+            del w
+        drain()
     bar.close()
     result = ScanResult(str(getattr(ckpt, "source", source)), fingerprint, num_layers, done,
                         skipped, reused, out)

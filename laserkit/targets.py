@@ -208,47 +208,119 @@ def _cfg(config: object | None, key: str) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class FusedRule:
+    """When a fused matrix has a layout: every condition given must hold; first rule wins.
+
+    ``model_types``: the config's model_type is one of these; ``flags``: config attributes that
+    must have these truth values; ``suffixes``: the matrix path inside the block ends with one.
+    """
+
+    fused: str  # an entry of architectures.FUSED
+    layout: str  # an entry of LAYOUTS
+    model_types: frozenset[str] | None = None
+    flags: tuple[tuple[str, bool], ...] = ()
+    suffixes: tuple[str, ...] | None = None
+
+    def matches(self, fused: str, rel: str, config: object | None) -> bool:
+        if fused != self.fused:
+            return False
+        if self.model_types is not None and getattr(config, "model_type", None) not in \
+                self.model_types:
+            return False
+        if any(bool(getattr(config, k, False)) != v for k, v in self.flags):
+            return False
+        return self.suffixes is None or rel.split(".")[-1] in self.suffixes
+
+
+# How each architecture lays out its fused matrices, read from its attention code in
+# transformers (where the fused output is viewed and split):
+#   grouped   Falcon new_decoder_architecture: per KV group [q_1..q_g | k | v]
+#   per_head  GPT-NeoX, BLOOM, Persimmon, GPT-NeoX-Japanese, Falcon without multi-query, GPT-BigCode
+#             without multi-query: view(..., heads, 3, head_dim): per head [q_h | k_h | v_h]
+#   concat    GPT-2 c_attn, Phi-3 qkv_proj, MPT Wqkv, Falcon / GPT-BigCode multi-query:
+#             [q (all heads) | k (kv heads) | v (kv heads)]
+#   halves    gate_up_proj: [gate | up]
+# A `query_key_value` of any other model type is refused rather than guessed: both per_head and
+# concat are in use under that name, and a wrong guess edits the wrong rows silently.
+FUSED_RULES: tuple[FusedRule, ...] = (
+    FusedRule("gate_up", "halves"),
+    FusedRule("qkv", "grouped", flags=(("new_decoder_architecture", True),)),
+    FusedRule("qkv", "concat", flags=(("multi_query", True),)),
+    FusedRule("qkv", "per_head", model_types=frozenset(
+        {"gpt_neox", "bloom", "persimmon", "gpt_neox_japanese", "falcon", "gpt_bigcode"})),
+    FusedRule("qkv", "concat", suffixes=("c_attn", "qkv_proj", "Wqkv", "qkv")),
+)
+
+
+def _halves(n: int, **_: int) -> dict[str, tuple[tuple[int, int], ...]]:
+    h = n // 2
+    return {"fc_in": ((0, h),), "fc_up": ((h, n),)}
+
+
+def _concat(heads: int, kv: int, hd: int, **_: int) -> dict[str, tuple[tuple[int, int], ...]]:
+    q, k = heads * hd, kv * hd
+    return {"q_proj": ((0, q),), "k_proj": ((q, q + k),), "v_proj": ((q + k, q + 2 * k),)}
+
+
+def _per_head(heads: int, hd: int, **_: int) -> dict[str, tuple[tuple[int, int], ...]]:
+    return {r: tuple((h * 3 * hd + i * hd, h * 3 * hd + (i + 1) * hd) for h in range(heads))
+            for i, r in enumerate(("q_proj", "k_proj", "v_proj"))}
+
+
+def _grouped(heads: int, kv: int, hd: int, **_: int) -> dict[str, tuple[tuple[int, int], ...]]:
+    g = heads // kv
+    step = (g + 2) * hd
+    return {"q_proj": tuple((j * step, j * step + g * hd) for j in range(kv)),
+            "k_proj": tuple((j * step + g * hd, j * step + (g + 1) * hd) for j in range(kv)),
+            "v_proj": tuple((j * step + (g + 1) * hd, (j + 1) * step) for j in range(kv))}
+
+
+LAYOUTS = {"halves": _halves, "concat": _concat, "per_head": _per_head, "grouped": _grouped}
+
+
+def fused_layout(fused: str, rel: str, config: object | None) -> str:
+    """The name of the layout FUSED_RULES gives this fused matrix; LaserkitError when none."""
+    for rule in FUSED_RULES:
+        if rule.matches(fused, rel, config):
+            return rule.layout
+    mt = getattr(config, "model_type", None)
+    raise LaserkitError(
+        f"cannot split fused matrix {rel} of model type {mt!r}: its config declares neither "
+        "grouping (new_decoder_architecture) nor multi-query, and this model type has no known "
+        "layout (per-head or concatenated); use the module path as --lname to edit it whole"
+    )
+
+
 def fused_rows(fused: str, rel: str, out_features: int,
                config: object | None) -> dict[str, tuple[tuple[int, int], ...]]:
-    """Row ranges of each role inside a fused matrix (see architectures.FUSED)."""
-    roles = FUSED[fused]
-    if fused == "gate_up":
-        if out_features % 2:
-            raise LaserkitError(f"fused gate/up matrix {rel} has an odd number of rows")
-        h = out_features // 2
-        return {"fc_in": ((0, h),), "fc_up": ((h, out_features),)}
-    heads = _cfg(config, "heads")
-    hidden = _cfg(config, "hidden")
-    if heads is None or hidden is None:
-        if out_features % 3:
+    """Row ranges of each role inside a fused matrix, by the layout FUSED_RULES picks."""
+    layout = fused_layout(fused, rel, config)
+    if layout == "halves" and out_features % 2:
+        raise LaserkitError(f"fused gate/up matrix {rel} has an odd number of rows")
+    heads, hidden = _cfg(config, "heads"), _cfg(config, "hidden")
+    if layout == "halves":
+        rows = _halves(out_features)
+    elif heads is None or hidden is None:
+        if layout != "concat" or out_features % 3:
             raise LaserkitError(f"cannot split fused qkv matrix {rel}: config lacks head counts")
         t = out_features // 3
-        return {r: ((i * t, (i + 1) * t),) for i, r in enumerate(roles)}
-    hd = _cfg(config, "head_dim") or hidden // heads
-    if getattr(config, "new_decoder_architecture", False):  # grouped: [q_1..q_g | k | v] per group
-        kv = _cfg(config, "kv_heads") or heads
-        g = heads // kv
-        step = (g + 2) * hd
-        q = tuple((j * step, j * step + g * hd) for j in range(kv))
-        k = tuple((j * step + g * hd, j * step + (g + 1) * hd) for j in range(kv))
-        v = tuple((j * step + (g + 1) * hd, (j + 1) * step) for j in range(kv))
-        layout = {"q_proj": q, "k_proj": k, "v_proj": v}
-    elif rel.endswith("query_key_value") and not getattr(config, "multi_query", False):
-        # per head [q_h | k_h | v_h] (GPT-NeoX, BLOOM, Falcon without multi-query)
-        layout = {
-            r: tuple((h * 3 * hd + i * hd, h * 3 * hd + (i + 1) * hd) for h in range(heads))
-            for i, r in enumerate(roles)
-        }
+        return {r: ((i * t, (i + 1) * t),) for i, r in enumerate(FUSED[fused])}
     else:
-        kv = 1 if getattr(config, "multi_query", False) else (_cfg(config, "kv_heads") or heads)
-        q, k = heads * hd, kv * hd
-        layout = {"q_proj": ((0, q),), "k_proj": ((q, q + k),), "v_proj": ((q + k, q + 2 * k),)}
-    total = sum(b - a for rs in layout.values() for a, b in rs)
+        hd = _cfg(config, "head_dim") or hidden // heads
+        multi_query = layout == "concat" and getattr(config, "multi_query", False)
+        kv = 1 if multi_query else (_cfg(config, "kv_heads") or heads)
+        if layout == "grouped" and heads % kv:
+            raise LaserkitError(f"cannot split fused qkv matrix {rel}: {heads} heads do not "
+                                f"form groups over {kv} key/value heads")
+        rows = LAYOUTS[layout](n=out_features, heads=heads, kv=kv, hd=hd)
+    total = sum(b - a for rs in rows.values() for a, b in rs)
     if total != out_features:
         raise LaserkitError(
-            f"cannot split fused qkv matrix {rel}: {out_features} rows, layout expects {total}"
+            f"cannot split fused matrix {rel}: {out_features} rows, the {layout} layout expects "
+            f"{total}"
         )
-    return layout
+    return rows
 
 
 def expand_lnames(lname: str, layout: Layout) -> list[str]:

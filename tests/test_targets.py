@@ -214,3 +214,70 @@ def test_names_layout_matches_model_layout():
     assert by_names.prefix == by_model.prefix and by_names.num_layers == by_model.num_layers
     key = [(m.layer, m.rel, m.role) for m in by_model.matrices]
     assert sorted(key) == sorted((m.layer, m.rel, m.role) for m in by_names.matrices)
+
+
+# Fused layouts beyond each family's default config: Falcon-40B's grouped query_key_value,
+# Falcon-7B-style per-head (no multi-query) and GPT-BigCode without multi-query.
+VARIANTS = {
+    "falcon-grouped": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2)),
+    "falcon-per-head": ("falcon", dict(multi_query=False)),
+    "bigcode-per-head": ("gpt_bigcode", dict(n_embd=32, n_head=4, n_layer=2, multi_query=False)),
+    "bigcode-mqa": ("gpt_bigcode", dict(n_embd=32, n_head=4, n_layer=2)),
+}
+
+
+def _variant(name):
+    family, overrides = VARIANTS[name]
+    if family not in TINY:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        cfg = AutoConfig.for_model(family, vocab_size=128, **overrides)
+        return AutoModelForCausalLM.from_config(cfg).eval()
+    return make_tiny(family, **overrides)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fused_layout_variants_split_q_k_v_as_the_model_computes(variant):
+    """q = 0 makes keys irrelevant, v = 0 makes q and k irrelevant: a wrong row layout fails."""
+    model = _variant(variant)
+    layout = model_layout(model)
+    qs = resolve(layout, "q_proj", "all")
+    assert qs and all(t.rows is not None for t in qs)
+    for t in qs:
+        _set_rows(model, t, torch.zeros_like)
+    before = _logits(model)
+    for t in resolve(layout, "k_proj", "all"):
+        _set_rows(model, t, lambda x: x + torch.randn_like(x))
+    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+    model = _variant(variant)
+    for t in resolve(layout, "v_proj", "all"):
+        _set_rows(model, t, torch.zeros_like)
+    before = _logits(model)
+    for t in resolve(layout, "q_proj", "all") + resolve(layout, "k_proj", "all"):
+        _set_rows(model, t, lambda x: x + torch.randn_like(x))
+    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_rows_are_per_group():
+    """Falcon-40B layout, 4 query heads over 2 KV groups of head_dim 8: [q q k v | q q k v]."""
+    from types import SimpleNamespace
+
+    from laserkit.targets import fused_rows
+
+    cfg = SimpleNamespace(model_type="falcon", new_decoder_architecture=True, hidden_size=32,
+                          num_attention_heads=4, num_kv_heads=2)
+    rows = fused_rows("qkv", "self_attention.query_key_value", 64, cfg)
+    assert rows == {"q_proj": ((0, 16), (32, 48)), "k_proj": ((16, 24), (48, 56)),
+                    "v_proj": ((24, 32), (56, 64))}
+
+
+def test_unknown_query_key_value_layout_is_refused_not_guessed():
+    from types import SimpleNamespace
+
+    from laserkit.targets import fused_rows
+
+    cfg = SimpleNamespace(model_type="mystery", hidden_size=32, num_attention_heads=4)
+    with pytest.raises(LaserkitError, match="cannot split fused matrix .*'mystery'") as e:
+        fused_rows("qkv", "attention.query_key_value", 96, cfg)
+    assert "\n" not in str(e.value)

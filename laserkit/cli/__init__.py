@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Command families, each a module of this package that adds its commands to ``app``.
-COMMAND_MODULES = ("reduce", "evaluate", "scan", "search")
+COMMAND_MODULES = ("reduce", "evaluate", "scan", "search", "cache")
 
 
 def _register() -> None:

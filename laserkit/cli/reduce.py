@@ -33,6 +33,40 @@ BANDWIDTH_HELP = ("vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²
                   "fork's kernel) or 'median' (σ = median distance between rows)")
 
 
+def _reduce_out_of_core(model: str, lname: str, lnum: str, iv, out: Path | None, force: bool,
+                        dtype: str, device: str) -> list[dict] | None:
+    """Records of an out-of-core edit, or None when the source must be loaded (hub ids, .bin
+    weights, a --dtype other than the stored one); GGUF output has no in-memory route."""
+    from ..loading import ModelSource
+    from ..outofcore import NotOutOfCore, edit_checkpoint
+
+    src = ModelSource.parse(model)
+    gguf_out = out is not None and str(out).endswith(".gguf")
+    if not gguf_out and src.kind == "hub":
+        return None
+    with console.status(f"editing {model} out of core ...") as status:
+        try:
+            records, _ = edit_checkpoint(src, [(lname, lnum, iv)], out, overwrite=force,
+                                         device=device, progress=status.update, dtype=dtype)
+        except NotOutOfCore as e:
+            if gguf_out:
+                raise
+            console.print(f"loading the whole model ({e})")
+            return None
+    console.print(f"edited out of core (the model was not built): {len(records)} matrices")
+    return records
+
+
+def _print_records(records: list[dict], iv, source: str) -> None:
+    table = Table(title=f"{iv.describe()} on {source}")
+    for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
+        table.add_column(col)
+    for rec in records:
+        table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
+                      "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
+    console.print(table)
+
+
 @app.command()
 def reduce(
     model: str = ModelArg,
@@ -53,29 +87,38 @@ def reduce(
     estimator: str = typer.Option("iqr", "--estimator",
                                   help="mp-threshold: noise edge from laserRMT's IQR σ̂ (iqr) or "
                                   "Gavish–Donoho's optimal hard threshold (gavish-donoho)"),
-    out: Path = typer.Option(None, "--out", help="save the edited model here (HF directory)"),
+    out: Path = typer.Option(None, "--out", help="save the edited model here: a directory "
+                             "(Hugging Face safetensors), or FILE.gguf for a GGUF source"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
+    in_memory: bool = typer.Option(False, "--in-memory", help="load the whole model even for a "
+                                   "local checkpoint (default: edit it out of core)"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
-    """Apply one intervention to the chosen matrices and (optionally) save the edited model."""
+    """Apply one intervention to the chosen matrices and (optionally) save the edited model.
+
+    A local checkpoint (safetensors directory or GGUF) is edited out of core: the model is never
+    built, only the edited tensors are read, and each keeps its stored dtype (a --dtype other
+    than the stored one loads the model instead). --out FILE.gguf writes GGUF (GGUF sources).
+    """
     from ..edit import Editor
     from ..saving import save
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
                                    bandwidth, estimator)
+    done = None if in_memory else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype,
+                                                      device)
+    if done is not None:
+        _print_records(done, iv, model)
+        if out is not None:
+            console.print(f"saved edited model to {out}")
+        return
     loaded = load_with_status(model, dtype, device)
     editor = Editor(loaded.model)
     targets = editor.targets(lname, lnum)  # validate before any work
     with console.status(f"applying {iv.describe()} to {len(targets)} matrices ..."):
         records = editor.apply(lname, lnum, iv)
-    table = Table(title=f"{iv.describe()} on {loaded.source}")
-    for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
-        table.add_column(col)
-    for rec in records:
-        table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
-                      "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
-    console.print(table)
+    _print_records(records, iv, loaded.source)
     if out is not None:
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,

@@ -317,8 +317,13 @@ def apply_cmd(
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
-    """Rebuild the run's chosen model (base model + chosen interventions) and save it."""
-    path = save_chosen(run_dir, out, force=force, dtype=dtype, device=device)
+    """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
+    core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
+    from ..outofcore import apply_run
+
+    path = apply_run(run_dir, out, overwrite=force, dtype=dtype, device=device)
+    if path is None:
+        path = save_chosen(run_dir, out, force=force, dtype=dtype, device=device)
     console.print(f"saved the chosen model to {path}")
 
 
