@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .errors import LaserkitError
+from .errors import LaserkitError, first_line
 from .loading import DEFAULT_NAMES, default_model_dir
 
 _ST_DTYPES: dict[str, torch.dtype] = {
@@ -295,8 +295,8 @@ def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
             model = AutoModelForCausalLM.from_config(config)
         names = get_gguf_hf_weights_map(model, processor)
     except (ValueError, KeyError, NotImplementedError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first}") from None
+        raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first_line(e)}")\
+            from None
     return config, processor, names
 
 
@@ -341,10 +341,9 @@ def _hub_snapshot(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LaserkitError(
-            f"cannot get {repo_id!r} from the Hugging Face hub: {first} (offline? pass a local "
-            "directory or .gguf file, or download it first)"
+            f"cannot get {repo_id!r} from the Hugging Face hub: {first_line(e)} (offline? pass a "
+            "local directory or .gguf file, or download it first)"
         ) from None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import LaserkitError
+from .errors import LaserkitError, first_line
 from .hub import hub_reachable
 
 DEFAULT_MODEL = "default"
@@ -170,10 +170,9 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, ext
 
 
 def _load_error(source: object, e: Exception) -> LaserkitError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return LaserkitError(
-        f"cannot load model {str(source)!r}: {first} (offline? a hub id must already be in the "
-        "Hugging Face cache; or pass a local directory or .gguf file)"
+        f"cannot load model {str(source)!r}: {first_line(e)} (offline? a hub id must already be in "
+        "the Hugging Face cache; or pass a local directory or .gguf file)"
     )
 
 
