@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import LaserkitError, first_line
+from .fileio import atomic_dir
 from .hub import hub_reachable
 
 DEFAULT_MODEL = "default"
@@ -90,9 +89,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     """Dequantize a GGUF file to a safetensors model directory, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -100,13 +97,12 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         strip_quantization(model)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "config.json").exists():  # another process won the race: keep theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        atomic_dir(out, write)
+    except LaserkitError:
+        if not (out / "config.json").exists():  # another process won the race: keep theirs
+            raise
     return out
 
 

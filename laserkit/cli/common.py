@@ -7,6 +7,18 @@ from rich.console import Console
 
 console = Console(stderr=True)
 
+_NOTHING = "nothing was written"
+_interrupt = [_NOTHING]
+
+
+def on_interrupt(note: str) -> None:
+    """Say what a Ctrl-C from now on leaves behind and how to continue (printed by ``main``)."""
+    _interrupt[0] = note
+
+
+def interrupt_note() -> str:
+    return _interrupt[0]
+
 ModelArg = typer.Argument(
     "default", help="hub id, local model directory, .gguf file, or 'default' (packaged SmolLM2)"
 )
@@ -19,5 +31,6 @@ def load_with_status(model: str, dtype: str, device: str):
     """Load a model with a spinner (loading a GGUF the first time takes ~15 s)."""
     from ..loading import load
 
+    on_interrupt(_NOTHING)
     with console.status(f"loading {model} ..."):
         return load(model, dtype=dtype, device=device)
