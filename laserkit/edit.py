@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import LaserkitError
-from .interventions import USES_SVD, Factors, Intervention, compute
+from .interventions import USES_SVD, Factors, Intervention, check_finite, compute
 from .targets import Layout, Target, model_layout, resolve
 
 
@@ -117,8 +117,9 @@ class Editor:
                 W = self.read(t)
                 factors = None
                 if iv.kind in USES_SVD and not self._touched(t.param):
+                    check_finite(W, t.param)  # before the SVD, which would fail unreadably
                     factors = self.cache.get((t.param, t.rows, self.compute_dtype), W)
-                out, info = compute(W, iv, factors)
+                out, info = compute(W, iv, factors, name=t.param)
                 norm = float(W.norm())
                 info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0
                 self._write(t, out)

@@ -165,7 +165,18 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, ext
     return model, tokenizer
 
 
+def _check_weights(folder: Path) -> None:
+    """Damaged safetensors (truncated, garbled header, missing shard) named in one line before
+    transformers meets them (it raises a SafetensorError traceback). Headers only: cheap."""
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists():
+        from .checkpoint import SafetensorsCheckpoint
+
+        SafetensorsCheckpoint(folder)
+
+
 def _load_error(source: object, e: Exception) -> LaserkitError:
+    if Path(str(source)).exists():  # a local model: the network has nothing to do with it
+        return LaserkitError(f"cannot load model {str(source)!r}: {first_line(e)}")
     return LaserkitError(
         f"cannot load model {str(source)!r}: {first_line(e)} (offline? a hub id must already be in "
         "the Hugging Face cache; or pass a local directory or .gguf file)"
@@ -186,11 +197,19 @@ def load(source: str | os.PathLike | None = DEFAULT_MODEL, *, dtype: str = "auto
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     is_hub_id = not Path(path).exists()
+    if Path(path).is_dir():
+        _check_weights(Path(path))
     try:
         # a hub id is tried from the local cache first: offline use must not wait on the network
         model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code, extra,
                                             local_only=is_hub_id)
-    except (OSError, ValueError) as first_error:
+    except Exception as first_error:
+        if type(first_error).__name__ == "SafetensorError":  # damaged data the header check missed
+            raise LaserkitError(f"damaged safetensors weights in {path}: "
+                                f"{first_line(first_error)} (re-download or re-save them)"
+                                ) from None
+        if not isinstance(first_error, (OSError, ValueError)):
+            raise
         if not is_hub_id:
             raise _load_error(source, first_error) from None
         if not hub_reachable():
