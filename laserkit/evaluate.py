@@ -33,7 +33,7 @@ from torch import nn
 
 from . import scoring as S
 from .errors import LaserkitError
-from .saving import atomic_write_text
+from .fileio import atomic_dir, atomic_write_text, check_dir_target
 from .tasks.formats import normalize_answer
 from .tasks.registry import Example, Task, get_task
 
@@ -52,12 +52,32 @@ class EvalResult:
     records: list[dict] = field(default_factory=list)
 
     def write(self, out_dir: str | Path) -> Path:
-        """records.jsonl and summary.json in ``out_dir``, each written atomically."""
-        out = Path(out_dir)
-        atomic_write_text(out / "records.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
-        atomic_write_text(out / "summary.json", json.dumps(self.summary, indent=2) + "\n")
-        return out
+        """records.jsonl and summary.json in ``out_dir``, published together atomically (an
+        earlier evaluation there is replaced whole; see ``check_eval_out``)."""
+        check_eval_out(out_dir)
+
+        def write(tmp: Path) -> None:
+            atomic_write_text(tmp / "records.jsonl", "".join(
+                json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
+            atomic_write_text(tmp / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+
+        return atomic_dir(out_dir, write, overwrite=True)
+
+
+EVAL_FILES = {"records.jsonl", "summary.json"}
+
+
+def check_eval_out(out_dir: str | Path) -> Path:
+    """An eval --out must be new, empty, or an earlier evaluation's directory (which is replaced):
+    never a file, nor a directory holding anything else (a model, a scan)."""
+    out = Path(out_dir)
+    check_dir_target(out, overwrite=True)
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in EVAL_FILES)
+        if other:
+            raise LaserkitError(f"--out {out} holds other files ({', '.join(other[:3])}); give a "
+                                "new directory, or one that holds only an earlier evaluation")
+    return out
 
 
 def split_examples(examples: Sequence[Example], split: str = "all",

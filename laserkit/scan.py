@@ -269,7 +269,8 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
     records, skipped, num_layers = plan(ckpt, types, layers)
     done: list[MatrixRecord] = []
     reused = 0
-    bar = tqdm(records, desc="scan", unit="matrix", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(records, desc="scan", unit="matrix", disable=None if progress else True,
+               dynamic_ncols=True)  # None: no bar when stderr is not a terminal
     for planned in bar:
         bar.set_postfix_str(planned.module, refresh=False)
         cached = (_load_matrix(_matrix_file(out, planned.module), fingerprint)

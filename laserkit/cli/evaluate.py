@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
+from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status, on_interrupt
 
 out_console = Console()  # results go to stdout; status and errors to stderr
 
@@ -44,13 +44,17 @@ def eval_(
 ) -> None:
     """Score a model on a task: accuracy, log-loss (or perplexity, semantic score) and
     per-example records."""
-    from ..evaluate import evaluate
+    from ..evaluate import check_eval_out, evaluate
     from ..tasks import get_task
 
+    if out is not None:
+        check_eval_out(out)  # before any work
     t = get_task(task, data)
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
     loaded = load_with_status(model, dtype, device)
+    kept = f"; {out} keeps what it held" if out is not None else ""
+    on_interrupt(f"nothing was written{kept}; run the command again to evaluate")
     result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                       batch_size=batch_size, seed=seed, embedder=embedder,
                       max_new_tokens=max_new_tokens, max_length=max_length,

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
+from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status, on_interrupt
 
 
 def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
@@ -53,10 +53,12 @@ def reduce(
 ) -> None:
     """Apply one intervention to the chosen matrices and (optionally) save the edited model."""
     from ..edit import Editor
-    from ..saving import save
+    from ..saving import check_dir_target, save
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
                                    bandwidth)
+    if out is not None:
+        check_dir_target(out, overwrite=force)  # before loading and decomposing anything
     loaded = load_with_status(model, dtype, device)
     editor = Editor(loaded.model)
     targets = editor.targets(lname, lnum)  # validate before any work
@@ -70,6 +72,8 @@ def reduce(
                       "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
     console.print(table)
     if out is not None:
+        on_interrupt(f"nothing was saved and no partial files were left; {out} is as it was; "
+                     "run the command again to save")
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
                  overwrite=force)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, ModelArg, console
+from .common import DeviceOpt, ModelArg, console, on_interrupt
 
 FULL_TABLE_MAX = 64  # above this many matrices, `--table auto` prints a per-type summary
 
@@ -106,6 +106,9 @@ def scan(
 
     if table not in ("auto", "full", "summary"):
         raise LaserkitError(f"unknown --table {table!r}: use auto, full or summary")
+    if out is not None:
+        on_interrupt(f"the matrices finished so far are kept in {out}/matrices; the scan resumes "
+                     "from them when run again with the same --out")
     result = run_scan(model, out, types=types, layers=layers, device=device,
                       resume=not restart, progress=True, plots=plot,
                       threads=threads)
