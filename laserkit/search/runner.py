@@ -270,7 +270,10 @@ def run_grid(run_dir: Path, cfg: dict, *, resume: bool = False, workers: int = 1
         tick()
         work(run_dir, ctx, store, on_trial=tick)
     else:
-        threads = None if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // workers)
+        # CPU workers use the thread count one worker would: a matrix product's rounding depends
+        # on how many threads split it (e.g. a 117×1536 by 1536×576 product differs in the last
+        # bit between 1 and 2 threads), and results must not depend on --workers
+        threads = None if torch.cuda.is_available() else torch.get_num_threads()
         procs = spawn(run_dir, workers, worker_devices(workers, device), threads)
         try:
             while any(p.poll() is None for p in procs):
@@ -299,6 +302,7 @@ def spawn(run_dir: Path, n: int, devices: list[str], threads: int | None = None,
         env = {**os.environ, **(extra_env or {})}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # workers share cores: no spin-waiting
         cmd = [sys.executable, "-m", "laserkit.search.runner", str(run_dir),
                "--device", devices[i % len(devices)]]
         if threads:
