@@ -9,7 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status, on_interrupt
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelArg,
+    console,
+    load_with_status,
+    on_interrupt,
+    on_interrupt_publishing,
+)
 
 out_console = Console()  # results go to stdout; status and errors to stderr
 
@@ -53,8 +61,10 @@ def eval_(
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
     loaded = load_with_status(model, dtype, device)
-    kept = f"; {out} keeps what it held" if out is not None else ""
-    on_interrupt(f"nothing was written{kept}; run the command again to evaluate")
+    if out is None:
+        on_interrupt("nothing was written; run the command again to evaluate")
+    else:
+        on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
     result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                       batch_size=batch_size, seed=seed, embedder=embedder,
                       max_new_tokens=max_new_tokens, max_length=max_length,

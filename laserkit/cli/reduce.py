@@ -8,7 +8,14 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status, on_interrupt
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelArg,
+    console,
+    load_with_status,
+    on_interrupt_publishing,
+)
 
 
 def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
@@ -72,8 +79,7 @@ def reduce(
                       "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
     console.print(table)
     if out is not None:
-        on_interrupt(f"nothing was saved and no partial files were left; {out} is as it was; "
-                     "run the command again to save")
+        on_interrupt_publishing(out, "the edited model", "run the command again to save")
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
                  overwrite=force)

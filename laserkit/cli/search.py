@@ -9,7 +9,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, console, load_with_status, on_interrupt
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    console,
+    load_with_status,
+    on_interrupt,
+    on_interrupt_publishing,
+)
 
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
@@ -333,7 +340,7 @@ def apply_cmd(
     from ..saving import check_dir_target
 
     check_dir_target(out, overwrite=force)  # before loading the model
-    on_interrupt(f"nothing was saved and no partial files were left; {out} is as it was")
+    on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
     path = save_chosen(run_dir, out, force=force, dtype=dtype, device=device)
     console.print(f"saved the chosen model to {path}")
 
