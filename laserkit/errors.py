@@ -1,7 +1,7 @@
 """One exception type for everything a user can get wrong, and the one-line form of any error.
 
-The CLI prints a LaserkitError as a single line and exits with status 2; anything else is a bug
-and keeps its traceback.
+The CLI prints a LaserkitError as a single line and exits with its ``exit_code`` (2 for bad
+input, 1 for a write the file system refused); anything else is a bug.
 """
 
 from __future__ import annotations
@@ -9,6 +9,14 @@ from __future__ import annotations
 
 class LaserkitError(Exception):
     """A user-facing error: the message says what was wrong and what is accepted."""
+
+    exit_code = 2  # the CLI's status: bad input, like click's usage errors
+
+
+class WriteFailed(LaserkitError):
+    """The file system refused a write (full disk, quota, read-only): not the user's input."""
+
+    exit_code = 1
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:

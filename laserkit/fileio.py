@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import LaserkitError, first_line
+from .errors import LaserkitError, WriteFailed, first_line
 
 PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<random>``
 
@@ -66,19 +66,19 @@ def sigint_deferred() -> Iterator[None]:
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
-def write_error(path: os.PathLike | str, e: BaseException) -> LaserkitError | None:
+def write_error(path: os.PathLike | str, e: BaseException) -> WriteFailed | None:
     """A one-line error for an operating-system write failure, or None for anything else."""
     text = str(e)
     code = getattr(e, "errno", None)
     if code in _DISK_FULL or "os error 28" in text or "No space left" in text \
             or "File too large" in text:
-        return LaserkitError(f"cannot write {path}: no space left (disk or quota full, or file "
+        return WriteFailed(f"cannot write {path}: no space left (disk or quota full, or file "
                              "size limit); nothing was written there, your earlier files are "
                              "intact; free some space or choose another location")
     if isinstance(e, OSError) and code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return LaserkitError(f"cannot write {path}: {e.strerror} (choose a writable location)")
+        return WriteFailed(f"cannot write {path}: {e.strerror} (choose a writable location)")
     if isinstance(e, OSError) and code is not None:
-        return LaserkitError(f"cannot write {path}: {first_line(e)}")
+        return WriteFailed(f"cannot write {path}: {first_line(e)}")
     return None
 
 

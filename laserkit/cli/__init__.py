@@ -9,8 +9,8 @@ are recognised by what they do, not by class):
 - a usage mistake (unknown command or option, missing option, a value of the wrong type): click's
   message on one line, status 2;
 - a LaserkitError (bad input, damaged file, unusable output path): its line, status 2;
-- Ctrl-C: one line saying what was kept and how to continue (see ``common.on_interrupt``), 130;
 - a file system that refuses a write (full disk, read-only): one line naming the path, status 1;
+- Ctrl-C: one line saying what was kept and how to continue (see ``common.on_interrupt``), 130;
 - anything else is a bug: one line naming it, status 1 (``LASERKIT_DEBUG=1`` shows the traceback).
 """
 
@@ -109,7 +109,7 @@ def run(args: list[str]) -> int:
         return EXIT_INTERRUPTED
     except LaserkitError as e:
         _say(f"error: {e}")
-        return EXIT_USAGE
+        return int(getattr(e, "exit_code", EXIT_USAGE))
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
     except Exception as e:

@@ -59,6 +59,5 @@ def load_with_status(model: str, dtype: str, device: str):
     """Load a model with a spinner (loading a GGUF the first time takes ~15 s)."""
     from ..loading import load
 
-    on_interrupt(_NOTHING)
     with console.status(f"loading {model} ..."):
         return load(model, dtype=dtype, device=device)

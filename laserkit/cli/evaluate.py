@@ -52,6 +52,10 @@ def eval_(
 ) -> None:
     """Score a model on a task: accuracy, log-loss (or perplexity, semantic score) and
     per-example records."""
+    if out is None:
+        on_interrupt("nothing was written; run the command again to evaluate")
+    else:
+        on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
     from ..evaluate import check_eval_out, evaluate
     from ..tasks import get_task
 
@@ -61,10 +65,6 @@ def eval_(
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
     loaded = load_with_status(model, dtype, device)
-    if out is None:
-        on_interrupt("nothing was written; run the command again to evaluate")
-    else:
-        on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
     result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                       batch_size=batch_size, seed=seed, embedder=embedder,
                       max_new_tokens=max_new_tokens, max_length=max_length,

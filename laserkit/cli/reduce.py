@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from . import app
@@ -77,7 +78,7 @@ def reduce(
     for rec in records:
         table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
                       "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
-    console.print(table)
+    Console().print(table)  # the result, on stdout; status and errors go to stderr
     if out is not None:
         on_interrupt_publishing(out, "the edited model", "run the command again to save")
         with console.status(f"saving to {out} ..."):
