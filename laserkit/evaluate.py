@@ -33,7 +33,7 @@ from torch import nn
 
 from . import scoring as S
 from .errors import LaserkitError
-from .fileio import atomic_dir, atomic_write_text, check_dir_target
+from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
 from .tasks.formats import normalize_answer
 from .tasks.registry import Example, Task, get_task
 
@@ -64,20 +64,11 @@ class EvalResult:
         return atomic_dir(out_dir, write, overwrite=True)
 
 
-EVAL_FILES = {"records.jsonl", "summary.json"}
-
 
 def check_eval_out(out_dir: str | Path) -> Path:
     """An eval --out must be new, empty, or an earlier evaluation's directory (which is replaced):
     never a file, nor a directory holding anything else (a model, a scan)."""
-    out = Path(out_dir)
-    check_dir_target(out, overwrite=True)
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in EVAL_FILES)
-        if other:
-            raise LaserkitError(f"--out {out} holds other files ({', '.join(other[:3])}); give a "
-                                "new directory, or one that holds only an earlier evaluation")
-    return out
+    return check_dir_holds_only(out_dir, EVAL_FILES, kind="evaluation")
 
 
 def split_examples(examples: Sequence[Example], split: str = "all",

@@ -27,6 +27,7 @@ from pathlib import Path
 from .errors import LaserkitError, WriteFailed, first_line
 
 PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<random>``
+EVAL_FILES = {"records.jsonl", "summary.json"}  # what an evaluation's --out holds
 
 
 def umask() -> int:
@@ -136,6 +137,29 @@ def atomic_write_json(path: os.PathLike | str, obj: object, indent: int | None =
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
 
 
+def refuse_file(out: os.PathLike | str, what: str = "--out") -> Path:
+    """A directory is wanted at ``out``: refuse an existing regular file there, in one line."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LaserkitError(f"{what} {out} is an existing file, not a directory: give a new or "
+                            "empty directory path")
+    return out
+
+
+def check_dir_holds_only(out: os.PathLike | str, allowed: set[str], *, what: str = "--out",
+                         kind: str = "output") -> Path:
+    """``out`` may be new, empty, or hold only ``allowed`` names (an earlier output of this
+    kind, which will be replaced); a file, or a directory holding anything else, is refused."""
+    out = refuse_file(out, what)
+    check_writable_parent(out, what)
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in allowed)
+        if other:
+            raise LaserkitError(f"{what} {out} holds other files ({', '.join(other[:3])}); give a "
+                                f"new directory, or one that holds only an earlier {kind}")
+    return out
+
+
 def check_dir_target(out: os.PathLike | str, *, what: str = "--out",
                      overwrite: bool = False) -> Path:
     """Fail now, before any expensive work, if ``out`` can never receive a directory.
@@ -143,10 +167,7 @@ def check_dir_target(out: os.PathLike | str, *, what: str = "--out",
     A regular file there, a non-empty directory without ``overwrite``, or no writable folder to
     create it in: one LaserkitError each.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LaserkitError(f"{what} {out} is an existing file, not a directory: give a new or "
-                            "empty directory path")
+    out = refuse_file(out, what)
     if out.is_dir() and not overwrite and any(out.iterdir()):
         raise LaserkitError(f"{what} {out} exists and is not empty; choose another {what} or add "
                             "--force to replace it")

@@ -27,7 +27,7 @@ from . import __version__
 from .architectures import FUSED, GROUPS, ROLES
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import LaserkitError
-from .fileio import atomic_file, atomic_write_text, check_writable_parent
+from .fileio import atomic_file, atomic_write_text, check_writable_parent, refuse_file
 from .loading import pick_device
 from .spectral import matrix_stats
 from .spectral import threads as cpu_threads
@@ -194,9 +194,7 @@ def _stored_fingerprint(path: Path) -> str | None:
 def check_out_dir(out: Path, fingerprint: str, source: str) -> None:
     """Refuse an --out that is a file, or a directory holding anything but a scan of this same
     checkpoint: results of two models must never be mixed, nor someone's files replaced."""
-    if out.exists() and not out.is_dir():
-        raise LaserkitError(f"--out {out} is an existing file, not a directory: give a new or "
-                            "empty directory, or the directory of an earlier scan of this model")
+    refuse_file(out)
     check_writable_parent(out, "--out")
     if not out.is_dir() or not any(out.iterdir()):
         return

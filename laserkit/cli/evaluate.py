@@ -56,11 +56,13 @@ def eval_(
         on_interrupt("nothing was written; run the command again to evaluate")
     else:
         on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
-    from ..evaluate import check_eval_out, evaluate
+    if out is not None:  # before any work, and before importing torch
+        from ..fileio import EVAL_FILES, check_dir_holds_only
+
+        check_dir_holds_only(out, EVAL_FILES, kind="evaluation")
+    from ..evaluate import evaluate
     from ..tasks import get_task
 
-    if out is not None:
-        check_eval_out(out)  # before any work
     t = get_task(task, data)
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model

@@ -60,13 +60,14 @@ def reduce(
     device: str = DeviceOpt,
 ) -> None:
     """Apply one intervention to the chosen matrices and (optionally) save the edited model."""
-    from ..edit import Editor
     from ..saving import check_dir_target, save
+
+    if out is not None:
+        check_dir_target(out, overwrite=force)  # before loading and decomposing anything
+    from ..edit import Editor
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
                                    bandwidth)
-    if out is not None:
-        check_dir_target(out, overwrite=force)  # before loading and decomposing anything
     loaded = load_with_status(model, dtype, device)
     editor = Editor(loaded.model)
     targets = editor.targets(lname, lnum)  # validate before any work

@@ -101,11 +101,15 @@ def scan(
 ) -> None:
     """SNR and spectrum statistics of every 2-D weight, streamed from the checkpoint files."""
     from ..errors import LaserkitError
-    from ..scan import lowest_snr
-    from ..scan import scan as run_scan
+    from ..fileio import refuse_file
 
     if table not in ("auto", "full", "summary"):
         raise LaserkitError(f"unknown --table {table!r}: use auto, full or summary")
+    if out is not None:
+        refuse_file(out)  # the rest of --out's checks need the checkpoint's fingerprint
+    from ..scan import lowest_snr
+    from ..scan import scan as run_scan
+
     if out is not None:
         on_interrupt(f"the matrices finished so far are kept in {out}/matrices; the scan resumes "
                      "from them when run again with the same --out")
