@@ -437,20 +437,21 @@ def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
 
 
 def test_saved_files_honour_the_umask(env, tmp_path):
-    for mask, dmode, fmode in ((0o022, 0o755, 0o644), (0o027, 0o750, 0o640)):
-        out = tmp_path / f"model-{mask:o}"
-        ev = tmp_path / f"eval-{mask:o}"
-        ran = laserkit("reduce", env["tiny"], "--lname", "fc_in", "--lnum", "0", "--rate", "5",
-                       "--out", out, umask=mask)
-        assert ran.rc == 0, ran.err
-        ran = laserkit("eval", env["tiny"], "-t", env["task"], "--limit", "5", "--out", ev,
-                       umask=mask)
-        assert ran.rc == 0, ran.err
-        for folder in (out, ev):
-            assert folder.stat().st_mode & 0o777 == dmode
-            files = list(folder.iterdir())
-            assert files and all(f.stat().st_mode & 0o777 == fmode for f in files), \
-                [(f.name, oct(f.stat().st_mode)) for f in files]
+    """umask 027 (not the common 022, so a hard-coded 0755/0644 would fail too): a saved model and
+    an evaluation's results are rwxr-x--- / rw-r-----, not the 0700 / 0600 of temporary files."""
+    mask, dmode, fmode = 0o027, 0o750, 0o640
+    out, ev = tmp_path / "model", tmp_path / "eval"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda args: laserkit(*args, umask=mask), [
+            ("reduce", env["tiny"], "--lname", "fc_in", "--lnum", "0", "--rate", "5", "--out",
+             out),
+            ("eval", env["tiny"], "-t", env["task"], "--limit", "5", "--out", ev)]))
+    assert all(r.rc == 0 for r in runs), [r.err for r in runs]
+    for folder in (out, ev):
+        assert folder.stat().st_mode & 0o777 == dmode
+        files = list(folder.iterdir())
+        assert files and all(f.stat().st_mode & 0o777 == fmode for f in files), \
+            [(f.name, oct(f.stat().st_mode)) for f in files]
 
 
 def test_workers_do_not_change_the_numbers(env, tmp_path):
