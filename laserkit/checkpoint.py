@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .errors import LaserkitError
+from .errors import LaserkitError, first_line
 from .loading import ModelSource
 
 _ST_DTYPES: dict[str, torch.dtype] = {
@@ -315,8 +315,8 @@ def _gguf_naming_uncached(path: Path) -> tuple[dict, dict[str, str]]:
             model = AutoModelForCausalLM.from_config(config)
         names = get_gguf_hf_weights_map(model, processor)
     except (ValueError, KeyError, NotImplementedError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first}") from None
+        raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first_line(e)}")\
+            from None
     return parsed, names
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import LaserkitError
-from .interventions import USES_SVD, Factors, Intervention, compute
+from .interventions import USES_SVD, Factors, Intervention, check_finite, compute
 from .targets import Layout, Target, model_layout, resolve
 
 
@@ -118,9 +118,10 @@ class Editor:
                 factors = None
                 if iv.kind in USES_SVD and not self._touched(t.param):
                     # MP thresholding is float64 as in laserRMT; LASER uses the compute dtype
+                    check_finite(W, t.param)  # before the SVD, which would fail unreadably
                     dtype = torch.float64 if iv.kind == "mp-threshold" else self.compute_dtype
                     factors = self.cache.get((t.param, t.rows, dtype), W.to(dtype))
-                out, info = compute(W, iv, factors)
+                out, info = compute(W, iv, factors, name=t.param)
                 norm = float(W.norm())
                 info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0
                 self._write(t, out)

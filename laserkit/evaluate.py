@@ -43,7 +43,7 @@ from torch import nn
 
 from . import scoring as S
 from .errors import LaserkitError
-from .saving import atomic_write_text
+from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
 from .tasks import matching as M
 from .tasks.registry import get_task
 from .tasks.spec import CHAT_KINDS, Example, Task
@@ -63,12 +63,23 @@ class EvalResult:
     records: list[dict] = field(default_factory=list)
 
     def write(self, out_dir: str | Path) -> Path:
-        """records.jsonl and summary.json in ``out_dir``, each written atomically."""
-        out = Path(out_dir)
-        atomic_write_text(out / "records.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
-        atomic_write_text(out / "summary.json", json.dumps(self.summary, indent=2) + "\n")
-        return out
+        """records.jsonl and summary.json in ``out_dir``, published together atomically (an
+        earlier evaluation there is replaced whole; see ``check_eval_out``)."""
+        check_eval_out(out_dir)
+
+        def write(tmp: Path) -> None:
+            atomic_write_text(tmp / "records.jsonl", "".join(
+                json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
+            atomic_write_text(tmp / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+
+        return atomic_dir(out_dir, write, overwrite=True)
+
+
+
+def check_eval_out(out_dir: str | Path) -> Path:
+    """An eval --out must be new, empty, or an earlier evaluation's directory (which is replaced):
+    never a file, nor a directory holding anything else (a model, a scan)."""
+    return check_dir_holds_only(out_dir, EVAL_FILES, kind="evaluation")
 
 
 def _grouped(items: Sequence[Example]) -> list[list[Example]]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import LaserkitError
+from .errors import LaserkitError, first_line
+from .fileio import atomic_dir
 from .hub import hub_reachable
 
 DEFAULT_MODEL = "default"
@@ -104,9 +103,8 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     from .checkpoint import GGUFCheckpoint
 
     ckpt = GGUFCheckpoint(gguf)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         config = ckpt.config
         arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
@@ -146,13 +144,12 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         config.save_pretrained(tmp)
         GenerationConfig.from_model_config(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "config.json").exists():  # another process won the race: keep theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        atomic_dir(out, write)
+    except LaserkitError:
+        if not (out / "config.json").exists():  # another process won the race: keep theirs
+            raise
     return out
 
 
@@ -276,11 +273,21 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
     return model, tokenizer
 
 
+def _check_weights(folder: Path) -> None:
+    """Damaged safetensors (truncated, garbled header, missing shard) named in one line before
+    transformers meets them (it raises a SafetensorError traceback). Headers only: cheap."""
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists():
+        from .checkpoint import SafetensorsCheckpoint
+
+        SafetensorsCheckpoint(folder)
+
+
 def _load_error(source: object, e: Exception) -> LaserkitError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if Path(str(source)).exists():  # a local model: the network has nothing to do with it
+        return LaserkitError(f"cannot load model {str(source)!r}: {first_line(e)}")
     return LaserkitError(
-        f"cannot load model {str(source)!r}: {first} (offline? a hub id must already be in the "
-        "Hugging Face cache; or pass a local directory or .gguf file)"
+        f"cannot load model {str(source)!r}: {first_line(e)} (offline? a hub id must already be in "
+        "the Hugging Face cache; or pass a local directory or .gguf file)"
     )
 
 
@@ -309,10 +316,16 @@ def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtyp
                 f"{path} is not a model directory: expected config.json with safetensors or .bin "
                 "weights, a .gguf file, or a Hugging Face hub id"
             )
+        _check_weights(Path(path))
         try:
             model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
                                                 local_only=True)
-        except (OSError, ValueError) as e:
+        except Exception as e:
+            if type(e).__name__ == "SafetensorError":  # damaged data the header check missed
+                raise LaserkitError(f"damaged safetensors weights in {path}: {first_line(e)} "
+                                    "(re-download or re-save them)") from None
+            if not isinstance(e, (OSError, ValueError)):
+                raise
             raise _load_error(src.text, e) from None
     model.to(dev)
     model.eval()

@@ -1,7 +1,8 @@
 """Save an edited model as a normal Hugging Face directory, atomically, with a record of the edit.
 
-Everything is written into a temporary sibling directory first and renamed into place at the end,
-so an interrupted save never leaves a half-written model where the user asked for one.
+Everything is written into a temporary sibling directory first and renamed into place at the end
+(fileio.atomic_dir), so an interrupted save never leaves a half-written model where the user asked
+for one, nor a temporary copy beside it.
 """
 
 from __future__ import annotations
@@ -9,72 +10,27 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .errors import LaserkitError
+from .fileio import atomic_dir, atomic_file, atomic_write_text, check_dir_target
+
+__all__ = ["RECORD", "atomic_dir", "atomic_write_text", "check_dir_target", "model_card", "save",
+           "save_figure"]
 
 RECORD = "laserkit.json"
 
 
-def atomic_dir(out: Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
-    """Call ``write(tmp)`` then move ``tmp`` to ``out``; on any failure nothing appears at out."""
-    out = Path(out)
-    if out.exists() and not overwrite and any(out.iterdir()):
-        raise LaserkitError(f"{out} exists and is not empty; choose another --out or add --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        write(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file through a temporary sibling and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG through a temporary sibling and an atomic rename, then
-    close it (no timestamp metadata, so the same run gives the same bytes)."""
+    """Write a matplotlib figure as PNG atomically, then close it (no timestamp metadata, so the
+    same run gives the same bytes)."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
+                                                          metadata={"Software": None}))
     finally:
         plt.close(fig)
-    return path
 
 
 def model_card(base: str, edits: list[dict], extra: str = "") -> str:

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from . import __version__
 from .architectures import FUSED, GROUPS, ROLES
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import LaserkitError
+from .fileio import atomic_file, atomic_write_text, check_writable_parent, refuse_file
 from .loading import pick_device
-from .saving import atomic_write_text
 from .spectral import SMALL_EIG, matrix_stats
 from .spectral import threads as cpu_threads
 from .targets import names_layout, parse_layers
@@ -179,16 +178,48 @@ def _save_matrix(path: Path, rec: MatrixRecord, fingerprint: str) -> None:
     """Singular values + record, written to a temporary sibling and renamed into place."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"record": json.dumps(rec.row()), "fingerprint": fingerprint, "method": METHOD}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    atomic_file(path, lambda tmp: save_file({"s": rec.s.contiguous()}, str(tmp), metadata=meta))
+
+
+def _stored_fingerprint(path: Path) -> str | None:
+    """The checkpoint fingerprint a stored matrix file was computed from (None: unreadable)."""
+    from safetensors import safe_open
+
     try:
-        save_file({"s": rec.s.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("fingerprint")
+    except Exception:  # a damaged file is recomputed anyway
+        return None
+
+
+def check_out_dir(out: Path, fingerprint: str, source: str) -> None:
+    """Refuse an --out that is a file, or a directory holding anything but a scan of this same
+    checkpoint: results of two models must never be mixed, nor someone's files replaced."""
+    refuse_file(out)
+    check_writable_parent(out, "--out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    theirs = None
+    if (out / SCAN_JSON).is_file():
+        try:
+            doc = json.loads((out / SCAN_JSON).read_text())
+            theirs = (doc["fingerprint"], doc.get("source", "?"))
+        except (ValueError, KeyError, TypeError):
+            raise LaserkitError(f"--out {out} holds a {SCAN_JSON} that is not a laserkit scan; "
+                                "choose another --out") from None
+    elif (out / "matrices").is_dir():
+        for f in sorted((out / "matrices").glob("*.safetensors")):
+            fp = _stored_fingerprint(f)
+            if fp is not None:
+                theirs = (fp, "an interrupted scan")
+                break
+    else:
+        raise LaserkitError(f"--out {out} is not empty and holds no laserkit scan; choose a new or "
+                            "empty directory (nothing was written)")
+    if theirs is not None and theirs[0] != fingerprint:
+        raise LaserkitError(f"--out {out} holds the scan of another checkpoint ({theirs[1]}), not "
+                            f"of {source}; choose another --out or delete it (nothing was written)")
 
 
 def _load_matrix(path: Path, fingerprint: str | None = None) -> MatrixRecord | None:
@@ -233,8 +264,10 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
     ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     dev = pick_device(device)
     fingerprint = ckpt.fingerprint()
-    records, skipped, num_layers = plan(ckpt, types, layers)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        check_out_dir(out, fingerprint, str(getattr(ckpt, "source", source)))
+    records, skipped, num_layers = plan(ckpt, types, layers)
     done: list[MatrixRecord] = []
     reused = 0
     workers = threads or torch.get_num_threads()
@@ -252,7 +285,8 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
             planned, fut = pending.popleft()
             finish(planned, fut.result())
 
-    bar = tqdm(records, desc="scan", unit="matrix", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(records, desc="scan", unit="matrix", disable=None if progress else True,
+               dynamic_ncols=True)  # None: no bar when stderr is not a terminal
     # Small matrices run side by side, one thread each (LAPACK gains nothing from threads below
     # ~1000×1000 and OpenMP spin-waits cost seconds on a busy machine); a large one runs alone
     # with every thread. Peak memory is that of the largest matrix, as when scanning one by one.

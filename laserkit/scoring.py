@@ -38,7 +38,26 @@ def context_length(model: nn.Module, override: int | None = None) -> int:
 
 def _bar(total: int, progress: bool, desc: str) -> tqdm:
     # delay: the bar appears only for work that takes more than a couple of seconds
-    return tqdm(total=total, disable=not progress, delay=2.0, desc=desc, leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log gets no carriage-return litter)
+    return tqdm(total=total, disable=None if progress else True, delay=2.0, desc=desc,
+                leave=False)
+
+
+def check_finite_outputs(values: torch.Tensor) -> None:
+    """A model whose outputs are NaN or ±inf cannot be scored: every answer would tie (and NaN
+    comparisons would count as correct). One line instead of a meaningless accuracy."""
+    if not bool(torch.isfinite(values).all()):
+        raise LaserkitError(
+            "the model's outputs are NaN or infinite, so no answer can be scored: its weights "
+            "hold NaN/inf, or it overflows in this dtype (try --dtype float32)")
+
+
+class _FiniteScores:
+    """A generation logits processor that stops at the first non-finite step."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        check_finite_outputs(scores)
+        return scores
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -140,6 +159,7 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
         else:
             first = 0
         logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev), **kw).logits
+        check_finite_outputs(logits)
         for j, r in enumerate(batch):
             lo, hi = spans[j]
             lp = logits[j, lo - first:hi - first].float().log_softmax(-1).cpu()
@@ -168,7 +188,7 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_n
                     desc: str = "generating") -> list[list[int]]:
     """Greedy continuations (new tokens only, cut before the first EOS), batched with left
     padding; ``use_cache=False`` recomputes the whole prefix at every step (the reference)."""
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
@@ -186,7 +206,8 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_n
         idx = order[b0:b0 + batch_size]
         x, mask = pad_batch([prompts[i] for i in idx], pad_id, left=True)
         gen = model.generate(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                             generation_config=cfg)
+                             generation_config=cfg,
+                             logits_processor=LogitsProcessorList([_FiniteScores()]))
         for j, i in enumerate(idx):
             new = gen[j, x.shape[1]:].tolist()
             cut = next((k for k, t in enumerate(new) if t in eos), len(new))

@@ -183,11 +183,13 @@ def test_interrupted_scan_resumes_to_the_same_result(tiny_dirs, tmp_path, monkey
     assert all(torch.equal(a.s, b.s) for a, b in zip(resumed.records, full.records, strict=True))
     assert (tmp_path / "part" / "scan.json").read_text() == \
         (tmp_path / "full" / "scan.json").read_text()
-    # a different checkpoint in the same directory is not mistaken for this one
+    # a different checkpoint is refused in this directory: two models' results never mix
     other = make_tiny("llama", seed=1)
     other.save_pretrained(tmp_path / "other")
-    again = scan(tmp_path / "other", tmp_path / "part", progress=False)
-    assert again.reused == 0 and _rows(again) != _rows(full)
+    before = {p: p.read_bytes() for p in (tmp_path / "part").rglob("*") if p.is_file()}
+    with pytest.raises(LaserkitError, match="holds the scan of another checkpoint"):
+        scan(tmp_path / "other", tmp_path / "part", progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "part").rglob("*") if p.is_file()} == before
 
 
 def test_lowest_snr_candidates_resolve_exactly(tiny_dirs):

@@ -1,17 +1,47 @@
 """The ``laserkit`` command: a thin typer layer over the library. One module per command family.
 
-Each module defines its commands on ``app`` below; ``main`` turns a LaserkitError into one line
-on stderr and exit status 2.
+Each module defines its commands on ``app`` below. ``main`` runs them and turns every way a run
+can end into one line on stderr and an exit status, whatever typer/click version is installed
+(typer ≥ 0.22 vendors its own click as ``typer._click``, whose exceptions are not click's, so they
+are recognised by what they do, not by class):
+
+- ``laserkit`` alone: the help, status 0;
+- a usage mistake (unknown command or option, missing option, a value of the wrong type): click's
+  message on one line, status 2;
+- a LaserkitError (bad input, damaged file, unusable output path): its line, status 2;
+- a file system that refuses a write (full disk, read-only): one line naming the path, status 1;
+- Ctrl-C: one line saying what was kept and how to continue (see ``common.on_interrupt``), 130;
+- anything else is a bug: one line naming it, status 1 (``LASERKIT_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
-import importlib
+import os
+import signal
 import sys
 
-import typer
 
-from ..errors import LaserkitError
+def _early_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C while Python is still importing: nothing has been written yet."""
+    os.write(2, b"laserkit: interrupted while starting; nothing was written\n")
+    os._exit(130)
+
+
+def _is_console_script() -> bool:
+    """Started as ``laserkit`` or ``python -m laserkit`` (not imported by a test or a library)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "laserkit" or \
+        getattr(spec, "name", None) == "laserkit.__main__"
+
+
+if _is_console_script() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _early_interrupt)
+
+import importlib  # noqa: E402
+
+import typer  # noqa: E402
+
+from ..errors import LaserkitError, first_line  # noqa: E402
 
 app = typer.Typer(
     name="laserkit",
@@ -24,30 +54,88 @@ app = typer.Typer(
 # Command families, each a module of this package that adds its commands to ``app``.
 COMMAND_MODULES = ("reduce", "evaluate", "scan", "search", "cache")
 
+EXIT_USAGE = 2  # click's status for usage errors; also laserkit's for bad input
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
+
 
 def _register() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}")
 
 
-def main() -> None:
-    _register()
-    try:
-        app(standalone_mode=False)
-    except LaserkitError as e:
-        print(f"laserkit: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("laserkit: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors come through here in non-standalone mode
-        import click
+def _say(text: str) -> None:
+    print("laserkit: " + " ".join(text.split()), file=sys.stderr, flush=True)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+
+def _is(e: BaseException, name: str) -> bool:
+    """Whether ``e`` is a click (or vendored click) exception of this class name."""
+    return any(c.__name__ == name and c.__module__.endswith("exceptions")
+               for c in type(e).__mro__)
+
+
+def _click_exit(e: BaseException) -> int | None:
+    """Handle click's own control-flow exceptions; the exit status, or None if ``e`` is not one."""
+    if _is(e, "Exit"):  # --help, --version: click has already printed what it should
+        return int(getattr(e, "exit_code", 0) or 0)
+    if _is(e, "Abort"):
+        return None
+    if _is(e, "ClickException"):
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _say(f"error: {message}{hint}")
+        return int(getattr(e, "exit_code", EXIT_USAGE))
+    return None
+
+
+def run(args: list[str]) -> int:
+    """Run one command line; returns the exit status (never raises, never prints a traceback
+    unless LASERKIT_DEBUG is set)."""
+    from .common import interrupt_note
+
+    if not args:
+        args = ["--help"]  # a newcomer's first try: the help, and success
+    try:
+        _register()
+        command = typer.main.get_command(app)
+        if signal.getsignal(signal.SIGINT) is _early_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C cleans up
+        with command.make_context("laserkit", list(args)) as ctx:
+            command.invoke(ctx)
+        return 0
+    except KeyboardInterrupt:
+        _say(f"interrupted; {interrupt_note()}")
+        return EXIT_INTERRUPTED
+    except LaserkitError as e:
+        _say(f"error: {e}")
+        return int(getattr(e, "exit_code", EXIT_USAGE))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
+    except Exception as e:
+        status = _click_exit(e)
+        if status is not None:
+            return status
+        if _is(e, "Abort"):  # an older click turned the Ctrl-C into Abort itself
+            _say(f"interrupted; {interrupt_note()}")
+            return EXIT_INTERRUPTED
+        from ..fileio import write_error
+
+        err = write_error(getattr(e, "filename", None) or "a file", e)
+        if err is not None:
+            _say(f"error: {err}")
+            return EXIT_FAILED
+        if os.environ.get("LASERKIT_DEBUG"):
+            raise
+        if isinstance(e, MemoryError):
+            _say("error: out of memory (try a smaller --batch-size, fewer workers, or a smaller "
+                 "model)")
+            return EXIT_FAILED
+        _say(f"internal error: {type(e).__name__}: {first_line(e)} (a bug: please report it; "
+             "LASERKIT_DEBUG=1 shows the traceback)")
+        return EXIT_FAILED
+
+
+def main() -> None:
+    """The console script ``laserkit``."""
+    sys.exit(run(sys.argv[1:]))

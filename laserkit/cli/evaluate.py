@@ -9,7 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelArg,
+    console,
+    load_with_status,
+    on_interrupt,
+    on_interrupt_publishing,
+)
 
 out_console = Console()  # results go to stdout; status and errors to stderr
 
@@ -54,6 +62,14 @@ def eval_(
 ) -> None:
     """Score a model on a task: accuracy, log-loss (or perplexity, semantic score) and
     per-example records."""
+    if out is None:
+        on_interrupt("nothing was written; run the command again to evaluate")
+    else:
+        on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
+    if out is not None:  # before any work, and before importing torch
+        from ..fileio import EVAL_FILES, check_dir_holds_only
+
+        check_dir_holds_only(out, EVAL_FILES, kind="evaluation")
     from ..evaluate import evaluate
     from ..tasks import get_task
 
@@ -112,10 +128,10 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **extra)
             except (OSError, ValueError) as e:
-                from ..errors import LaserkitError
+                from ..errors import LaserkitError, first_line
 
                 raise LaserkitError(f"cannot load the tokenizer of {model}: "
-                                    f"{str(e).splitlines()[0]}") from None
+                                    f"{first_line(e)}") from None
     items = preview(t, tokenizer, show, chat_template=chat_template, system_prompt=system_prompt)
     out_console.print(f"task {t.name}: kind {t.kind}, metric {t.metric} "
                       f"({'higher' if t.higher_is_better else 'lower'} is better)"

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, ModelArg, console, load_with_status
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelArg,
+    console,
+    load_with_status,
+    on_interrupt_publishing,
+)
 
 
 def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
@@ -64,7 +72,7 @@ def _print_records(records: list[dict], iv, source: str) -> None:
     for rec in records:
         table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
                       "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
-    console.print(table)
+    Console().print(table)  # the result, on stdout; status and errors go to stderr
 
 
 @app.command()
@@ -101,8 +109,12 @@ def reduce(
     built, only the edited tensors are read, and each keeps its stored dtype (a --dtype other
     than the stored one loads the model instead). --out FILE.gguf writes GGUF (GGUF sources).
     """
-    from ..edit import Editor
+    from ..fileio import check_out_target
     from ..saving import save
+
+    if out is not None:
+        check_out_target(out, overwrite=force)  # before loading and decomposing anything
+    from ..edit import Editor
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
                                    bandwidth, estimator)
@@ -120,6 +132,7 @@ def reduce(
         records = editor.apply(lname, lnum, iv)
     _print_records(records, iv, loaded.source)
     if out is not None:
+        on_interrupt_publishing(out, "the edited model", "run the command again to save")
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
                  overwrite=force)

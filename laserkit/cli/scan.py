@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, ModelArg, console
+from .common import DeviceOpt, ModelArg, console, on_interrupt
 
 FULL_TABLE_MAX = 64  # above this many matrices, `--table auto` prints a per-type summary
 
@@ -101,11 +101,18 @@ def scan(
 ) -> None:
     """SNR and spectrum statistics of every 2-D weight, streamed from the checkpoint files."""
     from ..errors import LaserkitError
-    from ..scan import lowest_snr
-    from ..scan import scan as run_scan
+    from ..fileio import refuse_file
 
     if table not in ("auto", "full", "summary"):
         raise LaserkitError(f"unknown --table {table!r}: use auto, full or summary")
+    if out is not None:
+        refuse_file(out)  # the rest of --out's checks need the checkpoint's fingerprint
+    from ..scan import lowest_snr
+    from ..scan import scan as run_scan
+
+    if out is not None:
+        on_interrupt(f"the matrices finished so far are kept in {out}/matrices; the scan resumes "
+                     "from them when run again with the same --out")
     result = run_scan(model, out, types=types, layers=layers, device=device,
                       resume=not restart, progress=True, plots=plot,
                       threads=threads)

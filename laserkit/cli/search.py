@@ -9,7 +9,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, console, load_with_status
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    console,
+    load_with_status,
+    on_interrupt,
+    on_interrupt_publishing,
+)
 from .reduce import BANDWIDTH_HELP
 
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
@@ -66,8 +73,19 @@ def _objective(task: str | None, data: str | None, limit: int | None, batch_size
             "batch_size": batch_size, "seed": seed}
 
 
-def _run_dir(run_dir: Path | None, command: str, task: str | None) -> Path:
-    return run_dir or Path("runs") / f"{command}-{Path(task or 'run').stem}"
+def _run_dir(run_dir: Path | None, command: str, task: str | None,
+             resume: bool | None = None) -> Path:
+    """The run directory, checked before any model is loaded (``resume`` None: no check)."""
+    from ..search.runner import check_run_dir
+
+    out = run_dir or Path("runs") / f"{command}-{Path(task or 'run').stem}"
+    if resume is not None:
+        check_run_dir(out, resume)
+    return out
+
+
+def _trials_kept(run_dir: Path, again: str) -> None:
+    on_interrupt(f"the finished trials are kept in {run_dir}; {again}")
 
 
 class _Bar:
@@ -75,7 +93,8 @@ class _Bar:
 
     def __init__(self, label: str) -> None:
         self.progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console)
+                                 TimeElapsedColumn(), console=console,
+                                 disable=not console.is_terminal)  # no bar litter in logs
         self.task = self.progress.add_task(label, total=None)
 
     def __enter__(self) -> _Bar:
@@ -119,6 +138,8 @@ def _finish(result: dict, run_dir: Path, loaded, no_save: bool) -> None:
     report = write_report(run_dir)
     console.print(f"report: {report}")
     if not no_save:
+        on_interrupt(f"the finished run is kept in {run_dir}; save its model with `laserkit "
+                     f"apply {run_dir} --out DIR`")
         out = save_chosen(run_dir, run_dir / "best-model", loaded=loaded, force=True)
         console.print(f"saved the chosen model to {out}")
 
@@ -201,7 +222,7 @@ def search(
     if intervention not in ("rank-reduction", "vendi-score"):
         raise LaserkitError(f"search grids over ρ: use --intervention rank-reduction or "
                             f"vendi-score (not {intervention}; mp-threshold is `laserkit greedy`)")
-    run_dir = _run_dir(run_dir, "search", task)
+    run_dir = _run_dir(run_dir, "search", task, resume)
     iv = Intervention(kind=intervention, rho=1.0, use_quality=use_quality,
                       min_diversity=min_diversity, bandwidth=bandwidth)
     loaded = load_with_status(model, dtype, device)
@@ -214,6 +235,7 @@ def search(
                         storage=storage, prefix_cache=not no_prefix_cache,
                         cache_bytes=int(cache_gb * (1 << 30)),
                         grid={"lnames": lnames, "layers": layers})
+    _trials_kept(run_dir, "continue with the same command and --resume")
     with _Bar(f"search {run_dir}") as bar:
         result = run_grid(run_dir, cfg, resume=resume, workers=workers, device=device,
                           ctx=None if workers > 1 else _context(cfg, loaded, no_prefix_cache),
@@ -244,14 +266,17 @@ def greedy(
     from ..scan import lowest_snr, scan
     from ..search.greedy import candidate_edits, greedy_config, run_greedy
 
-    run_dir = _run_dir(run_dir, "greedy", task)
+    run_dir = _run_dir(run_dir, "greedy", task, resume)
     objective = _objective(task, data, limit, batch_size, seed)
     loaded = load_with_status(model, dtype, device)
+    on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
+                 "again with --resume to continue")
     scanned = scan(loaded.path, run_dir / "scan", types=types, device=device, progress=True,
                    plots=False)
     cands = candidate_edits(lowest_snr(scanned, candidates, types))
     cfg = greedy_config(model, objective, cands, dtype=dtype, storage=storage,
                         prefix_cache=not no_prefix_cache, seed=seed or 0)
+    _trials_kept(run_dir, "continue with the same command and --resume")
     with _Bar(f"greedy {run_dir}") as bar:
         result = run_greedy(run_dir, cfg, _context(cfg, loaded, no_prefix_cache), resume=resume,
                             progress=bar)
@@ -284,7 +309,7 @@ def compose(
     from ..search.compose import compose_config, run_compose
     from ..targets import model_layout, parse_layers
 
-    run_dir = _run_dir(run_dir, "compose", task)
+    run_dir = _run_dir(run_dir, "compose", task, resume)
     objective = _objective(task, data, limit, batch_size, seed)
     loaded = load_with_status(model, dtype, device)
     layers = parse_layers(lnum, model_layout(loaded.model).num_layers)
@@ -293,6 +318,7 @@ def compose(
     cfg = compose_config(model, objective, lnames, layers, _rhos(rho, None, ()), iv.to_dict(),
                          dtype=dtype, storage=storage, prefix_cache=not no_prefix_cache,
                          seed=seed or 0)
+    _trials_kept(run_dir, "continue with the same command and --resume")
     with _Bar(f"compose {run_dir}") as bar:
         result = run_compose(run_dir, cfg, _context(cfg, loaded, no_prefix_cache),
                              resume=resume, progress=bar)
@@ -319,8 +345,11 @@ def apply_cmd(
 ) -> None:
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
     core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
+    from ..fileio import check_out_target
     from ..outofcore import apply_run
 
+    check_out_target(out, overwrite=force)  # before loading the model
+    on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
     path = apply_run(run_dir, out, overwrite=force, dtype=dtype, device=device)
     if path is None:
         path = save_chosen(run_dir, out, force=force, dtype=dtype, device=device)

@@ -83,12 +83,25 @@ class Intervention:
         return f"{self.kind}(ρ={self.rho:g}{extra})"
 
 
-def compute(W: torch.Tensor, iv: Intervention,
-            factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
-    """Apply ``iv`` to W (float32 or float64, (out, in)); returns Ŵ and facts for the record."""
+def check_finite(W: torch.Tensor, name: str = "the matrix") -> None:
+    """NaN or ±inf make LAPACK's SVD fail (LinAlgError) and Vendi's kernel meaningless: name the
+    tensor in one line instead."""
+    bad = int((~torch.isfinite(W)).sum())
+    if bad:
+        raise LaserkitError(
+            f"weight {name} holds {bad} NaN or infinite value(s) of {W.numel()}: SVD, "
+            "Marchenko–Pastur and Vendi need finite weights (the checkpoint is damaged or comes "
+            "from a diverged run)")
+
+
+def compute(W: torch.Tensor, iv: Intervention, factors: Factors | None = None,
+            name: str = "the matrix") -> tuple[torch.Tensor, dict]:
+    """Apply ``iv`` to W (float32 or float64, (out, in)); returns Ŵ and facts for the record.
+    ``name`` (the parameter's) is what an error about W's values names."""
     m, n = W.shape
     if iv.kind == "dont":
         return W.clone(), {"rank": min(m, n)}
+    check_finite(W, name)
     if iv.kind == "rank-reduction":
         return rank_reduce(W, iv.rho, factors), {"rank": kept_rank(m, n, iv.rho)}
     if iv.kind == "mp-threshold":
@@ -107,6 +120,7 @@ __all__ = [
     "KINDS",
     "USES_SVD",
     "Factors",
+    "check_finite",
     "Intervention",
     "compute",
     "kept_rank",

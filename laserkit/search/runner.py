@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +52,35 @@ def write_config(run_dir: Path, cfg: dict, resume: bool) -> dict:
         return old
     atomic_write_text(path, json.dumps(cfg, indent=2) + "\n")
     return cfg
+
+
+# What a run directory may hold besides run.json: a run interrupted before run.json was written
+# (greedy scans first) is continued, anything else is someone else's directory.
+RUN_FILES = {CONFIG, "scan", "trials", "trials.db", "trials.db-journal", "trials.db-wal",
+             "trials.db-shm", "result.json", "report", "best-model"}
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse, before any work, a --run-dir that is a file, holds something else, or holds a run
+    that --resume was not asked to continue."""
+    from ..fileio import check_writable_parent
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LaserkitError(f"--run-dir {run_dir} is an existing file, not a directory")
+    check_writable_parent(run_dir, "--run-dir")
+    if not run_dir.is_dir():
+        return
+    if (run_dir / CONFIG).exists():
+        if not resume:
+            raise LaserkitError(f"{run_dir} already holds a run; add --resume to continue it, or "
+                                "choose another --run-dir")
+        return
+    other = sorted(p.name for p in run_dir.iterdir()
+                   if p.name not in RUN_FILES and not p.name.startswith("."))
+    if other:
+        raise LaserkitError(f"--run-dir {run_dir} holds other files ({', '.join(other[:3])}) and "
+                            "no laserkit run; choose a new or empty directory")
 
 
 def read_config(run_dir: Path) -> dict:
@@ -248,11 +278,22 @@ def run_grid(run_dir: Path, cfg: dict, *, resume: bool = False, workers: int = 1
         tick()
         work(run_dir, ctx, store, on_trial=tick)
     else:
-        threads = None if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // workers)
+        # CPU workers use the thread count one worker would: a matrix product's rounding depends
+        # on how many threads split it (e.g. a 117×1536 by 1536×576 product differs in the last
+        # bit between 1 and 2 threads), and results must not depend on --workers
+        threads = None if torch.cuda.is_available() else torch.get_num_threads()
         procs = spawn(run_dir, workers, worker_devices(workers, device), threads)
-        while any(p.poll() is None for p in procs):
-            tick()
-            time.sleep(1.0)
+        try:
+            while any(p.poll() is None for p in procs):
+                tick()
+                time.sleep(1.0)
+        except KeyboardInterrupt:  # workers put their trials back in the queue, then stop
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            for p in procs:
+                p.wait()
+            raise
         bad = [p.returncode for p in procs if p.returncode]
         if bad:
             raise LaserkitError(f"{len(bad)} of {workers} workers failed (exit {bad[0]}); "
@@ -269,6 +310,7 @@ def spawn(run_dir: Path, n: int, devices: list[str], threads: int | None = None,
         env = {**os.environ, **(extra_env or {})}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # workers share cores: no spin-waiting
         cmd = [sys.executable, "-m", "laserkit.search.runner", str(run_dir),
                "--device", devices[i % len(devices)]]
         if threads:
@@ -306,3 +348,5 @@ if __name__ == "__main__":
     except LaserkitError as e:
         print(f"laserkit worker: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # the parent reports it; its trial is back in the queue
+        sys.exit(130)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import LaserkitError
+from ..errors import LaserkitError, first_line
 from .schema import parse_task
 from .sources import read_file
 from .spec import Example, Task
@@ -84,9 +84,8 @@ def task_declaration(path: Path) -> dict | None:
     try:
         obj = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise LaserkitError(f"task file {path} is not valid {path.suffix[1:].upper()}: {first}")\
-            from None
+        raise LaserkitError(f"task file {path} is not valid {path.suffix[1:].upper()}: "
+                            f"{first_line(e)}") from None
     if path.suffix in (".yaml", ".yml"):
         if not isinstance(obj, dict):
             raise LaserkitError(f"task file {path}: expected a mapping of task settings")

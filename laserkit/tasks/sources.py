@@ -14,7 +14,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import LaserkitError
+from ..errors import LaserkitError, first_line
 from ..hub import hub_reachable
 from .formats import resolve_reader
 from .matching import check_answers
@@ -95,8 +95,8 @@ def load_hub(task: Task) -> list[Example]:
             ds = datasets.load_dataset(hub["path"], hub.get("name"),
                                        split=hub.get("split", "train"))
         except Exception as e:  # offline, unknown id, script datasets: all one line
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise _unavailable(task, f"cannot load {hub['path']} from the hub: {first}") from None
+            raise _unavailable(task, f"cannot load {hub['path']} from the hub: "
+                                     f"{first_line(e, 200)}") from None
         records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
         exs = _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
         out += _prefixed(exs, f"{hub['path']}/{hub.get('split', 'train')}",
