@@ -121,9 +121,12 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
     if chat not in ("none", "chatml"):
         from transformers import AutoTokenizer
 
-        from ..loading import resolve_source
+        from ..loading import ModelSource
 
-        path, extra = resolve_source(model)
+        src = ModelSource.parse(model)
+        gguf = src.gguf_file  # its tokenizer is read from the file: no conversion for a preview
+        path = str(gguf.parent if gguf else src.path if src.kind == "dir" else src.text)
+        extra = {"gguf_file": gguf.name} if gguf else {}
         with console.status(f"loading the tokenizer of {model} ..."):
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **extra)
