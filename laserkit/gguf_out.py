@@ -95,7 +95,8 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
     """Apply ``steps`` to a GGUF source and write ``out`` (.gguf) plus its record files."""
     import gguf
 
-    from .saving import atomic_write_text, edit_record, model_card
+    from .fileio import atomic_file, atomic_write_text
+    from .saving import edit_record, model_card
 
     path = src.gguf_file
     if path is None:
@@ -142,9 +143,7 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
                          extra_record={**(extra_record or {}), "gguf_types": stored})
 
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
         align = reader.get_field(gguf.Keys.General.ALIGNMENT)
         if align is not None:
@@ -182,11 +181,9 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
         writer.close()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    try:
+        atomic_file(out, write)  # a temporary sibling renamed into place, the umask's mode
     finally:
         spill.close()
     lines = [f"| `{hf}` | {s['source_type']} | {s['written_type']} |" for hf, s in stored.items()]
@@ -197,8 +194,3 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
     atomic_write_text(Path(f"{out}.README.md"), model_card(src.text, recs, extra=types_md))
     return recs, out
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

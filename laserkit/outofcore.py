@@ -110,7 +110,7 @@ def edit_tensor(weight: torch.Tensor, edits: list[PlannedEdit],
             idx = t.row_index()
             dev_idx = None if idx is None else idx.to(device)
             W = (view if dev_idx is None else view[dev_idx]).to(torch.float32, copy=True)
-            out, info = compute(W, e.iv, None)
+            out, info = compute(W, e.iv, None, name=t.param)
             norm = float(W.norm())
             info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0
             value = out.to(device=device, dtype=view.dtype)

@@ -53,10 +53,13 @@ def check_finite_outputs(values: torch.Tensor) -> None:
 
 
 class _FiniteScores:
-    """A generation logits processor that stops at the first non-finite step."""
+    """A generation logits processor that stops at the first step with NaN or +inf scores.
+
+    −inf is legitimate here: other processors mask tokens with it (min_new_tokens masks the end
+    of sequence), so only NaN and +inf mean a broken model."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        check_finite_outputs(scores)
+        check_finite_outputs(scores.masked_fill(scores == float("-inf"), 0.0))
         return scores
 
 

@@ -59,7 +59,7 @@ def _reduce_out_of_core(model: str, lname: str, lnum: str, iv, out: Path | None,
         except NotOutOfCore as e:
             if gguf_out:
                 raise
-            console.print(f"loading the whole model ({e})")
+            status.update(f"loading the whole model ({e})")
             return None
     console.print(f"edited out of core (the model was not built): {len(records)} matrices")
     return records
@@ -118,6 +118,8 @@ def reduce(
 
     iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
                                    bandwidth, estimator)
+    if out is not None:
+        on_interrupt_publishing(out, "the edited model", "run the command again to save")
     done = None if in_memory else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype,
                                                       device)
     if done is not None:
@@ -132,7 +134,6 @@ def reduce(
         records = editor.apply(lname, lnum, iv)
     _print_records(records, iv, loaded.source)
     if out is not None:
-        on_interrupt_publishing(out, "the edited model", "run the command again to save")
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
                  overwrite=force)
