@@ -1,4 +1,4 @@
-"""`laserkit report RUN_DIR`: a Markdown summary and PNG plots of a finished run.
+"""`laserkit report RUN_DIR|URL`: a Markdown summary and PNG plots of a finished run.
 
 Grid searches get the paper's Figure 2 view (validation accuracy change over layer × ρ, one
 heatmap per τ) and accuracy / log-loss against ρ; greedy and compose runs get the score after
@@ -7,20 +7,10 @@ each step, kept steps marked.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ..errors import LaserkitError
 from ..saving import atomic_write_text, save_figure
-
-
-def load_result(run_dir: Path) -> dict:
-    path = Path(run_dir) / "result.json"
-    if not path.exists():
-        raise LaserkitError(f"{run_dir} has no result.json: the run is not finished (continue it "
-                            "with --resume) or this is not a laserkit run directory")
-    return json.loads(path.read_text())
 
 
 def _fmt(v: object, digits: int = 4) -> str:
@@ -143,14 +133,13 @@ def steps_plot(result: dict, out: Path) -> Path | None:
     return save_figure(fig, out / "steps.png")
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write RUN_DIR/report/report.md and its plots; returns the Markdown file."""
-    run_dir = Path(run_dir)
-    result = load_result(run_dir)
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
+def write_report(result: dict, out: str | Path) -> Path:
+    """Write OUT/report.md and its plots for a run's result; returns the Markdown file."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     task = result.get("objective", {}).get("task", result.get("objective", {}).get("type"))
-    lines = [f"# laserkit {result['command']}: {result['model']} on {task}", "",
+    how = result.get("strategy", result["command"])
+    lines = [f"# laserkit {result['command']} ({how}): {result['model']} on {task}", "",
              f"Chosen: **{result['chosen']['label']}** (selected on validation, reported on "
              "test).", "", *_headline_md(result), ""]
     figures = []

@@ -1,0 +1,226 @@
+"""What the search commands do, as library calls (the CLI only parses and prints): start or
+resume a run, find a run from a directory or a database URL, its status, its report, and the
+chosen model rebuilt and saved.
+
+A run is named (``run``) and lives in a database (``storage``): by default SQLite in the run
+directory (``RUN_DIR/trials.db``, the run named after the directory), or any SQLAlchemy URL
+shared by several machines. The run directory then only receives what this machine writes for
+the user: ``result.json``, ``report/``, ``best-model/`` and ``store.json`` (where the run is).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LaserkitError
+from ..saving import atomic_write_text
+from .config import RunConfig
+from .store import TrialStore, default_url
+from .trial import Result
+
+POINTER = "store.json"  # in a run directory whose trials live elsewhere
+
+
+@dataclass
+class Where:
+    """Where a run lives: its database URL, its name, and a local run directory if any."""
+
+    url: str
+    run: str
+    run_dir: Path | None = None
+
+
+def is_url(source: str | Path) -> bool:
+    return "://" in str(source)
+
+
+def locate(source: str | Path, run: str | None = None, storage: str | None = None) -> Where:
+    """A run from a run directory (its SQLite database or its store.json) or a database URL
+    (then ``run`` names it)."""
+    if is_url(source):
+        if not run:
+            raise LaserkitError(f"say which run in {source.split('://')[0]}://... with --run "
+                                "NAME (laserkit status URL lists them)")
+        return Where(str(source), run)
+    run_dir = Path(source)
+    pointer = run_dir / POINTER
+    if storage is None and pointer.exists():
+        p = json.loads(pointer.read_text())
+        return Where(p["storage"], run or p["run"], run_dir)
+    if storage is None and not (run_dir / "trials.db").exists():
+        raise LaserkitError(f"{run_dir} is not a laserkit run directory (no trials.db or "
+                            f"{POINTER}); give a run directory or a database URL with --run")
+    return Where(storage or default_url(run_dir), run or run_dir.resolve().name, run_dir)
+
+
+def open_run(source: str | Path, run: str | None = None) -> TrialStore:
+    where = locate(source, run)
+    return TrialStore(where.url, where.run)
+
+
+def run_names(url: str) -> list[str]:
+    """The runs in a database."""
+    import optuna  # noqa: PLC0415
+
+    from .store import LEGACY_STUDY, normalize_url  # noqa: PLC0415
+
+    try:
+        return sorted(s.study_name for s in optuna.get_all_study_summaries(normalize_url(url))
+                      if s.study_name != LEGACY_STUDY)
+    except LaserkitError:
+        raise
+    except Exception as e:
+        raise LaserkitError(f"cannot read {url}: {str(e).splitlines()[0]}") from None
+
+
+def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str | None = None,
+          resume: bool = False, workers: int = 1, device: str = "auto", loaded=None,
+          progress: Callable[[int, int], None] | None = None) -> tuple[dict, TrialStore]:
+    """Create (or with ``resume`` continue) a run and work on it to the end: in this process
+    with the already ``loaded`` model, or with ``workers`` processes. Writes RUN_DIR/result.json
+    and returns the result with the store."""
+    from . import runner  # noqa: PLC0415
+    from .runner import Context  # noqa: PLC0415 - torch
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = run or run_dir.resolve().name
+    url = storage or default_url(run_dir)
+    store = TrialStore(url, name, create=cfg, resume=resume)
+    if storage:
+        atomic_write_text(run_dir / POINTER, json.dumps({"storage": storage, "run": name}) + "\n")
+    ctx = None
+    if loaded is not None:
+        ctx = Context(store.config, loaded.model, loaded.tokenizer)
+        ctx.check()  # an edit this model cannot take fails now, not in a worker
+    result = runner.run(store, workers=workers, device=device,
+                        ctx=ctx if workers <= 1 else None, progress=progress)
+    write_result(result, run_dir)
+    return result, store
+
+
+def write_result(result: dict, run_dir: Path) -> Path:
+    path = Path(run_dir) / "result.json"
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def result_of(store: TrialStore) -> dict:
+    """The stored result of a finished run."""
+    result = store.result()
+    if result is None:
+        n = store.counts()
+        raise LaserkitError(f"run {store.run!r} is not finished ({n['done']} trials done, "
+                            f"{n['running']} running, {n['waiting']} waiting): start a worker "
+                            f"or --resume it")
+    return result
+
+
+def status(store: TrialStore) -> dict[str, Any]:
+    """done / running / waiting / failed, the total expected, and the best so far on the
+    decision split (by the paper's rule), from the database alone."""
+    from .grid import pick  # noqa: PLC0415
+    from .strategy import make_strategy  # noqa: PLC0415
+
+    cfg = store.config
+    done = store.results()
+    counts = store.counts()
+    decided = [r for r in done.values() if r.spec["split"] in ("validation", "all")
+               and r.spec.get("fraction", 1.0) >= 1.0]
+    best: Result | None = None
+    if decided:
+        hib = bool(decided[0].summary.get("higher_is_better", True))
+        best = pick(decided, hib)
+    return {"run": store.run, "strategy": cfg.strategy, "model": cfg.model,
+            "task": cfg.objective.task or cfg.objective.type, **counts,
+            "total": make_strategy(cfg).total(), "finished": store.result() is not None,
+            "best": None if best is None else {
+                "label": ", ".join(_describe(e) for e in best.spec["edits"]) or "base",
+                "split": best.spec["split"], "accuracy": best.summary.get("accuracy"),
+                "score": best.summary.get("score"), "log_loss": best.summary.get("log_loss")}}
+
+
+def _describe(e: dict) -> str:
+    from .trial import describe_edit  # noqa: PLC0415
+
+    return describe_edit(e)
+
+
+def report(store: TrialStore, out: Path) -> Path:
+    """Write OUT/report.md and its plots for a finished run."""
+    from .report import write_report  # noqa: PLC0415
+
+    return write_report(result_of(store), Path(out))
+
+
+def save_chosen(store: TrialStore, out: Path, loaded=None, force: bool = False,
+                dtype: str | None = None, device: str = "auto", model: str | None = None,
+                console=None) -> Path:
+    """Rebuild the run's chosen model (base + chosen edits) and save it as an HF directory.
+    ``model``: where the base model lives on this machine if not where the run recorded it."""
+    from ..edit import Editor  # noqa: PLC0415
+    from ..loading import load  # noqa: PLC0415
+    from ..saving import save  # noqa: PLC0415
+    from .trial import apply_edits  # noqa: PLC0415
+
+    cfg = store.config
+    result = result_of(store)
+    if loaded is None:
+        loaded = load(model or cfg.model, dtype=dtype or cfg.dtype, device=device)
+    editor = Editor(loaded.model)
+    try:
+        apply_edits(editor, result["chosen"]["edits"])
+        extra = {"search": {"run": store.run, "command": result["command"],
+                            "strategy": result.get("strategy", result["command"]),
+                            "chosen": result["chosen"]["label"],
+                            "base_test": result["base"]["test"],
+                            "best_test": result["best"]["test"]}}
+        return save(loaded.model, loaded.tokenizer, out, editor.records, base=cfg.model,
+                    overwrite=force, extra_record=extra)
+    finally:
+        editor.restore()
+
+
+def paired_records(store: TrialStore, split: str | None = None) -> tuple[list[dict], list[dict]]:
+    """The per-example records of base and best on one split (default: test, or "all" where
+    the run decided on all examples), in example order: what a paired comparison (bootstrap
+    CI, McNemar) of the two needs."""
+    from . import trial  # noqa: PLC0415
+
+    result = result_of(store)
+    split = split or ("all" if result.get("decided_on") == "all" else "test")
+    done = store.results()
+    base = done[trial.make(split, split, [], order=-1)["key"]]
+    edits = result["chosen"]["edits"]
+    best = done[trial.make(split, split, edits)["key"]] if edits else base
+    return store.records(base), store.records(best)
+
+
+# The main job: a small LASER search on the packaged SmolLM2 and FEVER (first 300 claims: 60
+# validation, 240 test; fc_in/fc_out × last 6 layers × ρ 0.2, 0.1, 0.05, 0.01: 48 trials).
+DEMO = {"task": "fever", "limit": 300, "lname": "fc_in,fc_out", "lnum": "-6:",
+        "rho": "0.2,0.1,0.05,0.01"}
+
+
+def demo_config(num_layers: int) -> RunConfig:
+    from ..interventions import Intervention  # noqa: PLC0415
+    from .config import ObjectiveConfig  # noqa: PLC0415
+
+    return RunConfig.from_cli(
+        "grid", "default", ObjectiveConfig.from_cli(DEMO["task"], limit=DEMO["limit"]),
+        num_layers=num_layers, lname=DEMO["lname"], lnum=DEMO["lnum"], rho=DEMO["rho"],
+        intervention=Intervention(kind="rank-reduction", rho=1.0).to_dict())
+
+
+def finish(store: TrialStore, run_dir: Path, loaded=None, save_model: bool = True) -> dict:
+    """After a run: the report in RUN_DIR/report and, unless told not to, the chosen model in
+    RUN_DIR/best-model. Returns the paths written."""
+    out = {"report": report(store, Path(run_dir) / "report")}
+    if save_model:
+        out["model"] = save_chosen(store, Path(run_dir) / "best-model", loaded=loaded,
+                                   force=True)
+    return out
