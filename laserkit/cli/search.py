@@ -34,7 +34,8 @@ CacheGbOpt = typer.Option(1.0, "--cache-gb", help="memory for cached hidden stat
 NoSaveOpt = typer.Option(False, "--no-save", help="do not save the chosen model into "
                          "RUN_DIR/best-model")
 WorkersOpt = typer.Option(1, "--workers", help="worker processes on this machine (one per GPU "
-                          "when there are GPUs); more join with `laserkit worker URL --run NAME`")
+                          "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
+                          " 0: only create the run in the database")
 HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
 GraceOpt = typer.Option(20, "--grace", help="a worker silent this many seconds is taken for "
                         "dead and its trial given to another")
@@ -91,6 +92,10 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
         result, store = session.start(cfg, run_dir=run_dir, storage=storage, run=run,
                                       resume=resume, workers=workers, device=device,
                                       loaded=loaded, progress=bar)
+    if result is None:
+        console.print(f"created run {store.run!r}; work on it with: laserkit worker "
+                      f"{storage or store.url} --run {store.run}")
+        return
     _print_result(result)
     with console.status("writing the report and the chosen model ..."):
         paths = session.finish(store, run_dir, loaded, save_model=not no_save)

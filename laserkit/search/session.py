@@ -79,10 +79,11 @@ def run_names(url: str) -> list[str]:
 
 def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str | None = None,
           resume: bool = False, workers: int = 1, device: str = "auto", loaded=None,
-          progress: Callable[[int, int], None] | None = None) -> tuple[dict, TrialStore]:
+          progress: Callable[[int, int], None] | None = None) -> tuple[dict | None, TrialStore]:
     """Create (or with ``resume`` continue) a run and work on it to the end: in this process
     with the already ``loaded`` model, or with ``workers`` processes. Writes RUN_DIR/result.json
-    and returns the result with the store."""
+    and returns the result with the store. ``workers=0`` only creates the run (workers started
+    elsewhere with ``laserkit worker URL --run NAME`` do the work): the result is then None."""
     from . import runner  # noqa: PLC0415
     from .runner import Context  # noqa: PLC0415 - torch
 
@@ -93,6 +94,8 @@ def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str
     store = TrialStore(url, name, create=cfg, resume=resume)
     if storage:
         atomic_write_text(run_dir / POINTER, json.dumps({"storage": storage, "run": name}) + "\n")
+    if workers <= 0:
+        return None, store
     ctx = None
     if loaded is not None:
         ctx = Context(store.config, loaded.model, loaded.tokenizer)
