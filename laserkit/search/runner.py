@@ -205,7 +205,7 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
         env = {**os.environ, **(extra_env or {})}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        cmd = [sys.executable, "-m", "laserkit.search.runner", url, "--run", run_name,
+        cmd = [sys.executable, "-m", "laserkit", "worker", url, "--run", run_name,
                "--device", devices[i % len(devices)]]
         if threads:
             cmd += ["--threads", str(threads)]
