@@ -285,3 +285,47 @@ def test_a_worker_dying_while_taking_a_trial_never_strands_it(tmp_path, monkeypa
     other.fail_stale()
     taken = other.pop()
     assert taken is not None and taken.spec["key"] == "only"
+
+
+def test_a_run_directory_from_before_named_runs_resumes_and_keeps_its_records(tmp_path):
+    """The old layout: run.json, one study named "laserkit" in trials.db, records in
+    trials/<n>.jsonl. Here with its validation phase done: status reads it, --resume runs only
+    the test phase, and the table is the one a new run gives."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from laserkit.search import grid_edits, start, status
+    from laserkit.search.session import open_run
+
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=(11,), rhos=(0.5,))
+    reference = run_grid(tmp_path / "new", cfg, model)
+    new = store_at(tmp_path / "new")
+    old = tmp_path / "old"
+    (old / "trials").mkdir(parents=True)
+    edits = grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention(rho=1.0))
+    (old / "run.json").write_text(json.dumps({
+        "command": "search", "model": "tiny", "objective": cfg.objective.to_json(),
+        "grid": {"edits": edits}, "intervention": cfg.intervention, "halving": None,
+        "seed": 0, "dtype": "auto", "storage": None}))
+    study = optuna.create_study(study_name="laserkit", storage=default_url(old),
+                                direction="maximize")
+    val = [r for r in new.results().values() if r.spec["split"] == "validation"]
+    for i, r in enumerate(val):
+        (old / "trials" / f"{i}.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in new.records(r)))
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs={
+            "spec": r.spec, "summary": r.summary, "records": f"{i}.jsonl"}))
+
+    s = status(open_run(old))
+    assert (s["done"], s["finished"]) == (3, False)
+    result, store = start(cfg, run_dir=old, resume=True,
+                          loaded=type("Loaded", (), {"model": model, "tokenizer": None}))
+    for r in (result, reference):
+        r.pop("run")
+        for summary in (*r["base"].values(), *r["best"].values()):
+            summary.pop("seconds", None)
+    assert result == reference
+    assert len(store.results()) == len(val) + 2  # only the test phase was run
+    for r in val:
+        assert store.records(store.results()[r.key]) == new.records(r)  # read from trials/

@@ -116,7 +116,9 @@ class RunConfig:
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
+        """The fields a resume must repeat; the order of ℓ and ρ does not change a run."""
         d = self.to_json()
+        d["layers"], d["rhos"] = sorted(d["layers"]), sorted(d["rhos"])
         return {k: d[k] for k in IDENTITY}
 
     def differs(self, other: RunConfig) -> list[str]:

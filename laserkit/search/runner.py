@@ -138,7 +138,7 @@ def finalize(store: TrialStore, strategy: Strategy | None = None) -> dict:
     done = store.results()
     cfg = store.config
     if strategy is None:
-        strategy = make_strategy(cfg, _higher_is_better(done), _split(done))
+        strategy = make_strategy(cfg, higher_is_better(done), decided_split(done))
     if strategy.next_specs(done) is not None:
         raise LaserkitError(f"run {store.run!r} is not finished: start a worker "
                             f"(laserkit worker URL --run {store.run}) or --resume it")
@@ -149,12 +149,12 @@ def finalize(store: TrialStore, strategy: Strategy | None = None) -> dict:
     return result
 
 
-def _higher_is_better(done: dict[str, Result]) -> bool:
+def higher_is_better(done: dict[str, Result]) -> bool:
     base = next((r for r in done.values() if not r.spec["edits"]), None)
     return bool(base.summary.get("higher_is_better", True)) if base else True
 
 
-def _split(done: dict[str, Result]) -> str:
+def decided_split(done: dict[str, Result]) -> str:
     return "all" if any(r.spec["split"] == "all" for r in done.values()) else "validation"
 
 

@@ -19,10 +19,11 @@ from typing import Any
 from ..errors import LaserkitError
 from ..saving import atomic_write_text
 from .config import RunConfig
-from .store import TrialStore, default_url
+from .store import LEGACY_STUDY, TrialStore, default_url
 from .trial import Result
 
 POINTER = "store.json"  # in a run directory whose trials live elsewhere
+LEGACY_CONFIG = "run.json"  # the configuration of a run directory made before runs had names
 
 
 @dataclass
@@ -54,7 +55,48 @@ def locate(source: str | Path, run: str | None = None, storage: str | None = Non
     if storage is None and not (run_dir / "trials.db").exists():
         raise LaserkitError(f"{run_dir} is not a laserkit run directory (no trials.db or "
                             f"{POINTER}); give a run directory or a database URL with --run")
+    if storage is None and run is None and adopt_legacy(run_dir):
+        return Where(default_url(run_dir), LEGACY_STUDY, run_dir)
     return Where(storage or default_url(run_dir), run or run_dir.resolve().name, run_dir)
+
+
+def legacy_config(run_dir: Path) -> RunConfig | None:
+    """The RunConfig of an old run directory's run.json (one study named "laserkit", records
+    in RUN_DIR/trials/), or None if this is not one."""
+    from .config import ObjectiveConfig  # noqa: PLC0415
+
+    path = Path(run_dir) / LEGACY_CONFIG
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    grid = old.get("grid") or {}
+    comp = old.get("compose") or {}
+    edits = [e for es in grid.get("edits", []) for e in es]
+    rhos = comp.get("rhos") or sorted({e["intervention"]["rho"] for e in edits}, reverse=True)
+    lnames = comp.get("lnames") or grid.get("lnames") or list(dict.fromkeys(
+        e["lname"] for e in edits))
+    layers = comp.get("layers") or grid.get("layers") or sorted({e["layer"] for e in edits})
+    return RunConfig(
+        strategy={"search": "grid"}.get(old["command"], old["command"]), model=old["model"],
+        objective=ObjectiveConfig.from_json(old["objective"]),
+        intervention=old.get("intervention") or {"kind": "rank-reduction"},
+        lnames=lnames, layers=layers, rhos=rhos,
+        candidates=old.get("candidates") or [], halving=old.get("halving"),
+        seed=old.get("seed", 0), dtype=old.get("dtype", "auto"),
+        prefix_cache=old.get("prefix_cache", True),
+        cache_bytes=old.get("cache_bytes", 1 << 30), heartbeat_s=old.get("heartbeat_s", 5),
+        grace_s=old.get("grace_s", 20))
+
+
+def adopt_legacy(run_dir: Path) -> bool:
+    """Give an old run directory's study its configuration (from run.json) and its directory
+    (for the records files), so that it resumes and reports like a new run. True if it is one."""
+    cfg = legacy_config(run_dir)
+    if cfg is None or LEGACY_STUDY not in run_names(default_url(run_dir), legacy=True):
+        return False
+    store = TrialStore(default_url(run_dir), LEGACY_STUDY, create=cfg, resume=True)
+    store.study.set_user_attr("run_dir", str(Path(run_dir).resolve()))
+    return True
 
 
 def open_run(source: str | Path, run: str | None = None) -> TrialStore:
@@ -62,15 +104,15 @@ def open_run(source: str | Path, run: str | None = None) -> TrialStore:
     return TrialStore(where.url, where.run)
 
 
-def run_names(url: str) -> list[str]:
+def run_names(url: str, legacy: bool = False) -> list[str]:
     """The runs in a database."""
     import optuna  # noqa: PLC0415
 
-    from .store import LEGACY_STUDY, normalize_url  # noqa: PLC0415
+    from .store import normalize_url  # noqa: PLC0415
 
     try:
         return sorted(s.study_name for s in optuna.get_all_study_summaries(normalize_url(url))
-                      if s.study_name != LEGACY_STUDY)
+                      if legacy or s.study_name != LEGACY_STUDY)
     except LaserkitError:
         raise
     except Exception as e:
@@ -90,6 +132,8 @@ def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run or run_dir.resolve().name
+    if storage is None and run is None and resume and adopt_legacy(run_dir):
+        name = LEGACY_STUDY
     url = storage or default_url(run_dir)
     store = TrialStore(url, name, create=cfg, resume=resume)
     if storage:
@@ -113,8 +157,16 @@ def write_result(result: dict, run_dir: Path) -> Path:
 
 
 def result_of(store: TrialStore) -> dict:
-    """The stored result of a finished run."""
+    """The stored result of a finished run (computed from its trials where it was not stored:
+    a run directory from before results lived in the database)."""
+    from .runner import finalize  # noqa: PLC0415
+
     result = store.result()
+    if result is None and store.config.strategy in ("grid", "tpe"):  # needs no objective
+        try:
+            result = finalize(store)
+        except LaserkitError:
+            result = None
     if result is None:
         n = store.counts()
         raise LaserkitError(f"run {store.run!r} is not finished ({n['done']} trials done, "
@@ -138,9 +190,13 @@ def status(store: TrialStore) -> dict[str, Any]:
     if decided:
         hib = bool(decided[0].summary.get("higher_is_better", True))
         best = pick(decided, hib)
+    from .runner import decided_split, higher_is_better  # noqa: PLC0415
+
+    plan = make_strategy(cfg, higher_is_better(done), decided_split(done))
+    finished = store.result() is not None or plan.next_specs(done) is None
     return {"run": store.run, "strategy": cfg.strategy, "model": cfg.model,
             "task": cfg.objective.task or cfg.objective.type, **counts,
-            "total": make_strategy(cfg).total(), "finished": store.result() is not None,
+            "total": plan.total(), "finished": finished,
             "best": None if best is None else {
                 "label": ", ".join(_describe(e) for e in best.spec["edits"]) or "base",
                 "split": best.spec["split"], "accuracy": best.summary.get("accuracy"),
