@@ -4,8 +4,7 @@
     model, decompose the matrix afresh, score the whole dataset one example at a time; the
     validation numbers are then read off the first 20% of the per-example records.
 (b) laserkit's engine (laserkit.search.run): model loaded once, SVD once per matrix,
-    validation only,
-    batched, prefix cache, test only for base and best.
+    validation only, batched, prefix cache, test only for base and best.
 
 Both must choose the same intervention with the same validation accuracy. Also printed: the
 search's time against its lower bound, one forward pass over the validation set per trial for

@@ -16,6 +16,7 @@ from test_search import grid_cfg, run_grid, store_at
 
 from laserkit import LaserkitError
 from laserkit.search import CallableObjective, Context, finalize, make_strategy, names
+from laserkit.search.report import write_report
 from laserkit.search.store import normalize_url
 from laserkit.targets import find_blocks
 
@@ -72,6 +73,9 @@ def test_tpe_runs_its_budget_of_distinct_trials_reproducibly_and_exploits(tmp_pa
 
     def distance(r):
         return abs(r["layer"] - PEAK[1]) + (r["lname"] != PEAK[0])
+
+    report = write_report(first, tmp_path / "report")
+    assert {p.name for p in report.parent.glob("*.png")} >= {"progress.png", "versus_rho.png"}
 
     startup = sum(map(distance, rows[:10])) / 10  # Optuna's random start-up trials
     modelled = sum(map(distance, rows[10:])) / len(rows[10:])

@@ -111,6 +111,31 @@ def versus_rho(result: dict, out: Path) -> Path | None:
     return save_figure(fig, out / "versus_rho.png")
 
 
+def progress_plot(result: dict, out: Path) -> Path | None:
+    """TPE: each trial's validation accuracy (or score) in the order proposed, and the best so
+    far, against the base model: how soon the search found what it chose."""
+    plt = _plt()
+    rows = _full_rows(result)
+    if not rows:
+        return None
+    key = "accuracy" if rows[0].get("accuracy") is not None else "score"
+    hib = key == "accuracy" or rows[0].get("higher_is_better", True)
+    ys = [r[key] for r in rows]
+    best = [max(ys[: i + 1]) if hib else min(ys[: i + 1]) for i in range(len(ys))]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    xs = range(1, len(ys) + 1)
+    ax.scatter(xs, ys, s=12, color="tab:blue", label="trial")
+    ax.step(xs, best, where="post", color="tab:green", label="best so far")
+    base = result["base"]["validation"].get(key)
+    if base is not None:
+        ax.axhline(base, color="gray", linestyle="--", label="base")
+    ax.set_xlabel("trial (in the order proposed)")
+    ax.set_ylabel(f"validation {key}")
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, out / "progress.png")
+
+
 def steps_plot(result: dict, out: Path) -> Path | None:
     """Greedy / compose: the score after each step (kept steps filled)."""
     plt = _plt()
@@ -146,6 +171,8 @@ def write_report(result: dict, out: str | Path) -> Path:
     if result["command"] == "search":
         figures += heatmaps(result, out)
         figures.append(versus_rho(result, out))
+        if result.get("strategy") == "tpe":
+            figures.append(progress_plot(result, out))
         rows = sorted(_full_rows(result), key=lambda r: (-(r.get("accuracy") or 0),
                                                          r.get("log_loss") or 0))[:10]
         lines += ["## Best validation trials", "", "| τ | ℓ | ρ | accuracy | log-loss | score |",
