@@ -33,6 +33,18 @@ N_STARTUP = 10  # random proposals before TPE models the results (Optuna's defau
 MAX_REPEATS = 50  # proposals in a row that repeat done trials: the space is exhausted
 
 
+class _Replay:
+    """The sampler's state part-way through a run: what it proposed and was told."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.ran: list[dict] = []  # distinct specs proposed and told, in order
+        self.seen: set[str] = set()
+        self.repeats = 0
+        self.round: list | None = None  # (trial, spec) asked in the current round, not told
+        self.round_new: list[dict] = []  # the current round's distinct new specs
+
+
 @register("tpe")
 class TPE:
     def __init__(self, cfg: RunConfig, higher_is_better: bool = True,
@@ -47,6 +59,7 @@ class TPE:
         self.seed = cfg.seed
         self.hib = higher_is_better
         contiguous = self.layer_list == list(range(self.layer_list[0], self.layer_list[-1] + 1))
+        self._replay: _Replay | None = None
         self.dists = {
             "lname": CategoricalDistribution(self.lnames),
             "layer": (IntDistribution(self.layer_list[0], self.layer_list[-1]) if contiguous
@@ -62,40 +75,53 @@ class TPE:
     def base(self, split: str) -> dict:
         return trial.make(split, split, [], order=-1)
 
-    def proposals(self, done: dict[str, Result]) -> tuple[list[dict], list[dict]]:
-        """Replay the sampler: (the distinct specs proposed so far whose results are all known,
-        the specs of the current round still to run)."""
+    def _fresh(self) -> _Replay:
         optuna.logging.set_verbosity(logging.WARNING)
         sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=N_STARTUP)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        ran: list[dict] = []
-        seen: set[str] = set()
-        repeats = 0
-        while len(ran) < self.budget and repeats < MAX_REPEATS:
-            room = min(self.batch, self.budget - len(ran))
-            asked = []
-            round_new: list[dict] = []
-            while len(round_new) < room and repeats < MAX_REPEATS:
-                t = study.ask(self.dists)
-                spec = self._spec(t.params, order=len(ran) + len(round_new))
-                asked.append((t, spec))
-                if spec["key"] in seen or any(s["key"] == spec["key"] for s in round_new):
-                    repeats += 1
-                    if spec["key"] in seen:  # known: tell at once, it costs no trial
-                        study.tell(t, objective_value(done[spec["key"]].summary, self.hib))
-                        asked.pop()
-                    continue
-                repeats = 0
-                round_new.append(spec)
-            missing = [s for s in round_new if s["key"] not in done]
+        return _Replay(optuna.create_study(direction="maximize", sampler=sampler))
+
+    def proposals(self, done: dict[str, Result]) -> tuple[list[dict], list[dict]]:
+        """Replay the sampler: (the distinct specs proposed so far whose results are all known,
+        the specs of the current round still to run).
+
+        The replay is kept between calls and continued (results never change once done, so
+        continuing is the same as replaying from the start, at O(new trials) instead of
+        O(all trials) per call); a ``done`` that lacks what it consumed starts it afresh."""
+        r = self._replay
+        if r is None or any(s["key"] not in done for s in r.ran):
+            r = self._replay = self._fresh()
+        while True:
+            if r.round is None:
+                if len(r.ran) >= self.budget or r.repeats >= MAX_REPEATS:
+                    return list(r.ran), []
+                self._ask_round(r, done)
+            missing = [s for s in r.round_new if s["key"] not in done]
             if missing:
-                return ran, missing
-            for t, spec in asked:
-                study.tell(t, objective_value(done[spec["key"]].summary, self.hib))
-            for spec in round_new:
-                seen.add(spec["key"])
-                ran.append(spec)
-        return ran, []
+                return list(r.ran), missing
+            for t, spec in r.round:
+                r.study.tell(t, objective_value(done[spec["key"]].summary, self.hib))
+            for spec in r.round_new:
+                r.seen.add(spec["key"])
+                r.ran.append(spec)
+            r.round = None
+
+    def _ask_round(self, r: _Replay, done: dict[str, Result]) -> None:
+        """Ask up to ``batch`` new distinct specs; repeats of done trials are told at once."""
+        room = min(self.batch, self.budget - len(r.ran))
+        r.round, r.round_new = [], []
+        while len(r.round_new) < room and r.repeats < MAX_REPEATS:
+            t = r.study.ask(self.dists)
+            spec = self._spec(t.params, order=len(r.ran) + len(r.round_new))
+            if spec["key"] in r.seen:  # known: tell at once, it costs no trial
+                r.repeats += 1
+                r.study.tell(t, objective_value(done[spec["key"]].summary, self.hib))
+                continue
+            r.round.append((t, spec))
+            if any(s["key"] == spec["key"] for s in r.round_new):  # twice in one round
+                r.repeats += 1
+                continue
+            r.repeats = 0
+            r.round_new.append(spec)
 
     # -- the strategy ---------------------------------------------------------------------------
 
