@@ -101,10 +101,25 @@ class RunConfig:
             model = str(Path(model).resolve())  # workers may start in other directories
         lnames = [x.strip() for x in (lname or "").split(",") if x.strip()]
         layers = parse_layers(lnum, num_layers) if lnum is not None and num_layers else []
-        return cls(strategy=strategy, model=model, objective=objective,
-                   intervention=intervention or {"kind": "rank-reduction"}, lnames=lnames,
-                   layers=[int(x) for x in layers], rhos=parse_rhos(rho, rate, default_rhos),
-                   **rest)
+        cfg = cls(strategy=strategy, model=model, objective=objective,
+                  intervention=intervention or {"kind": "rank-reduction"}, lnames=lnames,
+                  layers=[int(x) for x in layers], rhos=parse_rhos(rho, rate, default_rhos),
+                  **rest)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse options that do not fit the strategy, in one line each."""
+        if self.halving is not None and self.strategy != "grid":
+            raise LaserkitError("--halving applies to the grid strategy only")
+        if self.strategy != "tpe" and self.trials is not None:
+            raise LaserkitError("--trials applies to --strategy tpe (the grid runs all of it)")
+        if self.trials is not None and self.trials < 1 or self.batch < 1:
+            raise LaserkitError("--trials and --batch must be at least 1")
+        if self.strategy in ("grid", "tpe", "compose") and not (
+                self.lnames and self.layers and self.rhos):
+            raise LaserkitError(f"{self.strategy} needs τ (--lname), layers (--lnum) and ρ "
+                                "(--rho) to search over")
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "objective": self.objective.to_json()}
