@@ -24,9 +24,9 @@ ResumeOpt = typer.Option(False, "--resume", help="continue the run (after a cras
 StorageOpt = typer.Option(None, "--storage", help="trial database URL (default sqlite:///RUN_DIR/"
                           "trials.db; postgresql://USER:PW@HOST/DB for several machines)")
 BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
-SeedOpt = typer.Option(None, "--seed", help="shuffle the examples with this seed before the "
-                       "split (default: none, the paper's first-20%-validation split); also "
-                       "seeds --strategy tpe")
+ShuffleOpt = typer.Option(None, "--shuffle", "--seed", help="shuffle the examples with this seed "
+                          "before the split (default: none, the paper's first-20%-validation "
+                          "split)")
 NoCacheOpt = typer.Option(False, "--no-prefix-cache", help="recompute layers before ℓ in every "
                           "trial (results are the same; slower)")
 CacheGbOpt = typer.Option(1.0, "--cache-gb", help="memory for cached hidden states; beyond it "
@@ -141,7 +141,10 @@ def search(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    seed: int = SeedOpt,
+    seed: int = typer.Option(0, "--seed", help="seeds the search: TPE's sampler"),
+    shuffle: int = typer.Option(None, "--shuffle", help="shuffle the examples with this seed "
+                                "before the split (default: none, the paper's "
+                                "first-20%-validation split)"),
     no_prefix_cache: bool = NoCacheOpt,
     cache_gb: float = CacheGbOpt,
     heartbeat: int = HeartbeatOpt,
@@ -163,13 +166,13 @@ def search(
     if strategy not in ("grid", "tpe"):
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
                             "commands of their own)")
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, seed)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     loaded = load_with_status(model, dtype, device)
     cfg = RunConfig.from_cli(
         strategy, model, objective, num_layers=model_layout(loaded.model).num_layers,
         lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
         intervention=_iv(intervention, use_quality=use_quality, min_diversity=min_diversity),
-        halving=halving, trials=trials, batch=batch, seed=seed or 0, dtype=dtype,
+        halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
         prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
         heartbeat_s=heartbeat, grace_s=grace)
     _go(cfg, loaded, run_dir=_run_dir(run_dir, run, "search", task), run=run, storage=storage,
@@ -191,7 +194,7 @@ def greedy(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    seed: int = SeedOpt,
+    shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
@@ -202,11 +205,11 @@ def greedy(
     from ..search.greedy import scan_candidates
 
     run_dir = _run_dir(run_dir, run, "greedy", task)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, seed)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     loaded = load_with_status(model, dtype, device)
     cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device)
     cfg = RunConfig.from_cli("greedy", model, objective, candidates=cands, dtype=dtype,
-                             prefix_cache=not no_prefix_cache, seed=seed or 0)
+                             prefix_cache=not no_prefix_cache)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
         device=device, no_save=no_save)
 
@@ -227,7 +230,7 @@ def compose(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    seed: int = SeedOpt,
+    shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
@@ -237,12 +240,12 @@ def compose(
     from ..search.config import ObjectiveConfig, RunConfig
     from ..targets import model_layout
 
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, seed)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     loaded = load_with_status(model, dtype, device)
     cfg = RunConfig.from_cli(
         "compose", model, objective, num_layers=model_layout(loaded.model).num_layers,
         lname=lname, lnum=lnum, rho=rho, intervention=_iv(intervention), dtype=dtype,
-        prefix_cache=not no_prefix_cache, seed=seed or 0)
+        prefix_cache=not no_prefix_cache)
     _go(cfg, loaded, run_dir=_run_dir(run_dir, run, "compose", task), run=run, storage=storage,
         resume=resume, workers=workers, device=device, no_save=no_save)
 
