@@ -104,7 +104,7 @@ def trials_of(store, proc: subprocess.Popen, state: TrialState) -> list:
             if t.user_attrs.get("worker") == me]
 
 
-def wait_for(what, timeout: float = 120.0, procs: tuple = ()):
+def wait_for(what, timeout: float = 300.0, procs: tuple = ()):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = what()
@@ -113,7 +113,7 @@ def wait_for(what, timeout: float = 120.0, procs: tuple = ()):
         for p in procs:
             assert p.poll() is None, p.stderr.read().decode()[-2000:]
         time.sleep(0.05)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out waiting for {what.__name__}")
 
 
 def timeless(obj):
@@ -139,7 +139,13 @@ def test_workers_sharing_only_a_postgres_url_give_the_one_process_table(
 
     c = start_worker(url, tmp_path / "C")
     b = start_worker(url, tmp_path / "B")
-    wait_for(lambda: trials_of(store, c, TrialState.COMPLETE), procs=(b, c))
+    def c_did_a_trial():
+        return trials_of(store, c, TrialState.COMPLETE)
+
+    def d_did_a_trial():
+        return trials_of(store, d, TrialState.COMPLETE)
+
+    wait_for(c_did_a_trial, procs=(b, c))
     os.kill(c.pid, signal.SIGSTOP)  # machine C stalls (its running trial goes stale)
 
     def b_holds_a_trial():  # freeze B, look, and either kill it holding a trial or go on
@@ -154,7 +160,7 @@ def test_workers_sharing_only_a_postgres_url_give_the_one_process_table(
     (killed,) = wait_for(b_holds_a_trial, procs=(b,))
     assert b.wait() == -signal.SIGKILL
     d = start_worker(url, tmp_path / "D")  # joins late: takes the waiting and the stale trials
-    wait_for(lambda: trials_of(store, d, TrialState.COMPLETE), procs=(d,))
+    wait_for(d_did_a_trial, procs=(d,))
     os.kill(c.pid, signal.SIGCONT)
     for p in (c, d):
         assert p.wait(timeout=180) == 0, p.stderr.read().decode()[-2000:]

@@ -19,12 +19,14 @@ and results are deduplicated by key, so a trial is never lost nor counted twice.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import socket
 import tempfile
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -133,17 +135,22 @@ class TrialStore:
     def _open(self) -> None:
         kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else \
             {"pool_pre_ping": True}
-        try:
-            with _quiet():
-                self.storage = RDBStorage(
-                    self.url, engine_kwargs=kwargs, heartbeat_interval=5, grace_period=20,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_FAILURES),
-                )
-            _META.create_all(self.storage.engine)
-        except Exception as e:  # bad URL, server unreachable
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LaserkitError(f"cannot open trial store {public_url(self.url)}: {msg}") from None
+        for attempt in range(3):  # workers of several machines may create the tables at once
+            try:
+                with _quiet():
+                    self.storage = RDBStorage(
+                        self.url, engine_kwargs=kwargs, heartbeat_interval=5, grace_period=20,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                            max_retry=MAX_FAILURES),
+                    )
+                _META.create_all(self.storage.engine)
+                return
+            except Exception as e:  # bad URL, server unreachable, a creation race
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if attempt == 2 or "connection" in msg.lower():
+                    raise LaserkitError(f"cannot open trial store {public_url(self.url)}: "
+                                        f"{msg}") from None
+                time.sleep(1.0 + attempt)
 
     def _attach(self, create: RunConfig | None, resume: bool) -> None:
         names = {s.study_name for s in self.storage.get_all_studies()}
@@ -185,9 +192,15 @@ class TrialStore:
         return {s["key"] for t in self._trials(states) if (s := self._spec(t))}
 
     def _lock(self):
-        """Serialises enqueue and pop between processes on one machine for SQLite, which does
-        not lock rows; server databases lock the row themselves."""
-        return _file_lock(self._lock_path) if self._lock_path else nullcontext()
+        """Serialises enqueue and pop between workers: a file lock next to a SQLite database
+        (the processes of one machine), a PostgreSQL advisory lock on the run (every machine);
+        other servers rely on the row lock of the state change alone (a trial enqueued twice
+        is then run twice and counted once)."""
+        if self._lock_path:
+            return _file_lock(self._lock_path)
+        if self.url.startswith("postgresql") and hasattr(self, "storage"):
+            return _pg_lock(self.storage.engine, self.run, float(self.storage.grace_period))
+        return nullcontext()
 
     def enqueue(self, specs: list[dict]) -> int:
         """Add the specs not already waiting, running or complete, in order; returns how many."""
@@ -383,6 +396,31 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _pg_lock(engine: sa.Engine, run: str, wait_s: float) -> Iterator[None]:
+    """A session-level advisory lock keyed by the run (released by the server if the worker
+    dies holding it). A worker that holds it and stalls (paused, cut off) must not stall the
+    others: after ``wait_s`` they go on without it, which costs at most a trial run twice
+    (the result is counted once)."""
+    key = int.from_bytes(hashlib.sha1(f"laserkit:{run}".encode()).digest()[:8], "big",
+                         signed=True)
+    with engine.connect() as conn:
+        deadline = time.monotonic() + wait_s
+        while not (got := conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                       {"k": key}).scalar()):
+            conn.commit()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        conn.commit()
+        try:
+            yield
+        finally:
+            if got:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
 
 
 @contextmanager
