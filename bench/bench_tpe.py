@@ -8,8 +8,10 @@ replayed over that table: the same TPE strategy class the engine runs asks for t
 answered from the grid's results, so each seed costs no model time and the count is exactly what
 a live TPE run would need. Random search is the same replay in a seeded random order.
 
-    .venv/bin/python -W ignore bench/bench_tpe.py --tasks fever,bbh-epistemic --limit 300 \\
-        --lnum=-6: --rho 0.2,0.1,0.05,0.01 --seeds 10
+    .venv/bin/python -W ignore bench/bench_tpe.py --tasks fever,bbh-epistemic --limit 150 \\
+        --lnum=-4: --rho 0.2,0.1,0.05,0.01 --seeds 10 --store /tmp/laserkit-bench-tpe
+
+The grids are kept in ``--store`` (one SQLite run per task): a second invocation reuses them.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def replay_tpe(cfg: RunConfig, table: dict[str, Result], seed: int) -> list[str]
 
 
 def first_hit(order: list[str], hits: set[str]) -> int:
-    return next(i + 1 for i, k in enumerate(order) if k in hits)
+    return next((i + 1 for i, k in enumerate(order) if k in hits), len(order) + 1)
 
 
 def main() -> None:
@@ -66,6 +68,7 @@ def main() -> None:
     ap.add_argument("--rho", default="0.2,0.1,0.05,0.01")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--store", default=None, help="keep the grids' databases here (reused)")
     args = ap.parse_args()
 
     loaded = load(args.model, dtype="float32", device="cpu")
@@ -78,8 +81,10 @@ def main() -> None:
                         lnames=args.lname.split(","), layers=layers,
                         rhos=[float(x) for x in args.rho.split(",")], dtype="float32")
         with tempfile.TemporaryDirectory() as tmp:
+            where = Path(args.store or tmp)
+            where.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            store = TrialStore(default_url(Path(tmp)), f"grid-{task}", create=cfg)
+            store = TrialStore(default_url(where), f"grid-{task}", create=cfg, resume=True)
             result = run(store, ctx=Context(cfg, loaded.model, loaded.tokenizer))
             seconds = time.perf_counter() - t0
             table = {k: r for k, r in store.results().items() if r.spec["split"] == "validation"}
@@ -90,10 +95,11 @@ def main() -> None:
         exact = {r.key for r in grid if (r.summary["accuracy"], r.summary["log_loss"]) ==
                  (acc, best.summary["log_loss"])}
         within = {r.key for r in grid if r.summary["accuracy"] >= low}
-        print(f"\n{task}: grid of {len(grid)} trials in {seconds:.0f} s; base validation "
+        print(f"\n{task}: {cfg.objective.limit} examples; grid of {len(grid)} trials in "
+              f"{seconds:.0f} s; base validation "
               f"accuracy {result['base']['validation']['accuracy']:.4f}; best "
               f"{best.key.split('|')[1]} accuracy {acc:.4f} (n={n}), 95% Wilson lower bound "
-              f"{low:.4f}: {len(within)} of {len(grid)} trials inside it")
+              f"{low:.4f}: {len(within)} of {len(grid)} trials inside it", flush=True)
         rows = {"tpe": [], "random": []}
         for seed in range(args.seeds):
             t1 = time.perf_counter()
@@ -107,14 +113,14 @@ def main() -> None:
             print(f"  seed {seed}: TPE finds the best at trial {rows['tpe'][-1][0]}, a trial "
                   f"inside its CI at {rows['tpe'][-1][1]} (random order: "
                   f"{rows['random'][-1][0]} / {rows['random'][-1][1]}); replaying TPE over "
-                  f"{len(order)} trials took {tpe_s:.1f} s")
+                  f"{len(order)} trials took {tpe_s:.1f} s", flush=True)
         for name, r in rows.items():
             best_n = [a for a, _ in r]
             ci_n = [b for _, b in r]
             print(f"  {name}: trials to the grid's best: median {statistics.median(best_n)}, "
                   f"mean {statistics.mean(best_n):.1f}, max {max(best_n)}; to a trial inside "
                   f"its CI: median {statistics.median(ci_n)}, mean {statistics.mean(ci_n):.1f}, "
-                  f"max {max(ci_n)} (full grid: {len(grid)})")
+                  f"max {max(ci_n)} (full grid: {len(grid)})", flush=True)
 
 
 if __name__ == "__main__":

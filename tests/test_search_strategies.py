@@ -136,3 +136,27 @@ def test_database_urls_name_an_installed_driver(monkeypatch):
         normalize_url("postgresql://u:p@db.example/laserkit")
     with pytest.raises(LaserkitError, match="not a database URL"):
         normalize_url("db.example/laserkit")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_tpe_with_the_whole_space_as_budget_proposes_every_point_once(batch):
+    """Near the end of a small space TPE keeps proposing what it has seen; the untried points
+    are then taken in grid order, so the budget is spent on distinct trials."""
+    from laserkit.search import Result
+
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=tuple(range(6, 12)), rhos=(0.2, 0.1, 0.05, 0.01),
+                   strategy="tpe", batch=batch)
+    plan = make_strategy(cfg)
+    rng = random.Random(0)
+    done: dict = {}
+    proposed: list[str] = []
+    while (specs := plan.next_specs(done)) is not None:
+        assert len(specs) <= batch or specs[0]["split"] != "validation" or not specs[0]["edits"]
+        for s in specs:
+            proposed += [s["key"]] if s["edits"] and s["split"] == "validation" else []
+            done[s["key"]] = Result(len(done), s, {"accuracy": rng.randint(0, 5) / 5,
+                                                   "log_loss": 1.0})
+    space = {f"validation|{n}@{layer}:rank-reduction(ρ={r:g})" for n in cfg.lnames
+             for layer in cfg.layers for r in cfg.rhos}
+    assert len(proposed) == len(space) and set(proposed) == space

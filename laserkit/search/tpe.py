@@ -30,7 +30,7 @@ from .strategy import chosen, register
 from .trial import Result, objective_value
 
 N_STARTUP = 10  # random proposals before TPE models the results (Optuna's default)
-MAX_REPEATS = 50  # proposals in a row that repeat done trials: the space is exhausted
+MAX_REPEATS = 50  # proposals in a row that repeat done trials: take an untried point instead
 
 
 class _Replay:
@@ -92,9 +92,11 @@ class TPE:
             r = self._replay = self._fresh()
         while True:
             if r.round is None:
-                if len(r.ran) >= self.budget or r.repeats >= MAX_REPEATS:
+                if len(r.ran) >= self.budget:
                     return list(r.ran), []
                 self._ask_round(r, done)
+                if not r.round_new:  # the whole space is done
+                    return list(r.ran), []
             missing = [s for s in r.round_new if s["key"] not in done]
             if missing:
                 return list(r.ran), missing
@@ -106,10 +108,19 @@ class TPE:
             r.round = None
 
     def _ask_round(self, r: _Replay, done: dict[str, Result]) -> None:
-        """Ask up to ``batch`` new distinct specs; repeats of done trials are told at once."""
+        """Ask up to ``batch`` new distinct specs; repeats of done trials are told at once.
+        When the sampler only repeats itself (near the end of a small space), the next
+        untried point in grid order is proposed instead, so the budget is always spent."""
         room = min(self.batch, self.budget - len(r.ran))
         r.round, r.round_new = [], []
-        while len(r.round_new) < room and r.repeats < MAX_REPEATS:
+        while len(r.round_new) < room:
+            if r.repeats >= MAX_REPEATS:
+                taken = r.seen | {s["key"] for s in r.round_new}
+                left = [p for p in self._space() if self._spec(p, 0)["key"] not in taken]
+                if not left:
+                    return
+                r.study.enqueue_trial(left[0])
+                r.repeats = 0
             t = r.study.ask(self.dists)
             spec = self._spec(t.params, order=len(r.ran) + len(r.round_new))
             if spec["key"] in r.seen:  # known: tell at once, it costs no trial
@@ -122,6 +133,10 @@ class TPE:
                 continue
             r.repeats = 0
             r.round_new.append(spec)
+
+    def _space(self) -> list[dict]:
+        return [{"lname": n, "layer": layer, "rho_index": i} for n in self.lnames
+                for layer in self.layer_list for i in range(len(self.rhos))]
 
     # -- the strategy ---------------------------------------------------------------------------
 
