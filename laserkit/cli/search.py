@@ -264,8 +264,8 @@ def worker(
     URL`): takes waiting trials until the run is done. Needs only the URL and the model."""
     from ..search.runner import worker as work
 
-    with console.status(f"worker on run {run!r} ..."):
-        n = work(url, run, device=device, threads=threads, model=model)
+    with _Bar(f"worker on {run}") as bar:
+        n = work(url, run, device=device, threads=threads, model=model, progress=bar)
     console.print(f"run {run!r} is done; this worker ran {n} trials")
 
 

@@ -223,14 +223,23 @@ def worker_devices(n: int, device: str) -> list[str]:
 
 
 def worker(url: str, run_name: str, device: str = "auto", threads: int | None = None,
-           model: str | None = None) -> int:
-    """One worker on a run that exists in the database; returns the trials it ran."""
+           model: str | None = None,
+           progress: Callable[[int, int], None] | None = None) -> int:
+    """One worker on a run that exists in the database; returns the trials it ran.
+    ``progress(done, total)`` is told after each of its trials (done counts every worker's)."""
     if threads:
         torch.set_num_threads(threads)
     store = TrialStore(url, run_name)
     cfg = store.config
-    loaded = load_model(_with_model(cfg, model), device)
-    return work(store, Context(cfg, *loaded))
+    ctx = Context(cfg, *load_model(_with_model(cfg, model), device))
+    total = ctx.strategy.total()
+
+    def tick(*_: object) -> None:
+        if progress is not None:
+            progress(store.counts()["done"], total)
+
+    tick()
+    return work(store, ctx, on_trial=tick)
 
 
 def main(argv: list[str] | None = None) -> None:
