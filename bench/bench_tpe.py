@@ -33,6 +33,8 @@ from laserkit.search.store import default_url
 from laserkit.search.trial import Result
 from laserkit.targets import model_layout, parse_layers
 
+CHECKPOINTS = (4, 8, 16)  # budgets at which the best accuracy found so far is reported
+
 
 def wilson_low(p: float, n: int, z: float = 1.96) -> float:
     """Lower end of the Wilson 95% interval of an accuracy p over n examples."""
@@ -101,6 +103,8 @@ def main() -> None:
               f"{best.key.split('|')[1]} accuracy {acc:.4f} (n={n}), 95% Wilson lower bound "
               f"{low:.4f}: {len(within)} of {len(grid)} trials inside it", flush=True)
         rows = {"tpe": [], "random": []}
+        acc_at = {"tpe": {k: [] for k in CHECKPOINTS}, "random": {k: [] for k in CHECKPOINTS}}
+        accuracy = {r.key: r.summary["accuracy"] for r in grid}
         for seed in range(args.seeds):
             t1 = time.perf_counter()
             order = replay_tpe(cfg, table, seed)
@@ -110,6 +114,8 @@ def main() -> None:
             random.Random(seed).shuffle(shuffled)
             for name, o in (("tpe", order), ("random", shuffled)):
                 rows[name].append((first_hit(o, exact), first_hit(o, within)))
+                for k in CHECKPOINTS:
+                    acc_at[name][k].append(max(accuracy[key] for key in o[:k]))
             print(f"  seed {seed}: TPE finds the best at trial {rows['tpe'][-1][0]}, a trial "
                   f"inside its CI at {rows['tpe'][-1][1]} (random order: "
                   f"{rows['random'][-1][0]} / {rows['random'][-1][1]}); replaying TPE over "
@@ -121,6 +127,9 @@ def main() -> None:
                   f"mean {statistics.mean(best_n):.1f}, max {max(best_n)}; to a trial inside "
                   f"its CI: median {statistics.median(ci_n)}, mean {statistics.mean(ci_n):.1f}, "
                   f"max {max(ci_n)} (full grid: {len(grid)})", flush=True)
+            print(f"  {name}: best validation accuracy after " + ", ".join(
+                f"{k} trials: mean {statistics.mean(v):.4f} (min {min(v):.4f})"
+                for k, v in acc_at[name].items()) + f"; the grid's best: {acc:.4f}", flush=True)
 
 
 if __name__ == "__main__":
