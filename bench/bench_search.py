@@ -3,8 +3,8 @@
 (a) reference style, as pratyushasharma/laser runs a sweep: for every configuration reload the
     model, decompose the matrix afresh, score the whole dataset one example at a time; the
     validation numbers are then read off the first 20% of the per-example records.
-(b) laserkit's engine (run_grid): model loaded once, SVD once per matrix, validation only,
-    batched, prefix cache, test only for base and best.
+(b) laserkit's engine (laserkit.search.run): model loaded once, SVD once per matrix,
+    validation only, batched, prefix cache, test only for base and best.
 
 Both must choose the same intervention with the same validation accuracy. Also printed: the
 search's time against its lower bound, one forward pass over the validation set per trial for
@@ -26,8 +26,17 @@ import torch
 
 from laserkit import Editor, FactorCache, Intervention, load
 from laserkit.evaluate import evaluate
-from laserkit.search import Context, grid_edits, pick, run_grid, search_config
-from laserkit.search.store import Result, TrialStore
+from laserkit.search import (
+    Context,
+    ObjectiveConfig,
+    Result,
+    RunConfig,
+    TrialStore,
+    grid_edits,
+    pick,
+    run,
+)
+from laserkit.search.store import default_url
 from laserkit.targets import model_layout, parse_layers
 
 
@@ -93,18 +102,19 @@ def main() -> None:
     layers = parse_layers(args.lnum, model_layout(loaded.model).num_layers)
     iv = Intervention(rho=1.0)
     edits = grid_edits(args.lname.split(","), layers, [float(x) for x in args.rho.split(",")], iv)
-    objective = {"type": "task", "task": args.task, "limit": args.limit,
-                 "batch_size": args.batch_size}
-    cfg = search_config(args.model, objective, edits, intervention=iv.to_dict(), dtype="float32")
+    objective = ObjectiveConfig(task=args.task, limit=args.limit, batch_size=args.batch_size)
+    cfg = RunConfig(strategy="grid", model=args.model, objective=objective,
+                    intervention=iv.to_dict(), lnames=args.lname.split(","), layers=layers,
+                    rhos=[float(x) for x in args.rho.split(",")], dtype="float32")
     ctx = Context(cfg, loaded.model, loaded.tokenizer)
     stamps: dict[int, float] = {}  # trials done → when (base validation first, then the grid)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_grid(Path(tmp), cfg, ctx=ctx,
-                          progress=lambda done, _total: stamps.setdefault(done,
-                                                                          time.perf_counter()))
+        store = TrialStore(default_url(Path(tmp)), "bench", create=cfg)
+        result = run(store, ctx=ctx,
+                     progress=lambda done, _total: stamps.setdefault(done, time.perf_counter()))
         t_search = time.perf_counter() - t0
         phases: dict[str, float] = {}
-        for r in TrialStore(tmp).results().values():
+        for r in store.results().values():
             phase = "grid" if r.spec["edits"] and r.spec["split"] == "validation" else \
                 f"base/best {r.spec['split']}"
             phases[phase] = phases.get(phase, 0.0) + r.summary.get("seconds", math.nan)

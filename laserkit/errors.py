@@ -28,3 +28,27 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     text = lines[0] if lines else type(e).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Ctrl-C is remembered as well as raised: a KeyboardInterrupt that lands inside a finalizer or a
+# weakref callback (SQLAlchemy runs some) is printed as "Exception ignored" and lost, and the
+# command would go on as if nothing had happened. Long loops call ``check_interrupt`` so such an
+# interrupt still stops them, and the CLI exits 130 if one was seen at all.
+_interrupts: list[int] = []
+
+
+def interrupt_handler(signum: int, frame: object) -> None:
+    """The SIGINT handler the CLI installs: remember the interrupt, then raise it."""
+    _interrupts.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C has been seen since the command started."""
+    return bool(_interrupts)
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C was seen, even one that a finalizer swallowed."""
+    if _interrupts:
+        raise KeyboardInterrupt

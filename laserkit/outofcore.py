@@ -227,35 +227,3 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
 
     path = atomic_dir(Path(out), write, overwrite=overwrite)
     return [r for _, r in sorted(records, key=lambda x: x[0])], path
-
-
-def apply_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
-              dtype: str = "auto", device: str = "cpu") -> Path | None:
-    """Save a finished search run's chosen model out of core (`laserkit apply`).
-
-    Returns the output path, or None when the run's model must be loaded instead (a hub id,
-    .bin weights, a run dtype other than the stored one); GGUF output is always out of core.
-    """
-    from .search.report import load_result
-    from .search.runner import read_config
-
-    cfg = read_config(Path(run_dir))
-    result = load_result(Path(run_dir))
-    gguf_out = str(out).endswith(".gguf")
-    src = ModelSource.parse(cfg["model"])
-    if not gguf_out and src.kind == "hub":
-        return None
-    steps = [(e["lname"], e["layer"], Intervention.from_dict(e["intervention"]))
-             for e in result["chosen"]["edits"]]
-    extra = {"search": {"run_dir": str(run_dir), "command": result["command"],
-                        "chosen": result["chosen"]["label"],
-                        "base_test": result["base"]["test"],
-                        "best_test": result["best"]["test"]}}
-    try:
-        _, path = edit_checkpoint(src, steps, out, overwrite=overwrite, device=device,
-                                  extra_record=extra, dtype=cfg.get("dtype", dtype))
-    except NotOutOfCore:
-        if gguf_out:
-            raise
-        return None
-    return path

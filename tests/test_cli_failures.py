@@ -17,6 +17,7 @@ import random
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -319,6 +320,17 @@ def test_table_of_user_mistakes(env):
     _no_partials(full_scan)
 
 
+def _completed_trials(db: Path) -> int:
+    """Trials the run's SQLite store holds as complete (0 while it does not exist yet)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1) as con:
+            return con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:  # the schema is being created
+        return 0
+
+
 def _numbers(rows: list[dict]) -> list[dict]:
     """Trial rows without Optuna's trial numbers (which depend on who took which trial)."""
     return [{k: v for k, v in r.items() if k != "trial"} for r in rows]
@@ -371,7 +383,7 @@ def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
     def search_job():
         run_dir = root / "search"
         ran, _ = interrupted([*search_args, "--run-dir", str(run_dir)],
-                             lambda: len(list((run_dir / "trials").glob("*"))) >= 2,
+                             lambda: _completed_trials(run_dir / "trials.db") >= 2,
                              (0.0, 0.15), random.Random(rng.random()))
         return run_dir, ran
 
@@ -419,7 +431,7 @@ def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
     # search: finished trials kept, --resume completes with the same table as an uninterrupted run
     run_dir, ran = res["search"]
     _one_interrupt_line(ran, "--resume", str(run_dir))
-    assert (run_dir / "run.json").exists() and not (run_dir / "result.json").exists()
+    assert (run_dir / "trials.db").exists() and not (run_dir / "result.json").exists()
     ref = res["ref_search"]
     assert ref.rc == 0, ref.err
     resumed = laserkit(*search_args, "--run-dir", run_dir, "--resume")

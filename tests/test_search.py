@@ -13,15 +13,16 @@ from laserkit import Intervention, LaserkitError
 from laserkit.search import (
     CallableObjective,
     Context,
+    ObjectiveConfig,
     PrefixCache,
+    RunConfig,
     TrialStore,
-    grid_edits,
-    run_grid,
-    search_config,
+    run,
 )
-from laserkit.search.compose import compose_config, run_compose
-from laserkit.search.greedy import greedy_config, run_greedy
+from laserkit.search.compose import compose_config
+from laserkit.search.greedy import greedy_config
 from laserkit.search.objective import NextTokenObjective, split_slice
+from laserkit.search.store import default_url
 from laserkit.targets import find_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,11 +39,25 @@ def next_token_data(model, n: int = 40, length: int = 8, seed: int = 1) -> list[
     return seqs.tolist()
 
 
-def grid_cfg(model, lnames=("fc_in", "fc_out"), layers=(9, 10, 11), rhos=(0.5, 0.1), **kw):
-    obj = {"type": "next-token", "sequences": next_token_data(model), "batch_size": 8}
-    iv = Intervention(rho=0.5)
-    edits = grid_edits(list(lnames), list(layers), list(rhos), iv)
-    return search_config("tiny", obj, edits, intervention=iv.to_dict(), **kw)
+def grid_cfg(model, lnames=("fc_in", "fc_out"), layers=(9, 10, 11), rhos=(0.5, 0.1),
+             strategy="grid", **kw) -> RunConfig:
+    obj = ObjectiveConfig(type="next-token", sequences=next_token_data(model), batch_size=8)
+    return RunConfig(strategy=strategy, model="tiny", objective=obj,
+                     intervention=Intervention(rho=1.0).to_dict(), lnames=list(lnames),
+                     layers=list(layers), rhos=list(rhos), **kw)
+
+
+def store_at(path, cfg: RunConfig | None = None, resume: bool = False) -> TrialStore:
+    """The run in PATH's SQLite database (as `laserkit search --run-dir PATH` makes it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return TrialStore(default_url(path), "run", create=cfg, resume=resume)
+
+
+def run_grid(path, cfg: RunConfig, model=None, objective=None, resume: bool = False,
+             ctx: Context | None = None) -> dict:
+    """Create (or resume) the run in PATH and run it to the end in this process."""
+    store = store_at(path, cfg, resume)
+    return run(store, ctx=ctx or Context(store.config, model, objective=objective))
 
 
 def better_or_equal(a: dict, b: dict) -> bool:
@@ -52,7 +67,7 @@ def better_or_equal(a: dict, b: dict) -> bool:
 def test_chosen_is_best_on_validation_and_test_only_for_base_and_best(tmp_path):
     model = make_tiny("llama")
     cfg = grid_cfg(model)
-    result = run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    result = run_grid(tmp_path, cfg, model)
     rows = result["trials"]
     assert len(rows) == 12
     best_val = result["best"]["validation"]
@@ -61,7 +76,7 @@ def test_chosen_is_best_on_validation_and_test_only_for_base_and_best(tmp_path):
     n_val = len(split_slice(40, "validation"))
     assert {r["n"] for r in rows} == {n_val}
 
-    store = TrialStore(tmp_path)
+    store = store_at(tmp_path)
     done = store.results()
     test_keys = sorted(k for k, r in done.items() if r.spec["split"] == "test")
     chosen = result["chosen"]["edits"]
@@ -75,7 +90,7 @@ def test_chosen_is_best_on_validation_and_test_only_for_base_and_best(tmp_path):
 def test_base_wins_ties_so_an_intervention_must_beat_it(tmp_path):
     model = make_tiny("llama")
     cfg = grid_cfg(model, layers=(11,), rhos=(1.0,))  # ρ = 1 keeps the matrix: same scores
-    result = run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    result = run_grid(tmp_path, cfg, model)
     assert result["chosen"]["edits"] == []
     assert result["best"]["test"] == result["base"]["test"]
 
@@ -145,7 +160,7 @@ def test_grid_results_equal_with_and_without_prefix_cache(tmp_path):
 def test_successive_halving_scores_a_head_then_the_best_fraction(tmp_path):
     model = make_tiny("llama")
     cfg = grid_cfg(model, halving=3)
-    result = run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    result = run_grid(tmp_path, cfg, model)
     rows = result["trials"]
     heads = [r for r in rows if r["fraction"] < 1]
     full = [r for r in rows if r["fraction"] == 1]
@@ -157,14 +172,15 @@ def test_successive_halving_scores_a_head_then_the_best_fraction(tmp_path):
 def test_resume_refuses_a_different_configuration(tmp_path):
     model = make_tiny("llama")
     cfg = grid_cfg(model, layers=(11,))
-    run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+    run_grid(tmp_path, cfg, model)
     with pytest.raises(LaserkitError, match="add --resume"):
-        run_grid(tmp_path, cfg, ctx=Context(cfg, model))
+        run_grid(tmp_path, cfg, model)
     other = grid_cfg(model, layers=(10,))
-    with pytest.raises(LaserkitError, match="differs from the run"):
-        run_grid(tmp_path, other, resume=True, ctx=Context(other, model))
-    again = run_grid(tmp_path, cfg, resume=True, ctx=Context(cfg, model))  # nothing left to do
-    assert json.loads((tmp_path / "result.json").read_text())["chosen"] == again["chosen"]
+    with pytest.raises(LaserkitError, match="differs from run 'run' in layers"):
+        run_grid(tmp_path, other, model, resume=True)
+    first = store_at(tmp_path).result()
+    again = run_grid(tmp_path, cfg, model, resume=True)  # nothing left to do
+    assert json.loads(json.dumps(first)) == again
 
 
 def changed_layers(model) -> tuple[dict, callable]:
@@ -188,7 +204,7 @@ def test_greedy_keeps_exactly_the_improving_steps(tmp_path):
     iv = Intervention(rho=0.5)
     cands = [{"lname": "fc_in", "layer": i, "intervention": iv.to_dict()} for i in (11, 10, 9, 8)]
     cfg = greedy_config("tiny", {"type": "constructed"}, cands)
-    result = run_greedy(tmp_path, cfg, Context(cfg, model, objective=objective))
+    result = run_grid(tmp_path, cfg, model, objective)
     assert [s["kept"] for s in result["steps"]] == [True, False, False, True]
     assert [e["layer"] for e in result["chosen"]["edits"]] == [11, 8]
     assert result["best"]["test"]["score"] == 2
@@ -202,7 +218,7 @@ def test_compose_stacks_from_the_last_layer_until_accuracy_drops(tmp_path):
         lambda m, split: len(changed() & {11, 10}) - 5 * (9 in changed()), name="constructed")
     cfg = compose_config("tiny", {"type": "constructed"}, ["fc_in"], [8, 9, 10, 11], [0.5, 0.1],
                          Intervention(rho=0.5).to_dict())
-    result = run_compose(tmp_path, cfg, Context(cfg, model, objective=objective))
+    result = run_grid(tmp_path, cfg, model, objective)
     assert [s["layer"] for s in result["steps"]] == [11, 10, 9]
     assert [s["kept"] for s in result["steps"]] == [True, True, False]
     assert [e["layer"] for e in result["chosen"]["edits"]] == [11, 10]
@@ -233,7 +249,7 @@ def test_ctrl_c_gives_the_running_trial_back_at_once(tmp_path):
     ctx = Context(cfg, model, objective=CallableObjective(score))
     with pytest.raises(KeyboardInterrupt):
         run_grid(tmp_path, cfg, ctx=ctx)
-    store = TrialStore(tmp_path)
+    store = store_at(tmp_path)
     assert store.running() == 0 and store.waiting() >= 1  # not stuck until the grace period
     result = run_grid(tmp_path, cfg, resume=True, ctx=ctx)
     assert len(result["trials"]) == 4
@@ -248,14 +264,15 @@ def test_greedy_on_a_single_text_decides_on_all_of_it_without_a_test_phase(tmp_p
     iv = Intervention(rho=0.5)
     cfg = greedy_config("tiny", {"type": "constructed"},
                         [{"lname": "fc_in", "layer": 11, "intervention": iv.to_dict()}])
-    result = run_greedy(tmp_path, cfg, Context(cfg, model, objective=objective))
+    result = run_grid(tmp_path, cfg, model, objective)
     assert result["decided_on"] == "all" and result["steps"][0]["kept"] is False
-    assert {r.spec["split"] for r in TrialStore(tmp_path).results().values()} == {"all"}
+    assert {r.spec["split"] for r in store_at(tmp_path).results().values()} == {"all"}
 
 
 def test_a_worker_dying_while_taking_a_trial_never_strands_it(tmp_path, monkeypatch):
     """Killed between its two writes (heartbeat, state), a worker leaves the trial takeable."""
-    store = TrialStore(tmp_path)
+    model = make_tiny("llama")
+    store = store_at(tmp_path, grid_cfg(model, layers=(11,)))
     store.enqueue([{"key": "only"}])
 
     def killed(*args, **kwargs):
@@ -264,7 +281,51 @@ def test_a_worker_dying_while_taking_a_trial_never_strands_it(tmp_path, monkeypa
     monkeypatch.setattr(store.storage, "record_heartbeat", killed)
     with pytest.raises(SystemExit):
         store.pop()
-    other = TrialStore(tmp_path)
+    other = store_at(tmp_path)
     other.fail_stale()
     taken = other.pop()
     assert taken is not None and taken.spec["key"] == "only"
+
+
+def test_a_run_directory_from_before_named_runs_resumes_and_keeps_its_records(tmp_path):
+    """The old layout: run.json, one study named "laserkit" in trials.db, records in
+    trials/<n>.jsonl. Here with its validation phase done: status reads it, --resume runs only
+    the test phase, and the table is the one a new run gives."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from laserkit.search import grid_edits, start, status
+    from laserkit.search.session import open_run
+
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=(11,), rhos=(0.5,))
+    reference = run_grid(tmp_path / "new", cfg, model)
+    new = store_at(tmp_path / "new")
+    old = tmp_path / "old"
+    (old / "trials").mkdir(parents=True)
+    edits = grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention(rho=1.0))
+    (old / "run.json").write_text(json.dumps({
+        "command": "search", "model": "tiny", "objective": cfg.objective.to_json(),
+        "grid": {"edits": edits}, "intervention": cfg.intervention, "halving": None,
+        "seed": 0, "dtype": "auto", "storage": None}))
+    study = optuna.create_study(study_name="laserkit", storage=default_url(old),
+                                direction="maximize")
+    val = [r for r in new.results().values() if r.spec["split"] == "validation"]
+    for i, r in enumerate(val):
+        (old / "trials" / f"{i}.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in new.records(r)))
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs={
+            "spec": r.spec, "summary": r.summary, "records": f"{i}.jsonl"}))
+
+    s = status(open_run(old))
+    assert (s["done"], s["finished"]) == (3, False)
+    result, store = start(cfg, run_dir=old, resume=True,
+                          loaded=type("Loaded", (), {"model": model, "tokenizer": None}))
+    for r in (result, reference):
+        r.pop("run")
+        for summary in (*r["base"].values(), *r["best"].values()):
+            summary.pop("seconds", None)
+    assert result == reference
+    assert len(store.results()) == len(val) + 2  # only the test phase was run
+    for r in val:
+        assert store.records(store.results()[r.key]) == new.records(r)  # read from trials/

@@ -73,7 +73,7 @@ def test_search_saves_a_reloadable_model_and_a_report(tmp_path, tiny_dir):
                                   "--limit", "10", "--lnum", "-2:", "--rho", "0.5",
                                   "--run-dir", str(run), "--resume", "--dtype", "float32",
                                   "--no-save"])
-    assert resumed.exit_code != 0 and "differs from the run" in str(resumed.exception)
+    assert resumed.exit_code != 0 and "differs from run 'run' in rhos" in str(resumed.exception)
 
 
 def test_compose_and_greedy_commands(tmp_path, tiny_dir):

@@ -11,10 +11,11 @@ from collections import Counter
 import pytest
 from conftest import make_tiny
 from optuna.trial import TrialState
-from test_search import grid_cfg
+from test_search import grid_cfg, run_grid, store_at
 
-from laserkit.search import Context, TrialStore, run_grid
-from laserkit.search.runner import spawn, write_config
+from laserkit.search import TrialStore
+from laserkit.search.runner import spawn
+from laserkit.search.store import default_url
 
 LAYERS = tuple(range(6, 12))
 
@@ -29,8 +30,12 @@ def tiny(tmp_path_factory):
     model = make_tiny("llama")
     model.save_pretrained(path)
     cfg = grid_cfg(model, layers=LAYERS, rhos=(0.5, 0.05), heartbeat_s=1, grace_s=3)
-    cfg["model"] = str(path)
+    cfg.model = str(path)
     return model, cfg
+
+
+def start_workers(path, n: int):
+    return spawn(default_url(path), "run", n, ["cpu"], threads=1)
 
 
 def completed_per_key(store: TrialStore) -> Counter:
@@ -40,13 +45,11 @@ def completed_per_key(store: TrialStore) -> Counter:
 
 def test_sigkilled_worker_then_resume_loses_and_repeats_nothing(tmp_path, tiny):
     model, cfg = tiny
-    reference = run_grid(tmp_path / "ref", cfg, ctx=Context(cfg, model))
+    reference = run_grid(tmp_path / "ref", cfg, model)
 
     run = tmp_path / "run"
-    run.mkdir()
-    write_config(run, cfg, resume=False)
-    (proc,) = spawn(run, 1, ["cpu"], threads=1)
-    store = TrialStore(run)
+    store = store_at(run, cfg)
+    (proc,) = start_workers(run, 1)
     deadline = time.monotonic() + 120
     while len(store.results()) < 6 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -55,7 +58,7 @@ def test_sigkilled_worker_then_resume_loses_and_repeats_nothing(tmp_path, tiny):
     partial = len(store.results())
     assert 6 <= partial < len(reference["trials"])  # killed mid-way
 
-    resumed = run_grid(run, cfg, resume=True, ctx=Context(cfg, model))
+    resumed = run_grid(run, cfg, model, resume=True)
     assert resumed["chosen"] == reference["chosen"]
     assert [(r["lname"], r["layer"], r["rho"]) for r in resumed["trials"]] == \
         [(r["lname"], r["layer"], r["rho"]) for r in reference["trials"]]
@@ -71,15 +74,15 @@ def test_sigkilled_worker_then_resume_loses_and_repeats_nothing(tmp_path, tiny):
 
 def test_two_workers_finish_one_grid_together(tmp_path, tiny):
     model, cfg = tiny
-    write_config(tmp_path, cfg, resume=False)
-    procs = spawn(tmp_path, 2, ["cpu"], threads=1)
+    store_at(tmp_path, cfg)
+    procs = start_workers(tmp_path, 2)
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    store = TrialStore(tmp_path)
+    store = store_at(tmp_path)
     counts = completed_per_key(store)
     assert set(counts.values()) == {1}
     assert len(counts) == 2 * len(LAYERS) * 2 + 3
     complete = store.study.get_trials(states=(TrialState.COMPLETE,))
     workers = {t.user_attrs["worker"] for t in complete}
     assert len(workers) == 2  # both took part
-    result = run_grid(tmp_path, cfg, resume=True, ctx=Context(cfg, model))  # nothing left to run
+    result = run_grid(tmp_path, cfg, model, resume=True)  # nothing left to run
     assert len(result["trials"]) == 2 * len(LAYERS) * 2

@@ -305,8 +305,8 @@ def test_cli_bandwidth_option(tmp_path) -> None:
     assert "median" in json.dumps(rec)
     for cmd in ("search",):  # the option exists there too (compose shares the same check)
         res = subprocess.run([sys.executable, "-m", "laserkit", cmd, str(tmp_path / "tiny"),
-                              "--task", "fever", "--intervention", "vendi-score", "--bandwidth",
-                              "0", "--run-dir", str(tmp_path / cmd)], env=env,
+                              "--task", "fever-bigbench", "--intervention", "vendi-score",
+                              "--bandwidth", "0", "--run-dir", str(tmp_path / cmd)], env=env,
                              capture_output=True, text=True, timeout=300)
         lines = res.stderr.strip().splitlines()
         assert res.returncode != 0 and len(lines) == 1, res.stderr

@@ -41,7 +41,7 @@ import importlib  # noqa: E402
 
 import typer  # noqa: E402
 
-from ..errors import LaserkitError, first_line  # noqa: E402
+from ..errors import LaserkitError, first_line, interrupt_handler, interrupted  # noqa: E402
 
 app = typer.Typer(
     name="laserkit",
@@ -89,6 +89,14 @@ def _click_exit(e: BaseException) -> int | None:
     return None
 
 
+def _unraisable(hook):
+    """A Ctrl-C raised inside a finalizer is remembered (errors.interrupted), not printed."""
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+    return quiet
+
+
 def run(args: list[str]) -> int:
     """Run one command line; returns the exit status (never raises, never prints a traceback
     unless LASERKIT_DEBUG is set)."""
@@ -100,9 +108,12 @@ def run(args: list[str]) -> int:
         _register()
         command = typer.main.get_command(app)
         if signal.getsignal(signal.SIGINT) is _early_interrupt:
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C cleans up
+            signal.signal(signal.SIGINT, interrupt_handler)  # from here Ctrl-C cleans up
+            sys.unraisablehook = _unraisable(sys.unraisablehook)
         with command.make_context("laserkit", list(args)) as ctx:
             command.invoke(ctx)
+        if interrupted():  # a Ctrl-C that a finalizer swallowed: still not a success
+            raise KeyboardInterrupt
         return 0
     except KeyboardInterrupt:
         _say(f"interrupted; {interrupt_note()}")

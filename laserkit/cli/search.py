@@ -1,4 +1,5 @@
-"""`laserkit search`, `greedy`, `compose`, `report`, `apply` and `demo` (the main job)."""
+"""`laserkit search`, `greedy`, `compose`, `worker`, `status`, `report`, `apply` and `demo`: parse
+the options, call laserkit.search.session, print. What they do is in the library."""
 
 from __future__ import annotations
 
@@ -23,69 +24,30 @@ TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bb
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
 DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
 LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
-RunDirOpt = typer.Option(None, "--run-dir", "-o", help="where the run lives (default runs/"
-                         "<command>-<task>)")
-ResumeOpt = typer.Option(False, "--resume", help="continue the run in --run-dir (after a crash "
-                         "or Ctrl-C) or join it as another worker")
-StorageOpt = typer.Option(None, "--storage", help="trial store URL (default sqlite:///RUN_DIR/"
-                          "trials.db; postgresql://... for workers on several machines)")
+RunDirOpt = typer.Option(None, "--run-dir", "-o", help="where this machine writes the result, "
+                         "report and best model (default runs/<run>, or runs/<command>-<task>)")
+RunOpt = typer.Option(None, "--run", help="the run's name in the database (default: the run "
+                      "directory's name); several runs share one database by name")
+ResumeOpt = typer.Option(False, "--resume", help="continue the run (after a crash or Ctrl-C)")
+StorageOpt = typer.Option(None, "--storage", help="trial database URL (default sqlite:///RUN_DIR/"
+                          "trials.db; postgresql://USER:PW@HOST/DB for several machines)")
 BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
-SeedOpt = typer.Option(None, "--seed", help="shuffle the examples with this seed before the "
-                       "split (default: none, the paper's first-20%-validation split)")
+ShuffleOpt = typer.Option(None, "--shuffle", "--seed", help="shuffle the examples with this seed "
+                          "before the split (default: none, the paper's first-20%-validation "
+                          "split)")
 NoCacheOpt = typer.Option(False, "--no-prefix-cache", help="recompute layers before ℓ in every "
                           "trial (results are the same; slower)")
 CacheGbOpt = typer.Option(1.0, "--cache-gb", help="memory for cached hidden states; beyond it "
                           "batches are recomputed")
 NoSaveOpt = typer.Option(False, "--no-save", help="do not save the chosen model into "
                          "RUN_DIR/best-model")
-
-
-def _floats(text: str | None) -> list[float] | None:
-    from ..errors import LaserkitError
-
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise LaserkitError(f"cannot read {text!r}: give comma-separated numbers") from None
-
-
-def _rhos(rho: str | None, rate: str | None, default: tuple[float, ...]) -> list[float]:
-    from ..errors import LaserkitError
-    from ..interventions import rho_from_rate
-
-    if rho is not None and rate is not None:
-        raise LaserkitError("give --rho or --rate, not both")
-    if rate is not None:
-        return [rho_from_rate(r) for r in _floats(rate)]
-    return _floats(rho) or list(default)
-
-
-def _objective(task: str | None, data: str | None, limit: int | None, batch_size: int,
-               seed: int | None) -> dict:
-    from ..errors import LaserkitError
-
-    if not task:
-        raise LaserkitError("say what to score with --task (e.g. fever, bbh-epistemic, "
-                            "perplexity --data FILE)")
-    return {"type": "task", "task": task, "data": data, "limit": limit,
-            "batch_size": batch_size, "seed": seed}
-
-
-def _run_dir(run_dir: Path | None, command: str, task: str | None,
-             resume: bool | None = None) -> Path:
-    """The run directory, checked before any model is loaded (``resume`` None: no check)."""
-    from ..search.runner import check_run_dir
-
-    out = run_dir or Path("runs") / f"{command}-{Path(task or 'run').stem}"
-    if resume is not None:
-        check_run_dir(out, resume)
-    return out
-
-
-def _trials_kept(run_dir: Path, again: str) -> None:
-    on_interrupt(f"the finished trials are kept in {run_dir}; {again}")
+WorkersOpt = typer.Option(1, "--workers", help="worker processes on this machine (one per GPU "
+                          "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
+                          " 0: only create the run in the database")
+HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
+GraceOpt = typer.Option(20, "--grace", help="a worker silent this many seconds is taken for "
+                        "dead and its trial given to another")
+SourceArg = typer.Argument(..., help="a run directory, or the database URL (with --run)")
 
 
 class _Bar:
@@ -108,73 +70,69 @@ class _Bar:
         self.progress.update(self.task, completed=done, total=max(total, done) or None)
 
 
-def _print_result(result: dict, run_dir: Path) -> None:
+def _num(v: object) -> str:
+    return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _print_result(result: dict) -> None:
     from ..search.report import headline_rows
 
     metric = result["base"]["test"].get("metric", "score")
-    table = Table(title=f"{result['command']}: base → best (chosen on validation, reported on "
-                        "test)")
+    table = Table(title=f"{result['command']} ({result.get('strategy', result['command'])}): "
+                        "base → best (chosen on validation, reported on test)")
     table.add_column("model", overflow="fold")
     for col in (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss"):
         table.add_column(col)
     for name, val, test in headline_rows(result):
         table.add_row(name, *(_num(d.get(k)) for d in (val, test) for k in ("score", "log_loss")))
     console.print(table)
-    from ..search.significance import lines  # noqa: PLC0415
+    from ..search.significance import lines
 
     for line in lines(result):
         console.print(line)
-    console.print(f"run directory: {run_dir}")
 
 
-def _num(v: object) -> str:
-    return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | None,
+             resume: bool | None = None) -> Path:
+    """The run directory, checked before any model is loaded (``resume`` None: no check)."""
+    from ..search.session import check_run_dir
+
+    out = run_dir or Path("runs") / (run or f"{command}-{Path(task or 'run').stem}")
+    if resume is not None:
+        check_run_dir(out, resume)
+    return out
 
 
-def _finish(result: dict, run_dir: Path, loaded, no_save: bool) -> None:
-    from ..search.report import write_report
+def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, resume: bool,
+        workers: int, device: str, no_save: bool) -> None:
+    """Start or resume a run, then print its table, write the report, save the chosen model."""
+    from ..search import session
 
-    _print_result(result, run_dir)
-    report = write_report(run_dir)
-    console.print(f"report: {report}")
-    if not no_save:
-        on_interrupt(f"the finished run is kept in {run_dir}; save its model with `laserkit "
-                     f"apply {run_dir} --out DIR`")
-        out = save_chosen(run_dir, run_dir / "best-model", loaded=loaded, force=True)
-        console.print(f"saved the chosen model to {out}")
-
-
-def save_chosen(run_dir: Path, out: Path, loaded=None, force: bool = False,
-                dtype: str = "auto", device: str = "auto") -> Path:
-    """Rebuild the run's chosen model (base + chosen edits) and save it as an HF directory."""
-    from ..edit import Editor
-    from ..saving import save
-    from ..search.report import load_result
-    from ..search.runner import read_config
-    from ..search.trial import apply_edits
-
-    cfg = read_config(run_dir)
-    result = load_result(run_dir)
-    if loaded is None:
-        loaded = load_with_status(cfg["model"], cfg.get("dtype", dtype), device)
-    editor = Editor(loaded.model)
-    try:
-        apply_edits(editor, result["chosen"]["edits"])
-        extra = {"search": {"run_dir": str(run_dir), "command": result["command"],
-                            "chosen": result["chosen"]["label"],
-                            "base_test": result["base"]["test"],
-                            "best_test": result["best"]["test"]}}
-        with console.status(f"saving to {out} ..."):
-            return save(loaded.model, loaded.tokenizer, out, editor.records, base=cfg["model"],
-                        overwrite=force, extra_record=extra)
-    finally:
-        editor.restore()
+    where = f"the database {storage}" if storage else run_dir
+    on_interrupt(f"the finished trials are kept in {where}; continue with the same command and "
+                 "--resume")
+    with _Bar(f"{cfg.strategy} {run or run_dir}") as bar:
+        result, store = session.start(cfg, run_dir=run_dir, storage=storage, run=run,
+                                      resume=resume, workers=workers, device=device,
+                                      loaded=loaded, progress=bar)
+    if result is None:
+        console.print(f"created run {store.run!r}; work on it with: laserkit worker "
+                      f"{storage or store.url} --run {store.run}")
+        return
+    _print_result(result)
+    on_interrupt(f"the finished run is kept in {run_dir}; write its report and model with "
+                 f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`")
+    with console.status("writing the report and the chosen model ..."):
+        paths = session.finish(store, run_dir, loaded, save_model=not no_save)
+    console.print(f"run {store.run!r} in {run_dir}\nreport: {paths['report']}")
+    if "model" in paths:
+        console.print(f"saved the chosen model to {paths['model']}")
 
 
-def _context(cfg: dict, loaded, no_cache: bool):
-    from ..search.runner import Context
+def _iv(kind: str, **kw) -> dict:
+    from ..interventions import Intervention
 
-    return Context(cfg, loaded.model, loaded.tokenizer, prefix_cache=not no_cache)
+    return Intervention(kind=kind, rho=1.0, **kw).to_dict()
 
 
 @app.command()
@@ -183,6 +141,12 @@ def search(
     task: str = TaskOpt,
     data: str = DataOpt,
     limit: int = LimitOpt,
+    strategy: str = typer.Option("grid", "--strategy", help="grid: every (τ, ℓ, ρ) (the paper); "
+                                 "tpe: Bayesian (Optuna TPE) over the same space, --trials of it"),
+    trials: int = typer.Option(None, "--trials", help="tpe: how many distinct (τ, ℓ, ρ) to try"),
+    batch: int = typer.Option(1, "--batch", help="tpe: proposals per round (set it to the "
+                              "number of workers to keep them busy; results do not depend on "
+                              "the workers, only on this)"),
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types τ of the grid, "
                               "comma-separated (each is its own grid axis value)"),
     lnum: str = typer.Option("all", "--lnum", help="layers ℓ of the grid: all, 20-31, -4:, 3,5"),
@@ -197,50 +161,50 @@ def search(
     halving: int = typer.Option(None, "--halving", help="successive halving with this factor η: "
                                 "every trial on the first 1/η of validation, the best 1/η on "
                                 "all of it (off by default: the paper's protocol is exact)"),
-    workers: int = typer.Option(1, "--workers", help="worker processes on this machine (one per "
-                                "GPU when there are GPUs)"),
+    workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
+    run: str = RunOpt,
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    seed: int = SeedOpt,
+    seed: int = typer.Option(0, "--seed", help="seeds the search: TPE's sampler"),
+    shuffle: int = typer.Option(None, "--shuffle", help="shuffle the examples with this seed "
+                                "before the split (default: none, the paper's "
+                                "first-20%-validation split)"),
     no_prefix_cache: bool = NoCacheOpt,
     cache_gb: float = CacheGbOpt,
+    heartbeat: int = HeartbeatOpt,
+    grace: int = GraceOpt,
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
-    """The paper's grid search: every (τ, ℓ, ρ) on validation, base and best on test."""
-    from ..edit import Editor
+    """The paper's grid search (or TPE over its space): (τ, ℓ, ρ) on validation, base and best
+    on test."""
     from ..errors import LaserkitError
-    from ..interventions import Intervention
-    from ..search.grid import DEFAULT_RHOS, grid_edits
-    from ..search.runner import run_grid, search_config
-    from ..search.trial import check_edits
-    from ..targets import model_layout, parse_layers
+    from ..search.config import ObjectiveConfig, RunConfig
+    from ..search.grid import DEFAULT_RHOS
+    from ..targets import model_layout
 
     if intervention not in ("rank-reduction", "vendi-score"):
         raise LaserkitError(f"search grids over ρ: use --intervention rank-reduction or "
                             f"vendi-score (not {intervention}; mp-threshold is `laserkit greedy`)")
-    run_dir = _run_dir(run_dir, "search", task, resume)
-    iv = Intervention(kind=intervention, rho=1.0, use_quality=use_quality,
-                      min_diversity=min_diversity, bandwidth=bandwidth)
+    if strategy not in ("grid", "tpe"):
+        raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
+                            "commands of their own)")
+    run_dir = _run_dir(run_dir, run, "search", task, resume)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     loaded = load_with_status(model, dtype, device)
-    layers = parse_layers(lnum, model_layout(loaded.model).num_layers)
-    lnames = [x.strip() for x in lname.split(",") if x.strip()]
-    edits = grid_edits(lnames, layers, _rhos(rho, rate, DEFAULT_RHOS), iv)
-    check_edits(Editor(loaded.model), [e for es in edits for e in es])  # fail before any trial
-    cfg = search_config(model, _objective(task, data, limit, batch_size, seed), edits,
-                        intervention=iv.to_dict(), halving=halving, seed=seed or 0, dtype=dtype,
-                        storage=storage, prefix_cache=not no_prefix_cache,
-                        cache_bytes=int(cache_gb * (1 << 30)),
-                        grid={"lnames": lnames, "layers": layers})
-    _trials_kept(run_dir, "continue with the same command and --resume")
-    with _Bar(f"search {run_dir}") as bar:
-        result = run_grid(run_dir, cfg, resume=resume, workers=workers, device=device,
-                          ctx=None if workers > 1 else _context(cfg, loaded, no_prefix_cache),
-                          progress=bar)
-    _finish(result, run_dir, loaded, no_save)
+    cfg = RunConfig.from_cli(
+        strategy, model, objective, num_layers=model_layout(loaded.model).num_layers,
+        lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
+        intervention=_iv(intervention, use_quality=use_quality, min_diversity=min_diversity,
+                         bandwidth=bandwidth),
+        halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
+        prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
+        heartbeat_s=heartbeat, grace_s=grace)
+    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
+        resume=resume, workers=workers, device=device, no_save=no_save)
 
 
 @app.command()
@@ -252,35 +216,32 @@ def greedy(
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
     types: str = typer.Option("mlp,attn", "--types", help="module types the candidates come "
                               "from (laserRMT: mlp gate/up/down and attention q/k/v/o)"),
+    workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
+    run: str = RunOpt,
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    seed: int = SeedOpt,
+    shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
     """laserRMT: MP-threshold the k lowest-SNR matrices one by one, keep those that help."""
-    from ..scan import lowest_snr, scan
-    from ..search.greedy import candidate_edits, greedy_config, run_greedy
+    from ..search.config import ObjectiveConfig, RunConfig
+    from ..search.greedy import scan_candidates
 
-    run_dir = _run_dir(run_dir, "greedy", task, resume)
-    objective = _objective(task, data, limit, batch_size, seed)
+    run_dir = _run_dir(run_dir, run, "greedy", task, resume)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     loaded = load_with_status(model, dtype, device)
     on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
                  "again with --resume to continue")
-    scanned = scan(loaded.path, run_dir / "scan", types=types, device=device, progress=True,
-                   plots=False)
-    cands = candidate_edits(lowest_snr(scanned, candidates, types))
-    cfg = greedy_config(model, objective, cands, dtype=dtype, storage=storage,
-                        prefix_cache=not no_prefix_cache, seed=seed or 0)
-    _trials_kept(run_dir, "continue with the same command and --resume")
-    with _Bar(f"greedy {run_dir}") as bar:
-        result = run_greedy(run_dir, cfg, _context(cfg, loaded, no_prefix_cache), resume=resume,
-                            progress=bar)
-    _finish(result, run_dir, loaded, no_save)
+    cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device)
+    cfg = RunConfig.from_cli("greedy", model, objective, candidates=cands, dtype=dtype,
+                             prefix_cache=not no_prefix_cache)
+    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
+        device=device, no_save=no_save)
 
 
 @app.command()
@@ -294,70 +255,124 @@ def compose(
     rho: str = typer.Option("0.1,0.05,0.01", "--rho", help="ρ values tried at each layer"),
     intervention: str = typer.Option("rank-reduction", "--intervention"),
     bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
+    workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
+    run: str = RunOpt,
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    seed: int = SeedOpt,
+    shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
 ) -> None:
     """Stack reductions from the last layer down while validation accuracy does not drop."""
-    from ..interventions import Intervention
-    from ..search.compose import compose_config, run_compose
-    from ..targets import model_layout, parse_layers
+    from ..search.config import ObjectiveConfig, RunConfig
+    from ..targets import model_layout
 
-    run_dir = _run_dir(run_dir, "compose", task, resume)
-    objective = _objective(task, data, limit, batch_size, seed)
+    run_dir = _run_dir(run_dir, run, "compose", task, resume)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     loaded = load_with_status(model, dtype, device)
-    layers = parse_layers(lnum, model_layout(loaded.model).num_layers)
-    lnames = [x.strip() for x in lname.split(",") if x.strip()]
-    iv = Intervention(kind=intervention, rho=1.0, bandwidth=bandwidth)
-    cfg = compose_config(model, objective, lnames, layers, _rhos(rho, None, ()), iv.to_dict(),
-                         dtype=dtype, storage=storage, prefix_cache=not no_prefix_cache,
-                         seed=seed or 0)
-    _trials_kept(run_dir, "continue with the same command and --resume")
-    with _Bar(f"compose {run_dir}") as bar:
-        result = run_compose(run_dir, cfg, _context(cfg, loaded, no_prefix_cache),
-                             resume=resume, progress=bar)
-    _finish(result, run_dir, loaded, no_save)
+    cfg = RunConfig.from_cli(
+        "compose", model, objective, num_layers=model_layout(loaded.model).num_layers,
+        lname=lname, lnum=lnum, rho=rho, intervention=_iv(intervention, bandwidth=bandwidth),
+        dtype=dtype, prefix_cache=not no_prefix_cache)
+    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
+        resume=resume, workers=workers, device=device, no_save=no_save)
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a finished run directory")) -> None:
-    """Write RUN_DIR/report/report.md with tables and plots (heatmaps, ρ curves, steps)."""
-    from ..search.report import load_result, write_report
+def worker(
+    url: str = typer.Argument(..., help="the run's database URL (sqlite:///... or "
+                              "postgresql://...)"),
+    run: str = typer.Option(..., "--run", help="the run's name"),
+    model: str = typer.Option(None, "--model", help="where the run's model is on this machine, "
+                              "if not at the path the run recorded"),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for this worker"),
+    device: str = DeviceOpt,
+) -> None:
+    """Work on a run that exists in the database (start it with `laserkit search ... --storage
+    URL`): takes waiting trials until the run is done. Needs only the URL and the model."""
+    from ..search.runner import worker as work
 
-    path = write_report(run_dir)
-    _print_result(load_result(run_dir), run_dir)
+    with _Bar(f"worker on {run}") as bar:
+        n = work(url, run, device=device, threads=threads, model=model, progress=bar)
+    console.print(f"run {run!r} is done; this worker ran {n} trials")
+
+
+@app.command()
+def status(
+    source: str = SourceArg,
+    run: str = typer.Option(None, "--run", help="the run's name (without it, a URL lists its "
+                            "runs)"),
+) -> None:
+    """Live progress of a run: trials done / running / waiting, and the best so far."""
+    from ..search import session
+
+    if session.is_url(source) and not run:
+        names = session.run_names(source)
+        console.print("runs: " + (", ".join(names) if names else "none"))
+        return
+    s = session.status(session.open_run(source, run))
+    table = Table(title=f"run {s['run']!r}: {s['strategy']} on {s['task']}")
+    for col in ("done", "running", "waiting", "failed", "of about"):
+        table.add_column(col)
+    table.add_row(*(str(s[k]) for k in ("done", "running", "waiting", "failed", "total")))
+    console.print(table)
+    b = s["best"]
+    if b is not None:
+        console.print(f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
+                      f"  score {_num(b['score'])}  log-loss {_num(b['log_loss'])}")
+    console.print("finished" if s["finished"] else "not finished")
+
+
+@app.command()
+def report(
+    source: str = SourceArg,
+    run: str = RunOpt,
+    out: Path = typer.Option(None, "--out", help="where to write report.md and the plots "
+                             "(default RUN_DIR/report; needed with a URL)"),
+) -> None:
+    """Write report.md with tables and plots (heatmaps, ρ curves, steps) for a finished run."""
+    from ..errors import LaserkitError
+    from ..search import session
+
+    where = session.locate(source, run)
+    if out is None:
+        if where.run_dir is None:
+            raise LaserkitError("with a database URL, say where the report goes with --out DIR")
+        out = where.run_dir / "report"
+    store = session.open_run(source, run)
+    path = session.report(store, out)
+    _print_result(session.result_of(store))
     console.print(f"report: {path}")
 
 
 @app.command("apply")
 def apply_cmd(
-    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    run_dir: str = typer.Argument(..., help="a finished run: its directory, or the database "
+                                  "URL with --run"),
     out: Path = typer.Option(..., "--out", help="where to save the chosen model"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
-    dtype: str = DtypeOpt,
+    dtype: str = typer.Option(None, "--dtype", help="default: the run's"),
     device: str = DeviceOpt,
+    run: str = RunOpt,
+    model: str = typer.Option(None, "--model", help="where the base model is on this machine, "
+                              "if not at the path the run recorded"),
 ) -> None:
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
     core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
     from ..fileio import check_out_target
-    from ..outofcore import apply_run
+    from ..search import session
 
     check_out_target(out, overwrite=force)  # before loading the model
+    store = session.open_run(run_dir, run)
     on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
-    path = apply_run(run_dir, out, overwrite=force, dtype=dtype, device=device)
-    if path is None:
-        path = save_chosen(run_dir, out, force=force, dtype=dtype, device=device)
+    with console.status(f"saving to {out} ..."):
+        path = session.save_chosen(store, out, force=force, dtype=dtype, device=device,
+                                   model=model)
     console.print(f"saved the chosen model to {path}")
-
-
-DEMO = {"task": "fever-bigbench", "limit": 300, "lname": "fc_in,fc_out", "lnum": "-6:",
-        "rho": "0.2,0.1,0.05,0.01"}
 
 
 @app.command()
@@ -372,9 +387,10 @@ def demo(
     grid tried on the offline tasks gave SmolLM2 a significant gain (README: what was tried), so
     the demo shows how laserkit reports a gain that is not significant. Run again, it continues
     (or just reprints) the same run."""
-    search(model="default", task=DEMO["task"], data=None, limit=DEMO["limit"],
-           lname=DEMO["lname"], lnum=DEMO["lnum"], rho=DEMO["rho"], rate=None,
-           intervention="rank-reduction", use_quality=False, min_diversity=False, bandwidth="1",
-           halving=None,
-           workers=1, run_dir=run_dir, resume=True, storage=None, batch_size=16, seed=None,
-           no_prefix_cache=False, cache_gb=1.0, no_save=False, dtype="auto", device=device)
+    from ..search.session import demo_config
+    from ..targets import model_layout
+
+    loaded = load_with_status("default", "auto", device)
+    cfg = demo_config(model_layout(loaded.model).num_layers)
+    _go(cfg, loaded, run_dir=run_dir, run=None, storage=None, resume=True, workers=1,
+        device=device, no_save=False)

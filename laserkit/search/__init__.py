@@ -1,8 +1,10 @@
 """Search for interventions that help: the paper's grid (validation selection, test for base and
-best), laserRMT's greedy, composition across layers; durable trial store, prefix cache, reports."""
+best), TPE over the same space, laserRMT's greedy, composition across layers; one engine for all
+of them over a trial database shared by workers on any number of machines."""
 
 from __future__ import annotations
 
+from .config import ObjectiveConfig, RunConfig
 from .grid import DEFAULT_LNAMES, DEFAULT_RHOS, GridPlan, grid_edits, pick, selection_key
 from .objective import (
     CallableObjective,
@@ -13,8 +15,11 @@ from .objective import (
     build_objective,
 )
 from .prefix_cache import PrefixCache
-from .runner import Context, finalize, read_config, run_grid, search_config
+from .runner import Context, finalize, run, work
+from .session import locate, open_run, paired_records, save_chosen, start, status
 from .store import TrialStore
+from .strategy import make_strategy, names, register
+from .trial import Result
 
 __all__ = [
     "DEFAULT_LNAMES",
@@ -24,16 +29,27 @@ __all__ = [
     "GridPlan",
     "NextTokenObjective",
     "Objective",
+    "ObjectiveConfig",
     "PrefixCache",
+    "Result",
+    "RunConfig",
     "Scored",
     "TaskObjective",
     "TrialStore",
     "build_objective",
     "finalize",
     "grid_edits",
+    "locate",
+    "make_strategy",
+    "names",
+    "open_run",
+    "paired_records",
     "pick",
-    "read_config",
-    "run_grid",
-    "search_config",
+    "register",
+    "run",
+    "save_chosen",
     "selection_key",
+    "start",
+    "status",
+    "work",
 ]

@@ -1,6 +1,6 @@
-"""laserRMT's greedy search (SPEC §3): candidates are the k matrices of lowest SNR; each in turn
-is reduced by Marchenko–Pastur thresholding and kept only if the score improves; otherwise that
-step alone is dropped and the kept ones stay."""
+"""laserRMT's greedy search (docs/methods.md): candidates are the k matrices of lowest SNR; each
+in turn is reduced by Marchenko–Pastur thresholding and kept only if the score improves;
+otherwise that step alone is dropped and the kept ones stay. Registered as ``greedy``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ..interventions import Intervention
 from . import trial
-from .runner import Context
-from .sequential import Progress, Steps, better
+from .config import RunConfig
+from .sequential import Sequential, Walk, better, step_row
+from .strategy import register
+from .trial import Result
 
 
 def candidate_edits(candidates: list[tuple[str, int, str]],
@@ -19,30 +21,59 @@ def candidate_edits(candidates: list[tuple[str, int, str]],
     return [trial.edit(lname, layer, iv) for _module, layer, lname in candidates]
 
 
-def greedy_config(model: str, objective: dict, candidates: list[dict], *, dtype: str = "auto",
-                  storage: str | None = None, prefix_cache: bool = True, seed: int = 0) -> dict:
-    return {"command": "greedy", "model": model, "objective": objective,
-            "candidates": candidates, "dtype": dtype, "storage": storage,
-            "prefix_cache": prefix_cache, "seed": seed}
+def scan_candidates(model_path: str | Path, scan_dir: Path, k: int, types: str,
+                    device: str = "auto") -> list[dict]:
+    """laserRMT's candidate list: scan the model, the k matrices of lowest SNR, in order."""
+    from ..scan import lowest_snr, scan  # noqa: PLC0415
+
+    scanned = scan(model_path, scan_dir, types=types, device=device, progress=True, plots=False)
+    return candidate_edits(lowest_snr(scanned, k, types))
 
 
-def run_greedy(run_dir: Path, cfg: dict, ctx: Context, *, resume: bool = False,
-               progress: Progress | None = None) -> dict:
+def greedy_config(model: str, objective: dict, candidates: list[dict], **kw) -> RunConfig:
+    """A greedy run's config (library and tests; the CLI builds it from its options)."""
+    from .config import ObjectiveConfig  # noqa: PLC0415
+
+    return RunConfig(strategy="greedy", model=model, objective=ObjectiveConfig.from_json(objective),
+                     candidates=candidates, **kw)
+
+
+@register("greedy")
+class Greedy(Sequential):
     """Try every candidate in order on top of the kept ones; keep strict improvements only."""
-    run = Steps(run_dir, cfg, ctx, resume, progress)
-    cands = run.cfg["candidates"]
-    total = len(cands) + 3
-    base = best = run.score([], -1, total=total)
-    kept: list[dict] = []
-    steps = []
-    for i, cand in enumerate(cands):
-        r = run.score(kept + [cand], i, total=total)
-        keep = better(r.summary, best.summary, run.hib)
-        steps.append({"step": i, "edit": trial.describe_edit(cand), "layer": cand["layer"],
-                      "lname": cand.get("lname"), "score": r.summary.get("score"),
-                      "accuracy": r.summary.get("accuracy"), "log_loss": r.summary.get("log_loss"),
-                      "kept": keep, "best_score": (r if keep else best).summary.get("score")})
-        if keep:
-            kept.append(cand)
-            best = r
-    return run.finish(base, best, kept, steps)
+
+    command = "greedy"
+
+    def __init__(self, cfg: RunConfig, higher_is_better: bool = True,
+                 split: str = "validation") -> None:
+        super().__init__(higher_is_better, split)
+        self.cands = cfg.candidates
+
+    def layers(self) -> set[int]:
+        return {int(c["layer"]) for c in self.cands}
+
+    def all_edits(self) -> list[dict]:
+        return list(self.cands)
+
+    def total(self) -> int:
+        return len(self.cands) + 3
+
+    def walk(self, done: dict[str, Result]) -> Walk:
+        w = Walk()
+        base = self.spec([], -1)
+        if base["key"] not in done:
+            w.need = [base]
+            return w
+        w.base = w.final = done[base["key"]]
+        for i, cand in enumerate(self.cands):
+            s = self.spec(w.kept + [cand], i)
+            if s["key"] not in done:
+                w.need = [s]
+                return w
+            r = done[s["key"]]
+            keep = better(r.summary, w.final.summary, self.hib)
+            w.steps.append(step_row(i, cand, r, keep, r if keep else w.final))
+            if keep:
+                w.kept.append(cand)
+                w.final = r
+        return w

@@ -1,5 +1,6 @@
-"""The paper's protocol (SPEC §1): a grid of (τ, ℓ, ρ) scored on validation only, the best chosen
-by validation accuracy (ties: lower validation log-loss), then only base and best scored on test.
+"""The paper's protocol (docs/search.md): a grid of (τ, ℓ, ρ) scored on validation only, the best
+chosen by validation accuracy (ties: lower validation log-loss), then only base and best scored
+on test. Registered as the ``grid`` strategy; ``halving`` adds successive halving.
 
 The plan is a pure function of the results so far, so any worker can compute the next phase and
 enqueue it idempotently: validation grid (optionally a successive-halving round on the head of
@@ -13,7 +14,9 @@ from typing import Any
 
 from ..interventions import Intervention
 from . import trial
-from .store import Result
+from .config import RunConfig
+from .strategy import chosen, register
+from .trial import Result
 
 DEFAULT_LNAMES = ("fc_in", "fc_out")
 DEFAULT_RHOS = (0.9, 0.8, 0.6, 0.2, 0.1, 0.05, 0.01)
@@ -48,14 +51,29 @@ def pick(results: list[Result], higher_is_better: bool) -> Result:
     return min(results, key=lambda r: selection_key(r.summary, higher_is_better, r.spec["order"]))
 
 
+def space_edits(cfg: RunConfig) -> list[list[dict]]:
+    """The run's (τ, ℓ, ρ) grid as edit lists, in grid order."""
+    return grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention.from_dict(cfg.intervention))
+
+
+@register("grid")
 class GridPlan:
     """Which trials a grid search needs next, given the completed ones."""
 
-    def __init__(self, edits: list[list[dict]], higher_is_better: bool = True,
-                 halving: int | None = None) -> None:
-        self.edits = edits
+    def __init__(self, cfg: RunConfig | list[list[dict]], higher_is_better: bool = True,
+                 split: str = "validation", halving: int | None = None) -> None:
+        if isinstance(cfg, RunConfig):
+            halving = cfg.halving
+            cfg = space_edits(cfg)
+        self.edits = cfg
         self.higher_is_better = higher_is_better
         self.halving = halving if halving and halving > 1 else None
+
+    def layers(self) -> set[int]:
+        return {int(e["layer"]) for es in self.edits for e in es}
+
+    def all_edits(self) -> list[dict]:
+        return [e for es in self.edits for e in es]
 
     def _validation(self, fraction: float, which: list[int]) -> list[dict]:
         return [trial.make("validation", "validation", self.edits[i], order=i, fraction=fraction)
@@ -127,18 +145,20 @@ class GridPlan:
             best_test = done[self.test_spec(best)["key"]].summary
         rows = []
         for s in self._first()[1:] + (self._final(done) if self.halving else []):
-            r = done[s["key"]]
-            e = s["edits"][0]
-            rows.append({"lname": e["lname"], "layer": e["layer"],
-                         "rho": e["intervention"].get("rho"), "fraction": s["fraction"],
-                         **_metrics(r.summary), "trial": r.number})
+            rows.append(trial_row(done[s["key"]], s["fraction"]))
         return {
-            "chosen": {"edits": best.spec["edits"], "key": best.spec["key"],
-                       "label": ", ".join(map(trial.describe_edit, best.spec["edits"])) or "base"},
+            "chosen": chosen(best.spec["edits"], best.spec["key"]),
             "base": {"validation": base_val, "test": base_test},
             "best": {"validation": best.summary, "test": best_test},
             "trials": rows,
         }
+
+
+def trial_row(r: Result, fraction: float = 1.0) -> dict:
+    """One row of a search's trial table: (τ, ℓ, ρ) and the validation metrics."""
+    e = r.spec["edits"][0]
+    return {"lname": e["lname"], "layer": e["layer"], "rho": e["intervention"].get("rho"),
+            "fraction": fraction, **_metrics(r.summary), "key": r.key}
 
 
 def _metrics(summary: dict) -> dict:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import LaserkitError
+from .config import ObjectiveConfig
 
 SPLITS = ("validation", "test", "all")
 VALIDATION_FRACTION = 0.2  # SPEC §1: the first 20% is validation, the rest test
@@ -172,13 +173,12 @@ class TaskObjective:
         return dataclasses.replace(self.task, _examples=part)
 
 
-def build_objective(cfg: dict, tokenizer: object | None) -> Objective:
-    """An Objective from the ``objective`` section of a run config (run.json)."""
-    kind = cfg.get("type", "task")
-    if kind == "next-token":
-        return NextTokenObjective(cfg["sequences"], batch_size=cfg.get("batch_size", 8),
-                                  metric=cfg.get("metric", "accuracy"))
-    if kind == "task":
-        return TaskObjective(cfg["task"], tokenizer, data=cfg.get("data"), limit=cfg.get("limit"),
-                             batch_size=cfg.get("batch_size", 16), seed=cfg.get("seed"))
-    raise LaserkitError(f"unknown objective type {kind!r} in the run config")
+def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective:
+    """An Objective from a run's objective config."""
+    if cfg.type == "next-token":
+        return NextTokenObjective(cfg.sequences or [], batch_size=cfg.batch_size,
+                                  metric=cfg.metric)
+    if cfg.type == "task":
+        return TaskObjective(cfg.task, tokenizer, data=cfg.data, limit=cfg.limit,
+                             batch_size=cfg.batch_size, seed=cfg.seed)
+    raise LaserkitError(f"unknown objective type {cfg.type!r} in the run config")

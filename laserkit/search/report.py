@@ -1,4 +1,4 @@
-"""`laserkit report RUN_DIR`: a Markdown summary and PNG plots of a finished run.
+"""`laserkit report RUN_DIR|URL`: a Markdown summary and PNG plots of a finished run.
 
 Grid searches get the paper's Figure 2 view (validation accuracy change over layer × ρ, one
 heatmap per τ) and accuracy / log-loss against ρ; greedy and compose runs get the score after
@@ -7,20 +7,10 @@ each step, kept steps marked.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ..errors import LaserkitError
 from ..saving import atomic_write_text, save_figure
-
-
-def load_result(run_dir: Path) -> dict:
-    path = Path(run_dir) / "result.json"
-    if not path.exists():
-        raise LaserkitError(f"{run_dir} has no result.json: the run is not finished (continue it "
-                            "with --resume) or this is not a laserkit run directory")
-    return json.loads(path.read_text())
 
 
 def _fmt(v: object, digits: int = 4) -> str:
@@ -121,6 +111,31 @@ def versus_rho(result: dict, out: Path) -> Path | None:
     return save_figure(fig, out / "versus_rho.png")
 
 
+def progress_plot(result: dict, out: Path) -> Path | None:
+    """TPE: each trial's validation accuracy (or score) in the order proposed, and the best so
+    far, against the base model: how soon the search found what it chose."""
+    plt = _plt()
+    rows = _full_rows(result)
+    if not rows:
+        return None
+    key = "accuracy" if rows[0].get("accuracy") is not None else "score"
+    hib = key == "accuracy" or rows[0].get("higher_is_better", True)
+    ys = [r[key] for r in rows]
+    best = [max(ys[: i + 1]) if hib else min(ys[: i + 1]) for i in range(len(ys))]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    xs = range(1, len(ys) + 1)
+    ax.scatter(xs, ys, s=12, color="tab:blue", label="trial")
+    ax.step(xs, best, where="post", color="tab:green", label="best so far")
+    base = result["base"]["validation"].get(key)
+    if base is not None:
+        ax.axhline(base, color="gray", linestyle="--", label="base")
+    ax.set_xlabel("trial (in the order proposed)")
+    ax.set_ylabel(f"validation {key}")
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, out / "progress.png")
+
+
 def steps_plot(result: dict, out: Path) -> Path | None:
     """Greedy / compose: the score after each step (kept steps filled)."""
     plt = _plt()
@@ -143,14 +158,13 @@ def steps_plot(result: dict, out: Path) -> Path | None:
     return save_figure(fig, out / "steps.png")
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write RUN_DIR/report/report.md and its plots; returns the Markdown file."""
-    run_dir = Path(run_dir)
-    result = load_result(run_dir)
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
+def write_report(result: dict, out: str | Path) -> Path:
+    """Write OUT/report.md and its plots for a run's result; returns the Markdown file."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     task = result.get("objective", {}).get("task", result.get("objective", {}).get("type"))
-    lines = [f"# laserkit {result['command']}: {result['model']} on {task}", "",
+    how = result.get("strategy", result["command"])
+    lines = [f"# laserkit {result['command']} ({how}): {result['model']} on {task}", "",
              f"Chosen: **{result['chosen']['label']}** (selected on validation, reported on "
              "test).", "", *_headline_md(result), ""]
     from .significance import lines as significance_lines  # noqa: PLC0415
@@ -162,6 +176,8 @@ def write_report(run_dir: str | Path) -> Path:
     if result["command"] == "search":
         figures += heatmaps(result, out)
         figures.append(versus_rho(result, out))
+        if result.get("strategy") == "tpe":
+            figures.append(progress_plot(result, out))
         rows = sorted(_full_rows(result), key=lambda r: (-(r.get("accuracy") or 0),
                                                          r.get("log_loss") or 0))[:10]
         lines += ["## Best validation trials", "", "| τ | ℓ | ρ | accuracy | log-loss | score |",

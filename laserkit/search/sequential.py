@@ -1,20 +1,20 @@
-"""What greedy (laserRMT) and compose share: steps decided on validation, one at a time, each
-stored as it finishes (a resumed run replays stored steps without scoring them again), then base
-and final model scored on test, and a result.json."""
+"""What greedy (laserRMT) and compose share: steps decided on validation, each depending on the
+ones before, then base and final model scored on test.
+
+They are strategies like the grid (a pure function from completed trials to the next ones), so
+they run on the same engine: stored as they finish, resumed for free, and where a step has
+several independent candidates (compose: every (τ, ρ) at one layer) they run on all workers."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
-from ..saving import atomic_write_text
 from . import trial
 from .grid import selection_key
-from .runner import Context, open_store, write_config
-from .store import Result, TrialStore
+from .strategy import chosen
+from .trial import Result
 
-Progress = Callable[[int, int], None]
+MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
 
 
 def better(new: dict, old: dict, higher_is_better: bool) -> bool:
@@ -30,58 +30,69 @@ def headline(summary: dict) -> float:
     return float(summary["accuracy"] if summary.get("accuracy") is not None else summary["score"])
 
 
-MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
-
-
 def decision_split(objective: object) -> str:
+    """"all" for an objective too small to split (one text, as laserRMT's perplexity on a
+    file): decide on every example and skip the test phase; otherwise "validation"."""
     size = getattr(objective, "size", None)
     return "all" if size is not None and size < MIN_SPLIT else "validation"
 
 
-class Steps:
-    """A sequential run: its store, context and the validation split it decides on."""
+class Walk:
+    """The state of a sequential run replayed from the completed trials: the specs it needs
+    next (if any), or the finished steps."""
 
-    def __init__(self, run_dir: Path, cfg: dict, ctx: Context, resume: bool,
-                 progress: Progress | None = None) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.cfg = write_config(self.run_dir, cfg, resume)
-        self.ctx = ctx
-        self.store: TrialStore = open_store(self.run_dir, self.cfg)
-        self.progress = progress
-        self.count = 0
-        # "all": decide on every example and skip the test phase (one text to score, as
-        # laserRMT's perplexity on a single file); otherwise validation, then test
-        self.split = self.cfg.get("split") or decision_split(ctx.objective)
-        self.hib = ctx.objective.higher_is_better
+    def __init__(self) -> None:
+        self.need: list[dict] = []
+        self.base: Result | None = None
+        self.final: Result | None = None
+        self.kept: list[dict] = []
+        self.steps: list[dict] = []
 
-    def score(self, edits: list[dict], order: int, split: str | None = None,
-              total: int = 0) -> Result:
-        split = split or self.split
-        r = self.ctx.cached(self.store, trial.make(self.cfg["command"], split, edits, order))
-        self.count += 1
-        if self.progress is not None:
-            self.progress(self.count, total)
-        return r
 
-    def finish(self, base: Result, final: Result, kept: list[dict], steps: list[dict],
-               extra: dict | None = None) -> dict:
-        """Score base and final model on test, write result.json, return it."""
+class Sequential:
+    """Base of greedy and compose: ``walk(done)`` replays the steps; the test phase and the
+    summary are shared."""
+
+    command = "sequential"
+
+    def __init__(self, higher_is_better: bool, split: str) -> None:
+        self.hib = higher_is_better
+        self.split = split
+
+    def spec(self, edits: list[dict], order: int, split: str | None = None) -> dict:
+        return trial.make(self.command, split or self.split, edits, order)
+
+    def walk(self, done: dict[str, Result]) -> Walk:
+        raise NotImplementedError
+
+    def _tests(self, w: Walk) -> list[dict]:
         if self.split == "all":
-            base_test, final_test = base, final
-        else:
-            base_test = self.score([], -1, "test")
-            final_test = self.score(kept, 0, "test") if kept else base_test
-        result = {
-            "command": self.cfg["command"], "model": self.cfg["model"],
-            "objective": {k: v for k, v in self.cfg["objective"].items() if k != "sequences"},
-            "chosen": {"edits": kept, "label": ", ".join(map(trial.describe_edit, kept)) or "base"},
-            "base": {"validation": base.summary, "test": base_test.summary},
-            "best": {"validation": final.summary, "test": final_test.summary},
-            "steps": steps, "decided_on": self.split, **(extra or {}),
-        }
-        from .significance import significance  # noqa: PLC0415
+            return []
+        return [self.spec([], -1, "test")] + ([self.spec(w.kept, 0, "test")] if w.kept else [])
 
-        result["significance"] = significance(self.store, base_test, final_test)
-        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
-        return result
+    def next_specs(self, done: dict[str, Result]) -> list[dict] | None:
+        w = self.walk(done)
+        if w.need:
+            return w.need
+        missing = [s for s in self._tests(w) if s["key"] not in done]
+        return missing or None
+
+    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
+        w = self.walk(done)
+        assert w.base is not None and w.final is not None and not w.need
+        if self.split == "all":
+            base_test, final_test = w.base, w.final
+        else:
+            tests = [done[s["key"]] for s in self._tests(w)]
+            base_test, final_test = tests[0], tests[-1]
+        return {"chosen": chosen(w.kept, w.final.key if w.kept else None),
+                "base": {"validation": w.base.summary, "test": base_test.summary},
+                "best": {"validation": w.final.summary, "test": final_test.summary},
+                "steps": w.steps, "decided_on": self.split}
+
+
+def step_row(i: int, edit: dict, r: Result, keep: bool, best: Result, **extra: Any) -> dict:
+    return {"step": i, "edit": trial.describe_edit(edit), "layer": edit["layer"],
+            "lname": edit.get("lname"), "score": r.summary.get("score"),
+            "accuracy": r.summary.get("accuracy"), "log_loss": r.summary.get("log_loss"),
+            "kept": keep, "best_score": best.summary.get("score"), **extra}

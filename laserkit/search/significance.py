@@ -1,24 +1,37 @@
 """Is the search's best better than the base model by more than chance? The paired statistics of
-laserkit.stats on a finished run's per-example records (RUN_DIR/trials/*.jsonl): base → best on
-test, and the grid winner's validation gain against the best-of-N gain under no effect."""
+laserkit.stats on a finished run's per-example records (from the trial store): base → best on
+test, and for grid and TPE searches the winner's validation gain against the best-of-N gain of
+as many trials under no effect (docs/methods.md, "Is the improvement real?")."""
 
 from __future__ import annotations
 
 from .. import stats
-from .store import Result, TrialStore
+from . import trial
+from .trial import Result
 
 SEED = 0
+BEST_OF_N = ("grid", "tpe")  # strategies that pick the best of independent validation trials
+
+
+def base_and_best(done: dict[str, Result], result: dict,
+                  split: str | None = None) -> tuple[Result, Result]:
+    """The base model's and the chosen model's trials on one split (default: test, or "all"
+    where the run decided on every example)."""
+    split = split or ("all" if result.get("decided_on") == "all" else "test")
+    base = done[trial.make(split, split, [])["key"]]
+    edits = result["chosen"]["edits"]
+    return base, done[trial.make(split, split, edits)["key"]] if edits else base
 
 
 def _metric(summary: dict) -> str:
     return str(summary.get("metric") or "accuracy")
 
 
-def significance(store: TrialStore, base_test: Result, best_test: Result,
-                 base_val: Result | None = None, val_trials: list[Result] | None = None) -> dict:
+def significance(store, result: dict, done: dict[str, Result]) -> dict:
     """``{"test": compare(base, best), "selection": best_of_n_null(...)}`` (JSON-ready); a part
     whose records are missing or do not hold the same examples is reported as unavailable."""
     out: dict = {}
+    base_test, best_test = base_and_best(done, result)
     metric = _metric(base_test.summary)
     hib = bool(base_test.summary.get("higher_is_better", True))
     try:
@@ -26,15 +39,20 @@ def significance(store: TrialStore, base_test: Result, best_test: Result,
                                     hib, seed=SEED)
     except (ValueError, KeyError, OSError, TypeError) as e:
         out["test"] = {"unavailable": str(e)}
-    if base_val is not None and val_trials:
-        try:
-            sel = stats.best_of_n_null(store.records(base_val),
-                                       [store.records(t) for t in val_trials], metric, hib,
-                                       seed=SEED)
-            sel["verdict"] = stats.best_of_n_verdict(sel)
-            out["selection"] = sel
-        except (ValueError, KeyError, OSError, TypeError) as e:
-            out["selection"] = {"unavailable": str(e)}
+    if result.get("strategy") in BEST_OF_N and result.get("decided_on") != "all":
+        base_val = done.get(trial.make("validation", "validation", [])["key"])
+        trials = [r for r in done.values() if r.spec["split"] == "validation"
+                  and r.spec["edits"] and r.spec.get("fraction", 1.0) >= 1.0]
+        if base_val is not None and trials:
+            trials.sort(key=lambda r: r.key)  # the same order whatever the workers did
+            try:
+                sel = stats.best_of_n_null(store.records(base_val),
+                                           [store.records(t) for t in trials], metric, hib,
+                                           seed=SEED)
+                sel["verdict"] = stats.best_of_n_verdict(sel)
+                out["selection"] = sel
+            except (ValueError, KeyError, OSError, TypeError) as e:
+                out["selection"] = {"unavailable": str(e)}
     return out
 
 

@@ -1,11 +1,18 @@
-"""The durable trial store: an Optuna RDB study per run (SQLite by default, any SQLAlchemy URL).
+"""The durable trial store: one Optuna study per run, named by the run, in an RDB (SQLite by
+default, PostgreSQL for several machines: any SQLAlchemy URL).
 
-Each trial is identified by a key (its parameters as a string). Trials are enqueued as WAITING
-and popped atomically by workers (a compare-and-set on the trial state in the database), so
-several processes or machines share one queue. A running trial sends heartbeats; when a worker
-dies its trial goes stale, is marked FAIL and re-enqueued by RetryHeartbeatStaleTrialCallback.
-Per-example records are written to ``RUN_DIR/trials/<number>.jsonl`` before the trial is told
-COMPLETE, so a completed trial always has its records. Enqueueing is idempotent (dedupe by key),
+Everything a run needs is in the database, so a worker anywhere needs only the URL and the run's
+name: the run's configuration and, once finished, its result (study user attributes), every
+trial (its spec and summary as trial user attributes) and every trial's per-example records
+(zlib-compressed JSON in a table of our own, ``laserkit_records``, so that listing trials never
+loads them).
+
+Trials are enqueued as WAITING and popped by a compare-and-set on the trial's state
+(Optuna locks the row with SELECT ... FOR UPDATE, which PostgreSQL honours across machines;
+SQLite ignores it, so on SQLite the processes of one machine also take a file lock next to the
+database). A running trial sends heartbeats; when a worker dies its trial goes stale, is marked
+FAIL and re-enqueued by RetryHeartbeatStaleTrialCallback. Records are written before the trial is
+told COMPLETE, so a completed trial always has its records. Enqueueing is deduplicated by key,
 and results are deduplicated by key, so a trial is never lost nor counted twice.
 """
 
@@ -17,24 +24,40 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
+import time
 import warnings
+import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ..errors import LaserkitError
-from ..saving import atomic_write_text
+from .config import RunConfig
 from .objective import Scored
+from .trial import Result
 
-STUDY = "laserkit"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 MAX_FAILURES = 3  # a trial that failed this often stops the run with its error
+LEGACY_STUDY = "laserkit"  # the one study name of run directories made before runs had names
+
+_META = sa.MetaData()
+RECORDS = sa.Table(
+    "laserkit_records", _META,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("trial", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+__all__ = ["Popped", "Result", "TrialStore", "default_url", "normalize_url", "WORKER"]
 
 
 @dataclass
@@ -46,51 +69,115 @@ class Popped:
     spec: dict
 
 
-@dataclass
-class Result:
-    """A completed trial."""
-
-    number: int
-    spec: dict
-    summary: dict
-    records: str | None = None  # file name under RUN_DIR/trials
-
-    @property
-    def key(self) -> str:
-        return self.spec["key"]
-
-
 def default_url(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'trials.db').resolve()}"
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg2 to SQLAlchemy; laserkit[postgres] installs psycopg 3,
+    so a plain URL is pointed at whichever of the two is installed, and a URL whose driver is
+    missing fails in one line that says what to install."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise LaserkitError(f"{url!r} is not a database URL: use sqlite:///PATH or "
+                            "postgresql://USER:PASSWORD@HOST/DB")
+    if scheme in ("postgresql", "postgres"):
+        if _has("psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        if _has("psycopg2"):
+            return f"postgresql+psycopg2://{rest}"
+        raise LaserkitError("no PostgreSQL driver: pip install 'laserkit[postgres]' "
+                            "(psycopg 3), then use postgresql://USER:PASSWORD@HOST/DB")
+    driver = {"postgresql+psycopg": "psycopg", "postgresql+psycopg2": "psycopg2",
+              "mysql+pymysql": "pymysql", "mysql": "MySQLdb"}.get(scheme)
+    if driver and not _has(driver):
+        hint = "pip install 'laserkit[postgres]'" if driver == "psycopg" else \
+            f"install the {driver} module"
+        raise LaserkitError(f"{scheme}:// needs the {driver} driver: {hint}")
+    return url
+
+
+def _has(module: str) -> bool:
+    import importlib.util  # noqa: PLC0415
+
+    return importlib.util.find_spec(module) is not None
+
+
+def public_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
 class TrialStore:
-    """One run's trials. ``url`` defaults to ``sqlite:///RUN_DIR/trials.db``."""
+    """One run's trials in the study ``run`` at ``url``.
 
-    def __init__(self, run_dir: str | Path, url: str | None = None, heartbeat_s: int = 5,
-                 grace_s: int = 20) -> None:
+    ``create``: the config of a new run (refused if the run exists, unless ``resume``, which
+    checks that it computes the same thing). Without it the run must exist and its stored
+    config is used (a worker, ``status``, ``report``)."""
+
+    def __init__(self, url: str, run: str, create: RunConfig | None = None,
+                 resume: bool = False, heartbeat_s: int | None = None,
+                 grace_s: int | None = None) -> None:
         optuna.logging.set_verbosity(logging.WARNING)
-        self.run_dir = Path(run_dir)
-        (self.run_dir / "trials").mkdir(parents=True, exist_ok=True)
-        self.url = url or default_url(self.run_dir)
-        engine_kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else {}
-        self._lock_path = self.run_dir / ".store.lock"
+        self.url = normalize_url(url)
+        self.run = run
+        self._lock_path = _lock_path(self.url)
         with self._lock():  # workers starting together would race to create the tables
-            self._open(engine_kwargs, heartbeat_s, grace_s)
+            self._open()
+            self._attach(create, resume)
+        hb = heartbeat_s or self.config.heartbeat_s
+        self.storage.heartbeat_interval = hb
+        self.storage.grace_period = grace_s or self.config.grace_s
 
-    def _open(self, engine_kwargs: dict, heartbeat_s: int, grace_s: int) -> None:
-        try:
-            with _quiet():
-                self.storage = RDBStorage(
-                    self.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                    grace_period=grace_s,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_FAILURES),
-                )
-        except Exception as e:  # bad URL, server unreachable, missing driver
-            raise LaserkitError(f"cannot open trial store {self.url}: {e}") from None
-        self.study = optuna.create_study(study_name=STUDY, storage=self.storage,
+    def _open(self) -> None:
+        kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else \
+            {"pool_pre_ping": True}
+        for attempt in range(3):  # workers of several machines may create the tables at once
+            try:
+                with _quiet():
+                    self.storage = RDBStorage(
+                        self.url, engine_kwargs=kwargs, heartbeat_interval=5, grace_period=20,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                            max_retry=MAX_FAILURES),
+                    )
+                _META.create_all(self.storage.engine)
+                return
+            except Exception as e:  # bad URL, server unreachable, a creation race
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if attempt == 2 or "connection" in msg.lower():
+                    raise LaserkitError(f"cannot open trial store {public_url(self.url)}: "
+                                        f"{msg}") from None
+                time.sleep(1.0 + attempt)
+
+    def _attach(self, create: RunConfig | None, resume: bool) -> None:
+        names = {s.study_name for s in self.storage.get_all_studies()}
+        if self.run not in names and create is None:
+            have = ", ".join(sorted(names - {LEGACY_STUDY})) or "none"
+            raise LaserkitError(f"no run named {self.run!r} in {public_url(self.url)} "
+                                f"(runs there: {have})")
+        self.study = optuna.create_study(study_name=self.run, storage=self.storage,
                                          load_if_exists=True, direction="maximize")
+        stored = self.study.user_attrs.get("config")
+        if stored is None:
+            if create is None:
+                raise LaserkitError(f"run {self.run!r} has no configuration")
+            self.study.set_user_attr("config", create.to_json())
+            self.config = create
+            return
+        self.config = RunConfig.from_json(stored)
+        if create is not None:
+            if not resume:
+                raise LaserkitError(f"a run named {self.run!r} exists in "
+                                    f"{public_url(self.url)}; add --resume to continue it, or "
+                                    "choose another --run / --run-dir")
+            diff = self.config.differs(create)
+            if diff:
+                raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
+                                    f"{', '.join(diff)}; repeat the original options")
+            self.config = create  # same computation; engine settings may change
 
     # -- the queue -----------------------------------------------------------------------------
 
@@ -104,17 +191,16 @@ class TrialStore:
     def keys(self, states: tuple[TrialState, ...]) -> set[str]:
         return {s["key"] for t in self._trials(states) if (s := self._spec(t))}
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Serialises enqueue and pop between workers on this machine. SQLite ignores SELECT ...
-        FOR UPDATE, so two processes could otherwise pop the same trial; server databases
-        (PostgreSQL, MySQL) lock the row themselves for workers on other machines."""
-        with open(self._lock_path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _lock(self):
+        """Serialises enqueue and pop between workers: a file lock next to a SQLite database
+        (the processes of one machine), a PostgreSQL advisory lock on the run (every machine);
+        other servers rely on the row lock of the state change alone (a trial enqueued twice
+        is then run twice and counted once)."""
+        if self._lock_path:
+            return _file_lock(self._lock_path)
+        if self.url.startswith("postgresql") and hasattr(self, "storage"):
+            return _pg_lock(self.storage.engine, self.run, float(self.storage.grace_period))
+        return nullcontext()
 
     def enqueue(self, specs: list[dict]) -> int:
         """Add the specs not already waiting, running or complete, in order; returns how many."""
@@ -196,14 +282,13 @@ class TrialStore:
             thread.join()
 
     def complete(self, popped: Popped, scored: Scored, value: float) -> None:
-        """Records first (atomically), then the summary, then COMPLETE: nothing half-stored.
+        """Records first, then the summary, then COMPLETE: nothing half-stored.
 
         If another worker took this trial for dead meanwhile (a heartbeat late on a loaded
         machine) it is FAIL already and a retry waits; the result is then stored as a new
         completed trial and the retry is dropped as a duplicate when popped."""
-        name = self._write_records(f"{popped.number}", scored.records)
+        self._write_records(popped.number, scored.records)
         try:
-            self.storage.set_trial_user_attr(popped.trial_id, "records", name)
             self.storage.set_trial_user_attr(popped.trial_id, "summary",
                                              _jsonable(scored.summary))
             self.study.tell(popped.number, _finite(value))
@@ -223,22 +308,23 @@ class TrialStore:
         self.study.enqueue_trial({"key": popped.spec["key"]}, user_attrs={"spec": popped.spec})
 
     def add_complete(self, spec: dict, scored: Scored, value: float) -> Result:
-        """Store a trial computed outside the queue (greedy and compose steps run in order).
-
-        The records file is named by the key and written first; the trial row is one insert."""
-        name = self._write_records(hashlib.sha1(spec["key"].encode()).hexdigest()[:16],
-                                   scored.records)
-        summary = _jsonable(scored.summary)
+        """Store a trial computed outside the queue: the row first (records are looked up by
+        its number, so a row without records is skipped by ``results``), then the records,
+        then the summary that makes it count."""
         self.study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=_finite(value),
-            user_attrs={"spec": spec, "summary": summary, "records": name},
-        ))
-        return Result(self.study.get_trials(deepcopy=False)[-1].number, spec, summary, name)
+            state=TrialState.COMPLETE, value=_finite(value), user_attrs={"spec": spec}))
+        t = self.study.get_trials(deepcopy=False)[-1]
+        self._write_records(t.number, scored.records)
+        summary = _jsonable(scored.summary)
+        self.storage.set_trial_user_attr(t._trial_id, "summary", summary)
+        return Result(t.number, spec, summary)
 
-    def _write_records(self, stem: str, records: list[dict]) -> str:
-        text = "".join(json.dumps(_jsonable(r)) + "\n" for r in records)
-        atomic_write_text(self.run_dir / "trials" / f"{stem}.jsonl", text)
-        return f"{stem}.jsonl"
+    def _write_records(self, number: int, records: list[dict]) -> None:
+        blob = zlib.compress(json.dumps(_jsonable(records)).encode(), 6)
+        with self.storage.engine.begin() as conn:
+            conn.execute(sa.delete(RECORDS).where(RECORDS.c.study == self.run,
+                                                  RECORDS.c.trial == number))
+            conn.execute(sa.insert(RECORDS).values(study=self.run, trial=number, data=blob))
 
     # -- results -------------------------------------------------------------------------------
 
@@ -248,15 +334,93 @@ class TrialStore:
         for t in sorted(self._trials((TrialState.COMPLETE,)), key=lambda t: t.number):
             spec = self._spec(t)
             if spec is not None and "summary" in t.user_attrs and spec["key"] not in out:
-                out[spec["key"]] = Result(t.number, spec, t.user_attrs["summary"],
-                                          t.user_attrs.get("records"))
+                out[spec["key"]] = Result(t.number, spec, t.user_attrs["summary"])
         return out
 
     def records(self, result: Result) -> list[dict]:
-        if result.records is None:
-            return []
-        path = self.run_dir / "trials" / result.records
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        """A trial's per-example records (base and best are what paired tests compare)."""
+        with self.storage.engine.connect() as conn:
+            blob = conn.execute(sa.select(RECORDS.c.data).where(
+                RECORDS.c.study == self.run, RECORDS.c.trial == result.number)).scalar()
+        if blob is None:
+            return _legacy_records(self.study, result)
+        return json.loads(zlib.decompress(blob))
+
+    def counts(self) -> dict[str, int]:
+        """Trials by state (done, running, waiting, failed) for ``laserkit status``."""
+        n = {"done": 0, "running": 0, "waiting": 0, "failed": 0}
+        names = {TrialState.COMPLETE: "done", TrialState.RUNNING: "running",
+                 TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
+        for t in self._trials():
+            if t.state in names:
+                n[names[t.state]] += 1
+        n["done"] = len(self.results())  # duplicates of a race count once
+        return n
+
+    # -- the run's result ----------------------------------------------------------------------
+
+    def set_result(self, result: dict[str, Any]) -> None:
+        self.study.set_user_attr("result", _jsonable(result))
+
+    def result(self) -> dict[str, Any] | None:
+        return self.study.user_attrs.get("result")
+
+
+def _legacy_records(study, result: Result) -> list[dict]:
+    """Records of a run made before they moved into the database: RUN_DIR/trials/<name>."""
+    t = study.get_trials(deepcopy=False)[result.number]
+    name = t.user_attrs.get("records")
+    run_dir = study.user_attrs.get("run_dir")
+    if not name or not run_dir or not (Path(run_dir) / "trials" / name).exists():
+        return []
+    text = (Path(run_dir) / "trials" / name).read_text()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def _lock_path(url: str) -> Path | None:
+    """A file lock for SQLite: next to the database file (one machine shares it)."""
+    if not url.startswith("sqlite"):
+        return None
+    db = sa.engine.make_url(url).database
+    if not db or db == ":memory:":
+        return Path(tempfile.gettempdir()) / "laserkit-memory.lock"
+    return Path(db).with_name(Path(db).name + ".lock")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _pg_lock(engine: sa.Engine, run: str, wait_s: float) -> Iterator[None]:
+    """A session-level advisory lock keyed by the run (released by the server if the worker
+    dies holding it). A worker that holds it and stalls (paused, cut off) must not stall the
+    others: after ``wait_s`` they go on without it, which costs at most a trial run twice
+    (the result is counted once)."""
+    key = int.from_bytes(hashlib.sha1(f"laserkit:{run}".encode()).digest()[:8], "big",
+                         signed=True)
+    with engine.connect() as conn:
+        deadline = time.monotonic() + wait_s
+        while not (got := conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                       {"k": key}).scalar()):
+            conn.commit()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        conn.commit()
+        try:
+            yield
+        finally:
+            if got:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
 
 
 @contextmanager

@@ -9,9 +9,39 @@ canonical string of split, fraction and edits: two specs with the same key are t
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from ..edit import Editor
 from ..errors import LaserkitError
 from ..interventions import Intervention
+
+
+@dataclass
+class Result:
+    """A completed trial: its spec and summary. The per-example records stay in the store
+    (``TrialStore.records``), so paired comparisons of base and best (bootstrap, McNemar) can
+    fetch exactly the two they need."""
+
+    number: int
+    spec: dict
+    summary: dict
+
+    @property
+    def key(self) -> str:
+        return self.spec["key"]
+
+
+def objective_value(summary: dict, higher_is_better: bool = True) -> float:
+    """One number per trial for Optuna (its table, the dashboard, TPE): accuracy with a small
+    log-loss tie-break, or the score signed so that larger is better. Selection itself uses
+    the full summary (grid.selection_key)."""
+    if summary.get("accuracy") is not None:
+        loss = summary.get("log_loss")
+        loss = 0.0 if loss is None or not math.isfinite(loss) else float(loss)
+        return float(summary["accuracy"]) - 1e-4 * loss
+    score = float(summary["score"])
+    return score if higher_is_better else -score
 
 
 def edit(lname: str, layer: int, iv: Intervention) -> dict:

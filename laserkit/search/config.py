@@ -1,0 +1,167 @@
+"""Run configurations as typed data: what a run computes, stored in the trial database so that a
+worker anywhere needs only the database URL and the run's name (as mergekit's
+MergeConfiguration or lm-eval's EvaluatorConfig: built once from the command line, written as
+JSON, read back without ``.get`` defaults scattered through the code)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import LaserkitError
+
+# Fields that define what a run computes: a resume must agree on all of them. The rest (cache
+# size, heartbeat) may change between sessions without changing any number.
+IDENTITY = ("strategy", "model", "objective", "intervention", "lnames", "layers", "rhos",
+            "candidates", "halving", "trials", "batch", "seed", "dtype")
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a trial is scored on: a laserkit task (``task``), or next-token sequences given
+    inline (``next-token``: tiny models in tests and benchmarks need no tokenizer)."""
+
+    type: str = "task"
+    task: str | None = None
+    data: str | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    seed: int | None = None  # shuffle the examples before the split (None: the paper's order)
+    sequences: list[list[int]] | None = None
+    metric: str = "accuracy"
+
+    @classmethod
+    def from_cli(cls, task: str | None, data: str | None = None, limit: int | None = None,
+                 batch_size: int = 16, seed: int | None = None) -> ObjectiveConfig:
+        if not task:
+            raise LaserkitError("say what to score with --task (e.g. fever, bbh-epistemic, "
+                                "perplexity --data FILE)")
+        if data is not None and Path(data).exists():
+            data = str(Path(data).resolve())  # workers may start in other directories
+        return cls(type="task", task=task, data=data, limit=limit, batch_size=batch_size,
+                   seed=seed)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """Without bulky inline data (token sequences), for results and reports."""
+        return {k: v for k, v in self.to_json().items() if k != "sequences" and v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ObjectiveConfig:
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class RunConfig:
+    """One run: the strategy and its space, the model, the objective, the engine's settings.
+
+    ``strategy`` names a registered strategy (grid, tpe, greedy, compose); grid uses
+    lnames × layers × rhos (and ``halving``), tpe the same space with a budget of ``trials``
+    proposed ``batch`` at a time, greedy its ``candidates`` (edits in order), compose lnames,
+    layers and rhos tried at each layer."""
+
+    strategy: str
+    model: str
+    objective: ObjectiveConfig
+    intervention: dict[str, Any] = field(default_factory=lambda: {"kind": "rank-reduction"})
+    lnames: list[str] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)
+    rhos: list[float] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)
+    halving: int | None = None
+    trials: int | None = None
+    batch: int = 1
+    seed: int = 0
+    dtype: str = "auto"
+    prefix_cache: bool = True
+    cache_bytes: int = 1 << 30
+    heartbeat_s: int = 5
+    grace_s: int = 20
+
+    @property
+    def command(self) -> str:
+        """The family a result belongs to: a search over (τ, ℓ, ρ), or a sequence of steps."""
+        return self.strategy if self.strategy in ("greedy", "compose") else "search"
+
+    @classmethod
+    def from_cli(cls, strategy: str, model: str, objective: ObjectiveConfig, *,
+                 num_layers: int | None = None, lname: str | None = None,
+                 lnum: str | None = None, rho: str | None = None, rate: str | None = None,
+                 default_rhos: tuple[float, ...] = (), intervention: dict | None = None,
+                 **rest: Any) -> RunConfig:
+        """From the command line's strings: comma lists of τ and ρ (or reference rates), a
+        layer expression resolved against the model's depth; other fields as given."""
+        from ..targets import parse_layers  # noqa: PLC0415 - torch-free import path for status
+
+        if Path(model).exists():
+            model = str(Path(model).resolve())  # workers may start in other directories
+        lnames = [x.strip() for x in (lname or "").split(",") if x.strip()]
+        layers = parse_layers(lnum, num_layers) if lnum is not None and num_layers else []
+        cfg = cls(strategy=strategy, model=model, objective=objective,
+                  intervention=intervention or {"kind": "rank-reduction"}, lnames=lnames,
+                  layers=[int(x) for x in layers], rhos=parse_rhos(rho, rate, default_rhos),
+                  **rest)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse options that do not fit the strategy, in one line each."""
+        if self.halving is not None and self.strategy != "grid":
+            raise LaserkitError("--halving applies to the grid strategy only")
+        if self.strategy != "tpe" and self.trials is not None:
+            raise LaserkitError("--trials applies to --strategy tpe (the grid runs all of it)")
+        if self.trials is not None and self.trials < 1 or self.batch < 1:
+            raise LaserkitError("--trials and --batch must be at least 1")
+        if self.strategy in ("grid", "tpe", "compose") and not (
+                self.lnames and self.layers and self.rhos):
+            raise LaserkitError(f"{self.strategy} needs τ (--lname), layers (--lnum) and ρ "
+                                "(--rho) to search over")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "objective": self.objective.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunConfig:
+        d = _known(cls, d)
+        d["objective"] = ObjectiveConfig.from_json(d.get("objective", {}))
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resume must repeat; the order of ℓ and ρ does not change a run."""
+        d = self.to_json()
+        d["layers"], d["rhos"] = sorted(d["layers"]), sorted(d["rhos"])
+        return {k: d[k] for k in IDENTITY}
+
+    def differs(self, other: RunConfig) -> list[str]:
+        """The identity fields where two configs disagree."""
+        a, b = self.identity(), other.identity()
+        return [k for k in IDENTITY if a[k] != b[k]]
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def parse_floats(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LaserkitError(f"cannot read {text!r}: give comma-separated numbers") from None
+
+
+def parse_rhos(rho: str | None, rate: str | None, default: tuple[float, ...] = ()) -> list[float]:
+    """ρ values from --rho, or from the reference CLI's --rate, or the default."""
+    from ..interventions import rho_from_rate  # noqa: PLC0415
+
+    if rho is not None and rate is not None:
+        raise LaserkitError("give --rho or --rate, not both")
+    if rate is not None:
+        return [rho_from_rate(r) for r in parse_floats(rate) or []]
+    return parse_floats(rho) or list(default)

@@ -1,0 +1,192 @@
+"""A search on a real PostgreSQL server with workers that share nothing but its URL: each a
+separate `laserkit worker` process in its own working directory; two killed with SIGKILL while
+each holds a running trial, then a late joiner takes the waiting and the stale trials. The
+final table must equal a one-process SQLite run's, number for number.
+
+The server is started here (initdb + pg_ctl in a temporary directory, as the unprivileged
+`postgres` user when the tests run as root, since initdb refuses root). Missing server binaries
+fail the test with what to install: the feature is not tested without them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from optuna.trial import TrialState
+from test_search_cli import invoke, tiny_dir  # noqa: F401 - tiny_dir is a fixture
+
+from laserkit.loading import load
+from laserkit.search import open_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LASERKIT = str(Path(sys.executable).with_name("laserkit"))
+RUN = "fever-run"
+GRID = ("--task", "fever-bigbench", "--limit", "20", "--lnum", "-4:", "--rho", "0.5,0.1",
+        "--batch-size", "4", "--dtype", "float32", "--device", "cpu", "--heartbeat", "1",
+        "--grace", "3")
+
+
+def pg_bin() -> Path:
+    """The newest installed PostgreSQL server's bin directory (Debian layout, else PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if found:
+        return Path(found[-1]).parent
+    if shutil.which("initdb"):
+        return Path(shutil.which("initdb")).parent
+    pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: install them "
+                "(Debian: apt-get install postgresql); this test starts a real server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A fresh PostgreSQL server on 127.0.0.1 with an empty database; its URL."""
+    bindir = pg_bin()
+    root = Path(tempfile.mkdtemp(prefix="laserkit-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root and there is no 'postgres' user to run the server")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def pg(*args: object, check: bool = True) -> None:
+        done = subprocess.run([*as_user, *map(str, args)], capture_output=True, text=True)
+        if check and done.returncode:
+            pytest.fail(f"{args[0]} failed: {done.stderr or done.stdout}")
+
+    pg(bindir / "initdb", "-D", root / "data", "-A", "trust", "-U", "laserkit", "--no-sync",
+       "-E", "UTF8")
+    pg(bindir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "-o",
+       f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off", "start")
+    try:
+        pg(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "laserkit", "laserkit")
+        yield f"postgresql://laserkit@127.0.0.1:{port}/laserkit"
+    finally:
+        pg(bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_worker(url: str, cwd: Path) -> subprocess.Popen:
+    """`laserkit worker URL --run NAME` in its own directory: the URL is all it is given."""
+    cwd.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([LASERKIT, "worker", url, "--run", RUN, "--threads", "1",
+                             "--device", "cpu"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def trials_of(store, proc: subprocess.Popen, state: TrialState) -> list:
+    me = f"{socket.gethostname()}:{proc.pid}"
+    return [t for t in store.study.get_trials(deepcopy=False, states=(state,))
+            if t.user_attrs.get("worker") == me]
+
+
+def wait_for(what, timeout: float = 300.0, procs: tuple = ()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        for p in procs:
+            assert p.poll() is None, p.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what.__name__}")
+
+
+def timeless(obj):
+    """A result without wall-clock seconds (the one number that is not a function of the run)."""
+    if isinstance(obj, dict):
+        return {k: timeless(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [timeless(v) for v in obj]
+    return obj
+
+
+def test_workers_sharing_only_a_postgres_url_give_the_one_process_table(
+        tmp_path, tiny_dir, postgres):  # noqa: F811 - tiny_dir is a fixture
+    url = postgres
+    ref_dir = tmp_path / "sqlite" / RUN  # one process, SQLite in the run directory
+    invoke("search", tiny_dir, *GRID, "--run-dir", ref_dir, "--no-save")
+    reference = json.loads((ref_dir / "result.json").read_text())
+
+    invoke("search", tiny_dir, *GRID, "--storage", url, "--run", RUN, "--workers", "0",
+           "--run-dir", tmp_path / "A")  # machine A only creates the run
+    store = open_run(url, RUN)
+    assert store.config.model == str(tiny_dir.resolve())
+
+    c = start_worker(url, tmp_path / "C")
+    b = start_worker(url, tmp_path / "B")
+
+    def c_did_a_trial():
+        return trials_of(store, c, TrialState.COMPLETE)
+
+    def holding_a_trial(p: subprocess.Popen):
+        def look():  # freeze it, look, and either kill it holding a trial or let it go on
+            os.kill(p.pid, signal.SIGSTOP)
+            held = trials_of(store, p, TrialState.RUNNING)
+            if held:
+                os.kill(p.pid, signal.SIGKILL)
+                return held
+            os.kill(p.pid, signal.SIGCONT)
+            return None
+
+        look.__name__ = f"worker {p.pid} holding a trial"
+        return look
+
+    wait_for(c_did_a_trial, procs=(b, c))
+    killed = []
+    for p in (c, b):  # both machines die mid-trial (a frozen one would hold its row locks)
+        (held,) = wait_for(holding_a_trial(p), procs=(p,))
+        assert p.wait() == -signal.SIGKILL
+        killed.append(held)
+    d = start_worker(url, tmp_path / "D")  # joins late: takes the waiting and the stale trials
+    assert d.wait(timeout=300) == 0, d.stderr.read().decode()[-2000:]
+    assert trials_of(store, d, TrialState.COMPLETE)
+
+    result = store.result()
+    assert timeless(result) == timeless(reference)  # every number of the table, bit for bit
+    assert len(result["trials"]) == 2 * 4 * 2
+
+    for held in killed:  # each killed trial failed and was run again by another worker
+        key = held.user_attrs["spec"]["key"]
+        states = [t.state for t in store.study.get_trials(deepcopy=False)
+                  if t.user_attrs.get("spec", {}).get("key") == key]
+        assert TrialState.FAIL in states and TrialState.COMPLETE in states
+    done = store.results()
+    assert set(done) == {r.spec["key"] for r in open_run(ref_dir).results().values()}
+    for r in done.values():  # records in the database, whole
+        assert len(store.records(r)) == r.summary["n"]
+
+    report = tmp_path / "report"
+    invoke("report", url, "--run", RUN, "--out", report)
+    assert (report / "report.md").exists() and (report / "heatmap_fc_in.png").exists()
+    status = invoke("status", url, "--run", RUN)
+    assert "finished" in status.output and "not finished" not in status.output
+    invoke("apply", url, "--run", RUN, "--out", tmp_path / "pg-model")
+    invoke("apply", ref_dir, "--out", tmp_path / "sqlite-model")
+    a = load(tmp_path / "pg-model", dtype="float32", device="cpu").model
+    s = load(tmp_path / "sqlite-model", dtype="float32", device="cpu").model
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), s.parameters(), strict=True))
