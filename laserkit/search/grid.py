@@ -16,7 +16,7 @@ from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
 from .strategy import chosen, register
-from .trial import Result
+from .trial import Result, by_accuracy
 
 DEFAULT_LNAMES = ("fc_in", "fc_out")
 DEFAULT_RHOS = (0.9, 0.8, 0.6, 0.2, 0.1, 0.05, 0.01)
@@ -36,8 +36,9 @@ def grid_edits(lnames: list[str], layers: list[int], rhos: list[float],
 
 
 def selection_key(summary: dict, higher_is_better: bool, order: int) -> tuple:
-    """Smaller is better: accuracy (desc), log-loss (asc), grid order; or the score alone."""
-    if "accuracy" in summary and summary["accuracy"] is not None:
+    """Smaller is better: accuracy (desc), log-loss (asc), grid order; or, when the task's metric
+    is not accuracy (trial.by_accuracy), its score alone."""
+    if by_accuracy(summary):
         loss = summary.get("log_loss")
         loss = math.inf if loss is None or loss != loss else float(loss)
         return (-float(summary["accuracy"]), loss, order)

@@ -12,7 +12,7 @@ from typing import Any
 from . import trial
 from .grid import selection_key
 from .strategy import chosen
-from .trial import Result
+from .trial import Result, by_accuracy
 
 MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
 
@@ -27,7 +27,7 @@ def better(new: dict, old: dict, higher_is_better: bool) -> bool:
 
 def headline(summary: dict) -> float:
     """The number a step is judged by when only 'does not drop' matters."""
-    return float(summary["accuracy"] if summary.get("accuracy") is not None else summary["score"])
+    return float(summary["accuracy"] if by_accuracy(summary) else summary["score"])
 
 
 def decision_split(objective: object) -> str:

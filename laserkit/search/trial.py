@@ -32,11 +32,21 @@ class Result:
         return self.spec["key"]
 
 
+def by_accuracy(summary: dict) -> bool:
+    """Whether a trial is judged by accuracy (then log-loss, the paper's rule) or by its score.
+
+    The task's metric decides (summary["metric"]): a semantic-score task also reports a win rate
+    as "accuracy", but laserRMT compares the mean semantic score; an F1 task compares F1.
+    Summaries without a metric (older runs) keep the accuracy rule.
+    """
+    return summary.get("accuracy") is not None and summary.get("metric", "accuracy") == "accuracy"
+
+
 def objective_value(summary: dict, higher_is_better: bool = True) -> float:
     """One number per trial for Optuna (its table, the dashboard, TPE): accuracy with a small
     log-loss tie-break, or the score signed so that larger is better. Selection itself uses
     the full summary (grid.selection_key)."""
-    if summary.get("accuracy") is not None:
+    if by_accuracy(summary):
         loss = summary.get("log_loss")
         loss = 0.0 if loss is None or not math.isfinite(loss) else float(loss)
         return float(summary["accuracy"]) - 1e-4 * loss
