@@ -57,7 +57,7 @@ def fingerprint(path: Path) -> str:
     fp = _content_fingerprint(path)
     known[ident] = fp
     try:
-        from .saving import atomic_write_text
+        from .fileio import atomic_write_text
 
         atomic_write_text(index, json.dumps(known))
     except OSError:
@@ -217,7 +217,7 @@ def naming(path: Path, compute: Callable[[], tuple[dict, dict]]) -> tuple[dict, 
         pass
     config, names = compute()
     try:
-        from .saving import atomic_write_text
+        from .fileio import atomic_write_text
 
         atomic_write_text(file, json.dumps({"config": config, "names": names}))
     except OSError:

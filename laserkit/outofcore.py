@@ -203,7 +203,8 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
         run(None)
         return [r for _, r in sorted(records, key=lambda x: x[0])], None
 
-    from .saving import RECORD, atomic_dir, edit_record, model_card
+    from .fileio import atomic_dir
+    from .saving import RECORD, edit_record, model_card
 
     edited_files = {ckpt._where[name].path for name in groups}
 

@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 
 from . import __version__
-from .fileio import atomic_dir, atomic_file, atomic_write_text, check_dir_target
+from .fileio import atomic_dir, atomic_file
 
-__all__ = ["RECORD", "atomic_dir", "atomic_write_text", "check_dir_target", "model_card", "save",
-           "save_figure"]
+__all__ = ["RECORD", "model_card", "save", "save_figure"]
 
 RECORD = "laserkit.json"
 

@@ -143,7 +143,7 @@ def spectrum(
 ) -> None:
     """Spectrum's fine-tuning config: the top p% of each module type by SNR/s_max."""
     from ..errors import LaserkitError
-    from ..saving import atomic_write_text
+    from ..fileio import atomic_write_text
     from ..scan import load_scan
     from ..spectrum import FORMATS, read_spectrum_json, select_top, special_modules
 

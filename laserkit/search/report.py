@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..saving import atomic_write_text, save_figure
+from ..fileio import atomic_write_text
+from ..saving import save_figure
 
 
 def _fmt(v: object, digits: int = 4) -> str:

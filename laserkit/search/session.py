@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LaserkitError, first_line
-from ..saving import atomic_write_text
+from ..fileio import atomic_write_text
 from .config import RunConfig
 from .store import LEGACY_STUDY, TrialStore, default_url
 from .trial import Result

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ..errors import LaserkitError
+from ..errors import LaserkitError, first_line
 from .config import RunConfig
 from .objective import Scored
 from .trial import Result
@@ -146,7 +146,7 @@ class TrialStore:
                 _META.create_all(self.storage.engine)
                 return
             except Exception as e:  # bad URL, server unreachable, a creation race
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                msg = first_line(e)
                 if attempt == 2 or "connection" in msg.lower():
                     raise LaserkitError(f"cannot open trial store {public_url(self.url)}: "
                                         f"{msg}") from None
