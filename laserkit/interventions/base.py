@@ -107,8 +107,9 @@ def _foreign(kind: str, name: str, value: Any) -> None:
     if all(_is_default(f, value) for _, f in where):
         return
     flag = where[0][1].metadata.get("flag", name)
-    raise LaserkitError(f"{flag} ({name}={value!r}) applies to {', '.join(k for k, _ in where)}, "
-                        f"not to {kind}")
+    given = flag if isinstance(value, bool) else f"{flag} {value}"
+    raise LaserkitError(f"{given} ({name}=) applies to {', '.join(k for k, _ in where)}, not to "
+                        f"{kind}")
 
 
 class _ByKind(type):
