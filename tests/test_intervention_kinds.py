@@ -325,3 +325,24 @@ def test_run_directories_made_before_the_kinds_resume_with_zero_new_trials(tmp_p
         result, store = start(cfg, run_dir=run_dir, resume=True, loaded=loaded)
         assert set(store.results()) == keys, f"{name}: trials were added"
         assert result["chosen"] == stored["chosen"], name
+
+
+def test_greedy_takes_the_estimator_option(tmp_path, default_model_dir):
+    """greedy's options are mp-threshold's: --estimator reaches every candidate's edit."""
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from laserkit.cli import _register, app
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    make_tiny("llama", vocab_size=len(tok), num_hidden_layers=3).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    _register()
+    res = CliRunner().invoke(app, [
+        "greedy", str(tmp_path / "m"), "--task", "fever-bigbench", "--limit", "10",
+        "--candidates", "2", "--estimator", "gavish-donoho", "--run-dir", str(tmp_path / "g"),
+        "--no-save", "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    result = json.loads((tmp_path / "g" / "result.json").read_text())
+    assert len(result["steps"]) == 2
+    assert all(s["edit"].endswith(":mp-threshold(gavish-donoho)") for s in result["steps"])
