@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -135,6 +137,7 @@ def test_equality_hashing_and_construction_rules():
     assert a == b and len({a, b, Intervention(kind="vendi-score", rho=0.2)}) == 2
     assert Intervention(kind="mp-threshold") != Intervention(kind="dont")
     assert REGISTRY["rank-reduction"](rho=0.3) == Intervention(rho=0.3)
+    assert pickle.loads(pickle.dumps(a)) == a and dataclasses.replace(a, rho=0.2).rho == 0.2
     # options of another kind: refused with a value other than their default, in one line
     for kw, says in [(dict(rho=0.1, bandwidth=2.0), "--bandwidth 2.0 (bandwidth=) applies to "
                       "vendi-score, not to rank-reduction"),
