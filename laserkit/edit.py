@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import LaserkitError
-from .interventions import USES_SVD, Factors, Intervention, check_finite, compute
+from .interventions import Factors, Intervention, check_finite, compute
 from .targets import Layout, Target, model_layout, resolve
 
 
@@ -116,10 +116,11 @@ class Editor:
             for t in targets:
                 W = self.read(t)
                 factors = None
-                if iv.kind in USES_SVD and not self._touched(t.param):
-                    # MP thresholding is float64 as in laserRMT; LASER uses the compute dtype
+                # the kind says which factors it reads (MP: float64 as in laserRMT; LASER: the
+                # compute dtype); only an untouched matrix's factors are the cached ones
+                dtype = iv.factor_dtype(self.compute_dtype)
+                if dtype is not None and not self._touched(t.param):
                     check_finite(W, t.param)  # before the SVD, which would fail unreadably
-                    dtype = torch.float64 if iv.kind == "mp-threshold" else self.compute_dtype
                     factors = self.cache.get((t.param, t.rows, dtype), W.to(dtype))
                 out, info = compute(W, iv, factors, name=t.param)
                 norm = float(W.norm())
@@ -133,7 +134,7 @@ class Editor:
 
     def apply(self, lname: str, lnum: str | int, iv: Intervention) -> list[dict]:
         """Resolve (lname, lnum) and apply ``iv`` there."""
-        if iv.kind == "dont" or lname == "dont":
+        if iv.noop or lname == "dont":
             return []
         targets = self.targets(lname, lnum)
         if not targets:

@@ -87,7 +87,7 @@ def plan_edits(layout: Layout, names: Iterable[str], steps: list[Step]) -> list[
     names = list(names)
     out: list[PlannedEdit] = []
     for i, (lname, lnum, iv) in enumerate(steps):
-        if iv.kind == "dont" or lname == "dont":
+        if iv.noop or lname == "dont":
             continue
         targets = resolve(layout, lname, lnum)
         if not targets:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..interventions import REGISTRY, Intervention
 from . import app
 from .common import (
     DeviceOpt,
@@ -17,24 +19,23 @@ from .common import (
     load_with_status,
     on_interrupt_publishing,
 )
+from .options import FROM_OPTIONS, intervention_options
 
 
 def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
                               use_quality: bool, min_diversity: bool, vendi_q: float,
                               bandwidth: float | str, estimator: str = "iqr"):
-    """One Intervention from the CLI's --intervention/--rate/--rho/vendi options."""
-    from ..errors import LaserkitError
-    from ..interventions import Intervention, rho_from_rate
+    """One Intervention from the old hand-written option list (kept for callers of the function;
+    commands use ``options.intervention_options``). ρ is dropped for kinds without one."""
+    from ..interventions import kind_class
+    from .options import build, collect
 
-    if rate is not None and rho is not None:
-        raise LaserkitError("give --rate or --rho, not both")
-    if rate is not None:
-        rho = rho_from_rate(rate)
-    if intervention in ("mp-threshold", "dont"):
-        rho = None
-    return Intervention(kind=intervention, rho=rho, use_quality=use_quality,
-                        min_diversity=min_diversity, q=vendi_q, bandwidth=bandwidth,
-                        estimator=estimator)
+    values = {"rate": rate, "rho": rho, "use_quality": use_quality,
+              "min_diversity": min_diversity, "q": vendi_q, "bandwidth": bandwidth,
+              "estimator": estimator}
+    if "rho" not in {f.name for f in dataclasses.fields(kind_class(intervention))}:
+        values.update(rho=None, rate=None)
+    return build(intervention, values, collect(list(REGISTRY)))
 
 
 BANDWIDTH_HELP = ("vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²): a number (1 is the "
@@ -76,25 +77,14 @@ def _print_records(records: list[dict], iv, source: str) -> None:
 
 
 @app.command()
+@intervention_options()
 def reduce(
     model: str = ModelArg,
     lname: str = typer.Option(..., "--lname", help="matrix type: fc_in, fc_out, fc_up, mlp, "
                               "q_proj, k_proj, v_proj, out_proj, attn, dont, or a module path "
                               "(see `laserkit targets`); comma-separated for several"),
     lnum: str = typer.Option(..., "--lnum", help="layer: 7, -1 (last), 3,5,7, 20-23, -4:, all"),
-    rate: float = typer.Option(None, "--rate",
-                              help="reference CLI rate in [0, 10]: ρ = 1 − 0.1·rate"),
-    rho: float = typer.Option(None, "--rho", help="fraction of the rank kept, in [0, 1]"),
-    intervention: str = typer.Option("rank-reduction", "--intervention",
-                                     help="rank-reduction, vendi-score, mp-threshold, dont"),
-    use_quality: bool = typer.Option(False, "--use-quality", help="vendi-score: quality-weighted"),
-    min_diversity: bool = typer.Option(False, "--min-diversity",
-                                       help="vendi-score: minimise diversity instead"),
-    vendi_q: float = typer.Option(1.0, "--vendi-q", help="vendi-score: order q of the score"),
-    bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
-    estimator: str = typer.Option("iqr", "--estimator",
-                                  help="mp-threshold: noise edge from laserRMT's IQR σ̂ (iqr) or "
-                                  "Gavish–Donoho's optimal hard threshold (gavish-donoho)"),
+    iv: Intervention = FROM_OPTIONS,
     out: Path = typer.Option(None, "--out", help="save the edited model here: a directory "
                              "(Hugging Face safetensors), or FILE.gguf for a GGUF source"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
@@ -116,8 +106,6 @@ def reduce(
         check_out_target(out, overwrite=force)  # before loading and decomposing anything
     from ..edit import Editor
 
-    iv = intervention_from_options(intervention, rate, rho, use_quality, min_diversity, vendi_q,
-                                   bandwidth, estimator)
     if out is not None:
         on_interrupt_publishing(out, "the edited model", "run the command again to save")
     done = None if in_memory else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype,

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..interventions import Intervention
 from . import app
 from .common import (
     DeviceOpt,
@@ -18,7 +19,7 @@ from .common import (
     on_interrupt,
     on_interrupt_publishing,
 )
-from .reduce import BANDWIDTH_HELP
+from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
 
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
@@ -129,13 +130,15 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
         console.print(f"saved the chosen model to {paths['model']}")
 
 
-def _iv(kind: str, **kw) -> dict:
-    from ..interventions import Intervention
-
-    return Intervention(kind=kind, rho=1.0, **kw).to_dict()
+def _iv(iv: Intervention) -> dict:
+    """The run's intervention template: the strategy puts each ρ it tries in place of the
+    placeholder (also for a kind without ρ, as runs have always stored it)."""
+    return {**iv.to_dict(), "rho": PLACEHOLDER_RHO}
 
 
 @app.command()
+@intervention_options(("rank-reduction", "vendi-score"), sweep=True,
+                      why=" (search grids over ρ; mp-threshold is `laserkit greedy`)")
 def search(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
@@ -153,11 +156,7 @@ def search(
     rho: str = typer.Option(None, "--rho", help="ρ values, comma-separated (default the paper's "
                             "0.9,0.8,0.6,0.2,0.1,0.05,0.01)"),
     rate: str = typer.Option(None, "--rate", help="reference-CLI rates instead of --rho"),
-    intervention: str = typer.Option("rank-reduction", "--intervention",
-                                     help="rank-reduction or vendi-score"),
-    use_quality: bool = typer.Option(False, "--use-quality", help="vendi-score: quality-weighted"),
-    min_diversity: bool = typer.Option(False, "--min-diversity", help="vendi-score: minimise"),
-    bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
+    iv: Intervention = FROM_OPTIONS,
     halving: int = typer.Option(None, "--halving", help="successive halving with this factor η: "
                                 "every trial on the first 1/η of validation, the best 1/η on "
                                 "all of it (off by default: the paper's protocol is exact)"),
@@ -186,9 +185,6 @@ def search(
     from ..search.grid import DEFAULT_RHOS
     from ..targets import model_layout
 
-    if intervention not in ("rank-reduction", "vendi-score"):
-        raise LaserkitError(f"search grids over ρ: use --intervention rank-reduction or "
-                            f"vendi-score (not {intervention}; mp-threshold is `laserkit greedy`)")
     if strategy not in ("grid", "tpe"):
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
                             "commands of their own)")
@@ -198,8 +194,7 @@ def search(
     cfg = RunConfig.from_cli(
         strategy, model, objective, num_layers=model_layout(loaded.model).num_layers,
         lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
-        intervention=_iv(intervention, use_quality=use_quality, min_diversity=min_diversity,
-                         bandwidth=bandwidth),
+        intervention=_iv(iv),
         halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
         prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
         heartbeat_s=heartbeat, grace_s=grace)
@@ -208,6 +203,7 @@ def search(
 
 
 @app.command()
+@intervention_options(("mp-threshold",))
 def greedy(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
@@ -216,6 +212,7 @@ def greedy(
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
     types: str = typer.Option("mlp,attn", "--types", help="module types the candidates come "
                               "from (laserRMT: mlp gate/up/down and attention q/k/v/o)"),
+    iv: Intervention = FROM_OPTIONS,
     workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
     run: str = RunOpt,
@@ -237,7 +234,7 @@ def greedy(
     loaded = load_with_status(model, dtype, device)
     on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
                  "again with --resume to continue")
-    cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device)
+    cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device, iv)
     cfg = RunConfig.from_cli("greedy", model, objective, candidates=cands, dtype=dtype,
                              prefix_cache=not no_prefix_cache)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
@@ -245,6 +242,7 @@ def greedy(
 
 
 @app.command()
+@intervention_options(sweep=True)
 def compose(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
@@ -253,8 +251,7 @@ def compose(
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types tried at each layer"),
     lnum: str = typer.Option("all", "--lnum", help="layers to stack, from the last one down"),
     rho: str = typer.Option("0.1,0.05,0.01", "--rho", help="ρ values tried at each layer"),
-    intervention: str = typer.Option("rank-reduction", "--intervention"),
-    bandwidth: str = typer.Option("1", "--bandwidth", help=BANDWIDTH_HELP),
+    iv: Intervention = FROM_OPTIONS,
     workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
     run: str = RunOpt,
@@ -276,7 +273,7 @@ def compose(
     loaded = load_with_status(model, dtype, device)
     cfg = RunConfig.from_cli(
         "compose", model, objective, num_layers=model_layout(loaded.model).num_layers,
-        lname=lname, lnum=lnum, rho=rho, intervention=_iv(intervention, bandwidth=bandwidth),
+        lname=lname, lnum=lnum, rho=rho, intervention=_iv(iv),
         dtype=dtype, prefix_cache=not no_prefix_cache)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
         resume=resume, workers=workers, device=device, no_save=no_save)

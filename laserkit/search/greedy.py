@@ -22,12 +22,13 @@ def candidate_edits(candidates: list[tuple[str, int, str]],
 
 
 def scan_candidates(model_path: str | Path, scan_dir: Path, k: int, types: str,
-                    device: str = "auto") -> list[dict]:
-    """laserRMT's candidate list: scan the model, the k matrices of lowest SNR, in order."""
+                    device: str = "auto", iv: Intervention | None = None) -> list[dict]:
+    """laserRMT's candidate list: scan the model, the k matrices of lowest SNR, in order (each
+    an edit with ``iv``, default mp-threshold with laserRMT's estimator)."""
     from ..scan import lowest_snr, scan  # noqa: PLC0415
 
     scanned = scan(model_path, scan_dir, types=types, device=device, progress=True, plots=False)
-    return candidate_edits(lowest_snr(scanned, k, types))
+    return candidate_edits(lowest_snr(scanned, k, types), iv)
 
 
 def greedy_config(model: str, objective: dict, candidates: list[dict], **kw) -> RunConfig:

@@ -1,0 +1,168 @@
+"""CLI options generated from the intervention kinds' fields (docs/interventions.md).
+
+``@intervention_options(...)`` replaces one parameter of a typer command (``iv`` by default) by
+``--intervention`` (when several kinds are offered), one option per field of the offered kinds
+(flag, type, default and help from ``interventions.option``) and ``--rate`` beside ``--rho``; the
+command is then called with the one ``Intervention`` they describe. An option of another kind
+given with a value other than its default is refused in one line (``--bandwidth`` with
+rank-reduction), before the command does any work. A kind registered before the command module
+is imported gets its options there too.
+
+    @app.command()
+    @intervention_options(kinds=("mp-threshold",))
+    def greedy(model: str = ModelArg, iv: Intervention = FROM_OPTIONS, ...) -> None:
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+
+from ..errors import LaserkitError
+from ..interventions import REGISTRY, Intervention, kind_class
+
+FROM_OPTIONS: Any = None  # the default of the parameter the options replace
+SWEPT = "rho"  # the field a search sweeps (its grid axis): not an option in sweep mode
+PLACEHOLDER_RHO = 1.0  # sweep mode: the template's ρ, replaced by each value of the grid
+
+
+@dataclasses.dataclass
+class _Opt:
+    name: str
+    flag: str
+    help: str
+    type: type
+    default: Any
+    owners: list[str]
+    alias_of: str | None = None  # --rate: converted into this field
+
+
+def _cli_default(f: dataclasses.Field, typ: type) -> Any:
+    d = f.default
+    if typ is str and isinstance(d, float):
+        return format(d, "g")  # a number offered as text ('median' or a number): "1", not "1.0"
+    return d
+
+
+def collect(kinds: Sequence[str], sweep: bool = False) -> list[_Opt]:
+    """The options of the kinds' fields, in kind then field order, one per field name."""
+    opts: dict[str, _Opt] = {}
+    for kind in kinds:
+        for f in dataclasses.fields(kind_class(kind)):
+            if sweep and f.name == SWEPT:
+                continue
+            if f.name in opts:
+                opts[f.name].owners.append(kind)
+                continue
+            m = f.metadata
+            opts[f.name] = _Opt(f.name, m["flag"], m["help"], m["type"],
+                                _cli_default(f, m["type"]), [kind])
+            alias = m.get("alias")
+            if alias is not None:
+                opts[alias.name] = _Opt(alias.name, alias.flag, alias.help, float, None, [kind],
+                                        alias_of=f.name)
+    for o in opts.values():
+        if alias_owner := o.alias_of:
+            o.owners = opts[alias_owner].owners
+    return list(opts.values())
+
+
+def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = False
+          ) -> Intervention:
+    """One Intervention from the options' values (as ``collect`` made them). In sweep mode a
+    kind with a ρ gets ``PLACEHOLDER_RHO``: the search replaces it by each value it tries."""
+    spec = kind_class(kind)
+    own = {f.name for f in dataclasses.fields(spec)}
+    values = dict(values)
+    for o in opts:
+        if o.alias_of is None:
+            continue
+        given = values.pop(o.name, None)
+        if given is None:
+            continue
+        if o.alias_of not in own:
+            raise LaserkitError(f"{o.flag} applies to {', '.join(o.owners)}, not to {kind}")
+        if values.get(o.alias_of) is not None:
+            target = next(x.flag for x in opts if x.name == o.alias_of)
+            raise LaserkitError(f"give {o.flag} or {target}, not both")
+        values[o.alias_of] = _convert(o, given)
+    if sweep and SWEPT in own:
+        values[SWEPT] = PLACEHOLDER_RHO
+    return Intervention(kind=kind, **values)
+
+
+def _convert(o: _Opt, value: Any) -> Any:
+    spec = REGISTRY[o.owners[0]]
+    f = next(f for f in dataclasses.fields(spec) if f.name == o.alias_of)
+    return f.metadata["alias"].to_field(value)
+
+
+def _help(o: _Opt, kinds: Sequence[str]) -> str:
+    return o.help if len(o.owners) == len(kinds) else f"{', '.join(o.owners)}: {o.help}"
+
+
+def intervention_options(kinds: Sequence[str] | None = None, *, sweep: bool = False,
+                         default_kind: str | None = None, param: str = "iv",
+                         kind_help: str | None = None, why: str = ""
+                         ) -> Callable[[Callable], Callable]:
+    """Decorator for a typer command: its ``param`` parameter becomes the options of ``kinds``
+    (default: every registered kind) and receives the Intervention they describe.
+
+    ``sweep``: the command sweeps ρ itself (search, compose: ``--rho`` is its own list option),
+    so ρ is not generated and the Intervention is a template with ``PLACEHOLDER_RHO``;
+    ``default_kind``: ``--intervention``'s default (the first kind otherwise); with one kind
+    there is no ``--intervention``; ``why``: added to the line refusing a kind not offered.
+    Put it under ``@app.command()``."""
+
+    def deco(fn: Callable) -> Callable:
+        offered = list(kinds) if kinds is not None else list(REGISTRY)
+        for k in offered:
+            kind_class(k)
+        opts = collect(offered, sweep)
+        sig = inspect.signature(fn)
+        if param not in sig.parameters:
+            raise TypeError(f"{fn.__name__} has no parameter {param!r} to replace")
+        clash = {o.name for o in opts} & set(sig.parameters) | (
+            {"intervention"} & set(sig.parameters) if len(offered) > 1 else set())
+        if clash:
+            raise TypeError(f"{fn.__name__}: parameters {sorted(clash)} clash with generated "
+                            "intervention options")
+        first = default_kind or offered[0]
+        new: list[inspect.Parameter] = []
+        if len(offered) > 1:
+            new.append(inspect.Parameter(
+                "intervention", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                default=typer.Option(first, "--intervention",
+                                     help=kind_help or "what to do to each matrix: "
+                                     f"{', '.join(offered)} (docs/interventions.md)")))
+        for o in opts:
+            new.append(inspect.Parameter(
+                o.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=o.type,
+                default=typer.Option(o.default, o.flag, help=_help(o, offered))))
+        params = []
+        for p in sig.parameters.values():
+            params.extend(new if p.name == param else [p])
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kind = kwargs.pop("intervention", first)
+            if kind not in offered:
+                what = (f"--intervention {kind} does not apply here" if kind in REGISTRY
+                        else f"unknown intervention {kind!r}")
+                raise LaserkitError(f"{what}: use one of {', '.join(offered)}{why}")
+            values = {o.name: kwargs.pop(o.name) for o in opts if o.name in kwargs}
+            kwargs[param] = build(kind, values, opts, sweep)
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        annotations = {k: v for k, v in fn.__annotations__.items() if k != param}
+        annotations.update({p.name: p.annotation for p in new})
+        wrapper.__annotations__ = annotations
+        return wrapper
+
+    return deco

@@ -1,0 +1,23 @@
+"""dont: no change, the baseline (the reference's ``--intervention dont``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..base import Intervention, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..rank_reduction import Factors
+
+
+@register("dont", "no change (the baseline)")
+@dataclass(frozen=True)
+class Dont(Intervention):
+    noop = True
+
+    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
+                                                                             dict]:
+        return W.clone(), {"rank": min(W.shape)}
