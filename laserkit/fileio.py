@@ -93,21 +93,21 @@ def _remove(path: Path) -> None:
 def atomic_file(path: os.PathLike | str, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to fill a temporary sibling, then rename it to ``path``."""
     path = Path(path)
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise (write_error(path, e) or e) from None
-    tmp = Path(name)
-    try:
+        with sigint_deferred():  # a Ctrl-C now must not orphan the file just made
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
         write(tmp)
         with sigint_deferred():
             os.chmod(tmp, file_mode())
             os.replace(tmp, path)
     except BaseException as e:
         with sigint_deferred():
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         err = write_error(path, e)
         if err is not None:
             raise err from None
@@ -210,12 +210,11 @@ def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],
     temporary directory is removed.
     """
     out = check_dir_target(out, overwrite=overwrite)
+    tmp: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}", dir=out.parent))
-    except OSError as e:
-        raise (write_error(out, e) or e) from None
-    try:
+        with sigint_deferred():  # a Ctrl-C now must not orphan the directory just made
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}", dir=out.parent))
         write(tmp)
         with sigint_deferred():
             _publish_modes(tmp)
@@ -240,7 +239,8 @@ def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],
                 os.replace(tmp, out)
     except BaseException as e:
         with sigint_deferred():
-            _remove(tmp)
+            if tmp is not None:
+                _remove(tmp)
         err = write_error(out, e)
         if err is not None:
             raise err from None
