@@ -115,14 +115,15 @@ class CallableObjective:
     forward_only = False
 
     def __init__(self, fn: Callable[[nn.Module, str], float], higher_is_better: bool = True,
-                 name: str = "callable") -> None:
+                 name: str = "callable", metric: str = "score") -> None:
         self.fn = fn
         self.higher_is_better = higher_is_better
         self.name = name
+        self.metric = metric  # e.g. "perplexity": rules that depend on the metric (ties) apply
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         value = float(self.fn(model, split))
-        return Scored({"task": self.name, "split": split, "n": 1, "metric": "score",
+        return Scored({"task": self.name, "split": split, "n": 1, "metric": self.metric,
                        "score": value, "higher_is_better": self.higher_is_better})
 
 

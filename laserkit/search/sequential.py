@@ -25,6 +25,21 @@ def better(new: dict, old: dict, higher_is_better: bool) -> bool:
     return key(new) < key(old)
 
 
+# metrics whose laserRMT greedy keeps a step on an equal score: rmt_laser_snr.py reverts only
+# when the perplexity rose (``if new > old``); rmt_laser_dpo.py reverts on ``new <= old``
+KEEP_ON_TIE = frozenset({"perplexity"})
+
+
+def keeps(new: dict, old: dict, higher_is_better: bool) -> bool:
+    """laserRMT's greedy rule: strictly better, or equal where the reference keeps ties
+    (perplexity); the semantic score and accuracy tasks need a strict improvement."""
+    if better(new, old, higher_is_better):
+        return True
+    metric = new.get("metric")
+    return metric in KEEP_ON_TIE and not by_accuracy(new) \
+        and float(new["score"]) == float(old["score"])
+
+
 def headline(summary: dict) -> float:
     """The number a step is judged by when only 'does not drop' matters."""
     return float(summary["accuracy"] if by_accuracy(summary) else summary["score"])
