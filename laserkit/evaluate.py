@@ -51,6 +51,7 @@ from .tasks.spec import CHAT_KINDS, Example, Task
 SPLITS = ("all", "validation", "test")
 VALIDATION_FRACTION = 0.2
 PPL_WINDOW = 2048  # default perplexity window, capped by the model's context
+PPL_CHUNK = 128  # laserRMT's chunk length (rmt_laser_snr.py: seqlen=128)
 PPL_BATCH_TOKENS = 8192
 
 
@@ -304,6 +305,8 @@ def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
 
 
 def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
+    if ctx.task.chunking == "fixed":
+        return _perplexity_chunks(ctx, examples)
     window = S.context_length(ctx.model, ctx.task.max_length or PPL_WINDOW)
     stride = ctx.task.stride or max(1, window // 2)
     per_doc = []
@@ -326,7 +329,41 @@ def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
         raise LaserkitError(f"task {ctx.task.name!r}: the text has fewer than two tokens")
     return records, {"perplexity": math.exp(total_nll / total_n),
                      "log_loss": total_nll / total_n, "n_tokens": total_n,
-                     "window": window, "stride": stride}
+                     "chunking": "sliding", "window": window, "stride": stride}
+
+
+def _perplexity_chunks(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
+    """laserRMT's perplexity: each text tokenized as one string, cut into ⌊n/L⌋ chunks of L
+    tokens (tail dropped); a chunk's loss is the mean cross-entropy of its L−1 next-token
+    predictions; perplexity = exp(mean of the chunk losses over every chunk of every text)."""
+    length = ctx.task.max_length or PPL_CHUNK
+    if length > S.context_length(ctx.model):
+        raise LaserkitError(f"task {ctx.task.name!r}: chunk length {length} exceeds the model's "
+                            f"context of {S.context_length(ctx.model)} tokens")
+    per_doc, sizes = [], []
+    for ex in examples:
+        ids = S.encode_prompt(ctx.tokenizer, ex.text)
+        sizes.append(len(ids))
+        per_doc.append([(ids[b:e], 1) for b, e in S.fixed_chunks(len(ids), length)])
+    flat, slices = _groups(examples, per_doc)
+    if not flat:
+        raise LaserkitError(f"task {ctx.task.name!r}: the text is shorter than one chunk of "
+                            f"{length} tokens; use a longer text or a smaller max_length")
+    lps, _ = S.token_logprobs(ctx.model, flat, pad_id=ctx.pad_id, progress=ctx.progress,
+                              batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // length)),
+                              desc="perplexity")
+    losses = [-float(t.double().mean()) for t in lps]
+    records = []
+    for ex, sl, n in zip(examples, slices, sizes, strict=True):
+        mine = losses[sl]
+        loss = sum(mine) / len(mine) if mine else None
+        records.append({"id": ex.id, "n_tokens": n, "n_chunks": len(mine),
+                        "dropped_tokens": n - len(mine) * length, "log_loss": loss,
+                        "perplexity": math.exp(loss) if mine else None})
+    loss = sum(losses) / len(losses)
+    return [r for r in records if r["n_chunks"]], {
+        "perplexity": math.exp(loss), "log_loss": loss, "n_chunks": len(losses),
+        "n_tokens": sum(sizes), "chunking": "fixed", "chunk_length": length}
 
 
 def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:

@@ -239,6 +239,14 @@ def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[i
     return out
 
 
+def fixed_chunks(n_tokens: int, length: int) -> list[tuple[int, int]]:
+    """laserRMT's perplexity chunks (rmt_laser_snr.py): ⌊n/length⌋ non-overlapping spans of
+    ``length`` tokens from the start; the tail shorter than ``length`` is dropped."""
+    if length < 2:
+        raise LaserkitError(f"perplexity chunks need at least 2 tokens (got {length})")
+    return [(i * length, (i + 1) * length) for i in range(n_tokens // length)]
+
+
 class VocabIndex:
     """Token ids grouped by their decoded text, stripped and lower-cased: CounterFact's rule
     ("top-1 next token, lower-cased and stripped, equals the answer") in id space."""

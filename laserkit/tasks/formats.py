@@ -435,12 +435,16 @@ def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
     return out
 
 
-@reader_keys(join="join all records into one document (wikitext); default false")
+@reader_keys(join="join all records into one text: true (blank lines, as wikitext) or the "
+             "separator itself (laserRMT: '\\n\\n' for wikitext, ' ' for PTB); default false")
 def read_text(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
-    """Text for perplexity: one document per record, or all joined (``join: true``, wikitext)."""
+    """Text for perplexity: one document per record, or all records joined into one string
+    (``join``), exactly as laserRMT's gptq_data_utils joins a test split (nothing stripped)."""
     field = spec.get("text", "text")
-    if spec.get("join"):
-        text = "\n\n".join(str(r.get(field) or "") for r in records).strip()
+    join = spec.get("join")
+    if join:
+        sep = join if isinstance(join, str) else "\n\n"
+        text = sep.join(str(r.get(field) or "") for r in records)
         return [make_example(kind, f"{origin} (joined)", id="0", text=text)]
     return read_fields(records, {**spec, "text": field}, kind, meta, origin)
 

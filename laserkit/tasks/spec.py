@@ -47,12 +47,14 @@ KIND_DOCS = {
     "choice": "multiple choice: the answer with the highest summed log-probability",
     "next_token": "the top-1 next token is the answer's first token (CounterFact)",
     "generate": "greedy generation; the generated text is matched against the answer",
-    "perplexity": "sliding-window perplexity of text (lower is better)",
+    "perplexity": "perplexity of text in fixed chunks (laserRMT) or a sliding window (lower is "
+                  "better)",
     "semantic": "laserRMT: cos(generation, chosen) − cos(generation, rejected)",
 }
 LOWER_IS_BETTER = {"log_loss", "perplexity"}
 CHAT_KINDS = ("choice", "next_token", "generate", "semantic")
 LOCATIONS = ("packaged", "local", "hub")
+CHUNKINGS = ("fixed", "sliding")
 
 
 def _f(default, doc: str, kinds: str = "all", **kw):
@@ -118,9 +120,14 @@ class Task:
     max_new_tokens: int | None = _f(None, "generation length (generate 15, semantic 128)",
                                     "generate semantic")
     topk: tuple = _f((1, 5, 10), "also report top-k accuracy for these k", "next_token")
-    max_length: int | None = _f(None, "window in tokens (default: min(model context, 2048))",
+    chunking: str = _f("sliding", "perplexity: fixed (laserRMT: each text cut into "
+                       "non-overlapping chunks of max_length tokens, the tail dropped) or sliding "
+                       "(a window moved by stride)", "perplexity")
+    max_length: int | None = _f(None, "window (sliding; default min(model context, 2048)) or "
+                                "chunk length (fixed; default 128, laserRMT's) in tokens",
                                 "perplexity")
-    stride: int | None = _f(None, "window stride (default: half the window)", "perplexity")
+    stride: int | None = _f(None, "window stride (sliding; default: half the window)",
+                            "perplexity")
     chat_template: str | None = _f(None, "none (raw prompt), model (the tokenizer's template), "
                                    "chatml, a Jinja template, or a .jinja file (default: none; "
                                    "semantic: model)", "choice generate next_token semantic")
@@ -142,6 +149,9 @@ class Task:
         if self.max_new_tokens is None:
             self.max_new_tokens = 128 if self.kind == "semantic" else 15
         _int(self.max_new_tokens, "max_new_tokens", where)
+        if self.chunking not in CHUNKINGS:
+            raise LaserkitError(f"{where}: unknown chunking {self.chunking!r}; use one of "
+                                f"{', '.join(CHUNKINGS)}")
         if self.chat_template is None:
             self.chat_template = "model" if self.kind == "semantic" else "none"
         if not isinstance(self.chat_template, str) or not self.chat_template.strip():
