@@ -33,6 +33,7 @@ class Example:
     rejected: str = ""  # semantic
     text: str = ""  # perplexity
     group: str = ""  # items that belong together (a fact and its paraphrases): never split apart
+    system: str | None = None  # the example's own system turn (chat templates); None: the task's
 
 
 # kind → (metrics it reports that can be selected on, default metric)
@@ -86,6 +87,9 @@ class SourceSpec:
     chosen: str = _f("chosen", "field holding the preferred answer", "semantic")
     rejected: str = _f("rejected", "field holding the rejected answer", "semantic")
     text: str = _f("text", "field holding the text", "perplexity")
+    system: str | None = _f(None, "field holding each record's system turn (with a chat "
+                            "template; records without it use system_prompt)",
+                            "choice generate next_token semantic")
     file: str | list | None = _f(None, "packaged: file(s) under laserkit/data/bigbench "
                                  "(ignored in a local spec)")
     path: str | None = _f(None, "hub only: the dataset id")
@@ -117,7 +121,8 @@ class Task:
                             "match: f1; perplexity; semantic_score)")
     answer_prefix: str = _f(" ", "put between prompt and answer when neither has whitespace "
                             "(raw prompts)", "choice generate next_token")
-    max_new_tokens: int | None = _f(None, "generation length (generate 15, semantic 128)",
+    max_new_tokens: int | None = _f(None, "generation length (generate 15; semantic 512, "
+                                    "laserRMT's output_length)",
                                     "generate semantic")
     topk: tuple = _f((1, 5, 10), "also report top-k accuracy for these k", "next_token")
     chunking: str = _f("sliding", "perplexity: fixed (laserRMT: each text cut into "
@@ -147,7 +152,7 @@ class Task:
             raise LaserkitError(f"{where}: unknown match {self.match!r}; use one of "
                                 f"{', '.join(MATCH_MODES)}")
         if self.max_new_tokens is None:
-            self.max_new_tokens = 128 if self.kind == "semantic" else 15
+            self.max_new_tokens = 512 if self.kind == "semantic" else 15  # laserRMT; LASER
         _int(self.max_new_tokens, "max_new_tokens", where)
         if self.chunking not in CHUNKINGS:
             raise LaserkitError(f"{where}: unknown chunking {self.chunking!r}; use one of "
