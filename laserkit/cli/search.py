@@ -79,15 +79,21 @@ def _num(v: object) -> str:
 
 def _print_result(result: dict) -> None:
     from ..search.report import headline_rows
+    from ..search.sequential import SAME_TEXT, same_text
 
     metric = result["base"]["test"].get("metric", "score")
+    one = same_text(result)  # one text: decided and reported on it, no held-out test
+    how = SAME_TEXT if one else "chosen on validation, reported on test"
     table = Table(title=f"{result['command']} ({result.get('strategy', result['command'])}): "
-                        "base → best (chosen on validation, reported on test)")
+                        f"base → best ({how})")
     table.add_column("model", overflow="fold")
-    for col in (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss"):
+    cols = (metric, "log-loss") if one else \
+        (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss")
+    for col in cols:
         table.add_column(col)
     for name, val, test in headline_rows(result):
-        table.add_row(name, *(_num(d.get(k)) for d in (val, test) for k in ("score", "log_loss")))
+        parts = (test,) if one else (val, test)
+        table.add_row(name, *(_num(d.get(k)) for d in parts for k in ("score", "log_loss")))
     console.print(table)
     from ..search.significance import lines
 
