@@ -51,6 +51,7 @@ from .tasks.spec import CHAT_KINDS, Example, Task
 SPLITS = ("all", "validation", "test")
 VALIDATION_FRACTION = 0.2
 PPL_WINDOW = 2048  # default perplexity window, capped by the model's context
+PPL_CHUNK = 128  # laserRMT's chunk length (rmt_laser_snr.py: seqlen=128)
 PPL_BATCH_TOKENS = 8192
 
 
@@ -142,11 +143,17 @@ class _Ctx:
     def chat(self) -> bool:
         return self.chat_template != "none"
 
-    def prompt_ids(self, prompt: str) -> list[int]:
+    def system(self, ex: Example) -> str | None:
+        """The system turn: the example's own (a dataset's system field, as orca_dpo_pairs'),
+        else the task's or the caller's system prompt."""
+        return ex.system if ex.system is not None else self.system_prompt
+
+    def prompt_ids(self, prompt: str, system: str | None = None) -> list[int]:
         """Generation prompt tokens: the chat text, or the raw prompt without trailing spaces
         (a final newline is kept)."""
         if self.chat:
-            return S.chat_prompt(self.tokenizer, prompt, self.chat_template, self.system_prompt)
+            return S.chat_prompt(self.tokenizer, prompt, self.chat_template,
+                                 self.system_prompt if system is None else system)
         return S.encode_prompt(self.tokenizer, prompt.rstrip(" \t"))
 
     @property
@@ -161,12 +168,17 @@ class _Ctx:
         ids |= set(extra if isinstance(extra, list) else [extra])
         return sorted(i for i in ids if i is not None)
 
-    def answer_requests(self, prompt: str, answers: Sequence[str]) -> tuple[list, bool]:
+    def answer_requests(self, prompt: str, answers: Sequence[str],
+                        system: str | None = None) -> tuple[list, bool]:
         """(ids, start) for each answer as a continuation of the prompt, fitted to the context."""
         reqs, truncated = [], False
         if self.chat:  # the answer opens the assistant's turn, right after the template's text
-            prompt = S.chat_text(self.tokenizer, prompt, self.chat_template, self.system_prompt)
-        encode = S.encode_continuation if self.chat else S.encode_prompt
+            prompt = S.chat_text(self.tokenizer, prompt, self.chat_template,
+                                 self.system_prompt if system is None else system)
+
+        def encode(tokenizer, text: str) -> list[int]:
+            return S.chat_encode(tokenizer, text, self.chat_template) if self.chat \
+                else S.encode_prompt(tokenizer, text)
         for ans in answers:
             p, cont = S.split_boundary(prompt, ans, "" if self.chat else self.task.answer_prefix)
             if self.chat:
@@ -211,7 +223,7 @@ def _best_mean_loss(lps: list[torch.Tensor]) -> float:
 
 
 def _choice(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
-    built = [ctx.answer_requests(ex.prompt, ex.choices) for ex in examples]
+    built = [ctx.answer_requests(ex.prompt, ex.choices, ctx.system(ex)) for ex in examples]
     flat, slices = _groups(examples, [b[0] for b in built])
     lps, _ = ctx.logprobs(flat)
     records = []
@@ -236,7 +248,7 @@ def _choice(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
 
 def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     vocab = S.vocab_index(ctx.tokenizer, ctx.model.get_output_embeddings().weight.shape[0])
-    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, "exact"))
+    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, "exact"), ctx.system(ex))
              for ex in examples]
     flat, slices = _groups(examples, [b[0] for b in built])
     targets: dict[int, torch.Tensor] = {}  # first request of an example → equivalent token ids
@@ -279,8 +291,8 @@ def answer_found(prediction: str, answers: Sequence) -> bool:
 
 def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     mode = ctx.task.match
-    texts = ctx.generate([ctx.prompt_ids(ex.prompt) for ex in examples])
-    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, mode))
+    texts = ctx.generate([ctx.prompt_ids(ex.prompt, ctx.system(ex)) for ex in examples])
+    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, mode), ctx.system(ex))
              for ex in examples]
     flat, slices = _groups(examples, [b[0] for b in built])
     lps, _ = ctx.logprobs(flat) if flat else ([], [])
@@ -304,6 +316,8 @@ def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
 
 
 def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
+    if ctx.task.chunking == "fixed":
+        return _perplexity_chunks(ctx, examples)
     window = S.context_length(ctx.model, ctx.task.max_length or PPL_WINDOW)
     stride = ctx.task.stride or max(1, window // 2)
     per_doc = []
@@ -326,11 +340,45 @@ def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
         raise LaserkitError(f"task {ctx.task.name!r}: the text has fewer than two tokens")
     return records, {"perplexity": math.exp(total_nll / total_n),
                      "log_loss": total_nll / total_n, "n_tokens": total_n,
-                     "window": window, "stride": stride}
+                     "chunking": "sliding", "window": window, "stride": stride}
+
+
+def _perplexity_chunks(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
+    """laserRMT's perplexity: each text tokenized as one string, cut into ⌊n/L⌋ chunks of L
+    tokens (tail dropped); a chunk's loss is the mean cross-entropy of its L−1 next-token
+    predictions; perplexity = exp(mean of the chunk losses over every chunk of every text)."""
+    length = ctx.task.max_length or PPL_CHUNK
+    if length > S.context_length(ctx.model):
+        raise LaserkitError(f"task {ctx.task.name!r}: chunk length {length} exceeds the model's "
+                            f"context of {S.context_length(ctx.model)} tokens")
+    per_doc, sizes = [], []
+    for ex in examples:
+        ids = S.encode_prompt(ctx.tokenizer, ex.text)
+        sizes.append(len(ids))
+        per_doc.append([(ids[b:e], 1) for b, e in S.fixed_chunks(len(ids), length)])
+    flat, slices = _groups(examples, per_doc)
+    if not flat:
+        raise LaserkitError(f"task {ctx.task.name!r}: the text is shorter than one chunk of "
+                            f"{length} tokens; use a longer text or a smaller max_length")
+    lps, _ = S.token_logprobs(ctx.model, flat, pad_id=ctx.pad_id, progress=ctx.progress,
+                              batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // length)),
+                              desc="perplexity")
+    losses = [-float(t.double().mean()) for t in lps]
+    records = []
+    for ex, sl, n in zip(examples, slices, sizes, strict=True):
+        mine = losses[sl]
+        loss = sum(mine) / len(mine) if mine else None
+        records.append({"id": ex.id, "n_tokens": n, "n_chunks": len(mine),
+                        "dropped_tokens": n - len(mine) * length, "log_loss": loss,
+                        "perplexity": math.exp(loss) if mine else None})
+    loss = sum(losses) / len(losses)
+    return [r for r in records if r["n_chunks"]], {
+        "perplexity": math.exp(loss), "log_loss": loss, "n_chunks": len(losses),
+        "n_tokens": sum(sizes), "chunking": "fixed", "chunk_length": length}
 
 
 def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
-    texts = ctx.generate([ctx.prompt_ids(ex.prompt) for ex in examples])
+    texts = ctx.generate([ctx.prompt_ids(ex.prompt, ctx.system(ex)) for ex in examples])
     n = len(examples)
     emb = S.embed(texts + [ex.chosen for ex in examples] + [ex.rejected for ex in examples],
                   ctx.embedder, model=ctx.model, tokenizer=ctx.tokenizer)
@@ -411,6 +459,8 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
                "score": metrics[task.metric], "higher_is_better": task.higher_is_better,
                **metrics, **({"chat_template": _shown(chat), "system_prompt": system}
                              if task.kind in CHAT_KINDS else {}),
+               **({"max_new_tokens": ctx.max_new_tokens}
+                  if task.kind in ("generate", "semantic") else {}),
                "truncated": sum(bool(r.get("truncated")) for r in records),
                "seconds": round(time.perf_counter() - t0, 3)}
     return EvalResult(summary=summary, records=records)
@@ -452,7 +502,8 @@ def preview(task: Task, tokenizer=None, n: int = 3, *, chat_template: str | None
         if chat == "none":
             item["prompt"] = ex.prompt
         elif chat == "chatml" or tokenizer is not None:
-            item["prompt"] = S.chat_text(tokenizer, ex.prompt, chat, system)
+            item["prompt"] = S.chat_text(tokenizer, ex.prompt, chat,
+                                         ex.system if ex.system is not None else system)
         else:
             raise LaserkitError("rendering this chat template needs the model's tokenizer")
         if task.kind == "choice":

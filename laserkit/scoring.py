@@ -239,6 +239,14 @@ def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[i
     return out
 
 
+def fixed_chunks(n_tokens: int, length: int) -> list[tuple[int, int]]:
+    """laserRMT's perplexity chunks (rmt_laser_snr.py): ⌊n/length⌋ non-overlapping spans of
+    ``length`` tokens from the start; the tail shorter than ``length`` is dropped."""
+    if length < 2:
+        raise LaserkitError(f"perplexity chunks need at least 2 tokens (got {length})")
+    return [(i * length, (i + 1) * length) for i in range(n_tokens // length)]
+
+
 class VocabIndex:
     """Token ids grouped by their decoded text, stripped and lower-cased: CounterFact's rule
     ("top-1 next token, lower-cased and stripped, equals the answer") in id space."""
@@ -275,7 +283,8 @@ def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None =
     prompt, kept as written (a hand-written ChatML prompt keeps its final newline)."""
     if template == "none":
         return prompt
-    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+    has_system = system_prompt is not None  # "" is an empty system turn (laserRMT's ChatML)
+    messages = ([{"role": "system", "content": system_prompt}] if has_system else []) + \
         [{"role": "user", "content": prompt}]
     jinja = None
     if template == "model" and getattr(tokenizer, "chat_template", None):
@@ -283,7 +292,7 @@ def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None =
     elif template not in ("model", "chatml"):
         jinja = load_template(template)
     if jinja is None:
-        system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt else ""
+        system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if has_system else ""
         return system + CHATML.format(prompt=prompt)
     try:
         return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False,
@@ -312,7 +321,16 @@ def chat_prompt(tokenizer, prompt: str, template: str,
     text, whose template already holds every special token it wants."""
     if template == "none":
         return encode_prompt(tokenizer, prompt)
-    return encode_continuation(tokenizer, chat_text(tokenizer, prompt, template, system_prompt))
+    return chat_encode(tokenizer, chat_text(tokenizer, prompt, template, system_prompt), template)
+
+
+def chat_encode(tokenizer, text: str, template: str) -> list[int]:
+    """Tokens of a rendered chat text. A Jinja template (the model's own too) writes every
+    special token it wants, so none is added; the built-in "chatml" string is tokenized as
+    laserRMT does (``tokenizer([prompt])``: with the tokenizer's special tokens, e.g. a BOS)."""
+    if template == "chatml":
+        return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return encode_continuation(tokenizer, text)
 
 
 @lru_cache(maxsize=2)

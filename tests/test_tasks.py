@@ -18,7 +18,8 @@ from laserkit.tasks.registry import Example
 PAPER = {"counterfact", "hotpotqa", "fever", "bios-gender", "bios-profession", "truthfulqa",
          "bbh-epistemic", "bbh-wikidata"}
 PACKAGED = {"fever-bigbench": 6612, "truthfulqa-mc": 299, "bbh-epistemic-bigbench": 2000,
-            "bbh-wikidata-bigbench": 20442, "dpo-semantic": 221, "truthfulqa-bigbench": None}
+            "bbh-wikidata-bigbench": 20442, "dpo-semantic-bigbench": 221,
+            "truthfulqa-bigbench": None}
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def _well_formed(task, ex: Example) -> None:
 
 def test_registry_has_the_paper_tasks_and_laser_rmt_scores():
     names = {t.name for t in list_tasks()}
-    assert PAPER | {"perplexity", "dpo-semantic", "truthfulqa-mc"} <= names
+    assert PAPER | {"perplexity", "dpo-semantic", "dpo-semantic-bigbench", "truthfulqa-mc"} <= names
     assert get_task("epistemic-reasoning").name == "bbh-epistemic"  # alias
     assert get_task("perplexity").higher_is_better is False
     assert get_task("dpo-semantic").metric == "semantic_score"

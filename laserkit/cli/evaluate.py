@@ -90,8 +90,9 @@ def eval_(
     table.add_column("value", justify="right")
     shown = ("n_available", "score", "match", "chat_template", "accuracy", "accuracy_normalized",
              "f1", "part_recall", "log_loss", "perplexity", "semantic_score",
-             *sorted(k for k in s if k.startswith("top")), "n_tokens",
-             "truncated", "seconds")
+             *sorted(k for k in s if k.startswith("top")), "n_tokens", "chunking",
+             "chunk_length", "n_chunks", "window", "stride", "max_new_tokens", "truncated",
+             "seconds")
     for key in shown:
         if key in s:
             name = f"score ({s['metric']}, {'higher' if s['higher_is_better'] else 'lower'} "\

@@ -25,6 +25,9 @@ TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bb
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
 DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
 LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
+MaxNewOpt = typer.Option(None, "--max-new-tokens", help="generation length for tasks that "
+                         "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
+                         "with the run")
 RunDirOpt = typer.Option(None, "--run-dir", "-o", help="where this machine writes the result, "
                          "report and best model (default runs/<run>, or runs/<command>-<task>)")
 RunOpt = typer.Option(None, "--run", help="the run's name in the database (default: the run "
@@ -77,15 +80,21 @@ def _num(v: object) -> str:
 
 def _print_result(result: dict) -> None:
     from ..search.report import headline_rows
+    from ..search.sequential import SAME_TEXT, same_text
 
     metric = result["base"]["test"].get("metric", "score")
+    one = same_text(result)  # one text: decided and reported on it, no held-out test
+    how = SAME_TEXT if one else "chosen on validation, reported on test"
     table = Table(title=f"{result['command']} ({result.get('strategy', result['command'])}): "
-                        "base → best (chosen on validation, reported on test)")
+                        f"base → best ({how})")
     table.add_column("model", overflow="fold")
-    for col in (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss"):
+    cols = (metric, "log-loss") if one else \
+        (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss")
+    for col in cols:
         table.add_column(col)
     for name, val, test in headline_rows(result):
-        table.add_row(name, *(_num(d.get(k)) for d in (val, test) for k in ("score", "log_loss")))
+        parts = (test,) if one else (val, test)
+        table.add_row(name, *(_num(d.get(k)) for d in parts for k in ("score", "log_loss")))
     console.print(table)
     from ..search.significance import lines
 
@@ -144,6 +153,7 @@ def search(
     task: str = TaskOpt,
     data: str = DataOpt,
     limit: int = LimitOpt,
+    max_new_tokens: int = MaxNewOpt,
     strategy: str = typer.Option("grid", "--strategy", help="grid: every (τ, ℓ, ρ) (the paper); "
                                  "tpe: Bayesian (Optuna TPE) over the same space, --trials of it"),
     trials: int = typer.Option(None, "--trials", help="tpe: how many distinct (τ, ℓ, ρ) to try"),
@@ -189,7 +199,8 @@ def search(
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
                             "commands of their own)")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
+                                         max_new_tokens)
     loaded = load_with_status(model, dtype, device)
     cfg = RunConfig.from_cli(
         strategy, model, objective, num_layers=model_layout(loaded.model).num_layers,
@@ -209,6 +220,7 @@ def greedy(
     task: str = TaskOpt,
     data: str = DataOpt,
     limit: int = LimitOpt,
+    max_new_tokens: int = MaxNewOpt,
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
     types: str = typer.Option("mlp,attn", "--types", help="module types the candidates come "
                               "from (laserRMT: mlp gate/up/down and attention q/k/v/o)"),
@@ -230,7 +242,8 @@ def greedy(
     from ..search.greedy import scan_candidates
 
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
+                                         max_new_tokens)
     loaded = load_with_status(model, dtype, device)
     on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
                  "again with --resume to continue")
@@ -248,6 +261,7 @@ def compose(
     task: str = TaskOpt,
     data: str = DataOpt,
     limit: int = LimitOpt,
+    max_new_tokens: int = MaxNewOpt,
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types tried at each layer"),
     lnum: str = typer.Option("all", "--lnum", help="layers to stack, from the last one down"),
     rho: str = typer.Option("0.1,0.05,0.01", "--rho", help="ρ values tried at each layer"),
@@ -269,7 +283,8 @@ def compose(
     from ..targets import model_layout
 
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
+                                         max_new_tokens)
     loaded = load_with_status(model, dtype, device)
     cfg = RunConfig.from_cli(
         "compose", model, objective, num_layers=model_layout(loaded.model).num_layers,

@@ -31,17 +31,30 @@ class ObjectiveConfig:
     seed: int | None = None  # shuffle the examples before the split (None: the paper's order)
     sequences: list[list[int]] | None = None
     metric: str = "accuracy"
+    max_new_tokens: int | None = None  # generation length; None: the task's (older runs)
 
     @classmethod
     def from_cli(cls, task: str | None, data: str | None = None, limit: int | None = None,
-                 batch_size: int = 16, seed: int | None = None) -> ObjectiveConfig:
+                 batch_size: int = 16, seed: int | None = None,
+                 max_new_tokens: int | None = None) -> ObjectiveConfig:
+        """From command-line options. A semantic task's generation length is stored resolved
+        (the user's, else the task's: laserRMT's 512), so that it is part of the run's identity
+        and a resume under other defaults is refused rather than mixed."""
         if not task:
             raise LaserkitError("say what to score with --task (e.g. fever, bbh-epistemic, "
                                 "perplexity --data FILE)")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise LaserkitError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
         if data is not None and Path(data).exists():
             data = str(Path(data).resolve())  # workers may start in other directories
+        if max_new_tokens is None:
+            from ..tasks import get_task  # noqa: PLC0415 - definitions only, no data read
+
+            t = get_task(task, data)
+            if t.kind == "semantic":
+                max_new_tokens = t.max_new_tokens
         return cls(type="task", task=task, data=data, limit=limit, batch_size=batch_size,
-                   seed=seed)
+                   seed=seed, max_new_tokens=max_new_tokens)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,5 +1,6 @@
 """laserRMT's greedy search (docs/methods.md): candidates are the k matrices of lowest SNR; each
-in turn is reduced by Marchenko–Pastur thresholding and kept only if the score improves;
+in turn is reduced by Marchenko–Pastur thresholding and kept only if the score improves (or,
+for perplexity, stays equal);
 otherwise that step alone is dropped and the kept ones stay. Registered as ``greedy``."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
-from .sequential import Sequential, Walk, better, step_row
+from .sequential import Sequential, Walk, keeps, step_row
 from .strategy import register
 from .trial import Result
 
@@ -41,7 +42,8 @@ def greedy_config(model: str, objective: dict, candidates: list[dict], **kw) -> 
 
 @register("greedy")
 class Greedy(Sequential):
-    """Try every candidate in order on top of the kept ones; keep strict improvements only."""
+    """Try every candidate in order on top of the kept ones; keep improvements (and, for
+    perplexity, equal scores, as laserRMT does: ``sequential.keeps``)."""
 
     command = "greedy"
 
@@ -72,7 +74,7 @@ class Greedy(Sequential):
                 w.need = [s]
                 return w
             r = done[s["key"]]
-            keep = better(r.summary, w.final.summary, self.hib)
+            keep = keeps(r.summary, w.final.summary, self.hib)
             w.steps.append(step_row(i, cand, r, keep, r if keep else w.final))
             if keep:
                 w.kept.append(cand)

@@ -6,6 +6,7 @@ built from token ids, and the CLI plugs in task evaluation (laserkit.evaluate) u
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,14 +116,15 @@ class CallableObjective:
     forward_only = False
 
     def __init__(self, fn: Callable[[nn.Module, str], float], higher_is_better: bool = True,
-                 name: str = "callable") -> None:
+                 name: str = "callable", metric: str = "score") -> None:
         self.fn = fn
         self.higher_is_better = higher_is_better
         self.name = name
+        self.metric = metric  # e.g. "perplexity": rules that depend on the metric (ties) apply
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         value = float(self.fn(model, split))
-        return Scored({"task": self.name, "split": split, "n": 1, "metric": "score",
+        return Scored({"task": self.name, "split": split, "n": 1, "metric": self.metric,
                        "score": value, "higher_is_better": self.higher_is_better})
 
 
@@ -130,10 +132,13 @@ class TaskObjective:
     """A laserkit task scored by laserkit.evaluate (the CLI's objective)."""
 
     def __init__(self, task: str, tokenizer: object, data: str | None = None,
-                 limit: int | None = None, batch_size: int = 16, seed: int | None = None) -> None:
+                 limit: int | None = None, batch_size: int = 16, seed: int | None = None,
+                 max_new_tokens: int | None = None) -> None:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
         self.task = get_task(task, data=data)
+        if max_new_tokens is not None:  # the run's generation length, not the task's default
+            self.task = dataclasses.replace(self.task, max_new_tokens=max_new_tokens)
         self.tokenizer = tokenizer
         self.limit = limit
         self.batch_size = batch_size
@@ -163,8 +168,6 @@ class TaskObjective:
     def _head(self, split: str, fraction: float) -> object:
         """The task holding only the first part of one split, chosen exactly as evaluate()
         chooses the split (shuffle by seed, limit, then the first 20% / the rest)."""
-        import dataclasses  # noqa: PLC0415
-
         from ..evaluate import shuffle_examples, split_examples  # noqa: PLC0415
 
         examples = shuffle_examples(self.task.examples(), self.seed)
@@ -180,5 +183,6 @@ def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective
                                   metric=cfg.metric)
     if cfg.type == "task":
         return TaskObjective(cfg.task, tokenizer, data=cfg.data, limit=cfg.limit,
-                             batch_size=cfg.batch_size, seed=cfg.seed)
+                             batch_size=cfg.batch_size, seed=cfg.seed,
+                             max_new_tokens=cfg.max_new_tokens)
     raise LaserkitError(f"unknown objective type {cfg.type!r} in the run config")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from ..saving import save_figure
+from .sequential import SAME_TEXT, same_text
 
 
 def _fmt(v: object, digits: int = 4) -> str:
@@ -29,6 +30,10 @@ def headline_rows(result: dict) -> list[tuple[str, dict, dict]]:
 
 def _headline_md(result: dict) -> list[str]:
     metric = result["base"]["test"].get("metric", "score")
+    if same_text(result):  # one score per model: the text it was decided on
+        lines = [f"| model | {metric} (same text) | log-loss | n |", "| --- | --- | --- | --- |"]
+        return lines + [f"| {name} | {_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
+                        f"{test.get('n')} |" for name, _, test in headline_rows(result)]
     lines = [f"| model | validation {metric} | validation log-loss | test {metric} | "
              "test log-loss | test n |", "| --- | --- | --- | --- | --- | --- |"]
     for name, val, test in headline_rows(result):
@@ -153,7 +158,8 @@ def steps_plot(result: dict, out: Path) -> Path | None:
         if pts:
             ax.scatter(*zip(*pts, strict=True), zorder=3, **style)
     ax.set_xlabel("step")
-    ax.set_ylabel(f"validation {result['base']['validation'].get('metric', 'score')}")
+    where = "" if same_text(result) else "validation "
+    ax.set_ylabel(f"{where}{result['base']['validation'].get('metric', 'score')}")
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, out / "steps.png")
@@ -166,8 +172,10 @@ def write_report(result: dict, out: str | Path) -> Path:
     task = result.get("objective", {}).get("task", result.get("objective", {}).get("type"))
     how = result.get("strategy", result["command"])
     lines = [f"# laserkit {result['command']} ({how}): {result['model']} on {task}", "",
-             f"Chosen: **{result['chosen']['label']}** (selected on validation, reported on "
-             "test).", "", *_headline_md(result), ""]
+             f"Chosen: **{result['chosen']['label']}** "
+             + (f"({SAME_TEXT})." if same_text(result)
+                else "(selected on validation, reported on test)."),
+             "", *_headline_md(result), ""]
     from .significance import lines as significance_lines  # noqa: PLC0415
 
     sig = significance_lines(result)

@@ -15,6 +15,14 @@ from .strategy import chosen
 from .trial import Result, by_accuracy
 
 MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
+SAME_TEXT = ("decided and scored on the same text (too small to split: no held-out test), so the "
+             "final score is optimistic")
+
+
+def same_text(result: dict) -> bool:
+    """Whether a result was decided on every example and reports its score on them too (one
+    perplexity text, as laserRMT's), instead of "chosen on validation, reported on test"."""
+    return result.get("decided_on") == "all"
 
 
 def better(new: dict, old: dict, higher_is_better: bool) -> bool:
@@ -23,6 +31,21 @@ def better(new: dict, old: dict, higher_is_better: bool) -> bool:
         return selection_key(summary, higher_is_better, 0)[:-1]
 
     return key(new) < key(old)
+
+
+# metrics whose laserRMT greedy keeps a step on an equal score: rmt_laser_snr.py reverts only
+# when the perplexity rose (``if new > old``); rmt_laser_dpo.py reverts on ``new <= old``
+KEEP_ON_TIE = frozenset({"perplexity"})
+
+
+def keeps(new: dict, old: dict, higher_is_better: bool) -> bool:
+    """laserRMT's greedy rule: strictly better, or equal where the reference keeps ties
+    (perplexity); the semantic score and accuracy tasks need a strict improvement."""
+    if better(new, old, higher_is_better):
+        return True
+    metric = new.get("metric")
+    return metric in KEEP_ON_TIE and not by_accuracy(new) \
+        and float(new["score"]) == float(old["score"])
 
 
 def headline(summary: dict) -> float:
@@ -88,7 +111,9 @@ class Sequential:
         return {"chosen": chosen(w.kept, w.final.key if w.kept else None),
                 "base": {"validation": w.base.summary, "test": base_test.summary},
                 "best": {"validation": w.final.summary, "test": final_test.summary},
-                "steps": w.steps, "decided_on": self.split}
+                "steps": w.steps, "decided_on": self.split,
+                "held_out_test": self.split != "all",
+                **({"note": SAME_TEXT} if self.split == "all" else {})}
 
 
 def step_row(i: int, edit: dict, r: Result, keep: bool, best: Result, **extra: Any) -> dict:

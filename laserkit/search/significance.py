@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .. import stats
 from . import trial
+from .sequential import SAME_TEXT, same_text
 from .trial import Result
 
 SEED = 0
@@ -35,7 +36,11 @@ def significance(store, result: dict, done: dict[str, Result]) -> dict:
     metric = _metric(base_test.summary)
     hib = bool(base_test.summary.get("higher_is_better", True))
     try:
-        out["test"] = stats.compare(store.records(base_test), store.records(best_test), metric,
+        base_records = store.records(base_test)
+        if len(base_records) < 2:  # a bootstrap over one text resamples nothing
+            raise ValueError(f"{len(base_records)} example (one text): nothing to resample, so "
+                             "no confidence interval")
+        out["test"] = stats.compare(base_records, store.records(best_test), metric,
                                     hib, seed=SEED)
     except (ValueError, KeyError, OSError, TypeError) as e:
         out["test"] = {"unavailable": str(e)}
@@ -61,14 +66,18 @@ def lines(result: dict) -> list[str]:
     sig = result.get("significance") or {}
     out = []
     test = sig.get("test", {})
+    # one text: the comparison is on the text the steps were decided on, not a held-out test
+    where = "same text as the decisions (not held out)" if same_text(result) else "test"
     if "verdict" in test:
-        out.append(f"test, best − base {test['metric']}: {test['verdict']}")
+        out.append(f"{where}, best − base {test['metric']}: {test['verdict']}")
         if "log_loss" in test:
             ll = test["log_loss"]
-            out.append(f"test, best − base log-loss: {ll['diff']:+.4f} "
+            out.append(f"{where}, best − base log-loss: {ll['diff']:+.4f} "
                        f"(95% CI {ll['ci95'][0]:+.4f} to {ll['ci95'][1]:+.4f})")
     elif "unavailable" in test:
-        out.append(f"test significance unavailable: {test['unavailable']}")
+        out.append(f"{where}: significance unavailable: {test['unavailable']}")
+    if same_text(result):
+        out.append(f"note: {SAME_TEXT}")
     sel = sig.get("selection", {})
     if "verdict" in sel:
         out.append(f"selection: {sel['verdict']}")

@@ -148,13 +148,14 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
                 rec[dst] = rec[src]
         rid = str(rec.get(spec.get("id", "id"), i))
         ctx = {**meta, **rec, **_terminated(rec, spec.get("terminate") or {}, where)}
+        system = _system(rec, spec)
         if kind == "perplexity":
             text = _field(rec, spec.get("text", "text"), where)
             out.append(make_example(kind, where, id=rid, text=str(text)))
             continue
         prompt = fill(spec.get("prompt") or "{prompt}", ctx, where)
         if kind == "semantic":
-            out.append(make_example(kind, where, id=rid, prompt=prompt,
+            out.append(make_example(kind, where, id=rid, prompt=prompt, system=system,
                                     chosen=str(_field(rec, spec.get("chosen", "chosen"), where)),
                                     rejected=str(_field(rec, spec.get("rejected", "rejected"),
                                                         where))))
@@ -170,11 +171,53 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
             if gold is None:
                 continue
             out.append(make_example(kind, where, id=rid, prompt=prompt, choices=tuple(choices),
-                                    gold=tuple(gold)))
+                                    gold=tuple(gold), system=system))
         else:
             answers = tuple(_as_list(answer))  # typed items: matching.py says what they mean
-            out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers))
+            out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers,
+                                    system=system))
     return out
+
+
+def _system(rec: dict, spec: dict) -> str | None:
+    """The record's own system turn (``system: FIELD``); None when the spec names no field or
+    the record lacks it (the task's system_prompt then applies)."""
+    name = spec.get("system")
+    value = rec.get(name) if name else None
+    return None if value is None else str(value)
+
+
+@reader_keys(max_prompt_chars="keep records whose system turn + prompt have at most N "
+             "characters (laserRMT: 512)",
+             max_answer_chars="keep records whose chosen and rejected answers each have at most "
+             "N characters (laserRMT: 512)",
+             first="then keep the first N records, in the data's order (laserRMT: 128)")
+def read_preference_pairs(records: list, spec: dict, kind: str, meta: dict,
+                          origin: str) -> list[Example]:
+    """Preference pairs as laserRMT's load_benchmark_dataset builds them: the records that pass
+    its character-length filters, the first ``first`` of them, no shuffle. Answers given as chat
+    transcripts (ultrafeedback's message lists) stand for their last, assistant message."""
+    prompt_max, answer_max = spec.get("max_prompt_chars"), spec.get("max_answer_chars")
+    rename = spec.get("rename") or {}
+    kept = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise LaserkitError(f"{_where(origin, i, rec)}: expected an object, got "
+                                f"{type(rec).__name__}")
+        full = {**rec, **{d: rec[s] for s, d in rename.items() if d not in rec and s in rec}}
+        where = _where(origin, i, rec)
+        if prompt_max is not None:
+            prompt = fill(spec.get("prompt") or "{prompt}", {**meta, **full}, where)
+            if len(_system(full, spec) or "") + len(prompt) > prompt_max:
+                continue
+        if answer_max is not None and any(
+                len(str(_field(full, spec.get(k, k), where))) > answer_max
+                for k in ("chosen", "rejected")):
+            continue
+        kept.append({"id": i, **rec})
+        if spec.get("first") is not None and len(kept) == spec["first"]:
+            break
+    return read_fields(kept, spec, kind, meta, origin)
 
 
 def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
@@ -435,12 +478,16 @@ def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
     return out
 
 
-@reader_keys(join="join all records into one document (wikitext); default false")
+@reader_keys(join="join all records into one text: true (blank lines, as wikitext) or the "
+             "separator itself (laserRMT: '\\n\\n' for wikitext, ' ' for PTB); default false")
 def read_text(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
-    """Text for perplexity: one document per record, or all joined (``join: true``, wikitext)."""
+    """Text for perplexity: one document per record, or all records joined into one string
+    (``join``), exactly as laserRMT's gptq_data_utils joins a test split (nothing stripped)."""
     field = spec.get("text", "text")
-    if spec.get("join"):
-        text = "\n\n".join(str(r.get(field) or "") for r in records).strip()
+    join = spec.get("join")
+    if join:
+        sep = join if isinstance(join, str) else "\n\n"
+        text = sep.join(str(r.get(field) or "") for r in records)
         return [make_example(kind, f"{origin} (joined)", id="0", text=text)]
     return read_fields(records, {**spec, "text": field}, kind, meta, origin)
 
@@ -451,6 +498,7 @@ READERS: dict[str, Reader] = {
     "counterfact": read_counterfact,
     "truthfulqa": read_truthfulqa,
     "text": read_text,
+    "preference_pairs": read_preference_pairs,
     "fever": read_fever,
     "hotpot": read_hotpot,
     "truthfulqa_mc2": read_truthfulqa_mc2,

@@ -33,6 +33,7 @@ class Example:
     rejected: str = ""  # semantic
     text: str = ""  # perplexity
     group: str = ""  # items that belong together (a fact and its paraphrases): never split apart
+    system: str | None = None  # the example's own system turn (chat templates); None: the task's
 
 
 # kind → (metrics it reports that can be selected on, default metric)
@@ -47,12 +48,14 @@ KIND_DOCS = {
     "choice": "multiple choice: the answer with the highest summed log-probability",
     "next_token": "the top-1 next token is the answer's first token (CounterFact)",
     "generate": "greedy generation; the generated text is matched against the answer",
-    "perplexity": "sliding-window perplexity of text (lower is better)",
+    "perplexity": "perplexity of text in fixed chunks (laserRMT) or a sliding window (lower is "
+                  "better)",
     "semantic": "laserRMT: cos(generation, chosen) − cos(generation, rejected)",
 }
 LOWER_IS_BETTER = {"log_loss", "perplexity"}
 CHAT_KINDS = ("choice", "next_token", "generate", "semantic")
 LOCATIONS = ("packaged", "local", "hub")
+CHUNKINGS = ("fixed", "sliding")
 
 
 def _f(default, doc: str, kinds: str = "all", **kw):
@@ -84,6 +87,9 @@ class SourceSpec:
     chosen: str = _f("chosen", "field holding the preferred answer", "semantic")
     rejected: str = _f("rejected", "field holding the rejected answer", "semantic")
     text: str = _f("text", "field holding the text", "perplexity")
+    system: str | None = _f(None, "field holding each record's system turn (with a chat "
+                            "template; records without it use system_prompt)",
+                            "choice generate next_token semantic")
     file: str | list | None = _f(None, "packaged: file(s) under laserkit/data/bigbench "
                                  "(ignored in a local spec)")
     path: str | None = _f(None, "hub only: the dataset id")
@@ -115,12 +121,18 @@ class Task:
                             "match: f1; perplexity; semantic_score)")
     answer_prefix: str = _f(" ", "put between prompt and answer when neither has whitespace "
                             "(raw prompts)", "choice generate next_token")
-    max_new_tokens: int | None = _f(None, "generation length (generate 15, semantic 128)",
+    max_new_tokens: int | None = _f(None, "generation length (generate 15; semantic 512, "
+                                    "laserRMT's output_length)",
                                     "generate semantic")
     topk: tuple = _f((1, 5, 10), "also report top-k accuracy for these k", "next_token")
-    max_length: int | None = _f(None, "window in tokens (default: min(model context, 2048))",
+    chunking: str = _f("sliding", "perplexity: fixed (laserRMT: each text cut into "
+                       "non-overlapping chunks of max_length tokens, the tail dropped) or sliding "
+                       "(a window moved by stride)", "perplexity")
+    max_length: int | None = _f(None, "window (sliding; default min(model context, 2048)) or "
+                                "chunk length (fixed; default 128, laserRMT's) in tokens",
                                 "perplexity")
-    stride: int | None = _f(None, "window stride (default: half the window)", "perplexity")
+    stride: int | None = _f(None, "window stride (sliding; default: half the window)",
+                            "perplexity")
     chat_template: str | None = _f(None, "none (raw prompt), model (the tokenizer's template), "
                                    "chatml, a Jinja template, or a .jinja file (default: none; "
                                    "semantic: model)", "choice generate next_token semantic")
@@ -140,8 +152,11 @@ class Task:
             raise LaserkitError(f"{where}: unknown match {self.match!r}; use one of "
                                 f"{', '.join(MATCH_MODES)}")
         if self.max_new_tokens is None:
-            self.max_new_tokens = 128 if self.kind == "semantic" else 15
+            self.max_new_tokens = 512 if self.kind == "semantic" else 15  # laserRMT; LASER
         _int(self.max_new_tokens, "max_new_tokens", where)
+        if self.chunking not in CHUNKINGS:
+            raise LaserkitError(f"{where}: unknown chunking {self.chunking!r}; use one of "
+                                f"{', '.join(CHUNKINGS)}")
         if self.chat_template is None:
             self.chat_template = "model" if self.kind == "semantic" else "none"
         if not isinstance(self.chat_template, str) or not self.chat_template.strip():
