@@ -141,3 +141,27 @@ def test_installed_cli_renames_and_offline_message(tmp_path):
     assert res.returncode == 2 and res.stdout == ""
     line = res.stderr.strip()
     assert line.startswith("laserkit: error: no data for task 'dpo-semantic'") and "\n" not in line
+
+
+def test_a_semantic_run_made_before_lengths_were_stored_resumes_only_at_its_128(tmp_path):
+    """Runs stored no generation length before laserRMT's 512 became the default; such a run
+    generated 128 tokens. Resuming it at 512 would mix two computations in one table: refused in
+    one line that says what to add; at 128 it continues and the length is stored from then on."""
+    from laserkit.errors import LaserkitError
+    from laserkit.search.config import ObjectiveConfig, RunConfig
+    from laserkit.search.store import TrialStore, default_url
+
+    def cfg(tokens):
+        obj = ObjectiveConfig(task="dpo-semantic-bigbench", limit=6, max_new_tokens=tokens)
+        return RunConfig(strategy="greedy", model="m", objective=obj,
+                         candidates=[{"lname": "fc_in", "layer": 0,
+                                      "intervention": {"kind": "mp-threshold"}}])
+
+    url = default_url(tmp_path)
+    TrialStore(url, "old", create=cfg(None))
+    with pytest.raises(LaserkitError, match="add --max-new-tokens 128"):
+        TrialStore(url, "old", create=cfg(512), resume=True)
+    TrialStore(url, "old", create=cfg(128), resume=True)
+    assert TrialStore(url, "old").config.objective.max_new_tokens == 128
+    with pytest.raises(LaserkitError, match="differs"):  # stored now: 512 is plainly different
+        TrialStore(url, "old", create=cfg(512), resume=True)

@@ -19,6 +19,7 @@ from ..errors import LaserkitError
 from .config import ObjectiveConfig
 
 SPLITS = ("validation", "test", "all")
+LEGACY_SEMANTIC_TOKENS = 128  # semantic tasks' generation length before runs stored it
 VALIDATION_FRACTION = 0.2  # SPEC §1: the first 20% is validation, the rest test
 
 
@@ -137,6 +138,9 @@ class TaskObjective:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
         self.task = get_task(task, data=data)
+        if max_new_tokens is None and self.task.kind == "semantic":
+            # only runs made before the length was stored lack it: they generated 128 tokens
+            max_new_tokens = LEGACY_SEMANTIC_TOKENS
         if max_new_tokens is not None:  # the run's generation length, not the task's default
             self.task = dataclasses.replace(self.task, max_new_tokens=max_new_tokens)
         self.tokenizer = tokenizer

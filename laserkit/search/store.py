@@ -31,7 +31,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 
 from ..errors import LaserkitError, first_line
 from .config import RunConfig
-from .objective import Scored
+from .objective import LEGACY_SEMANTIC_TOKENS, Scored
 from .trial import Result
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -174,10 +174,34 @@ class TrialStore:
                                     f"{public_url(self.url)}; add --resume to continue it, or "
                                     "choose another --run / --run-dir")
             diff = self.config.differs(create)
+            if diff == ["objective"] and self.config.objective.max_new_tokens is None:
+                self._adopt_generation_length(create)
+                return
             if diff:
                 raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
                                     f"{', '.join(diff)}; repeat the original options")
             self.config = create  # same computation; engine settings may change
+
+    def _adopt_generation_length(self, create: RunConfig) -> None:
+        """Resume a run made before runs stored their generation length (semantic tasks then
+        generated 128 tokens): only the same length continues it, and it is then stored."""
+        from ..tasks import get_task  # noqa: PLC0415 - definitions only, no data read
+
+        obj = create.objective
+        semantic = obj.type == "task" and get_task(obj.task, obj.data).kind == "semantic"
+        if not semantic or self.config.differs(
+                replace(create, objective=replace(obj, max_new_tokens=None))):
+            raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
+                                "objective; repeat the original options")
+        if obj.max_new_tokens not in (None, LEGACY_SEMANTIC_TOKENS):
+            raise LaserkitError(
+                f"--resume: run {self.run!r} was made before a run stored its generation length "
+                f"(semantic tasks then generated {LEGACY_SEMANTIC_TOKENS} tokens; laserRMT's "
+                f"512 is the default now); add --max-new-tokens {LEGACY_SEMANTIC_TOKENS} to "
+                "continue it as it began")
+        self.config = replace(create, objective=replace(obj,
+                                                        max_new_tokens=LEGACY_SEMANTIC_TOKENS))
+        self.study.set_user_attr("config", self.config.to_json())
 
     # -- the queue -----------------------------------------------------------------------------
 
