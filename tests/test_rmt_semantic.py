@@ -165,3 +165,27 @@ def test_a_semantic_run_made_before_lengths_were_stored_resumes_only_at_its_128(
     assert TrialStore(url, "old").config.objective.max_new_tokens == 128
     with pytest.raises(LaserkitError, match="differs"):  # stored now: 512 is plainly different
         TrialStore(url, "old", create=cfg(512), resume=True)
+
+
+def test_interleaved_sources_put_every_source_into_validation():
+    """With several sources read one after another the first 20% (validation) came from the
+    first alone (orca_dpo_pairs; the harmless HHH file). interleave takes them in turn."""
+    from collections import Counter
+
+    from laserkit.evaluate import split_examples
+    from laserkit.tasks import get_task
+    from laserkit.tasks.sources import combine
+    from laserkit.tasks.spec import Example
+
+    a = [Example(id=f"a{i}") for i in range(3)]
+    b = [Example(id=f"b{i}") for i in range(1)]
+    assert [e.id for e in combine([a, b], False)] == ["a0", "a1", "a2", "b0"]
+    assert [e.id for e in combine([a, b], True)] == ["a0", "b0", "a1", "a2"]
+
+    task = get_task("dpo-semantic-bigbench")
+    examples = task.examples()
+    sizes = Counter(e.id.split(":")[0] for e in examples)
+    assert len(sizes) == 4 and sum(sizes.values()) == len(examples)
+    validation = Counter(e.id.split(":")[0] for e in split_examples(examples, "validation"))
+    assert set(validation) == set(sizes)
+    assert max(validation.values()) - min(validation.values()) <= 1

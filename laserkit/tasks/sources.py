@@ -87,7 +87,7 @@ def load_hub(task: Task) -> list[Example]:
         import datasets
     except ImportError:
         raise _unavailable(task, "the 'datasets' package is not installed") from None
-    out: list[Example] = []
+    parts: list[list[Example]] = []
     for hub in hubs if isinstance(hubs, list) else [hubs]:
         spec = {**task.sources.get("local", {}),
                 **{k: v for k, v in hub.items() if k not in HUB_ONLY}}
@@ -99,9 +99,18 @@ def load_hub(task: Task) -> list[Example]:
                                      f"{first_line(e, 200)}") from None
         records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
         exs = _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
-        out += _prefixed(exs, f"{hub['path']}/{hub.get('split', 'train')}",
-                         isinstance(hubs, list) and len(hubs) > 1)
-    return out
+        parts.append(_prefixed(exs, f"{hub['path']}/{hub.get('split', 'train')}",
+                               isinstance(hubs, list) and len(hubs) > 1))
+    return combine(parts, task.interleave)
+
+
+def combine(parts: list[list[Example]], interleave: bool) -> list[Example]:
+    """Several sources' examples as one list: one source after another, or (``interleave``) in
+    turn, so that the first 20% (validation) is not all from the first source."""
+    if not interleave:
+        return [e for part in parts for e in part]
+    longest = max(map(len, parts), default=0)
+    return [part[i] for i in range(longest) for part in parts if i < len(part)]
 
 
 def _prefixed(examples: list[Example], source: str, several: bool) -> list[Example]:
@@ -117,7 +126,8 @@ def load_examples(task: Task) -> list[Example]:
     search evaluates the same task hundreds of times; Examples are immutable)."""
     stamp = os.stat(task.data).st_mtime_ns if task.data and task.data != "hub" else None
     key = (task.name, task.kind, task.match, json.dumps(task.sources, sort_keys=True,
-                                                        default=str), task.data, stamp)
+                                                        default=str), task.data, stamp,
+           task.interleave)
     if key not in _CACHE:
         _CACHE[key] = _load_examples(task)
     return list(_CACHE[key])
@@ -136,11 +146,12 @@ def _load_examples(task: Task) -> list[Example]:
     elif "packaged" in task.sources:
         spec = task.sources["packaged"]
         files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
-        examples = []
+        parts = []
         for f in files:
             records, meta = read_file(PACKAGED / f)
-            examples += _prefixed(_read(records, spec, task, meta, f), Path(f).stem,
-                                  len(files) > 1)
+            parts.append(_prefixed(_read(records, spec, task, meta, f), Path(f).stem,
+                                   len(files) > 1))
+        examples = combine(parts, task.interleave)
     else:
         examples = load_hub(task)
     if not examples:

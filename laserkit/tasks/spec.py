@@ -115,6 +115,9 @@ class Task:
                           "file; --data overrides it")
     sources: dict = _f(dict, "packaged / local / hub: a source spec (or a list of them for "
                        "several files); the flat form puts the local spec's keys at top level")
+    interleave: bool = _f(False, "several hub sources or packaged files: take their examples "
+                          "in turn (the first of each, then the second, ...) so that validation "
+                          "(the first 20%) holds some of each; default: one after another")
     match: str = _f("contains", "generate: how the generation is judged: "
                     + ", ".join(MATCH_MODES) + " (the LASER reference's rule)", "generate")
     metric: str | None = _f(None, "the score used for selection (default: accuracy; f1 for "
