@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,10 +45,14 @@ def print_table(out: dict) -> None:
                         f"validation (n = {out['base']['validation'].get('n')}), reported on "
                         f"test (n = {out['base']['test'].get('n')})")
     for col in COLUMNS:
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "method")
     for row in cells(out):
         table.add_row(*row)
-    console.print(table)
+    # nine columns do not fit 80: print at least 150 wide (a narrow terminal wraps the lines)
+    # rather than let rich crop columns away
+    wide = Console(file=console.file, width=max(console.width, 150),
+                   force_terminal=console.is_terminal)
+    wide.print(table)
     console.print(f"time: {out['time_measures']}")
 
 

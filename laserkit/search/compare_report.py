@@ -11,7 +11,7 @@ from ..fileio import atomic_write_json, atomic_write_text
 from ..saving import save_figure
 
 COLUMNS = ("method", "chosen", "val", "test", "Δ test vs base (95% CI)", "McNemar p",
-           "rel. error", "trials", "time s")
+           "rel. error", "trials (now)", "time s")
 
 
 def _f(v: object, digits: int = 4) -> str:
@@ -38,7 +38,7 @@ def _rel(row: dict) -> str:
         return "–"
     if len(errs) == 1:
         return f"{errs[0]:.4f}"
-    return f"{sum(errs) / len(errs):.4f} (mean of {len(errs)})"
+    return f"{sum(errs) / len(errs):.4f} (mean, {len(errs)})"
 
 
 def cells(out: dict) -> list[list[str]]:
@@ -49,7 +49,7 @@ def cells(out: dict) -> list[list[str]]:
     for r in out["rows"]:
         rows.append([r["method"], r["chosen"], _f(r["validation"]["score"]),
                      _f(r["test"]["score"]), ci_text(r), _p(r), _rel(r),
-                     f"{r['trials']} ({r['trials_run_now']} now)", f"{r['seconds']:.1f}"])
+                     f"{r['trials']} ({r['trials_run_now']})", f"{r['seconds']:.1f}"])
     return rows
 
 
