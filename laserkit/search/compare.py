@@ -162,22 +162,27 @@ def copy_base(store: TrialStore, siblings: list[TrialStore]) -> int:
     return copied
 
 
-def run_seconds(store: TrialStore) -> float:
-    """Seconds the run's trials took, summed from their start and completion times in the store
-    (scoring and the edits' own computation; not model loading, the scan, or waiting)."""
-    return sum((t.datetime_complete - t.datetime_start).total_seconds()
-               for t in _scored_here(store) if t.datetime_start and t.datetime_complete)
-
-
-def _scored_here(store: TrialStore) -> list:
-    """The run's completed trials that its workers scored (not copied from another run)."""
+def _scored_here(store: TrialStore, base: bool) -> list:
+    """The run's completed trials that its own workers scored (not copied from another run):
+    the base model's (``base``) or the method's own (with edits)."""
     keep = {r.number for r in store.results().values()}
     return [t for t in store.study.get_trials(deepcopy=False)
-            if t.number in keep and "copied_from" not in t.user_attrs]
+            if t.number in keep and "copied_from" not in t.user_attrs
+            and (not t.user_attrs["spec"]["edits"]) == base]
+
+
+def trials_and_seconds(store: TrialStore, base: bool = False) -> tuple[int, float]:
+    """How many trials the run scored and the seconds they took, summed from their start and
+    completion times in the store (the edit and the scoring; not model loading, the scan, or
+    waiting). ``base``: the base model's trials, else the method's own."""
+    ts = _scored_here(store, base)
+    return len(ts), sum((t.datetime_complete - t.datetime_start).total_seconds()
+                        for t in ts if t.datetime_start and t.datetime_complete)
 
 
 def worked_trials(store: TrialStore) -> int:
-    return len(_scored_here(store))
+    """Every trial this run's workers scored, base included."""
+    return len(_scored_here(store, True)) + len(_scored_here(store, False))
 
 
 def row(method: Method, result: dict, store: TrialStore, ran_now: int) -> dict:
@@ -197,8 +202,8 @@ def row(method: Method, result: dict, store: TrialStore, ran_now: int) -> dict:
         "n_test": test.get("n"), "verdict": test.get("verdict", test.get("unavailable")),
         "selection": ((result.get("significance") or {}).get("selection") or {}).get("verdict"),
         "rel_error": errors, "rel_error_mean": sum(errors) / len(errors) if errors else None,
-        "trials": worked_trials(store), "trials_run_now": ran_now,
-        "seconds": run_seconds(store),
+        "trials": trials_and_seconds(store)[0], "trials_run_now": ran_now,
+        "seconds": trials_and_seconds(store)[1],
     }
 
 
@@ -258,26 +263,30 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
         stores[n] = store
         rows.append(row(METHODS[n], result, store, worked_trials(store) - before))
         base_rows.append((n, _score(result["base"]["validation"]),
-                          _score(result["base"]["test"])))
+                          _score(result["base"]["test"]), trials_and_seconds(store, base=True)))
     out = {
         "model": model, "objective": objective.public(), "storage": _public(url),
         "space": {"lname": space.lname, "lnum": space.lnum,
                   "rho": configs[names[0]].rhos if METHODS[names[0]].strategy == "grid"
                   else space.rho, "candidates": space.candidates, "types": space.types},
         "methods": names, "base": _base(base_rows), "rows": rows, "copied_base": copied,
-        "time_measures": "summed start-to-completion time of the trials each method's run "
-                         "scored (edit + scoring), from the trial store; model loading, the "
-                         "scan and idle time are not included; copied base trials count 0",
+        "time_measures": "seconds summed over the method's own trials (its edit applied and "
+                         "the split scored, start to completion as the trial store recorded "
+                         "them; with several workers, summed over workers); the base model's "
+                         "trials are counted in the base row only; model loading, the scan and "
+                         "idle time are not included",
     }
     write_outputs(out, run_dir)
     return out
 
 
-def _base(base_rows: list[tuple[str, dict, dict]]) -> dict:
+def _base(base_rows: list[tuple]) -> dict:
     """The base model's row; every run scored (or copied) the same base, which is checked."""
-    _, val, test = base_rows[0]
-    same = all(v == val and t == test for _, v, t in base_rows)
-    return {"validation": val, "test": test, "same_in_every_run": same}
+    _, val, test, _ = base_rows[0]
+    same = all(v == val and t == test for _, v, t, _ in base_rows)
+    return {"validation": val, "test": test, "same_in_every_run": same,
+            "trials": sum(n for *_, (n, _) in base_rows),
+            "seconds": sum(s for *_, (_, s) in base_rows)}
 
 
 def _public(url: str) -> str:

@@ -45,7 +45,7 @@ def cells(out: dict) -> list[list[str]]:
     """The table's rows as text: the base model first, then one per method."""
     base = out["base"]
     rows = [["base", "base", _f(base["validation"]["score"]), _f(base["test"]["score"]),
-             "–", "–", "–", "–", "–"]]
+             "–", "–", "–", f"{base.get('trials', '–')}", _f(base.get("seconds"), 1)]]
     for r in out["rows"]:
         rows.append([r["method"], r["chosen"], _f(r["validation"]["score"]),
                      _f(r["test"]["score"]), ci_text(r), _p(r), _rel(r),
@@ -69,7 +69,9 @@ def markdown(out: dict) -> str:
               "model's, with a paired bootstrap 95% CI over test examples (2,000 resamples, "
               "seed 0); McNemar p: exact, on the test examples' right/wrong pairs.",
               "- rel. error: ‖W − Ŵ‖_F/‖W‖_F of each chosen edit (the mean where several).",
-              f"- trials: trials this method's run scored (now: in the last invocation); time: "
+              "- trials: the method's own trials (edits applied) its run scored, and in brackets "
+              "how many trials (base included) the last invocation scored; the base row: the "
+              f"base model's trials, scored once and copied into the other runs; time s: "
               f"{out['time_measures']}."]
     if not out["base"].get("same_in_every_run", True):
         lines.append("- WARNING: the base model's scores differ between runs.")
