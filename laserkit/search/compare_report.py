@@ -90,7 +90,7 @@ def forest_plot(out: dict, path: Path) -> Path:
 
     plt = _plt()
     rows = out["rows"]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.8))
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         if r.get("diff") is None or not r.get("ci95"):
@@ -99,15 +99,18 @@ def forest_plot(out: dict, path: Path) -> Path:
         lo, hi = r["ci95"]
         ax.errorbar([r["diff"]], [y], xerr=[[r["diff"] - lo], [hi - r["diff"]]], fmt="o",
                     color="tab:blue", capsize=4)
-        p = f"p = {r['p_value']:.2g}" if r.get("p_value") is not None else ""
-        ax.annotate(f"{r['chosen']}  {p}", (hi, y), xytext=(6, 0), textcoords="offset points",
-                    va="center", fontsize=7)
+        if r.get("p_value") is not None:  # the chosen edits are in the table (compare.md)
+            ax.annotate(f"p = {r['p_value']:.2g}", (hi, y), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=8)
     ax.axvline(0, color="gray", linestyle="--")
     ax.set_yticks(range(len(rows)), [r["method"] for r in reversed(rows)])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     metric = out["base"]["test"].get("metric") or "score"
+    task = out["objective"].get("task", "")
     ax.set_xlabel(f"test {metric}: chosen − base (95% paired bootstrap CI), "
                   f"n = {out['base']['test'].get('n')}")
-    ax.margins(x=0.6)
+    ax.set_title(f"{task}: each method's choice vs the base model on test", fontsize=10)
+    ax.margins(x=0.15)
     fig.tight_layout()
     return save_figure(fig, path)
 
