@@ -200,6 +200,8 @@ def row(method: Method, result: dict, store: TrialStore, ran_now: int) -> dict:
         "base_test": _score(result["base"]["test"]),
         "diff": test.get("diff"), "ci95": test.get("ci95"), "p_value": test.get("p_value"),
         "n_test": test.get("n"), "verdict": test.get("verdict", test.get("unavailable")),
+        "log_loss_diff": (test.get("log_loss") or {}).get("diff"),
+        "log_loss_ci95": (test.get("log_loss") or {}).get("ci95"),
         "selection": ((result.get("significance") or {}).get("selection") or {}).get("verdict"),
         "rel_error": errors, "rel_error_mean": sum(errors) / len(errors) if errors else None,
         "trials": trials_and_seconds(store)[0], "trials_run_now": ran_now,

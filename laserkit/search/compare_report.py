@@ -53,6 +53,13 @@ def cells(out: dict) -> list[list[str]]:
     return rows
 
 
+def _log_loss(row: dict) -> str:
+    if row.get("log_loss_diff") is None or not row.get("log_loss_ci95"):
+        return ""
+    lo, hi = row["log_loss_ci95"]
+    return f"; test log-loss {row['log_loss_diff']:+.4f} (95% CI {lo:+.4f} to {hi:+.4f})"
+
+
 def markdown(out: dict) -> str:
     obj = out["objective"]
     metric = out["base"]["test"].get("metric") or "score"
@@ -78,7 +85,7 @@ def markdown(out: dict) -> str:
     lines += ["", "## Per method", ""]
     for r in out["rows"]:
         lines.append(f"- **{r['method']}** ({r['about']}; run `{r['run']}`): "
-                     f"{r['verdict'] or 'no test comparison'}"
+                     f"{r['verdict'] or 'no test comparison'}" + _log_loss(r)
                      + (f"; selection: {r['selection']}" if r.get("selection") else ""))
     lines += ["", "![test change vs base](compare.png)", ""]
     return "\n".join(lines)
