@@ -268,9 +268,8 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
                           _score(result["base"]["test"]), trials_and_seconds(store, base=True)))
     out = {
         "model": model, "objective": objective.public(), "storage": _public(url),
-        "space": {"lname": space.lname, "lnum": space.lnum,
-                  "rho": configs[names[0]].rhos if METHODS[names[0]].strategy == "grid"
-                  else space.rho, "candidates": space.candidates, "types": space.types},
+        "space": {"lname": space.lname, "lnum": space.lnum, **_grid(configs),
+                  "candidates": space.candidates, "types": space.types},
         "methods": names, "base": _base(base_rows), "rows": rows, "copied_base": copied,
         "time_measures": "seconds summed over the method's own trials (its edit applied and "
                          "the split scored, start to completion as the trial store recorded "
@@ -280,6 +279,12 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
     }
     write_outputs(out, run_dir)
     return out
+
+
+def _grid(configs: dict[str, RunConfig]) -> dict:
+    """The grid as the grid methods resolved it (layer numbers, ρ values), if any ran."""
+    grid = next((c for c in configs.values() if c.strategy == "grid"), None)
+    return {"layers": grid.layers, "rho": grid.rhos} if grid else {"layers": None, "rho": None}
 
 
 def _base(base_rows: list[tuple]) -> dict:

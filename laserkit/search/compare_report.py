@@ -68,8 +68,9 @@ def markdown(out: dict) -> str:
     lines = [f"# laserkit compare: {out['model']} on {obj.get('task', obj.get('type'))}", "",
              f"Each method ran its own search, chose on validation (n = {n_val}) and was scored "
              f"on test (n = {n_test}); the metric is {metric}. Grid: τ {sp['lname']}, ℓ "
-             f"{sp['lnum']}, ρ {sp['rho']}; greedy: the {sp['candidates']} lowest-SNR matrices "
-             f"of types {sp['types']}. Trials live in {out['storage']}.", "",
+             f"{sp['lnum']} ({sp.get('layers')}), ρ {sp['rho']}; greedy: the "
+             f"{sp['candidates']} lowest-SNR matrices of types {sp['types']}. Trials live in "
+             f"{out['storage']}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells(out)]
     lines += ["", "- Δ test vs base: the chosen model's test " + metric + " minus the base "
