@@ -331,17 +331,21 @@ class TrialStore:
         self.study.tell(popped.number, state=TrialState.FAIL)
         self.study.enqueue_trial({"key": popped.spec["key"]}, user_attrs={"spec": popped.spec})
 
-    def add_complete(self, spec: dict, scored: Scored, value: float) -> Result:
-        """Store a trial computed outside the queue: the row first (records are looked up by
-        its number, so a row without records is skipped by ``results``), then the records,
-        then the summary that makes it count."""
-        self.study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=_finite(value), user_attrs={"spec": spec}))
-        t = self.study.get_trials(deepcopy=False)[-1]
-        self._write_records(t.number, scored.records)
+    def add_complete(self, spec: dict, scored: Scored, value: float,
+                     attrs: dict | None = None) -> Result:
+        """Store a trial computed outside the queue (a race's result, or a trial copied from
+        another run): a RUNNING row first (no heartbeat, so no worker takes it for dead, and
+        ``results`` skips it until it has a summary), then the records, the summary and
+        COMPLETE, as for a trial of the queue. ``attrs``: more user attributes for the row."""
+        frozen = optuna.trial.create_trial(state=TrialState.RUNNING,
+                                           user_attrs={"spec": spec, **(attrs or {})})
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
+        number = self.storage.get_trial_number_from_id(trial_id)
+        self._write_records(number, scored.records)
         summary = _jsonable(scored.summary)
-        self.storage.set_trial_user_attr(t._trial_id, "summary", summary)
-        return Result(t.number, spec, summary)
+        self.storage.set_trial_user_attr(trial_id, "summary", summary)
+        self.study.tell(number, _finite(value))
+        return Result(number, spec, summary)
 
     def _write_records(self, number: int, records: list[dict]) -> None:
         blob = zlib.compress(json.dumps(_jsonable(records)).encode(), 6)
