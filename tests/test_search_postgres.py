@@ -104,15 +104,21 @@ def trials_of(store, proc: subprocess.Popen, state: TrialState) -> list:
             if t.user_attrs.get("worker") == me]
 
 
-def wait_for(what, timeout: float = 300.0, procs: tuple = ()):
+def step_until(what, procs: tuple, step_s: float, timeout: float = 300.0):
+    """Let each worker run for ``step_s`` in turn, frozen (SIGSTOP) otherwise, until ``what()``
+    (looked at while all are frozen) is true; returns it with every worker still frozen. A
+    worker cannot then finish the run between two looks however fast its trials are."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, p.stderr.read().decode()[-2000:]
+            os.kill(p.pid, signal.SIGCONT)
+            time.sleep(step_s)
+            os.kill(p.pid, signal.SIGSTOP)
+        time.sleep(0.002)  # let the stops land before looking
         got = what()
         if got:
             return got
-        for p in procs:
-            assert p.poll() is None, p.stderr.read().decode()[-2000:]
-        time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what.__name__}")
 
 
@@ -144,24 +150,24 @@ def test_workers_sharing_only_a_postgres_url_give_the_one_process_table(
         return trials_of(store, c, TrialState.COMPLETE)
 
     def holding_a_trial(p: subprocess.Popen):
-        def look():  # freeze it, look, and either kill it holding a trial or let it go on
-            os.kill(p.pid, signal.SIGSTOP)
-            held = trials_of(store, p, TrialState.RUNNING)
-            if held:
-                os.kill(p.pid, signal.SIGKILL)
-                return held
-            os.kill(p.pid, signal.SIGCONT)
-            return None
+        def look():
+            return trials_of(store, p, TrialState.RUNNING)
 
         look.__name__ = f"worker {p.pid} holding a trial"
         return look
 
-    wait_for(c_did_a_trial, procs=(b, c))
+    # the workers run in slow motion: a tiny model's trial takes milliseconds, and two free
+    # workers finished all 16 between two looks on a quiet machine
+    step_until(c_did_a_trial, (b, c), step_s=0.02)
     killed = []
     for p in (c, b):  # both machines die mid-trial (a frozen one would hold its row locks)
-        (held,) = wait_for(holding_a_trial(p), procs=(p,))
+        (held,) = step_until(holding_a_trial(p), (c, b) if p is c else (b,), step_s=0.003)
+        os.kill(p.pid, signal.SIGKILL)  # frozen, holding the trial it was seen holding
         assert p.wait() == -signal.SIGKILL
         killed.append(held)
+    for p in (b, c):
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGCONT)
     d = start_worker(url, tmp_path / "D")  # joins late: takes the waiting and the stale trials
     assert d.wait(timeout=300) == 0, d.stderr.read().decode()[-2000:]
     assert trials_of(store, d, TrialState.COMPLETE)
