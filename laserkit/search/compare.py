@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LaserkitError
-from ..fileio import check_writable_parent
 from ..interventions import Intervention
 from .config import ObjectiveConfig, RunConfig
+from .session import check_run_dir
 from .store import TrialStore, default_url
 
 
@@ -80,20 +80,8 @@ def parse_methods(text: str | None) -> list[str]:
 def check_compare_dir(run_dir: Path, resume: bool) -> None:
     """Refuse, before any work, a compare directory that is a file, holds something else, or
     holds a compare that --resume was not asked to continue."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise LaserkitError(f"--run-dir {run_dir} is an existing file, not a directory")
-    check_writable_parent(run_dir, "--run-dir")
-    if not run_dir.is_dir():
-        return
-    names = {p.name for p in run_dir.iterdir() if not p.name.startswith(".")}
-    if names & ({"trials.db", "compare.json"} | set(METHODS)) and not resume:
-        raise LaserkitError(f"{run_dir} already holds a compare; add --resume to continue it, "
-                            "or choose another --run-dir")
-    other = sorted(names - STORE_FILES - set(METHODS))
-    if other:
-        raise LaserkitError(f"--run-dir {run_dir} holds other files ({', '.join(other[:3])}) and "
-                            "no laserkit compare; choose a new or empty directory")
+    check_run_dir(run_dir, resume, markers=("trials.db", "compare.json", *METHODS),
+                  allowed=STORE_FILES | set(METHODS), what="compare")
 
 
 @dataclass

@@ -108,9 +108,11 @@ RUN_FILES = {*RUN_MARKERS, "trials.db-journal", "trials.db-wal", "trials.db-shm"
              "trials.db.lock", "trials", "scan", "result.json", "report", "best-model"}
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse, before any work, a --run-dir that is a file, holds something else, or holds a run
-    that --resume was not asked to continue."""
+def check_run_dir(run_dir: Path, resume: bool, markers: tuple[str, ...] = RUN_MARKERS,
+                  allowed: set[str] = RUN_FILES, what: str = "run") -> None:
+    """Refuse, before any work, a --run-dir that is a file, holds something else, or holds a
+    ``what`` (one of ``markers`` is there) that --resume was not asked to continue; ``allowed``
+    are the names such a directory may hold."""
     from ..fileio import check_writable_parent  # noqa: PLC0415
 
     run_dir = Path(run_dir)
@@ -119,16 +121,16 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
     check_writable_parent(run_dir, "--run-dir")
     if not run_dir.is_dir():
         return
-    if any((run_dir / m).exists() for m in RUN_MARKERS):
+    if any((run_dir / m).exists() for m in markers):
         if not resume:
-            raise LaserkitError(f"{run_dir} already holds a run; add --resume to continue it, or "
-                                "choose another --run-dir")
+            raise LaserkitError(f"{run_dir} already holds a {what}; add --resume to continue it, "
+                                "or choose another --run-dir")
         return
     other = sorted(p.name for p in run_dir.iterdir()
-                   if p.name not in RUN_FILES and not p.name.startswith("."))
+                   if p.name not in allowed and not p.name.startswith("."))
     if other:
         raise LaserkitError(f"--run-dir {run_dir} holds other files ({', '.join(other[:3])}) and "
-                            "no laserkit run; choose a new or empty directory")
+                            f"no laserkit {what}; choose a new or empty directory")
 
 
 def open_run(source: str | Path, run: str | None = None) -> TrialStore:
