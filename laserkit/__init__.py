@@ -5,6 +5,8 @@ intervention reversibly (edit, interventions) → evaluate a task (tasks, evalua
 (search) → save / report (saving, report).
 """
 
+from .lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 # Names are imported on first use (PEP 562): `laserkit --help` or a usage error must not pay for
@@ -16,15 +18,7 @@ _LAZY = {
     "parse_layers": "targets", "resolve": "targets", "get_task": "tasks", "list_tasks": "tasks",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..lazy import lazy_attributes
 from . import kinds  # noqa: F401 - registers the shipped kinds, in listing order
 from .base import KINDS, REGISTRY, USES_SVD, Intervention, kind_class, option, register
 
@@ -22,15 +23,7 @@ if TYPE_CHECKING:
 _LAZY = {"Factors": "rank_reduction", "kept_rank": "rank_reduction",
          "rho_from_rate": "rank_reduction"}
 
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib  # noqa: PLC0415
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 def check_finite(W: torch.Tensor, name: str = "the matrix") -> None:
