@@ -20,11 +20,16 @@ def _f(v: object, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _diff_ci(diff: float | None, ci: list | None, between: str = "") -> str | None:
+    """"+d (lo to hi)" (``between`` before lo, e.g. "95% CI "), or None without both."""
+    if diff is None or not ci:
+        return None
+    lo, hi = ci
+    return f"{diff:+.4f} ({between}{lo:+.4f} to {hi:+.4f})"
+
+
 def ci_text(row: dict) -> str:
-    if row.get("diff") is None or not row.get("ci95"):
-        return "–"
-    lo, hi = row["ci95"]
-    return f"{row['diff']:+.4f} ({lo:+.4f} to {hi:+.4f})"
+    return _diff_ci(row.get("diff"), row.get("ci95")) or "–"
 
 
 def _p(row: dict) -> str:
@@ -54,10 +59,8 @@ def cells(out: dict) -> list[list[str]]:
 
 
 def _log_loss(row: dict) -> str:
-    if row.get("log_loss_diff") is None or not row.get("log_loss_ci95"):
-        return ""
-    lo, hi = row["log_loss_ci95"]
-    return f"; test log-loss {row['log_loss_diff']:+.4f} (95% CI {lo:+.4f} to {hi:+.4f})"
+    text = _diff_ci(row.get("log_loss_diff"), row.get("log_loss_ci95"), "95% CI ")
+    return "" if text is None else f"; test log-loss {text}"
 
 
 def markdown(out: dict) -> str:
