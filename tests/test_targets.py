@@ -82,17 +82,24 @@ def test_every_lname_resolves_to_the_expected_matrix(family):
     assert set(model_layout(model).lnames()) >= roles | {"attn", "mlp"}
 
 
+def _zeroing_makes_irrelevant(model, layout, zero: str, perturbed: tuple[str, ...]):
+    """Set the ``zero`` blocks to 0, then perturb the ``perturbed`` blocks: the logits must not
+    move (what the model computes says which rows are which). Returns the logits after zeroing."""
+    for t in resolve(layout, zero, "all"):
+        _set_rows(model, t, torch.zeros_like)
+    before = _logits(model)
+    for t in [t for name in perturbed for t in resolve(layout, name, "all")]:
+        _set_rows(model, t, lambda x: x + torch.randn_like(x))
+    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+    return before
+
+
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ENCODERS])
 def test_query_block_is_the_query(family):
     """With q = 0 every attention score is equal, so the keys cannot matter."""
     model = make_tiny(family)
     layout = model_layout(model)
-    for t in resolve(layout, "q_proj", "all"):
-        _set_rows(model, t, torch.zeros_like)
-    before = _logits(model)
-    for t in resolve(layout, "k_proj", "all"):
-        _set_rows(model, t, lambda x: x + torch.randn_like(x))
-    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+    before = _zeroing_makes_irrelevant(model, layout, "q_proj", ("k_proj",))
     for t in resolve(layout, "v_proj", "all"):  # while values do matter
         _set_rows(model, t, lambda x: x + torch.randn_like(x))
     assert not torch.allclose(_logits(model), before, atol=1e-4)
@@ -102,13 +109,7 @@ def test_query_block_is_the_query(family):
 def test_value_block_is_the_value(family):
     """With v = 0 the attention output is constant, so queries and keys cannot matter."""
     model = make_tiny(family)
-    layout = model_layout(model)
-    for t in resolve(layout, "v_proj", "all"):
-        _set_rows(model, t, torch.zeros_like)
-    before = _logits(model)
-    for t in resolve(layout, "q_proj", "all") + resolve(layout, "k_proj", "all"):
-        _set_rows(model, t, lambda x: x + torch.randn_like(x))
-    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+    _zeroing_makes_irrelevant(model, model_layout(model), "v_proj", ("q_proj", "k_proj"))
 
 
 @pytest.mark.parametrize("family", ["phi3", "llama"])
@@ -244,19 +245,9 @@ def test_fused_layout_variants_split_q_k_v_as_the_model_computes(variant):
     layout = model_layout(model)
     qs = resolve(layout, "q_proj", "all")
     assert qs and all(t.rows is not None for t in qs)
-    for t in qs:
-        _set_rows(model, t, torch.zeros_like)
-    before = _logits(model)
-    for t in resolve(layout, "k_proj", "all"):
-        _set_rows(model, t, lambda x: x + torch.randn_like(x))
-    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+    _zeroing_makes_irrelevant(model, layout, "q_proj", ("k_proj",))
     model = _variant(variant)
-    for t in resolve(layout, "v_proj", "all"):
-        _set_rows(model, t, torch.zeros_like)
-    before = _logits(model)
-    for t in resolve(layout, "q_proj", "all") + resolve(layout, "k_proj", "all"):
-        _set_rows(model, t, lambda x: x + torch.randn_like(x))
-    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+    _zeroing_makes_irrelevant(model, layout, "v_proj", ("q_proj", "k_proj"))
 
 
 def test_grouped_rows_are_per_group():
