@@ -66,14 +66,20 @@ def part_model(today: str) -> None:
     direct_select(W[:50], 2, bandwidth=2.0)
     for bw in (2.0, "median"):
         for r in (5, 20, 57):
-            fast, t_fast = timed_fast(W, r, bw)
-            t = time.perf_counter()
-            ref = direct_select(W, r, bandwidth=bw)
-            t_dir = time.perf_counter() - t
-            assert fast == ref, (bw, r, fast, ref)
-            print(f"| {today} | gate_proj 1536×576 | bandwidth {bw} | r={r} | direct "
-                  f"{t_dir:.2f} s | fast {t_fast:.3f} s | ×{t_dir / t_fast:.0f} | selections "
-                  f"equal | load{load_avg().strip()} |", flush=True)
+            against_direct(today, "gate_proj 1536×576", W, r, bw)
+
+
+def against_direct(today: str, label: str, W: torch.Tensor, r: int,
+                   bw: float | str) -> None:
+    """The fast and the direct greedy on W: selections must be equal; one result row."""
+    fast, t_fast = timed_fast(W, r, bw)
+    t = time.perf_counter()
+    ref = direct_select(W, r, bandwidth=bw)
+    t_dir = time.perf_counter() - t
+    assert fast == ref, (bw, r, fast, ref)
+    print(f"| {today} | {label} | bandwidth {bw} | r={r} | direct {t_dir:.2f} s | fast "
+          f"{t_fast:.3f} s | ×{t_dir / t_fast:.0f} | selections equal | "
+          f"load{load_avg().strip()} |", flush=True)
 
 
 def synthetic(rows: int, cols: int, device: str) -> torch.Tensor:
@@ -103,14 +109,7 @@ def part_big(today: str, rs: list[int], rows: int, cols: int, slice_rows: int,
         # the direct greedy on a slice: its cost per run grows like m·r⁴
         S = W[:slice_rows].cpu()
         for r in (5, 10):
-            fast, t_fast = timed_fast(S, r, bw)
-            t = time.perf_counter()
-            ref = direct_select(S, r, bandwidth=bw)
-            t_dir = time.perf_counter() - t
-            assert fast == ref, (bw, r, fast, ref)
-            print(f"| {today} | synthetic slice {slice_rows}×{cols} | bandwidth {bw} | r={r} | "
-                  f"direct {t_dir:.2f} s | fast {t_fast:.3f} s | ×{t_dir / t_fast:.0f} | "
-                  f"selections equal | load{load_avg().strip()} |", flush=True)
+            against_direct(today, f"synthetic slice {slice_rows}×{cols}", S, r, bw)
 
 
 def part_bandwidth() -> None:
