@@ -46,7 +46,7 @@ from .errors import LaserkitError
 from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
 from .tasks import matching as M
 from .tasks.registry import get_task
-from .tasks.spec import CHAT_KINDS, Example, Task
+from .tasks.spec import CHAT_KINDS, Example, Task, check_max_new_tokens
 
 SPLITS = ("all", "validation", "test")
 VALIDATION_FRACTION = 0.2
@@ -411,26 +411,21 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
     edited model is evaluated in memory, nothing is reloaded.
 
     ``limit`` keeps the first examples (after the shuffle that ``seed`` asks for), then
-    ``split`` picks validation (first ceil 20%) or test (the rest). ``max_length`` caps the
-    context (default: the model's); over-long prompts lose tokens from the left. ``embedder``
-    (semantic score): "minilm", "self" or a sentence-transformers directory. ``chat_template``
-    and ``system_prompt`` override the task's (docs/tasks.md). ``batch_size``
     ``split`` picks validation (first ⌊20%⌋, groups kept whole) or test (the rest).
     ``max_length`` caps the context (default: the model's); over-long prompts lose tokens from
-    the left. ``embedder``
-    (semantic score): "minilm", "self" or a sentence-transformers directory. ``batch_size``
-    defaults to 16 on a GPU and 4 on CPU, where bigger batches of full-vocabulary logits only
-    cost memory bandwidth (measured in bench/RESULTS.md).
+    the left. ``max_new_tokens`` overrides the task's generation length. ``embedder`` (semantic
+    score): "minilm", "self" or a sentence-transformers directory. ``chat_template`` and
+    ``system_prompt`` override the task's (docs/tasks.md). ``batch_size`` defaults to 16 on a
+    GPU and 4 on CPU, where bigger batches of full-vocabulary logits only cost memory bandwidth
+    (measured in bench/RESULTS.md).
     """
     if batch_size is None:
         batch_size = 16 if S.model_device(model).type == "cuda" else 4
     if batch_size < 1:
         raise LaserkitError("batch size must be at least 1")
+    check_max_new_tokens(max_new_tokens)
     task = get_task(task, data) if data is not None or not isinstance(task, Task) else task
     chat, system = chat_settings(task, chat_template, system_prompt)
-    examples = list(task.examples())
-    if seed is not None:
-        random.Random(seed).shuffle(examples)
     examples = shuffle_examples(task.examples(), seed)
     n_total = len(examples)
     if limit is not None:

@@ -216,6 +216,8 @@ def cases(d: dict) -> list[Case]:
         Case("unknown split", ["eval", t, "-t", d["task"], "--split", "train"], 2,
              ("split", "validation")),
         Case("unknown table", ["scan", t, "--table", "wide"], 2, ("--table", "summary")),
+        Case("no tokens to generate", ["eval", t, "-t", d["task"], "--max-new-tokens", "0"], 2,
+             ("--max-new-tokens", "at least 1", "not 0")),
         Case("missing model path", ["reduce", root / "nope" / "model", "--lname", "fc_in",
                                     "--lnum", "0", "--rate", "5"], 2, ("does not exist",)),
         Case("missing task file", ["eval", t, "-t", root / "nope.jsonl"], 2, ("nope",)),

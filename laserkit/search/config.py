@@ -43,8 +43,9 @@ class ObjectiveConfig:
         if not task:
             raise LaserkitError("say what to score with --task (e.g. fever, bbh-epistemic, "
                                 "perplexity --data FILE)")
-        if max_new_tokens is not None and max_new_tokens < 1:
-            raise LaserkitError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
+        from ..tasks.spec import check_max_new_tokens  # noqa: PLC0415 - torch-free leaf
+
+        check_max_new_tokens(max_new_tokens)
         if data is not None and Path(data).exists():
             data = str(Path(data).resolve())  # workers may start in other directories
         if max_new_tokens is None:

@@ -223,6 +223,13 @@ class Task:
         return "; ".join(parts)
 
 
+def check_max_new_tokens(n: int | None) -> None:
+    """A generation length given on the command line (None: the task's) must be at least 1: with
+    0 nothing is generated and a generation task scores an empty text."""
+    if n is not None and n < 1:
+        raise LaserkitError(f"--max-new-tokens must be at least 1, not {n}")
+
+
 def _int(v: object, key: str, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise LaserkitError(f"{where}: {key} must be a whole number ≥ 0, not {v!r}")
