@@ -105,7 +105,8 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     ckpt = GGUFCheckpoint(gguf)
 
     def write(tmp: Path) -> None:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                            trust_remote_code=False)
         config = ckpt.config
         arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
         if arch:
