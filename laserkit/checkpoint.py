@@ -373,20 +373,28 @@ def _release(reader: object, tensor: object) -> None:
 
 
 def _config(folder: Path) -> object | None:
-    """The checkpoint's config, or None when it has none or transformers cannot read it."""
+    """The checkpoint's config, or None when it has none or transformers cannot read it (also
+    one that needs its own code: it is never run here, and never asked about on stdout)."""
     if not (folder / "config.json").exists():
         return None
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(folder)
+        return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         return None
 
 
-def open_checkpoint(source: str | os.PathLike | ModelSource) -> Checkpoint:
-    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource)."""
+def open_checkpoint(source: str | os.PathLike | ModelSource,
+                    trust_remote_code: bool = False) -> Checkpoint:
+    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource).
+
+    A directory whose config names its own code is refused unless ``trust_remote_code``."""
+    from .loading import refuse_remote_code
+
     src = ModelSource.parse(source)
+    if src.kind == "dir":
+        refuse_remote_code(src.path, trust_remote_code)
     text = src.text
     if src.kind == "default":  # read from the packaged GGUF's cached conversion
         return SafetensorsCheckpoint(src.local_dir(), source=text)

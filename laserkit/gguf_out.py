@@ -104,6 +104,9 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
             f"GGUF output needs a GGUF source; {src.text} is a Hugging Face checkpoint: save it "
             f"as a directory, then convert it with llama.cpp's convert_hf_to_gguf.py ({CONVERTER})"
         )
+    from .modelfiles import refuse_overlap
+
+    refuse_overlap(path, out)
     _check_out(out, overwrite)
     ckpt = GGUFCheckpoint(path, source=src.text)
     plan = plan_edits(skeleton_layout(ckpt.config), ckpt.shapes(), steps)

@@ -188,6 +188,7 @@ class ModelSource:
         if isinstance(source, ModelSource):
             return source
         text = DEFAULT_MODEL if source is None else str(source)
+        check_path_text(text)
         if text in DEFAULT_NAMES:
             return cls(text, "default")
         p = Path(text).expanduser()
@@ -274,6 +275,37 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
     return model, tokenizer
 
 
+TRUST_HINT = ("laserkit does not run a model's own code unless asked: read it, then add "
+              "--trust-remote-code")
+
+
+def refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
+    """A model directory whose config or tokenizer config names its own Python code
+    (``auto_map``) is refused in one line unless the user trusts it: transformers would
+    otherwise ask "[y/N]" on stdout, and anything answering y would run that code."""
+    if trust_remote_code:
+        return
+    from .modelfiles import auto_map_refs
+
+    for name in ("config.json", "tokenizer_config.json"):
+        refs = auto_map_refs(folder / name)
+        if refs:
+            modules = sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in refs})
+            raise LaserkitError(f"{folder} holds its own Python code ({name} auto_map → "
+                                f"{', '.join(modules)}); {TRUST_HINT}")
+
+
+def check_path_text(text: str) -> None:
+    """A path that is not valid UTF-8 (bytes the file system allows) cannot be handed to the
+    Hugging Face libraries, which need UTF-8 strings: say so, instead of "damaged weights"."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LaserkitError(f"model path {text.encode('utf-8', 'backslashreplace').decode()} is "
+                            "not valid UTF-8, which the Hugging Face libraries cannot open: "
+                            "rename it (or link it) to a UTF-8 name") from None
+
+
 def _check_weights(folder: Path) -> None:
     """Damaged safetensors (truncated, garbled header, missing shard) named in one line before
     transformers meets them (it raises a SafetensorError traceback). Headers only: cheap."""
@@ -317,6 +349,7 @@ def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtyp
                 f"{path} is not a model directory: expected config.json with safetensors or .bin "
                 "weights, a .gguf file, or a Hugging Face hub id"
             )
+        refuse_remote_code(Path(path), trust_remote_code)
         _check_weights(Path(path))
         try:
             model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
