@@ -187,7 +187,10 @@ class BinCheckpoint(Checkpoint):
     def __init__(self, folder: Path, source: str | None = None):
         self.source = source or str(folder)
         self.config = _config(folder)
-        self.paths = sorted(folder.glob("*.bin"))
+        from .modelfiles import weight_files
+
+        # weight files only: a Trainer folder's training_args.bin is a pickle of settings
+        self.paths = [p for p in weight_files(folder) if p.suffix == ".bin"]
         self._loaded: tuple[Path, dict] | None = None
         self._where: dict[str, Path] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -204,7 +207,8 @@ class BinCheckpoint(Checkpoint):
             try:
                 sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
             except Exception as e:  # zip errors, unpickling errors, legacy formats
-                raise LaserkitError(f"corrupt or unsupported PyTorch file {path}: {e}") from None
+                raise LaserkitError(f"corrupt or unsupported PyTorch file {path}: "
+                                    f"{_plain(first_line(e))}") from None
             self._loaded = (path, sd)
         return self._loaded[1]
 
@@ -276,6 +280,13 @@ class GGUFCheckpoint(Checkpoint):
         for t in self.reader.tensors:
             h.update(f"{t.name}{t.shape.tolist()}{t.tensor_type.name}{t.data_offset};".encode())
         return h.hexdigest()[:16]
+
+
+def _plain(text: str) -> str:
+    """Text without terminal escape sequences (torch's weights_only message carries some)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
 def gguf_reader(path: Path):
@@ -404,6 +415,13 @@ def open_checkpoint(source: str | os.PathLike | ModelSource,
     if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
         return SafetensorsCheckpoint(p, source=text)
     if any(p.glob("*.bin")):
+        from .modelfiles import weight_files
+
+        if not weight_files(p):
+            raise LaserkitError(f"no weights in {p}: its .bin files ("
+                                f"{', '.join(sorted(x.name for x in p.glob('*.bin'))[:3])}) are "
+                                "not model weights (expected pytorch_model.bin or model*.bin "
+                                "shards, or *.safetensors)")
         return BinCheckpoint(p, source=text)
     ggufs = sorted(p.glob("*.gguf"))
     if len(ggufs) == 1:

@@ -224,8 +224,10 @@ def check_writable_parent(out: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise LaserkitError(f"{what} {out}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LaserkitError(f"{what} {out}: no permission to write in {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):  # read-only mount or no permission: the file
+        # system refuses the write, status 1 as for a write refused midway (README)
+        raise WriteFailed(f"{what} {out}: cannot write in {parent} (read-only or no "
+                          "permission); choose a writable location")
 
 
 def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],

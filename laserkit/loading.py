@@ -315,6 +315,17 @@ def _check_weights(folder: Path) -> None:
         SafetensorsCheckpoint(folder)
 
 
+def _refused_pickle(e: BaseException | None) -> bool:
+    """Whether ``e`` (or its cause) is torch refusing a pickle under weights_only."""
+    import pickle
+
+    while e is not None:
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _load_error(source: object, e: Exception) -> LaserkitError:
     if Path(str(source)).exists():  # a local model: the network has nothing to do with it
         return LaserkitError(f"cannot load model {str(source)!r}: {first_line(e)}")
@@ -355,6 +366,11 @@ def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtyp
             model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
                                                 local_only=True)
         except Exception as e:
+            if _refused_pickle(e):
+                raise LaserkitError(f"{path}: a .bin weight file holds Python objects that "
+                                    "torch.load(weights_only=True) refuses to run (only plain "
+                                    "tensors are read); convert it to safetensors from a trusted "
+                                    "copy") from None
             if type(e).__name__ == "SafetensorError":  # damaged data the header check missed
                 raise LaserkitError(f"damaged safetensors weights in {path}: {first_line(e)} "
                                     "(re-download or re-save them)") from None

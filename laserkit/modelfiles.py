@@ -30,6 +30,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "added_tokens.json", "tokenizer.model", "spiece.model",
                    "sentencepiece.bpe.model", "vocab.json", "merges.txt", "vocab.txt",
                    "chat_template.jinja", "chat_template.json")
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+               "vocab.json", "vocab.txt")  # one of them defines a tokenizer's vocabulary
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _SHARD = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)$")
 FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int)
@@ -81,11 +83,17 @@ def auto_map_refs(config: Path) -> list[str]:
     return refs
 
 
+def has_tokenizer(folder: Path) -> bool:
+    """Whether a model folder holds a tokenizer (a vocabulary file, not only its config)."""
+    return any((folder / n).is_file() for n in VOCAB_FILES) or any(folder.glob("*.tiktoken"))
+
+
 def model_files(folder: os.PathLike | str) -> list[Path]:
     """Every file that makes the model in ``folder`` (see the module docstring), sorted."""
     folder = Path(folder)
     names = [folder / n for n in (*CONFIG_FILES, *TOKENIZER_FILES, *WEIGHT_INDEXES)]
     files = {p for p in names if p.is_file()}
+    files.update(p for p in folder.glob("*.tiktoken") if p.is_file())
     files.update(weight_files(folder))
     files.update(_code_files(folder))
     return sorted(files)
