@@ -367,3 +367,29 @@ def test_sigterm_is_handled_like_ctrl_c(tiny, tmp_path):
         no_partials(tmp_path)
     assert 143 in statuses
     assert snapshot(src) == before
+
+
+def test_gguf_cache_files_are_copied_into_outputs_and_never_touched(tmp_path):
+    """config.json, tokenizer and generation config of the GGUF's cached conversion are copies
+    in a saved output (link count 1, other inodes), and using the cache again changes none of
+    its files (the LRU stamp lies beside the conversion)."""
+    from test_gguf_convert import write_gguf
+
+    path = tmp_path / "tiny.gguf"
+    write_gguf("llama", path)
+    r = run(tmp_path, "reduce", path, *REDUCE, "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    conv = [d for d in (tmp_path / "lk-cache" / "gguf").iterdir() if d.is_dir()]
+    assert len(conv) == 1
+    cached = snapshot(conv[0])
+    time.sleep(0.05)
+    r = run(tmp_path, "reduce", path, *REDUCE, "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    assert snapshot(conv[0]) == cached
+    for out in (tmp_path / "a", tmp_path / "b"):
+        for name in ("config.json", "generation_config.json", "tokenizer.json"):
+            p = out / name
+            assert p.stat().st_nlink == 1
+            assert p.stat().st_ino != (conv[0] / name).stat().st_ino
+            assert p.read_bytes() == (conv[0] / name).read_bytes()
+    no_partials(tmp_path)
