@@ -309,9 +309,8 @@ VERIFIED_GGUF_ARCHS = ("llama", "qwen2", "qwen3", "falcon", "phi3", "bloom", "st
 
 def gguf_processor(arch: str, config: object) -> object:
     """transformers' tensor processor for a GGUF file, looked up as transformers does: by the
-    file's GGUF architecture (``gemma3``), not by the config's model_type (``gemma3_text``,
-    or ``mistral`` for a llama-architecture file), which would skip the Gemma norm offset or
-    the llama q/k permutation."""
+    file's GGUF architecture (``gemma3``), not by the config's model_type (``gemma3_text``),
+    which would skip the Gemma norm offset."""
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
     return TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config.to_dict())

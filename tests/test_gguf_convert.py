@@ -27,7 +27,7 @@ ARCHS: dict[str, tuple[str, dict, str]] = {
     "llama": ("llama", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
                             num_key_value_heads=2, head_dim=8), "tiny"),
     "mistral": ("mistral", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                num_key_value_heads=2, head_dim=8), "tiny mistral"),
+                                num_key_value_heads=2, head_dim=8), "mistral"),
     "qwen2": ("qwen2", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
                             num_key_value_heads=2), "tiny"),
     "qwen3": ("qwen3", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
@@ -162,7 +162,9 @@ def _reference(path: Path) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+# "mistral": a llama-architecture file named mistral, which transformers cannot load (its name
+# map has no "mistral" model type): checked below to be refused, not compared
+@pytest.mark.parametrize("arch", sorted(a for a in ARCHS if a != "mistral"))
 def test_conversion_equals_transformers_gguf_load(arch, tmp_path, monkeypatch, one_thread):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -188,6 +190,22 @@ def test_conversion_equals_transformers_gguf_load(arch, tmp_path, monkeypatch, o
             f"{arch}: test file's {k} is not llama.cpp's layout"
 
 
+def test_a_gguf_transformers_cannot_load_is_refused_in_one_line(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from laserkit.errors import LaserkitError
+    from laserkit.loading import ModelSource
+
+    monkeypatch.setenv("LASERKIT_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "m.gguf"
+    write_gguf("mistral", path)
+    with pytest.raises(NotImplementedError):
+        AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name)
+    with pytest.raises(LaserkitError, match="cannot map the tensors") as e:
+        ModelSource.parse(str(path)).local_dir()
+    assert "\n" not in str(e.value)
+
+
 def test_gemma_norms_are_not_one_larger(tmp_path, monkeypatch):
     """The reported fault: Gemma-3 norms in laserkit's copy were exactly 1.0 larger."""
     from laserkit.checkpoint import GGUFCheckpoint
@@ -203,7 +221,7 @@ def test_gemma_norms_are_not_one_larger(tmp_path, monkeypatch):
 def test_every_architecture_transformers_reads_is_verified_or_refused():
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    tested = {("llama" if a == "mistral" else a) for a in ARCHS}
+    tested = set(ARCHS) - {"mistral"}
     assert set(VERIFIED_GGUF_ARCHS) <= tested  # nothing claimed without a test above
     refused = set(GGUF_SUPPORTED_ARCHITECTURES) - set(VERIFIED_GGUF_ARCHS) - {"general",
                                                                                "tokenizer"}
