@@ -393,3 +393,24 @@ def test_gguf_cache_files_are_copied_into_outputs_and_never_touched(tmp_path):
             assert p.stat().st_ino != (conv[0] / name).stat().st_ino
             assert p.read_bytes() == (conv[0] / name).read_bytes()
     no_partials(tmp_path)
+
+
+def test_apply_onto_its_own_base_model_is_refused(tmp_path, default_model_dir):
+    """`apply RUN --out BASE --force` would replace the run's base model with its edit."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    base = tmp_path / "base"
+    make_tiny("llama", vocab_size=len(tok), num_hidden_layers=2).save_pretrained(base)
+    tok.save_pretrained(base)
+    run_dir = tmp_path / "run"
+    r = run(tmp_path, "search", base, "--task", "fever-bigbench", "--limit", "10", "--lname",
+            "fc_in", "--lnum", "-1", "--rho", "0.5", "--run-dir", run_dir, "--no-save",
+            "--device", "cpu", timeout=600)
+    assert r.returncode == 0, r.stderr
+    before = snapshot(base)
+    for out in (base, base / "edited", tmp_path):
+        line = one_error(run(tmp_path, "apply", run_dir, "--out", out, "--force"))
+        assert "source model" in line
+    assert snapshot(base) == before
+    no_partials(tmp_path)
