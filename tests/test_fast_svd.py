@@ -200,3 +200,11 @@ def test_cli_refuses_an_unknown_svd_method(tmp_path):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("laserkit: error:") and "--svd" in lines[0]
+
+
+def test_search_decomposes_to_the_grids_largest_rho():
+    from laserkit.search.runner import largest_rho
+
+    edits = [{"intervention": {"kind": "rank-reduction", "rho": r}} for r in (0.01, 0.2, 0.05)]
+    assert largest_rho(edits) == 0.2
+    assert largest_rho([{"intervention": {"kind": "mp-threshold", "rho": None}}]) is None
