@@ -18,14 +18,18 @@ k-th singular value), the edit falls back to the full SVD (``Factors``), as befo
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
+
+from ..spectral import threads
 
 TOL = 1e-6  # bound on ‖Ŵ − Ŵ_exact‖_F / ‖Ŵ_exact‖_F the check demands (full float32 SVD: ~1e-5)
 GRAM_SIDE = 1024  # smaller side up to which the Gram route is always the cheaper one
 KRYLOV_SHARE = 0.05  # Krylov only while k ≤ this share of the smaller side
 CHUNK_BYTES = 64 * 2**20  # float64 workspace per slice of the long side
 EPS64 = 2.220446049250313e-16
+WHOLE_FLOAT64_BYTES = 1 << 30  # Krylov: a float64 copy of W up to this size, else per slice
 
 
 def _tall(W: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -152,12 +156,20 @@ def _gram_route(W: torch.Tensor) -> TopFactors:
     return TopFactors(W, V, torch.cat([lam, lam.new_zeros(1)]), bound, bound, "gram")
 
 
+def _small(A: torch.Tensor) -> AbstractContextManager:
+    """One CPU thread for the small factorizations (QR of n × b, eigh of the D × D Ritz
+    matrix): with two, LAPACK's threads spin-wait on a busy machine (4.7 s for one eigh of a
+    549 × 549 matrix, bench/RESULTS.md)."""
+    return threads(1) if A.device.type == "cpu" else nullcontext()
+
+
 def _orth_against(Z: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
     """Z's columns made orthonormal and orthogonal to Q's (two passes of block Gram–Schmidt)."""
     if Q is not None:
         for _ in range(2):
             Z = Z - Q @ (Q.T @ Z)
-    return torch.linalg.qr(Z).Q
+    with _small(Z):
+        return torch.linalg.qr(Z).Q
 
 
 def gram_times64(A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -182,8 +194,9 @@ def _krylov_route(W: torch.Tensor, kmax: int, seed: int = 0,
     n = A.shape[1]
     b = kmax + 1 + max(8, kmax // 2)
     gen = torch.Generator(device=A.device).manual_seed(seed)
-    X = torch.randn(n, b, generator=gen, device=A.device, dtype=torch.float64)
-    X = torch.linalg.qr(X).Q
+    X = _orth_against(torch.randn(n, b, generator=gen, device=A.device, dtype=torch.float64), None)
+    if A.numel() * 8 <= WHOLE_FLOAT64_BYTES:  # convert once rather than once per pass
+        A = A.to(torch.float64)
     Q, GQ = X, gram_times64(A, X)
     while True:
         if Q.shape[1] >= 2 * b:
@@ -203,7 +216,8 @@ def _ritz(W: torch.Tensor, Q: torch.Tensor, GQ: torch.Tensor, kmax: int) -> TopF
     Ritz values are lower bounds of the true λ; the (k+1)-th true λ may lie above θ_{k+1} by up
     to that pair's residual norm, which the k-th gap therefore loses (``noise``)."""
     H = Q.T @ GQ
-    theta, Y = torch.linalg.eigh((H + H.T) / 2)
+    with _small(H):
+        theta, Y = torch.linalg.eigh((H + H.T) / 2)
     theta, Y = theta.flip(0)[:kmax + 1], Y.flip(1)[:, :kmax + 1]
     V = Q @ Y
     r = (GQ @ Y - V * theta).norm(dim=0)
