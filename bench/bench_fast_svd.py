@@ -12,7 +12,7 @@ Matrices: the default model's last-layer MLP matrices (real weights), and synthe
 Mistral-7B's MLP shape (14336×4096) and Llama-70B's (28672×8192, --big) with a power-law
 spectrum (column j scaled by (1+j)^-½), like real weights' (no flat bulk).
 
-    .venv/bin/python bench/bench_fast_svd.py [--reference] [--big] [--threads N]
+    .venv/bin/python bench/bench_fast_svd.py [--reference] [--big] [--no-default] [--threads N]
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def main() -> None:
                     help="float64 SVD reference on the synthetic shapes too (minutes each)")
     ap.add_argument("--big", action="store_true", help="add the 70B fc_in shape 28672×8192")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-default", action="store_true", help="skip the default model's rows")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print("| matrix | ρ | k | route | full f32 SVD + product | top-k route | ratio | "
           "edit's relative distance |")
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
-    for label, W in default_matrices():
+    for label, W in [] if args.no_default else default_matrices():
         for rho in (0.01, 0.1, 0.9):
             row(label, W, rho, True)
     shapes = [("7B fc_in", 14336, 4096)] + ([("70B fc_in", 28672, 8192)] if args.big else [])

@@ -26,7 +26,7 @@ from ..spectral import threads
 
 TOL = 1e-6  # bound on ‖Ŵ − Ŵ_exact‖_F / ‖Ŵ_exact‖_F the check demands (full float32 SVD: ~1e-5)
 GRAM_SIDE = 1024  # smaller side up to which the Gram route is always the cheaper one
-KRYLOV_SHARE = 0.05  # Krylov only while k ≤ this share of the smaller side
+KRYLOV_SHARE = 0.015  # Krylov only while k ≤ this share of the smaller side (ρ = 0.01 on 4096)
 CHUNK_BYTES = 64 * 2**20  # float64 workspace per slice of the long side
 EPS64 = 2.220446049250313e-16
 WHOLE_FLOAT64_BYTES = 1 << 30  # Krylov: a float64 copy of W up to this size, else per slice
