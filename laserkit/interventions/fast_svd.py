@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..spectral import threads
+from ..spectral import SMALL_EIG, threads
 
 TOL = 1e-6  # bound on ‖Ŵ − Ŵ_exact‖_F / ‖Ŵ_exact‖_F the check demands (full float32 SVD: ~1e-5)
 GRAM_SIDE = 1024  # smaller side up to which the Gram route is always the cheaper one
@@ -148,7 +148,9 @@ def _gram_route(W: torch.Tensor) -> TopFactors:
     every eigenvalue gap must exceed for its subspace to be resolved; the residual that enters
     Davis–Kahan is that same perturbation on each of the k columns."""
     A, _ = _tall(W)
-    lam, V = torch.linalg.eigh(gram64(A))
+    G = gram64(A)
+    with threads(1) if A.device.type == "cpu" and A.shape[1] <= SMALL_EIG else nullcontext():
+        lam, V = torch.linalg.eigh(G)  # as the scan does: one thread for a small Gram
     lam, V = lam.flip(0), V.flip(1)
     n = A.shape[1]
     pert = (A.shape[0] + n) * EPS64 * float(lam[0].clamp_min(0.0))
