@@ -95,8 +95,13 @@ def build(torch, small: bool, device: str, out: Path):  # noqa: ANN001, ANN201
     cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, torch_dtype=dtype, **shape(small))
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(dtype).eval()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in bf16 directly: a float32 7B would take 27 GB first
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg).to(dtype).eval()
+    finally:
+        torch.set_default_dtype(before)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return model, tok
