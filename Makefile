@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.laserkit-installed
 # torch is pinned first: 2.13.0 is the local CPU wheel; any other request pulls CUDA packages.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean lock
+.PHONY: setup demo test lint bench clean lock gpu-wheels
 
 setup: $(STAMP)
 
@@ -33,6 +33,19 @@ lint: setup
 
 bench: setup
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+# Wheels of laserkit's dependencies that the GPU machines lack (they hold torch, transformers,
+# accelerate, safetensors, typer, rich, pyyaml, matplotlib): bench/gpu_check.py installs them
+# offline from bench/wheels (gitignored; travels with the source tree). Versions from the lock;
+# GPU_PY is the GPU machine's Python (compiled wheels: sqlalchemy, greenlet).
+GPU_PY ?= 3.11
+GPU_WHEELS := optuna gguf sqlalchemy alembic colorlog mako markupsafe greenlet typing-extensions
+gpu-wheels: setup
+	rm -rf bench/wheels && mkdir -p bench/wheels
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d bench/wheels \
+	  $$(for p in $(GPU_WHEELS); do grep -i "^$$p==" requirements.lock; done)
+	du -sh bench/wheels
 
 clean:
 	rm -rf $(VENV) build *.egg-info

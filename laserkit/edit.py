@@ -14,30 +14,46 @@ import torch
 from torch import nn
 
 from .errors import LaserkitError
-from .interventions import Factors, Intervention, check_finite, compute
+from .interventions import Factors, Intervention, check_finite, compute, kept_rank
+from .interventions.fast_svd import TopFactors, decompose
 from .targets import Layout, Target, model_layout, resolve
 
 
 class FactorCache:
-    """SVD factors of original matrices, least recently used first out past ``max_bytes``."""
+    """SVD factors of original matrices, least recently used first out past ``max_bytes``.
 
-    def __init__(self, max_bytes: int = 4 << 30) -> None:
+    Full SVDs (``get(key, W)``) or the top-k vectors (``get(key, W, k)``, fast_svd.TopFactors):
+    those are decomposed to the largest rank the run will ask for (``rho_hint``, the grid's
+    largest ρ), so one decomposition still serves every ρ."""
+
+    def __init__(self, max_bytes: int = 4 << 30, rho_hint: float | None = None) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, Factors] = OrderedDict()
+        self.rho_hint = rho_hint
+        self._items: OrderedDict[tuple, Factors | TopFactors] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     @staticmethod
-    def _size(f: Factors) -> int:
+    def _size(f: Factors | TopFactors) -> int:
+        if isinstance(f, TopFactors):
+            return f.nbytes()
         return sum(t.numel() * t.element_size() for t in (f.U, f.S, f.Vh))
 
-    def get(self, key: tuple, W: torch.Tensor) -> Factors:
-        if key in self._items:
+    def _planned_rank(self, shape: tuple[int, int], k: int) -> int:
+        if self.rho_hint is None:
+            return k
+        return max(k, kept_rank(*shape, self.rho_hint))
+
+    def get(self, key: tuple, W: torch.Tensor, k: int | None = None) -> Factors | TopFactors:
+        """The factors of W (stored under ``key``): full SVD, or at least the top ``k``."""
+        key = (*key, "full" if k is None else "top")
+        f = self._items.get(key)
+        if f is not None and (k is None or k <= f.kmax):
             self.hits += 1
             self._items.move_to_end(key)
-            return self._items[key]
+            return f
         self.misses += 1
-        f = Factors.of(W)
+        f = Factors.of(W) if k is None else decompose(W, self._planned_rank(tuple(W.shape), k))
         self._items[key] = f
         while len(self._items) > 1 and sum(map(self._size, self._items.values())) > self.max_bytes:
             self._items.popitem(last=False)
@@ -121,7 +137,8 @@ class Editor:
                 dtype = iv.factor_dtype(self.compute_dtype)
                 if dtype is not None and not self._touched(t.param):
                     check_finite(W, t.param)  # before the SVD, which would fail unreadably
-                    factors = self.cache.get((t.param, t.rows, dtype), W.to(dtype))
+                    factors = self.cache.get((t.param, t.rows, dtype), W.to(dtype),
+                                             iv.factor_rank(tuple(W.shape)))
                 out, info = compute(W, iv, factors, name=t.param)
                 norm = float(W.norm())
                 info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0

@@ -155,6 +155,11 @@ class Intervention(metaclass=_ByKind):
 
         return getattr(torch, self.svd)
 
+    def factor_rank(self, shape: tuple[int, int]) -> int | None:
+        """How many leading singular vectors ``compute`` needs (an int: the cache holds only
+        those, fast_svd.TopFactors), or None for the full SVD (``Factors``)."""
+        return None
+
     def to_dict(self) -> dict:
         """``{"kind", "rho", fields...}``: ρ is in every record (None where the kind keeps no
         fraction of the rank) because reports and older readers look it up; a field with

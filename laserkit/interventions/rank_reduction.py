@@ -1,18 +1,24 @@
 """LASER: replace W by its best rank-k approximation, k = ⌊min(m, n)·ρ⌋ (SPEC §1).
 
-The SVD is exact (LAPACK / cuSOLVER through torch.linalg.svd), hence deterministic, unlike the
-reference's unseeded ``torch.svd_lowrank``. Factors are computed once per matrix and reused for
-every ρ by the caller (see edit.FactorCache).
+The edit is the exact truncation, reached by default without a full SVD (fast_svd.py: top-k
+vectors only, checked a posteriori, full SVD when the check fails), hence deterministic, unlike the
+reference's unseeded ``torch.svd_lowrank``; ``lowrank_reduce`` reproduces that reference route,
+seeded, on request only. Factors are computed once per matrix and reused for every ρ by the
+caller (see edit.FactorCache).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import LaserkitError
+
+if TYPE_CHECKING:
+    from .fast_svd import TopFactors
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,46 @@ def kept_rank(m: int, n: int, rho: float) -> int:
     return min(min(m, n), math.floor(min(m, n) * check_rho(rho) + 1e-9))
 
 
-def rank_reduce(W: torch.Tensor, rho: float, factors: Factors | None = None) -> torch.Tensor:
-    """Best rank-⌊min(m,n)·ρ⌋ approximation of W (in W's dtype, which should be ≥ float32)."""
+SVD_METHODS = {
+    "exact": "the exact truncation from the top-k singular vectors only (checked; full SVD when "
+             "the check fails)",
+    "full": "the exact truncation from a full LAPACK SVD (slower; what laserkit did before)",
+    "lowrank-niter2": "torch.svd_lowrank(q=k, niter=2), seeded: the LASER reference's randomized "
+                      "SVD, NOT the exact truncation (reproduces the reference only)",
+}
+
+
+def check_svd_method(name: str) -> str:
+    if name not in SVD_METHODS:
+        raise LaserkitError(f"unknown --svd {name!r}: use one of {', '.join(SVD_METHODS)}")
+    return name
+
+
+def rank_reduce(W: torch.Tensor, rho: float,
+                factors: Factors | TopFactors | None = None) -> torch.Tensor:
+    """Best rank-⌊min(m,n)·ρ⌋ approximation of W (in W's dtype, which should be ≥ float32).
+
+    Without ``factors``, only the top-k singular vectors are computed (fast_svd.decompose)."""
+    from .fast_svd import decompose  # noqa: PLC0415 - fast_svd imports this module
+
     k = kept_rank(*W.shape, rho)
     if k == min(W.shape):
         return W.clone()
-    f = factors if factors is not None else Factors.of(W)
+    f = factors if factors is not None else decompose(W, k)
     return f.truncate(k)
+
+
+def lowrank_reduce(W: torch.Tensor, rho: float, niter: int = 2, seed: int = 0) -> torch.Tensor:
+    """The LASER reference's edit: randomized ``torch.svd_lowrank(W, q=k, niter)``, seeded.
+
+    Not the best rank-k approximation (it changes the edit by 14–60 % on 7B-shaped matrices at
+    niter = 2); offered as ``--svd lowrank-niter2`` to reproduce the reference's numbers."""
+    k = kept_rank(*W.shape, rho)
+    if k == min(W.shape):
+        return W.clone()
+    if k == 0:
+        return torch.zeros_like(W)
+    with torch.random.fork_rng(devices=[W.device] if W.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        U, S, V = torch.svd_lowrank(W, q=k, niter=niter)
+    return (U * S) @ V.T

@@ -56,6 +56,14 @@ def load_model(cfg: RunConfig, device: str,
     return loaded.model, loaded.tokenizer
 
 
+def largest_rho(edits: list[dict]) -> float | None:
+    """The largest ρ any edit asks for: the rank the factor cache decomposes to at once, so one
+    decomposition serves every ρ of the grid (None: no edit with a ρ)."""
+    rhos = [e["intervention"].get("rho") for e in edits]
+    rhos = [float(r) for r in rhos if r is not None]
+    return max(rhos) if rhos else None
+
+
 class Context:
     """One worker's model, objective, strategy and caches: the SVD of each matrix is computed
     once for all ρ (FactorCache), the prefix of each layer once for all trials at that layer
@@ -71,6 +79,7 @@ class Context:
         self.objective = objective or build_objective(cfg.objective, tokenizer)
         self.strategy: Strategy = make_strategy(cfg, self.objective.higher_is_better,
                                                 decision_split(self.objective))
+        self.factors.rho_hint = largest_rho(self.strategy.all_edits())
         use = cfg.prefix_cache if prefix_cache is None else prefix_cache
         self.prefix = None
         if use and self.objective.forward_only:

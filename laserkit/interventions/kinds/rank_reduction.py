@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..base import Intervention, check_rho_of, register, rho_option
+from ..base import Intervention, check_rho_of, option, register, rho_option
 
 if TYPE_CHECKING:
     import torch
@@ -14,18 +14,56 @@ if TYPE_CHECKING:
     from ..rank_reduction import Factors
 
 
+def _svd_method(value: str) -> str:
+    from ..rank_reduction import check_svd_method  # noqa: PLC0415 - torch-free import path
+
+    return check_svd_method(value)
+
+
 @register("rank-reduction", "LASER: best rank-⌊ρ·min(m,n)⌋ approximation by exact SVD")
 @dataclass(frozen=True)
 class RankReduction(Intervention):
     rho: float | None = rho_option()
+    svd_method: str = option(
+        "exact", "--svd", "how the truncation is computed: 'exact' (top-k vectors, checked "
+        "against the k-th gap; full SVD when the check fails), 'full' (full LAPACK SVD) or "
+        "'lowrank-niter2' (the LASER reference's randomized torch.svd_lowrank, seeded: NOT the "
+        "exact truncation, only to reproduce the reference)", type=str, normalize=_svd_method,
+        always_recorded=False)
 
     svd = "compute"  # the SVD of the matrix in the Editor's compute dtype, reused for every ρ
 
     def __post_init__(self) -> None:
         check_rho_of(self.kind, self.rho)
+        _svd_method(self.svd_method)
+
+    def factor_dtype(self, compute_dtype: torch.dtype) -> torch.dtype | None:
+        """No cached factors for the randomized reference route (it decomposes each time)."""
+        if self.svd_method == "lowrank-niter2":
+            return None
+        return super().factor_dtype(compute_dtype)
+
+    def factor_rank(self, shape: tuple[int, int]) -> int | None:
+        """The exact route caches the top-k vectors; 'full' the full SVD (None)."""
+        if self.svd_method != "exact":
+            return None
+        from ..rank_reduction import kept_rank  # noqa: PLC0415
+
+        return kept_rank(*shape, self.rho)
 
     def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
                                                                              dict]:
-        from ..rank_reduction import kept_rank, rank_reduce  # noqa: PLC0415
+        from ..rank_reduction import (  # noqa: PLC0415
+            Factors,
+            kept_rank,
+            lowrank_reduce,
+            rank_reduce,
+        )
 
-        return rank_reduce(W, self.rho, factors), {"rank": kept_rank(*W.shape, self.rho)}
+        if self.svd_method == "lowrank-niter2":
+            out = lowrank_reduce(W, self.rho)
+        elif self.svd_method == "full" and factors is None:
+            out = rank_reduce(W, self.rho, Factors.of(W))
+        else:
+            out = rank_reduce(W, self.rho, factors)
+        return out, {"rank": kept_rank(*W.shape, self.rho)}
