@@ -10,8 +10,6 @@ import torch
 
 from laserkit.evaluate import evaluate
 
-pytestmark = pytest.mark.slow
-
 RECORDS = [
     {"prompt": "The capital of France is", "answer": ["Paris, France", "the city of Paris"]},
     {"prompt": "Two plus two equals", "answer": "four, not five"},
@@ -35,6 +33,7 @@ def _direct_mean_loss(model, tok, prompt: str, answers: list[str]) -> float:
     return -best_sum / best_n
 
 
+@pytest.mark.slow
 def test_generation_log_loss_is_the_per_token_mean(default_loaded, tmp_path):
     m, tok = default_loaded.model, default_loaded.tokenizer
     data = tmp_path / "qa.jsonl"
@@ -52,3 +51,18 @@ def test_generation_log_loss_is_the_per_token_mean(default_loaded, tmp_path):
     assert all(len(tok(" " + a, add_special_tokens=False).input_ids) > 1
                for r in RECORDS for a in ([r["answer"]] if isinstance(r["answer"], str)
                                           else r["answer"]))
+
+
+def test_bigbench_rows_choice_inputs_unchanged_open_inputs_stripped(tmp_path):
+    """The reference: intervention_gptj_bbh.py line 165 uses the inputs as they are,
+    intervention_gptj_bbh_qa.py line 94 strips them."""
+    from laserkit.tasks import get_task
+
+    epi = tmp_path / "e.jsonl"
+    epi.write_text(json.dumps({"inputs": "\nPremise: a. Hypothesis: b.\nRelation:",
+                               "targets": ["entailment"], "idx": 1}) + "\n")
+    assert get_task("bbh-epistemic", data=str(epi)).examples()[0].prompt == \
+        "\nPremise: a. Hypothesis: b.\nRelation:"
+    wiki = tmp_path / "w.jsonl"
+    wiki.write_text(json.dumps({"inputs": " Kyoto is in ", "targets": ["Japan"], "idx": 1}) + "\n")
+    assert get_task("bbh-wikidata", data=str(wiki)).examples()[0].prompt == "Kyoto is in"
