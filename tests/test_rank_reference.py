@@ -47,3 +47,17 @@ def test_the_applied_rank_is_the_kept_rank():
     W = torch.randn(100, 130, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out, info = compute(W, Intervention(rho=0.29))
     assert info["rank"] == 28 and torch.linalg.matrix_rank(out) == 28
+
+
+def test_lname_all_is_the_reference_s_every_attention_and_mlp_matrix():
+    """llama2_laser.py convert_name("all"): gate, up, down, k, q, v, o of the layer."""
+    from conftest import make_tiny
+
+    from laserkit.targets import model_layout, resolve
+
+    layout = model_layout(make_tiny("llama"))
+    got = {t.module.rsplit(".", 2)[-2] + "." + t.module.rsplit(".", 1)[-1]
+           for t in resolve(layout, "all", 3)}
+    assert got == {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "self_attn.k_proj",
+                   "self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj"}
+    assert {t.layer for t in resolve(layout, "all", 3)} == {3}
