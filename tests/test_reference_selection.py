@@ -120,3 +120,17 @@ def test_unknown_selection_is_refused():
     with pytest.raises(LaserkitError, match="unknown --selection 'best'"):
         RunConfig(strategy="grid", model="m", objective=ObjectiveConfig(type="next-token"),
                   lnames=["fc_in"], layers=[1], rhos=[0.5], selection="best").check()
+
+
+def test_a_worker_refuses_to_continue_an_old_run_it_would_mix(tmp_path):
+    from laserkit.search import Context, run
+
+    model = make_tiny("llama")
+    cfg = grid_cfg(model, layers=(11,), rhos=(0.7,))
+    store = store_at(tmp_path, cfg)  # created, no trial run yet
+    old = {k: v for k, v in store.config.to_json().items() if k != "definitions"}
+    store.study.set_user_attr("config", old)
+    joined = store_at(tmp_path)  # as `laserkit worker URL --run NAME` attaches
+    with pytest.raises(LaserkitError, match="older definitions.*mix two definitions"):
+        run(joined, ctx=Context(joined.config, model))
+    assert joined.results() == {}
