@@ -102,7 +102,8 @@ def scan(
     threads: int = typer.Option(None, "--threads", help="CPU threads for the linear algebra "
                                 "(default: torch's; 1 is often fastest on a busy machine)"),
 ) -> None:
-    """SNR and spectrum statistics of every 2-D weight, streamed from the checkpoint files."""
+    """SNR and spectrum statistics of every weight matrix (norm scales as 1×n, as Spectrum
+    scans them), streamed from the checkpoint files."""
     from ..errors import LaserkitError
     from ..fileio import refuse_file
 
@@ -144,7 +145,8 @@ def spectrum(
                             "embedding lines named from the checkpoint) or llama-factory"),
     empty_noise: str = typer.Option("sum", "--empty-noise", help="SNR/s_max of a matrix with "
                                     "no noise singular value: sum (ΣS/s_max, Spectrum since "
-                                    "April 2025) or inf (older Spectrum)"),
+                                    "April 2025) or inf (older Spectrum); for a scan "
+                                    "directory (a Spectrum JSON keeps its own values)"),
     out: Path = typer.Option(None, "--out", help="YAML file to write (default: next to the "
                              "input, named after the format and percentage)"),
 ) -> None:
