@@ -68,3 +68,25 @@ def test_reproduce_runs_the_reference_protocol(tmp_path):
     cfg = open_run(tmp_path / "run").config
     assert cfg.selection == "reference" and cfg.lnames == ["fc_in", "fc_out"]
     assert cfg.rhos == [(10 - 9.9) * 0.1] and cfg.objective.limit is None
+
+
+def test_task_definitions_have_no_duplicate_keys():
+    """paper.yaml had two `description:` keys under hotpotqa and bbh-wikidata (YAML keeps the
+    last silently); a loader that refuses duplicates reads every definition file."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        dup = {k for k in keys if keys.count(k) > 1}
+        assert not dup, f"duplicate keys {dup} at line {node.start_mark.line + 1}"
+        return loader.construct_mapping(node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    folder = Path(__file__).parents[1] / "laserkit" / "tasks" / "definitions"
+    files = sorted(folder.glob("*.yaml"))
+    assert files
+    for f in files:
+        yaml.load(f.read_text(), Loader=Strict)
