@@ -134,3 +134,16 @@ def test_a_worker_refuses_to_continue_an_old_run_it_would_mix(tmp_path):
     with pytest.raises(LaserkitError, match="older definitions.*mix two definitions"):
         run(joined, ctx=Context(joined.config, model))
     assert joined.results() == {}
+
+
+def test_an_old_rate_run_is_refused_with_the_reason(tmp_path):
+    from laserkit.interventions.rank_reduction import legacy_rho_from_rate, rho_from_rate
+
+    model = make_tiny("llama")
+    old_cfg = grid_cfg(model, layers=(11,), rhos=(legacy_rho_from_rate(9.9),))
+    store = store_at(tmp_path, old_cfg)
+    old = {k: v for k, v in store.config.to_json().items() if k != "definitions"}
+    store.study.set_user_attr("config", old)
+    new_cfg = grid_cfg(model, layers=(11,), rhos=(rho_from_rate(9.9),))
+    with pytest.raises(LaserkitError, match=r"1 − 0.1·rate.*start a new run"):
+        store_at(tmp_path, new_cfg, resume=True)

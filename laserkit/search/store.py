@@ -190,6 +190,11 @@ class TrialStore:
         if self.config.definitions >= create.definitions:
             return
         why = self.config.legacy_conflicts()
+        if sorted(self.config.rhos) != sorted(create.rhos) and len(self.config.rhos) == len(
+                create.rhos) and all(abs(a - b) < 1e-12 for a, b in zip(
+                sorted(self.config.rhos), sorted(create.rhos), strict=True)):
+            why.insert(0, "its ρ came from --rate as 1 − 0.1·rate, which differs in the last bits "
+                       "from the reference's (10 − rate)·0.1 used now, and so can the kept rank")
         if why:
             raise LaserkitError(
                 f"--resume: run {self.run!r} was made under laserkit's older definitions and "
