@@ -16,6 +16,8 @@ ROLES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc
 GROUPS: dict[str, tuple[str, ...]] = {
     "attn": ("q_proj", "k_proj", "v_proj", "out_proj"),
     "mlp": ("fc_in", "fc_up", "fc_out"),
+    # the reference's lname "all" (laser/*_laser.py convert_name): every attention and MLP matrix
+    "all": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_up", "fc_out"),
 }
 ROLE_HELP: dict[str, str] = {
     "q_proj": "attention query",
@@ -27,6 +29,7 @@ ROLE_HELP: dict[str, str] = {
     "fc_out": "second MLP matrix (U_out; down_proj in gated MLPs)",
     "attn": "all attention matrices",
     "mlp": "all MLP matrices",
+    "all": "all attention and MLP matrices (the reference's 'all')",
     "dont": "no intervention (the baseline)",
 }
 

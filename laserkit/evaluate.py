@@ -7,21 +7,17 @@ Conventions (SPEC §1, with the reference's mistakes fixed):
   special tokens), the answer on its own without special tokens, and the two are concatenated;
   whitespace between them belongs to the answer (see ``scoring.split_boundary``). Batched and
   one-at-a-time scoring build exactly the same token sequences.
-- ``log_loss`` is −log p(gold answer's tokens | prompt), summed over the answer's tokens and not
-  renormalized over the choices (the paper's log-loss); with several gold answers (or acceptable
-  answers of an open question) the most likely one counts. ``answer_rank`` is 1 + the number of
-  choices scored above that gold answer.
 - Open answers: greedy generation; only the generated tokens are decoded and judged by the
   task's ``match`` (tasks/matching.py: whole words, numbers as numbers, parts, SQuAD F1, regex).
 - Prompts are raw text unless the task (or ``chat_template=``) names a chat template; then the
   prompt is the user turn and the answer continues the assistant's turn (docs/tasks.md).
-- ``log_loss`` is −log p(gold answer's tokens | prompt) divided by the answer's token count (the
-  reference's "mean log prob": the mean over the answer's tokens), not renormalized over the
-  choices; with several gold answers (or acceptable answers of an open question) the most
-  likely one (by summed log-probability) counts. The task's log-loss is the mean over
-  examples. ``answer_rank`` is 1 + the number of choices scored above that gold answer.
-- Open answers: greedy generation; only the generated tokens are decoded and scored, by
-  normalized substring match (``correct``) and bag-of-words F1.
+- ``log_loss`` (choice, next-token and generation tasks alike) is −log p(gold answer's tokens |
+  prompt) divided by the answer's token count (the reference's "mean log prob", metric_utils'
+  answer_log_prob / answer_len), not renormalized over the choices; with several gold answers
+  (or acceptable answers of an open question) the most likely one (by summed log-probability)
+  counts. The task's log-loss is the mean over examples. ``answer_rank`` is 1 + the number of
+  choices scored above that gold answer. (Before definitions 2, see search/config.py, the
+  generation tasks' log-loss was the summed one; stored runs keep their numbers.)
 - Splits: with ``limit``, the first ``limit`` examples (after the optional seeded shuffle) form
   the dataset; ``validation`` is its first ⌊0.2·n⌋ (the reference's ``int(0.2 * n)``), moved to
   the end of a group the boundary cuts (a fact and its paraphrases, one TruthfulQA question's
@@ -302,7 +298,7 @@ def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
                **M.judge(text, ex.answers, mode)}
         if mode != "regex":
             rec["f1"] = M.f1_score(text, ex.answers, mode)
-            rec["log_loss"] = -max(_sums(lps[sl]))
+            rec["log_loss"] = _best_mean_loss(lps[sl])
         rec["truncated"] = cut
         records.append(rec)
     summary = {"accuracy": _mean(r["correct"] for r in records), "match": mode}

@@ -1,4 +1,5 @@
-"""Streaming spectral scan: statistics of every 2-D weight, read one tensor at a time.
+"""Streaming spectral scan: statistics of every weight matrix, read one tensor at a time; a 1-D
+weight (a norm scale) is scanned as a 1×n matrix, as Spectrum scans it (biases are not).
 
 The model is never built. Each matrix is read from the checkpoint, its singular values found (the
 Gram route of spectral.py, on the GPU when there is one), and its record written at once to
@@ -42,6 +43,7 @@ SCAN_JSON = "scan.json"
 SPECTRUM_JSON = "snr_results.json"
 CSV_NAME = "scan.csv"
 HEATMAP = "snr_heatmap.png"
+SPECTRUM_TIED_HEAD = "lm_head"  # the causal-LM head module Spectrum scans even when tied
 _DIGIT_PART = re.compile(r"^(?P<head>.*?)\.(?P<idx>\d+)\.(?P<rest>.+)$")
 
 
@@ -78,13 +80,43 @@ class ScanResult:
     reused: int = 0  # records read back from an earlier (or interrupted) scan
     out_dir: Path | None = None
 
-    def spectrum_entries(self) -> dict[str, dict]:
-        """Spectrum's JSON layout: {module: {"snr": SNR/s_max, "type": type}}, Spectrum's order."""
-        from .spectrum import type_order
+    def spectrum_entries(self, empty_noise: str = "sum") -> dict[str, dict]:
+        """Spectrum's JSON layout: {module: {"snr": SNR/s_max, "type": type}}, in Spectrum's
+        order (types sorted as its weight-type dialog lists them, each type's modules in layer
+        order). ``empty_noise`` (spectrum.EMPTY_NOISE) values a matrix with no noise singular
+        value. A head tied to the embedding has no tensor of its own, but Spectrum scans the
+        ``lm_head`` module all the same: it gets the embedding's value, as there."""
+        from .spectrum import check_empty_noise, special_modules, type_order
 
-        order = {t: i for i, t in enumerate(type_order([r.type for r in self.records]))}
-        recs = sorted(self.records, key=lambda r: (order[r.type], _layer_key(r), r.module))
-        return {r.module: {"snr": r.stats["snr_over_smax"], "type": r.type} for r in recs}
+        check_empty_noise(empty_noise)
+        rows = [(r.module, r.type, _layer_key(r), self._spectrum_value(r, empty_noise))
+                for r in self.records]
+        embed, head = special_modules(r.module for r in self.records if r.layer is None)
+        if embed is not None and head is None and SPECTRUM_TIED_HEAD not in {m for m, *_ in rows}:
+            value = next(v for m, _, _, v in rows if m == embed)
+            rows.append((SPECTRUM_TIED_HEAD, SPECTRUM_TIED_HEAD, -1, value))
+        order = {t: i for i, t in enumerate(type_order([t for _, t, _, _ in rows]))}
+        rows.sort(key=lambda x: (order[x[1]], x[2], x[0]))
+        return {m: {"snr": v, "type": t} for m, t, _, v in rows}
+
+    def _spectrum_value(self, r: MatrixRecord, empty_noise: str) -> float:
+        """SNR/s_max as Spectrum computes it: where no singular value is at or below τ, current
+        Spectrum divides by a noise of 1 (ΣS/s_max), older Spectrum gave ∞ (laserkit's SNR)."""
+        v = r.stats["snr_over_smax"]
+        if (empty_noise == "inf" or not math.isinf(v) or not r.stats["spectral_norm"] > 0
+                or r.stats["n_above"] < min(r.shape)):
+            return v
+        if min(r.shape) == 1:
+            return 1.0
+        s = r.s
+        if s is None and self.out_dir is not None:
+            stored = _load_matrix(_matrix_file(self.out_dir, r.module))
+            s = stored.s if stored is not None else None
+        if s is None:
+            raise LaserkitError(f"{r.module} has no noise singular value, and its singular values "
+                                "(matrices/ in the scan directory) are needed for Spectrum's "
+                                "ΣS/s_max; rescan, or use --empty-noise inf")
+        return float(s.double().sum() / s.double().max())
 
 
 def _layer_key(r: MatrixRecord) -> int:
@@ -103,8 +135,10 @@ def plan(ckpt: Checkpoint, types: str | None = None,
     records: list[MatrixRecord] = []
     skipped: dict[str, str] = {}
     for name, shape in shapes.items():
+        if len(shape) == 1 and name.endswith(".weight") and shape[0] > 0:
+            shape = (1, shape[0])  # a norm scale: Spectrum scans it unsqueezed to 1×n
         if len(shape) != 2:
-            skipped[name] = ("1-D (norm scale or bias): no spectrum, SNR undefined"
+            skipped[name] = ("1-D bias: Spectrum scans module weights only"
                              if len(shape) == 1 else f"{len(shape)}-D tensor: not a matrix")
             continue
         if 0 in shape:
@@ -302,6 +336,8 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
                 reused += 1
                 continue
             w = ckpt.get(planned.name).to(dev)
+            if w.dim() == 1:
+                w = w.unsqueeze(0)  # Spectrum's weights.unsqueeze(0)
             if dev.type == "cpu" and workers > 1 and min(planned.shape) <= SMALL_EIG:
                 drain(keep=workers - 1)
                 pending.append((planned, pool.submit(matrix_stats, w)))

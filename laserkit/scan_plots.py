@@ -38,7 +38,8 @@ def snr_heatmap(result, path: str | os.PathLike, title: str | None = None) -> Pa
 
     from .spectrum import type_order
 
-    blocks = [r for r in result.records if r.layer is not None and r.layer < result.num_layers]
+    blocks = [r for r in result.records if r.layer is not None and r.layer < result.num_layers
+              and min(r.shape) > 1]  # norm scales (1×n: one value, SNR ∞) would be all black
     types = type_order(r.type for r in blocks) or ["(none)"]
     layers = max(result.num_layers, 1)
     fig, axes = plt.subplots(1, 2, figsize=(min(4 + 0.28 * layers, 30) * 2,
@@ -73,7 +74,7 @@ def snr_heatmap(result, path: str | os.PathLike, title: str | None = None) -> Pa
     caption = (f"grey: SNR undefined (NaN: non-finite or all-zero weights), {counts['nan']} cells;"
                f"  black: SNR = ∞ (no singular value at or below the MP threshold τ), "
                f"{counts['inf']} cells;  white: not scanned.  Matrices outside the blocks "
-               "(embeddings, head) are in the table and CSV.")
+               "(embeddings, head) and norm scales are in the table and CSV.")
     fig.text(0.01, 0.005, caption, fontsize=7, ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return save_figure(fig, Path(path))

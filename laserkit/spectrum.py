@@ -1,4 +1,5 @@
-"""Spectrum's files (SPEC §4): its SNR JSON, read and written, and the fine-tuning configs.
+"""Spectrum's files (docs/methods.md, "Spectrum"): its SNR JSON, read and written, and the
+fine-tuning configs.
 
 Spectrum (cognitivecomputations/spectrum) writes ``{module: {"snr": value, "type": type}}`` where
 "snr" holds SNR / s_max, and a ``*_sorted.json`` that groups by type, ``{type: {module: value}}``
@@ -6,10 +7,14 @@ Spectrum (cognitivecomputations/spectrum) writes ``{module: {"snr": value, "type
 NaN and Infinity are written as Python's json writes them (``NaN``, ``Infinity``), which is what
 Spectrum's own published files contain.
 
-The Axolotl YAML is byte-for-byte Spectrum's: per type in first-appearance order, the top
-int(N_type · p / 100) modules by descending value, after the head and embedding lines. Those two
-lines name the checkpoint's own tensors (Spectrum hard-codes ``lm_head`` and
-``model.embed_tokens``); a head tied to the embedding (no tensor of its own) is noted in a comment.
+The default Axolotl YAML (``axolotl``) is byte-for-byte what Spectrum's
+``generate_unfrozen_params_yaml`` (spectrum.py at 0ed1756, lines 184–210) writes from the same
+SNR entries: its two hard-coded lines ``^lm_head.weight$`` and ``^model.embed_tokens.weight$``,
+then per type in the entries' order a ``# <type> layers`` heading (also for a type of which none
+is selected) and the top int(N_type · p / 100) modules by ``sorted(..., reverse=True)`` (ties keep
+file order). ``axolotl-named`` is laserkit's variant: the head and embedding lines name the
+checkpoint's own tensors (a tied head is noted in a comment) and types with none selected get no
+heading.
 """
 
 from __future__ import annotations
@@ -79,10 +84,9 @@ def _number(v: object, where: str) -> float:
 
 
 def select_top(entries: dict[str, dict], top_percent: float) -> dict[str, list[str]]:
-    """Per type, in first-appearance order: the int(N·p/100) modules of highest value.
-
-    Ties keep file order (Spectrum's stable sort); NaN ranks last, +∞ first.
-    """
+    """Per type, in first-appearance order: the int(N·p/100) modules of highest value, ranked by
+    Python's stable ``sorted(key=value, reverse=True)`` exactly as Spectrum ranks them (ties keep
+    file order; NaN compares false both ways, so it stays where the sort leaves it, as there)."""
     if not 0 <= top_percent <= 100:
         raise LaserkitError(f"--top-percent must be between 0 and 100, got {top_percent:g}")
     by_type: dict[str, list[tuple[str, float]]] = {}
@@ -90,8 +94,7 @@ def select_top(entries: dict[str, dict], top_percent: float) -> dict[str, list[s
         by_type.setdefault(info["type"], []).append((module, info["snr"]))
     chosen: dict[str, list[str]] = {}
     for typ, items in by_type.items():
-        ranked = sorted(items, key=lambda x: (math.isnan(x[1]), -x[1] if not math.isnan(x[1])
-                                              else 0.0))
+        ranked = sorted(items, key=lambda x: x[1], reverse=True)
         chosen[typ] = [m for m, _ in ranked[:int(len(items) * top_percent / 100)]]
     return chosen
 
@@ -124,11 +127,24 @@ def _special_lines(entries: dict[str, dict], embed: str | None,
 
 def axolotl_yaml(entries: dict[str, dict], top_percent: float, *, embed: str | None = None,
                  head: str | None = None) -> str:
-    """Spectrum's ``unfrozen_parameters`` YAML for Axolotl."""
-    lines = ["unfrozen_parameters:", *_special_lines(entries, embed, head)]
+    """Spectrum's ``unfrozen_parameters`` YAML for Axolotl, byte for byte (``embed``/``head``
+    are accepted for a common signature and ignored: Spectrum hard-codes both lines)."""
+    lines = ["unfrozen_parameters:", f"- ^{SPECTRUM_HEAD}.weight$", f"- ^{SPECTRUM_EMBED}.weight$"]
     for typ, modules in select_top(entries, top_percent).items():
         lines.append(f"# {typ} layers")
         lines.extend(f"- {m}" for m in modules)
+    return "\n".join(lines) + "\n"
+
+
+def axolotl_named_yaml(entries: dict[str, dict], top_percent: float, *,
+                       embed: str | None = None, head: str | None = None) -> str:
+    """The same selection with the head and embedding lines naming the checkpoint's tensors,
+    and no heading for a type of which none is selected."""
+    lines = ["unfrozen_parameters:", *_special_lines(entries, embed, head)]
+    for typ, modules in select_top(entries, top_percent).items():
+        if modules:
+            lines.append(f"# {typ} layers")
+            lines.extend(f"- {m}" for m in modules)
     return "\n".join(lines) + "\n"
 
 
@@ -168,4 +184,34 @@ def llama_factory_yaml(entries: dict[str, dict], top_percent: float, *,
     return "\n".join(lines) + "\n"
 
 
-FORMATS = {"axolotl": axolotl_yaml, "llama-factory": llama_factory_yaml}
+FORMATS = {"axolotl": axolotl_yaml, "axolotl-named": axolotl_named_yaml,
+           "llama-factory": llama_factory_yaml}
+
+# A matrix with no singular value at or below τ (empty noise): what its SNR/s_max is.
+EMPTY_NOISE: dict[str, str] = {
+    "sum": "current Spectrum (since e064db4, April 2025): the empty noise sum counts as 1, so "
+           "SNR/s_max = ΣS/s_max (a 1-D weight: 1)",
+    "inf": "Spectrum before April 2025: SNR = ∞, ranked above every finite value",
+}
+
+
+def check_empty_noise(rule: str) -> str:
+    if rule not in EMPTY_NOISE:
+        raise LaserkitError(f"unknown --empty-noise {rule!r}: use {', '.join(EMPTY_NOISE)}")
+    return rule
+
+
+def summary_line(target: object, entries: dict[str, dict], top_percent: float,
+                 fmt: str) -> str:
+    """What was written, counted as the file counts it: the selected modules plus the head and
+    embedding lines, and which types had none selected."""
+    chosen = select_top(entries, top_percent)
+    picked = sum(len(v) for v in chosen.values())
+    empty = [t for t, v in chosen.items() if not v]
+    text = f"wrote {target}: {picked} modules selected (top {top_percent:g}% per type)"
+    if fmt == "axolotl":
+        text += " + the 2 head and embedding lines Spectrum always writes"
+    if empty:
+        text += (f"; none selected of {', '.join(empty)}"
+                 + (" (Spectrum writes their headings anyway)" if fmt == "axolotl" else ""))
+    return text

@@ -18,6 +18,7 @@ from laserkit.errors import LaserkitError
 from laserkit.scan import load_scan, lowest_snr, scan
 from laserkit.spectral import matrix_stats
 from laserkit.spectrum import (
+    axolotl_named_yaml,
     axolotl_yaml,
     dumps_json,
     llama_factory_yaml,
@@ -44,10 +45,11 @@ def _rows(result) -> list[dict]:
 def test_scan_matches_direct_svd_of_every_matrix(tiny_dirs):
     whole, _, sd = tiny_dirs
     res = scan(whole, progress=False, threads=1)
-    expected = {k for k, v in sd.items() if v.dim() == 2}
+    expected = {k for k, v in sd.items() if v.dim() == 2 or k.endswith("norm.weight")}
     assert {r.name for r in res.records} == expected
     for r in res.records:
-        ref = matrix_stats(sd[r.name], method="svd")
+        w = sd[r.name]
+        ref = matrix_stats(w if w.dim() == 2 else w.unsqueeze(0), method="svd")
         assert r.stats["n_above"] == ref["n_above"]
         assert r.stats["snr"] == pytest.approx(ref["snr"], rel=1e-9)
         assert r.stats["effective_rank"] == pytest.approx(ref["effective_rank"], rel=1e-9)
@@ -58,7 +60,9 @@ def test_scan_matches_direct_svd_of_every_matrix(tiny_dirs):
     assert by["model.layers.1.self_attn.o_proj"].role == "out_proj"
     assert (by["lm_head"].type, by["lm_head"].layer) == ("lm_head", None)
     assert by["model.embed_tokens"].type == "model.embed_tokens"
-    assert all(why.startswith("1-D") for why in res.skipped.values()) and res.skipped
+    norm = by["model.layers.3.input_layernorm"]  # Spectrum scans it as a 1×n matrix
+    assert (norm.type, norm.layer, norm.shape) == ("input_layernorm", 3, (1, 32))
+    assert by["model.norm"].type == "model.norm" and not res.skipped  # no biases in llama
 
 
 def test_sharded_checkpoint_gives_the_same_scan(tiny_dirs):
@@ -93,6 +97,7 @@ def test_outputs_and_spectrum_json_round_trip(tiny_dirs, tmp_path):
     assert flat == res.spectrum_entries()
     r = next(x for x in res.records if x.module == "model.layers.4.mlp.up_proj")
     assert flat[r.module] == {"snr": r.stats["snr_over_smax"], "type": "mlp.up_proj"}
+    assert flat["model.layers.4.input_layernorm"] == {"snr": 1.0, "type": "input_layernorm"}
     csv_lines = (out / "scan.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(res.records)
     back = load_scan(out)
@@ -144,15 +149,17 @@ def test_yaml_names_come_from_the_checkpoint_and_handle_nan_inf():
         "transformer.h.2.mlp.c_fc": {"snr": math.inf, "type": "mlp.c_fc"},
         "transformer.h.3.mlp.c_fc": {"snr": 0.7, "type": "mlp.c_fc"},
     }
-    text = axolotl_yaml(entries, 75)
+    text = axolotl_named_yaml(entries, 75)
     assert text.splitlines()[:3] == ["unfrozen_parameters:",
                                      "# no separate head: tied to transformer.wte.weight",
                                      "- ^transformer.wte.weight$"]
-    assert "- transformer.h.2.mlp.c_fc\n- transformer.h.3.mlp.c_fc\n- transformer.h.1" in text
-    assert "h.0" not in text  # NaN ranks last
+    # Spectrum's sorted(reverse=True) leaves the NaN first (it compares false both ways)
+    assert "- transformer.h.0.mlp.c_fc\n- transformer.h.2.mlp.c_fc\n- transformer.h.3" in text
+    assert "h.1" not in text and "# transformer.wte layers" not in text  # none selected
+    assert axolotl_yaml(entries, 75) == spectrum_reference_yaml(entries, 75)
     lf = yaml.safe_load(llama_factory_yaml(entries, 75))
     assert lf["finetuning_type"] == "lora"
-    assert lf["lora_target"].split(",") == [f"transformer.h.{i}.mlp.c_fc" for i in (2, 3, 1)]
+    assert lf["lora_target"].split(",") == [f"transformer.h.{i}.mlp.c_fc" for i in (0, 2, 3)]
     assert lf["additional_target"] == "transformer.wte"
     assert json.loads(dumps_json(entries))["transformer.h.2.mlp.c_fc"]["snr"] == math.inf
     with pytest.raises(LaserkitError, match="top-percent"):
@@ -268,27 +275,30 @@ def test_cli_scan_spectrum_and_one_line_errors(tiny_dirs, tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_real_default_model_whole_scan(default_model_dir, tmp_path):
     res = scan("default", tmp_path / "smol", progress=False, threads=1)
-    assert len(res.records) == 30 * 7 + 1  # tied head: no lm_head tensor
-    assert len(res.skipped) == 61
+    assert len(res.records) == 30 * 9 + 2  # 2 norms a block and model.norm; no lm_head tensor
+    assert not res.skipped
     by = {r.module: r for r in res.records}
     for name in ("model.layers.0.self_attn.k_proj", "model.layers.29.mlp.down_proj"):
         ref = matrix_stats(open_checkpoint(default_model_dir).get(f"{name}.weight"), method="svd")
         assert by[name].stats["n_above"] == ref["n_above"]
         assert by[name].stats["snr"] == pytest.approx(ref["snr"], rel=1e-9)
     assert by["model.layers.0.self_attn.k_proj"].shape == (192, 576)
-    assert all(math.isfinite(r.stats["snr"]) for r in res.records if r.layer is not None)
+    assert all(math.isfinite(r.stats["snr"]) for r in res.records  # norms: 1 value, no noise
+               if r.layer is not None and min(r.shape) > 1)
     assert math.isinf(by["model.embed_tokens"].stats["snr"])  # IQR-τ below every value
     flat = json.loads((tmp_path / "smol" / "snr_results.json").read_text())
-    assert len(flat) == 211 and flat["model.layers.7.mlp.gate_proj"]["type"] == "mlp.gate_proj"
-    text = axolotl_yaml(res.spectrum_entries(), 25, embed="model.embed_tokens")
+    # Spectrum's 273: 30 × (7 matrices + 2 norms), model.norm, the embedding and the tied head
+    assert len(flat) == 273 and flat["model.layers.7.mlp.gate_proj"]["type"] == "mlp.gate_proj"
+    assert flat["lm_head"] == flat["model.embed_tokens"] | {"type": "lm_head"}
+    text = axolotl_named_yaml(res.spectrum_entries(), 25, embed="model.embed_tokens")
     lines = text.splitlines()
     assert lines[1:3] == ["# no separate head: tied to model.embed_tokens.weight",
                           "- ^model.embed_tokens.weight$"]
-    assert sum(1 for x in lines if x.startswith("- model.layers.")) == 7 * int(30 * 25 / 100)
+    assert sum(1 for x in lines if x.startswith("- model.layers.")) == 9 * int(30 * 25 / 100)
     from laserkit.cli.scan import _summary_table
 
     table = _summary_table(res)
-    assert table.row_count == 8
+    assert table.row_count == 11
     assert (tmp_path / "smol" / "snr_heatmap.png").stat().st_size > 10_000
 
 

@@ -62,7 +62,7 @@ app = typer.Typer(
 )
 
 # Command families, each a module of this package that adds its commands to ``app``.
-COMMAND_MODULES = ("reduce", "evaluate", "scan", "search", "cache", "compare")
+COMMAND_MODULES = ("reduce", "evaluate", "scan", "search", "cache", "compare", "reproduce")
 
 EXIT_USAGE = 2  # click's status for usage errors; also laserkit's for bad input
 EXIT_FAILED = 1

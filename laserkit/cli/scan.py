@@ -71,10 +71,13 @@ def _notes(result) -> list[str]:
     if nan:
         lines.append(f"{len(nan)} matrices have SNR = NaN: {nan[0].stats['note']} "
                      f"(e.g. {nan[0].module})")
-    one_d = sum(1 for why in result.skipped.values() if why.startswith("1-D"))
-    if one_d:
-        lines.append(f"{one_d} 1-D weights (norm scales, biases) skipped: a vector has no "
-                     "spectrum, so SNR is undefined for them")
+    vectors = sum(1 for r in result.records if min(r.shape) == 1)
+    if vectors:
+        lines.append(f"{vectors} 1-D weights (norm scales) scanned as 1×n matrices, as Spectrum "
+                     "does: one singular value, no noise")
+    biases = sum(1 for why in result.skipped.values() if why.startswith("1-D"))
+    if biases:
+        lines.append(f"{biases} biases skipped: Spectrum scans module weights only")
     return lines
 
 
@@ -100,7 +103,8 @@ def scan(
                                 "(default: torch's; 1 is often fastest on a busy machine)"),
     trust_remote_code: bool = TrustOpt,
 ) -> None:
-    """SNR and spectrum statistics of every 2-D weight, streamed from the checkpoint files."""
+    """SNR and spectrum statistics of every weight matrix (norm scales as 1×n, as Spectrum
+    scans them), streamed from the checkpoint files."""
     from ..errors import LaserkitError
     from ..fileio import refuse_file
 
@@ -141,7 +145,12 @@ def spectrum(
     top_percent: float = typer.Option(50.0, "--top-percent", help="per module type, unfreeze "
                                       "this percentage of layers with the highest SNR/s_max"),
     fmt: str = typer.Option("axolotl", "--format", help="axolotl (Spectrum's "
-                            "unfrozen_parameters YAML) or llama-factory"),
+                            "unfrozen_parameters YAML, byte for byte), axolotl-named (head and "
+                            "embedding lines named from the checkpoint) or llama-factory"),
+    empty_noise: str = typer.Option("sum", "--empty-noise", help="SNR/s_max of a matrix with "
+                                    "no noise singular value: sum (ΣS/s_max, Spectrum since "
+                                    "April 2025) or inf (older Spectrum); for a scan "
+                                    "directory (a Spectrum JSON keeps its own values)"),
     out: Path = typer.Option(None, "--out", help="YAML file to write (default: next to the "
                              "input, named after the format and percentage)"),
 ) -> None:
@@ -149,13 +158,20 @@ def spectrum(
     from ..errors import LaserkitError
     from ..fileio import atomic_write_text
     from ..scan import load_scan
-    from ..spectrum import FORMATS, read_spectrum_json, select_top, special_modules
+    from ..spectrum import (
+        FORMATS,
+        check_empty_noise,
+        read_spectrum_json,
+        special_modules,
+        summary_line,
+    )
 
     if fmt not in FORMATS:
         raise LaserkitError(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
+    check_empty_noise(empty_noise)
     if source.is_dir():
         result = load_scan(source, with_s=False)
-        entries = result.spectrum_entries()
+        entries = result.spectrum_entries(empty_noise)
         embed, head = special_modules(r.module for r in result.records if r.layer is None)
         folder = source
     elif source.is_file():
@@ -165,8 +181,8 @@ def spectrum(
     else:
         raise LaserkitError(f"{source} does not exist: give a scan directory or a Spectrum JSON")
     text = FORMATS[fmt](entries, top_percent, embed=embed, head=head)
-    stem = "unfrozen_parameters" if fmt == "axolotl" else "llama_factory"
+    stem = {"axolotl": "unfrozen_parameters", "axolotl-named": "unfrozen_parameters_named",
+            "llama-factory": "llama_factory"}[fmt]
     target = out or folder / f"{stem}_{top_percent:g}percent.yaml"
     atomic_write_text(target, text)
-    picked = sum(len(v) for v in select_top(entries, top_percent).values())
-    console.print(f"wrote {target}: {picked} matrices unfrozen (top {top_percent:g}% per type)")
+    console.print(summary_line(target, entries, top_percent, fmt))

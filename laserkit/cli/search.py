@@ -190,6 +190,10 @@ def search(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    selection: str = typer.Option("laserkit", "--selection", help="laserkit: the base model "
+                                  "competes and wins ties (an edit must beat it); reference: "
+                                  "the base is never a candidate, the best intervention is "
+                                  "reported as the reference does (docs/search.md)"),
     seed: int = typer.Option(0, "--seed", help="seeds the search: TPE's sampler"),
     shuffle: int = typer.Option(None, "--shuffle", help="shuffle the examples with this seed "
                                 "before the split (default: none, the paper's "
@@ -213,6 +217,10 @@ def search(
     if strategy not in ("grid", "tpe"):
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
                             "commands of their own)")
+    from ..search.config import SELECTIONS
+
+    if selection not in SELECTIONS:  # before the model is loaded
+        raise LaserkitError(f"unknown --selection {selection!r}: use {', '.join(SELECTIONS)}")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
@@ -224,7 +232,8 @@ def search(
         intervention=_iv(iv),
         halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
         prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
-        heartbeat_s=heartbeat, grace_s=grace, trust_remote_code=trust_remote_code)
+        heartbeat_s=heartbeat, grace_s=grace, trust_remote_code=trust_remote_code,
+        selection=selection)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
         resume=resume, workers=workers, device=device, no_save=no_save)
 

@@ -1,4 +1,4 @@
-"""LASER: replace W by its best rank-k approximation, k = ⌊min(m, n)·ρ⌋ (SPEC §1).
+"""LASER: replace W by its best rank-k approximation, k = int(min(m, n)·ρ) (docs/methods.md).
 
 The edit is the exact truncation, reached by default without a full SVD (fast_svd.py: top-k
 vectors only, checked a posteriori, full SVD when the check fails), hence deterministic, unlike the
@@ -40,10 +40,12 @@ class Factors:
 
 
 def rho_from_rate(rate: float) -> float:
-    """The reference CLI's rate in [0, 10]: ρ = 1 − 0.1·rate (rate 9.9 keeps 1%)."""
+    """The reference CLI's rate in [0, 10]: ρ = (10 − rate)·0.1 (rate 9.9 keeps 1%), computed in
+    the reference's order of operations (laser/*_laser.py: ``(10 - rate) * 0.1``) so that the
+    floating-point ρ, and hence the kept rank, is the reference's."""
     if not 0.0 <= rate <= 10.0:
-        raise LaserkitError(f"rate {rate} is outside [0, 10] (ρ = 1 − 0.1·rate; 9.9 keeps 1%)")
-    return 1.0 - 0.1 * rate
+        raise LaserkitError(f"rate {rate} is outside [0, 10] (ρ = (10 − rate)·0.1; 9.9 keeps 1%)")
+    return (10 - rate) * 0.1
 
 
 def check_rho(rho: float) -> float:
@@ -53,8 +55,22 @@ def check_rho(rho: float) -> float:
 
 
 def kept_rank(m: int, n: int, rho: float) -> int:
-    """k = ⌊min(m, n)·ρ⌋, guarded against float error (0.29·100 must give 29, not 28)."""
+    """k = int(min(m, n)·ρ) in floating point, exactly as the reference's do_low_rank
+    (laser/matrix_utils.py: ``int(max_rank * k)``), so a product a hair below a whole number
+    keeps one component fewer (0.29·100 = 28.999… gives 28, as the reference).
+    ``legacy_kept_rank`` is the rule laserkit used before (definitions 1)."""
+    return min(min(m, n), int(min(m, n) * check_rho(rho)))
+
+
+def legacy_kept_rank(m: int, n: int, rho: float) -> int:
+    """Definitions 1 (laserkit ≤ 0.1.0 runs): ⌊min(m, n)·ρ + 1e-9⌋, one more component than the
+    reference whenever the product is a whole number in exact arithmetic."""
     return min(min(m, n), math.floor(min(m, n) * check_rho(rho) + 1e-9))
+
+
+def legacy_rho_from_rate(rate: float) -> float:
+    """Definitions 1: ρ = 1 − 0.1·rate (differs from the reference's in the last bits)."""
+    return 1.0 - 0.1 * rate
 
 
 SVD_METHODS = {

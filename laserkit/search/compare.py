@@ -138,7 +138,8 @@ def copy_base(store: TrialStore, siblings: list[TrialStore]) -> int:
         if key in have:
             continue
         for sib in siblings:
-            if {k: sib.config.identity()[k] for k in same} != mine:
+            if ({k: sib.config.identity()[k] for k in same} != mine
+                    or sib.config.definitions != store.config.definitions):  # no mixing
                 continue
             r = sib.results().get(key)
             if r is not None:

@@ -15,7 +15,20 @@ from ..errors import LaserkitError
 # Fields that define what a run computes: a resume must agree on all of them. The rest (cache
 # size, heartbeat) may change between sessions without changing any number.
 IDENTITY = ("strategy", "model", "objective", "intervention", "lnames", "layers", "rhos",
-            "candidates", "halving", "trials", "batch", "seed", "dtype")
+            "candidates", "halving", "trials", "batch", "seed", "dtype", "selection")
+
+# Which definitions a run's numbers follow (stored with the run; a run stored without it is 1).
+# 1: generation tasks' log-loss summed over the answer's tokens; k = ⌊min(m,n)·ρ + 1e-9⌋ and
+#    ρ = 1 − 0.1·rate. 2: the reference's: per-token mean log-loss, k = int(min(m,n)·ρ),
+#    ρ = (10 − rate)·0.1 (docs/methods.md, "Definitions of a run").
+DEFINITIONS = 2
+
+# How a search picks its result from the validation trials (docs/search.md, "Selection").
+SELECTIONS: dict[str, str] = {
+    "laserkit": "the base model is a candidate and wins ties: an edit must beat it to be chosen",
+    "reference": "the base model is never a candidate: the best intervention is reported even "
+                 "when it is worse than the base (the reference's grid loop)",
+}
 
 
 @dataclass
@@ -96,6 +109,8 @@ class RunConfig:
     heartbeat_s: int = 5
     grace_s: int = 20
     trust_remote_code: bool = False  # the user allowed the model's own code (--trust-remote-code)
+    selection: str = "laserkit"
+    definitions: int = DEFINITIONS
 
     @property
     def command(self) -> str:
@@ -129,6 +144,11 @@ class RunConfig:
             raise LaserkitError("--halving applies to the grid strategy only")
         if self.strategy != "tpe" and self.trials is not None:
             raise LaserkitError("--trials applies to --strategy tpe (the grid runs all of it)")
+        if self.selection not in SELECTIONS:
+            raise LaserkitError(f"unknown --selection {self.selection!r}: use "
+                                f"{', '.join(SELECTIONS)}")
+        if self.selection != "laserkit" and self.strategy not in ("grid", "tpe"):
+            raise LaserkitError("--selection reference applies to search (grid or tpe) only")
         if self.trials is not None and self.trials < 1 or self.batch < 1:
             raise LaserkitError("--trials and --batch must be at least 1")
         if self.strategy in ("grid", "tpe", "compose") and not (
@@ -143,7 +163,30 @@ class RunConfig:
     def from_json(cls, d: dict[str, Any]) -> RunConfig:
         d = _known(cls, d)
         d["objective"] = ObjectiveConfig.from_json(d.get("objective", {}))
+        d.setdefault("definitions", 1)  # stored before runs recorded their definitions
         return cls(**d)
+
+    def legacy_conflicts(self) -> list[str]:
+        """Why continuing this run under the current definitions would mix two definitions in
+        one run ([] when none of its numbers depends on what changed since its definitions)."""
+        if self.definitions >= DEFINITIONS:
+            return []
+        why = []
+        obj = self.objective
+        if obj.type == "task" and obj.task:
+            from ..tasks import get_task  # noqa: PLC0415 - definitions only, no data read
+
+            t = get_task(obj.task, obj.data)
+            if t.kind == "generate" and t.match != "regex":
+                why.append(f"its task {obj.task} scored generation log-loss as the sum over the "
+                           "answer's tokens (now the per-token mean, the reference's)")
+        if self.intervention.get("kind") in ("rank-reduction", "vendi-score"):
+            bad = [r for r in self.rhos if rank_rules_differ(r)]
+            if bad:
+                why.append(f"its ρ {bad[0]!r} keeps another rank under the reference's "
+                           "k = int(min(m,n)·ρ) than under the old ⌊min(m,n)·ρ + 1e-9⌋ on some "
+                           "matrix widths")
+        return why
 
     def identity(self) -> dict[str, Any]:
         """The fields a resume must repeat; the order of ℓ and ρ does not change a run."""
@@ -155,6 +198,14 @@ class RunConfig:
         """The identity fields where two configs disagree."""
         a, b = self.identity(), other.identity()
         return [k for k in IDENTITY if a[k] != b[k]]
+
+
+def rank_rules_differ(rho: float, widths: int = 1 << 16) -> bool:
+    """Does the old rank rule ⌊w·ρ + 1e-9⌋ keep another rank than int(w·ρ) for some matrix
+    width w ≤ ``widths``? (Old runs whose ρ never differ resume unchanged.)"""
+    import math  # noqa: PLC0415
+
+    return any(math.floor(w * rho + 1e-9) != int(w * rho) for w in range(1, widths + 1))
 
 
 def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,40 @@ def pick(results: list[Result], higher_is_better: bool) -> Result:
     return min(results, key=lambda r: selection_key(r.summary, higher_is_better, r.spec["order"]))
 
 
+def reference_order(r: Result) -> tuple:
+    """Where the reference's loop meets a trial (intervention_*_bbh.py: layers from the last
+    down, τ in the given order, rates in reversed order, i.e. ρ from small to large); the first
+    met wins a tie, as its strict comparisons keep the earlier best."""
+    e = r.spec["edits"][0]
+    return (-int(e["layer"]), str(e["lname"]), float(e["intervention"].get("rho") or 0.0))
+
+
+def pick_reference(results: list[Result], higher_is_better: bool,
+                   lnames: list[str] | None = None) -> Result:
+    """The reference's choice among interventions (the base model never competes): the highest
+    validation accuracy, then the lower validation log-loss, then the reference's loop order."""
+    order = {n: i for i, n in enumerate(lnames or [])}
+
+    def key(r: Result) -> tuple:
+        layer, lname, rho = reference_order(r)
+        head = selection_key(r.summary, higher_is_better, 0)[:-1]
+        return (*head, layer, order.get(lname, len(order)), lname, rho)
+
+    edited = [r for r in results if r.spec["edits"]]
+    if not edited:
+        raise ValueError("the reference's selection needs at least one intervention")
+    return min(edited, key=key)
+
+
+def choose(base: Result, results: list[Result], higher_is_better: bool, selection: str,
+           lnames: list[str] | None = None) -> Result:
+    """The run's result by its selection rule (config.SELECTIONS): laserkit's (base included,
+    winning ties) or the reference's (base excluded)."""
+    if selection == "reference":
+        return pick_reference(results, higher_is_better, lnames)
+    return pick([base, *results], higher_is_better)
+
+
 def space_edits(cfg: RunConfig) -> list[list[dict]]:
     """The run's (τ, ℓ, ρ) grid as edit lists, in grid order."""
     return grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention.from_dict(cfg.intervention))
@@ -63,8 +97,10 @@ class GridPlan:
 
     def __init__(self, cfg: RunConfig | list[list[dict]], higher_is_better: bool = True,
                  split: str = "validation", halving: int | None = None) -> None:
+        self.selection, self.lnames = "laserkit", None
         if isinstance(cfg, RunConfig):
             halving = cfg.halving
+            self.selection, self.lnames = cfg.selection, cfg.lnames
             cfg = space_edits(cfg)
         self.edits = cfg
         self.higher_is_better = higher_is_better
@@ -119,9 +155,11 @@ class GridPlan:
         return trial.make("test", "test", best.spec["edits"], order=best.spec["order"])
 
     def best(self, done: dict[str, Result]) -> Result:
-        """The chosen trial (possibly the base model) among the final validation trials."""
+        """The chosen trial among the final validation trials (possibly the base model, unless
+        the selection is the reference's)."""
         base = done[self.base("validation")["key"]]
-        return pick([base] + [done[s["key"]] for s in self._final(done)], self.higher_is_better)
+        return choose(base, [done[s["key"]] for s in self._final(done)], self.higher_is_better,
+                      self.selection, self.lnames)
 
     def next_specs(self, done: dict[str, Result]) -> list[dict] | None:
         """The specs to enqueue now (the first unfinished phase), or None when the run is done."""

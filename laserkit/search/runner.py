@@ -120,6 +120,11 @@ def work(store: TrialStore, ctx: Context,
          on_trial: Callable[[dict, Scored], None] | None = None, poll_s: float = 1.0) -> int:
     """Run trials until the strategy says the run is done, then store its result; returns how
     many trials this worker ran."""
+    why = store.config.legacy_conflicts()
+    if why and ctx.strategy.next_specs(store.results()) is not None:
+        raise LaserkitError(f"run {store.run!r} was made under laserkit's older definitions and "
+                            f"{why[0]}; a trial scored now would mix two definitions in one run "
+                            "(its results stay readable): start a new run")
     ran = 0
     while True:
         check_interrupt()  # a Ctrl-C swallowed by a finalizer still stops the run here

@@ -221,6 +221,8 @@ def status(store: TrialStore) -> dict[str, Any]:
     decided = [r for r in done.values() if r.spec["split"] in ("validation", "all")
                and r.spec.get("fraction", 1.0) >= 1.0]
     best: Result | None = None
+    if cfg.selection == "reference":  # the base model is never the reference's choice
+        decided = [r for r in decided if r.spec["edits"]]
     if decided:
         hib = bool(decided[0].summary.get("higher_is_better", True))
         best = pick(decided, hib)

@@ -173,6 +173,7 @@ class TrialStore:
                 raise LaserkitError(f"a run named {self.run!r} exists in "
                                     f"{public_url(self.url)}; add --resume to continue it, or "
                                     "choose another --run / --run-dir")
+            self._check_definitions(create)
             diff = self.config.differs(create)
             if diff == ["objective"] and self.config.objective.max_new_tokens is None:
                 self._adopt_generation_length(create)
@@ -181,6 +182,26 @@ class TrialStore:
                 raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
                                     f"{', '.join(diff)}; repeat the original options")
             self.config = create  # same computation; engine settings may change
+
+    def _check_definitions(self, create: RunConfig) -> None:
+        """A run stored under older definitions (search/config.py DEFINITIONS) is continued only
+        where none of its numbers depends on what changed, and is then stamped current; where
+        one does, it is refused rather than mixed (its stored results stay readable)."""
+        if self.config.definitions >= create.definitions:
+            return
+        why = self.config.legacy_conflicts()
+        if sorted(self.config.rhos) != sorted(create.rhos) and len(self.config.rhos) == len(
+                create.rhos) and all(abs(a - b) < 1e-12 for a, b in zip(
+                sorted(self.config.rhos), sorted(create.rhos), strict=True)):
+            why.insert(0, "its ρ came from --rate as 1 − 0.1·rate, which differs in the last bits "
+                       "from the reference's (10 − rate)·0.1 used now, and so can the kept rank")
+        if why:
+            raise LaserkitError(
+                f"--resume: run {self.run!r} was made under laserkit's older definitions and "
+                f"{why[0]}; continuing it would mix two definitions in one run. Its results stay "
+                "readable (status, report); start a new run to use the current definitions")
+        self.config.definitions = create.definitions
+        self.study.set_user_attr("config", self.config.to_json())
 
     def _adopt_generation_length(self, create: RunConfig) -> None:
         """Resume a run made before runs stored their generation length (semantic tasks then

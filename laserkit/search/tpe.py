@@ -25,7 +25,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
-from .grid import pick, trial_row
+from .grid import choose, trial_row
 from .strategy import chosen, register
 from .trial import Result, objective_value
 
@@ -50,6 +50,7 @@ class TPE:
     def __init__(self, cfg: RunConfig, higher_is_better: bool = True,
                  split: str = "validation") -> None:
         self.lnames = list(cfg.lnames)
+        self.selection = cfg.selection
         self.layer_list = sorted(cfg.layers)
         self.rhos = sorted(cfg.rhos)
         self.iv = cfg.intervention
@@ -154,7 +155,8 @@ class TPE:
         return [done[s["key"]] for s in self.proposals(done)[0]]
 
     def best(self, done: dict[str, Result]) -> Result:
-        return pick([done[self.base("validation")["key"]], *self._ran(done)], self.hib)
+        return choose(done[self.base("validation")["key"]], self._ran(done), self.hib,
+                      self.selection, self.lnames)
 
     def _tests(self, done: dict[str, Result]) -> list[dict]:
         best = self.best(done)

@@ -463,7 +463,10 @@ def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
             if kind == "choice":
                 raise LaserkitError(f"{where}: expected one target, got {targets}")
             continue
-        prompt = fill(spec.get("prompt", "{inputs}"), {**rec, "inputs": text.strip()}, where)
+        # the reference strips open questions' inputs (bbh_qa: dataset[i][0].strip()) and
+        # scores choice tasks' inputs unchanged (intervention_*_bbh.py: prompt = dataset[i][0])
+        shown = text if kind == "choice" else text.strip()
+        prompt = fill(spec.get("prompt", "{inputs}"), {**rec, "inputs": shown}, where)
         target = str(targets[0]).strip()
         if kind == "choice":
             choices = [str(c) for c in spec["choices"]]
