@@ -24,6 +24,15 @@ def _interrupt_after(real):
     return make
 
 
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own Ctrl-C handler for these tests: a background job starts with SIGINT ignored,
+    and a handler left by an earlier test would swallow the signal instead of raising."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def test_ctrl_c_right_after_the_temporary_directory_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkdtemp", _interrupt_after(tempfile.mkdtemp))
     with pytest.raises(KeyboardInterrupt):
