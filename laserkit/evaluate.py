@@ -45,6 +45,8 @@ from . import scoring as S
 from .errors import LaserkitError
 from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
 from .tasks import matching as M
+from .tasks.lm_eval_kind import KIND as LM_EVAL_KIND
+from .tasks.lm_eval_kind import evaluate_lm_eval
 from .tasks.registry import get_task
 from .tasks.spec import CHAT_KINDS, Example, Task, check_max_new_tokens
 
@@ -394,6 +396,7 @@ def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
 
 KIND_EVALUATORS = {"choice": _choice, "next_token": _next_token, "generate": _generate,
                    "perplexity": _perplexity, "semantic": _semantic}
+KIND_EVALUATORS[LM_EVAL_KIND] = evaluate_lm_eval  # lm-evaluation-harness tasks (docs/tasks.md)
 
 
 def _mean(values) -> float:
