@@ -46,6 +46,7 @@ from .errors import LaserkitError
 from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
 from .tasks import matching as M
 from .tasks.lm_eval_kind import KIND as LM_EVAL_KIND
+from .tasks.lm_eval_kind import RESULTS_FILE as LM_EVAL_RESULTS
 from .tasks.lm_eval_kind import evaluate_lm_eval
 from .tasks.registry import get_task
 from .tasks.spec import CHAT_KINDS, Example, Task, check_max_new_tokens
@@ -74,6 +75,9 @@ class EvalResult:
             atomic_write_text(tmp / "records.jsonl", "".join(
                 json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
             atomic_write_text(tmp / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+            if "lm_eval" in self.summary:  # lm-eval tasks: its results file, as lm_eval writes it
+                atomic_write_text(tmp / LM_EVAL_RESULTS, json.dumps(self.summary["lm_eval"],
+                                                                    indent=2) + "\n")
 
         return atomic_dir(out_dir, write, overwrite=True)
 

@@ -173,3 +173,50 @@ def test_unreachable_data_names_the_dataset(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("laserkit: error: ")
     assert "dataset_path json" in done.stderr and "local copy" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
+    """A 2-layer llama with SmolLM2's tokenizer, saved as an HF directory."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    path = tmp_path_factory.mktemp("tiny-lm-eval")
+    make_tiny("llama", vocab_size=len(tok), num_hidden_layers=2).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_eval_writes_lm_eval_results_json(task_dir, tiny_model_dir, tmp_path):
+    out = tmp_path / "ev"
+    done = _cli("eval", tiny_model_dir, "--task", "lm-eval:lk_mc", "--include-path", task_dir,
+                "--out", out, "--dtype", "float32", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    res = json.loads((out / "lm_eval_results.json").read_text())
+    assert {"results", "configs", "versions", "n-shot", "higher_is_better", "n-samples",
+            "config", "date"} <= set(res)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "acc" and summary["n"] == len(MC)
+    assert summary["score"] == res["results"]["lk_mc"]["acc,none"]
+    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(f"lk_mc:{i}" for i in range(len(MC)))
+    assert all(len(r["resps"]) == len(MC[r["doc_id"]]["choices"]) for r in records)
+
+
+def test_search_on_an_lm_eval_task(task_dir, tiny_model_dir, tmp_path):
+    """search through the same task kind: base and best on test, with the paired statistics."""
+    run = tmp_path / "run"
+    done = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc,lk_ll", "--include-path",
+                task_dir, "--lname", "fc_in", "--lnum", "-1:", "--rho", "0.5,0.1", "--run-dir",
+                run, "--dtype", "float32", "--device", "cpu", "--no-save")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run / "result.json").read_text())
+    assert result["base"]["test"]["metric"] == "mean_acc"
+    assert result["base"]["test"]["n"] + result["base"]["validation"]["n"] == len(MC) + len(LL)
+    assert "ci95" in result["significance"]["test"], result["significance"]
+
+
+def test_include_path_needs_an_lm_eval_task(task_dir):
+    done = _cli("eval", "default", "--task", "fever", "--include-path", task_dir)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--include-path applies to lm-eval tasks" in done.stderr

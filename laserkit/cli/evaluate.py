@@ -34,6 +34,9 @@ def eval_(
                              "several), or .json/.jsonl/.csv data; format: docs/tasks.md"),
     data: str = typer.Option(None, "--data", help="the task's data from a local file in its "
                              "original format, or 'hub' for the Hugging Face hub"),
+    include_path: str = typer.Option(None, "--include-path", help="lm-eval tasks (--task "
+                                     "lm-eval:NAME): a directory of your own lm-eval task YAML "
+                                     "files"),
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
     limit: int = typer.Option(None, "--limit", help="use the first N examples (then split)"),
     batch_size: int = typer.Option(None, "--batch-size",
@@ -72,8 +75,9 @@ def eval_(
         check_dir_holds_only(out, EVAL_FILES, kind="evaluation")
     from ..evaluate import evaluate
     from ..tasks import get_task
+    from ..tasks.lm_eval_kind import task_source
 
-    t = get_task(task, data)
+    t = get_task(task, task_source(task, data, include_path))
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
     if dry_run:

@@ -24,6 +24,8 @@ from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
 DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
+IncludeOpt = typer.Option(None, "--include-path", help="lm-eval tasks (--task lm-eval:NAME): a "
+                          "directory of your own lm-eval task YAML files")
 LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
 MaxNewOpt = typer.Option(None, "--max-new-tokens", help="generation length for tasks that "
                          "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
@@ -152,6 +154,7 @@ def search(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     strategy: str = typer.Option("grid", "--strategy", help="grid: every (τ, ℓ, ρ) (the paper); "
@@ -199,6 +202,9 @@ def search(
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
                             "commands of their own)")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
+    from ..tasks.lm_eval_kind import task_source
+
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     loaded = load_with_status(model, dtype, device)
@@ -219,6 +225,7 @@ def greedy(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
@@ -242,6 +249,9 @@ def greedy(
     from ..search.greedy import scan_candidates
 
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
+    from ..tasks.lm_eval_kind import task_source
+
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     loaded = load_with_status(model, dtype, device)
@@ -260,6 +270,7 @@ def compose(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types tried at each layer"),
@@ -283,6 +294,9 @@ def compose(
     from ..targets import model_layout
 
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
+    from ..tasks.lm_eval_kind import task_source
+
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     loaded = load_with_status(model, dtype, device)

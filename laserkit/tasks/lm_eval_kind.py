@@ -32,6 +32,7 @@ from .spec import Example, Task
 PREFIX = "lm-eval:"
 KIND = "lm-eval"
 FEWSHOT_SEED = 1234  # simple_evaluate's fewshot_random_seed default
+RESULTS_FILE = "lm_eval_results.json"  # eval --out: lm-eval's results JSON
 BOOTSTRAP_ITERS = 100000  # simple_evaluate's default (stderr of non-mean metrics)
 OFFLINE_HINT = ("point the task at a local copy: in your own task YAML (--include-path DIR) set "
                 "dataset_path: json and dataset_kwargs: {data_files: {test: FILE}}, or run once "
@@ -41,6 +42,18 @@ OFFLINE_HINT = ("point the task at a local copy: in your own task YAML (--includ
 def is_lm_eval(name: object) -> bool:
     """Whether a --task value names lm-eval tasks."""
     return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def task_source(task: str | None, data: str | None, include_path: str | None) -> str | None:
+    """The data argument get_task receives: --include-path for an lm-eval task (the directory
+    of the user's YAML tasks), else --data."""
+    if include_path is None:
+        return data
+    if not is_lm_eval(task):
+        raise LaserkitError("--include-path applies to lm-eval tasks (--task lm-eval:NAME)")
+    if data is not None:
+        raise LaserkitError("give --include-path or --data, not both")
+    return include_path
 
 
 def task_names(spec: str) -> tuple[str, ...]:
@@ -219,7 +232,7 @@ def evaluate_lm_eval(ctx, examples: list[Example]) -> tuple[list[dict], dict]:
     summary = {ctx.task.metric: score,
                **{f"{n}/{_short(k)}": v for (n, k), v in zip(mains.items(), values,
                                                            strict=True)},
-               "lm_eval": _without_samples(res)}
+               "lm_eval": _results_json(res, ctx)}
     return records, summary
 
 
@@ -275,5 +288,21 @@ def _plain(v):
     return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
 
 
-def _without_samples(res: dict) -> dict:
-    return _plain({k: v for k, v in res.items() if k != "samples"})
+def _results_json(res: dict, ctx) -> dict:
+    """lm-eval's results as ``lm_eval --output_path`` writes them (results, groups,
+    group_subtasks, configs, versions, n-shot, higher_is_better, n-samples, config, date,
+    model_name), without the per-sample logs: those are laserkit's records."""
+    import time  # noqa: PLC0415
+
+    name = getattr(getattr(ctx.model, "config", None), "_name_or_path", "") or \
+        type(ctx.model).__name__
+    out = {k: v for k, v in res.items() if k != "samples"}
+    out["config"] = {"model": name, "model_args": None, "batch_size": ctx.batch_size,
+                     "batch_sizes": [], "device": str(next(ctx.model.parameters()).device),
+                     "use_cache": None, "limit": None, "bootstrap_iters": BOOTSTRAP_ITERS,
+                     "gen_kwargs": None, "random_seed": None, "numpy_seed": None,
+                     "torch_seed": None, "fewshot_seed": FEWSHOT_SEED,
+                     "scorer": "laserkit (harness.LaserkitLM)"}
+    out["date"] = time.time()
+    out["model_name"] = name
+    return _plain(out)
