@@ -44,6 +44,7 @@ from torch import nn
 from . import scoring as S
 from .errors import LaserkitError
 from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
+from .intervals import score_interval
 from .tasks import matching as M
 from .tasks.lm_eval_kind import KIND as LM_EVAL_KIND
 from .tasks.lm_eval_kind import RESULTS_FILE as LM_EVAL_RESULTS
@@ -465,6 +466,9 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
                   if task.kind in ("generate", "semantic") else {}),
                "truncated": sum(bool(r.get("truncated")) for r in records),
                "seconds": round(time.perf_counter() - t0, 3)}
+    summary["ci95"] = score_interval(records, task.metric)  # the score's 95% interval (plots)
+    if "log_loss" in metrics:
+        summary["log_loss_ci95"] = score_interval(records, "log_loss")
     return EvalResult(summary=summary, records=records)
 
 
