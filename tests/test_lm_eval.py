@@ -208,12 +208,29 @@ def test_search_on_an_lm_eval_task(task_dir, tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     done = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc,lk_ll", "--include-path",
                 task_dir, "--lname", "fc_in", "--lnum", "-1:", "--rho", "0.5,0.1", "--run-dir",
-                run, "--dtype", "float32", "--device", "cpu", "--no-save")
+                run, "--dtype", "float32", "--device", "cpu", "--no-save",
+                "--final-eval", "lm-eval:lk_mc,lk_roll")
     assert done.returncode == 0, done.stderr
     result = json.loads((run / "result.json").read_text())
     assert result["base"]["test"]["metric"] == "mean_acc"
     assert result["base"]["test"]["n"] + result["base"]["validation"]["n"] == len(MC) + len(LL)
     assert "ci95" in result["significance"]["test"], result["significance"]
+    final = result["final_eval"]
+    assert set(final) == {"lm-eval:lk_mc", "lm-eval:lk_roll"}
+    mc = final["lm-eval:lk_mc"]
+    assert mc["n"] == len(MC) and mc["metric"] == "acc"
+    assert mc["diff"] == pytest.approx(mc["chosen"] - mc["base"])
+    assert mc["ci95"][0] <= mc["diff"] <= mc["ci95"][1]
+    assert mc["base_ci95"][0] <= mc["base"] <= mc["base_ci95"][1]
+    assert "unavailable" in final["lm-eval:lk_roll"]["paired"]  # a corpus metric
+    assert "Other tasks" in (run / "report" / "report.md").read_text()
+
+
+def test_final_eval_fails_before_the_search(task_dir, tiny_model_dir, tmp_path):
+    done = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc", "--include-path", task_dir,
+                "--final-eval", "lm-eval:nope", "--run-dir", tmp_path / "r")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "nope" in done.stderr and not (tmp_path / "r").exists()
 
 
 def test_include_path_needs_an_lm_eval_task(task_dir):

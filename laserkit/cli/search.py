@@ -24,6 +24,9 @@ from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
 DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
+FinalEvalOpt = typer.Option(None, "--final-eval", help="after the run, score the base and the "
+                            "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
+                            "result.json and the report, with paired 95% CIs")
 IncludeOpt = typer.Option(None, "--include-path", help="lm-eval tasks (--task lm-eval:NAME): a "
                           "directory of your own lm-eval task YAML files")
 LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
@@ -116,7 +119,7 @@ def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | No
 
 
 def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, resume: bool,
-        workers: int, device: str, no_save: bool) -> None:
+        workers: int, device: str, no_save: bool, final: list | None = None) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
     from ..search import session
 
@@ -132,6 +135,8 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
                       f"{storage or store.url} --run {store.run}")
         return
     _print_result(result)
+    if final:
+        _final_eval(result, store, final, loaded, run_dir, cfg.objective.batch_size)
     on_interrupt(f"the finished run is kept in {run_dir}; write its report and model with "
                  f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`")
     with console.status("writing the report and the chosen model ..."):
@@ -139,6 +144,29 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
     console.print(f"run {store.run!r} in {run_dir}\nreport: {paths['report']}")
     if "model" in paths:
         console.print(f"saved the chosen model to {paths['model']}")
+
+
+def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path,
+                batch_size: int | None) -> None:
+    """--final-eval: base and chosen model on other tasks, into result.json and the report."""
+    from ..final_eval import final_eval
+    from ..search.session import write_result
+
+    on_interrupt(f"the finished run is kept in {run_dir}; run the command again with --resume "
+                 "to score the --final-eval tasks")
+    with console.status("scoring the base and the chosen model on the --final-eval tasks ..."):
+        result["final_eval"] = final_eval(tasks, loaded, result["chosen"]["edits"], batch_size)
+    store.set_result(result)
+    write_result(result, run_dir)
+    table = Table(title="other tasks (--final-eval, every example)")
+    for col in ("task", "metric", "n", "base", "chosen", "chosen − base [95% CI]"):
+        table.add_column(col)
+    for name, r in result["final_eval"].items():
+        diff = f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]" if "diff" in r \
+            else "no per-example metric"
+        table.add_row(name, r["metric"], str(r["n"]), f"{r['base']:.4f}", f"{r['chosen']:.4f}",
+                      diff)
+    console.print(table)
 
 
 def _iv(iv: Intervention) -> dict:
@@ -155,6 +183,7 @@ def search(
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
+    final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     strategy: str = typer.Option("grid", "--strategy", help="grid: every (τ, ℓ, ρ) (the paper); "
@@ -202,8 +231,10 @@ def search(
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
                             "commands of their own)")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
+    from ..final_eval import check_final_eval
     from ..tasks.lm_eval_kind import task_source
 
+    finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
@@ -216,7 +247,7 @@ def search(
         prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
         heartbeat_s=heartbeat, grace_s=grace)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
-        resume=resume, workers=workers, device=device, no_save=no_save)
+        resume=resume, workers=workers, device=device, no_save=no_save, final=finals)
 
 
 @app.command()
@@ -226,6 +257,7 @@ def greedy(
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
+    final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
@@ -249,8 +281,10 @@ def greedy(
     from ..search.greedy import scan_candidates
 
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
+    from ..final_eval import check_final_eval
     from ..tasks.lm_eval_kind import task_source
 
+    finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
@@ -261,7 +295,7 @@ def greedy(
     cfg = RunConfig.from_cli("greedy", model, objective, candidates=cands, dtype=dtype,
                              prefix_cache=not no_prefix_cache)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
-        device=device, no_save=no_save)
+        device=device, no_save=no_save, final=finals)
 
 
 @app.command()
@@ -271,6 +305,7 @@ def compose(
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
+    final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types tried at each layer"),
@@ -294,8 +329,10 @@ def compose(
     from ..targets import model_layout
 
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
+    from ..final_eval import check_final_eval
     from ..tasks.lm_eval_kind import task_source
 
+    finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
@@ -305,7 +342,7 @@ def compose(
         lname=lname, lnum=lnum, rho=rho, intervention=_iv(iv),
         dtype=dtype, prefix_cache=not no_prefix_cache)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
-        resume=resume, workers=workers, device=device, no_save=no_save)
+        resume=resume, workers=workers, device=device, no_save=no_save, final=finals)
 
 
 @app.command()

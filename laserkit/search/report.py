@@ -232,6 +232,9 @@ def write_report(result: dict, out: str | Path) -> Path:
     sig = significance_lines(result)
     if sig:
         lines += ["## Is the improvement real?", "", *[f"- {s}" for s in sig], ""]
+    from ..final_eval import markdown as final_eval_lines  # noqa: PLC0415
+
+    lines += final_eval_lines(result.get("final_eval") or {})
     figures = []
     if result["command"] == "search":
         figures += heatmaps(result, out)
