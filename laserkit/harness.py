@@ -68,6 +68,11 @@ class LaserkitLM(TemplateLM):
         t = self.tokenizer
         return next((i for i in (t.pad_token_id, t.eos_token_id) if i is not None), 0)
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """TemplateLM's (lm-eval's tokenization); its progress bar only when laserkit shows
+        progress (a search's trials run quietly)."""
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
+
     def _loglikelihood_tokens(self, requests: Sequence, disable_tqdm: bool = False,
                               **kwargs) -> list[tuple[float, bool]]:
         """(sum of log p(continuation), whether greedy decoding gives the continuation) for each

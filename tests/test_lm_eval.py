@@ -123,8 +123,8 @@ def _check_equal(model, tokenizer, task_dir: Path, spec: str, names: list[str]) 
                 _close(mine[task][key], value, f"{task} {key}")
 
 
-SPECS = [("lm-eval:lk_mc,lk_ll", ["lk_mc", "lk_ll"]), ("lm-eval:lk_gen", ["lk_gen"]),
-         ("lm-eval:lk_roll", ["lk_roll"]), ("lm-eval:lk_group", ["lk_group"])]
+SPECS = [("lm-eval:lk_mc,lk_ll,lk_gen,lk_roll", ["lk_mc", "lk_ll", "lk_gen", "lk_roll"]),
+         ("lm-eval:lk_group", ["lk_group"])]
 
 
 @pytest.mark.parametrize(("spec", "names"), SPECS, ids=[s for s, _ in SPECS])
@@ -224,6 +224,12 @@ def test_search_on_an_lm_eval_task(task_dir, tiny_model_dir, tmp_path):
     assert mc["base_ci95"][0] <= mc["base"] <= mc["base_ci95"][1]
     assert "unavailable" in final["lm-eval:lk_roll"]["paired"]  # a corpus metric
     assert "Other tasks" in (run / "report" / "report.md").read_text()
+    again = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc,lk_ll", "--include-path",
+                 task_dir, "--lname", "fc_in", "--lnum", "-1:", "--rho", "0.5,0.1", "--run-dir",
+                 run, "--dtype", "float32", "--device", "cpu", "--no-save", "--resume")
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((run / "result.json").read_text())
+    assert resumed["trials"] == result["trials"] and resumed["chosen"] == result["chosen"]
 
 
 def test_final_eval_fails_before_the_search(task_dir, tiny_model_dir, tmp_path):
@@ -237,3 +243,14 @@ def test_include_path_needs_an_lm_eval_task(task_dir):
     done = _cli("eval", "default", "--task", "fever", "--include-path", task_dir)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "--include-path applies to lm-eval tasks" in done.stderr
+
+
+def test_eval_compare_pairs_lm_eval_documents(task_dir, tiny_model_dir, default_model_dir):
+    done = _cli("eval", tiny_model_dir, "--task", "lm-eval:lk_mc", "--include-path", task_dir,
+                "--compare", tiny_model_dir, "--dtype", "float32", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "+0.0000" in done.stdout and f"same {len(MC)} examples" in done.stdout
+    done = _cli("eval", tiny_model_dir, "--task", "lm-eval:lk_roll", "--include-path", task_dir,
+                "--compare", tiny_model_dir, "--dtype", "float32", "--device", "cpu")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "word_perplexity" in done.stderr and "per example" in done.stderr

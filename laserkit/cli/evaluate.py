@@ -161,7 +161,13 @@ def _compare(result, other_model: str, task, dtype: str, device: str, **kw) -> N
     other = load_with_status(other_model, dtype, device)
     second = evaluate(other.model, other.tokenizer, task, progress=True, **kw)
     s = result.summary
-    cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])
+    try:
+        cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])
+    except (TypeError, ValueError) as e:  # lm-eval's corpus metrics (word_perplexity, bleu)
+        from ..errors import LaserkitError
+
+        raise LaserkitError(f"--compare needs a metric with a value per example; {s['metric']} "
+                            f"of {s['task']} has none ({e})") from None
     cmp["model"] = other_model
     cmp["other_score"] = second.summary["score"]
     s["compare"] = cmp
