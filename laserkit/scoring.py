@@ -121,10 +121,12 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int,
 @torch.inference_mode()
 def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int,
                    batch_size: int = 16, at_start: Callable[[int, torch.Tensor], object] | None
-                   = None, progress: bool = False, desc: str = "scoring"
+                   = None, progress: bool = False, desc: str = "scoring",
+                   at_tokens: Callable[[Sequence[int], torch.Tensor], object] | None = None
                    ) -> tuple[list[torch.Tensor], list[object]]:
     """For each request (ids, start): log p(ids[t] | ids[:t]) for t ≥ start (float32, CPU), and
-    ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``.
+    ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``, or
+    ``at_tokens(ids[start:], the rows predicting them)`` (lm-eval's is_greedy needs every row).
 
     Sharing: a request needs the model's outputs on ids[:-1] only (the last token is predicted,
     never an input), so requests whose inputs are equal (one-token answers after the same
@@ -172,6 +174,8 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
                 out[i] = lp[pos, torch.tensor(ids[start:], dtype=torch.long)]
                 if at_start is not None:
                     extra[i] = at_start(i, lp[start - 1 - lo])
+                elif at_tokens is not None:
+                    extra[i] = at_tokens(ids[start:], lp[pos])
         bar.update(len(batch))
     bar.close()
     return out, extra  # type: ignore[return-value]
@@ -188,15 +192,17 @@ def _keeps_logits(model: nn.Module) -> bool:
 def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                     pad_id: int, eos_ids: Sequence[int], batch_size: int = 16,
                     use_cache: bool = True, progress: bool = False,
-                    desc: str = "generating") -> list[list[int]]:
+                    desc: str = "generating", min_new_tokens: int = 1) -> list[list[int]]:
     """Greedy continuations (new tokens only, cut before the first EOS), batched with left
-    padding; ``use_cache=False`` recomputes the whole prefix at every step (the reference)."""
+    padding; ``use_cache=False`` recomputes the whole prefix at every step (the reference).
+    ``min_new_tokens`` is the reference's 1; lm-eval's generations may stop at once (0)."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
     # min_new_tokens=1: at least one token, as the reference's generate(..., min_new_tokens=1)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                           do_sample=False,
                            num_beams=1,
                            pad_token_id=pad_id, eos_token_id=list(eos_ids) or None,
                            use_cache=use_cache)

@@ -3,13 +3,14 @@ separate `laserkit worker` process in its own working directory; two killed with
 each holds a running trial, then a late joiner takes the waiting and the stale trials. The
 final table must equal a one-process SQLite run's, number for number.
 
-The server is started here (initdb + pg_ctl in a temporary directory, as the unprivileged
-`postgres` user when the tests run as root, since initdb refuses root). Missing server binaries
-fail the test with what to install: the feature is not tested without them."""
+The server is started here (initdb + pg_ctl in a temporary directory) from the PostgreSQL
+binaries of the `pgserver` wheel (installed by `make setup` from the lock: no system server is
+needed); when the tests run as root, as the unprivileged `postgres` user, or `pgserver`'s own
+user (created with useradd as that package does) on a machine without one, since initdb
+refuses root."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pwd
@@ -40,15 +41,23 @@ GRID = ("--task", "fever-bigbench", "--limit", "20", "--lnum", "-4:", "--rho", "
 
 
 def pg_bin() -> Path:
-    """The newest installed PostgreSQL server's bin directory (Debian layout, else PATH)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    if found:
-        return Path(found[-1]).parent
-    if shutil.which("initdb"):
-        return Path(shutil.which("initdb")).parent
-    pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: install them "
-                "(Debian: apt-get install postgresql); this test starts a real server")
+    """The PostgreSQL server binaries shipped in the pgserver wheel (the dev extra)."""
+    try:
+        import pgserver
+    except ImportError:
+        pytest.fail("pgserver is not installed: `make setup` installs it (the dev extra); this "
+                    "test starts a real server from its binaries")
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def server_user() -> pwd.struct_passwd:
+    """The unprivileged user a root test runs the server as: postgres, else pgserver's."""
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        from pgserver.utils import ensure_user_exists
+
+        return ensure_user_exists("pgserver")
 
 
 def free_port() -> int:
@@ -64,12 +73,10 @@ def postgres():
     root = Path(tempfile.mkdtemp(prefix="laserkit-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail("running as root and there is no 'postgres' user to run the server")
+        pw = server_user()
         os.chown(root, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
+        root.chmod(0o755)
+        as_user = ["runuser", "-u", pw.pw_name, "--"]
     port = free_port()
 
     def pg(*args: object, check: bool = True) -> None:

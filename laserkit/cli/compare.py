@@ -19,7 +19,16 @@ from .common import (
     load_with_status,
     on_interrupt,
 )
-from .search import BatchOpt, DataOpt, LimitOpt, ResumeOpt, ShuffleOpt, StorageOpt, TaskOpt
+from .search import (
+    BatchOpt,
+    DataOpt,
+    IncludeOpt,
+    LimitOpt,
+    ResumeOpt,
+    ShuffleOpt,
+    StorageOpt,
+    TaskOpt,
+)
 
 
 class _Bars:
@@ -79,6 +88,7 @@ def compare(
     types: str = typer.Option("mlp,attn", "--types", help="greedy methods: module types the "
                               "candidates come from"),
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
     limit: int = LimitOpt,
     shuffle: int = ShuffleOpt,
     batch_size: int = BatchOpt,
@@ -104,6 +114,9 @@ def compare(
     names = parse_methods(methods)  # before anything is loaded or written
     if workers < 1:
         raise LaserkitError("--workers must be at least 1")
+    from ..tasks.lm_eval_kind import task_source
+
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     run_dir = run_dir or Path("runs") / f"compare-{Path(task).stem}"
     check_model_input(model, trust_remote_code)

@@ -37,6 +37,9 @@ def eval_(
                              "several), or .json/.jsonl/.csv data; format: docs/tasks.md"),
     data: str = typer.Option(None, "--data", help="the task's data from a local file in its "
                              "original format, or 'hub' for the Hugging Face hub"),
+    include_path: str = typer.Option(None, "--include-path", help="lm-eval tasks (--task "
+                                     "lm-eval:NAME): a directory of your own lm-eval task YAML "
+                                     "files"),
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
     limit: int = typer.Option(None, "--limit", help="use the first N examples (then split)"),
     batch_size: int = typer.Option(None, "--batch-size",
@@ -76,13 +79,14 @@ def eval_(
         check_dir_holds_only(out, EVAL_FILES, kind="evaluation")
     from ..evaluate import evaluate
     from ..tasks import get_task
+    from ..tasks.lm_eval_kind import task_source
 
     for name, option in ((model, "MODEL"), (compare, "--compare")):
         if name is not None:
             check_model_input(name, trust_remote_code)
             if not dry_run:
                 require_tokenizer(name, option)
-    t = get_task(task, data)
+    t = get_task(task, task_source(task, data, include_path))
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
     if dry_run:
@@ -168,7 +172,13 @@ def _compare(result, other_model: str, task, dtype: str, device: str,
     other = load_with_status(other_model, dtype, device, trust_remote_code)
     second = evaluate(other.model, other.tokenizer, task, progress=True, **kw)
     s = result.summary
-    cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])
+    try:
+        cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])
+    except (TypeError, ValueError) as e:  # lm-eval's corpus metrics (word_perplexity, bleu)
+        from ..errors import LaserkitError
+
+        raise LaserkitError(f"--compare needs a metric with a value per example; {s['metric']} "
+                            f"of {s['task']} has none ({e})") from None
     cmp["model"] = other_model
     cmp["other_score"] = second.summary["score"]
     s["compare"] = cmp

@@ -27,6 +27,11 @@ from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
 DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
+FinalEvalOpt = typer.Option(None, "--final-eval", help="after the run, score the base and the "
+                            "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
+                            "result.json and the report, with paired 95% CIs")
+IncludeOpt = typer.Option(None, "--include-path", help="lm-eval tasks (--task lm-eval:NAME): a "
+                          "directory of your own lm-eval task YAML files")
 LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
 MaxNewOpt = typer.Option(None, "--max-new-tokens", help="generation length for tasks that "
                          "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
@@ -128,7 +133,7 @@ def _check_model(model: str, trust_remote_code: bool) -> None:
 
 
 def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, resume: bool,
-        workers: int, device: str, no_save: bool) -> None:
+        workers: int, device: str, no_save: bool, final: list | None = None) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
     from ..search import session
 
@@ -144,6 +149,8 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
                       f"{storage or store.url} --run {store.run}")
         return
     _print_result(result)
+    if final:
+        _final_eval(result, store, final, loaded, run_dir, cfg.objective.batch_size)
     on_interrupt(f"the finished run is kept in {run_dir}; write its report and model with "
                  f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`")
     with console.status("writing the report and the chosen model ..."):
@@ -151,6 +158,29 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
     console.print(f"run {store.run!r} in {run_dir}\nreport: {paths['report']}")
     if "model" in paths:
         console.print(f"saved the chosen model to {paths['model']}")
+
+
+def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path,
+                batch_size: int | None) -> None:
+    """--final-eval: base and chosen model on other tasks, into result.json and the report."""
+    from ..final_eval import final_eval
+    from ..search.session import write_result
+
+    on_interrupt(f"the finished run is kept in {run_dir}; run the command again with --resume "
+                 "to score the --final-eval tasks")
+    with console.status("scoring the base and the chosen model on the --final-eval tasks ..."):
+        result["final_eval"] = final_eval(tasks, loaded, result["chosen"]["edits"], batch_size)
+    store.set_result(result)
+    write_result(result, run_dir)
+    table = Table(title="other tasks (--final-eval, every example)")
+    for col in ("task", "metric", "n", "base", "chosen", "chosen − base [95% CI]"):
+        table.add_column(col)
+    for name, r in result["final_eval"].items():
+        diff = f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]" if "diff" in r \
+            else "no per-example metric"
+        table.add_row(name, r["metric"], str(r["n"]), f"{r['base']:.4f}", f"{r['chosen']:.4f}",
+                      diff)
+    console.print(table)
 
 
 def _iv(iv: Intervention) -> dict:
@@ -166,6 +196,8 @@ def search(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
+    final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     strategy: str = typer.Option("grid", "--strategy", help="grid: every (τ, ℓ, ρ) (the paper); "
@@ -222,6 +254,11 @@ def search(
     if selection not in SELECTIONS:  # before the model is loaded
         raise LaserkitError(f"unknown --selection {selection!r}: use {', '.join(SELECTIONS)}")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
+    from ..final_eval import check_final_eval
+    from ..tasks.lm_eval_kind import task_source
+
+    finals = check_final_eval(final_eval, include_path)
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     _check_model(model, trust_remote_code)
@@ -235,7 +272,7 @@ def search(
         heartbeat_s=heartbeat, grace_s=grace, trust_remote_code=trust_remote_code,
         selection=selection)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
-        resume=resume, workers=workers, device=device, no_save=no_save)
+        resume=resume, workers=workers, device=device, no_save=no_save, final=finals)
 
 
 @app.command()
@@ -244,6 +281,8 @@ def greedy(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
+    final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
@@ -268,6 +307,11 @@ def greedy(
     from ..search.greedy import scan_candidates
 
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
+    from ..final_eval import check_final_eval
+    from ..tasks.lm_eval_kind import task_source
+
+    finals = check_final_eval(final_eval, include_path)
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     _check_model(model, trust_remote_code)
@@ -279,7 +323,7 @@ def greedy(
                              prefix_cache=not no_prefix_cache,
                              trust_remote_code=trust_remote_code)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
-        device=device, no_save=no_save)
+        device=device, no_save=no_save, final=finals)
 
 
 @app.command()
@@ -288,6 +332,8 @@ def compose(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
     data: str = DataOpt,
+    include_path: str = IncludeOpt,
+    final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types tried at each layer"),
@@ -312,6 +358,11 @@ def compose(
     from ..targets import model_layout
 
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
+    from ..final_eval import check_final_eval
+    from ..tasks.lm_eval_kind import task_source
+
+    finals = check_final_eval(final_eval, include_path)
+    data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     _check_model(model, trust_remote_code)
@@ -321,7 +372,7 @@ def compose(
         lname=lname, lnum=lnum, rho=rho, intervention=_iv(iv),
         dtype=dtype, prefix_cache=not no_prefix_cache, trust_remote_code=trust_remote_code)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
-        resume=resume, workers=workers, device=device, no_save=no_save)
+        resume=resume, workers=workers, device=device, no_save=no_save, final=finals)
 
 
 @app.command()

@@ -201,5 +201,6 @@ def trial_row(r: Result, fraction: float = 1.0) -> dict:
 
 
 def _metrics(summary: dict) -> dict:
-    keys = ("score", "accuracy", "log_loss", "n", "metric", "higher_is_better")
+    keys = ("score", "accuracy", "log_loss", "n", "metric", "higher_is_better", "ci95",
+            "log_loss_ci95")
     return {k: summary.get(k) for k in keys if k in summary}

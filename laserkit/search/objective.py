@@ -150,7 +150,8 @@ class TaskObjective:
         self.name = getattr(self.task, "name", task)
         self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
         # generation and the semantic score produce new inputs each pass: no prefix cache
-        self.forward_only = getattr(self.task, "kind", "") not in ("generate", "semantic")
+        self.forward_only = getattr(self.task, "forward_only",
+                                    getattr(self.task, "kind", "") not in ("generate", "semantic"))
 
     @property
     def size(self) -> int:

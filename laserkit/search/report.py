@@ -92,8 +92,38 @@ def heatmaps(result: dict, out: Path) -> list[Path]:
     return paths
 
 
+def interval(row: dict, metric: str) -> tuple[float, float] | None:
+    """A trial's (or base's) 95% interval of one plotted metric: the evaluation's own (ci95 for
+    its score, log_loss_ci95), else Wilson's from accuracy and n (runs stored before)."""
+    from ..intervals import wilson  # noqa: PLC0415
+
+    own = row.get("log_loss_ci95") if metric == "log_loss" else \
+        row.get("ci95") if metric in ("score", row.get("metric")) else None
+    if own and all(v is not None and not math.isnan(v) for v in own):
+        return own[0], own[1]
+    if metric == "accuracy" and row.get("accuracy") is not None and row.get("n"):
+        return wilson(row["accuracy"] * row["n"], int(row["n"]))
+    return None
+
+
+def _band(ax, xs: list, rows: list[dict], metric: str, **style) -> None:
+    """Shade the 95% intervals of ``rows`` (one per x) where they are known."""
+    ivs = [interval(r, metric) for r in rows]
+    pts = [(x, iv) for x, iv in zip(xs, ivs, strict=True) if iv is not None]
+    if pts:
+        ax.fill_between([x for x, _ in pts], [iv[0] for _, iv in pts], [iv[1] for _, iv in pts],
+                        alpha=0.18, linewidth=0, **style)
+
+
+def _base_band(ax, base: dict, metric: str) -> None:
+    iv = interval(base, metric)
+    if iv is not None:
+        ax.axhspan(iv[0], iv[1], color="gray", alpha=0.12, label="base 95% interval")
+
+
 def versus_rho(result: dict, out: Path) -> Path | None:
-    """Best validation accuracy and log-loss over layers, against ρ, one line per τ."""
+    """Best validation accuracy and log-loss over layers, against ρ, one line per τ, each with
+    the 95% interval of the plotted trial (band) and of the base model (gray)."""
     plt = _plt()
     rows = [r for r in _full_rows(result) if r.get("rho") is not None]
     if not rows:
@@ -104,15 +134,19 @@ def versus_rho(result: dict, out: Path) -> Path | None:
         best = min if m == "log_loss" or not rows[0].get("higher_is_better", True) else max
         for lname in sorted({r["lname"] for r in rows}):
             rhos = sorted({r["rho"] for r in rows if r["lname"] == lname})
-            ys = [best(r[m] for r in rows if r["lname"] == lname and r["rho"] == x) for x in rhos]
-            ax.plot(rhos, ys, marker="o", label=lname)
-        base = result["base"]["validation"].get(m)
-        if base is not None:
-            ax.axhline(base, color="gray", linestyle="--", label="base")
+            picked = [best((r for r in rows if r["lname"] == lname and r["rho"] == x),
+                           key=lambda r, m=m: r[m]) for x in rhos]
+            line, = ax.plot(rhos, [r[m] for r in picked], marker="o", label=lname)
+            _band(ax, rhos, picked, m, color=line.get_color())
+        base = result["base"]["validation"]
+        if base.get(m) is not None:
+            ax.axhline(base[m], color="gray", linestyle="--", label="base")
+            _base_band(ax, base, m)
         ax.set_xscale("log")
         ax.set_xlabel("ρ")
         ax.set_ylabel(f"validation {m} ({best.__name__} over layers)")
-        ax.legend()
+        ax.set_title("bands: 95% intervals", fontsize=9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, out / "versus_rho.png")
 
@@ -130,11 +164,16 @@ def progress_plot(result: dict, out: Path) -> Path | None:
     best = [max(ys[: i + 1]) if hib else min(ys[: i + 1]) for i in range(len(ys))]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     xs = range(1, len(ys) + 1)
-    ax.scatter(xs, ys, s=12, color="tab:blue", label="trial")
+    ivs = [interval(r, key) for r in rows]
+    err = [[y - iv[0] if iv else 0 for y, iv in zip(ys, ivs, strict=True)],
+           [iv[1] - y if iv else 0 for y, iv in zip(ys, ivs, strict=True)]]
+    ax.errorbar(xs, ys, yerr=err, fmt="o", ms=3, color="tab:blue", elinewidth=0.6,
+                label="trial (95% interval)")
     ax.step(xs, best, where="post", color="tab:green", label="best so far")
     base = result["base"]["validation"].get(key)
     if base is not None:
         ax.axhline(base, color="gray", linestyle="--", label="base")
+        _base_band(ax, result["base"]["validation"], key)
     ax.set_xlabel("trial (in the order proposed)")
     ax.set_ylabel(f"validation {key}")
     ax.legend()
@@ -152,11 +191,23 @@ def steps_plot(result: dict, out: Path) -> Path | None:
     xs = list(range(len(steps) + 1))
     ys = [result["base"]["validation"].get("score")] + [s["best_score"] for s in steps]
     ax.step(xs, ys, where="post", color="tab:blue", label="score of the kept model")
-    for kept, style in ((True, {"color": "tab:green", "label": "kept"}),
-                        (False, {"color": "tab:red", "marker": "x", "label": "dropped"})):
-        pts = [(i + 1, s["score"]) for i, s in enumerate(steps) if s["kept"] == kept]
+    kept_rows = [result["base"]["validation"]] + [{**s, "ci95": s.get("best_ci95")}
+                                                  for s in steps]
+    ivs = [interval(r, "score") for r in kept_rows]
+    if any(ivs):
+        ax.fill_between(xs, [iv[0] if iv else y for iv, y in zip(ivs, ys, strict=True)],
+                        [iv[1] if iv else y for iv, y in zip(ivs, ys, strict=True)],
+                        step="post", color="tab:blue", alpha=0.15, linewidth=0,
+                        label="its 95% interval")
+    for kept, style in ((True, {"color": "tab:green", "label": "kept", "fmt": "o"}),
+                        (False, {"color": "tab:red", "fmt": "x", "label": "dropped"})):
+        pts = [(i + 1, s["score"], interval(s, "score")) for i, s in enumerate(steps)
+               if s["kept"] == kept]
         if pts:
-            ax.scatter(*zip(*pts, strict=True), zorder=3, **style)
+            err = [[y - iv[0] if iv else 0 for _, y, iv in pts],
+                   [iv[1] - y if iv else 0 for _, y, iv in pts]]
+            ax.errorbar([x for x, _, _ in pts], [y for _, y, _ in pts], yerr=err,
+                        elinewidth=0.6, zorder=3, **style)
     ax.set_xlabel("step")
     where = "" if same_text(result) else "validation "
     ax.set_ylabel(f"{where}{result['base']['validation'].get('metric', 'score')}")
@@ -181,6 +232,9 @@ def write_report(result: dict, out: str | Path) -> Path:
     sig = significance_lines(result)
     if sig:
         lines += ["## Is the improvement real?", "", *[f"- {s}" for s in sig], ""]
+    from ..final_eval import markdown as final_eval_lines  # noqa: PLC0415
+
+    lines += final_eval_lines(result.get("final_eval") or {})
     figures = []
     if result["command"] == "search":
         figures += heatmaps(result, out)

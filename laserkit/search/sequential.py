@@ -120,4 +120,5 @@ def step_row(i: int, edit: dict, r: Result, keep: bool, best: Result, **extra: A
     return {"step": i, "edit": trial.describe_edit(edit), "layer": edit["layer"],
             "lname": edit.get("lname"), "score": r.summary.get("score"),
             "accuracy": r.summary.get("accuracy"), "log_loss": r.summary.get("log_loss"),
-            "kept": keep, "best_score": best.summary.get("score"), **extra}
+            "kept": keep, "best_score": best.summary.get("score"),
+            "ci95": r.summary.get("ci95"), "best_ci95": best.summary.get("ci95"), **extra}

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import LaserkitError, first_line
+from .lm_eval_kind import is_lm_eval, lm_eval_task
 from .schema import parse_task
 from .sources import read_file
 from .spec import Example, Task
@@ -62,6 +63,8 @@ def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) ->
     if isinstance(name_or_path, Task):
         return name_or_path if data is None else replace(name_or_path, data=str(data),
                                                          _examples=None)
+    if is_lm_eval(name_or_path):  # data: the --include-path directory of the user's YAML tasks
+        return lm_eval_task(str(name_or_path), None if data is None else str(data))
     data = None if data is None else str(data)
     if data not in (None, "hub") and not Path(data).expanduser().is_file():
         raise LaserkitError(f"data file {data} does not exist")
