@@ -191,7 +191,7 @@ def search(
     """The paper's grid search (or TPE over its space): (τ, ℓ, ρ) on validation, base and best
     on test."""
     from ..errors import LaserkitError
-    from ..search.config import ObjectiveConfig, RunConfig
+    from ..search.config import ObjectiveConfig, RunConfig, cache_bytes
     from ..search.grid import DEFAULT_RHOS
     from ..targets import model_layout
 
@@ -207,7 +207,7 @@ def search(
         lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
         intervention=_iv(iv),
         halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
-        prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
+        prefix_cache=not no_prefix_cache, cache_bytes=cache_bytes(cache_gb),
         heartbeat_s=heartbeat, grace_s=grace)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
         resume=resume, workers=workers, device=device, no_save=no_save)

@@ -27,10 +27,11 @@ from ..errors import LaserkitError, check_interrupt
 from ..targets import model_layout
 from . import trial
 from .config import RunConfig
+from .identity import Fingerprints, weights_fingerprint
 from .objective import Objective, Scored, build_objective
 from .prefix_cache import PrefixCache
 from .sequential import decision_split
-from .store import TrialStore
+from .store import SECRET_ENV, TrialStore, with_secret, without_password
 from .strategy import Strategy, make_strategy
 from .trial import Result, objective_value
 
@@ -68,6 +69,15 @@ class Context:
         if use and self.objective.forward_only:
             self.prefix = PrefixCache(model, budget_bytes=cfg.cache_bytes,
                                       wanted=self.strategy.layers())
+        self._fingerprints: Fingerprints | None = None
+
+    def fingerprints(self) -> Fingerprints:
+        """Of this worker's base weights and scored examples (computed once, before any edit):
+        what the run's identity checks against the run's own."""
+        if self._fingerprints is None:
+            data = getattr(self.objective, "fingerprint", lambda: None)()
+            self._fingerprints = Fingerprints(weights_fingerprint(self.model), data)
+        return self._fingerprints
 
     def check(self) -> None:
         """Fail before any trial runs on an edit this model cannot take."""
@@ -100,9 +110,12 @@ class Context:
 
 
 def work(store: TrialStore, ctx: Context,
-         on_trial: Callable[[dict, Scored], None] | None = None, poll_s: float = 1.0) -> int:
+         on_trial: Callable[[dict, Scored], None] | None = None, poll_s: float = 1.0,
+         who: str = "this worker") -> int:
     """Run trials until the strategy says the run is done, then store its result; returns how
-    many trials this worker ran."""
+    many trials this worker ran. A worker whose model or data differ from the run's is refused
+    before it takes a trial."""
+    store.check_fingerprints(ctx.fingerprints(), who)
     ran = 0
     while True:
         check_interrupt()  # a Ctrl-C swallowed by a finalizer still stops the run here
@@ -188,7 +201,7 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
         # bit between 1 and 2 threads), and results must not depend on --workers
         threads = None if torch.cuda.is_available() else torch.get_num_threads()
         procs = spawn(store.url, store.run, workers, worker_devices(workers, device), threads,
-                      model=model_path)
+                      model=model_path, extra_env=secret_env(store.url))
         try:
             while any(p.poll() is None for p in procs):
                 tick()
@@ -222,7 +235,8 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # workers share cores: no spin-waiting
-        cmd = [sys.executable, "-m", "laserkit", "worker", url, "--run", run_name,
+        cmd = [sys.executable, "-m", "laserkit", "worker", without_password(url), "--run",
+               run_name,
                "--device", devices[i % len(devices)]]
         if threads:
             cmd += ["--threads", str(threads)]
@@ -230,6 +244,13 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
             cmd += ["--model", model]
         procs.append(subprocess.Popen(cmd, env=env, cwd=cwd))
     return procs
+
+
+def secret_env(url: str) -> dict[str, str]:
+    """The environment that hands a worker the database password (LASERKIT_STORAGE), which its
+    command line, visible to every user of the machine, does not carry."""
+    full = with_secret(url)
+    return {SECRET_ENV: full} if full != without_password(full) else {}
 
 
 def worker_devices(n: int, device: str) -> list[str]:
@@ -256,7 +277,7 @@ def worker(url: str, run_name: str, device: str = "auto", threads: int | None = 
             progress(store.counts()["done"], total)
 
     tick()
-    return work(store, ctx, on_trial=tick)
+    return work(store, ctx, on_trial=tick, who="laserkit worker")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,9 @@ the user: ``result.json``, ``report/``, ``best-model/`` and ``store.json`` (wher
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,8 +136,27 @@ def check_run_dir(run_dir: Path, resume: bool, markers: tuple[str, ...] = RUN_MA
 
 
 def open_run(source: str | Path, run: str | None = None) -> TrialStore:
+    """An existing run, opened to read (status, report, apply): nothing is written to its
+    database or next to it, so a run on read-only storage can be read."""
     where = locate(source, run)
-    return TrialStore(where.url, where.run)
+    return TrialStore(where.url, where.run, readonly=True)
+
+
+@contextmanager
+def created_dir(path: Path) -> Iterator[None]:
+    """Make ``path`` (and missing parents) for the block; if the block fails, remove what was
+    made here (only that: a directory that existed before is left as it was)."""
+    path = Path(path)
+    top = next((p for p in (path, *path.parents) if p.parent.exists() or p.parent == p), path)
+    top = path if path.exists() else top
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if made:
+            shutil.rmtree(top, ignore_errors=True)
+        raise
 
 
 def run_names(url: str, legacy: bool = False) -> list[str]:
@@ -162,22 +183,27 @@ def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str
     elsewhere with ``laserkit worker URL --run NAME`` do the work): the result is then None."""
     from . import runner  # noqa: PLC0415
     from .runner import Context  # noqa: PLC0415 - torch
+    from .store import without_password  # noqa: PLC0415
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = None
+    if loaded is not None:  # everything is checked before anything is created
+        ctx = Context(cfg, loaded.model, loaded.tokenizer)
+        ctx.check()  # an edit this model cannot take fails now, not in a worker
+        ctx.fingerprints()
     name = run or run_dir.resolve().name
-    if storage is None and run is None and resume and adopt_legacy(run_dir):
-        name = LEGACY_STUDY
-    url = storage or default_url(run_dir)
-    store = TrialStore(url, name, create=cfg, resume=resume)
-    if storage:
-        atomic_write_text(run_dir / POINTER, json.dumps({"storage": storage, "run": name}) + "\n")
+    with created_dir(run_dir):  # removed again if the store cannot be created or opened
+        if storage is None and run is None and resume and adopt_legacy(run_dir):
+            name = LEGACY_STUDY
+        store = TrialStore(storage or default_url(run_dir), name, create=cfg, resume=resume)
+        if ctx is not None:
+            store.check_fingerprints(ctx.fingerprints(), "--resume" if resume else "search")
+            ctx.cfg = store.config
+    if storage:  # never the password (docs/search.md): it comes from the environment
+        atomic_write_text(run_dir / POINTER, json.dumps(
+            {"storage": without_password(storage), "run": name}) + "\n")
     if workers <= 0:
         return None, store
-    ctx = None
-    if loaded is not None:
-        ctx = Context(store.config, loaded.model, loaded.tokenizer)
-        ctx.check()  # an edit this model cannot take fails now, not in a worker
     result = runner.run(store, workers=workers, device=device,
                         ctx=ctx if workers <= 1 else None, progress=progress)
     write_result(result, run_dir)
