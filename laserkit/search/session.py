@@ -59,7 +59,16 @@ def locate(source: str | Path, run: str | None = None, storage: str | None = Non
                             f"{POINTER}); give a run directory or a database URL with --run")
     if storage is None and run is None and adopt_legacy(run_dir):
         return Where(default_url(run_dir), LEGACY_STUDY, run_dir)
-    return Where(storage or default_url(run_dir), run or run_dir.resolve().name, run_dir)
+    url = storage or default_url(run_dir)
+    return Where(url, run or _dir_run(url, run_dir), run_dir)
+
+
+def _dir_run(url: str, run_dir: Path) -> str:
+    """The run of a run directory: named after the directory, or the database's only run when
+    the directory was renamed or is mounted elsewhere (an archive, a colleague's mount)."""
+    name = Path(run_dir).resolve().name
+    names = run_names(url)
+    return names[0] if name not in names and len(names) == 1 else name
 
 
 def legacy_config(run_dir: Path) -> RunConfig | None:
@@ -166,12 +175,25 @@ def run_names(url: str, legacy: bool = False) -> list[str]:
     from .store import normalize_url  # noqa: PLC0415
 
     try:
-        return sorted(s.study_name for s in optuna.get_all_study_summaries(normalize_url(url))
-                      if legacy or s.study_name != LEGACY_STUDY)
+        summaries = optuna.get_all_study_summaries(_reader(normalize_url(url)))
+        return sorted(s.study_name for s in summaries if legacy or s.study_name != LEGACY_STUDY)
     except LaserkitError:
         raise
     except Exception as e:
         raise LaserkitError(f"cannot read {url}: {first_line(e)}") from None
+
+
+def _reader(url: str):
+    """A storage that only reads (SQLite opened read-only; others as given, with the password
+    from the environment): listing runs writes nothing."""
+    from optuna.storages import RDBStorage  # noqa: PLC0415
+
+    from .store import readonly_sqlite, with_secret  # noqa: PLC0415
+
+    if url.startswith("sqlite"):
+        return RDBStorage(readonly_sqlite(url), engine_kwargs={"connect_args": {"uri": True}},
+                          skip_table_creation=True)
+    return RDBStorage(with_secret(url))
 
 
 def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str | None = None,
