@@ -27,8 +27,11 @@ import string
 from collections import Counter
 from decimal import Decimal
 
+import regex
+
 from ..errors import LaserkitError
 
+REGEX_TIMEOUT_S = 1.0  # per answer and generation; generations are short (max_new_tokens)
 MATCH_MODES = ("contains", "exact", "all_parts", "f1", "regex", "substring")
 Item = str | int | float | list | dict
 
@@ -104,8 +107,8 @@ def _check_scalar(item: object, where: str, mode: str) -> None:
         raise LaserkitError(f"{where}: empty answer")
     if mode == "regex":
         try:
-            re.compile(str(item))
-        except re.error as e:
+            regex.compile(str(item))
+        except (regex.error, ValueError) as e:
             raise LaserkitError(f"{where}: answer {item!r} is not a valid regular expression "
                                 f"({e})") from None
     elif mode not in ("f1", "substring") and not _needle(item):
@@ -180,8 +183,21 @@ def f1_score(prediction: str, items: tuple, mode: str = "contains") -> float:
     return max(squad_f1(prediction, item_text(it)) for it in items)
 
 
-def judge(prediction: str, items: tuple, mode: str) -> dict:
-    """``correct`` (bool) and, for multi-part answers, ``parts_found`` (one bool per part)."""
+def regex_search(pattern: str, text: str, where: str = "") -> bool:
+    """A ``match: regex`` answer searched in a generation, in bounded time: a pattern that
+    backtracks catastrophically (``(.+)+\\x00``) would otherwise hang the evaluation."""
+    try:
+        return regex.search(pattern, text, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise LaserkitError(f"{where or 'an answer'}: regular expression {pattern!r} took over "
+                            f"{REGEX_TIMEOUT_S:g} s on a {len(text)}-character generation "
+                            "(catastrophic backtracking); simplify it (no nested repeats such "
+                            "as (.+)+)") from None
+
+
+def judge(prediction: str, items: tuple, mode: str, where: str = "") -> dict:
+    """``correct`` (bool) and, for multi-part answers, ``parts_found`` (one bool per part).
+    ``where`` names the example in errors (a regular expression too slow to match)."""
     parts = parts_of(items, mode)
     if parts is not None:
         hits = [any(found(prediction, a) for a in alts) for alts in parts]
@@ -196,7 +212,7 @@ def judge(prediction: str, items: tuple, mode: str) -> dict:
         pred = normalize_answer(prediction)
         return {"correct": any(pred == normalize_answer(item_text(it)) for it in items)}
     if mode == "regex":
-        return {"correct": any(re.search(str(it), prediction) for it in items)}
+        return {"correct": any(regex_search(str(it), prediction, where) for it in items)}
     if mode == "substring":
         gen = prediction.strip().lower()
         return {"correct": any(item_text(it).strip().lower() in gen for it in items)}
