@@ -20,6 +20,7 @@ from .common import (
     on_interrupt_publishing,
 )
 from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
+from .output import results
 
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
@@ -95,11 +96,11 @@ def _print_result(result: dict) -> None:
     for name, val, test in headline_rows(result):
         parts = (test,) if one else (val, test)
         table.add_row(name, *(_num(d.get(k)) for d in parts for k in ("score", "log_loss")))
-    console.print(table)
+    results.print(table)
     from ..search.significance import lines
 
     for line in lines(result):
-        console.print(line)
+        results.print(line)
 
 
 def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | None,
@@ -324,19 +325,19 @@ def status(
 
     if session.is_url(source) and not run:
         names = session.run_names(source)
-        console.print("runs: " + (", ".join(names) if names else "none"))
+        results.print("runs: " + (", ".join(names) if names else "none"))
         return
     s = session.status(session.open_run(source, run))
     table = Table(title=f"run {s['run']!r}: {s['strategy']} on {s['task']}")
     for col in ("done", "running", "waiting", "failed", "of about"):
         table.add_column(col)
     table.add_row(*(str(s[k]) for k in ("done", "running", "waiting", "failed", "total")))
-    console.print(table)
+    results.print(table)
     b = s["best"]
     if b is not None:
-        console.print(f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
+        results.print(f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
                       f"  score {_num(b['score'])}  log-loss {_num(b['log_loss'])}")
-    console.print("finished" if s["finished"] else "not finished")
+    results.print("finished" if s["finished"] else "not finished")
 
 
 @app.command()

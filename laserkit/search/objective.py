@@ -148,6 +148,10 @@ class TaskObjective:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
         self.task = get_task(task, data=data)
+        if tokenizer is None:  # refused before a run is created, not in its first trial
+            raise LaserkitError(f"task {self.task.name!r} needs the model's tokenizer and this "
+                                "model has none (no tokenizer files beside its weights): add "
+                                "them, or give a model directory or hub id that has them")
         if max_new_tokens is None and self.task.kind == "semantic":
             # only runs made before the length was stored lack it: they generated 128 tokens
             max_new_tokens = LEGACY_SEMANTIC_TOKENS

@@ -93,8 +93,11 @@ def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> lis
     examples = reader(records, spec, task.kind, meta, origin)
     if task.kind in ("generate", "next_token"):
         mode = task.match if task.kind == "generate" else "exact"  # next_token: plain answers
-        for ex in examples:
-            check_answers(ex.answers, mode, f"{origin} example {ex.id}")
+        one_each = len(examples) == len(records)  # a record per example: name its number
+        for i, ex in enumerate(examples):
+            where = f"{origin} record {i} (id {ex.id})" if one_each else \
+                f"{origin} example {ex.id}"
+            check_answers(ex.answers, mode, where)
     return examples
 
 
