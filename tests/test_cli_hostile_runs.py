@@ -196,7 +196,7 @@ def test_hostile_task_files_end_in_one_line(tmp_path, tiny_dir):  # noqa: F811
     (tmp_path / "big.csv").write_text("prompt,answer\na,b\n" + "x" * 140_000 + ",y\n")
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (tmp_path / "empty.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "prompt": "p", "answer": "" if i == 2 else "a"}) + "\n"
+        json.dumps({"id": f"q{i}", "prompt": "p", "answer": "!!!" if i == 2 else "a"}) + "\n"
         for i in range(4)))
     rows = {
         "latin1.yaml": "task file latin1.yaml is not UTF-8 text (byte 0xe9 at offset 38)",
@@ -205,7 +205,7 @@ def test_hostile_task_files_end_in_one_line(tmp_path, tiny_dir):  # noqa: F811
         "big.csv": "big.csv line 3: field larger than field limit (131072); CSV cells are read "
                    "up to 131,072 characters",
         "deep.json": "deep.json: JSON nested too deeply to read",
-        "empty.jsonl": "empty.jsonl record 2 (id q2): empty answer",  # docs/tasks.md's promise
+        "empty.jsonl": "empty.jsonl record 2 (id q2): answer '!!!' has no words",  # docs/tasks.md's promise
     }
     ran = parallel({k: (tmp_path, ("eval", tiny_dir, "--task", k, "--dry-run")) for k in rows})
     for k, says in rows.items():
