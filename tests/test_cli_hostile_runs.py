@@ -205,7 +205,7 @@ def test_hostile_task_files_end_in_one_line(tmp_path, tiny_dir):  # noqa: F811
         "big.csv": "big.csv line 3: field larger than field limit (131072); CSV cells are read "
                    "up to 131,072 characters",
         "deep.json": "deep.json: JSON nested too deeply to read",
-        "empty.jsonl": "empty.jsonl record 2 (id q2): answer '!!!' has no words",  # docs/tasks.md's promise
+        "empty.jsonl": "empty.jsonl record 2 (id q2): answer '!!!' has no words",  # docs/tasks.md
     }
     ran = parallel({k: (tmp_path, ("eval", tiny_dir, "--task", k, "--dry-run")) for k in rows})
     for k, says in rows.items():
