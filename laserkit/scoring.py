@@ -340,6 +340,16 @@ def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None =
         raise LaserkitError(f"chat template {template[:60]!r} failed: {first}") from None
 
 
+def chat_fallback_note(tokenizer, template: str) -> str | None:
+    """The line to show when ``chat_template: model`` meets a tokenizer without a template:
+    the prompts are then wrapped in ChatML, which the user should know rather than guess."""
+    if template != "model" or tokenizer is None or getattr(tokenizer, "chat_template", None):
+        return None
+    return ("note: this model has no chat template, so chat_template: model falls back to "
+            "ChatML (<|im_start|>user ... <|im_start|>assistant); give --chat-template chatml "
+            "to choose it explicitly, or a Jinja template")
+
+
 def load_template(template: str) -> str:
     """A Jinja chat template given inline ("{% ... %}") or as a file."""
     if "{%" in template or "{{" in template:

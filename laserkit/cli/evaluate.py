@@ -80,6 +80,7 @@ def eval_(
         _dry_run(t, model, show, chat_template, system_prompt)
         return
     loaded = load_with_status(model, dtype, device)
+    _say_chat_fallback(t, loaded.tokenizer, chat_template, system_prompt)
     result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                       batch_size=batch_size, seed=seed, embedder=embedder,
                       max_new_tokens=max_new_tokens, max_length=max_length,
@@ -136,6 +137,7 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
 
                 raise LaserkitError(f"cannot load the tokenizer of {model}: "
                                     f"{first_line(e)}") from None
+    _say_chat_fallback(t, tokenizer, chat_template, system_prompt)
     items = preview(t, tokenizer, show, chat_template=chat_template, system_prompt=system_prompt)
     out_console.print(f"task {t.name}: kind {t.kind}, metric {t.metric} "
                       f"({'higher' if t.higher_is_better else 'lower'} is better)"
@@ -148,6 +150,18 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             out_console.print(f"[bold]{key}:[/bold]")
             out_console.print(text, markup=False, highlight=False)
+def _say_chat_fallback(task, tokenizer, chat_template: str | None,
+                       system_prompt: str | None) -> None:
+    """One line on stderr when the task asks for the model's chat template and it has none."""
+    from ..evaluate import chat_settings
+    from ..scoring import chat_fallback_note
+
+    chat, _ = chat_settings(task, chat_template, system_prompt)
+    note = chat_fallback_note(tokenizer, chat)
+    if note:
+        console.print(note, markup=False, highlight=False)
+
+
 def _compare(result, other_model: str, task, dtype: str, device: str, **kw) -> None:
     """Score a second model on the same examples and print the paired comparison; the summary
     gets a ``compare`` entry (written with --out)."""

@@ -118,8 +118,9 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
         workers: int, device: str, no_save: bool) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
     from ..search import session
+    from ..search.store import public_url
 
-    where = f"the database {storage}" if storage else run_dir
+    where = f"the database {public_url(storage)}" if storage else run_dir
     on_interrupt(f"the finished trials are kept in {where}; continue with the same command and "
                  "--resume")
     with _Bar(f"{cfg.strategy} {run or run_dir}") as bar:
@@ -127,8 +128,10 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
                                       resume=resume, workers=workers, device=device,
                                       loaded=loaded, progress=bar)
     if result is None:
+        from ..search.store import without_password  # a log must not get the password
+
         console.print(f"created run {store.run!r}; work on it with: laserkit worker "
-                      f"{storage or store.url} --run {store.run}")
+                      f"{without_password(storage or store.url)} --run {store.run}")
         return
     _print_result(result)
     on_interrupt(f"the finished run is kept in {run_dir}; write its report and model with "
