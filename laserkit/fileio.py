@@ -27,7 +27,8 @@ from pathlib import Path
 from .errors import LaserkitError, WriteFailed, first_line
 
 PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<random>``
-EVAL_FILES = {"records.jsonl", "summary.json"}  # what an evaluation's --out holds
+# what an evaluation's --out holds (the last two while it runs: eval_stream.py)
+EVAL_FILES = {"records.jsonl", "summary.json", "records.partial.jsonl", "evaluation.json"}
 
 
 def umask() -> int:

@@ -16,7 +16,6 @@ from .common import (
     console,
     load_with_status,
     on_interrupt,
-    on_interrupt_publishing,
 )
 
 out_console = Console()  # results go to stdout; status and errors to stderr
@@ -65,7 +64,8 @@ def eval_(
     if out is None:
         on_interrupt("nothing was written; run the command again to evaluate")
     else:
-        on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
+        on_interrupt(f"the records scored so far are kept in {out}/records.partial.jsonl; the "
+                     "same command continues after them")
     if out is not None:  # before any work, and before importing torch
         from ..fileio import EVAL_FILES, check_dir_holds_only
 
@@ -81,10 +81,17 @@ def eval_(
         return
     loaded = load_with_status(model, dtype, device)
     _say_chat_fallback(t, loaded.tokenizer, chat_template, system_prompt)
-    result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
-                      batch_size=batch_size, seed=seed, embedder=embedder,
-                      max_new_tokens=max_new_tokens, max_length=max_length,
-                      chat_template=chat_template, system_prompt=system_prompt, progress=True)
+    options = dict(batch_size=batch_size, embedder=embedder, max_new_tokens=max_new_tokens,
+                   max_length=max_length, chat_template=chat_template,
+                   system_prompt=system_prompt, progress=True)
+    if out is None:
+        result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
+                          seed=seed, **options)
+    else:  # records appended as they are scored; a stopped evaluation continues
+        from ..eval_stream import evaluate_to
+
+        result = evaluate_to(out, loaded.model, loaded.tokenizer, t, split=split, limit=limit,
+                             seed=seed, log=lambda m: console.print(m, markup=False), **options)
     s = result.summary
     table = Table(title=f"{s['task']} on {loaded.source} ({s['split']}, n={s['n']})")
     table.add_column("metric")

@@ -124,8 +124,12 @@ def without_password(url: str) -> str:
         u = sa.engine.make_url(url)
     except Exception:
         return url
-    return url if u.password is None else u.set(password=None).render_as_string(
-        hide_password=False)
+    return url if u.password is None else _no_password(u).render_as_string(hide_password=False)
+
+
+def _no_password(u: sa.engine.URL) -> sa.engine.URL:
+    """The URL without a password (``URL.set(password=None)`` leaves it as it was)."""
+    return u._replace(password=None)
 
 
 def with_secret(url: str) -> str:
@@ -140,7 +144,7 @@ def with_secret(url: str) -> str:
             normalize_url(secret))
     except Exception:
         return url
-    if mine.password is None and mine == env.set(password=None):
+    if mine.password is None and mine == _no_password(env):
         return normalize_url(secret)
     return url
 
