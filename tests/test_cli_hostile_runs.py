@@ -265,3 +265,38 @@ def test_a_catastrophic_regular_expression_names_its_example_in_bounded_time():
                        "\\+\\$' took over 1 s"):
         judge("a" * 60 + "b", ("(a|aa)+$",), "regex", "t example 7")
     assert time.monotonic() - start < 30
+
+
+def test_all_pairs_needs_each_key_with_its_value():
+    """FanOutQA-style dict answers: all_parts ignores the keys (any text with "right" and
+    "left" passes); all_pairs needs each key with one of its values in one clause."""
+    from laserkit.tasks.matching import check_answers, continuations, judge
+
+    gold = ({"Alice": "right", "Bob": "left", "Carol": ["left", "port"]},)
+    check_answers(gold, "all_pairs", "t example 1")
+    swapped = "Alice: left, Bob: right; Carol: port."
+    assert judge(swapped, gold, "all_parts")["correct"]  # the flaw the issue shows
+    assert judge(swapped, gold, "all_pairs") == {"correct": False,
+                                                 "parts_found": [False, False, True]}
+    assert judge("Alice: right\nBob went left. Carol: left", gold, "all_pairs") == {
+        "correct": True, "parts_found": [True, True, True]}
+    assert continuations(gold, "all_pairs") == ["Alice: right, Bob: left, Carol: left"]
+    with pytest.raises(LaserkitError, match="needs a non-empty dict answer"):
+        check_answers(("right",), "all_pairs", "t example 2")
+
+
+def test_chat_template_model_without_one_says_it_falls_back_to_chatml(tmp_path, tiny_dir):  # noqa: F811
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_dir, plain)
+    cfg = json.loads((plain / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    (tmp_path / "q.jsonl").write_text('{"prompt": "Capital of France?", "answer": "Paris"}\n')
+    (tmp_path / "t.yaml").write_text("kind: generate\ndata: q.jsonl\nchat_template: model\n")
+    ran = parallel({"plain": (tmp_path, ("eval", plain, "--task", "t.yaml", "--dry-run")),
+                    "own": (tmp_path, ("eval", tiny_dir, "--task", "t.yaml", "--dry-run"))})
+    assert ran["plain"].returncode == 0, ran["plain"].stderr[-2000:]
+    notes = [ln for ln in ran["plain"].stderr.splitlines() if "falls back to ChatML" in ln]
+    assert len(notes) == 1 and "<|im_start|>user\nCapital of France?" in ran["plain"].stdout
+    assert "falls back" not in ran["own"].stderr and ran["own"].returncode == 0
