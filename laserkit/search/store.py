@@ -191,8 +191,8 @@ class TrialStore:
                     _META.create_all(self.storage.engine)
                 return
             except Exception as e:  # bad URL, server unreachable, a creation race
-                msg = first_line(e)
-                if attempt == 2 or "connection" in msg.lower():
+                msg = first_line(_root(e))  # Optuna wraps the driver's error in its own
+                if attempt == 2 or "connection" in msg.lower() or "password" in msg.lower():
                     hint = f" ({PASSWORD_HELP})" if "password" in msg.lower() else ""
                     raise LaserkitError(f"cannot open trial store {public_url(self.url)}: "
                                         f"{msg}{hint}") from None
@@ -478,6 +478,16 @@ def readonly_sqlite(url: str) -> str:
     if not db or db == ":memory:":
         return url
     return f"sqlite:///file:{quote(str(Path(db).resolve()))}?mode=ro&uri=true"
+
+
+def _root(e: BaseException) -> BaseException:
+    """The innermost cause of an exception (the driver's "password authentication failed"
+    under Optuna's "an exception is raised during the commit")."""
+    seen = set()
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(e))
+        e = nxt
+    return e
 
 
 def _lock_path(url: str) -> Path | None:
