@@ -249,6 +249,9 @@ def greedy(
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
     loaded = load_with_status(model, dtype, device)
+    from ..search.session import probe_storage
+
+    probe_storage(storage)  # before the scan creates the run directory
     on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
                  "again with --resume to continue")
     cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device, iv)

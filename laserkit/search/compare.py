@@ -237,6 +237,9 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
         from ..loading import load  # noqa: PLC0415
 
         loaded = load(model, dtype=dtype, device=device)
+    from .session import probe_storage  # noqa: PLC0415
+
+    probe_storage(storage)  # before the directory and the scan exist
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_url(run_dir)
     num_layers = model_layout(loaded.model).num_layers

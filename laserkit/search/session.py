@@ -183,6 +183,13 @@ def run_names(url: str, legacy: bool = False) -> list[str]:
         raise LaserkitError(f"cannot read {url}: {first_line(e)}") from None
 
 
+def probe_storage(storage: str | None) -> None:
+    """Fail now, in one line and before anything is created or scanned, on a database that
+    cannot be reached (a wrong host, port or password)."""
+    if storage and not storage.startswith("sqlite"):
+        run_names(storage, legacy=True)
+
+
 def _reader(url: str):
     """A storage that only reads (SQLite opened read-only; others as given, with the password
     from the environment): listing runs writes nothing."""

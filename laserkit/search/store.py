@@ -452,7 +452,8 @@ class TrialStore:
     # -- the run's result ----------------------------------------------------------------------
 
     def set_result(self, result: dict[str, Any]) -> None:
-        self.study.set_user_attr("result", _jsonable(result))
+        if not self.readonly:  # a run read from read-only storage computes it, keeps nothing
+            self.study.set_user_attr("result", _jsonable(result))
 
     def result(self) -> dict[str, Any] | None:
         return self.study.user_attrs.get("result")
