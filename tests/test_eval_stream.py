@@ -98,3 +98,42 @@ def test_a_stopped_evaluation_continues_and_refuses_other_options(loaded, tmp_pa
     same(got.summary, whole.summary, 1e-5)
     got.write(out)  # published: the partial files go
     assert sorted(p.name for p in out.iterdir()) == ["records.jsonl", "summary.json"]
+
+
+def test_installed_eval_stopped_by_ctrl_c_continues(tmp_path, tiny_dir):  # noqa: F811
+    """The command itself: Ctrl-C once some chunks are appended, then the same command
+    continues after them and publishes every record; progress lines reach a non-terminal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = str(Path(sys.prefix) / "bin" / "laserkit")
+    args = [exe, "eval", str(tiny_dir), "--task", "fever-bigbench", "--limit", "1500",
+            "--batch-size", "1", "--out", "e", "--dtype", "float32", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LASERKIT_PROGRESS_SECONDS": "0"}
+    p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "e" / ES.PARTIAL
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and p.poll() is None:
+        if partial.exists() and partial.read_text().count("\n") >= 64:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    kept = partial.read_text().count("\n")
+    assert 64 <= kept < 1500 and "records scored so far are kept" in err
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"continuing the evaluation in e: {kept - kept % 32}" in again.stderr or \
+        f"continuing the evaluation in e: {kept}" in again.stderr, again.stderr[:2000]
+    assert "scoring: " in again.stderr  # a progress line, stderr being a pipe
+    records = (tmp_path / "e" / "records.jsonl").read_text().splitlines()
+    assert len(records) == 1500 and len({json.loads(r)["id"] for r in records}) == 1500
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["records.jsonl",
+                                                                  "summary.json"]
