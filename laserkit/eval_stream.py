@@ -53,6 +53,7 @@ def evaluate_to(out: Path, model, tokenizer, task, *, split: str = "all",
              "data": data_fingerprint(examples),
              "options": {k: v for k, v in sorted(kw.items()) if k != "progress"}}
     out = Path(out)
+    made = not out.exists()
     done = _resume(out, ident)
     if done and log is not None:
         log(f"continuing the evaluation in {out}: {len(done)} of {len(examples)} examples "
@@ -60,11 +61,16 @@ def evaluate_to(out: Path, model, tokenizer, task, *, split: str = "all",
     size = len(examples) if task.kind == "perplexity" else chunk
     parts: list[EvalResult] = []
     start = len(done)
-    for lo in range(start, len(examples), size):
-        part = dataclasses.replace(task, _examples=examples[lo:lo + size])
-        result = evaluate(model, tokenizer, part, split="all", **kw)
-        _append(out / PARTIAL, result.records, result.summary)
-        parts.append(result)
+    try:
+        for lo in range(start, len(examples), size):
+            part = dataclasses.replace(task, _examples=examples[lo:lo + size])
+            result = evaluate(model, tokenizer, part, split="all", **kw)
+            _append(out / PARTIAL, result.records, result.summary)
+            parts.append(result)
+    except BaseException:
+        if not done and not parts:  # nothing was kept: leave no trace of this evaluation
+            _forget(out, made)
+        raise
     records = [r for r, _ in done] + [r for p in parts for r in p.records]
     summaries = _chunk_summaries(done) + [p.summary for p in parts if p.summary]
     summary = _combine(summaries, records, task)
@@ -90,6 +96,18 @@ def _resume(out: Path, ident: dict) -> list[tuple[dict, dict | None]]:
     (out / PARTIAL).unlink(missing_ok=True)
     atomic_write_text(path, json.dumps(ident, indent=1) + "\n")
     return []
+
+
+def _forget(out: Path, made: bool) -> None:
+    """Remove what a new evaluation created before its first chunk was kept: its files, and
+    ``out`` itself if it made it (a failed eval leaves --out as it was)."""
+    for name in (PARTIAL, IDENTITY):
+        (out / name).unlink(missing_ok=True)
+    if made:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def _what_differs(stored: dict, ident: dict) -> str:

@@ -137,3 +137,15 @@ def test_installed_eval_stopped_by_ctrl_c_continues(tmp_path, tiny_dir):  # noqa
     assert len(records) == 1500 and len({json.loads(r)["id"] for r in records}) == 1500
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["records.jsonl",
                                                                   "summary.json"]
+
+
+def test_an_evaluation_that_fails_before_keeping_anything_leaves_no_out(loaded, tmp_path,
+                                                                         monkeypatch):
+    def broken(*a, **k):
+        raise LaserkitError("the model's outputs are NaN")
+
+    monkeypatch.setattr(ES, "evaluate", broken)
+    with pytest.raises(LaserkitError):
+        ES.evaluate_to(tmp_path / "new", loaded.model, loaded.tokenizer,
+                       get_task("fever-bigbench"), limit=4, batch_size=4, progress=False)
+    assert not (tmp_path / "new").exists()
