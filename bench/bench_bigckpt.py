@@ -14,6 +14,12 @@ machine's disk and time: ``--layers 7`` is 3.6 GB. Then, each in its own process
 Peak RSS is each process's ru_maxrss. Usage:
 
     .venv/bin/python bench/bench_bigckpt.py [--layers 7] [--limit-gb 2.5] [--dir /tmp/bigckpt]
+
+``--copy-only``: only what an out-of-core save costs to copy the files it does not edit (every
+model file cloned by modelfiles.clone_file: a reflink where the file system offers one, else
+copy_file_range, never a hard link) against `cp -r` of the same directory, alternating, in the
+same run. (Outputs used to hard-link unedited shards, which let a later edit of the output
+reach the source.)
 """
 
 from __future__ import annotations
@@ -105,12 +111,65 @@ def peak_child(args: list[str], limit_gb: float | None, env: dict | None = None)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _reflinks(folder: Path) -> bool:
+    """Whether this file system clones files (FICLONE) where the checkpoint lies."""
+    import fcntl
+
+    from laserkit.modelfiles import FICLONE
+
+    a, b = folder / ".probe-a", folder / ".probe-b"
+    a.write_bytes(b"x" * 4096)
+    try:
+        with open(a, "rb") as fin, open(b, "wb") as fout:
+            fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+        return True
+    except OSError:
+        return False
+    finally:
+        a.unlink(missing_ok=True)
+        b.unlink(missing_ok=True)
+
+
+def copy_cost(big: Path, work: Path, rounds: int = 2) -> None:
+    """clone_file of every model file (what a save does for unedited files) vs `cp -r`."""
+    from laserkit.modelfiles import clone_file, model_files
+
+    size = sum(p.stat().st_size for p in model_files(big))
+    times: dict[str, list[float]] = {"cp -r": [], "clone_file": []}
+    for _ in range(rounds):
+        for label in times:
+            dst = work / "copy-bench"
+            shutil.rmtree(dst, ignore_errors=True)
+            subprocess.run(["sync"], check=True)
+            t = time.perf_counter()
+            if label == "cp -r":
+                subprocess.run(["cp", "-r", str(big), str(dst)], check=True)
+            else:
+                dst.mkdir()
+                for p in model_files(big):
+                    clone_file(p, dst / p.name)
+            os.sync()
+            times[label].append(time.perf_counter() - t)
+            shutil.rmtree(dst, ignore_errors=True)
+    best = {k: min(v) for k, v in times.items()}
+    print(f"copy of {size / 2**30:.2f} GiB, reflinks offered here: {_reflinks(big)}; best of "
+          f"{rounds}: cp -r {best['cp -r']:.1f} s, clone_file {best['clone_file']:.1f} s, "
+          f"ratio clone_file / cp -r {best['clone_file'] / best['cp -r']:.2f} "
+          f"(all: {json.dumps({k: [round(x, 1) for x in v] for k, v in times.items()})})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=7)
     ap.add_argument("--limit-gb", type=float, default=2.5)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/laserkit-bigckpt"))
+    ap.add_argument("--copy-only", action="store_true", help="only the copy cost vs cp -r")
     args = ap.parse_args()
+    if args.copy_only:
+        big = args.dir / f"mistral-shapes-{args.layers}l"
+        build(big, args.layers)
+        copy_cost(big, args.dir)
+        return
     import torch
     from safetensors import safe_open
 

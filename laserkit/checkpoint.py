@@ -202,7 +202,10 @@ class BinCheckpoint(Checkpoint):
     def __init__(self, folder: Path, source: str | None = None):
         self.source = source or str(folder)
         self.config = _config(folder)
-        self.paths = sorted(folder.glob("*.bin"))
+        from .modelfiles import weight_files
+
+        # weight files only: a Trainer folder's training_args.bin is a pickle of settings
+        self.paths = [p for p in weight_files(folder) if p.suffix == ".bin"]
         self._loaded: tuple[Path, dict] | None = None
         self._where: dict[str, Path] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -219,7 +222,8 @@ class BinCheckpoint(Checkpoint):
             try:
                 sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
             except Exception as e:  # zip errors, unpickling errors, legacy formats
-                raise LaserkitError(f"corrupt or unsupported PyTorch file {path}: {e}") from None
+                raise LaserkitError(f"corrupt or unsupported PyTorch file {path}: "
+                                    f"{_plain(first_line(e))}") from None
             self._loaded = (path, sd)
         return self._loaded[1]
 
@@ -253,6 +257,7 @@ class GGUFCheckpoint(Checkpoint):
         self.reader = gguf_reader(path)
         self.config, processor, hf_names = _gguf_naming(path)
         self._processor = processor
+        self._names = hf_names
         self._tensors = {}
         for t in self.reader.tensors:
             hf = hf_names.get(t.name)
@@ -269,9 +274,15 @@ class GGUFCheckpoint(Checkpoint):
 
         t = self._tensors[name]
         weights = dequantize(t.data, t.tensor_type)
-        out = self._processor.process(weights=weights, name=t.name, tensor_key_mapping={},
-                                      parsed_parameters={})
-        tensor = torch.from_numpy(out.weights.copy())
+        # as transformers' load_gguf_checkpoint calls it: a processor may store a tensor under
+        # another name itself (gpt2's output.weight → lm_head.weight) and return no name
+        stored: dict[str, dict] = {"tensors": {}}
+        out = self._processor.process(weights=weights, name=t.name,
+                                      tensor_key_mapping=self._names, parsed_parameters=stored)
+        if out.name is None and len(stored["tensors"]) == 1:
+            tensor = next(iter(stored["tensors"].values())).clone()
+        else:
+            tensor = torch.from_numpy(out.weights.copy())
         _release(self.reader, t)
         return tensor
 
@@ -286,6 +297,13 @@ class GGUFCheckpoint(Checkpoint):
         return h.hexdigest()[:16]
 
 
+def _plain(text: str) -> str:
+    """Text without terminal escape sequences (torch's weights_only message carries some)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
 def gguf_reader(path: Path):
     """A gguf.GGUFReader of the file; one LaserkitError when it is damaged."""
     from gguf import GGUFReader
@@ -296,43 +314,70 @@ def gguf_reader(path: Path):
         raise LaserkitError(f"corrupt or truncated GGUF file {path}: {e}") from None
 
 
+# GGUF architectures (general.architecture) whose tensor-by-tensor conversion here is checked
+# against transformers' own GGUF load in tests/test_gguf_convert.py. Others transformers reads
+# (mixture-of-experts processors merge several GGUF tensors into one, t5/umt5/deci are not causal
+# LMs here) are refused in one line rather than converted unverified.
+VERIFIED_GGUF_ARCHS = ("llama", "qwen2", "qwen3", "falcon", "phi3", "bloom", "stablelm", "gpt2",
+                       "starcoder2", "mamba", "nemotron", "gemma2", "gemma3")
+
+
+def gguf_processor(arch: str, config: object) -> object:
+    """transformers' tensor processor for a GGUF file, looked up as transformers does: by the
+    file's GGUF architecture (``gemma3``), not by the config's model_type (``gemma3_text``),
+    which would skip the Gemma norm offset."""
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
+    return TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config.to_dict())
+
+
+def check_gguf_arch(arch: str, path: Path) -> None:
+    """Refuse, in one line, a GGUF architecture whose conversion is not verified."""
+    if arch not in VERIFIED_GGUF_ARCHS:
+        raise LaserkitError(
+            f"GGUF file {path} has architecture {arch!r}, which laserkit does not convert "
+            f"(verified against transformers: {', '.join(VERIFIED_GGUF_ARCHS)}); load it with "
+            "transformers' AutoModelForCausalLM.from_pretrained(DIR, gguf_file=...), "
+            "save_pretrained it and pass that directory")
+
+
 def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
     """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file.
 
-    The config and name map are cached per file content (gguf_cache.naming).
+    The config, architecture and name map are cached per file content (gguf_cache.naming).
     """
     from transformers import AutoConfig
-    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
     from .gguf_cache import naming
 
-    config_dict, names = naming(path, lambda: _gguf_naming_uncached(path))
-    config = AutoConfig.for_model(**config_dict)
-    processor = TENSOR_PROCESSORS.get(config.model_type, TensorProcessor)(config=config.to_dict())
-    return config, processor, names
+    doc = naming(path, lambda: _gguf_naming_uncached(path))
+    config = AutoConfig.for_model(**doc["config"])
+    return config, gguf_processor(doc["arch"], config), doc["names"]
 
 
-def _gguf_naming_uncached(path: Path) -> tuple[dict, dict[str, str]]:
+def _gguf_naming_uncached(path: Path) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
-        TENSOR_PROCESSORS,
-        TensorProcessor,
         get_gguf_hf_weights_map,
         load_gguf_checkpoint,
+        read_field,
     )
 
     try:
+        arch = read_field(gguf_reader(path), "general.architecture")[0]
+    except (IndexError, KeyError, ValueError, TypeError):
+        raise LaserkitError(f"GGUF file {path} names no general.architecture") from None
+    check_gguf_arch(arch, path)
+    try:
         parsed = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
-        arch = parsed["model_type"]
         config = AutoConfig.for_model(**parsed)
-        processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config.to_dict())
         with torch.device("meta"):  # names only: a model without storage
             model = AutoModelForCausalLM.from_config(config)
-        names = get_gguf_hf_weights_map(model, processor)
+        names = get_gguf_hf_weights_map(model, gguf_processor(arch, config))
     except (ValueError, KeyError, NotImplementedError) as e:
         raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first_line(e)}")\
             from None
-    return parsed, names
+    return {"config": parsed, "names": names, "arch": arch}
 
 
 def _release(reader: object, tensor: object) -> None:
@@ -353,20 +398,28 @@ def _release(reader: object, tensor: object) -> None:
 
 
 def _config(folder: Path) -> object | None:
-    """The checkpoint's config, or None when it has none or transformers cannot read it."""
+    """The checkpoint's config, or None when it has none or transformers cannot read it (also
+    one that needs its own code: it is never run here, and never asked about on stdout)."""
     if not (folder / "config.json").exists():
         return None
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(folder)
+        return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         return None
 
 
-def open_checkpoint(source: str | os.PathLike | ModelSource) -> Checkpoint:
-    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource)."""
+def open_checkpoint(source: str | os.PathLike | ModelSource,
+                    trust_remote_code: bool = False) -> Checkpoint:
+    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource).
+
+    A directory whose config names its own code is refused unless ``trust_remote_code``."""
+    from .loading import refuse_remote_code
+
     src = ModelSource.parse(source)
+    if src.kind == "dir":
+        refuse_remote_code(src.path, trust_remote_code)
     text = src.text
     if src.kind == "default":  # read from the packaged GGUF's cached conversion
         return SafetensorsCheckpoint(src.local_dir(), source=text)
@@ -376,6 +429,13 @@ def open_checkpoint(source: str | os.PathLike | ModelSource) -> Checkpoint:
     if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
         return SafetensorsCheckpoint(p, source=text)
     if any(p.glob("*.bin")):
+        from .modelfiles import weight_files
+
+        if not weight_files(p):
+            raise LaserkitError(f"no weights in {p}: its .bin files ("
+                                f"{', '.join(sorted(x.name for x in p.glob('*.bin'))[:3])}) are "
+                                "not model weights (expected pytorch_model.bin or model*.bin "
+                                "shards, or *.safetensors)")
         return BinCheckpoint(p, source=text)
     ggufs = sorted(p.glob("*.gguf"))
     if len(ggufs) == 1:

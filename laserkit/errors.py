@@ -38,7 +38,8 @@ _interrupts: list[int] = []
 
 
 def interrupt_handler(signum: int, frame: object) -> None:
-    """The SIGINT handler the CLI installs: remember the interrupt, then raise it."""
+    """The SIGINT (and SIGTERM) handler the CLI installs: remember the interrupt, then raise
+    it, so a SIGTERM cleans up exactly as a Ctrl-C does."""
     _interrupts.append(signum)
     raise KeyboardInterrupt
 
@@ -46,6 +47,13 @@ def interrupt_handler(signum: int, frame: object) -> None:
 def interrupted() -> bool:
     """Whether a Ctrl-C has been seen since the command started."""
     return bool(_interrupts)
+
+
+def terminated() -> bool:
+    """Whether the interrupt seen was a SIGTERM (kill, timeout, SLURM): exit 143, not 130."""
+    import signal
+
+    return signal.SIGTERM in _interrupts
 
 
 def check_interrupt() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import LaserkitError, WriteFailed, first_line
 
-PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<random>``
+PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<pid>-<random>``
 # what an evaluation's --out holds (the last two while it runs: eval_stream.py)
 EVAL_FILES = {"records.jsonl", "summary.json", "records.partial.jsonl", "evaluation.json"}
 
@@ -48,21 +48,29 @@ def dir_mode() -> int:
 
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, then deliver it (main thread only; elsewhere a no-op)."""
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them (main thread only;
+    elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if got and old is not signal.SIG_IGN:
-            if callable(old):
-                old(signal.SIGINT, None)
-            else:
+        for s in sigs:
+            signal.signal(s, old[s])
+        for s in dict.fromkeys(got):
+            handler = old[s]
+            if handler in (signal.SIG_IGN, None):
+                continue
+            if callable(handler):
+                handler(s, None)
+            elif s == signal.SIGINT:
                 raise KeyboardInterrupt
+            else:
+                signal.raise_signal(s)  # SIG_DFL: end as the signal would have
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -98,7 +106,8 @@ def atomic_file(path: os.PathLike | str, write: Callable[[Path], None]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with sigint_deferred():  # a Ctrl-C now must not orphan the file just made
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent)
+            sweep_partials(path)
+            fd, name = tempfile.mkstemp(prefix=partial_prefix(path), dir=path.parent)
             os.close(fd)
             tmp = Path(name)
         write(tmp)
@@ -161,14 +170,32 @@ def check_dir_holds_only(out: os.PathLike | str, allowed: set[str], *, what: str
     return out
 
 
+def refuse_unreplaceable(out: os.PathLike | str, what: str = "--out") -> Path:
+    """``--out ""`` (the current directory), ``.``, ``/`` or any folder holding the current
+    directory can never be replaced by an output, even with --force: refused in one line."""
+    text = os.fspath(out)
+    if text.strip() in ("", "."):
+        raise LaserkitError(f"{what} is empty or the current directory: give the path of a new "
+                            "directory or file to write")
+    dst = Path(text).resolve()
+    cwd = Path.cwd().resolve()
+    if dst == dst.parent:
+        raise LaserkitError(f"{what} {text} is the file system root: give the path of a new "
+                            "directory or file to write")
+    if dst == cwd or dst in cwd.parents:
+        raise LaserkitError(f"{what} {text} holds the current directory: give the path of a new "
+                            "directory or file to write")
+    return Path(text)
+
+
 def check_dir_target(out: os.PathLike | str, *, what: str = "--out",
                      overwrite: bool = False) -> Path:
     """Fail now, before any expensive work, if ``out`` can never receive a directory.
 
-    A regular file there, a non-empty directory without ``overwrite``, or no writable folder to
-    create it in: one LaserkitError each.
+    A regular file there, a non-empty directory without ``overwrite``, the root or the current
+    directory, or no writable folder to create it in: one LaserkitError each.
     """
-    out = refuse_file(out, what)
+    out = refuse_file(refuse_unreplaceable(out, what), what)
     if out.is_dir() and not overwrite and any(out.iterdir()):
         raise LaserkitError(f"{what} {out} exists and is not empty; choose another {what} or add "
                             "--force to replace it")
@@ -179,7 +206,7 @@ def check_dir_target(out: os.PathLike | str, *, what: str = "--out",
 def check_out_target(out: os.PathLike | str, *, what: str = "--out",
                      overwrite: bool = False) -> Path:
     """``check_dir_target`` for a model directory, or the same checks for a ``FILE.gguf``."""
-    out = Path(out)
+    out = refuse_unreplaceable(out, what)
     if out.suffix != ".gguf":
         return check_dir_target(out, what=what, overwrite=overwrite)
     if out.is_dir():
@@ -198,8 +225,10 @@ def check_writable_parent(out: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise LaserkitError(f"{what} {out}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LaserkitError(f"{what} {out}: no permission to write in {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):  # read-only mount or no permission: the file
+        # system refuses the write, status 1 as for a write refused midway (README)
+        raise WriteFailed(f"{what} {out}: cannot write in {parent} (read-only or no "
+                          "permission); choose a writable location")
 
 
 def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],
@@ -215,7 +244,8 @@ def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with sigint_deferred():  # a Ctrl-C now must not orphan the directory just made
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}", dir=out.parent))
+            sweep_partials(out)
+            tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
         write(tmp)
         with sigint_deferred():
             _publish_modes(tmp)
@@ -261,6 +291,41 @@ def _publish_modes(tmp: Path) -> None:
             p = os.path.join(root, f)
             if not os.path.islink(p):
                 os.chmod(p, fmode)
+
+
+def partial_prefix(path: Path) -> str:
+    """``.<name>.partial-<pid>-``: the writer's pid, so a later save can tell a partial whose
+    writer was killed (SIGKILL, a crash) from one being written now."""
+    return f".{path.name}{PARTIAL}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def sweep_partials(path: Path) -> list[Path]:
+    """Remove the temporary siblings of ``path`` left by writers that are gone (partials of
+    other names, and of writers still running, are left alone)."""
+    removed = []
+    prefix = f".{path.name}{PARTIAL}"
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            _remove(p)
+            removed.append(p)
+    return removed
 
 
 def partial_files(folder: os.PathLike | str) -> list[Path]:

@@ -17,12 +17,14 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MAX_GB = 50.0
 _SAMPLE = 4096
+# Part of every fingerprint: a conversion made by an earlier laserkit (version 1 skipped the
+# Gemma norm offset: tensor processors were looked up by model_type) is never reused.
+CONVERSION_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -46,7 +48,7 @@ def fingerprint(path: Path) -> str:
     """Content fingerprint of a GGUF file (see _content_fingerprint), remembered per file identity
     (path, inode, size, mtime) so a second command does not parse the file's header again."""
     st = path.stat()
-    ident = f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    ident = f"v{CONVERSION_VERSION}|{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
     index = cache_root() / "index.json"
     try:
         known = json.loads(index.read_text())
@@ -68,7 +70,7 @@ def fingerprint(path: Path) -> str:
 def _content_fingerprint(path: Path) -> str:
     """Size + header + two 4 KiB samples of every tensor, hashed."""
     size = path.stat().st_size
-    h = hashlib.sha256(f"gguf:{size};".encode())
+    h = hashlib.sha256(f"gguf-v{CONVERSION_VERSION}:{size};".encode())
     import struct
 
     from .errors import LaserkitError
@@ -162,12 +164,23 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def _stamp(d: Path) -> Path:
+    """The file whose mtime says when a conversion was last used. It lies beside the conversion,
+    not in it: touching config.json would change a file that saved models may once have shared."""
+    return d.with_name(d.name + ".used")
+
+
+def _last_used(d: Path) -> float:
+    stamp = _stamp(d)
+    return (stamp if stamp.exists() else d / "config.json").stat().st_mtime
+
+
 def entries() -> list[tuple[Path, int, float]]:
     """(directory, bytes, last used) of every finished conversion, least recently used first."""
     root = cache_root()
     if not root.is_dir():
         return []
-    out = [(d, _size(d), (d / "config.json").stat().st_mtime)
+    out = [(d, _size(d), _last_used(d))
            for d in root.iterdir() if d.is_dir() and (d / "config.json").exists()]
     return sorted(out, key=lambda e: e[2])
 
@@ -184,6 +197,7 @@ def evict(keep: Path | None = None, limit: int | None = None) -> list[Path]:
         if keep is not None and d == keep:
             continue
         shutil.rmtree(d, ignore_errors=True)
+        _stamp(d).unlink(missing_ok=True)
         total -= n
         removed.append(d)
     return removed
@@ -206,23 +220,25 @@ def clear() -> tuple[int, int]:
     return count, size
 
 
-def naming(path: Path, compute: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
-    """(config dict, GGUF → HF tensor names) of a GGUF file, computed once per content: mapping
-    the names builds transformers' name table once per module (~7 s for a 135M model)."""
+def naming(path: Path, compute: Callable[[], dict]) -> dict:
+    """{config, names, arch} of a GGUF file (config dict, GGUF → HF tensor names, GGUF
+    architecture), computed once per content: mapping the names builds transformers' name table
+    once per module (~7 s for a 135M model)."""
     file = cache_root() / f"{fingerprint(path)}.naming.json"
     try:
         doc = json.loads(file.read_text())
-        return doc["config"], doc["names"]
-    except (OSError, ValueError, KeyError):
+        if {"config", "names", "arch"} <= set(doc):
+            return doc
+    except (OSError, ValueError, TypeError):
         pass
-    config, names = compute()
+    doc = compute()
     try:
         from .fileio import atomic_write_text
 
-        atomic_write_text(file, json.dumps({"config": config, "names": names}))
+        atomic_write_text(file, json.dumps(doc))
     except OSError:
         pass
-    return config, names
+    return doc
 
 
 def converted(path: Path) -> Path:
@@ -230,10 +246,13 @@ def converted(path: Path) -> Path:
     from .loading import convert_gguf
 
     out = cache_root() / fingerprint(path)
-    if (out / "config.json").exists():
-        now = time.time()
-        os.utime(out / "config.json", (now, now))  # last used, for the LRU cap
-        return out
-    convert_gguf(path, out)
-    evict(keep=out)
+    fresh = not (out / "config.json").exists()
+    if fresh:
+        convert_gguf(path, out)
+    try:
+        _stamp(out).touch()  # last used, for the LRU cap
+    except OSError:
+        pass  # a read-only cache still works
+    if fresh:
+        evict(keep=out)
     return out

@@ -89,6 +89,22 @@ def _check_out(out: Path, overwrite: bool) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _check_written(tmp: Path, n_tensors: int, out: Path) -> None:
+    """The written file must read back (header parses, every tensor inside the file) before it
+    is published as ``out``."""
+    from .gguf_cache import _tensor_extents
+
+    size = tmp.stat().st_size
+    try:
+        with open(tmp, "rb") as f:
+            start, tensors = _tensor_extents(f, size)
+    except (LaserkitError, ValueError, KeyError, OSError) as e:
+        raise LaserkitError(f"the GGUF file written for {out} does not read back ({e}); "
+                            "nothing was kept") from None
+    if len(tensors) != n_tensors or any(start + a + n > size for a, n in tensors):
+        raise LaserkitError(f"the GGUF file written for {out} is incomplete; nothing was kept")
+
+
 def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: bool = False,
                  device: str = "cpu", extra_record: dict | None = None,
                  progress: Callable[[str], None] | None = None) -> tuple[list[dict], Path]:
@@ -104,6 +120,9 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
             f"GGUF output needs a GGUF source; {src.text} is a Hugging Face checkpoint: save it "
             f"as a directory, then convert it with llama.cpp's convert_hf_to_gguf.py ({CONVERTER})"
         )
+    from .modelfiles import refuse_overlap
+
+    refuse_overlap(path, out)
     _check_out(out, overwrite)
     ckpt = GGUFCheckpoint(path, source=src.text)
     plan = plan_edits(skeleton_layout(ckpt.config), ckpt.shapes(), steps)
@@ -181,6 +200,7 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
         writer.close()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        _check_written(tmp, len(reader.tensors), out)
 
     try:
         atomic_file(out, write)  # a temporary sibling renamed into place, the umask's mode

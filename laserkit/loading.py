@@ -105,7 +105,8 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     ckpt = GGUFCheckpoint(gguf)
 
     def write(tmp: Path) -> None:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                            trust_remote_code=False)
         config = ckpt.config
         arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
         if arch:
@@ -187,6 +188,7 @@ class ModelSource:
         if isinstance(source, ModelSource):
             return source
         text = DEFAULT_MODEL if source is None else str(source)
+        check_path_text(text)
         if text in DEFAULT_NAMES:
             return cls(text, "default")
         p = Path(text).expanduser()
@@ -273,6 +275,37 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
     return model, tokenizer
 
 
+TRUST_HINT = ("laserkit does not run a model's own code unless asked: read it, then add "
+              "--trust-remote-code")
+
+
+def refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
+    """A model directory whose config or tokenizer config names its own Python code
+    (``auto_map``) is refused in one line unless the user trusts it: transformers would
+    otherwise ask "[y/N]" on stdout, and anything answering y would run that code."""
+    if trust_remote_code:
+        return
+    from .modelfiles import auto_map_refs
+
+    for name in ("config.json", "tokenizer_config.json"):
+        refs = auto_map_refs(folder / name)
+        if refs:
+            modules = sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in refs})
+            raise LaserkitError(f"{folder} holds its own Python code ({name} auto_map → "
+                                f"{', '.join(modules)}); {TRUST_HINT}")
+
+
+def check_path_text(text: str) -> None:
+    """A path that is not valid UTF-8 (bytes the file system allows) cannot be handed to the
+    Hugging Face libraries, which need UTF-8 strings: say so, instead of "damaged weights"."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LaserkitError(f"model path {text.encode('utf-8', 'backslashreplace').decode()} is "
+                            "not valid UTF-8, which the Hugging Face libraries cannot open: "
+                            "rename it (or link it) to a UTF-8 name") from None
+
+
 def _check_weights(folder: Path) -> None:
     """Damaged safetensors (truncated, garbled header, missing shard) named in one line before
     transformers meets them (it raises a SafetensorError traceback). Headers only: cheap."""
@@ -280,6 +313,17 @@ def _check_weights(folder: Path) -> None:
         from .checkpoint import SafetensorsCheckpoint
 
         SafetensorsCheckpoint(folder)
+
+
+def _refused_pickle(e: BaseException | None) -> bool:
+    """Whether ``e`` (or its cause) is torch refusing a pickle under weights_only."""
+    import pickle
+
+    while e is not None:
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _load_error(source: object, e: Exception) -> LaserkitError:
@@ -316,11 +360,17 @@ def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtyp
                 f"{path} is not a model directory: expected config.json with safetensors or .bin "
                 "weights, a .gguf file, or a Hugging Face hub id"
             )
+        refuse_remote_code(Path(path), trust_remote_code)
         _check_weights(Path(path))
         try:
             model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
                                                 local_only=True)
         except Exception as e:
+            if _refused_pickle(e):
+                raise LaserkitError(f"{path}: a .bin weight file holds Python objects that "
+                                    "torch.load(weights_only=True) refuses to run (only plain "
+                                    "tensors are read); convert it to safetensors from a trusted "
+                                    "copy") from None
             if type(e).__name__ == "SafetensorError":  # damaged data the header check missed
                 raise LaserkitError(f"damaged safetensors weights in {path}: {first_line(e)} "
                                     "(re-download or re-save them)") from None

@@ -5,10 +5,11 @@ memory. Here the model is never built:
 
 1. targets are resolved exactly as the in-memory Editor resolves them, on a skeleton of the model
    built on the meta device (names and shapes, no storage), then mapped to checkpoint tensor names;
-2. the output directory is made of the source's files: shards that hold no edited tensor are
-   hard-linked (copied byte for byte across filesystems), never decoded; a shard that holds one is
-   copied byte for byte, then each edited tensor is overwritten in place (same dtype and shape, so
-   the header and every offset stay as they were);
+2. the output directory is made of the source's model files (modelfiles.model_files: config,
+   tokenizer, weights and index, nothing else), each copied (a reflink where the file system
+   offers one, never a hard link) and never decoded; in a copied shard that holds an edited tensor
+   each such tensor is overwritten in place (same dtype and shape, so the header and every offset
+   stay as they were); the output is checked to load before it is published;
 3. edits are applied tensor by tensor, each tensor's edits in the order given, so peak memory is
    the largest edited tensor plus its SVD workspace, whatever the model's size.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from .checkpoint import _ST_DTYPES, SafetensorsCheckpoint, _SafetensorsFile
 from .errors import LaserkitError
 from .interventions import Intervention, compute
 from .loading import ModelSource, pick_device, pick_dtype
+from .modelfiles import check_saved_model, clone_file, model_files, refuse_overlap
 from .targets import Layout, Target, model_layout, resolve
 
 Step = tuple[str, "str | int", Intervention]  # (lname, lnum, intervention), as Editor.apply
@@ -131,13 +132,6 @@ def by_tensor(plan: list[PlannedEdit]) -> dict[str, list[PlannedEdit]]:
     return groups
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem, or links not allowed: a byte copy, still no decoding
-        shutil.copyfile(src, dst)
-
-
 def _overwrite(f: _SafetensorsFile, name: str, value: torch.Tensor) -> None:
     """Write a tensor's new bytes at its place in a copied shard (dtype and shape unchanged)."""
     _, _, a, b = f.entries[name]
@@ -172,6 +166,9 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
     if src.kind == "hub":
         raise NotOutOfCore("a hub id is edited in memory")
     folder = src.local_dir()
+    if out is not None:
+        for source_path in {folder, *([src.path] if src.path else [])}:
+            refuse_overlap(source_path, Path(out))
     if not (any(folder.glob("*.safetensors")) or
             (folder / "model.safetensors.index.json").exists()):
         raise NotOutOfCore(f"{folder} has no safetensors weights")
@@ -210,21 +207,16 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
 
     def write(tmp: Path) -> None:
         copies: dict[Path, _SafetensorsFile] = {}
-        for p in sorted(folder.iterdir()):
-            if p.name.startswith(".") or p.name in (RECORD, "README.md"):
-                continue
-            if p.is_dir():
-                shutil.copytree(p, tmp / p.name)
-            elif p in edited_files:
-                shutil.copyfile(p, tmp / p.name)
+        for p in model_files(folder):  # exactly the model: no checkpoint-*/, optimizer.pt, ...
+            clone_file(p, tmp / p.name)  # never a hard link; through HF-cache symlinks
+            if p in edited_files:
                 copies[p] = _SafetensorsFile(tmp / p.name)
-            else:
-                _link_or_copy(p, tmp / p.name)
         run(copies)
         recs = [r for _, r in sorted(records, key=lambda x: x[0])]
         record = edit_record(recs, base=src.text, extra_record=extra_record)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
         (tmp / "README.md").write_text(model_card(src.text, recs))
+        check_saved_model(tmp)  # before it is published and success is reported
 
     path = atomic_dir(Path(out), write, overwrite=overwrite)
     return [r for _, r in sorted(records, key=lambda x: x[0])], path

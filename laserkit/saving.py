@@ -66,8 +66,16 @@ def edit_record(edits: list[dict], *, base: str, extra_record: dict | None = Non
 
 
 def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: str,
-         overwrite: bool = False, extra_record: dict | None = None) -> Path:
-    """Save model + tokenizer + laserkit.json + README.md into ``out`` atomically."""
+         overwrite: bool = False, extra_record: dict | None = None,
+         source_dir: str | os.PathLike | None = None) -> Path:
+    """Save model + tokenizer + laserkit.json + README.md into ``out`` atomically.
+
+    ``source_dir``: the model directory it was loaded from; its tokenizer and chat-template
+    files that the save did not write (no tokenizer loaded, a .jinja template) are copied, so
+    the output holds the same model files (modelfiles.model_files) as an out-of-core save. The
+    output is checked to load before it is published."""
+    from .modelfiles import TOKENIZER_FILES, check_saved_model, clone_file, model_files
+
     record = edit_record(edits, base=base, extra_record=extra_record)
     if getattr(model, "hf_quantizer", None) is not None:
         from .loading import strip_quantization
@@ -78,7 +86,12 @@ def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: s
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        if source_dir is not None and Path(source_dir).is_dir():
+            for p in model_files(source_dir):
+                if p.name in TOKENIZER_FILES and not (tmp / p.name).exists():
+                    clone_file(p, tmp / p.name)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
         (tmp / "README.md").write_text(model_card(base, edits))
+        check_saved_model(tmp)  # before it is published and success is reported
 
     return atomic_dir(Path(out), write, overwrite=overwrite)

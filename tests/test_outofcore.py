@@ -74,14 +74,24 @@ def test_out_of_core_equals_in_memory_save_bit_for_bit(tmp_path, family, dtype, 
     assert (out / "README.md").read_text() == (tmp_path / "mem" / "README.md").read_text()
 
 
-def test_unedited_shards_are_linked_not_rewritten(tmp_path):
+def test_unedited_shards_are_copied_never_linked(tmp_path):
+    """Unedited shards are byte copies (a reflink where offered), never hard links: a later
+    edit or chmod of the saved copy must not reach the source."""
     src = _checkpoint(tmp_path, "llama", torch.float32, "20KB")
     shards = sorted(src.glob("*.safetensors"))
     assert len(shards) > 3
+    before = {p.name: (p.stat().st_ino, p.stat().st_mode, p.stat().st_mtime_ns, p.read_bytes())
+              for p in src.iterdir()}
     _, out = edit_checkpoint(str(src), [("fc_out", -1, Intervention(rho=0.1))], tmp_path / "o")
-    same = [s for s in shards if os.path.samefile(s, out / s.name)]
+    assert not any(os.path.samefile(p, out / p.name) for p in src.iterdir()
+                   if (out / p.name).exists())
+    same = [s for s in shards if (out / s.name).read_bytes() == s.read_bytes()]
     assert len(same) == len(shards) - 1  # every shard but the one holding layer 11's down_proj
     assert (out / "config.json").read_bytes() == (src / "config.json").read_bytes()
+    assert all((out / p.name).stat().st_nlink == 1 for p in src.iterdir())
+    after = {p.name: (p.stat().st_ino, p.stat().st_mode, p.stat().st_mtime_ns, p.read_bytes())
+             for p in src.iterdir()}
+    assert after == before
 
 
 def test_cli_reduce_routes_a_local_checkpoint_out_of_core(tmp_path):

@@ -11,6 +11,7 @@ are recognised by what they do, not by class):
 - a LaserkitError (bad input, damaged file, unusable output path): its line, status 2;
 - a file system that refuses a write (full disk, read-only): one line naming the path, status 1;
 - Ctrl-C: one line saying what was kept and how to continue (see ``common.on_interrupt``), 130;
+  SIGTERM (kill, timeout, SLURM, containers) the same, 143;
 - anything else is a bug: one line naming it, status 1 (``LASERKIT_DEBUG=1`` shows the traceback).
 """
 
@@ -22,9 +23,10 @@ import sys
 
 
 def _early_interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C while Python is still importing: nothing has been written yet."""
-    os.write(2, b"laserkit: interrupted while starting; nothing was written\n")
-    os._exit(130)
+    """Ctrl-C (or SIGTERM) while Python is still importing: nothing has been written yet."""
+    word = b"terminated" if signum == signal.SIGTERM else b"interrupted"
+    os.write(2, b"laserkit: " + word + b" while starting; nothing was written\n")
+    os._exit(128 + signum)
 
 
 def _is_console_script() -> bool:
@@ -36,12 +38,20 @@ def _is_console_script() -> bool:
 
 if _is_console_script() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _early_interrupt)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # kill, timeout, SLURM, containers
+        signal.signal(signal.SIGTERM, _early_interrupt)
 
 import importlib  # noqa: E402
 
 import typer  # noqa: E402
 
-from ..errors import LaserkitError, first_line, interrupt_handler, interrupted  # noqa: E402
+from ..errors import (  # noqa: E402
+    LaserkitError,
+    first_line,
+    interrupt_handler,
+    interrupted,
+    terminated,
+)
 
 app = typer.Typer(
     name="laserkit",
@@ -57,6 +67,7 @@ COMMAND_MODULES = ("reduce", "evaluate", "scan", "search", "cache", "compare")
 EXIT_USAGE = 2  # click's status for usage errors; also laserkit's for bad input
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _register() -> None:
@@ -109,6 +120,8 @@ def run(args: list[str]) -> int:
         command = typer.main.get_command(app)
         if signal.getsignal(signal.SIGINT) is _early_interrupt:
             signal.signal(signal.SIGINT, interrupt_handler)  # from here Ctrl-C cleans up
+            if signal.getsignal(signal.SIGTERM) is _early_interrupt:  # and SIGTERM alike
+                signal.signal(signal.SIGTERM, interrupt_handler)
             sys.unraisablehook = _unraisable(sys.unraisablehook)
         with command.make_context("laserkit", list(args)) as ctx:
             command.invoke(ctx)
@@ -116,6 +129,9 @@ def run(args: list[str]) -> int:
             raise KeyboardInterrupt
         return 0
     except KeyboardInterrupt:
+        if terminated():
+            _say(f"terminated (SIGTERM); {interrupt_note()}")
+            return EXIT_TERMINATED
         _say(f"interrupted; {interrupt_note()}")
         return EXIT_INTERRUPTED
     except LaserkitError as e:

@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..errors import LaserkitError
+
 console = Console(stderr=True)
 
 _NOTHING = "nothing was written"
@@ -53,11 +55,49 @@ ModelArg = typer.Argument(
 DtypeOpt = typer.Option("auto", "--dtype",
                         help="auto (bf16 on GPU, fp32 on CPU), float32, bf16, fp16")
 DeviceOpt = typer.Option("auto", "--device", help="auto (GPU when there is one), cpu, cuda, cuda:N")
+TrustOpt = typer.Option(False, "--trust-remote-code", help="allow a model directory's own Python "
+                        "code (its config's auto_map) to run; off by default: such a model is "
+                        "refused, never prompted for")
 
 
-def load_with_status(model: str, dtype: str, device: str):
+def load_with_status(model: str, dtype: str, device: str, trust_remote_code: bool = False):
     """Load a model with a spinner (loading a GGUF the first time takes ~15 s)."""
     from ..loading import load
 
     with console.status(f"loading {model} ..."):
-        return load(model, dtype=dtype, device=device)
+        return load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+
+
+def check_model_input(model: str, trust_remote_code: bool = False) -> None:
+    """Checks of a model argument that need no loading: a local directory with its own code
+    (without --trust-remote-code) is refused before any work."""
+    from ..loading import ModelSource, refuse_remote_code
+
+    src = ModelSource.parse(model)
+    if src.kind == "dir":
+        refuse_remote_code(src.path, trust_remote_code)
+
+
+def check_source_out(model: str, out: Path) -> None:
+    """``--out`` must not be the source model, inside it, or contain it: checked before any
+    work."""
+    from ..loading import ModelSource
+    from ..modelfiles import refuse_overlap
+
+    src = ModelSource.parse(model)
+    path = src.path or (src.gguf_file if src.kind == "default" else None)
+    if path is not None:
+        refuse_overlap(path, out)
+
+
+def require_tokenizer(model: str, option: str = "MODEL") -> None:
+    """A task needs the model's tokenizer: a local directory without tokenizer files is refused
+    in one line before anything is loaded or created."""
+    from ..loading import ModelSource
+    from ..modelfiles import has_tokenizer
+
+    src = ModelSource.parse(model)
+    if src.kind == "dir" and not has_tokenizer(src.path):
+        raise LaserkitError(f"{option} {model} has no tokenizer files (tokenizer.json, "
+                            "tokenizer_config.json, tokenizer.model, vocab.json, ...): scoring a "
+                            "task needs them; copy the base model's tokenizer files into it")

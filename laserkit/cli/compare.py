@@ -10,7 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, console, load_with_status, on_interrupt
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    TrustOpt,
+    check_model_input,
+    console,
+    load_with_status,
+    on_interrupt,
+)
 from .search import BatchOpt, DataOpt, LimitOpt, ResumeOpt, ShuffleOpt, StorageOpt, TaskOpt
 
 
@@ -85,6 +93,7 @@ def compare(
                                 "machine; more join with `laserkit worker URL --run NAME`"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Every method's own search on the same split, in one trial store, and one table: chosen
     intervention, validation and test score, test change vs base with its 95% CI and McNemar p,
@@ -99,8 +108,9 @@ def compare(
         raise LaserkitError("--workers must be at least 1")
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)
     run_dir = run_dir or Path("runs") / f"compare-{Path(task).stem}"
+    check_model_input(model, trust_remote_code)
     check_compare_dir(run_dir, resume)
-    loaded = load_with_status(model, dtype, device)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     where = f"the database {storage}" if storage else run_dir
     on_interrupt(f"the finished trials are kept in {where}; continue with the same command and "
                  "--resume")

@@ -13,9 +13,12 @@ from .common import (
     DeviceOpt,
     DtypeOpt,
     ModelArg,
+    TrustOpt,
+    check_model_input,
     console,
     load_with_status,
     on_interrupt,
+    require_tokenizer,
 )
 
 out_console = Console()  # results go to stdout; status and errors to stderr
@@ -58,6 +61,7 @@ def eval_(
                                 "paired difference, 95% bootstrap CI and McNemar p-value"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Score a model on a task: accuracy, log-loss (or perplexity, semantic score) and
     per-example records."""
@@ -73,13 +77,18 @@ def eval_(
     from ..evaluate import evaluate
     from ..tasks import get_task
 
+    for name, option in ((model, "MODEL"), (compare, "--compare")):
+        if name is not None:
+            check_model_input(name, trust_remote_code)
+            if not dry_run:
+                require_tokenizer(name, option)
     t = get_task(task, data)
     with console.status(f"reading {t.name} data ..."):
         t.examples()  # fail on missing data before loading the model
     if dry_run:
-        _dry_run(t, model, show, chat_template, system_prompt)
+        _dry_run(t, model, show, chat_template, system_prompt, trust_remote_code)
         return
-    loaded = load_with_status(model, dtype, device)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     _say_chat_fallback(t, loaded.tokenizer, chat_template, system_prompt)
     options = dict(batch_size=batch_size, embedder=embedder, max_new_tokens=max_new_tokens,
                    max_length=max_length, chat_template=chat_template,
@@ -108,7 +117,7 @@ def eval_(
             table.add_row(name, _fmt(s[key]))
     out_console.print(table)
     if compare is not None:
-        _compare(result, compare, t, dtype, device, split=split, limit=limit,
+        _compare(result, compare, t, dtype, device, trust_remote_code, split=split, limit=limit,
                  batch_size=batch_size, seed=seed, embedder=embedder,
                  max_new_tokens=max_new_tokens, max_length=max_length,
                  chat_template=chat_template)
@@ -118,7 +127,7 @@ def eval_(
 
 
 def _dry_run(t, model: str, show: int, chat_template: str | None,
-             system_prompt: str | None) -> None:
+             system_prompt: str | None, trust_remote_code: bool = False) -> None:
     """Print the first examples as the model would see them; load a tokenizer only when the
     chat template needs one."""
     import json
@@ -138,7 +147,8 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
         extra = {"gguf_file": gguf.name} if gguf else {}
         with console.status(f"loading the tokenizer of {model} ..."):
             try:
-                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **extra)
+                tokenizer = AutoTokenizer.from_pretrained(
+                    path, local_files_only=True, trust_remote_code=trust_remote_code, **extra)
             except (OSError, ValueError) as e:
                 from ..errors import LaserkitError, first_line
 
@@ -169,13 +179,14 @@ def _say_chat_fallback(task, tokenizer, chat_template: str | None,
         console.print(note, markup=False, highlight=False)
 
 
-def _compare(result, other_model: str, task, dtype: str, device: str, **kw) -> None:
+def _compare(result, other_model: str, task, dtype: str, device: str,
+             trust_remote_code: bool = False, **kw) -> None:
     """Score a second model on the same examples and print the paired comparison; the summary
     gets a ``compare`` entry (written with --out)."""
     from .. import stats
     from ..evaluate import evaluate
 
-    other = load_with_status(other_model, dtype, device)
+    other = load_with_status(other_model, dtype, device, trust_remote_code)
     second = evaluate(other.model, other.tokenizer, task, progress=True, **kw)
     s = result.summary
     cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])

@@ -15,6 +15,9 @@ from .common import (
     DeviceOpt,
     DtypeOpt,
     ModelArg,
+    TrustOpt,
+    check_model_input,
+    check_source_out,
     console,
     load_with_status,
     on_interrupt_publishing,
@@ -92,6 +95,7 @@ def reduce(
                                    "local checkpoint (default: edit it out of core)"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Apply one intervention to the chosen matrices and (optionally) save the edited model.
 
@@ -102,20 +106,23 @@ def reduce(
     from ..fileio import check_out_target
     from ..saving import save
 
+    check_model_input(model, trust_remote_code)
     if out is not None:
         check_out_target(out, overwrite=force)  # before loading and decomposing anything
+        check_source_out(model, out)
     from ..edit import Editor
 
     if out is not None:
         on_interrupt_publishing(out, "the edited model", "run the command again to save")
-    done = None if in_memory else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype,
-                                                      device)
+    # a trusted model's own code is run by loading it; out of core never builds it
+    done = None if in_memory or trust_remote_code else _reduce_out_of_core(
+        model, lname, lnum, iv, out, force, dtype, device)
     if done is not None:
         _print_records(done, iv, model)
         if out is not None:
             console.print(f"saved edited model to {out}")
         return
-    loaded = load_with_status(model, dtype, device)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     editor = Editor(loaded.model)
     targets = editor.targets(lname, lnum)  # validate before any work
     with console.status(f"applying {iv.describe()} to {len(targets)} matrices ..."):
@@ -124,7 +131,7 @@ def reduce(
     if out is not None:
         with console.status(f"saving to {out} ..."):
             save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
-                 overwrite=force)
+                 overwrite=force, source_dir=loaded.path)
         console.print(f"saved edited model to {out}")
 
 
@@ -135,12 +142,13 @@ def targets(
     lnum: str = typer.Option("all", "--lnum", help="layers, with --lname"),
     dtype: str = DtypeOpt,
     device: str = typer.Option("cpu", "--device"),
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """The lname/lnum vocabulary this model offers and the matrices each resolves to."""
     from ..targets import describe, model_layout, resolve
     from .output import results
 
-    loaded = load_with_status(model, dtype, device)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     layout = model_layout(loaded.model)
     if lname:
         table = Table(title=f"{lname} @ {lnum}")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, ModelArg, console, on_interrupt
+from .common import DeviceOpt, ModelArg, TrustOpt, check_model_input, console, on_interrupt
 
 FULL_TABLE_MAX = 64  # above this many matrices, `--table auto` prints a per-type summary
 
@@ -98,6 +98,7 @@ def scan(
     plot: bool = typer.Option(True, "--plot/--no-plot", help="write the heatmap PNG"),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the linear algebra "
                                 "(default: torch's; 1 is often fastest on a busy machine)"),
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """SNR and spectrum statistics of every 2-D weight, streamed from the checkpoint files."""
     from ..errors import LaserkitError
@@ -105,6 +106,7 @@ def scan(
 
     if table not in ("auto", "full", "summary"):
         raise LaserkitError(f"unknown --table {table!r}: use auto, full or summary")
+    check_model_input(model, trust_remote_code)
     if out is not None:
         refuse_file(out)  # the rest of --out's checks need the checkpoint's fingerprint
     from ..scan import lowest_snr
@@ -114,8 +116,10 @@ def scan(
     if out is not None:
         on_interrupt(f"the matrices finished so far are kept in {out}/matrices; the scan resumes "
                      "from them when run again with the same --out")
-    result = run_scan(model, out, types=types, layers=layers, device=device,
-                      resume=not restart, progress=True, plots=plot,
+    from ..checkpoint import open_checkpoint
+
+    result = run_scan(open_checkpoint(model, trust_remote_code), out, types=types,
+                      layers=layers, device=device, resume=not restart, progress=True, plots=plot,
                       threads=threads)
     full = table == "full" or (table == "auto" and len(result.records) <= FULL_TABLE_MAX)
     results.print(_full_table(result) if full else _summary_table(result))

@@ -14,6 +14,9 @@ from . import app
 from .common import (
     DeviceOpt,
     DtypeOpt,
+    TrustOpt,
+    check_model_input,
+    check_source_out,
     console,
     load_with_status,
     on_interrupt,
@@ -114,6 +117,17 @@ def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | No
     return out
 
 
+def _check_model(model: str, trust_remote_code: bool) -> None:
+    """The model's own checks (its code, its tokenizer), before a run is created or loaded."""
+    from ..loading import ModelSource
+
+    check_model_input(model, trust_remote_code)
+    if ModelSource.parse(model).kind == "dir":
+        from .common import require_tokenizer
+
+        require_tokenizer(model)
+
+
 def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, resume: bool,
         workers: int, device: str, no_save: bool) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
@@ -191,6 +205,7 @@ def search(
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """The paper's grid search (or TPE over its space): (τ, ℓ, ρ) on validation, base and best
     on test."""
@@ -205,14 +220,15 @@ def search(
     run_dir = _run_dir(run_dir, run, "search", task, resume)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
-    loaded = load_with_status(model, dtype, device)
+    _check_model(model, trust_remote_code)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         strategy, model, objective, num_layers=model_layout(loaded.model).num_layers,
         lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
         intervention=_iv(iv),
         halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
         prefix_cache=not no_prefix_cache, cache_bytes=cache_bytes(cache_gb),
-        heartbeat_s=heartbeat, grace_s=grace)
+        heartbeat_s=heartbeat, grace_s=grace, trust_remote_code=trust_remote_code)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
         resume=resume, workers=workers, device=device, no_save=no_save)
 
@@ -240,6 +256,7 @@ def greedy(
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """laserRMT: MP-threshold the k lowest-SNR matrices one by one, keep those that help."""
     from ..search.config import ObjectiveConfig, RunConfig
@@ -248,7 +265,8 @@ def greedy(
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
-    loaded = load_with_status(model, dtype, device)
+    _check_model(model, trust_remote_code)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     from ..search.session import probe_storage
 
     probe_storage(storage)  # before the scan creates the run directory
@@ -256,7 +274,8 @@ def greedy(
                  "again with --resume to continue")
     cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device, iv)
     cfg = RunConfig.from_cli("greedy", model, objective, candidates=cands, dtype=dtype,
-                             prefix_cache=not no_prefix_cache)
+                             prefix_cache=not no_prefix_cache,
+                             trust_remote_code=trust_remote_code)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
         device=device, no_save=no_save)
 
@@ -284,6 +303,7 @@ def compose(
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Stack reductions from the last layer down while validation accuracy does not drop."""
     from ..search.config import ObjectiveConfig, RunConfig
@@ -292,11 +312,12 @@ def compose(
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
                                          max_new_tokens)
-    loaded = load_with_status(model, dtype, device)
+    _check_model(model, trust_remote_code)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         "compose", model, objective, num_layers=model_layout(loaded.model).num_layers,
         lname=lname, lnum=lnum, rho=rho, intervention=_iv(iv),
-        dtype=dtype, prefix_cache=not no_prefix_cache)
+        dtype=dtype, prefix_cache=not no_prefix_cache, trust_remote_code=trust_remote_code)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
         resume=resume, workers=workers, device=device, no_save=no_save)
 
@@ -310,13 +331,15 @@ def worker(
                               "if not at the path the run recorded"),
     threads: int = typer.Option(None, "--threads", help="CPU threads for this worker"),
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Work on a run that exists in the database (start it with `laserkit search ... --storage
     URL`): takes waiting trials until the run is done. Needs only the URL and the model."""
     from ..search.runner import worker as work
 
     with _Bar(f"worker on {run}") as bar:
-        n = work(url, run, device=device, threads=threads, model=model, progress=bar)
+        n = work(url, run, device=device, threads=threads, model=model, progress=bar,
+                 trust_remote_code=trust_remote_code)
     console.print(f"run {run!r} is done; this worker ran {n} trials")
 
 
@@ -379,6 +402,7 @@ def apply_cmd(
     run: str = RunOpt,
     model: str = typer.Option(None, "--model", help="where the base model is on this machine, "
                               "if not at the path the run recorded"),
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
     core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
@@ -387,10 +411,13 @@ def apply_cmd(
 
     check_out_target(out, overwrite=force)  # before loading the model
     store = session.open_run(run_dir, run)
+    base = model or store.config.model
+    check_model_input(base, trust_remote_code)
+    check_source_out(base, out)
     on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
     with console.status(f"saving to {out} ..."):
         path = session.save_chosen(store, out, force=force, dtype=dtype, device=device,
-                                   model=model)
+                                   model=model, trust_remote_code=trust_remote_code)
     console.print(f"saved the chosen model to {path}")
 
 

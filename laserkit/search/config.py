@@ -97,6 +97,7 @@ class RunConfig:
     cache_bytes: int = 1 << 30
     heartbeat_s: int = 5
     grace_s: int = 20
+    trust_remote_code: bool = False  # the user allowed the model's own code (--trust-remote-code)
 
     @property
     def command(self) -> str:

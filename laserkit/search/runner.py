@@ -36,16 +36,24 @@ from .strategy import Strategy, make_strategy
 from .trial import Result, objective_value
 
 
-def load_model(cfg: RunConfig, device: str) -> tuple[nn.Module, object | None]:
-    """The run's model on ``device``; objectives that need no tokenizer load the model alone."""
+def load_model(cfg: RunConfig, device: str,
+               trust_remote_code: bool = False) -> tuple[nn.Module, object | None]:
+    """The run's model on ``device``; objectives that need no tokenizer load the model alone.
+    ``trust_remote_code`` is this process's own permission, never read from the database."""
     if cfg.objective.type == "next-token":
         from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+        from ..loading import ModelSource, refuse_remote_code  # noqa: PLC0415
+
+        src = ModelSource.parse(cfg.model)
+        if src.kind == "dir":
+            refuse_remote_code(src.path, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32,
+                                                     trust_remote_code=trust_remote_code)
         return model.to("cpu" if device == "auto" else device).eval(), None
     from ..loading import load  # noqa: PLC0415
 
-    loaded = load(cfg.model, dtype=cfg.dtype, device=device)
+    loaded = load(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=trust_remote_code)
     return loaded.model, loaded.tokenizer
 
 
@@ -192,7 +200,8 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
 
     if workers <= 1:
         if ctx is None:
-            ctx = Context(cfg, *load_model(_with_model(cfg, model_path), device))
+            ctx = Context(cfg, *load_model(_with_model(cfg, model_path), device,
+                                           cfg.trust_remote_code))
         tick()
         work(store, ctx, on_trial=tick)
     else:
@@ -201,7 +210,8 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
         # bit between 1 and 2 threads), and results must not depend on --workers
         threads = None if torch.cuda.is_available() else torch.get_num_threads()
         procs = spawn(store.url, store.run, workers, worker_devices(workers, device), threads,
-                      model=model_path, extra_env=secret_env(store.url))
+                      model=model_path, trust_remote_code=cfg.trust_remote_code,
+                      extra_env=secret_env(store.url))
         try:
             while any(p.poll() is None for p in procs):
                 tick()
@@ -227,7 +237,7 @@ def _with_model(cfg: RunConfig, model: str | None) -> RunConfig:
 
 def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | None = None,
           model: str | None = None, extra_env: dict | None = None,
-          cwd: str | None = None) -> list[subprocess.Popen]:
+          cwd: str | None = None, trust_remote_code: bool = False) -> list[subprocess.Popen]:
     """Start n worker processes on this machine, one per device (round robin)."""
     procs = []
     for i in range(n):
@@ -242,6 +252,8 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
             cmd += ["--threads", str(threads)]
         if model:
             cmd += ["--model", model]
+        if trust_remote_code:  # this run's user gave --trust-remote-code themselves
+            cmd += ["--trust-remote-code"]
         procs.append(subprocess.Popen(cmd, env=env, cwd=cwd))
     return procs
 
@@ -262,14 +274,15 @@ def worker_devices(n: int, device: str) -> list[str]:
 
 def worker(url: str, run_name: str, device: str = "auto", threads: int | None = None,
            model: str | None = None,
-           progress: Callable[[int, int], None] | None = None) -> int:
+           progress: Callable[[int, int], None] | None = None,
+           trust_remote_code: bool = False) -> int:
     """One worker on a run that exists in the database; returns the trials it ran.
     ``progress(done, total)`` is told after each of its trials (done counts every worker's)."""
     if threads:
         torch.set_num_threads(threads)
     store = TrialStore(url, run_name)
     cfg = store.config
-    ctx = Context(cfg, *load_model(_with_model(cfg, model), device))
+    ctx = Context(cfg, *load_model(_with_model(cfg, model), device, trust_remote_code))
     total = ctx.strategy.total()
 
     def tick(*_: object) -> None:

@@ -307,7 +307,7 @@ def report(store: TrialStore, out: Path) -> Path:
 
 def save_chosen(store: TrialStore, out: Path, loaded=None, force: bool = False,
                 dtype: str | None = None, device: str = "auto", model: str | None = None,
-                console=None) -> Path:
+                console=None, trust_remote_code: bool = False) -> Path:
     """Rebuild the run's chosen model (base + chosen edits) and save it: an HF directory, or
     ``FILE.gguf`` for a GGUF base. Without ``loaded``, a local base checkpoint is edited out of
     core (only the edited tensors are read; outofcore.py); a hub id or a dtype other than the
@@ -340,7 +340,8 @@ def save_chosen(store: TrialStore, out: Path, loaded=None, force: bool = False,
             except NotOutOfCore:
                 if gguf_out:
                     raise
-        loaded = load(model or cfg.model, dtype=dtype or cfg.dtype, device=device)
+        loaded = load(model or cfg.model, dtype=dtype or cfg.dtype, device=device,
+                      trust_remote_code=trust_remote_code)
     editor = Editor(loaded.model)
     try:
         apply_edits(editor, edits)

@@ -368,7 +368,7 @@ def answer_tokens(name: str | None):
     try:
         from transformers import AutoTokenizer  # noqa: PLC0415
 
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True, trust_remote_code=False)
     except Exception:  # not cached (offline): the caller falls back and says so
         return None
     return lambda text: len(tok(text)["input_ids"])
