@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -119,8 +120,9 @@ class _SafetensorsFile:
             except (KeyError, TypeError, ValueError):
                 raise LaserkitError(
                     f"corrupt safetensors file {path}: bad entry {name!r}") from None
-            if dtype not in _ST_DTYPES:
+            if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
                 raise LaserkitError(f"unsupported dtype {dtype} for {name} in {path}")
+            _check_entry(path, name, _ST_DTYPES[dtype], shape, a, b)
             self.entries[name] = (dtype, shape, int(a), int(b))
             end = max(end, int(b))
         if self.data_start + end > size:
@@ -138,6 +140,19 @@ class _SafetensorsFile:
         if got != b - a:
             raise LaserkitError(f"truncated safetensors file {self.path}: short read of {name}")
         return buf.view(_ST_DTYPES[dtype]).reshape(shape)
+
+
+def _check_entry(path: Path, name: str, dtype: torch.dtype, shape: tuple, a: object,
+                 b: object) -> None:
+    """A header entry's shape (whole numbers ≥ 0) and data offsets (0 ≤ a ≤ b, as many bytes
+    as the shape needs), as the safetensors library checks them: a damaged header is named in
+    one line rather than failing later inside torch."""
+    ints = all(type(x) is int for x in (*shape, a, b))
+    if not ints or min(shape, default=0) < 0 or not 0 <= a <= b:
+        raise LaserkitError(f"corrupt safetensors file {path}: bad shape or offsets for {name!r}")
+    if math.prod(shape) * dtype.itemsize != b - a:
+        raise LaserkitError(f"corrupt safetensors file {path}: {name!r} has shape {list(shape)} "
+                            f"but {b - a} bytes")
 
 
 class SafetensorsCheckpoint(Checkpoint):

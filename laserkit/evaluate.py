@@ -302,7 +302,7 @@ def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
     records = []
     for ex, sl, text, (_, cut) in zip(examples, slices, texts, built, strict=True):
         rec = {"id": ex.id, "prediction": text, "answers": list(ex.answers),
-               **M.judge(text, ex.answers, mode)}
+               **M.judge(text, ex.answers, mode, f"{ctx.task.name} example {ex.id}")}
         if mode != "regex":
             rec["f1"] = M.f1_score(text, ex.answers, mode)
             rec["log_loss"] = _best_mean_loss(lps[sl])

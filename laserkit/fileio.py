@@ -27,8 +27,10 @@ from pathlib import Path
 from .errors import LaserkitError, WriteFailed, first_line
 
 PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<pid>-<random>``
-# what an evaluation's --out holds (lm_eval_results.json: lm-eval tasks only)
-EVAL_FILES = {"records.jsonl", "summary.json", "lm_eval_results.json"}
+# what an evaluation's --out holds (lm_eval_results.json: lm-eval tasks only; the last two while
+# it runs: eval_stream.py)
+EVAL_FILES = {"records.jsonl", "summary.json", "lm_eval_results.json", "records.partial.jsonl",
+              "evaluation.json"}
 
 
 def umask() -> int:

@@ -11,6 +11,9 @@ are formed deterministically (same requests → same batches in the same order).
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -36,11 +39,46 @@ def context_length(model: nn.Module, override: int | None = None) -> int:
     return min(n, override) if override else n
 
 
-def _bar(total: int, progress: bool, desc: str) -> tqdm:
+def _bar(total: int, progress: bool, desc: str) -> tqdm | LineProgress:
     # delay: the bar appears only for work that takes more than a couple of seconds
-    # disable=None: no bar when stderr is not a terminal (a log gets no carriage-return litter)
+    # stderr not a terminal (a log, a batch job): whole lines now and then instead of a bar
+    if progress and not sys.stderr.isatty():
+        return LineProgress(total, desc)
     return tqdm(total=total, disable=None if progress else True, delay=2.0, desc=desc,
                 leave=False)
+
+
+class LineProgress:
+    """Progress for a log: one line ``scoring: 120/500 (24%), 3m10s`` at most every
+    LASERKIT_PROGRESS_SECONDS (30) seconds, so an hour of generation redirected to a file does
+    not look like a hang, and no carriage-return litter lands in it."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+        self.start = self.last = time.monotonic()
+        try:
+            self.every = float(os.environ.get("LASERKIT_PROGRESS_SECONDS", "30"))
+        except ValueError:
+            self.every = 30.0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        m, sec = divmod(int(now - self.start), 60)
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        print(f"{self.desc}: {self.done}/{self.total}{pct}, {m}m{sec:02d}s", file=sys.stderr,
+              flush=True)
+
+    def close(self) -> None:
+        """The last line, when the work took long enough to have shown progress at all."""
+        now = time.monotonic()
+        if now - self.start >= self.every:
+            self._line(now)
 
 
 def check_finite_outputs(values: torch.Tensor) -> None:
@@ -306,6 +344,16 @@ def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None =
     except Exception as e:  # jinja errors, templates that refuse a system turn: one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise LaserkitError(f"chat template {template[:60]!r} failed: {first}") from None
+
+
+def chat_fallback_note(tokenizer, template: str) -> str | None:
+    """The line to show when ``chat_template: model`` meets a tokenizer without a template:
+    the prompts are then wrapped in ChatML, which the user should know rather than guess."""
+    if template != "model" or tokenizer is None or getattr(tokenizer, "chat_template", None):
+        return None
+    return ("note: this model has no chat template, so chat_template: model falls back to "
+            "ChatML (<|im_start|>user ... <|im_start|>assistant); give --chat-template chatml "
+            "to choose it explicitly, or a Jinja template")
 
 
 def load_template(template: str) -> str:

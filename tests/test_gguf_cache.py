@@ -52,7 +52,7 @@ def test_cli_cache_clear(tmp_path):
     env = {**os.environ, "LASERKIT_CACHE": str(tmp_path), "COLUMNS": "200"}
     exe = str(Path(sys.executable).with_name("laserkit"))
     r = subprocess.run([exe, "cache"], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and "1 conversion(s)" in r.stderr
+    assert r.returncode == 0 and "1 conversion(s)" in r.stdout  # a listing: the result, on stdout
     r = subprocess.run([exe, "cache", "--clear"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "removed 1 cached conversion(s)" in r.stderr
     assert not any((tmp_path / "gguf").iterdir())

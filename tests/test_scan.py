@@ -242,9 +242,11 @@ def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tiny_dirs, tmp_path
 def test_cli_scan_spectrum_and_one_line_errors(tiny_dirs, tmp_path, monkeypatch, capsys):
     from laserkit.cli import main
     from laserkit.cli.common import console
+    from laserkit.cli.output import results
 
     whole, _, _ = tiny_dirs
     monkeypatch.setattr(console, "width", 250)
+    monkeypatch.setattr(results, "width", 250)
 
     def run(*argv: str) -> int:
         monkeypatch.setattr(sys, "argv", ["laserkit", *argv])
@@ -257,8 +259,8 @@ def test_cli_scan_spectrum_and_one_line_errors(tiny_dirs, tmp_path, monkeypatch,
     out = tmp_path / "scan"
     assert run("scan", str(whole), "--out", str(out), "--types", "mlp,attn",
                "--layers", "0-3", "--table", "full", "--no-plot") == 0
-    err = capsys.readouterr().err
-    assert "model.layers.3.mlp.down_proj" in err and "SNR/s_max" in err
+    table = capsys.readouterr().out  # the scan's table is its result: stdout
+    assert "model.layers.3.mlp.down_proj" in table and "SNR/s_max" in table
     assert run("spectrum", str(out), "--top-percent", "25") == 0
     text = (out / "unfrozen_parameters_25percent.yaml").read_text()
     assert text.startswith("unfrozen_parameters:\n- ^lm_head.weight$\n")

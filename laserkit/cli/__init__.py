@@ -140,6 +140,13 @@ def run(args: list[str]) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
     except Exception as e:
+        if interrupted():  # a library turned the Ctrl-C into its own error (transformers'
+            #                lazy import: "Could not import module 'LlamaConfig'")
+            if terminated():
+                _say(f"terminated (SIGTERM); {interrupt_note()}")
+                return EXIT_TERMINATED
+            _say(f"interrupted; {interrupt_note()}")
+            return EXIT_INTERRUPTED
         status = _click_exit(e)
         if status is not None:
             return status

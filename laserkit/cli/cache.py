@@ -14,6 +14,7 @@ def cache(clear: bool = typer.Option(False, "--clear", help="remove every cached
     """List the cached GGUF conversions (cap: $LASERKIT_CACHE_MAX_GB, default 50), or clear them."""
     from ..gguf_cache import cache_root, entries, max_bytes
     from ..gguf_cache import clear as clear_all
+    from .output import results
 
     if clear:
         count, size = clear_all()
@@ -23,6 +24,6 @@ def cache(clear: bool = typer.Option(False, "--clear", help="remove every cached
     items = entries()
     total = sum(n for _, n, _ in items)
     for d, n, _ in reversed(items):
-        console.print(f"{d.name}  {n / 2**30:7.2f} GiB")
-    console.print(f"{len(items)} conversion(s), {total / 2**30:.2f} of {max_bytes() / 2**30:.0f} "
+        results.print(f"{d.name}  {n / 2**30:7.2f} GiB")
+    results.print(f"{len(items)} conversion(s), {total / 2**30:.2f} of {max_bytes() / 2**30:.0f} "
                   f"GiB in {cache_root()}")

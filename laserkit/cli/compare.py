@@ -67,8 +67,10 @@ def print_table(out: dict) -> None:
         table.add_row(*row)
     # nine columns do not fit 80: print at least 150 wide (a narrow terminal wraps the lines)
     # rather than let rich crop columns away
-    wide = Console(file=console.file, width=max(console.width, 150),
-                   force_terminal=console.is_terminal)
+    from .output import results  # the table is the result: stdout
+
+    wide = Console(file=results.file, width=max(results.width, 150),
+                   force_terminal=results.is_terminal)
     wide.print(table)
     console.print(f"time: {out['time_measures']}")
 

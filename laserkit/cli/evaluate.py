@@ -18,7 +18,6 @@ from .common import (
     console,
     load_with_status,
     on_interrupt,
-    on_interrupt_publishing,
     require_tokenizer,
 )
 
@@ -72,7 +71,8 @@ def eval_(
     if out is None:
         on_interrupt("nothing was written; run the command again to evaluate")
     else:
-        on_interrupt_publishing(out, "the evaluation", "run the command again to evaluate")
+        on_interrupt(f"the records scored so far are kept in {out}/records.partial.jsonl; the "
+                     "same command continues after them")
     if out is not None:  # before any work, and before importing torch
         from ..fileio import EVAL_FILES, check_dir_holds_only
 
@@ -93,10 +93,18 @@ def eval_(
         _dry_run(t, model, show, chat_template, system_prompt, trust_remote_code)
         return
     loaded = load_with_status(model, dtype, device, trust_remote_code)
-    result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
-                      batch_size=batch_size, seed=seed, embedder=embedder,
-                      max_new_tokens=max_new_tokens, max_length=max_length,
-                      chat_template=chat_template, system_prompt=system_prompt, progress=True)
+    _say_chat_fallback(t, loaded.tokenizer, chat_template, system_prompt)
+    options = dict(batch_size=batch_size, embedder=embedder, max_new_tokens=max_new_tokens,
+                   max_length=max_length, chat_template=chat_template,
+                   system_prompt=system_prompt, progress=True)
+    if out is None:
+        result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
+                          seed=seed, **options)
+    else:  # records appended as they are scored; a stopped evaluation continues
+        from ..eval_stream import evaluate_to
+
+        result = evaluate_to(out, loaded.model, loaded.tokenizer, t, split=split, limit=limit,
+                             seed=seed, log=lambda m: console.print(m, markup=False), **options)
     s = result.summary
     table = Table(title=f"{s['task']} on {loaded.source} ({s['split']}, n={s['n']})")
     table.add_column("metric")
@@ -150,6 +158,7 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
 
                 raise LaserkitError(f"cannot load the tokenizer of {model}: "
                                     f"{first_line(e)}") from None
+    _say_chat_fallback(t, tokenizer, chat_template, system_prompt)
     items = preview(t, tokenizer, show, chat_template=chat_template, system_prompt=system_prompt)
     out_console.print(f"task {t.name}: kind {t.kind}, metric {t.metric} "
                       f"({'higher' if t.higher_is_better else 'lower'} is better)"
@@ -162,6 +171,18 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             out_console.print(f"[bold]{key}:[/bold]")
             out_console.print(text, markup=False, highlight=False)
+def _say_chat_fallback(task, tokenizer, chat_template: str | None,
+                       system_prompt: str | None) -> None:
+    """One line on stderr when the task asks for the model's chat template and it has none."""
+    from ..evaluate import chat_settings
+    from ..scoring import chat_fallback_note
+
+    chat, _ = chat_settings(task, chat_template, system_prompt)
+    note = chat_fallback_note(tokenizer, chat)
+    if note:
+        console.print(note, markup=False, highlight=False)
+
+
 def _compare(result, other_model: str, task, dtype: str, device: str,
              trust_remote_code: bool = False, **kw) -> None:
     """Score a second model on the same examples and print the paired comparison; the summary

@@ -146,6 +146,7 @@ def targets(
 ) -> None:
     """The lname/lnum vocabulary this model offers and the matrices each resolves to."""
     from ..targets import describe, model_layout, resolve
+    from .output import results
 
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     layout = model_layout(loaded.model)
@@ -159,7 +160,7 @@ def targets(
                 rows += f", … ({len(t.rows)} blocks)"
             table.add_row(str(t.layer), t.lname, t.param + (" (Conv1D, in×out)" if t.transposed
                                                              else ""), rows)
-        console.print(table)
+        results.print(table)
         return
     table = Table(title=f"{type(loaded.model).__name__}: {layout.num_layers} layers under "
                         f"'{layout.prefix}' (lnum 0..{layout.num_layers - 1}, -1 = last, all)")
@@ -168,4 +169,4 @@ def targets(
     table.add_column("matrices in each block")
     for name, meaning, rels in describe(layout):
         table.add_row(name, meaning, ", ".join(rels))
-    console.print(table)
+    results.print(table)

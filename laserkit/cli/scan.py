@@ -115,6 +115,7 @@ def scan(
         refuse_file(out)  # the rest of --out's checks need the checkpoint's fingerprint
     from ..scan import lowest_snr
     from ..scan import scan as run_scan
+    from .output import results
 
     if out is not None:
         on_interrupt(f"the matrices finished so far are kept in {out}/matrices; the scan resumes "
@@ -125,11 +126,11 @@ def scan(
                       layers=layers, device=device, resume=not restart, progress=True, plots=plot,
                       threads=threads)
     full = table == "full" or (table == "auto" and len(result.records) <= FULL_TABLE_MAX)
-    console.print(_full_table(result) if full else _summary_table(result))
+    results.print(_full_table(result) if full else _summary_table(result))
     if lowest > 0:
         cands = lowest_snr(result, lowest)
         if cands:
-            console.print(f"lowest-SNR candidates (laserRMT, k={lowest}): " + ", ".join(
+            results.print(f"lowest-SNR candidates (laserRMT, k={lowest}): " + ", ".join(
                 f"{lname}@{layer}" for _, layer, lname in cands))
     for line in _notes(result):
         console.print(f"note: {line}")

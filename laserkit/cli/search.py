@@ -23,6 +23,7 @@ from .common import (
     on_interrupt_publishing,
 )
 from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
+from .output import results
 
 TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
                        "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
@@ -103,11 +104,11 @@ def _print_result(result: dict) -> None:
     for name, val, test in headline_rows(result):
         parts = (test,) if one else (val, test)
         table.add_row(name, *(_num(d.get(k)) for d in parts for k in ("score", "log_loss")))
-    console.print(table)
+    results.print(table)
     from ..search.significance import lines
 
     for line in lines(result):
-        console.print(line)
+        results.print(line)
 
 
 def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | None,
@@ -136,8 +137,9 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
         workers: int, device: str, no_save: bool, final: list | None = None) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
     from ..search import session
+    from ..search.store import public_url
 
-    where = f"the database {storage}" if storage else run_dir
+    where = f"the database {public_url(storage)}" if storage else run_dir
     on_interrupt(f"the finished trials are kept in {where}; continue with the same command and "
                  "--resume")
     with _Bar(f"{cfg.strategy} {run or run_dir}") as bar:
@@ -145,8 +147,10 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
                                       resume=resume, workers=workers, device=device,
                                       loaded=loaded, progress=bar)
     if result is None:
+        from ..search.store import without_password  # a log must not get the password
+
         console.print(f"created run {store.run!r}; work on it with: laserkit worker "
-                      f"{storage or store.url} --run {store.run}")
+                      f"{without_password(storage or store.url)} --run {store.run}")
         return
     _print_result(result)
     if final:
@@ -242,7 +246,7 @@ def search(
     """The paper's grid search (or TPE over its space): (τ, ℓ, ρ) on validation, base and best
     on test."""
     from ..errors import LaserkitError
-    from ..search.config import ObjectiveConfig, RunConfig
+    from ..search.config import ObjectiveConfig, RunConfig, cache_bytes
     from ..search.grid import DEFAULT_RHOS
     from ..targets import model_layout
 
@@ -268,7 +272,7 @@ def search(
         lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
         intervention=_iv(iv),
         halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
-        prefix_cache=not no_prefix_cache, cache_bytes=int(cache_gb * (1 << 30)),
+        prefix_cache=not no_prefix_cache, cache_bytes=cache_bytes(cache_gb),
         heartbeat_s=heartbeat, grace_s=grace, trust_remote_code=trust_remote_code,
         selection=selection)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
@@ -316,6 +320,9 @@ def greedy(
                                          max_new_tokens)
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
+    from ..search.session import probe_storage
+
+    probe_storage(storage)  # before the scan creates the run directory
     on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
                  "again with --resume to continue")
     cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device, iv)
@@ -407,19 +414,19 @@ def status(
 
     if session.is_url(source) and not run:
         names = session.run_names(source)
-        console.print("runs: " + (", ".join(names) if names else "none"))
+        results.print("runs: " + (", ".join(names) if names else "none"))
         return
     s = session.status(session.open_run(source, run))
     table = Table(title=f"run {s['run']!r}: {s['strategy']} on {s['task']}")
     for col in ("done", "running", "waiting", "failed", "of about"):
         table.add_column(col)
     table.add_row(*(str(s[k]) for k in ("done", "running", "waiting", "failed", "total")))
-    console.print(table)
+    results.print(table)
     b = s["best"]
     if b is not None:
-        console.print(f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
+        results.print(f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
                       f"  score {_num(b['score'])}  log-loss {_num(b['log_loss'])}")
-    console.print("finished" if s["finished"] else "not finished")
+    results.print("finished" if s["finished"] else "not finished")
 
 
 @app.command()

@@ -108,8 +108,7 @@ def _foreign(kind: str, name: str, value: Any) -> None:
         return
     flag = where[0][1].metadata.get("flag", name)
     given = flag if isinstance(value, bool) else f"{flag} {value}"
-    raise LaserkitError(f"{given} ({name}=) applies to {', '.join(k for k, _ in where)}, not to "
-                        f"{kind}")
+    raise LaserkitError(f"{given} applies to {', '.join(k for k, _ in where)}, not to {kind}")
 
 
 class _ByKind(type):

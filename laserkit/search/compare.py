@@ -131,14 +131,13 @@ def copy_base(store: TrialStore, siblings: list[TrialStore]) -> int:
     from .objective import Scored  # noqa: PLC0415
 
     have = store.results()
-    same = ("model", "objective", "dtype")
-    mine = {k: store.config.identity()[k] for k in same}
+    mine = store.identity()
     copied = 0
     for key in BASE_KEYS:
         if key in have:
             continue
         for sib in siblings:
-            if ({k: sib.config.identity()[k] for k in same} != mine
+            if (mine.differences(sib.identity(), fields=("model", "objective", "dtype"))
                     or sib.config.definitions != store.config.definitions):  # no mixing
                 continue
             r = sib.results().get(key)
@@ -149,6 +148,20 @@ def copy_base(store: TrialStore, siblings: list[TrialStore]) -> int:
                 copied += 1
                 break
     return copied
+
+
+def check_fingerprints(stores: dict[str, TrialStore], configs: dict[str, RunConfig],
+                       loaded) -> None:
+    """Every method's run scores this model on these examples: checked (and recorded) before a
+    base trial is copied from one run to another, so a compare resumed on changed data or
+    another model is refused rather than mixed."""
+    from .runner import Context  # noqa: PLC0415 - torch
+
+    first = next(iter(configs))
+    fp = Context(configs[first], loaded.model, loaded.tokenizer,
+                 prefix_cache=False).fingerprints()
+    for store in stores.values():
+        store.check_fingerprints(fp, "--resume")
 
 
 def _scored_here(store: TrialStore, base: bool) -> list:
@@ -225,6 +238,9 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
         from ..loading import load  # noqa: PLC0415
 
         loaded = load(model, dtype=dtype, device=device)
+    from .session import probe_storage  # noqa: PLC0415
+
+    probe_storage(storage)  # before the directory and the scan exist
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_url(run_dir)
     num_layers = model_layout(loaded.model).num_layers
@@ -236,6 +252,7 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
                                 dtype) for n in names}
     stores = {n: TrialStore(url, run_name(run_dir, n), create=cfg, resume=resume)
               for n, cfg in configs.items()}  # every run exists now: workers may join any
+    check_fingerprints(stores, configs, loaded)
     rows, base_rows, copied = [], [], {}
     for n in names:
         if on_method is not None:

@@ -6,6 +6,7 @@ JSON, read back without ``.get`` defaults scattered through the code)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class ObjectiveConfig:
         from ..tasks.spec import check_max_new_tokens  # noqa: PLC0415 - torch-free leaf
 
         check_max_new_tokens(max_new_tokens)
+        check_counts(limit=limit, batch_size=batch_size)
         if data is not None and Path(data).exists():
             data = str(Path(data).resolve())  # workers may start in other directories
         if max_new_tokens is None:
@@ -195,9 +197,28 @@ class RunConfig:
         return {k: d[k] for k in IDENTITY}
 
     def differs(self, other: RunConfig) -> list[str]:
-        """The identity fields where two configs disagree."""
-        a, b = self.identity(), other.identity()
-        return [k for k in IDENTITY if a[k] != b[k]]
+        """The identity fields where two configs disagree (``objective`` for any of its
+        fields); the comparison itself is RunIdentity's (identity.py)."""
+        from .identity import RunIdentity  # noqa: PLC0415
+
+        diff = {k.split(".")[0] for k in RunIdentity.of(self).differences(RunIdentity.of(other))}
+        return [k for k in IDENTITY if k in diff]
+
+
+def check_counts(**values: int | None) -> None:
+    """Refuse a count option (--limit, --batch-size) below 1 before anything is created."""
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise LaserkitError(f"--{name.replace('_', '-')} {v}: give a whole number of at "
+                                "least 1")
+
+
+def cache_bytes(gb: float) -> int:
+    """--cache-gb as bytes: a finite number of gigabytes, 0 or more."""
+    if not math.isfinite(gb) or gb < 0:
+        raise LaserkitError(f"--cache-gb {gb}: give a finite number of gigabytes, 0 or more "
+                            "(e.g. 1 or 0.5)")
+    return int(gb * (1 << 30))
 
 
 def rank_rules_differ(rho: float, widths: int = 1 << 16) -> bool:
@@ -222,6 +243,16 @@ def parse_floats(text: str | None) -> list[float] | None:
         raise LaserkitError(f"cannot read {text!r}: give comma-separated numbers") from None
 
 
+def check_rhos(rhos: list[float], text: str | None) -> list[float]:
+    """Every ρ a number in [0, 1], refused before a run is created (a NaN would reach the
+    first trial only)."""
+    bad = [r for r in rhos if not 0.0 <= r <= 1.0]  # NaN fails both comparisons
+    if bad:
+        raise LaserkitError(f"--rho {text if text is not None else bad[0]}: {bad[0]} is not a "
+                            "fraction of the rank kept; give numbers in [0, 1], e.g. 0.1,0.01")
+    return rhos
+
+
 def parse_rhos(rho: str | None, rate: str | None, default: tuple[float, ...] = ()) -> list[float]:
     """ρ values from --rho, or from the reference CLI's --rate, or the default."""
     from ..interventions import rho_from_rate  # noqa: PLC0415
@@ -230,4 +261,4 @@ def parse_rhos(rho: str | None, rate: str | None, default: tuple[float, ...] = (
         raise LaserkitError("give --rho or --rate, not both")
     if rate is not None:
         return [rho_from_rate(r) for r in parse_floats(rate) or []]
-    return parse_floats(rho) or list(default)
+    return check_rhos(parse_floats(rho) or list(default), rho)

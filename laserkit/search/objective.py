@@ -102,6 +102,12 @@ class NextTokenObjective:
                                 "log_loss": float(-logp[r, ans])})
         return Scored(self._summary(split, records), records)
 
+    def fingerprint(self) -> str:
+        """Of the sequences scored (a run's identity)."""
+        from .identity import data_fingerprint  # noqa: PLC0415
+
+        return data_fingerprint(self.sequences)
+
     def _summary(self, split: str, records: list[dict]) -> dict:
         n = len(records)
         loss = sum(r["log_loss"] for r in records) / n if n else math.nan
@@ -128,6 +134,10 @@ class CallableObjective:
         return Scored({"task": self.name, "split": split, "n": 1, "metric": self.metric,
                        "score": value, "higher_is_better": self.higher_is_better})
 
+    def fingerprint(self) -> None:
+        """A function has no examples to fingerprint."""
+        return None
+
 
 class TaskObjective:
     """A laserkit task scored by laserkit.evaluate (the CLI's objective)."""
@@ -138,6 +148,10 @@ class TaskObjective:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
         self.task = get_task(task, data=data)
+        if tokenizer is None:  # refused before a run is created, not in its first trial
+            raise LaserkitError(f"task {self.task.name!r} needs the model's tokenizer and this "
+                                "model has none (no tokenizer files beside its weights): add "
+                                "them, or give a model directory or hub id that has them")
         if max_new_tokens is None and self.task.kind == "semantic":
             # only runs made before the length was stored lack it: they generated 128 tokens
             max_new_tokens = LEGACY_SEMANTIC_TOKENS
@@ -158,6 +172,15 @@ class TaskObjective:
         """How many examples the task has (after ``limit``)."""
         n = len(self.task.examples())
         return n if self.limit is None else min(n, self.limit)
+
+    def fingerprint(self) -> str:
+        """Of the examples this objective scores, in the order it splits them (after the shuffle
+        and --limit): an edited data file changes it, so a resume cannot mix two data sets."""
+        from ..evaluate import shuffle_examples  # noqa: PLC0415
+        from .identity import data_fingerprint  # noqa: PLC0415
+
+        examples = shuffle_examples(self.task.examples(), self.seed)
+        return data_fingerprint(examples[: self.limit] if self.limit is not None else examples)
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         from ..evaluate import evaluate  # noqa: PLC0415

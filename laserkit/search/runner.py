@@ -27,10 +27,11 @@ from ..errors import LaserkitError, check_interrupt
 from ..targets import model_layout
 from . import trial
 from .config import RunConfig
+from .identity import Fingerprints, weights_fingerprint
 from .objective import Objective, Scored, build_objective
 from .prefix_cache import PrefixCache
 from .sequential import decision_split
-from .store import TrialStore
+from .store import SECRET_ENV, TrialStore, with_secret, without_password
 from .strategy import Strategy, make_strategy
 from .trial import Result, objective_value
 
@@ -85,6 +86,15 @@ class Context:
         if use and self.objective.forward_only:
             self.prefix = PrefixCache(model, budget_bytes=cfg.cache_bytes,
                                       wanted=self.strategy.layers())
+        self._fingerprints: Fingerprints | None = None
+
+    def fingerprints(self) -> Fingerprints:
+        """Of this worker's base weights and scored examples (computed once, before any edit):
+        what the run's identity checks against the run's own."""
+        if self._fingerprints is None:
+            data = getattr(self.objective, "fingerprint", lambda: None)()
+            self._fingerprints = Fingerprints(weights_fingerprint(self.model), data)
+        return self._fingerprints
 
     def check(self) -> None:
         """Fail before any trial runs on an edit this model cannot take."""
@@ -117,14 +127,18 @@ class Context:
 
 
 def work(store: TrialStore, ctx: Context,
-         on_trial: Callable[[dict, Scored], None] | None = None, poll_s: float = 1.0) -> int:
+         on_trial: Callable[[dict, Scored], None] | None = None, poll_s: float = 1.0,
+         who: str = "this worker") -> int:
     """Run trials until the strategy says the run is done, then store its result; returns how
-    many trials this worker ran."""
+    many trials this worker ran. A worker whose model or data differ from the run's, or a run
+    whose numbers would change under the current definitions, is refused before it takes a
+    trial."""
     why = store.config.legacy_conflicts()
     if why and ctx.strategy.next_specs(store.results()) is not None:
         raise LaserkitError(f"run {store.run!r} was made under laserkit's older definitions and "
                             f"{why[0]}; a trial scored now would mix two definitions in one run "
                             "(its results stay readable): start a new run")
+    store.check_fingerprints(ctx.fingerprints(), who)
     ran = 0
     while True:
         check_interrupt()  # a Ctrl-C swallowed by a finalizer still stops the run here
@@ -211,7 +225,8 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
         # bit between 1 and 2 threads), and results must not depend on --workers
         threads = None if torch.cuda.is_available() else torch.get_num_threads()
         procs = spawn(store.url, store.run, workers, worker_devices(workers, device), threads,
-                      model=model_path, trust_remote_code=cfg.trust_remote_code)
+                      model=model_path, trust_remote_code=cfg.trust_remote_code,
+                      extra_env=secret_env(store.url))
         try:
             while any(p.poll() is None for p in procs):
                 tick()
@@ -245,7 +260,8 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # workers share cores: no spin-waiting
-        cmd = [sys.executable, "-m", "laserkit", "worker", url, "--run", run_name,
+        cmd = [sys.executable, "-m", "laserkit", "worker", without_password(url), "--run",
+               run_name,
                "--device", devices[i % len(devices)]]
         if threads:
             cmd += ["--threads", str(threads)]
@@ -255,6 +271,13 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
             cmd += ["--trust-remote-code"]
         procs.append(subprocess.Popen(cmd, env=env, cwd=cwd))
     return procs
+
+
+def secret_env(url: str) -> dict[str, str]:
+    """The environment that hands a worker the database password (LASERKIT_STORAGE), which its
+    command line, visible to every user of the machine, does not carry."""
+    full = with_secret(url)
+    return {SECRET_ENV: full} if full != without_password(full) else {}
 
 
 def worker_devices(n: int, device: str) -> list[str]:
@@ -282,7 +305,7 @@ def worker(url: str, run_name: str, device: str = "auto", threads: int | None = 
             progress(store.counts()["done"], total)
 
     tick()
-    return work(store, ctx, on_trial=tick)
+    return work(store, ctx, on_trial=tick, who="laserkit worker")
 
 
 def main(argv: list[str] | None = None) -> None:

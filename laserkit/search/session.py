@@ -11,7 +11,9 @@ the user: ``result.json``, ``report/``, ``best-model/`` and ``store.json`` (wher
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,16 @@ def locate(source: str | Path, run: str | None = None, storage: str | None = Non
                             f"{POINTER}); give a run directory or a database URL with --run")
     if storage is None and run is None and adopt_legacy(run_dir):
         return Where(default_url(run_dir), LEGACY_STUDY, run_dir)
-    return Where(storage or default_url(run_dir), run or run_dir.resolve().name, run_dir)
+    url = storage or default_url(run_dir)
+    return Where(url, run or _dir_run(url, run_dir), run_dir)
+
+
+def _dir_run(url: str, run_dir: Path) -> str:
+    """The run of a run directory: named after the directory, or the database's only run when
+    the directory was renamed or is mounted elsewhere (an archive, a colleague's mount)."""
+    name = Path(run_dir).resolve().name
+    names = run_names(url)
+    return names[0] if name not in names and len(names) == 1 else name
 
 
 def legacy_config(run_dir: Path) -> RunConfig | None:
@@ -134,8 +145,27 @@ def check_run_dir(run_dir: Path, resume: bool, markers: tuple[str, ...] = RUN_MA
 
 
 def open_run(source: str | Path, run: str | None = None) -> TrialStore:
+    """An existing run, opened to read (status, report, apply): nothing is written to its
+    database or next to it, so a run on read-only storage can be read."""
     where = locate(source, run)
-    return TrialStore(where.url, where.run)
+    return TrialStore(where.url, where.run, readonly=True)
+
+
+@contextmanager
+def created_dir(path: Path) -> Iterator[None]:
+    """Make ``path`` (and missing parents) for the block; if the block fails, remove what was
+    made here (only that: a directory that existed before is left as it was)."""
+    path = Path(path)
+    top = next((p for p in (path, *path.parents) if p.parent.exists() or p.parent == p), path)
+    top = path if path.exists() else top
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if made:
+            shutil.rmtree(top, ignore_errors=True)
+        raise
 
 
 def run_names(url: str, legacy: bool = False) -> list[str]:
@@ -145,12 +175,32 @@ def run_names(url: str, legacy: bool = False) -> list[str]:
     from .store import normalize_url  # noqa: PLC0415
 
     try:
-        return sorted(s.study_name for s in optuna.get_all_study_summaries(normalize_url(url))
-                      if legacy or s.study_name != LEGACY_STUDY)
+        summaries = optuna.get_all_study_summaries(_reader(normalize_url(url)))
+        return sorted(s.study_name for s in summaries if legacy or s.study_name != LEGACY_STUDY)
     except LaserkitError:
         raise
     except Exception as e:
         raise LaserkitError(f"cannot read {url}: {first_line(e)}") from None
+
+
+def probe_storage(storage: str | None) -> None:
+    """Fail now, in one line and before anything is created or scanned, on a database that
+    cannot be reached (a wrong host, port or password)."""
+    if storage and not storage.startswith("sqlite"):
+        run_names(storage, legacy=True)
+
+
+def _reader(url: str):
+    """A storage that only reads (SQLite opened read-only; others as given, with the password
+    from the environment): listing runs writes nothing."""
+    from optuna.storages import RDBStorage  # noqa: PLC0415
+
+    from .store import readonly_sqlite, with_secret  # noqa: PLC0415
+
+    if url.startswith("sqlite"):
+        return RDBStorage(readonly_sqlite(url), engine_kwargs={"connect_args": {"uri": True}},
+                          skip_table_creation=True)
+    return RDBStorage(with_secret(url))
 
 
 def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str | None = None,
@@ -162,22 +212,27 @@ def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str
     elsewhere with ``laserkit worker URL --run NAME`` do the work): the result is then None."""
     from . import runner  # noqa: PLC0415
     from .runner import Context  # noqa: PLC0415 - torch
+    from .store import without_password  # noqa: PLC0415
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = None
+    if loaded is not None:  # everything is checked before anything is created
+        ctx = Context(cfg, loaded.model, loaded.tokenizer)
+        ctx.check()  # an edit this model cannot take fails now, not in a worker
+        ctx.fingerprints()
     name = run or run_dir.resolve().name
-    if storage is None and run is None and resume and adopt_legacy(run_dir):
-        name = LEGACY_STUDY
-    url = storage or default_url(run_dir)
-    store = TrialStore(url, name, create=cfg, resume=resume)
-    if storage:
-        atomic_write_text(run_dir / POINTER, json.dumps({"storage": storage, "run": name}) + "\n")
+    with created_dir(run_dir):  # removed again if the store cannot be created or opened
+        if storage is None and run is None and resume and adopt_legacy(run_dir):
+            name = LEGACY_STUDY
+        store = TrialStore(storage or default_url(run_dir), name, create=cfg, resume=resume)
+        if ctx is not None:
+            store.check_fingerprints(ctx.fingerprints(), "--resume" if resume else "search")
+            ctx.cfg = store.config
+    if storage:  # never the password (docs/search.md): it comes from the environment
+        atomic_write_text(run_dir / POINTER, json.dumps(
+            {"storage": without_password(storage), "run": name}) + "\n")
     if workers <= 0:
         return None, store
-    ctx = None
-    if loaded is not None:
-        ctx = Context(store.config, loaded.model, loaded.tokenizer)
-        ctx.check()  # an edit this model cannot take fails now, not in a worker
     result = runner.run(store, workers=workers, device=device,
                         ctx=ctx if workers <= 1 else None, progress=progress)
     write_result(result, run_dir)

@@ -42,6 +42,7 @@ from optuna.trial import TrialState
 
 from ..errors import LaserkitError, first_line
 from .config import RunConfig
+from .identity import Fingerprints, RunIdentity, check_same
 from .objective import LEGACY_SEMANTIC_TOKENS, Scored
 from .trial import Result
 
@@ -111,6 +112,43 @@ def public_url(url: str) -> str:
         return url
 
 
+SECRET_ENV = "LASERKIT_STORAGE"  # the full URL, password included, for a stored URL without one
+PASSWORD_HELP = (f"the password is never stored: give it in PGPASSWORD, in ~/.pgpass, or as the "
+                 f"whole URL in {SECRET_ENV}")
+
+
+def without_password(url: str) -> str:
+    """The URL with its password removed, for anything written to disk (store.json) or put on
+    a command line (worker processes): the password comes from the environment instead."""
+    try:
+        u = sa.engine.make_url(url)
+    except Exception:
+        return url
+    return url if u.password is None else _no_password(u).render_as_string(hide_password=False)
+
+
+def _no_password(u: sa.engine.URL) -> sa.engine.URL:
+    """The URL without a password (``URL.set(password=None)`` leaves it as it was)."""
+    return u._replace(password=None)
+
+
+def with_secret(url: str) -> str:
+    """The URL to connect with: LASERKIT_STORAGE when it names the same database (scheme, user,
+    host, port, database) and this URL carries no password; else the URL as given, whose
+    driver (libpq) then reads PGPASSWORD or ~/.pgpass itself."""
+    secret = os.environ.get(SECRET_ENV)
+    if not secret or "://" not in url:
+        return url
+    try:
+        mine, env = sa.engine.make_url(normalize_url(url)), sa.engine.make_url(
+            normalize_url(secret))
+    except Exception:
+        return url
+    if mine.password is None and mine == _no_password(env):
+        return normalize_url(secret)
+    return url
+
+
 class TrialStore:
     """One run's trials in the study ``run`` at ``url``.
 
@@ -120,11 +158,12 @@ class TrialStore:
 
     def __init__(self, url: str, run: str, create: RunConfig | None = None,
                  resume: bool = False, heartbeat_s: int | None = None,
-                 grace_s: int | None = None) -> None:
+                 grace_s: int | None = None, readonly: bool = False) -> None:
         optuna.logging.set_verbosity(logging.WARNING)
         self.url = normalize_url(url)
         self.run = run
-        self._lock_path = _lock_path(self.url)
+        self.readonly = readonly and create is None
+        self._lock_path = None if self.readonly else _lock_path(self.url)
         with self._lock():  # workers starting together would race to create the tables
             self._open()
             self._attach(create, resume)
@@ -135,21 +174,28 @@ class TrialStore:
     def _open(self) -> None:
         kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else \
             {"pool_pre_ping": True}
+        url = self.url
+        if self.readonly and url.startswith("sqlite"):
+            url, kwargs = readonly_sqlite(url), {"connect_args": {"timeout": 120, "uri": True}}
         for attempt in range(3):  # workers of several machines may create the tables at once
             try:
                 with _quiet():
                     self.storage = RDBStorage(
-                        self.url, engine_kwargs=kwargs, heartbeat_interval=5, grace_period=20,
+                        with_secret(url), engine_kwargs=kwargs, heartbeat_interval=5,
+                        grace_period=20,
                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                             max_retry=MAX_FAILURES),
+                        skip_table_creation=self.readonly,
                     )
-                _META.create_all(self.storage.engine)
+                if not self.readonly:
+                    _META.create_all(self.storage.engine)
                 return
             except Exception as e:  # bad URL, server unreachable, a creation race
-                msg = first_line(e)
-                if attempt == 2 or "connection" in msg.lower():
+                msg = first_line(_root(e))  # Optuna wraps the driver's error in its own
+                if attempt == 2 or "connection" in msg.lower() or "password" in msg.lower():
+                    hint = f" ({PASSWORD_HELP})" if "password" in msg.lower() else ""
                     raise LaserkitError(f"cannot open trial store {public_url(self.url)}: "
-                                        f"{msg}") from None
+                                        f"{msg}{hint}") from None
                 time.sleep(1.0 + attempt)
 
     def _attach(self, create: RunConfig | None, resume: bool) -> None:
@@ -158,8 +204,11 @@ class TrialStore:
             have = ", ".join(sorted(names - {LEGACY_STUDY})) or "none"
             raise LaserkitError(f"no run named {self.run!r} in {public_url(self.url)} "
                                 f"(runs there: {have})")
-        self.study = optuna.create_study(study_name=self.run, storage=self.storage,
-                                         load_if_exists=True, direction="maximize")
+        if create is None:  # an existing run: loading it writes nothing (read-only storage)
+            self.study = optuna.load_study(study_name=self.run, storage=self.storage)
+        else:
+            self.study = optuna.create_study(study_name=self.run, storage=self.storage,
+                                             load_if_exists=True, direction="maximize")
         stored = self.study.user_attrs.get("config")
         if stored is None:
             if create is None:
@@ -174,13 +223,12 @@ class TrialStore:
                                     f"{public_url(self.url)}; add --resume to continue it, or "
                                     "choose another --run / --run-dir")
             self._check_definitions(create)
-            diff = self.config.differs(create)
-            if diff == ["objective"] and self.config.objective.max_new_tokens is None:
+            diff = RunIdentity.of(self.config).differences(RunIdentity.of(create))
+            if diff == ["objective.max_new_tokens"] and \
+                    self.config.objective.max_new_tokens is None:
                 self._adopt_generation_length(create)
                 return
-            if diff:
-                raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
-                                    f"{', '.join(diff)}; repeat the original options")
+            check_same(RunIdentity.of(self.config), RunIdentity.of(create), self.run, "--resume")
             self.config = create  # same computation; engine settings may change
 
     def _check_definitions(self, create: RunConfig) -> None:
@@ -203,6 +251,22 @@ class TrialStore:
         self.config.definitions = create.definitions
         self.study.set_user_attr("config", self.config.to_json())
 
+    def identity(self) -> RunIdentity:
+        """The run's stored identity: its configuration and the fingerprints recorded with it."""
+        return RunIdentity.of(self.config,
+                              Fingerprints.from_json(self.study.user_attrs.get("fingerprints")))
+
+    def check_fingerprints(self, given: Fingerprints, who: str) -> None:
+        """Refuse a session (resume, worker) whose model weights or examples differ from the
+        run's; record those the run lacks (a run made before fingerprints, or a new one)."""
+        stored = self.identity()
+        check_same(stored, RunIdentity.of(self.config, given), self.run, who,
+                   fix="give the run's model and data, or start a new run")
+        have = stored.fingerprints
+        merged = Fingerprints(have.weights or given.weights, have.data or given.data)
+        if merged != have and not self.readonly:
+            self.study.set_user_attr("fingerprints", merged.to_json())
+
     def _adopt_generation_length(self, create: RunConfig) -> None:
         """Resume a run made before runs stored their generation length (semantic tasks then
         generated 128 tokens): only the same length continues it, and it is then stored."""
@@ -210,8 +274,8 @@ class TrialStore:
 
         obj = create.objective
         semantic = obj.type == "task" and get_task(obj.task, obj.data).kind == "semantic"
-        if not semantic or self.config.differs(
-                replace(create, objective=replace(obj, max_new_tokens=None))):
+        if not semantic or RunIdentity.of(self.config).differences(RunIdentity.of(
+                replace(create, objective=replace(obj, max_new_tokens=None)))):
             raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
                                 "objective; repeat the original options")
         if obj.max_new_tokens not in (None, LEGACY_SEMANTIC_TOKENS):
@@ -409,7 +473,8 @@ class TrialStore:
     # -- the run's result ----------------------------------------------------------------------
 
     def set_result(self, result: dict[str, Any]) -> None:
-        self.study.set_user_attr("result", _jsonable(result))
+        if not self.readonly:  # a run read from read-only storage computes it, keeps nothing
+            self.study.set_user_attr("result", _jsonable(result))
 
     def result(self) -> dict[str, Any] | None:
         return self.study.user_attrs.get("result")
@@ -424,6 +489,27 @@ def _legacy_records(study, result: Result) -> list[dict]:
         return []
     text = (Path(run_dir) / "trials" / name).read_text()
     return [json.loads(line) for line in text.splitlines() if line]
+
+
+def readonly_sqlite(url: str) -> str:
+    """A SQLite URL opened read-only (``mode=ro``): reading a run on read-only storage (an
+    archive, a colleague's mount) must not need to create a journal, a lock or a table."""
+    from urllib.parse import quote  # noqa: PLC0415
+
+    db = sa.engine.make_url(url).database
+    if not db or db == ":memory:":
+        return url
+    return f"sqlite:///file:{quote(str(Path(db).resolve()))}?mode=ro&uri=true"
+
+
+def _root(e: BaseException) -> BaseException:
+    """The innermost cause of an exception (the driver's "password authentication failed"
+    under Optuna's "an exception is raised during the commit")."""
+    seen = set()
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(e))
+        e = nxt
+    return e
 
 
 def _lock_path(url: str) -> Path | None:

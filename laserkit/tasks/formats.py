@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Callable
 
 from ..errors import LaserkitError
@@ -517,10 +518,21 @@ def resolve_reader(name: str, where: str = "task") -> Reader:
         raise LaserkitError(f"{where}: unknown reader {name!r}; use one of {', '.join(READERS)}"
                             ", or module:function")
     module, _, func = name.partition(":")
+    if module.split(".")[0] in _NOT_READERS:  # refused before importing it (no side effects)
+        raise LaserkitError(f"{where}: reader {name!r} is not a task reader: use one of "
+                            f"{', '.join(READERS)}, or a function of your own marked with "
+                            "@laserkit.tasks.formats.reader_keys (docs/tasks.md)")
     try:
         fn = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
         raise LaserkitError(f"{where}: cannot import reader {name!r} ({e})") from None
-    if not callable(fn):
-        raise LaserkitError(f"{where}: reader {name!r} is not a function")
+    if not callable(fn) or not isinstance(getattr(fn, "keys", None), dict):
+        raise LaserkitError(f"{where}: {name!r} is not marked as a task reader: decorate it "
+                            "with @laserkit.tasks.formats.reader_keys(...) (no keys if it has "
+                            "none; docs/tasks.md)")
     return fn
+
+
+# a task file is data: it may name a reader of the user's own, never run the standard library's
+# functions (os:system) or import its modules for their side effects
+_NOT_READERS = frozenset(sys.stdlib_module_names) | {"laserkit", "builtins", "__main__"}

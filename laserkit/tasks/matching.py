@@ -27,9 +27,12 @@ import string
 from collections import Counter
 from decimal import Decimal
 
+import regex
+
 from ..errors import LaserkitError
 
-MATCH_MODES = ("contains", "exact", "all_parts", "f1", "regex", "substring")
+REGEX_TIMEOUT_S = 1.0  # per answer and generation; generations are short (max_new_tokens)
+MATCH_MODES = ("contains", "exact", "all_parts", "all_pairs", "f1", "regex", "substring")
 Item = str | int | float | list | dict
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -104,8 +107,8 @@ def _check_scalar(item: object, where: str, mode: str) -> None:
         raise LaserkitError(f"{where}: empty answer")
     if mode == "regex":
         try:
-            re.compile(str(item))
-        except re.error as e:
+            regex.compile(str(item))
+        except (regex.error, ValueError) as e:
             raise LaserkitError(f"{where}: answer {item!r} is not a valid regular expression "
                                 f"({e})") from None
     elif mode not in ("f1", "substring") and not _needle(item):
@@ -116,6 +119,8 @@ def _check_scalar(item: object, where: str, mode: str) -> None:
 def parts_of(items: tuple, mode: str) -> list[list] | None:
     """The parts of a multi-part answer (each a list of alternatives), or None when the items
     are alternatives of a single answer."""
+    if mode == "all_pairs":  # "key: value" per pair, for the log-loss text, F1 and previews
+        return [[f"{item_text(k)}: {item_text(a)}" for a in alts] for k, alts in pairs_of(items)]
     if mode == "all_parts":
         flat = [p for it in items for p in (it.values() if isinstance(it, dict) else [it])]
         return [p if isinstance(p, list) else [p] for p in flat]
@@ -124,12 +129,35 @@ def parts_of(items: tuple, mode: str) -> list[list] | None:
     return None
 
 
+def pairs_of(items: tuple) -> list[tuple[object, list]]:
+    """The (key, accepted values) pairs of dict answers (``match: all_pairs``)."""
+    return [(k, v if isinstance(v, list) else [v]) for it in items if isinstance(it, dict)
+            for k, v in it.items()]
+
+
+def segments(prediction: str) -> list[str]:
+    """The clauses of a generation in which a key and its value must occur together: lines,
+    and the pieces between ';', ', ' and '. '."""
+    return [p for p in re.split(r"\n|;|,\s|\.\s", prediction) if p.strip()]
+
+
 def check_answers(items: tuple, mode: str, where: str) -> None:
     """Fail in one line when an example's answer items do not fit the task's match mode."""
     if mode not in MATCH_MODES:
         raise LaserkitError(f"unknown match {mode!r}; use one of {', '.join(MATCH_MODES)}")
     if not items:
         raise LaserkitError(f"{where}: needs at least one answer")
+    if mode == "all_pairs":
+        if not all(isinstance(it, dict) and it for it in items):
+            raise LaserkitError(f"{where}: match: all_pairs needs a non-empty dict answer "
+                                "({key: value, ...}); for plain parts use match: all_parts")
+        for key, alternatives in pairs_of(items):
+            _check_scalar(key, where, "contains")
+            if not alternatives:
+                raise LaserkitError(f"{where}: the answer for {key!r} is an empty list")
+            for a in alternatives:
+                _check_scalar(a, where, "contains")
+        return
     parts = parts_of(items, mode)
     if parts is not None:
         for alternatives in parts:
@@ -180,8 +208,26 @@ def f1_score(prediction: str, items: tuple, mode: str = "contains") -> float:
     return max(squad_f1(prediction, item_text(it)) for it in items)
 
 
-def judge(prediction: str, items: tuple, mode: str) -> dict:
-    """``correct`` (bool) and, for multi-part answers, ``parts_found`` (one bool per part)."""
+def regex_search(pattern: str, text: str, where: str = "") -> bool:
+    """A ``match: regex`` answer searched in a generation, in bounded time: a pattern that
+    backtracks catastrophically (``(.+)+\\x00``) would otherwise hang the evaluation."""
+    try:
+        return regex.search(pattern, text, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise LaserkitError(f"{where or 'an answer'}: regular expression {pattern!r} took over "
+                            f"{REGEX_TIMEOUT_S:g} s on a {len(text)}-character generation "
+                            "(catastrophic backtracking); simplify it (no nested repeats such "
+                            "as (.+)+)") from None
+
+
+def judge(prediction: str, items: tuple, mode: str, where: str = "") -> dict:
+    """``correct`` (bool) and, for multi-part answers, ``parts_found`` (one bool per part).
+    ``where`` names the example in errors (a regular expression too slow to match)."""
+    if mode == "all_pairs":  # each key together with one of its values, in one clause
+        clauses = segments(prediction)
+        hits = [any(found(c, key) and any(found(c, a) for a in alts) for c in clauses)
+                for key, alts in pairs_of(items)]
+        return {"correct": all(hits), "parts_found": hits}
     parts = parts_of(items, mode)
     if parts is not None:
         hits = [any(found(prediction, a) for a in alts) for alts in parts]
@@ -196,7 +242,7 @@ def judge(prediction: str, items: tuple, mode: str) -> dict:
         pred = normalize_answer(prediction)
         return {"correct": any(pred == normalize_answer(item_text(it)) for it in items)}
     if mode == "regex":
-        return {"correct": any(re.search(str(it), prediction) for it in items)}
+        return {"correct": any(regex_search(str(it), prediction, where) for it in items)}
     if mode == "substring":
         gen = prediction.strip().lower()
         return {"correct": any(item_text(it).strip().lower() in gen for it in items)}

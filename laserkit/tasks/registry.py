@@ -7,7 +7,6 @@ reference has about thirty of those).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 from ..errors import LaserkitError, first_line
 from .lm_eval_kind import is_lm_eval, lm_eval_task
 from .schema import parse_task
-from .sources import read_file
+from .sources import decode_text, parse_json, read_file
 from .spec import Example, Task
 
 DEFINITIONS = Path(__file__).parent / "definitions"
@@ -83,12 +82,15 @@ def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) ->
 
 def task_declaration(path: Path) -> dict | None:
     """The declaration in a .yaml/.json task file, or None when the file is plain data."""
-    text = path.read_text(encoding="utf-8")
+    text = decode_text(path, "task file ")
     try:
-        obj = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise LaserkitError(f"task file {path} is not valid {path.suffix[1:].upper()}: "
-                            f"{first_line(e)}") from None
+        obj = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else \
+            parse_json(text, f"task file {path}")
+    except yaml.YAMLError as e:
+        raise LaserkitError(f"task file {path} is not valid YAML{_at(e)}: "
+                            f"{getattr(e, 'problem', None) or first_line(e)}") from None
+    except RecursionError:
+        raise LaserkitError(f"task file {path}: nested too deeply to read") from None
     if path.suffix in (".yaml", ".yml"):
         if not isinstance(obj, dict):
             raise LaserkitError(f"task file {path}: expected a mapping of task settings")
@@ -96,6 +98,12 @@ def task_declaration(path: Path) -> dict | None:
     if isinstance(obj, dict) and ("kind" in obj or _shipped_style(obj)):
         return obj
     return None
+
+
+def _at(e: yaml.YAMLError) -> str:
+    """" at line L, column C" of a YAML error that knows where it is."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
 def _shipped_style(decl: dict) -> bool:

@@ -28,28 +28,19 @@ def read_file(path: Path) -> tuple[list, dict]:
     'data'), .jsonl, .csv or .txt (one record {"text": whole file})."""
     path = Path(path)
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LaserkitError(f"cannot read {path}: {e}") from None
+    text = decode_text(path)
     if suffix == ".txt":
         return [{"text": text}], {}
     if suffix == ".csv":
-        return list(csv.DictReader(text.splitlines())), {}
+        return read_csv(text, path), {}
     if suffix == ".jsonl":
         records = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise LaserkitError(f"{path} line {n}: invalid JSON ({e.msg})") from None
+                records.append(parse_json(line, f"{path} line {n}"))
         return records, {}
     if suffix == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LaserkitError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        obj = parse_json(text, str(path))
         if isinstance(obj, list):
             return obj, {}
         for key in ("examples", "data"):
@@ -61,13 +52,52 @@ def read_file(path: Path) -> tuple[list, dict]:
                         "use .json, .jsonl, .csv or .txt")
 
 
+def decode_text(path: Path, what: str = "") -> str:
+    """A file's text as UTF-8, or one line saying it is not."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise LaserkitError(f"cannot read {what}{path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LaserkitError(f"{what}{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                            f"offset {e.start}); save it as UTF-8") from None
+
+
+def parse_json(text: str, where: str) -> object:
+    """JSON, or one line naming where it is invalid (or nested too deeply to read)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LaserkitError(f"{where}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    except RecursionError:
+        raise LaserkitError(f"{where}: JSON nested too deeply to read (Python reads about 1,000 "
+                            "levels); flatten the records") from None
+
+
+def read_csv(text: str, path: Path) -> list[dict]:
+    """CSV records; a cell longer than the csv module's limit (131,072 characters) or a broken
+    row is named with its line."""
+    reader = csv.DictReader(text.splitlines())
+    try:
+        return list(reader)
+    except csv.Error as e:
+        raise LaserkitError(f"{path} line {reader.line_num + 1}: {e}; CSV cells are read up to "
+                            f"{csv.field_size_limit():,} characters: put longer texts in .jsonl "
+                            "or .json") from None
+
+
 def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> list[Example]:
     reader = resolve_reader(str(spec.get("reader", "fields")), f"task {task.name!r}")
     examples = reader(records, spec, task.kind, meta, origin)
     if task.kind in ("generate", "next_token"):
         mode = task.match if task.kind == "generate" else "exact"  # next_token: plain answers
-        for ex in examples:
-            check_answers(ex.answers, mode, f"{origin} example {ex.id}")
+        one_each = len(examples) == len(records)  # a record per example: name its number
+        for i, ex in enumerate(examples):
+            where = f"{origin} record {i} (id {ex.id})" if one_each else \
+                f"{origin} example {ex.id}"
+            check_answers(ex.answers, mode, where)
     return examples
 
 
