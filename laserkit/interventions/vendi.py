@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import LaserkitError
+from ..spectral import threads
 from .rank_reduction import kept_rank
 
 EPS = float(torch.finfo(torch.float64).eps)
@@ -56,6 +57,7 @@ _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the
 _REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
+SMALL_ROWS_X_COLS = 1 << 22  # up to this many entries the greedy's steps run on one CPU thread
 _log = logging.getLogger("laserkit")
 _warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
 _cache: OrderedDict[tuple, tuple[list[int], list[float]]] = OrderedDict()
@@ -621,23 +623,40 @@ def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
     X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
     if not math.isfinite(float(torch.linalg.vector_norm(X))):
         raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
-    sigma = resolve_bandwidth(X, bw)
-    state = _Greedy(X, sigma, use_quality, min_diversity, float(q))
-    for c, s in zip(chosen, scores, strict=True):
-        state.add(c, s)
-    bar = _bar(r, len(chosen), m, progress)
-    with torch.no_grad():
+    with torch.no_grad(), threads(_step_threads(X)):
+        state = _resume(X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q),
+                        chosen, scores)
+        bar = _bar(r, len(chosen), m, progress)
         while len(state.chosen) < r:
             state.step()
             if bar is not None:
                 bar.update(1)
+        scores = list(state.scores)
     if bar is not None:
         bar.close()
-    _cache[key] = (list(state.chosen), list(state.scores))
+    _cache[key] = (list(state.chosen), scores)
     _cache.move_to_end(key)
     while len(_cache) > _CACHE_ENTRIES:
         _cache.popitem(last=False)
     return list(state.chosen), math.exp(state.scores[-1])
+
+
+def _resume(X: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool, q: float,
+            chosen: list[int], scores: list[float]) -> _Greedy:
+    """A greedy state with the cached picks already taken."""
+    state = _Greedy(X, sigma, use_quality, min_diversity, q)
+    for c, s in zip(chosen, scores, strict=True):
+        state.add(c, s)
+    return state
+
+
+def _step_threads(X: torch.Tensor) -> int | None:
+    """CPU threads for a selection: one for matrices up to SMALL_ROWS_X_COLS entries, whose
+    step operations are far below what a second thread pays off for and whose median Gram is
+    small (on a busy 2-core machine OpenMP's spin-waiting made the default model's selection
+    10× slower with two, its median 3×); None (leave as is) for larger matrices and other
+    devices."""
+    return 1 if X.device.type == "cpu" and X.numel() <= SMALL_ROWS_X_COLS else None
 
 
 def _bar(r: int, done: int, m: int, progress: bool | None):
