@@ -54,6 +54,7 @@ MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else 
 MEDIAN_SEED = 0
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
+LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
 _REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
@@ -435,6 +436,7 @@ class _Greedy:
         self.chosen: list[int] = []
         self._scores: list[float | None] = []  # None: left for `scores` (q = 1 steps)
         self._spectra: dict[int, torch.Tensor] = {}  # step → eigenvalues of its K_S − I
+        self.lb: torch.Tensor | None = None  # per row: a certified lower bound of ΔT (q = 1)
         self.windows: list[float] = []  # per step: the widest tie window used (for the tests)
 
     @property
@@ -538,58 +540,95 @@ class _Greedy:
         self.add(int(cand[j]), float(rel[j] + lq[j]) + math.log(n) * (1 - self.use_quality))
 
     def _step_q1(self, k: int) -> None:
-        """One step for q = 1: bounds for every row at once (chosen rows masked out), the few
-        that may win scored exactly."""
+        """One step for q = 1: bounds for the rows that may win (all free rows, or the lazy
+        guess `_lazy_rows` when it proves the others worse), the few left scored exactly."""
         n = k + 1
-        B = self.B[:, :k]  # K[:, S] for all m rows
         E = self._gram(k)
         lam, Q = torch.linalg.eigh(E)
         if self._scores[k - 1] is None:
             self._spectra[k - 1] = lam
-        Z = B @ Q
-        Z2 = Z * Z
         ee = float((E * E).sum())
         coef = 4 * n * EPS + self.kern.entry_err
-        dk = coef * math.sqrt(ee)
         kappa = 1 + lam
         lq, lq_err = self._quality(None)
-        pos = None  # None: every row
-        for ratio in (0.0, *_GRID_RATIOS):
-            Zp = Z2 if pos is None else Z2[pos]
-            bounds = (_t_bounds_cheap(kappa, Zp, dk, self.kern.entry_err, k) if ratio == 0
-                      else _t_bounds(kappa, Zp, dk, self.kern.entry_err, k, ratio))
-            if bounds is None:
-                continue
-            lb, ub = bounds
-            lqp = lq if pos is None else lq[pos]
-            # objective = sign·(−(T0 + ΔT)/n + lq), T0 common to all and left out; lq is known
-            # to ±lq_err. A candidate whose upper bound is below the best lower bound is certainly
-            # worse than another: it can be neither the pick nor tied with it
-            if self.sign > 0:
-                o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
-            else:
-                o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
-            if pos is None:
-                o_lo = torch.where(self.free, o_lo, -math.inf)
-                o_hi = torch.where(self.free, o_hi, -math.inf)
-            keep = o_hi >= float(o_lo.max())
-            pos = keep.nonzero()[:, 0] if pos is None else pos[keep]
-            if len(pos) <= _REFINE_ABOVE:
-                break
-        if pos is None:
-            pos = self.free.nonzero()[:, 0]
+        rows, rest_hi = self._lazy_rows(lq + lq_err, n)
+        found = self._narrow(Q, kappa, coef * math.sqrt(ee), rows, lq, lq_err, rest_hi)
+        if found is None:  # a row outside the guess may still win: bound every free row
+            found = self._narrow(Q, kappa, coef * math.sqrt(ee), self.free.nonzero()[:, 0],
+                                 lq, lq_err, -math.inf)
+        pos, Z, Z2, lqp = found
         if len(pos) == 1:  # certainly better than every other row: no tie, no exact score
             self.windows.append(0.0)
             self.add(int(pos[0]), None)
             return
-        rel, eps = _exact(lam, Z[pos], 1.0)
-        deps = coef * torch.sqrt(ee + 2 * Z2[pos].sum(1))
+        rel, eps = _exact(lam, Z, 1.0)
+        deps = coef * torch.sqrt(ee + 2 * Z2.sum(1))
         err = _errors(eps, rel, deps, 1.0) + lq_err
-        obj = self.sign * (rel + lq[pos])
+        obj = self.sign * (rel + lqp)
         j, w = _pick(obj, err, pos)
         self.windows.append(w)
-        score = float(rel[j] + lq[pos][j]) + math.log(n) * (1 - self.use_quality)
+        score = float(rel[j] + lqp[j]) + math.log(n) * (1 - self.use_quality)
         self.add(int(pos[j]), score)
+
+    def _lazy_rows(self, lq_hi: torch.Tensor, n: int) -> tuple[torch.Tensor | None, float]:
+        """The LAZY_ROWS free rows whose remembered bounds allow the best objective, and the
+        best objective any other row can reach (None, −inf: no guess, bound every row).
+
+        Why this is exact: ψ_c(u) = b_Sᵀ(K_S + uI)⁻¹b_S never decreases when a row joins S
+        (the Schur complement of a positive definite K_S + uI), so neither does ΔT(c): a lower
+        bound of ΔT(c) certified at an earlier step still holds, and −lb/n + lq + lq_err
+        bounds the objective of c from above now (for the most diverse set; the least diverse
+        one needs upper bounds of ΔT, which do not stay valid). Only rows that may beat the
+        guess's best certified objective need bounds this step: at bandwidth 2 a few dozen of
+        the 1536, where bounding all rows cost an m × k × k product per step."""
+        if self.lb is None or self.sign < 0:
+            return None, -math.inf
+        stale = torch.where(self.free, -self.lb / n + lq_hi, -math.inf)
+        top = torch.topk(stale, min(LAZY_ROWS + 1, self.m))
+        vals = top.values.tolist()
+        rest = vals[LAZY_ROWS] if len(vals) > LAZY_ROWS else -math.inf
+        rows = top.indices[:LAZY_ROWS][top.values[:LAZY_ROWS] > -math.inf]
+        return rows, rest
+
+    def _narrow(self, Q: torch.Tensor, kappa: torch.Tensor, dk: float,
+                rows: torch.Tensor | None, lq: torch.Tensor, lq_err: float, rest_hi: float
+                ) -> tuple[torch.Tensor, ...] | None:
+        """Drop the rows of ``rows`` that are certainly worse than another, through the cheap
+        bounds and then finer grids; the rows left with their Z = Qᵀb, Z², lq. None when the
+        best certified objective (the tightest, after the finer grids) does not exceed
+        ``rest_hi`` (the other rows' best bound); the bounds found are remembered either way."""
+        if rows is None:
+            rows = self.free.nonzero()[:, 0]
+        Z = self.B[rows, :len(kappa)] @ Q
+        Z2, lqp = Z * Z, lq[rows]
+        k, best = len(kappa), -math.inf
+        for ratio in (0.0, *_GRID_RATIOS):
+            bounds = (_t_bounds_cheap(kappa, Z2, dk, self.kern.entry_err, k) if ratio == 0
+                      else _t_bounds(kappa, Z2, dk, self.kern.entry_err, k, ratio))
+            if bounds is None:
+                continue
+            lb, ub = bounds
+            # objective = sign·(−(T0 + ΔT)/n + lq), T0 common to all and left out; lq is known
+            # to ±lq_err. A candidate whose upper bound is below the best lower bound is certainly
+            # worse than another: it can be neither the pick nor tied with it
+            n = k + 1
+            if self.sign > 0:
+                o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
+            else:
+                o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
+            best = max(best, float(o_lo.max()))
+            self._remember(rows, lb)
+            keep = o_hi >= best
+            rows, Z, Z2, lqp = rows[keep], Z[keep], Z2[keep], lqp[keep]
+            if len(rows) <= _REFINE_ABOVE:
+                break
+        return (rows, Z, Z2, lqp) if best > rest_hi else None
+
+    def _remember(self, rows: torch.Tensor, lb: torch.Tensor) -> None:
+        """Keep the certified lower bounds of ΔT for `_lazy_rows` (the larger of old and new)."""
+        if self.lb is None:
+            self.lb = torch.full((self.m,), -math.inf, dtype=torch.float64, device=lb.device)
+        self.lb[rows] = torch.maximum(self.lb[rows], lb)
 
 
 def _fingerprint(W: torch.Tensor) -> str:
