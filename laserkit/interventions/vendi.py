@@ -212,14 +212,42 @@ def _median_filtered(Y: torch.Tensor) -> float | None:
     t_lo, t_hi = float(srt[lo - below]), float(srt[hi - below])
     near = (vals >= t_lo - 2 * delta) & (vals <= t_hi + 2 * delta)
     below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
-    i, j = pos[near] // p, pos[near] % p
+    if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
+        return None
+    found = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
+    if found is None or not (t_lo - delta <= found[0] and found[1] <= t_hi + delta):
+        return None  # the pairs counted outside the window must lie beyond these
+    return (found[0] + found[1]) / 2
+
+
+def _middle_near(Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, d32: torch.Tensor,
+                 lo: int, hi: int) -> tuple[float, float] | None:
+    """The float64 values of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j),
+    whose float32 values are ``d32``.
+
+    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the float32 error
+    is at most (n + 4)·u·(‖y_i‖² + ‖y_j‖²) (taken twice here), several times less on real
+    rows, so fewer pairs need their float64 value (a gather of two rows each). Order statistics
+    are monotone: the float64 rank-lo value is at least the rank-lo lower end of the pairs'
+    intervals, the rank-hi value at most the rank-hi upper end; pairs entirely outside those
+    two are counted, the rest computed, and the result checked against both ends."""
+    p, n = Y.shape
+    i, j = pos // p, pos % p
+    u = float(torch.finfo(torch.float32).eps) + EPS
+    dp = 1.01 * (2 * n + 8) * u * (sq[i] + sq[j])
+    low, high = d32.double() - dp, d32.double() + dp
+    a = float(low.kthvalue(lo + 1).values)
+    b = float(high.kthvalue(hi + 1).values)
+    need = (high >= a) & (low <= b)
+    below = int(torch.count_nonzero(high < a))
+    i, j = i[need], j[need]
     d64 = (sq[i] + sq[j] - 2 * (Y[i] * Y[j]).sum(1)).clamp_min(0).sort().values
     if not (below <= lo and hi - below < len(d64)):
         return None
     v_lo, v_hi = float(d64[lo - below]), float(d64[hi - below])
-    if not (t_lo - delta <= v_lo and v_hi <= t_hi + delta):
+    if not (a <= v_lo and v_hi <= b):
         return None
-    return (v_lo + v_hi) / 2
+    return v_lo, v_hi
 
 
 def median_bandwidth(W: torch.Tensor) -> float:
