@@ -689,10 +689,10 @@ def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
     if len(chosen) >= r:
         _cache.move_to_end(key)
         return chosen[:r], math.exp(scores[r - 1])
-    X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
-    if not math.isfinite(float(torch.linalg.vector_norm(X))):
-        raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
-    with torch.no_grad(), threads(_step_threads(X)):
+    with torch.no_grad(), threads(_step_threads(W)):
+        X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
+        if not math.isfinite(float(torch.linalg.vector_norm(X))):
+            raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
         state = _resume(X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q),
                         chosen, scores)
         bar = _bar(r, len(chosen), m, progress)
