@@ -27,6 +27,13 @@ the magnitude of K_{S∪c} − I, the conditioning of K_{S∪c} (the log of its 
 enters f'), the kernel entries' own error and the quality term's error (see `_errors`). Among
 tied candidates the lowest row index wins.
 
+Lazy bounds (q = 1, most diverse). ψ_c(u) and hence ΔT(c) never decrease as S grows, so a lower
+bound certified at an earlier step still holds: a step bounds afresh only the rows whose remembered
+bounds may beat the best certified objective (`_lazy_rows`), and every free row when they cannot
+rule the others out. A step left with one candidate has no tie to settle and stores no score; the
+chosen prefixes' scores come from the spectra of K_S that the next step's eigh computes, in one
+batch when `scores` is read.
+
 Other q: q = 2 is closed-form (T = ‖K − I‖_F²); other orders score every candidate by the exact
 eigensolve (correct, not accelerated).
 
