@@ -110,6 +110,29 @@ def test_fast_equals_exact_on_real_rows(real_rows, use_quality: bool, min_divers
                          min_diversity=min_diversity, bandwidth=bandwidth)
 
 
+@pytest.mark.parametrize("use_quality", [False, True])
+@pytest.mark.parametrize("bandwidth", [2.0, "median"])
+def test_lazy_rows_keep_the_exact_picks(real_rows, monkeypatch, use_quality: bool,
+                                        bandwidth) -> None:
+    """A guess of 3 rows per step (of 24): at bandwidth 2 the remembered bounds rule out the
+    other rows in some steps, at `median` on so few rows in none (every step then takes the
+    fallback over all rows); every pick is still the exact best."""
+    monkeypatch.setattr(V, "LAZY_ROWS", 3)
+    outcomes: list[bool] = []
+    narrow = V._Greedy._narrow
+
+    def spy(self, Q, kappa, dk, rows, lq, lq_err, rest_hi):
+        found = narrow(self, Q, kappa, dk, rows, lq, lq_err, rest_hi)
+        if rest_hi > -math.inf:
+            outcomes.append(found is not None)
+        return found
+
+    monkeypatch.setattr(V._Greedy, "_narrow", spy)
+    W = real_rows[torch.arange(0, 1536, 64)]
+    _check_against_exact(W, 6, use_quality=use_quality, bandwidth=bandwidth)
+    assert outcomes and (any(outcomes) or bandwidth == "median")
+
+
 @pytest.mark.parametrize("q", [2.0, 0.5, math.inf])
 def test_other_orders_equal_exact(q: float) -> None:
     W = _random(11, scale=0.3)

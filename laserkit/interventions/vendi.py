@@ -27,6 +27,13 @@ the magnitude of K_{S∪c} − I, the conditioning of K_{S∪c} (the log of its 
 enters f'), the kernel entries' own error and the quality term's error (see `_errors`). Among
 tied candidates the lowest row index wins.
 
+Lazy bounds (q = 1, most diverse). ψ_c(u) and hence ΔT(c) never decrease as S grows, so a lower
+bound certified at an earlier step still holds: a step bounds afresh only the rows whose remembered
+bounds may beat the best certified objective (`_lazy_rows`), and every free row when they cannot
+rule the others out. A step left with one candidate has no tie to settle and stores no score; the
+chosen prefixes' scores come from the spectra of K_S that the next step's eigh computes, in one
+batch when `scores` is read.
+
 Other q: q = 2 is closed-form (T = ‖K − I‖_F²); other orders score every candidate by the exact
 eigensolve (correct, not accelerated).
 
@@ -45,6 +52,7 @@ import numpy as np
 import torch
 
 from ..errors import LaserkitError
+from ..spectral import threads
 from .rank_reduction import kept_rank
 
 EPS = float(torch.finfo(torch.float64).eps)
@@ -53,9 +61,11 @@ MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else 
 MEDIAN_SEED = 0
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
+LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
 _REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
+SMALL_ROWS_X_COLS = 1 << 22  # up to this many entries the greedy's steps run on one CPU thread
 _log = logging.getLogger("laserkit")
 _warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
 _cache: OrderedDict[tuple, tuple[list[int], list[float]]] = OrderedDict()
@@ -155,9 +165,96 @@ def median_sq_distance(W: torch.Tensor) -> float:
     Y = _median_sample(W.detach().to(torch.float64))
     if Y.shape[0] < 2:
         return 0.0
+    fast = _median_filtered(Y)
+    if fast is not None:
+        return fast
     D = _pairwise_sq(Y)
     iu = torch.triu_indices(len(Y), len(Y), 1, device=Y.device)
     return float(np.median(D[iu[0], iu[1]].cpu().numpy()))
+
+
+def _middle_ranks(count: int) -> tuple[int, int]:
+    """0-based ranks of the one or two middle values of ``count`` sorted values."""
+    h = count // 2
+    return (h - 1 if count % 2 == 0 else h), h
+
+
+def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float) -> tuple[float, float]:
+    """Values that bracket ranks lo..hi of d with high probability (a sorted stride sample's
+    quantiles widened by ``margin``); the caller checks that they do."""
+    sample = d[::max(1, len(d) // 32768)].sort().values
+    k = len(sample)
+    a = float(sample[max(0, int((lo / len(d)) * k) - int(margin * k))])
+    b = float(sample[min(k - 1, int((hi / len(d)) * k) + int(margin * k) + 1)])
+    return a, b
+
+
+def _median_filtered(Y: torch.Tensor) -> float | None:
+    """The median of ‖y_i − y_j‖² (i < j) from a float32 pass over all pairs and float64 for
+    the few pairs near the middle.
+
+    Why: the float64 Gram of all rows and the passes over its million entries were most of a
+    `median` selection's time; float32 halves them. Each float32 value is within δ of the
+    float64 one (a worst-case bound: conversion, dot products of length n and the additions,
+    on values ≤ 4·max‖y‖²), so the float64 middle values lie within δ of the float32 ones and
+    a pair more than 2δ outside them is counted without its float64 value. Ranks are checked
+    at each stage; None when a check fails (the caller's plain float64 route then decides)."""
+    p, n = Y.shape
+    lo, hi = _middle_ranks(p * (p - 1) // 2)
+    Y32 = Y.to(torch.float32)
+    s32 = (Y32 * Y32).sum(1)
+    upper = torch.ones(p, p, dtype=torch.bool, device=Y.device).triu_(1)
+    base = torch.where(upper, s32[:, None] + s32[None, :], math.inf)
+    d32 = torch.addmm(base, Y32, Y32.T, alpha=-2).reshape(-1)  # +inf on and below the diagonal
+    sq = (Y * Y).sum(1)
+    delta = 1.01 * (4 * n + 16) * (float(torch.finfo(torch.float32).eps) + EPS) * float(sq.max())
+    a, b = _bracket(d32, lo, hi, 0.012)
+    a, b = a - 2 * delta, b + 2 * delta
+    pos = ((d32 >= a) & (d32 <= b)).nonzero()[:, 0]
+    below = int(torch.count_nonzero(d32 < a))
+    vals = d32[pos]
+    srt = vals.sort().values
+    if not (below <= lo and hi - below < len(srt)):
+        return None
+    t_lo, t_hi = float(srt[lo - below]), float(srt[hi - below])
+    near = (vals >= t_lo - 2 * delta) & (vals <= t_hi + 2 * delta)
+    below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
+    if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
+        return None
+    found = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
+    if found is None or not (t_lo - delta <= found[0] and found[1] <= t_hi + delta):
+        return None  # the pairs counted outside the window must lie beyond these
+    return (found[0] + found[1]) / 2
+
+
+def _middle_near(Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, d32: torch.Tensor,
+                 lo: int, hi: int) -> tuple[float, float] | None:
+    """The float64 values of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j),
+    whose float32 values are ``d32``.
+
+    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the float32 error
+    is at most (n + 4)·u·(‖y_i‖² + ‖y_j‖²) (taken twice here), several times less on real
+    rows, so fewer pairs need their float64 value (a gather of two rows each). Order statistics
+    are monotone: the float64 rank-lo value is at least the rank-lo lower end of the pairs'
+    intervals, the rank-hi value at most the rank-hi upper end; pairs entirely outside those
+    two are counted, the rest computed, and the result checked against both ends."""
+    p, n = Y.shape
+    i, j = pos // p, pos % p
+    u = float(torch.finfo(torch.float32).eps) + EPS
+    dp = 1.01 * (2 * n + 8) * u * (sq[i] + sq[j])
+    low, high = d32.double() - dp, d32.double() + dp
+    a = float(low.kthvalue(lo + 1).values)
+    b = float(high.kthvalue(hi + 1).values)
+    need = (high >= a) & (low <= b)
+    below = int(torch.count_nonzero(high < a))
+    i, j = i[need], j[need]
+    d64 = (sq[i] + sq[j] - 2 * (Y[i] * Y[j]).sum(1)).clamp_min(0).sort().values
+    if not (below <= lo and hi - below < len(d64)):
+        return None
+    v_lo, v_hi = float(d64[lo - below]), float(d64[hi - below])
+    if not (a <= v_lo and v_hi <= b):
+        return None
+    return v_lo, v_hi
 
 
 def median_bandwidth(W: torch.Tensor) -> float:
@@ -312,7 +409,7 @@ def _t_bounds_cheap(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float,
                          / p_hi.clamp_min(1e-300), torch.full_like(p, math.inf))
     factor = torch.where(p_hi > 1e-300, factor, torch.ones_like(p))
     slack = 8 * (k + 4) * EPS
-    return ix * (1 - rel) * (1 - slack), ix * (1 + rel) * factor * (1 + slack)
+    return ix * ((1 - rel) * (1 - slack)), ix * factor * ((1 + rel) * (1 + slack))
 
 
 def _exact(lam: torch.Tensor, Z: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -370,14 +467,52 @@ class _Greedy:
         self.use_quality, self.sign, self.q = use_quality, -1.0 if min_diversity else 1.0, q
         self.log_s = -self.kern.sq  # log quality s(w) = exp(−‖w‖²)
         self.free = torch.ones(self.m, dtype=torch.bool, device=self.kern.X.device)
+        self._zeros = torch.zeros(self.m, dtype=torch.float64, device=self.kern.X.device)
         self.B = torch.empty(self.m, 0, dtype=torch.float64, device=self.kern.X.device)
         self.chosen: list[int] = []
-        self.scores: list[float] = []
+        self._scores: list[float | None] = []  # None: left for `scores` (q = 1 steps)
+        self._spectra: dict[int, torch.Tensor] = {}  # step → eigenvalues of its K_S − I
+        self.lb: torch.Tensor | None = None  # per row: a certified lower bound of ΔT (q = 1)
         self.windows: list[float] = []  # per step: the widest tie window used (for the tests)
 
-    def add(self, c: int, log_score: float) -> None:
+    @property
+    def scores(self) -> list[float]:
+        """Per step, log VS (log qVS) of the chosen prefix; the open ones filled in one batch."""
+        if any(s is None for s in self._scores):
+            self._fill_scores()
+        return self._scores  # type: ignore[return-value]
+
+    def _fill_scores(self) -> None:
+        """Scores of the prefixes that q = 1 steps left open, from their spectra in one batch.
+
+        Why: a step whose bounds leave one candidate needs no exact score to decide, and the
+        eigenvalues of each prefix's K_S − I come free with the next step's eigh; scoring them
+        one step at a time was a third of the small operations of a selection."""
+        open_ = [i for i, v in enumerate(self._scores) if v is None]
+        last = len(self.chosen) - 1
+        if last in open_ and last not in self._spectra:
+            self._spectra[last] = torch.linalg.eigvalsh(self._gram(len(self.chosen)))
+        eps = torch.nn.utils.rnn.pad_sequence([self._spectra.pop(i) for i in open_],
+                                              batch_first=True).clamp_min(-1.0)
+        dev = self.log_s.device
+        size = torch.tensor(open_, dtype=torch.float64, device=dev) + 1
+        rel = -_excess(eps, 1.0).sum(-1) / size  # padded zeros add excess(0) = 0
+        if self.use_quality:
+            lq = torch.logcumsumexp(self.log_s[self.chosen], 0)[open_]
+        else:
+            lq = torch.log(size)
+        for i, v in zip(open_, (rel + lq).tolist(), strict=True):
+            self._scores[i] = v
+
+    def _gram(self, k: int) -> torch.Tensor:
+        """E = K_S − I of the first k chosen rows, exactly symmetric."""
+        E = self.B[self.chosen[:k], :k]
+        E = (E + E.T) / 2
+        return E.fill_diagonal_(0)
+
+    def add(self, c: int, log_score: float | None) -> None:
         self.chosen.append(c)
-        self.scores.append(log_score)
+        self._scores.append(log_score)
         self.free[c] = False
         k = len(self.chosen) - 1
         if k >= self.B.shape[1]:  # grow K[:, S] by doubling: no copy per step
@@ -392,8 +527,7 @@ class _Greedy:
         """log mean quality of S ∪ {c} minus log N (N is common) for the rows ``cand`` (None:
         all), and its error bound."""
         if not self.use_quality:
-            size = self.m if cand is None else len(cand)
-            return torch.zeros(size, dtype=torch.float64, device=self.log_s.device), 0.0
+            return (self._zeros if cand is None else self._zeros[:len(cand)]), 0.0
         ls = self.log_s if cand is None else self.log_s[cand]
         lq = ls if not self.chosen else torch.logaddexp(
             torch.logsumexp(self.log_s[self.chosen], 0), ls)
@@ -441,59 +575,102 @@ class _Greedy:
         self.add(int(cand[j]), float(rel[j] + lq[j]) + math.log(n) * (1 - self.use_quality))
 
     def _step_q1(self, k: int) -> None:
-        """One step for q = 1: bounds for every row at once (chosen rows masked out), the few
-        that may win scored exactly."""
+        """One step for q = 1: bounds for the rows that may win (all free rows, or the lazy
+        guess `_lazy_rows` when it proves the others worse), the few left scored exactly."""
         n = k + 1
-        B = self.B[:, :k]  # K[:, S] for all m rows
-        E = B[self.chosen]
-        E = (E + E.T) / 2
-        E.fill_diagonal_(0)
+        E = self._gram(k)
         lam, Q = torch.linalg.eigh(E)
-        Z = B @ Q
-        Z2 = Z * Z
+        if self._scores[k - 1] is None:
+            self._spectra[k - 1] = lam
         ee = float((E * E).sum())
         coef = 4 * n * EPS + self.kern.entry_err
-        dk = coef * math.sqrt(ee)
         kappa = 1 + lam
         lq, lq_err = self._quality(None)
-        pos = None  # None: every row
+        rows, rest_hi = self._lazy_rows(lq + lq_err, n)
+        found = self._narrow(Q, kappa, coef * math.sqrt(ee), rows, lq, lq_err, rest_hi)
+        if found is None:  # a row outside the guess may still win: bound every free row
+            found = self._narrow(Q, kappa, coef * math.sqrt(ee), self.free.nonzero()[:, 0],
+                                 lq, lq_err, -math.inf)
+        pos, Z, Z2, lqp = found
+        if len(pos) == 1:  # certainly better than every other row: no tie, no exact score
+            self.windows.append(0.0)
+            self.add(int(pos[0]), None)
+            return
+        rel, eps = _exact(lam, Z, 1.0)
+        deps = coef * torch.sqrt(ee + 2 * Z2.sum(1))
+        err = _errors(eps, rel, deps, 1.0) + lq_err
+        obj = self.sign * (rel + lqp)
+        j, w = _pick(obj, err, pos)
+        self.windows.append(w)
+        score = float(rel[j] + lqp[j]) + math.log(n) * (1 - self.use_quality)
+        self.add(int(pos[j]), score)
+
+    def _lazy_rows(self, lq_hi: torch.Tensor, n: int) -> tuple[torch.Tensor | None, float]:
+        """The LAZY_ROWS free rows whose remembered bounds allow the best objective, and the
+        best objective any other row can reach (None, −inf: no guess, bound every row).
+
+        Why this is exact: ψ_c(u) = b_Sᵀ(K_S + uI)⁻¹b_S never decreases when a row joins S
+        (the Schur complement of a positive definite K_S + uI), so neither does ΔT(c): a lower
+        bound of ΔT(c) certified at an earlier step still holds, and −lb/n + lq + lq_err
+        bounds the objective of c from above now (for the most diverse set; the least diverse
+        one needs upper bounds of ΔT, which do not stay valid). Only rows that may beat the
+        guess's best certified objective need bounds this step: at bandwidth 2 a few dozen of
+        the 1536, where bounding all rows cost an m × k × k product per step."""
+        if self.lb is None or self.sign < 0:
+            return None, -math.inf
+        stale = torch.where(self.free, -self.lb / n + lq_hi, -math.inf)
+        top = torch.topk(stale, min(LAZY_ROWS + 1, self.m))
+        vals = top.values.tolist()
+        rest = vals[LAZY_ROWS] if len(vals) > LAZY_ROWS else -math.inf
+        rows = top.indices[:LAZY_ROWS][top.values[:LAZY_ROWS] > -math.inf]
+        return rows, rest
+
+    def _narrow(self, Q: torch.Tensor, kappa: torch.Tensor, dk: float,
+                rows: torch.Tensor | None, lq: torch.Tensor, lq_err: float, rest_hi: float
+                ) -> tuple[torch.Tensor, ...] | None:
+        """Drop the rows of ``rows`` that are certainly worse than another, through the cheap
+        bounds and then finer grids; the rows left with their Z = Qᵀb, Z², lq. None when the
+        best certified objective (the tightest, after the finer grids) does not exceed
+        ``rest_hi`` (the other rows' best bound); the bounds found are remembered either way."""
+        if rows is None:
+            rows = self.free.nonzero()[:, 0]
+        Z = self.B[rows, :len(kappa)] @ Q
+        Z2, lqp = Z * Z, lq[rows]
+        k, best = len(kappa), -math.inf
         for ratio in (0.0, *_GRID_RATIOS):
-            Zp = Z2 if pos is None else Z2[pos]
-            bounds = (_t_bounds_cheap(kappa, Zp, dk, self.kern.entry_err, k) if ratio == 0
-                      else _t_bounds(kappa, Zp, dk, self.kern.entry_err, k, ratio))
+            bounds = (_t_bounds_cheap(kappa, Z2, dk, self.kern.entry_err, k) if ratio == 0
+                      else _t_bounds(kappa, Z2, dk, self.kern.entry_err, k, ratio))
             if bounds is None:
                 continue
             lb, ub = bounds
-            lqp = lq if pos is None else lq[pos]
             # objective = sign·(−(T0 + ΔT)/n + lq), T0 common to all and left out; lq is known
             # to ±lq_err. A candidate whose upper bound is below the best lower bound is certainly
             # worse than another: it can be neither the pick nor tied with it
+            n = k + 1
             if self.sign > 0:
                 o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
             else:
                 o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
-            if pos is None:
-                o_lo = torch.where(self.free, o_lo, -math.inf)
-                o_hi = torch.where(self.free, o_hi, -math.inf)
-            keep = o_hi >= float(o_lo.max())
-            pos = keep.nonzero()[:, 0] if pos is None else pos[keep]
-            if len(pos) <= _REFINE_ABOVE:
+            best = max(best, float(o_lo.max()))
+            self._remember(rows, lb)
+            keep = o_hi >= best
+            rows, Z, Z2, lqp = rows[keep], Z[keep], Z2[keep], lqp[keep]
+            if len(rows) <= _REFINE_ABOVE:
                 break
-        if pos is None:
-            pos = self.free.nonzero()[:, 0]
-        rel, eps = _exact(lam, Z[pos], 1.0)
-        deps = coef * torch.sqrt(ee + 2 * Z2[pos].sum(1))
-        err = _errors(eps, rel, deps, 1.0) + lq_err
-        obj = self.sign * (rel + lq[pos])
-        j, w = _pick(obj, err, pos)
-        self.windows.append(w)
-        score = float(rel[j] + lq[pos][j]) + math.log(n) * (1 - self.use_quality)
-        self.add(int(pos[j]), score)
+        return (rows, Z, Z2, lqp) if best > rest_hi else None
+
+    def _remember(self, rows: torch.Tensor, lb: torch.Tensor) -> None:
+        """Keep the certified lower bounds of ΔT for `_lazy_rows` (the larger of old and new)."""
+        if self.lb is None:
+            self.lb = torch.full((self.m,), -math.inf, dtype=torch.float64, device=lb.device)
+        self.lb[rows] = torch.maximum(self.lb[rows], lb)
 
 
 def _fingerprint(W: torch.Tensor) -> str:
     a = W.detach().contiguous().cpu()
-    h = hashlib.blake2b(digest_size=20)
+    # SHA-1 for a cache key, not for security: with the CPU's SHA instructions it hashes the
+    # default model's 3.5 MB matrix in a third of blake2b's time
+    h = hashlib.sha1(usedforsecurity=False)
     h.update(f"{tuple(a.shape)}{a.dtype}".encode())
     if a.numel():
         h.update(a.view(torch.uint8).reshape(-1).numpy())  # the buffer itself, not a copy
@@ -519,26 +696,43 @@ def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
     if len(chosen) >= r:
         _cache.move_to_end(key)
         return chosen[:r], math.exp(scores[r - 1])
-    X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
-    if not math.isfinite(float(torch.linalg.vector_norm(X))):
-        raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
-    sigma = resolve_bandwidth(X, bw)
-    state = _Greedy(X, sigma, use_quality, min_diversity, float(q))
-    for c, s in zip(chosen, scores, strict=True):
-        state.add(c, s)
-    bar = _bar(r, len(chosen), m, progress)
-    with torch.no_grad():
+    with torch.no_grad(), threads(_step_threads(W)):
+        X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
+        if not math.isfinite(float(torch.linalg.vector_norm(X))):
+            raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
+        state = _resume(X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q),
+                        chosen, scores)
+        bar = _bar(r, len(chosen), m, progress)
         while len(state.chosen) < r:
             state.step()
             if bar is not None:
                 bar.update(1)
+        scores = list(state.scores)
     if bar is not None:
         bar.close()
-    _cache[key] = (list(state.chosen), list(state.scores))
+    _cache[key] = (list(state.chosen), scores)
     _cache.move_to_end(key)
     while len(_cache) > _CACHE_ENTRIES:
         _cache.popitem(last=False)
     return list(state.chosen), math.exp(state.scores[-1])
+
+
+def _resume(X: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool, q: float,
+            chosen: list[int], scores: list[float]) -> _Greedy:
+    """A greedy state with the cached picks already taken."""
+    state = _Greedy(X, sigma, use_quality, min_diversity, q)
+    for c, s in zip(chosen, scores, strict=True):
+        state.add(c, s)
+    return state
+
+
+def _step_threads(X: torch.Tensor) -> int | None:
+    """CPU threads for a selection: one for matrices up to SMALL_ROWS_X_COLS entries, whose
+    step operations are far below what a second thread pays off for and whose median Gram is
+    small (on a busy 2-core machine OpenMP's spin-waiting made the default model's selection
+    10× slower with two, its median 3×); None (leave as is) for larger matrices and other
+    devices."""
+    return 1 if X.device.type == "cpu" and X.numel() <= SMALL_ROWS_X_COLS else None
 
 
 def _bar(r: int, done: int, m: int, progress: bool | None):
