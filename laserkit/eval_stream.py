@@ -24,6 +24,7 @@ from typing import Any
 from .errors import LaserkitError
 from .evaluate import EvalResult, evaluate, shuffle_examples, split_examples
 from .fileio import atomic_write_text
+from .intervals import score_interval
 
 PARTIAL = "records.partial.jsonl"
 IDENTITY = "evaluation.json"
@@ -58,7 +59,8 @@ def evaluate_to(out: Path, model, tokenizer, task, *, split: str = "all",
     if done and log is not None:
         log(f"continuing the evaluation in {out}: {len(done)} of {len(examples)} examples "
             "were scored before")
-    size = len(examples) if task.kind == "perplexity" else chunk
+    # one chunk where the score is not a mean over examples (perplexity, lm-eval's corpus metrics)
+    size = len(examples) if task.kind in ("perplexity", "lm-eval") else chunk
     parts: list[EvalResult] = []
     start = len(done)
     try:
@@ -180,6 +182,9 @@ def _combine(summaries: list[dict], records: list[dict], task) -> dict:
                        if w) / total if total else value
     out["n"] = n
     out["score"] = out.get(task.metric, out.get("score"))
+    out["ci95"] = score_interval(records, task.metric)  # intervals are not means: from all records
+    if "log_loss_ci95" in out:
+        out["log_loss_ci95"] = score_interval(records, "log_loss")
     return out
 
 

@@ -30,7 +30,7 @@ def test_greedy_on_one_text_says_decided_and_scored_on_the_same_text(tmp_path,
         env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "COLUMNS": "400",
              "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr
-    out = " ".join(res.stderr.split())  # the console writes to stderr
+    out = " ".join((res.stdout + res.stderr).split())  # results on stdout, messages on stderr
     assert SAME_TEXT in out and "reported on test" not in out
     assert "same text as the decisions (not held out): significance unavailable: 1 example " \
         "(one text): nothing to resample" in out and "significant" not in out
