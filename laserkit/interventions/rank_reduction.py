@@ -105,8 +105,9 @@ def rank_reduce(W: torch.Tensor, rho: float,
 def lowrank_reduce(W: torch.Tensor, rho: float, niter: int = 2, seed: int = 0) -> torch.Tensor:
     """The LASER reference's edit: randomized ``torch.svd_lowrank(W, q=k, niter)``, seeded.
 
-    Not the best rank-k approximation (it changes the edit by 14–60 % on 7B-shaped matrices at
-    niter = 2); offered as ``--svd lowrank-niter2`` to reproduce the reference's numbers."""
+    Not the best rank-k approximation (25 % from the exact edit on a 7B-shaped fc_in at
+    ρ = 0.01: bench/RESULTS.md, docs/methods.md); offered as ``--svd lowrank-niter2`` to
+    reproduce the reference's numbers."""
     k = kept_rank(*W.shape, rho)
     if k == min(W.shape):
         return W.clone()
