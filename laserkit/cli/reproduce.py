@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from . import app
-from .common import DeviceOpt, DtypeOpt, console, load_with_status
+from .common import DeviceOpt, DtypeOpt, TrustOpt, check_model_input, console, load_with_status
 from .search import (
     BatchOpt,
     DataOpt,
@@ -44,6 +44,7 @@ def reproduce(
     no_save: bool = NoSaveOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """The paper's protocol: the reference's data, prompts, split, rank rule and selection (base
     never a candidate) over τ ∈ {fc_in, fc_out}; says which numbers compare with Table 1."""
@@ -55,12 +56,13 @@ def reproduce(
     check_task(task)
     run_dir = _run_dir(run_dir, run, "reproduce", task, resume)
     objective = ObjectiveConfig.from_cli(task, data, None, batch_size, None, None)
-    loaded = load_with_status(model, dtype, device)
+    check_model_input(model, trust_remote_code)
+    loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         "grid", model, objective, num_layers=model_layout(loaded.model).num_layers,
         lname=PAPER_LNAMES, lnum=lnum, rate=rate or PAPER_RATES,
         intervention={"kind": "rank-reduction", "rho": PLACEHOLDER_RHO}, dtype=dtype,
-        selection="reference")
+        selection="reference", trust_remote_code=trust_remote_code)
     _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
         device=device, no_save=no_save)
     _print_comparability(task, run_dir, loaded.model.config, lnum, rate or PAPER_RATES)
