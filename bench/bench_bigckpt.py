@@ -115,7 +115,7 @@ def _reflinks(folder: Path) -> bool:
     """Whether this file system clones files (FICLONE) where the checkpoint lies."""
     import fcntl
 
-    from laserkit.modelfiles import FICLONE
+    from laserkit.io.modelfiles import FICLONE
 
     a, b = folder / ".probe-a", folder / ".probe-b"
     a.write_bytes(b"x" * 4096)
@@ -132,7 +132,7 @@ def _reflinks(folder: Path) -> bool:
 
 def copy_cost(big: Path, work: Path, rounds: int = 2) -> None:
     """clone_file of every model file (what a save does for unedited files) vs `cp -r`."""
-    from laserkit.modelfiles import clone_file, model_files
+    from laserkit.io.modelfiles import clone_file, model_files
 
     size = sum(p.stat().st_size for p in model_files(big))
     times: dict[str, list[float]] = {"cp -r": [], "clone_file": []}

@@ -1,6 +1,6 @@
 """Batched evaluation vs a plain one-example-at-a-time loop, on the default model.
 
-1. Multiple choice (FEVER, Epistemic Reasoning): ``laserkit.evaluate`` (length-sorted batches,
+1. Multiple choice (FEVER, Epistemic Reasoning): ``laserkit.eval.evaluate`` (length-sorted batches,
    one forward per shared prompt) against the reference's loop: one forward per (example,
    answer), no batching. Same examples; the same predictions and log-probabilities (asserted).
 2. Semantic score: KV-cached, batched, left-padded greedy generation against uncached
@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from laserkit import scoring as S
-from laserkit.evaluate import evaluate
-from laserkit.loading import load
+from laserkit.eval import scoring as S
+from laserkit.eval.evaluate import evaluate
+from laserkit.io.load import load
 from laserkit.tasks import get_task
 
 

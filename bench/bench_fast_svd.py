@@ -35,7 +35,7 @@ def synthetic(m: int, n: int, seed: int = 0) -> torch.Tensor:
 def default_matrices() -> list[tuple[str, torch.Tensor]]:
     from safetensors import safe_open
 
-    from laserkit.loading import default_model_dir
+    from laserkit.io.open import default_model_dir
 
     folder = default_model_dir()
     out = []

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from laserkit import Editor, FactorCache, Intervention, load
-from laserkit.evaluate import split_examples
+from laserkit.eval.evaluate import split_examples
+from laserkit.model.targets import model_layout, parse_layers
 from laserkit.search import Context, ObjectiveConfig, RunConfig, TrialStore, grid_edits, run
 from laserkit.search.store import default_url
 from laserkit.search.trial import describe_edit
-from laserkit.targets import model_layout, parse_layers
 from laserkit.tasks import get_task
 
 NAME = "bench_fever"

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from laserkit.spectral import matrix_stats
+from laserkit.spectral.mp import matrix_stats
 
 
 def planted(m: int, n: int, r: int, strength: float, noise: str, rng) -> np.ndarray:
@@ -55,8 +55,7 @@ def planted_table(seeds: int) -> None:
 
 
 def model_table() -> None:
-    from laserkit.checkpoint import open_checkpoint
-    from laserkit.loading import default_model_dir
+    from laserkit.io.open import default_model_dir, open_checkpoint
 
     ckpt = open_checkpoint(default_model_dir())
     rows: dict[str, dict[str, list[float]]] = {}

@@ -32,9 +32,9 @@ KEYS = ("n_above", "snr", "snr_over_smax", "sigma_hat", "effective_rank")
 def _child(mode: str, model: str, threads: int, out: str) -> None:
     import torch
 
-    from laserkit.checkpoint import open_checkpoint
-    from laserkit.scan import scan
-    from laserkit.spectral import matrix_stats
+    from laserkit.io.open import open_checkpoint
+    from laserkit.spectral.mp import matrix_stats
+    from laserkit.spectral.scan import scan
 
     torch.set_num_threads(threads)
     stats: dict[str, dict] = {}
@@ -76,8 +76,8 @@ def _bare(model: str) -> None:
     """The floor: every matrix the scan covers, read one at a time, float32 singular values."""
     import torch
 
-    from laserkit.checkpoint import open_checkpoint
-    from laserkit.scan import plan
+    from laserkit.io.open import open_checkpoint
+    from laserkit.spectral.scan import plan
 
     ckpt = open_checkpoint(model)
     for rec in plan(ckpt)[0]:

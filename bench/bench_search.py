@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from laserkit import Editor, FactorCache, Intervention, load
-from laserkit.evaluate import evaluate
+from laserkit.eval.evaluate import evaluate
+from laserkit.model.targets import model_layout, parse_layers
 from laserkit.search import (
     Context,
     ObjectiveConfig,
@@ -37,7 +38,6 @@ from laserkit.search import (
     run,
 )
 from laserkit.search.store import default_url
-from laserkit.targets import model_layout, parse_layers
 
 
 def reference(model: str, task: str, limit: int, edits: list[list[dict]]) -> tuple[dict, float]:

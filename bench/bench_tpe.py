@@ -28,11 +28,11 @@ from pathlib import Path
 
 from laserkit import load
 from laserkit.interventions import Intervention
+from laserkit.model.targets import model_layout, parse_layers
 from laserkit.search import Context, ObjectiveConfig, RunConfig, TrialStore, make_strategy, run
 from laserkit.search.grid import pick
 from laserkit.search.store import default_url
 from laserkit.search.trial import Result
-from laserkit.targets import model_layout, parse_layers
 
 CHECKPOINTS = (4, 8, 16)  # budgets at which the best accuracy found so far is reported
 

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from direct_vendi import direct_select  # noqa: E402
 
-from laserkit.edit import Editor  # noqa: E402
+from laserkit.edit.editor import Editor  # noqa: E402
 from laserkit.interventions import vendi  # noqa: E402
-from laserkit.loading import load  # noqa: E402
+from laserkit.io.load import load  # noqa: E402
 
 
 def load_avg() -> str:

@@ -88,7 +88,7 @@ def build(torch, small: bool, device: str, out: Path):  # noqa: ANN001, ANN201
     """Random-init model (seed 0) of the chosen shape, the default tokenizer, saved to ``out``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from laserkit.loading import default_model_dir
+    from laserkit.io.open import default_model_dir
 
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
     dtype = torch.float32 if small else torch.bfloat16
@@ -110,7 +110,7 @@ def build(torch, small: bool, device: str, out: Path):  # noqa: ANN001, ANN201
 def reference_loop(torch, model, tok, trials: list[list[dict]], limit: int) -> float:  # noqa: ANN001
     """The reference's way per trial: fresh decomposition, whole data one example at a time."""
     from laserkit import Editor, FactorCache, Intervention
-    from laserkit.evaluate import evaluate
+    from laserkit.eval.evaluate import evaluate
 
     t0 = time.perf_counter()
     for es in trials:
@@ -127,9 +127,9 @@ def reference_loop(torch, model, tok, trials: list[list[dict]], limit: int) -> f
 def grid(torch, model, tok, path: Path, limit: int) -> tuple[float, list[list[dict]]]:  # noqa: ANN001
     """`laserkit search`'s engine on the 24-trial grid; returns seconds and the grid's edits."""
     from laserkit import Intervention
+    from laserkit.model.targets import model_layout
     from laserkit.search import Context, ObjectiveConfig, RunConfig, TrialStore, grid_edits, run
     from laserkit.search.store import default_url
-    from laserkit.targets import model_layout
 
     n = model_layout(model).num_layers
     layers, rhos, lnames = list(range(n - 4, n)), [0.1, 0.05, 0.01], ["fc_in", "fc_out"]
@@ -157,9 +157,9 @@ def main() -> None:
     import torch
 
     from laserkit import Editor, Intervention
-    from laserkit.evaluate import evaluate
+    from laserkit.eval.evaluate import evaluate
     from laserkit.interventions.vendi import vendi_select
-    from laserkit.scan import scan
+    from laserkit.spectral.scan import scan
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"

@@ -49,7 +49,7 @@ def make_tiny(model_type: str, vocab_size: int = 128, seed: int = 0, **overrides
 @pytest.fixture(scope="session")
 def default_model_dir():
     """The real default model as a cached safetensors directory (converted on first use)."""
-    from laserkit.loading import default_model_dir as _dir
+    from laserkit.io.open import default_model_dir as _dir
 
     return _dir()
 
@@ -57,7 +57,7 @@ def default_model_dir():
 @pytest.fixture(scope="session")
 def default_loaded(default_model_dir):
     """The real default model loaded once for the session (float32, CPU). Do not leave it edited."""
-    from laserkit.loading import load
+    from laserkit.io.load import load
 
     return load(str(default_model_dir), dtype="float32", device="cpu")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny
 
-from laserkit.fileio import PARTIAL, partial_files
+from laserkit.core.fileio import PARTIAL, partial_files
 
 SEED = 20261123
 BIN = Path(sys.prefix) / "bin" / "laserkit"
@@ -165,7 +165,7 @@ def env(tmp_path_factory, default_model_dir):
     d["a_file"] = root / "a_file.txt"
     d["a_file"].write_text("keep me\n")
     # another model's finished scan, and an unrelated non-empty folder
-    from laserkit.scan import scan
+    from laserkit.spectral.scan import scan
 
     d["other_scan"] = root / "other_scan"
     scan(str(d["other"]), d["other_scan"], progress=False, plots=False)
@@ -352,7 +352,7 @@ def _one_interrupt_line(ran: Ran, *says: str) -> str:
 
 def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
     """SIGINT at a seeded random moment of scan, eval, search and save; then the work goes on."""
-    from laserkit.scan import scan
+    from laserkit.spectral.scan import scan
 
     rng = random.Random(SEED)
     root = tmp_path

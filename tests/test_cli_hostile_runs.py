@@ -28,7 +28,7 @@ import torch
 from conftest import make_tiny
 from test_search_cli import tiny_dir  # noqa: F401 - a fixture
 
-from laserkit.errors import LaserkitError
+from laserkit.core.errors import LaserkitError
 
 BIN = Path(sys.prefix) / "bin" / "laserkit"
 LASERKIT = str(BIN) if BIN.exists() else shutil.which("laserkit")
@@ -246,7 +246,7 @@ def test_an_old_run_without_fingerprints_resumes_with_no_new_trial_and_records_t
 
 
 def test_weights_fingerprint_agrees_across_dtypes_and_sees_one_changed_value():
-    from laserkit.search.identity import weights_fingerprint
+    from laserkit.core.fingerprint import weights_fingerprint
 
     model = make_tiny("llama")
     fp = weights_fingerprint(model)

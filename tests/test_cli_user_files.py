@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from laserkit.fileio import partial_files
+from laserkit.core.fileio import partial_files
 
 BIN = Path(sys.prefix) / "bin" / "laserkit"
 LASERKIT = str(BIN) if BIN.exists() else shutil.which("laserkit")
@@ -361,7 +361,7 @@ def test_sigterm_is_handled_like_ctrl_c(tiny, tmp_path):
         else:
             assert p.returncode == 0, err  # it finished before the signal
         if out.exists():
-            from laserkit.modelfiles import check_saved_model
+            from laserkit.io.save import check_saved_model
 
             check_saved_model(out)
         no_partials(tmp_path)

@@ -12,7 +12,7 @@ from conftest import make_tiny
 from laserkit import Editor, FactorCache, Intervention, LaserkitError
 from laserkit.interventions import compute, kept_rank, rho_from_rate
 from laserkit.interventions.mp_threshold import mp_reduce
-from laserkit.spectral import mp_threshold, sigma_hat, snr
+from laserkit.spectral.mp import mp_threshold, sigma_hat, snr
 
 
 def _numpy_truncation(W: np.ndarray, k: int) -> np.ndarray:

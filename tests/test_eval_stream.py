@@ -10,10 +10,10 @@ import pytest
 import torch
 from test_search_cli import tiny_dir  # noqa: F401 - a fixture
 
-import laserkit.eval_stream as ES
-from laserkit.errors import LaserkitError
-from laserkit.evaluate import evaluate
-from laserkit.loading import load
+import laserkit.eval.stream as ES
+from laserkit.core.errors import LaserkitError
+from laserkit.eval.evaluate import evaluate
+from laserkit.io.load import load
 from laserkit.tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from laserkit import Editor, Intervention
-from laserkit.evaluate import evaluate
+from laserkit.eval.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 

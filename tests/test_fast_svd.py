@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from laserkit.edit import Editor, FactorCache
-from laserkit.errors import LaserkitError
+from laserkit.core.errors import LaserkitError
+from laserkit.edit.editor import Editor, FactorCache
 from laserkit.interventions import Intervention, fast_svd
 from laserkit.interventions.rank_reduction import Factors, kept_rank, rank_reduce
 

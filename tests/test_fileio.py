@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from laserkit import fileio
+from laserkit.core import fileio
 
 
 def _interrupt_after(real):

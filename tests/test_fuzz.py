@@ -27,7 +27,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from laserkit.errors import LaserkitError
+from laserkit.core.errors import LaserkitError
 
 FUZZ = settings(derandomize=True, database=None, deadline=timedelta(seconds=30),
                 max_examples=60, suppress_health_check=list(HealthCheck))
@@ -81,7 +81,7 @@ HEADER_LEN = 8 + struct.unpack("<Q", SAFETENSORS[:8])[0]
 
 
 def read_safetensors(data: bytes) -> None:
-    from laserkit.checkpoint import SafetensorsCheckpoint
+    from laserkit.io.checkpoint import SafetensorsCheckpoint
 
     path = fresh(".safetensors", data)
     ckpt = SafetensorsCheckpoint(path.parent)
@@ -142,7 +142,7 @@ GGUF = _gguf()
 
 
 def read_gguf(data: bytes) -> None:
-    from laserkit.checkpoint import open_checkpoint
+    from laserkit.io.open import open_checkpoint
 
     ckpt = open_checkpoint(fresh(".gguf", data))
     for name in ckpt.shapes():
@@ -225,7 +225,7 @@ OPTION_TEXT = st.text(alphabet="0123456789-:,. allnaif+e", max_size=20) | st.tex
 @settings(FUZZ, max_examples=300)
 @given(OPTION_TEXT)
 def test_lnum_strings(text):
-    from laserkit.targets import parse_layers
+    from laserkit.model.targets import parse_layers
 
     def parse():
         layers = parse_layers(text, 12)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from laserkit.evaluate import evaluate
+from laserkit.eval.evaluate import evaluate
 
 RECORDS = [
     {"prompt": "The capital of France is", "answer": ["Paris, France", "the city of Paris"]},

@@ -9,15 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from laserkit import gguf_cache
-from laserkit.loading import ModelSource, default_gguf
+from laserkit.io import cache as gguf_cache
+from laserkit.io.open import local_dir
+from laserkit.io.source import ModelSource, default_gguf
 
 
 def test_a_copied_gguf_hits_the_conversion_of_its_content(tmp_path, default_model_dir):
     copy = tmp_path / "renamed.gguf"
     shutil.copyfile(default_gguf(), copy)
     t = time.perf_counter()
-    got = ModelSource.parse(str(copy)).local_dir()
+    got = local_dir(ModelSource.parse(str(copy)))
     assert got == default_model_dir  # no second conversion
     assert time.perf_counter() - t < 15  # a header parse, not a 15-100 s conversion
     with open(copy, "r+b") as f:  # one changed byte inside a tensor: another content

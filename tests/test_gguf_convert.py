@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from laserkit.checkpoint import VERIFIED_GGUF_ARCHS
+from laserkit.io.checkpoint import VERIFIED_GGUF_ARCHS
 
 # GGUF architecture → (transformers model_type, tiny config, general.name)
 ARCHS: dict[str, tuple[str, dict, str]] = {
@@ -169,13 +169,14 @@ def test_conversion_equals_transformers_gguf_load(arch, tmp_path, monkeypatch, o
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from laserkit.loading import ModelSource
+    from laserkit.io.open import local_dir
+    from laserkit.io.source import ModelSource
 
     monkeypatch.setenv("LASERKIT_CACHE", str(tmp_path / "cache"))
     path = tmp_path / f"{arch}.gguf"
     original = write_gguf(arch, path)
     want = _reference(path)
-    folder = ModelSource.parse(str(path)).local_dir()  # laserkit's cached conversion
+    folder = local_dir(ModelSource.parse(str(path)))  # laserkit's cached conversion
     stored = load_file(folder / "model.safetensors")
     got = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
     assert set(got) == set(want)
@@ -193,8 +194,9 @@ def test_conversion_equals_transformers_gguf_load(arch, tmp_path, monkeypatch, o
 def test_a_gguf_transformers_cannot_load_is_refused_in_one_line(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from laserkit.errors import LaserkitError
-    from laserkit.loading import ModelSource
+    from laserkit.core.errors import LaserkitError
+    from laserkit.io.open import local_dir
+    from laserkit.io.source import ModelSource
 
     monkeypatch.setenv("LASERKIT_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "m.gguf"
@@ -202,13 +204,13 @@ def test_a_gguf_transformers_cannot_load_is_refused_in_one_line(tmp_path, monkey
     with pytest.raises(NotImplementedError):
         AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name)
     with pytest.raises(LaserkitError, match="cannot map the tensors") as e:
-        ModelSource.parse(str(path)).local_dir()
+        local_dir(ModelSource.parse(str(path)))
     assert "\n" not in str(e.value)
 
 
 def test_gemma_norms_are_not_one_larger(tmp_path, monkeypatch):
     """The reported fault: Gemma-3 norms in laserkit's copy were exactly 1.0 larger."""
-    from laserkit.checkpoint import GGUFCheckpoint
+    from laserkit.io.checkpoint import GGUFCheckpoint
 
     monkeypatch.setenv("LASERKIT_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "g.gguf"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from laserkit import Editor, Intervention, LaserkitError
-from laserkit.loading import default_gguf
-from laserkit.outofcore import edit_checkpoint
+from laserkit.edit.ondisk import edit_checkpoint
+from laserkit.io.source import default_gguf
 
 STEPS = [("fc_in", -1, Intervention(rho=0.1)), ("q_proj", 3, Intervention(rho=0.2))]
 EDITED = {"blk.29.ffn_gate.weight": "model.layers.29.mlp.gate_proj.weight",
@@ -91,7 +91,7 @@ def test_transformers_reads_it_back_within_the_quantization_error(written, defau
 def test_writable_types():
     from gguf import GGMLQuantizationType as T
 
-    from laserkit.gguf_out import writable_type
+    from laserkit.edit.gguf import writable_type
 
     assert writable_type(T.Q4_1) == T.Q4_1 and writable_type(T.Q8_0) == T.Q8_0
     assert writable_type(T.F32) == T.F32 and writable_type(T.BF16) == T.BF16

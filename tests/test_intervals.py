@@ -1,4 +1,4 @@
-"""95% intervals of one model's score (laserkit.intervals) and the plots that draw them."""
+"""95% intervals of one model's score (laserkit.eval.intervals) and the plots that draw them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from scipy import stats as sps
 
-from laserkit.intervals import mean_interval, score_interval, wilson
+from laserkit.eval.intervals import mean_interval, score_interval, wilson
 from laserkit.search import report
 
 

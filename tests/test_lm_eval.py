@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny
 
-from laserkit.evaluate import evaluate, split_examples
+from laserkit.eval.evaluate import evaluate, split_examples
 from laserkit.tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,7 +9,7 @@ from conftest import make_tiny
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from laserkit.evaluate import evaluate
+from laserkit.eval.evaluate import evaluate
 from laserkit.tasks.registry import Example, Task
 
 WORDS = ["[PAD]", "[UNK]", "[MASK]", "true", "false", "claim", "is", "the", "sky", "blue", "a",
@@ -104,8 +104,8 @@ def test_search_and_compose_take_a_masked_lm(tmp_path, mtok):
         assert x["accuracy"] == y["accuracy"] and x["log_loss"] == pytest.approx(y["log_loss"],
                                                                                 abs=1e-5)
     # the base model's validation score equals a direct evaluation
-    from laserkit.evaluate import evaluate
-    from laserkit.loading import load
+    from laserkit.eval.evaluate import evaluate
+    from laserkit.io.load import load
     from laserkit.tasks import get_task
 
     loaded = load(str(d), dtype="float32", device="cpu")

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from laserkit.errors import LaserkitError
+from laserkit.core.errors import LaserkitError
 from laserkit.tasks.matching import check_answers, continuations, f1_score, judge
 
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from scipy import integrate, optimize
 
-from laserkit.errors import LaserkitError
+from laserkit.core.errors import LaserkitError
 from laserkit.interventions import Intervention, compute
 from laserkit.interventions.mp_threshold import mp_reduce
-from laserkit.spectral import gd_omega, matrix_stats, mp_median, mp_threshold
+from laserkit.spectral.mp import gd_omega, matrix_stats, mp_median, mp_threshold
 
 
 def scipy_mp_median(beta: float) -> float:

@@ -14,7 +14,7 @@ from conftest import make_tiny
 from safetensors import safe_open
 
 from laserkit import Editor, Intervention, LaserkitError, save
-from laserkit.outofcore import edit_checkpoint
+from laserkit.edit.ondisk import edit_checkpoint
 
 
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from laserkit.evaluate import split_examples
+from laserkit.eval.evaluate import split_examples
 from laserkit.tasks import get_task
 
 

@@ -53,7 +53,7 @@ def test_lname_all_is_the_reference_s_every_attention_and_mlp_matrix():
     """llama2_laser.py convert_name("all"): gate, up, down, k, q, v, o of the layer."""
     from conftest import make_tiny
 
-    from laserkit.targets import model_layout, resolve
+    from laserkit.model.targets import model_layout, resolve
 
     layout = model_layout(make_tiny("llama"))
     got = {t.module.rsplit(".", 2)[-2] + "." + t.module.rsplit(".", 1)[-1]

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from laserkit.errors import LaserkitError
-from laserkit.evaluate import evaluate
+from laserkit.core.errors import LaserkitError
+from laserkit.eval.evaluate import evaluate
 from laserkit.tasks.registry import Example, Task, get_task
 
 

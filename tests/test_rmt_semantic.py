@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny
 
-from laserkit import scoring as S
-from laserkit.errors import LaserkitError
-from laserkit.evaluate import evaluate, preview
+from laserkit.core.errors import LaserkitError
+from laserkit.eval import scoring as S
+from laserkit.eval.evaluate import evaluate, preview
 from laserkit.search.config import ObjectiveConfig, RunConfig
 from laserkit.tasks import get_task
 
@@ -147,7 +147,7 @@ def test_a_semantic_run_made_before_lengths_were_stored_resumes_only_at_its_128(
     """Runs stored no generation length before laserRMT's 512 became the default; such a run
     generated 128 tokens. Resuming it at 512 would mix two computations in one table: refused in
     one line that says what to add; at 128 it continues and the length is stored from then on."""
-    from laserkit.errors import LaserkitError
+    from laserkit.core.errors import LaserkitError
     from laserkit.search.config import ObjectiveConfig, RunConfig
     from laserkit.search.store import TrialStore, default_url
 
@@ -172,7 +172,7 @@ def test_interleaved_sources_put_every_source_into_validation():
     first alone (orca_dpo_pairs; the harmless HHH file). interleave takes them in turn."""
     from collections import Counter
 
-    from laserkit.evaluate import split_examples
+    from laserkit.eval.evaluate import split_examples
     from laserkit.tasks import get_task
     from laserkit.tasks.sources import combine
     from laserkit.tasks.spec import Example

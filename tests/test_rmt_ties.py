@@ -10,10 +10,10 @@ from conftest import make_tiny
 from test_search import run_grid
 
 from laserkit import Intervention
+from laserkit.model.targets import find_blocks
 from laserkit.search import CallableObjective
 from laserkit.search.greedy import greedy_config
 from laserkit.search.sequential import keeps
-from laserkit.targets import find_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,7 @@ from conftest import make_tiny
 from safetensors.torch import load_file
 
 from laserkit import Editor, Intervention, LaserkitError, load, save
-from laserkit.saving import RECORD
+from laserkit.io.save import RECORD
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "phi3"])

@@ -12,12 +12,13 @@ import torch
 import yaml
 from conftest import make_tiny
 
-import laserkit.scan as scan_mod
-from laserkit.checkpoint import open_checkpoint
-from laserkit.errors import LaserkitError
-from laserkit.scan import load_scan, lowest_snr, scan
-from laserkit.spectral import matrix_stats
-from laserkit.spectrum import (
+import laserkit.spectral.scan as scan_mod
+from laserkit.core.errors import LaserkitError
+from laserkit.io.open import open_checkpoint
+from laserkit.model.targets import names_layout, resolve
+from laserkit.spectral.mp import matrix_stats
+from laserkit.spectral.scan import load_scan, lowest_snr, scan
+from laserkit.spectral.spectrum import (
     axolotl_named_yaml,
     axolotl_yaml,
     dumps_json,
@@ -25,7 +26,6 @@ from laserkit.spectrum import (
     read_spectrum_json,
     select_top,
 )
-from laserkit.targets import names_layout, resolve
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +307,7 @@ def test_real_default_model_whole_scan(default_model_dir, tmp_path):
 def test_gguf_streams_the_same_matrices_as_its_safetensors_conversion(default_model_dir):
     """The packaged GGUF file, read tensor by tensor (names mapped, q/k un-permuted), gives the
     statistics of the converted safetensors copy: same names, layers, roles and numbers."""
-    from laserkit.loading import default_gguf
+    from laserkit.io.source import default_gguf
 
     pick = dict(types="fc_in,q_proj,k_proj", layers="0,29", progress=False, plots=False,
                 threads=1)

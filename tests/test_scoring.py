@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from laserkit import scoring as S
-from laserkit.errors import LaserkitError
-from laserkit.evaluate import evaluate
+from laserkit.core.errors import LaserkitError
+from laserkit.eval import scoring as S
+from laserkit.eval.evaluate import evaluate
 from laserkit.tasks.registry import Example, Task
 
 
@@ -198,7 +198,7 @@ def test_generate_task_scores_generated_tokens_only(tiny, tok):
 
 
 def test_answer_matching_and_f1():
-    from laserkit.evaluate import answer_found, token_f1
+    from laserkit.eval.evaluate import answer_found, token_f1
 
     assert answer_found(" comedy and parody.", ["Parody"])
     assert not answer_found(" a genre", ["comedy"])

@@ -10,6 +10,7 @@ import torch
 from conftest import make_tiny
 
 from laserkit import Intervention, LaserkitError
+from laserkit.model.targets import find_blocks
 from laserkit.search import (
     CallableObjective,
     Context,
@@ -23,7 +24,6 @@ from laserkit.search.compose import compose_config
 from laserkit.search.greedy import greedy_config
 from laserkit.search.objective import NextTokenObjective, split_slice
 from laserkit.search.store import default_url
-from laserkit.targets import find_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,7 @@ from conftest import make_tiny
 from typer.testing import CliRunner
 
 from laserkit.cli import _register, app
-from laserkit.loading import load
+from laserkit.io.load import load
 
 _register()
 runner = CliRunner()

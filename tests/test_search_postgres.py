@@ -28,7 +28,7 @@ import torch
 from optuna.trial import TrialState
 from test_search_cli import invoke, tiny_dir  # noqa: F401 - tiny_dir is a fixture
 
-from laserkit.loading import load
+from laserkit.io.load import load
 from laserkit.search import open_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")

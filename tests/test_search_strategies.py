@@ -15,10 +15,10 @@ from conftest import make_tiny
 from test_search import grid_cfg, run_grid, store_at
 
 from laserkit import LaserkitError
+from laserkit.model.targets import find_blocks
 from laserkit.search import CallableObjective, Context, finalize, make_strategy, names
 from laserkit.search.report import write_report
 from laserkit.search.store import normalize_url
-from laserkit.targets import find_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from laserkit.spectral import (
+from laserkit.spectral.mp import (
     gram_singular_values,
     matrix_stats,
     mp_threshold,

@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from laserkit.scan import scan
-from laserkit.spectrum import axolotl_yaml
+from laserkit.spectral.scan import scan
+from laserkit.spectral.spectrum import axolotl_yaml
 
 LASERKIT = str(Path(sys.executable).with_name("laserkit"))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from laserkit import stats
+from laserkit.eval import stats
 
 
 def test_mcnemar_matches_scipy_binomtest():

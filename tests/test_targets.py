@@ -7,7 +7,7 @@ import torch
 from conftest import ENCODERS, TINY, make_tiny
 
 from laserkit import Editor, Intervention, LaserkitError, model_layout, parse_layers, resolve
-from laserkit.targets import names_layout
+from laserkit.model.targets import names_layout
 
 # Where each family keeps its matrices (relative to a block): what every lname must resolve to.
 EXPECTED: dict[str, dict[str, str]] = {
@@ -254,7 +254,7 @@ def test_grouped_rows_are_per_group():
     """Falcon-40B layout, 4 query heads over 2 KV groups of head_dim 8: [q q k v | q q k v]."""
     from types import SimpleNamespace
 
-    from laserkit.targets import fused_rows
+    from laserkit.model.targets import fused_rows
 
     cfg = SimpleNamespace(model_type="falcon", new_decoder_architecture=True, hidden_size=32,
                           num_attention_heads=4, num_kv_heads=2)
@@ -266,7 +266,7 @@ def test_grouped_rows_are_per_group():
 def test_unknown_query_key_value_layout_is_refused_not_guessed():
     from types import SimpleNamespace
 
-    from laserkit.targets import fused_rows
+    from laserkit.model.targets import fused_rows
 
     cfg = SimpleNamespace(model_type="mystery", hidden_size=32, num_attention_heads=4)
     with pytest.raises(LaserkitError, match="cannot split fused matrix .*'mystery'") as e:

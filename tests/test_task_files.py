@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from laserkit.errors import LaserkitError
-from laserkit.evaluate import evaluate, preview
+from laserkit.core.errors import LaserkitError
+from laserkit.eval.evaluate import evaluate, preview
 from laserkit.tasks import get_task, list_tasks
 from laserkit.tasks import sources as src
 from laserkit.tasks.schema import parse_task, source_keys, task_keys
@@ -247,7 +247,7 @@ def test_choice_with_an_inline_jinja_template(tiny, tok):
 
 
 def test_hand_written_chatml_keeps_its_final_newline(tiny, tok, monkeypatch):
-    import laserkit.scoring as S
+    import laserkit.eval.scoring as S
 
     seen = []
     real = S.greedy_generate

@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import make_tiny
 
-from laserkit.errors import LaserkitError
-from laserkit.evaluate import EvalResult, evaluate, split_examples
+from laserkit.core.errors import LaserkitError
+from laserkit.eval.evaluate import EvalResult, evaluate, split_examples
 from laserkit.tasks import get_task, list_tasks
 from laserkit.tasks import sources as src
 from laserkit.tasks.registry import Example

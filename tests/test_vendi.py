@@ -21,8 +21,8 @@ from conftest import make_tiny
 from direct_vendi import direct_select, exact_bandwidth, exact_select
 from scipy.spatial.distance import pdist
 
-from laserkit.edit import Editor
-from laserkit.errors import LaserkitError
+from laserkit.core.errors import LaserkitError
+from laserkit.edit.editor import Editor
 from laserkit.interventions import Intervention
 from laserkit.interventions import vendi as V
 from laserkit.interventions.vendi import (

@@ -18,7 +18,7 @@ class KeepTop(Intervention):
 
     def __post_init__(self) -> None:
         if self.top < 0:
-            from laserkit.errors import LaserkitError
+            from laserkit.core.errors import LaserkitError
 
             raise LaserkitError(f"--top {self.top} must be ≥ 0")
 

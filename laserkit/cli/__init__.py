@@ -45,7 +45,7 @@ import importlib  # noqa: E402
 
 import typer  # noqa: E402
 
-from ..errors import (  # noqa: E402
+from ..core.errors import (  # noqa: E402
     LaserkitError,
     first_line,
     interrupt_handler,
@@ -153,7 +153,7 @@ def run(args: list[str]) -> int:
         if _is(e, "Abort"):  # an older click turned the Ctrl-C into Abort itself
             _say(f"interrupted; {interrupt_note()}")
             return EXIT_INTERRUPTED
-        from ..fileio import write_error
+        from ..core.fileio import write_error
 
         err = write_error(getattr(e, "filename", None) or "a file", e)
         if err is not None:

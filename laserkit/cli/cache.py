@@ -12,8 +12,8 @@ from .common import console
 def cache(clear: bool = typer.Option(False, "--clear", help="remove every cached conversion")
           ) -> None:
     """List the cached GGUF conversions (cap: $LASERKIT_CACHE_MAX_GB, default 50), or clear them."""
-    from ..gguf_cache import cache_root, entries, max_bytes
-    from ..gguf_cache import clear as clear_all
+    from ..io.cache import cache_root, entries, max_bytes
+    from ..io.cache import clear as clear_all
     from .output import results
 
     if clear:

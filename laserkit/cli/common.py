@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 
 console = Console(stderr=True)
 
@@ -62,7 +62,7 @@ TrustOpt = typer.Option(False, "--trust-remote-code", help="allow a model direct
 
 def load_with_status(model: str, dtype: str, device: str, trust_remote_code: bool = False):
     """Load a model with a spinner (loading a GGUF the first time takes ~15 s)."""
-    from ..loading import load
+    from ..io.load import load
 
     with console.status(f"loading {model} ..."):
         return load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
@@ -71,7 +71,7 @@ def load_with_status(model: str, dtype: str, device: str, trust_remote_code: boo
 def check_model_input(model: str, trust_remote_code: bool = False) -> None:
     """Checks of a model argument that need no loading: a local directory with its own code
     (without --trust-remote-code) is refused before any work."""
-    from ..loading import ModelSource, refuse_remote_code
+    from ..io.source import ModelSource, refuse_remote_code
 
     src = ModelSource.parse(model)
     if src.kind == "dir":
@@ -81,8 +81,8 @@ def check_model_input(model: str, trust_remote_code: bool = False) -> None:
 def check_source_out(model: str, out: Path) -> None:
     """``--out`` must not be the source model, inside it, or contain it: checked before any
     work."""
-    from ..loading import ModelSource
-    from ..modelfiles import refuse_overlap
+    from ..io.modelfiles import refuse_overlap
+    from ..io.source import ModelSource
 
     src = ModelSource.parse(model)
     path = src.path or (src.gguf_file if src.kind == "default" else None)
@@ -93,8 +93,8 @@ def check_source_out(model: str, out: Path) -> None:
 def require_tokenizer(model: str, option: str = "MODEL") -> None:
     """A task needs the model's tokenizer: a local directory without tokenizer files is refused
     in one line before anything is loaded or created."""
-    from ..loading import ModelSource
-    from ..modelfiles import has_tokenizer
+    from ..io.modelfiles import has_tokenizer
+    from ..io.source import ModelSource
 
     src = ModelSource.parse(model)
     if src.kind == "dir" and not has_tokenizer(src.path):

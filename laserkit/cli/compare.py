@@ -108,7 +108,7 @@ def compare(
     """Every method's own search on the same split, in one trial store, and one table: chosen
     intervention, validation and test score, test change vs base with its 95% CI and McNemar p,
     reconstruction error, trials and time (docs/compare.md)."""
-    from ..errors import LaserkitError
+    from ..core.errors import LaserkitError
     from ..search.compare import Space, check_compare_dir, parse_methods
     from ..search.compare import compare as run_compare
     from ..search.config import ObjectiveConfig

@@ -74,10 +74,10 @@ def eval_(
         on_interrupt(f"the records scored so far are kept in {out}/records.partial.jsonl; the "
                      "same command continues after them")
     if out is not None:  # before any work, and before importing torch
-        from ..fileio import EVAL_FILES, check_dir_holds_only
+        from ..core.fileio import EVAL_FILES, check_dir_holds_only
 
         check_dir_holds_only(out, EVAL_FILES, kind="evaluation")
-    from ..evaluate import evaluate
+    from ..eval.evaluate import evaluate
     from ..tasks import get_task
     from ..tasks.lm_eval_kind import task_source
 
@@ -101,7 +101,7 @@ def eval_(
         result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                           seed=seed, **options)
     else:  # records appended as they are scored; a stopped evaluation continues
-        from ..eval_stream import evaluate_to
+        from ..eval.stream import evaluate_to
 
         result = evaluate_to(out, loaded.model, loaded.tokenizer, t, split=split, limit=limit,
                              seed=seed, log=lambda m: console.print(m, markup=False), **options)
@@ -136,14 +136,14 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
     chat template needs one."""
     import json
 
-    from ..evaluate import chat_settings, preview
+    from ..eval.evaluate import chat_settings, preview
 
     chat, _ = chat_settings(t, chat_template, system_prompt)
     tokenizer = None
     if chat not in ("none", "chatml"):
         from transformers import AutoTokenizer
 
-        from ..loading import ModelSource
+        from ..io.source import ModelSource
 
         src = ModelSource.parse(model)
         gguf = src.gguf_file  # its tokenizer is read from the file: no conversion for a preview
@@ -154,7 +154,7 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
                 tokenizer = AutoTokenizer.from_pretrained(
                     path, local_files_only=True, trust_remote_code=trust_remote_code, **extra)
             except (OSError, ValueError) as e:
-                from ..errors import LaserkitError, first_line
+                from ..core.errors import LaserkitError, first_line
 
                 raise LaserkitError(f"cannot load the tokenizer of {model}: "
                                     f"{first_line(e)}") from None
@@ -174,8 +174,8 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
 def _say_chat_fallback(task, tokenizer, chat_template: str | None,
                        system_prompt: str | None) -> None:
     """One line on stderr when the task asks for the model's chat template and it has none."""
-    from ..evaluate import chat_settings
-    from ..scoring import chat_fallback_note
+    from ..eval.evaluate import chat_settings
+    from ..eval.scoring import chat_fallback_note
 
     chat, _ = chat_settings(task, chat_template, system_prompt)
     note = chat_fallback_note(tokenizer, chat)
@@ -187,8 +187,8 @@ def _compare(result, other_model: str, task, dtype: str, device: str,
              trust_remote_code: bool = False, **kw) -> None:
     """Score a second model on the same examples and print the paired comparison; the summary
     gets a ``compare`` entry (written with --out)."""
-    from .. import stats
-    from ..evaluate import evaluate
+    from ..eval import stats
+    from ..eval.evaluate import evaluate
 
     other = load_with_status(other_model, dtype, device, trust_remote_code)
     second = evaluate(other.model, other.tokenizer, task, progress=True, **kw)
@@ -196,7 +196,7 @@ def _compare(result, other_model: str, task, dtype: str, device: str,
     try:
         cmp = stats.compare(result.records, second.records, s["metric"], s["higher_is_better"])
     except (TypeError, ValueError) as e:  # lm-eval's corpus metrics (word_perplexity, bleu)
-        from ..errors import LaserkitError
+        from ..core.errors import LaserkitError
 
         raise LaserkitError(f"--compare needs a metric with a value per example; {s['metric']} "
                             f"of {s['task']} has none ({e})") from None

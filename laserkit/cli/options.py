@@ -23,7 +23,7 @@ from typing import Any
 
 import typer
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from ..interventions import REGISTRY, Intervention, kind_class
 
 FROM_OPTIONS: Any = None  # the default of the parameter the options replace

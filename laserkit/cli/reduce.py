@@ -49,8 +49,8 @@ def _reduce_out_of_core(model: str, lname: str, lnum: str, iv, out: Path | None,
                         dtype: str, device: str) -> list[dict] | None:
     """Records of an out-of-core edit, or None when the source must be loaded (hub ids, .bin
     weights, a --dtype other than the stored one); GGUF output has no in-memory route."""
-    from ..loading import ModelSource
-    from ..outofcore import NotOutOfCore, edit_checkpoint
+    from ..edit.ondisk import NotOutOfCore, edit_checkpoint
+    from ..io.source import ModelSource
 
     src = ModelSource.parse(model)
     gguf_out = out is not None and str(out).endswith(".gguf")
@@ -103,14 +103,14 @@ def reduce(
     built, only the edited tensors are read, and each keeps its stored dtype (a --dtype other
     than the stored one loads the model instead). --out FILE.gguf writes GGUF (GGUF sources).
     """
-    from ..fileio import check_out_target
-    from ..saving import save
+    from ..core.fileio import check_out_target
+    from ..io.save import save
 
     check_model_input(model, trust_remote_code)
     if out is not None:
         check_out_target(out, overwrite=force)  # before loading and decomposing anything
         check_source_out(model, out)
-    from ..edit import Editor
+    from ..edit.editor import Editor
 
     if out is not None:
         on_interrupt_publishing(out, "the edited model", "run the command again to save")
@@ -145,7 +145,7 @@ def targets(
     trust_remote_code: bool = TrustOpt,
 ) -> None:
     """The lname/lnum vocabulary this model offers and the matrices each resolves to."""
-    from ..targets import describe, model_layout, resolve
+    from ..model.targets import describe, model_layout, resolve
     from .output import results
 
     loaded = load_with_status(model, dtype, device, trust_remote_code)

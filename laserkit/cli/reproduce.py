@@ -48,9 +48,9 @@ def reproduce(
 ) -> None:
     """The paper's protocol: the reference's data, prompts, split, rank rule and selection (base
     never a candidate) over τ ∈ {fc_in, fc_out}; says which numbers compare with Table 1."""
+    from ..model.targets import model_layout
     from ..search.config import ObjectiveConfig, RunConfig
     from ..search.paper import PAPER_LNAMES, PAPER_RATES, check_task
-    from ..targets import model_layout
     from .options import PLACEHOLDER_RHO
 
     check_task(task)

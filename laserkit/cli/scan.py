@@ -39,7 +39,7 @@ def _full_table(result) -> Table:
 
 
 def _summary_table(result) -> Table:
-    from ..spectrum import type_order
+    from ..spectral.spectrum import type_order
 
     table = Table(title=f"spectral scan of {result.source}: per module type "
                         f"({len(result.records)} matrices; full table in scan.csv)")
@@ -105,22 +105,22 @@ def scan(
 ) -> None:
     """SNR and spectrum statistics of every weight matrix (norm scales as 1×n, as Spectrum
     scans them), streamed from the checkpoint files."""
-    from ..errors import LaserkitError
-    from ..fileio import refuse_file
+    from ..core.errors import LaserkitError
+    from ..core.fileio import refuse_file
 
     if table not in ("auto", "full", "summary"):
         raise LaserkitError(f"unknown --table {table!r}: use auto, full or summary")
     check_model_input(model, trust_remote_code)
     if out is not None:
         refuse_file(out)  # the rest of --out's checks need the checkpoint's fingerprint
-    from ..scan import lowest_snr
-    from ..scan import scan as run_scan
+    from ..spectral.scan import lowest_snr
+    from ..spectral.scan import scan as run_scan
     from .output import results
 
     if out is not None:
         on_interrupt(f"the matrices finished so far are kept in {out}/matrices; the scan resumes "
                      "from them when run again with the same --out")
-    from ..checkpoint import open_checkpoint
+    from ..io.open import open_checkpoint
 
     result = run_scan(open_checkpoint(model, trust_remote_code), out, types=types,
                       layers=layers, device=device, resume=not restart, progress=True, plots=plot,
@@ -156,10 +156,10 @@ def spectrum(
                              "input, named after the format and percentage)"),
 ) -> None:
     """Spectrum's fine-tuning config: the top p% of each module type by SNR/s_max."""
-    from ..errors import LaserkitError
-    from ..fileio import atomic_write_text
-    from ..scan import load_scan
-    from ..spectrum import (
+    from ..core.errors import LaserkitError
+    from ..core.fileio import atomic_write_text
+    from ..spectral.scan import load_scan
+    from ..spectral.spectrum import (
         FORMATS,
         check_empty_noise,
         read_spectrum_json,

@@ -124,7 +124,7 @@ def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | No
 
 def _check_model(model: str, trust_remote_code: bool) -> None:
     """The model's own checks (its code, its tokenizer), before a run is created or loaded."""
-    from ..loading import ModelSource
+    from ..io.source import ModelSource
 
     check_model_input(model, trust_remote_code)
     if ModelSource.parse(model).kind == "dir":
@@ -167,7 +167,7 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
 def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path,
                 batch_size: int | None) -> None:
     """--final-eval: base and chosen model on other tasks, into result.json and the report."""
-    from ..final_eval import final_eval
+    from ..search.final_eval import final_eval
     from ..search.session import write_result
 
     on_interrupt(f"the finished run is kept in {run_dir}; run the command again with --resume "
@@ -245,10 +245,10 @@ def search(
 ) -> None:
     """The paper's grid search (or TPE over its space): (τ, ℓ, ρ) on validation, base and best
     on test."""
-    from ..errors import LaserkitError
+    from ..core.errors import LaserkitError
+    from ..model.targets import model_layout
     from ..search.config import ObjectiveConfig, RunConfig, cache_bytes
     from ..search.grid import DEFAULT_RHOS
-    from ..targets import model_layout
 
     if strategy not in ("grid", "tpe"):
         raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
@@ -258,7 +258,7 @@ def search(
     if selection not in SELECTIONS:  # before the model is loaded
         raise LaserkitError(f"unknown --selection {selection!r}: use {', '.join(SELECTIONS)}")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
-    from ..final_eval import check_final_eval
+    from ..search.final_eval import check_final_eval
     from ..tasks.lm_eval_kind import task_source
 
     finals = check_final_eval(final_eval, include_path)
@@ -311,7 +311,7 @@ def greedy(
     from ..search.greedy import scan_candidates
 
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
-    from ..final_eval import check_final_eval
+    from ..search.final_eval import check_final_eval
     from ..tasks.lm_eval_kind import task_source
 
     finals = check_final_eval(final_eval, include_path)
@@ -361,11 +361,11 @@ def compose(
     trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Stack reductions from the last layer down while validation accuracy does not drop."""
+    from ..model.targets import model_layout
     from ..search.config import ObjectiveConfig, RunConfig
-    from ..targets import model_layout
 
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
-    from ..final_eval import check_final_eval
+    from ..search.final_eval import check_final_eval
     from ..tasks.lm_eval_kind import task_source
 
     finals = check_final_eval(final_eval, include_path)
@@ -437,7 +437,7 @@ def report(
                              "(default RUN_DIR/report; needed with a URL)"),
 ) -> None:
     """Write report.md with tables and plots (heatmaps, ρ curves, steps) for a finished run."""
-    from ..errors import LaserkitError
+    from ..core.errors import LaserkitError
     from ..search import session
 
     where = session.locate(source, run)
@@ -466,7 +466,7 @@ def apply_cmd(
 ) -> None:
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
     core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
-    from ..fileio import check_out_target
+    from ..core.fileio import check_out_target
     from ..search import session
 
     check_out_target(out, overwrite=force)  # before loading the model
@@ -493,8 +493,8 @@ def demo(
     grid tried on the offline tasks gave SmolLM2 a significant gain (README: what was tried), so
     the demo shows how laserkit reports a gain that is not significant. Run again, it continues
     (or just reprints) the same run."""
+    from ..model.targets import model_layout
     from ..search.session import demo_config
-    from ..targets import model_layout
 
     loaded = load_with_status("default", "auto", device)
     cfg = demo_config(model_layout(loaded.model).num_layers)

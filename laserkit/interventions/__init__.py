@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..lazy import lazy_attributes
+from ..core.lazy import lazy_attributes
 from . import kinds  # noqa: F401 - registers the shipped kinds, in listing order
 from .base import KINDS, REGISTRY, USES_SVD, Intervention, kind_class, option, register
 
@@ -31,7 +31,7 @@ def check_finite(W: torch.Tensor, name: str = "the matrix") -> None:
     tensor in one line instead."""
     import torch  # noqa: PLC0415
 
-    from ..errors import LaserkitError  # noqa: PLC0415
+    from ..core.errors import LaserkitError  # noqa: PLC0415
 
     bad = int((~torch.isfinite(W)).sum())
     if bad:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 
 if TYPE_CHECKING:
     import torch

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..spectral import SMALL_EIG, threads
+from ..spectral.mp import SMALL_EIG, threads
 
 TOL = 1e-6  # bound on ‖Ŵ − Ŵ_exact‖_F / ‖Ŵ_exact‖_F the check demands (full float32 SVD: ~1e-5)
 GRAM_SIDE = 1024  # smaller side up to which the Gram route is always the cheaper one

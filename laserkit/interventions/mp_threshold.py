@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..spectral import mp_threshold
+from ..spectral.mp import mp_threshold
 from .rank_reduction import Factors
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 
 if TYPE_CHECKING:
     from .fast_svd import TopFactors

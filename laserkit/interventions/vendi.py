@@ -51,8 +51,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..errors import LaserkitError
-from ..spectral import threads
+from ..core.errors import LaserkitError
+from ..spectral.mp import threads
 from .rank_reduction import kept_rank
 
 EPS = float(torch.finfo(torch.float64).eps)

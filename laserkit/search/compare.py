@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from ..interventions import Intervention
 from .config import ObjectiveConfig, RunConfig
 from .session import check_run_dir
@@ -119,7 +119,7 @@ def run_name(run_dir: Path, method: str) -> str:
 def lowest_snr_candidates(model_path: str, scan_dir: Path, k: int, types: str,
                           device: str = "auto") -> list[tuple[str, int, str]]:
     """The greedy's candidates, from one scan kept in the compare directory (reused on resume)."""
-    from ..scan import lowest_snr, scan  # noqa: PLC0415
+    from ..spectral.scan import lowest_snr, scan  # noqa: PLC0415
 
     scanned = scan(model_path, scan_dir, types=types, device=device, progress=True, plots=False)
     return lowest_snr(scanned, k, types)
@@ -226,7 +226,7 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
 
     ``loaded``: the model already loaded (else it is loaded here); ``progress(method, done,
     total)`` is told as trials finish; ``on_method(name)`` before each method starts."""
-    from ..targets import model_layout  # noqa: PLC0415
+    from ..model.targets import model_layout  # noqa: PLC0415
     from . import session  # noqa: PLC0415
     from .compare_report import write_outputs  # noqa: PLC0415
 
@@ -235,7 +235,7 @@ def compare(model: str, objective: ObjectiveConfig, *, run_dir: Path,
     run_dir = Path(run_dir)
     check_compare_dir(run_dir, resume)
     if loaded is None:
-        from ..loading import load  # noqa: PLC0415
+        from ..io.load import load  # noqa: PLC0415
 
         loaded = load(model, dtype=dtype, device=device)
     from .session import probe_storage  # noqa: PLC0415

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..fileio import atomic_write_json, atomic_write_text
-from ..saving import save_figure
+from ..core.figures import save_figure
+from ..core.fileio import atomic_write_json, atomic_write_text
 
 COLUMNS = ("method", "chosen", "val", "test", "Δ test vs base (95% CI)", "McNemar p",
            "rel. error", "trials (now)", "time s")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 
 # Fields that define what a run computes: a resume must agree on all of them. The rest (cache
 # size, heartbeat) may change between sessions without changing any number.
@@ -127,7 +127,7 @@ class RunConfig:
                  **rest: Any) -> RunConfig:
         """From the command line's strings: comma lists of τ and ρ (or reference rates), a
         layer expression resolved against the model's depth; other fields as given."""
-        from ..targets import parse_layers  # noqa: PLC0415 - torch-free import path for status
+        from ..model.targets import parse_layers  # noqa: PLC0415 - torch-free import path for status
 
         if Path(model).exists():
             model = str(Path(model).resolve())  # workers may start in other directories

@@ -17,7 +17,7 @@ from .trial import Result
 
 def candidate_edits(candidates: list[tuple[str, int, str]],
                     iv: Intervention | None = None) -> list[dict]:
-    """Edits from laserkit.scan.lowest_snr's (module, layer, lname) list, in its order."""
+    """Edits from laserkit.spectral.scan.lowest_snr's (module, layer, lname) list, in its order."""
     iv = iv or Intervention(kind="mp-threshold")
     return [trial.edit(lname, layer, iv) for _module, layer, lname in candidates]
 
@@ -26,7 +26,7 @@ def scan_candidates(model_path: str | Path, scan_dir: Path, k: int, types: str,
                     device: str = "auto", iv: Intervention | None = None) -> list[dict]:
     """laserRMT's candidate list: scan the model, the k matrices of lowest SNR, in order (each
     an edit with ``iv``, default mp-threshold with laserRMT's estimator)."""
-    from ..scan import lowest_snr, scan  # noqa: PLC0415
+    from ..spectral.scan import lowest_snr, scan  # noqa: PLC0415
 
     scanned = scan(model_path, scan_dir, types=types, device=device, progress=True, plots=False)
     return candidate_edits(lowest_snr(scanned, k, types), iv)

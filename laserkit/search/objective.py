@@ -1,7 +1,7 @@
 """What a search optimises: an Objective scores the model as it is now on one split.
 
 The engine only sees this interface, so it can be tested on tiny random models with objectives
-built from token ids, and the CLI plugs in task evaluation (laserkit.evaluate) unchanged.
+built from token ids, and the CLI plugs in task evaluation (laserkit.eval.evaluate) unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from .config import ObjectiveConfig
 
 SPLITS = ("validation", "test", "all")
@@ -104,7 +104,7 @@ class NextTokenObjective:
 
     def fingerprint(self) -> str:
         """Of the sequences scored (a run's identity)."""
-        from .identity import data_fingerprint  # noqa: PLC0415
+        from ..core.fingerprint import data_fingerprint  # noqa: PLC0415
 
         return data_fingerprint(self.sequences)
 
@@ -140,7 +140,7 @@ class CallableObjective:
 
 
 class TaskObjective:
-    """A laserkit task scored by laserkit.evaluate (the CLI's objective)."""
+    """A laserkit task scored by laserkit.eval.evaluate (the CLI's objective)."""
 
     def __init__(self, task: str, tokenizer: object, data: str | None = None,
                  limit: int | None = None, batch_size: int = 16, seed: int | None = None,
@@ -176,14 +176,14 @@ class TaskObjective:
     def fingerprint(self) -> str:
         """Of the examples this objective scores, in the order it splits them (after the shuffle
         and --limit): an edited data file changes it, so a resume cannot mix two data sets."""
-        from ..evaluate import shuffle_examples  # noqa: PLC0415
-        from .identity import data_fingerprint  # noqa: PLC0415
+        from ..core.fingerprint import data_fingerprint  # noqa: PLC0415
+        from ..eval.evaluate import shuffle_examples  # noqa: PLC0415
 
         examples = shuffle_examples(self.task.examples(), self.seed)
         return data_fingerprint(examples[: self.limit] if self.limit is not None else examples)
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
-        from ..evaluate import evaluate  # noqa: PLC0415
+        from ..eval.evaluate import evaluate  # noqa: PLC0415
 
         if fraction < 1.0:
             result = evaluate(model, self.tokenizer, self._head(split, fraction), split="all",
@@ -196,7 +196,7 @@ class TaskObjective:
     def _head(self, split: str, fraction: float) -> object:
         """The task holding only the first part of one split, chosen exactly as evaluate()
         chooses the split (shuffle by seed, limit, then the first 20% / the rest)."""
-        from ..evaluate import shuffle_examples, split_examples  # noqa: PLC0415
+        from ..eval.evaluate import shuffle_examples, split_examples  # noqa: PLC0415
 
         examples = shuffle_examples(self.task.examples(), self.seed)
         examples = examples[: self.limit] if self.limit is not None else examples

@@ -10,7 +10,7 @@ grid of τ ∈ {fc_in, fc_out}, and the reference's selection (the base model ne
 
 from __future__ import annotations
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 
 # The paper's tasks and the reference's example counts (docs/methods.md, "The paper's tasks");
 # None: the count is not recorded there.

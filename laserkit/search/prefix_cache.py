@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..targets import find_blocks
+from ..model.targets import find_blocks
 
 
 class PassThrough(nn.Module):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..fileio import atomic_write_text
-from ..saving import save_figure
+from ..core.figures import save_figure
+from ..core.fileio import atomic_write_text
 from .sequential import SAME_TEXT, same_text
 
 
@@ -95,7 +95,7 @@ def heatmaps(result: dict, out: Path) -> list[Path]:
 def interval(row: dict, metric: str) -> tuple[float, float] | None:
     """A trial's (or base's) 95% interval of one plotted metric: the evaluation's own (ci95 for
     its score, log_loss_ci95), else Wilson's from accuracy and n (runs stored before)."""
-    from ..intervals import wilson  # noqa: PLC0415
+    from ..eval.intervals import wilson  # noqa: PLC0415
 
     own = row.get("log_loss_ci95") if metric == "log_loss" else \
         row.get("ci95") if metric in ("score", row.get("metric")) else None
@@ -232,7 +232,7 @@ def write_report(result: dict, out: str | Path) -> Path:
     sig = significance_lines(result)
     if sig:
         lines += ["## Is the improvement real?", "", *[f"- {s}" for s in sig], ""]
-    from ..final_eval import markdown as final_eval_lines  # noqa: PLC0415
+    from .final_eval import markdown as final_eval_lines  # noqa: PLC0415
 
     lines += final_eval_lines(result.get("final_eval") or {})
     figures = []

@@ -22,12 +22,13 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..edit import Editor, FactorCache
-from ..errors import LaserkitError, check_interrupt
-from ..targets import model_layout
+from ..core.errors import LaserkitError, check_interrupt
+from ..core.fingerprint import weights_fingerprint
+from ..edit.editor import Editor, FactorCache
+from ..model.targets import model_layout
 from . import trial
 from .config import RunConfig
-from .identity import Fingerprints, weights_fingerprint
+from .identity import Fingerprints
 from .objective import Objective, Scored, build_objective
 from .prefix_cache import PrefixCache
 from .sequential import decision_split
@@ -43,7 +44,7 @@ def load_model(cfg: RunConfig, device: str,
     if cfg.objective.type == "next-token":
         from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-        from ..loading import ModelSource, refuse_remote_code  # noqa: PLC0415
+        from ..io.source import ModelSource, refuse_remote_code  # noqa: PLC0415
 
         src = ModelSource.parse(cfg.model)
         if src.kind == "dir":
@@ -51,7 +52,7 @@ def load_model(cfg: RunConfig, device: str,
         model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32,
                                                      trust_remote_code=trust_remote_code)
         return model.to("cpu" if device == "auto" else device).eval(), None
-    from ..loading import load  # noqa: PLC0415
+    from ..io.load import load  # noqa: PLC0415
 
     loaded = load(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=trust_remote_code)
     return loaded.model, loaded.tokenizer

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LaserkitError, first_line
-from ..fileio import atomic_write_text
+from ..core.errors import LaserkitError, first_line
+from ..core.fileio import atomic_write_text
 from .config import RunConfig
 from .store import LEGACY_STUDY, TrialStore, default_url
 from .trial import Result
@@ -124,7 +124,7 @@ def check_run_dir(run_dir: Path, resume: bool, markers: tuple[str, ...] = RUN_MA
     """Refuse, before any work, a --run-dir that is a file, holds something else, or holds a
     ``what`` (one of ``markers`` is there) that --resume was not asked to continue; ``allowed``
     are the names such a directory may hold."""
-    from ..fileio import check_writable_parent  # noqa: PLC0415
+    from ..core.fileio import check_writable_parent  # noqa: PLC0415
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -315,11 +315,12 @@ def save_chosen(store: TrialStore, out: Path, loaded=None, force: bool = False,
     core (only the edited tensors are read; outofcore.py); a hub id or a dtype other than the
     stored one loads the model. ``model``: where the base model lives on this machine if not
     where the run recorded it."""
-    from ..edit import Editor  # noqa: PLC0415
+    from ..edit.editor import Editor  # noqa: PLC0415
+    from ..edit.ondisk import NotOutOfCore, edit_checkpoint  # noqa: PLC0415
     from ..interventions import Intervention  # noqa: PLC0415
-    from ..loading import ModelSource, load  # noqa: PLC0415
-    from ..outofcore import NotOutOfCore, edit_checkpoint  # noqa: PLC0415
-    from ..saving import save  # noqa: PLC0415
+    from ..io.load import load  # noqa: PLC0415
+    from ..io.save import save  # noqa: PLC0415
+    from ..io.source import ModelSource
     from .trial import apply_edits  # noqa: PLC0415
 
     cfg = store.config

@@ -1,11 +1,11 @@
 """Is the search's best better than the base model by more than chance? The paired statistics of
-laserkit.stats on a finished run's per-example records (from the trial store): base → best on
+laserkit.eval.stats on a finished run's per-example records (from the trial store): base → best on
 test, and for grid and TPE searches the winner's validation gain against the best-of-N gain of
 as many trials under no effect (docs/methods.md, "Is the improvement real?")."""
 
 from __future__ import annotations
 
-from .. import stats
+from ..eval import stats
 from . import trial
 from .sequential import SAME_TEXT, same_text
 from .trial import Result

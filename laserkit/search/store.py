@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ..errors import LaserkitError, first_line
+from ..core.errors import LaserkitError, first_line
 from .config import RunConfig
 from .identity import Fingerprints, RunIdentity, check_same
 from .objective import LEGACY_SEMANTIC_TOKENS, Scored

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from .config import RunConfig
 from .trial import Result
 

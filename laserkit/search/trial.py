@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..edit import Editor
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
+from ..edit.editor import Editor
 from ..interventions import Intervention
 
 

@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from .matching import normalize_answer  # noqa: F401 - kept importable from here
 from .spec import Example
 

@@ -2,7 +2,7 @@
 scored by laserkit (docs/tasks.md, "lm-eval tasks").
 
 lm-eval's ``TaskManager`` builds the tasks (its registry, or the user's YAML under
-``--include-path``); its requests are answered by ``laserkit.harness.LaserkitLM``; its filters
+``--include-path``); its requests are answered by ``laserkit.eval.harness.LaserkitLM``; its filters
 and aggregations compute the metrics (``lm_eval.evaluator.evaluate`` does all three). laserkit
 only decides which documents are scored, so its validation/test protocol, the trial store,
 resume, workers and the paired statistics apply to a harness task as to its own:
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import LaserkitError, first_line
+from ..core.errors import LaserkitError, first_line
 from .spec import Example, Task
 
 PREFIX = "lm-eval:"
@@ -214,7 +214,7 @@ def evaluate_lm_eval(ctx, examples: list[Example]) -> tuple[list[dict], dict]:
     them), the summary holds the selection metric and lm-eval's ``results`` under ``lm_eval``."""
     from lm_eval.evaluator import evaluate as lm_evaluate  # noqa: PLC0415
 
-    from ..harness import LaserkitLM  # noqa: PLC0415
+    from ..eval.harness import LaserkitLM  # noqa: PLC0415
 
     loaded = _load(ctx.task.name, ctx.task.data)
     samples: dict[str, list[int]] = {}

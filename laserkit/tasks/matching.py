@@ -29,7 +29,7 @@ from decimal import Decimal
 
 import regex
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 
 REGEX_TIMEOUT_S = 1.0  # per answer and generation; generations are short (max_new_tokens)
 MATCH_MODES = ("contains", "exact", "all_parts", "all_pairs", "f1", "regex", "substring")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from .formats import resolve_reader
 from .spec import HUB_ONLY, KINDS, LOCATIONS, SourceSpec, Task
 

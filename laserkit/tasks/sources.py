@@ -14,8 +14,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import LaserkitError, first_line
-from ..hub import hub_reachable
+from ..core.errors import LaserkitError, first_line
+from ..core.hub import hub_reachable
 from .formats import resolve_reader
 from .matching import check_answers
 from .spec import HUB_ONLY, Example, Task

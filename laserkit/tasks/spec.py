@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LaserkitError
+from ..core.errors import LaserkitError
 from .matching import MATCH_MODES
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def _estimator(name: str) -> str:
-    from ...spectral import check_estimator  # noqa: PLC0415 - torch-free import path
+    from ...spectral.mp import check_estimator  # noqa: PLC0415 - torch-free import path
 
     return check_estimator(name)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...errors import LaserkitError
+from ...core.errors import LaserkitError
 from ..base import Intervention, check_rho_of, option, register, rho_option
 
 if TYPE_CHECKING:

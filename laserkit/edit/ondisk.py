@@ -30,12 +30,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import _ST_DTYPES, SafetensorsCheckpoint, _SafetensorsFile
-from .errors import LaserkitError
-from .interventions import Intervention, compute
-from .loading import ModelSource, pick_device, pick_dtype
-from .modelfiles import check_saved_model, clone_file, model_files, refuse_overlap
-from .targets import Layout, Target, model_layout, resolve
+from ..core.errors import LaserkitError
+from ..interventions import Intervention, compute
+from ..io.checkpoint import _ST_DTYPES, SafetensorsCheckpoint, _SafetensorsFile
+from ..io.modelfiles import clone_file, model_files, refuse_overlap
+from ..io.open import local_dir
+from ..io.save import check_saved_model
+from ..io.source import ModelSource, pick_device, pick_dtype
+from ..model.targets import Layout, Target, model_layout, resolve
 
 Step = tuple[str, "str | int", Intervention]  # (lname, lnum, intervention), as Editor.apply
 
@@ -46,7 +48,7 @@ class NotOutOfCore(LaserkitError):
 
 def skeleton_layout(config: object) -> Layout:
     """The Editor's Layout, from a model built on the meta device (no weights are allocated)."""
-    from .loading import _auto_class
+    from ..io.load import _auto_class
 
     if config is None:
         raise NotOutOfCore("the checkpoint has no readable config.json")
@@ -159,13 +161,13 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
     """
     src = ModelSource.parse(source)
     if out is not None and str(out).endswith(".gguf"):
-        from .gguf_out import edit_to_gguf
+        from .gguf import edit_to_gguf
 
         return edit_to_gguf(src, steps, Path(out), overwrite=overwrite, device=device,
                             extra_record=extra_record, progress=progress)
     if src.kind == "hub":
         raise NotOutOfCore("a hub id is edited in memory")
-    folder = src.local_dir()
+    folder = local_dir(src)
     if out is not None:
         for source_path in {folder, *([src.path] if src.path else [])}:
             refuse_overlap(source_path, Path(out))
@@ -200,8 +202,8 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
         run(None)
         return [r for _, r in sorted(records, key=lambda x: x[0])], None
 
-    from .fileio import atomic_dir
-    from .saving import RECORD, edit_record, model_card
+    from ..core.fileio import atomic_dir
+    from ..io.save import RECORD, edit_record, model_card
 
     edited_files = {ckpt._where[name].path for name in groups}
 

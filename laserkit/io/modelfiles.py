@@ -23,7 +23,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import LaserkitError, first_line
+from ..core.errors import LaserkitError
 
 CONFIG_FILES = ("config.json", "generation_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -124,34 +124,6 @@ def clone_file(src: Path, dst: Path) -> None:
         fout.seek(0)
         fout.truncate()
         shutil.copyfileobj(fin, fout, 1 << 24)
-
-
-def check_saved_model(folder: Path) -> None:
-    """A saved model must load: config.json parses, every weight file opens, the index agrees
-    with the files. Raises one LaserkitError naming what is wrong (headers only: cheap)."""
-    from .checkpoint import SafetensorsCheckpoint
-
-    config = folder / "config.json"
-    try:
-        doc = json.loads(config.read_text())
-        if not isinstance(doc, dict) or "model_type" not in doc:
-            raise ValueError("no model_type")
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise LaserkitError(f"the saved model in {folder} has no readable config.json "
-                            f"({first_line(e)}); nothing was kept") from None
-    weights = weight_files(folder)
-    if not weights:
-        raise LaserkitError(f"the saved model in {folder} has no weight files; nothing was kept")
-    if any(p.suffix == ".safetensors" for p in weights):
-        ckpt = SafetensorsCheckpoint(folder)  # opens every shard, checks sizes and the index
-        index = folder / "model.safetensors.index.json"
-        if index.exists():
-            wanted = json.loads(index.read_text())["weight_map"]
-            wrong = [t for t, f in wanted.items()
-                     if t not in ckpt._where or ckpt._where[t].path.name != f]
-            if wrong:
-                raise LaserkitError(f"the saved model in {folder}: index names {wrong[0]} in a "
-                                    "shard that does not hold it; nothing was kept")
 
 
 def refuse_overlap(source: Path, out: Path, what: str = "--out") -> None:

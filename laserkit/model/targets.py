@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.errors import LaserkitError
 from .architectures import CONFIG_KEYS, FUSED, GROUPS, ROLE_HELP, ROLES, classify
-from .errors import LaserkitError
 
 
 @dataclass(frozen=True)

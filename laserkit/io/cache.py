@@ -28,13 +28,13 @@ CONVERSION_VERSION = 2
 
 
 def cache_root() -> Path:
-    from .loading import cache_dir
+    from .source import cache_dir
 
     return cache_dir() / "gguf"
 
 
 def max_bytes() -> int:
-    from .errors import LaserkitError
+    from ..core.errors import LaserkitError
 
     raw = os.environ.get("LASERKIT_CACHE_MAX_GB", str(DEFAULT_MAX_GB))
     try:
@@ -59,7 +59,7 @@ def fingerprint(path: Path) -> str:
     fp = _content_fingerprint(path)
     known[ident] = fp
     try:
-        from .fileio import atomic_write_text
+        from ..core.fileio import atomic_write_text
 
         atomic_write_text(index, json.dumps(known))
     except OSError:
@@ -73,7 +73,7 @@ def _content_fingerprint(path: Path) -> str:
     h = hashlib.sha256(f"gguf-v{CONVERSION_VERSION}:{size};".encode())
     import struct
 
-    from .errors import LaserkitError
+    from ..core.errors import LaserkitError
 
     with open(path, "rb") as f:
         try:
@@ -99,7 +99,7 @@ def _tensor_extents(f, size: int) -> tuple[int, list[tuple[int, int]]]:
 
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    from .errors import LaserkitError
+    from ..core.errors import LaserkitError
 
     buf = f.read(min(size, 64 << 20))
     pos = 0
@@ -233,7 +233,7 @@ def naming(path: Path, compute: Callable[[], dict]) -> dict:
         pass
     doc = compute()
     try:
-        from .fileio import atomic_write_text
+        from ..core.fileio import atomic_write_text
 
         atomic_write_text(file, json.dumps(doc))
     except OSError:
@@ -241,18 +241,3 @@ def naming(path: Path, compute: Callable[[], dict]) -> dict:
     return doc
 
 
-def converted(path: Path) -> Path:
-    """The safetensors directory for a GGUF file, converting it on the first request."""
-    from .loading import convert_gguf
-
-    out = cache_root() / fingerprint(path)
-    fresh = not (out / "config.json").exists()
-    if fresh:
-        convert_gguf(path, out)
-    try:
-        _stamp(out).touch()  # last used, for the LRU cap
-    except OSError:
-        pass  # a read-only cache still works
-    if fresh:
-        evict(keep=out)
-    return out

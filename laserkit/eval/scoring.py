@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import LaserkitError
+from ..core.errors import LaserkitError
 
 CHATML = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 Request = tuple[Sequence[int], int]  # (token ids, index of the first token to score)

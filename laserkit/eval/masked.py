@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import LaserkitError
+from ..core.errors import LaserkitError
 
 N_FILL = 5  # masks the reference's RoBERTa scripts fill for open answers
 

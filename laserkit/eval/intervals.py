@@ -10,7 +10,7 @@ interval from the per-example records an evaluation produced:
   normal interval mean ± 1.96 · sd / √n;
 - perplexity: exp of the log-loss interval (perplexity is exp of a mean log-loss).
 
-Paired comparisons of two models are laserkit.stats' job; this is the uncertainty of one.
+Paired comparisons of two models are laserkit.eval.stats' job; this is the uncertainty of one.
 """
 
 from __future__ import annotations

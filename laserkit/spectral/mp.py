@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .errors import LaserkitError
+from ..core.errors import LaserkitError
 
 GRAM_CHUNK_BYTES = 64 * 2**20  # float64 workspace per chunk while accumulating the Gram matrix
 SMALL_EIG = 1024  # eigvalsh of a Gram this small runs single-threaded (see _threads)

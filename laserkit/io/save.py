@@ -12,24 +12,14 @@ import json
 import os
 from pathlib import Path
 
-from . import __version__
-from .fileio import atomic_dir, atomic_file
+from .._version import __version__
+from ..core.errors import LaserkitError, first_line
+from ..core.fileio import atomic_dir
+from .modelfiles import weight_files
 
-__all__ = ["RECORD", "model_card", "save", "save_figure"]
+__all__ = ["RECORD", "model_card", "save"]
 
 RECORD = "laserkit.json"
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically, then close it (no timestamp metadata, so the
-    same run gives the same bytes)."""
-    import matplotlib.pyplot as plt
-
-    try:
-        return atomic_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
-                                                          metadata={"Software": None}))
-    finally:
-        plt.close(fig)
 
 
 def model_card(base: str, edits: list[dict], extra: str = "") -> str:
@@ -74,11 +64,11 @@ def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: s
     files that the save did not write (no tokenizer loaded, a .jinja template) are copied, so
     the output holds the same model files (modelfiles.model_files) as an out-of-core save. The
     output is checked to load before it is published."""
-    from .modelfiles import TOKENIZER_FILES, check_saved_model, clone_file, model_files
+    from .modelfiles import TOKENIZER_FILES, clone_file, model_files
 
     record = edit_record(edits, base=base, extra_record=extra_record)
     if getattr(model, "hf_quantizer", None) is not None:
-        from .loading import strip_quantization
+        from .load import strip_quantization
 
         strip_quantization(model)
 
@@ -95,3 +85,31 @@ def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: s
         check_saved_model(tmp)  # before it is published and success is reported
 
     return atomic_dir(Path(out), write, overwrite=overwrite)
+
+
+def check_saved_model(folder: Path) -> None:
+    """A saved model must load: config.json parses, every weight file opens, the index agrees
+    with the files. Raises one LaserkitError naming what is wrong (headers only: cheap)."""
+    from .checkpoint import SafetensorsCheckpoint
+
+    config = folder / "config.json"
+    try:
+        doc = json.loads(config.read_text())
+        if not isinstance(doc, dict) or "model_type" not in doc:
+            raise ValueError("no model_type")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise LaserkitError(f"the saved model in {folder} has no readable config.json "
+                            f"({first_line(e)}); nothing was kept") from None
+    weights = weight_files(folder)
+    if not weights:
+        raise LaserkitError(f"the saved model in {folder} has no weight files; nothing was kept")
+    if any(p.suffix == ".safetensors" for p in weights):
+        ckpt = SafetensorsCheckpoint(folder)  # opens every shard, checks sizes and the index
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            wanted = json.loads(index.read_text())["weight_map"]
+            wrong = [t for t, f in wanted.items()
+                     if t not in ckpt._where or ckpt._where[t].path.name != f]
+            if wrong:
+                raise LaserkitError(f"the saved model in {folder}: index names {wrong[0]} in a "
+                                    "shard that does not hold it; nothing was kept")

@@ -37,16 +37,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.errors import LaserkitError
+from ..core.fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
+from ..tasks import matching as M
+from ..tasks.lm_eval_kind import KIND as LM_EVAL_KIND
+from ..tasks.lm_eval_kind import RESULTS_FILE as LM_EVAL_RESULTS
+from ..tasks.lm_eval_kind import evaluate_lm_eval
+from ..tasks.registry import get_task
+from ..tasks.spec import CHAT_KINDS, Example, Task, check_max_new_tokens
 from . import scoring as S
-from .errors import LaserkitError
-from .fileio import EVAL_FILES, atomic_dir, atomic_write_text, check_dir_holds_only
 from .intervals import score_interval
-from .tasks import matching as M
-from .tasks.lm_eval_kind import KIND as LM_EVAL_KIND
-from .tasks.lm_eval_kind import RESULTS_FILE as LM_EVAL_RESULTS
-from .tasks.lm_eval_kind import evaluate_lm_eval
-from .tasks.registry import get_task
-from .tasks.spec import CHAT_KINDS, Example, Task, check_max_new_tokens
 
 SPLITS = ("all", "validation", "test")
 VALIDATION_FRACTION = 0.2

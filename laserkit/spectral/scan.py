@@ -26,15 +26,16 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .architectures import FUSED, GROUPS, ROLES
-from .checkpoint import Checkpoint, open_checkpoint
-from .errors import LaserkitError
-from .fileio import atomic_file, atomic_write_text, check_writable_parent, refuse_file
-from .loading import pick_device
-from .spectral import SMALL_EIG, matrix_stats
-from .spectral import threads as cpu_threads
-from .targets import names_layout, parse_layers
+from .._version import __version__
+from ..core.errors import LaserkitError
+from ..core.fileio import atomic_file, atomic_write_text, check_writable_parent, refuse_file
+from ..io.checkpoint import Checkpoint
+from ..io.open import open_checkpoint
+from ..io.source import pick_device
+from ..model.architectures import FUSED, GROUPS, ROLES
+from ..model.targets import names_layout, parse_layers
+from .mp import SMALL_EIG, matrix_stats
+from .mp import threads as cpu_threads
 
 STAT_KEYS = ("sigma_hat", "mp_threshold", "n_above", "snr", "snr_over_smax", "spectral_norm",
              "stable_rank", "effective_rank")
@@ -368,7 +369,7 @@ def write_outputs(result: ScanResult, out: Path, *, filters: dict | None = None,
     atomic_write_text(out / SPECTRUM_JSON, dumps_json(result.spectrum_entries()) + "\n")
     atomic_write_text(out / CSV_NAME, to_csv(result))
     if plots:
-        from .scan_plots import snr_heatmap
+        from .plots import snr_heatmap
 
         snr_heatmap(result, out / HEATMAP)
 

@@ -21,9 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import LaserkitError
+from ..core.errors import LaserkitError
+from ..core.fileio import atomic_write_text
 from .evaluate import EvalResult, evaluate, shuffle_examples, split_examples
-from .fileio import atomic_write_text
 from .intervals import score_interval
 
 PARTIAL = "records.partial.jsonl"
@@ -38,7 +38,7 @@ def evaluate_to(out: Path, model, tokenizer, task, *, split: str = "all",
                 log=None, **kw: Any) -> EvalResult:
     """evaluate() with its records appended to ``out`` as they are scored; continues a stopped
     evaluation of the same model, examples and options in ``out``. ``kw`` goes to evaluate()."""
-    from .search.identity import data_fingerprint, weights_fingerprint  # noqa: PLC0415
+    from ..core.fingerprint import data_fingerprint, weights_fingerprint  # noqa: PLC0415
 
     examples = shuffle_examples(task.examples(), seed)
     if limit is not None:

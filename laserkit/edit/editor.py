@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import LaserkitError
-from .interventions import Factors, Intervention, check_finite, compute, kept_rank
-from .interventions.fast_svd import TopFactors, decompose
-from .targets import Layout, Target, model_layout, resolve
+from ..core.errors import LaserkitError
+from ..interventions import Factors, Intervention, check_finite, compute, kept_rank
+from ..interventions.fast_svd import TopFactors, decompose
+from ..model.targets import Layout, Target, model_layout, resolve
 
 
 class FactorCache:

@@ -1,14 +1,14 @@
 """``--final-eval TASKS`` after search / greedy / compose: the base and the chosen model scored on
 other tasks (the benchmarks a reduced model is published with, e.g. lm-eval:arc_easy,hellaswag),
 each with its 95% interval and, where the metric is per example, the paired difference with its
-bootstrap CI (laserkit.stats). Every example of each task is scored (split "all"): the search
+bootstrap CI (laserkit.eval.stats). Every example of each task is scored (split "all"): the search
 never saw these tasks, so there is nothing to hold out.
 
 The result goes into result.json and the report under ``final_eval``."""
 
 from __future__ import annotations
 
-from .errors import LaserkitError
+from ..core.errors import LaserkitError
 
 
 def parse_final_eval(spec: str) -> list[str]:
@@ -31,7 +31,7 @@ def check_final_eval(spec: str | None, include_path: str | None) -> list:
     """The tasks, built now (data read), so that a wrong name fails before the search runs."""
     if not spec:
         return []
-    from .tasks import get_task  # noqa: PLC0415
+    from ..tasks import get_task  # noqa: PLC0415
 
     return [get_task(name, include_path if name.startswith("lm-eval:") else None)
             for name in parse_final_eval(spec)]
@@ -40,10 +40,10 @@ def check_final_eval(spec: str | None, include_path: str | None) -> list:
 def final_eval(tasks: list, loaded, edits: list[dict], batch_size: int | None = None) -> dict:
     """{task name: base and chosen score, their intervals, the paired difference}; the model is
     left as it was (the chosen edits are undone)."""
-    from . import stats  # noqa: PLC0415
-    from .edit import Editor  # noqa: PLC0415
-    from .evaluate import evaluate  # noqa: PLC0415
-    from .search.trial import apply_edits  # noqa: PLC0415
+    from ..edit.editor import Editor  # noqa: PLC0415
+    from ..eval import stats  # noqa: PLC0415
+    from ..eval.evaluate import evaluate  # noqa: PLC0415
+    from .trial import apply_edits  # noqa: PLC0415
 
     out: dict = {}
     for task in tasks:

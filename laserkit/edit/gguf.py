@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import GGUFCheckpoint, _release
-from .errors import LaserkitError
-from .loading import ModelSource, pick_device
-from .outofcore import Step, by_tensor, edit_tensor, plan_edits, skeleton_layout
+from ..core.errors import LaserkitError
+from ..io.checkpoint import GGUFCheckpoint, _release
+from ..io.source import ModelSource, pick_device
+from .ondisk import Step, by_tensor, edit_tensor, plan_edits, skeleton_layout
 
 RECORD_KEY = "laserkit.record"
 CONVERTER = ("https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py")
@@ -92,7 +92,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def _check_written(tmp: Path, n_tensors: int, out: Path) -> None:
     """The written file must read back (header parses, every tensor inside the file) before it
     is published as ``out``."""
-    from .gguf_cache import _tensor_extents
+    from ..io.cache import _tensor_extents
 
     size = tmp.stat().st_size
     try:
@@ -111,8 +111,8 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
     """Apply ``steps`` to a GGUF source and write ``out`` (.gguf) plus its record files."""
     import gguf
 
-    from .fileio import atomic_file, atomic_write_text
-    from .saving import edit_record, model_card
+    from ..core.fileio import atomic_file, atomic_write_text
+    from ..io.save import edit_record, model_card
 
     path = src.gguf_file
     if path is None:
@@ -120,7 +120,7 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
             f"GGUF output needs a GGUF source; {src.text} is a Hugging Face checkpoint: save it "
             f"as a directory, then convert it with llama.cpp's convert_hf_to_gguf.py ({CONVERTER})"
         )
-    from .modelfiles import refuse_overlap
+    from ..io.modelfiles import refuse_overlap
 
     refuse_overlap(path, out)
     _check_out(out, overwrite)

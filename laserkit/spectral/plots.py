@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .saving import save_figure
+from ..core.figures import save_figure
 
 NAN_COLOR, INF_COLOR = "#9e9e9e", "#000000"
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import LaserkitError
+from ..core.errors import LaserkitError
 
 _EMBED = re.compile(r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|embed_in|tok_embeddings|"
                     r"token_embedding|shared)$")

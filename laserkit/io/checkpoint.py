@@ -25,15 +25,13 @@ import hashlib
 import json
 import math
 import mmap
-import os
 import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import LaserkitError, first_line
-from .loading import ModelSource
+from ..core.errors import LaserkitError, first_line
 
 _ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -348,7 +346,7 @@ def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
     """
     from transformers import AutoConfig
 
-    from .gguf_cache import naming
+    from .cache import naming
 
     doc = naming(path, lambda: _gguf_naming_uncached(path))
     config = AutoConfig.for_model(**doc["config"])
@@ -410,36 +408,3 @@ def _config(folder: Path) -> object | None:
         return None
 
 
-def open_checkpoint(source: str | os.PathLike | ModelSource,
-                    trust_remote_code: bool = False) -> Checkpoint:
-    """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource).
-
-    A directory whose config names its own code is refused unless ``trust_remote_code``."""
-    from .loading import refuse_remote_code
-
-    src = ModelSource.parse(source)
-    if src.kind == "dir":
-        refuse_remote_code(src.path, trust_remote_code)
-    text = src.text
-    if src.kind == "default":  # read from the packaged GGUF's cached conversion
-        return SafetensorsCheckpoint(src.local_dir(), source=text)
-    if src.kind == "gguf":
-        return GGUFCheckpoint(src.path, source=text)
-    p = src.local_dir(["*.json", "*.safetensors", "*.bin"])
-    if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
-        return SafetensorsCheckpoint(p, source=text)
-    if any(p.glob("*.bin")):
-        from .modelfiles import weight_files
-
-        if not weight_files(p):
-            raise LaserkitError(f"no weights in {p}: its .bin files ("
-                                f"{', '.join(sorted(x.name for x in p.glob('*.bin'))[:3])}) are "
-                                "not model weights (expected pytorch_model.bin or model*.bin "
-                                "shards, or *.safetensors)")
-        return BinCheckpoint(p, source=text)
-    ggufs = sorted(p.glob("*.gguf"))
-    if len(ggufs) == 1:
-        return GGUFCheckpoint(ggufs[0], source=text)
-    raise LaserkitError(
-        f"no weights in {p}: expected *.safetensors, *.bin or one .gguf file"
-    )

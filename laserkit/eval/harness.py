@@ -30,8 +30,8 @@ from lm_eval.models.utils import (
 )
 from torch import nn
 
+from ..core.errors import LaserkitError
 from . import scoring as S
-from .errors import LaserkitError
 
 DEFAULT_MAX_LENGTH = 2048  # HFLM's, when neither config nor tokenizer names a context
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's max_gen_toks

