@@ -26,10 +26,12 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check laserkit tests bench
+	$(BIN)/ruff format --check laserkit tests bench
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check laserkit tests bench
+	$(BIN)/ruff format --check laserkit tests bench
 
 bench: setup
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -36,8 +36,9 @@ def one_at_a_time_choice(model, tok, examples) -> list[dict]:
             with torch.inference_mode():
                 lp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
             lps.append(sum(float(lp[t - 1, ids[t]]) for t in range(len(pids), len(ids))))
-        out.append({"prediction": ex.choices[max(range(len(lps)), key=lambda i: lps[i])],
-                    "logprobs": lps})
+        out.append(
+            {"prediction": ex.choices[max(range(len(lps)), key=lambda i: lps[i])], "logprobs": lps}
+        )
     return out
 
 
@@ -65,36 +66,56 @@ def bench_choice(model, tok, name: str, n: int, batch_size: int) -> None:
     for r, b in zip(ref, res.records, strict=True):
         assert r["prediction"] == b["prediction"], (r, b)
         assert max(abs(x - y) for x, y in zip(r["logprobs"], b["logprobs"], strict=True)) < 1e-3
-    diff = max(abs(x - y) for r, b in zip(ref, res.records, strict=True)
-               for x, y in zip(r["logprobs"], b["logprobs"], strict=True))
-    print(f"{name}: {n} examples, accuracy {res.summary['accuracy']:.4f} both ways, "
-          f"max |Δ log p| {diff:.2e}")
-    print(f"  one at a time {t_ref:.2f} s, batched (batch {batch_size}) {t_batched:.2f} s, "
-          f"speed-up {t_ref / t_batched:.2f}x")
+    diff = max(
+        abs(x - y)
+        for r, b in zip(ref, res.records, strict=True)
+        for x, y in zip(r["logprobs"], b["logprobs"], strict=True)
+    )
+    print(
+        f"{name}: {n} examples, accuracy {res.summary['accuracy']:.4f} both ways, "
+        f"max |Δ log p| {diff:.2e}"
+    )
+    print(
+        f"  one at a time {t_ref:.2f} s, batched (batch {batch_size}) {t_batched:.2f} s, "
+        f"speed-up {t_ref / t_batched:.2f}x"
+    )
 
 
 def bench_semantic(model, tok, n: int, new_tokens: int, batch_size: int) -> None:
     task = get_task("dpo-semantic")
     examples = task.examples()[:n]
     prompts = [S.chat_prompt(tok, ex.prompt, "model") for ex in examples]
-    eos = {tok.eos_token_id} | {i for i in [model.generation_config.eos_token_id]
-                                if isinstance(i, int)}
+    eos = {tok.eos_token_id} | {
+        i for i in [model.generation_config.eos_token_id] if isinstance(i, int)
+    }
     t0 = time.perf_counter()
     ref = [uncached_generate(model, p, new_tokens, eos) for p in prompts]
     t_ref = time.perf_counter() - t0
     t0 = time.perf_counter()
-    got = S.greedy_generate(model, prompts, max_new_tokens=new_tokens, pad_id=tok.pad_token_id,
-                            eos_ids=sorted(eos), batch_size=batch_size)
+    got = S.greedy_generate(
+        model,
+        prompts,
+        max_new_tokens=new_tokens,
+        pad_id=tok.pad_token_id,
+        eos_ids=sorted(eos),
+        batch_size=batch_size,
+    )
     t_batched = time.perf_counter() - t0
     assert got == ref, "cached batched generation differs from uncached one-at-a-time"
-    res = evaluate(model, tok, task, limit=n, max_new_tokens=new_tokens, batch_size=batch_size,
-                   progress=False)
-    assert [r["prediction"] for r in res.records] == \
-        [tok.decode(g, skip_special_tokens=True) for g in ref]
-    print(f"dpo-semantic: {n} prompts × ≤{new_tokens} new tokens, same tokens both ways; "
-          f"semantic score {res.summary['score']:.4f} (MiniLM)")
-    print(f"  uncached one at a time {t_ref:.2f} s, KV-cached batched (batch {batch_size}) "
-          f"{t_batched:.2f} s, speed-up {t_ref / t_batched:.2f}x")
+    res = evaluate(
+        model, tok, task, limit=n, max_new_tokens=new_tokens, batch_size=batch_size, progress=False
+    )
+    assert [r["prediction"] for r in res.records] == [
+        tok.decode(g, skip_special_tokens=True) for g in ref
+    ]
+    print(
+        f"dpo-semantic: {n} prompts × ≤{new_tokens} new tokens, same tokens both ways; "
+        f"semantic score {res.summary['score']:.4f} (MiniLM)"
+    )
+    print(
+        f"  uncached one at a time {t_ref:.2f} s, KV-cached batched (batch {batch_size}) "
+        f"{t_batched:.2f} s, speed-up {t_ref / t_batched:.2f}x"
+    )
 
 
 def main() -> None:

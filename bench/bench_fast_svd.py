@@ -28,7 +28,7 @@ from laserkit.interventions.rank_reduction import Factors, kept_rank, lowrank_re
 
 def synthetic(m: int, n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    W = torch.randn(m, n, generator=g) / m ** 0.5
+    W = torch.randn(m, n, generator=g) / m**0.5
     return W * (1.0 + torch.arange(n, dtype=torch.float32)) ** -0.5
 
 
@@ -71,22 +71,30 @@ def row(label: str, W: torch.Tensor, rho: float, reference: bool) -> None:
     else:
         errs = f"fast vs full f32 SVD {rel(fast, full):.2e} (fast's bound {bound:.1e})"
     errs += f"; --svd lowrank-niter2 vs fast {rel(lowrank_reduce(W, rho), fast):.1%}"
-    print(f"| {label} {tuple(W.shape)} | {rho} | {k} | {f.method} | {t_full:.2f} s | "
-          f"{t_fast:.2f} s | {t_fast / t_full:.3f} | {errs} |", flush=True)
+    print(
+        f"| {label} {tuple(W.shape)} | {rho} | {k} | {f.method} | {t_full:.2f} s | "
+        f"{t_fast:.2f} s | {t_fast / t_full:.3f} | {errs} |",
+        flush=True,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", action="store_true",
-                    help="float64 SVD reference on the synthetic shapes too (minutes each)")
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="float64 SVD reference on the synthetic shapes too (minutes each)",
+    )
     ap.add_argument("--big", action="store_true", help="add the 70B fc_in shape 28672×8192")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-default", action="store_true", help="skip the default model's rows")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print("| matrix | ρ | k | route | full f32 SVD + product | top-k route | ratio | "
-          "edit's relative distance |")
+    print(
+        "| matrix | ρ | k | route | full f32 SVD + product | top-k route | ratio | "
+        "edit's relative distance |"
+    )
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     for label, W in [] if args.no_default else default_matrices():
         for rho in (0.01, 0.1, 0.9):

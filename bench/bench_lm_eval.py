@@ -38,19 +38,23 @@ NAME = "bench_fever"
 
 def write_task(folder: Path, limit: int) -> None:
     """An lm-eval multiple_choice YAML task over the first ``limit`` shipped FEVER claims."""
-    rows = [{"claim": ex.prompt, "choices": list(ex.choices), "label": ex.gold[0]}
-            for ex in get_task("fever-bigbench").examples()[:limit]]
+    rows = [
+        {"claim": ex.prompt, "choices": list(ex.choices), "label": ex.gold[0]}
+        for ex in get_task("fever-bigbench").examples()[:limit]
+    ]
     data = folder / "fever.json"
     data.write_text(json.dumps(rows))
     (folder / f"{NAME}.yaml").write_text(
         f"task: {NAME}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{claim}}'\n"
         "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
-        "metric_list:\n  - metric: acc\n")
+        "metric_list:\n  - metric: acc\n"
+    )
 
 
-def obvious_loop(loaded, folder: Path, edits: list[list[dict]], val: list[int],
-                 test: list[int], batch_size: int) -> tuple[str, float, float]:
+def obvious_loop(
+    loaded, folder: Path, edits: list[list[dict]], val: list[int], test: list[int], batch_size: int
+) -> tuple[str, float, float]:
     """(chosen label, its validation acc, seconds) of the simple_evaluate-per-trial loop."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -64,8 +68,9 @@ def obvious_loop(loaded, folder: Path, edits: list[list[dict]], val: list[int],
         for e in es:
             editor.apply(e["lname"], e["layer"], Intervention.from_dict(e["intervention"]))
         lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
-        res = simple_evaluate(model=lm, tasks=[NAME], task_manager=tm,
-                              samples={NAME: docs}, log_samples=False)
+        res = simple_evaluate(
+            model=lm, tasks=[NAME], task_manager=tm, samples={NAME: docs}, log_samples=False
+        )
         editor.restore()
         return res["results"][NAME]["acc,none"]
 
@@ -103,21 +108,32 @@ def main() -> None:
 
         t0 = time.perf_counter()
         objective = ObjectiveConfig(task=spec, data=str(folder), batch_size=args.batch_size)
-        cfg = RunConfig(strategy="grid", model=args.model, objective=objective,
-                        intervention=iv.to_dict(), lnames=args.lname.split(","), layers=layers,
-                        rhos=rhos, dtype="float32")
+        cfg = RunConfig(
+            strategy="grid",
+            model=args.model,
+            objective=objective,
+            intervention=iv.to_dict(),
+            lnames=args.lname.split(","),
+            layers=layers,
+            rhos=rhos,
+            dtype="float32",
+        )
         ctx = Context(cfg, loaded.model, loaded.tokenizer)
         store = TrialStore(default_url(folder), "bench", create=cfg)
         result = run(store, ctx=ctx)
         t_search = time.perf_counter() - t0
         chosen, val_acc = result["chosen"]["label"], result["best"]["validation"]["score"]
-        print(f"laserkit search on {spec}: {len(edits)} trials, {t_search:.1f} s; chosen "
-              f"{chosen}, validation acc {val_acc:.4f}; prefix cache {ctx.prefix.stats}",
-              flush=True)
+        print(
+            f"laserkit search on {spec}: {len(edits)} trials, {t_search:.1f} s; chosen "
+            f"{chosen}, validation acc {val_acc:.4f}; prefix cache {ctx.prefix.stats}",
+            flush=True,
+        )
 
         label, ref_acc, t_ref = obvious_loop(loaded, folder, edits, val, test, args.batch_size)
-    print(f"simple_evaluate(HFLM) per trial: {t_ref:.1f} s; chosen {label}, validation acc "
-          f"{ref_acc:.4f}")
+    print(
+        f"simple_evaluate(HFLM) per trial: {t_ref:.1f} s; chosen {label}, validation acc "
+        f"{ref_acc:.4f}"
+    )
     same = label == chosen and abs(ref_acc - val_acc) < 1e-9
     print(f"same choice and validation accuracy: {same}")
     assert same, "the two searches disagree"

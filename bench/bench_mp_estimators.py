@@ -40,18 +40,21 @@ def planted_table(seeds: int) -> None:
     print(f"planted rank: singular values kept (mean over {seeds} seeds; true rank in column r)")
     print("| shape | noise | r | strength | iqr (laserRMT) | gavish-donoho |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for (m, n) in [(576, 1536), (400, 200)]:
+    for m, n in [(576, 1536), (400, 200)]:
         for noise in ("gaussian", "student-t3", "wide"):
             for r, strength in [(5, 2.0), (20, 2.0), (20, 1.2)]:
                 kept = {"iqr": [], "gavish-donoho": []}
                 for seed in range(seeds):
-                    w = torch.from_numpy(planted(m, n, r, strength, noise,
-                                                 np.random.default_rng(seed)))
+                    w = torch.from_numpy(
+                        planted(m, n, r, strength, noise, np.random.default_rng(seed))
+                    )
                     s = torch.linalg.svdvals(w)
                     for est in kept:
                         kept[est].append(matrix_stats(s, m, n, estimator=est)["n_above"])
-                print(f"| {m}×{n} | {noise} | {r} | {strength:g} | "
-                      f"{np.mean(kept['iqr']):.1f} | {np.mean(kept['gavish-donoho']):.1f} |")
+                print(
+                    f"| {m}×{n} | {noise} | {r} | {strength:g} | "
+                    f"{np.mean(kept['iqr']):.1f} | {np.mean(kept['gavish-donoho']):.1f} |"
+                )
 
 
 def model_table() -> None:

@@ -63,14 +63,31 @@ def main() -> None:
     out, copy = args.dir / "out", args.dir / "copy"
     for p in (out, copy):
         shutil.rmtree(p, ignore_errors=True)
-    t_reduce = timed([LASERKIT, "reduce", str(ckpt), "--lname", "fc_in", "--lnum", "-1",
-                      "--rho", args.rho, "--out", str(out)])
+    t_reduce = timed(
+        [
+            LASERKIT,
+            "reduce",
+            str(ckpt),
+            "--lname",
+            "fc_in",
+            "--lnum",
+            "-1",
+            "--rho",
+            args.rho,
+            "--out",
+            str(out),
+        ]
+    )
     t_copy = timed(["cp", "-r", str(ckpt), str(copy)])
     t_start = timed([sys.executable, "-c", "import torch, transformers, safetensors"])
-    print(f"checkpoint: {args.layers} layer(s) in Mistral-7B shapes, {size / 2**30:.2f} GiB; "
-          f"edit fc_in (14336×4096) of the last layer at ρ {args.rho}")
-    print(f"reduce {t_reduce:.1f} s; cp -r {t_copy:.1f} s; start-up {t_start:.1f} s; "
-          f"reduce / (copy + start-up) = {t_reduce / (t_copy + t_start):.2f}")
+    print(
+        f"checkpoint: {args.layers} layer(s) in Mistral-7B shapes, {size / 2**30:.2f} GiB; "
+        f"edit fc_in (14336×4096) of the last layer at ρ {args.rho}"
+    )
+    print(
+        f"reduce {t_reduce:.1f} s; cp -r {t_copy:.1f} s; start-up {t_start:.1f} s; "
+        f"reduce / (copy + start-up) = {t_reduce / (t_copy + t_start):.2f}"
+    )
 
 
 if __name__ == "__main__":

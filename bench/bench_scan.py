@@ -89,8 +89,22 @@ ROUNDS = 2
 
 def _run(mode: str, model: str, threads: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        subprocess.run([sys.executable, __file__, "--child", mode, model, "--threads",
-                        str(threads), "--out", f.name, "--rounds", str(ROUNDS)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                model,
+                "--threads",
+                str(threads),
+                "--out",
+                f.name,
+                "--rounds",
+                str(ROUNDS),
+            ],
+            check=True,
+        )
         return json.loads(Path(f.name).read_text())
 
 
@@ -129,17 +143,26 @@ def main() -> None:
     b = base["peak_mb"]
     print(f"model {args.model}, {n} matrices, {args.threads} thread(s); same numbers: yes")
     print(f"import baseline        peak RSS {b:8.0f} MB")
-    for label, r in (("streaming scan", stream), ("bare fp32 svdvals", bare),
-                     ("load fp32 + SVD scan", ref)):
-        print(f"{label:22s} peak RSS {r['peak_mb']:8.0f} MB (above baseline {r['peak_mb'] - b:7.0f}"
-              f" MB)  time {r['seconds']:7.2f} s")
-    print(f"memory ratio reference/streaming: {ref['peak_mb'] / stream['peak_mb']:.2f}x total, "
-          f"{(ref['peak_mb'] - b) / max(stream['peak_mb'] - b, 1):.2f}x above baseline")
+    for label, r in (
+        ("streaming scan", stream),
+        ("bare fp32 svdvals", bare),
+        ("load fp32 + SVD scan", ref),
+    ):
+        print(
+            f"{label:22s} peak RSS {r['peak_mb']:8.0f} MB (above baseline {r['peak_mb'] - b:7.0f}"
+            f" MB)  time {r['seconds']:7.2f} s"
+        )
+    print(
+        f"memory ratio reference/streaming: {ref['peak_mb'] / stream['peak_mb']:.2f}x total, "
+        f"{(ref['peak_mb'] - b) / max(stream['peak_mb'] - b, 1):.2f}x above baseline"
+    )
     print(f"time ratio reference/streaming: {ref['seconds'] / stream['seconds']:.2f}x")
     tb, ts = min(pair["bare"]), min(pair["stream"])
-    print(f"same process, best of {ROUNDS}: bare fp32 svdvals {tb:.2f} s, scan {ts:.2f} s: "
-          f"scan/bare {ts / tb:.2f}x (goal <= 1.2x); peak RSS scan/bare "
-          f"{stream['peak_mb'] / bare['peak_mb']:.2f}x")
+    print(
+        f"same process, best of {ROUNDS}: bare fp32 svdvals {tb:.2f} s, scan {ts:.2f} s: "
+        f"scan/bare {ts / tb:.2f}x (goal <= 1.2x); peak RSS scan/bare "
+        f"{stream['peak_mb'] / bare['peak_mb']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

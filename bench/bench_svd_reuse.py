@@ -39,8 +39,10 @@ def main() -> None:
         t_each, separate = sweep(lambda: Editor(model, cache=FactorCache()), lname)
         assert all(torch.equal(a, b) for a, b in zip(reused, separate, strict=True))
         assert (shared.cache.misses, shared.cache.hits) == (1, len(RHOS) - 1)
-        print(f"| {datetime.date.today()} | 2-core CPU | {lname} (layer -1), 7 ρ | separate "
-              f"{t_each:.2f} s | reused {t_reuse:.2f} s | ×{t_each / t_reuse:.1f} | equal |")
+        print(
+            f"| {datetime.date.today()} | 2-core CPU | {lname} (layer -1), 7 ρ | separate "
+            f"{t_each:.2f} s | reused {t_reuse:.2f} s | ×{t_each / t_reuse:.1f} | equal |"
+        )
 
 
 if __name__ == "__main__":

@@ -77,12 +77,16 @@ def main() -> None:
     loaded = load(args.model, dtype="float32", device="cpu")
     layers = parse_layers(args.lnum, model_layout(loaded.model).num_layers)
     for task in args.tasks.split(","):
-        cfg = RunConfig(strategy="grid", model=args.model,
-                        objective=ObjectiveConfig(task=task, limit=args.limit,
-                                                  batch_size=args.batch_size),
-                        intervention=Intervention(rho=1.0).to_dict(),
-                        lnames=args.lname.split(","), layers=layers,
-                        rhos=[float(x) for x in args.rho.split(",")], dtype="float32")
+        cfg = RunConfig(
+            strategy="grid",
+            model=args.model,
+            objective=ObjectiveConfig(task=task, limit=args.limit, batch_size=args.batch_size),
+            intervention=Intervention(rho=1.0).to_dict(),
+            lnames=args.lname.split(","),
+            layers=layers,
+            rhos=[float(x) for x in args.rho.split(",")],
+            dtype="float32",
+        )
         with tempfile.TemporaryDirectory() as tmp:
             where = Path(args.store or tmp)
             where.mkdir(parents=True, exist_ok=True)
@@ -95,14 +99,20 @@ def main() -> None:
         best = pick(grid, True)  # the best intervention (the base model left out)
         acc, n = best.summary["accuracy"], best.summary["n"]
         low = wilson_low(acc, n)
-        exact = {r.key for r in grid if (r.summary["accuracy"], r.summary["log_loss"]) ==
-                 (acc, best.summary["log_loss"])}
+        exact = {
+            r.key
+            for r in grid
+            if (r.summary["accuracy"], r.summary["log_loss"]) == (acc, best.summary["log_loss"])
+        }
         within = {r.key for r in grid if r.summary["accuracy"] >= low}
-        print(f"\n{task}: {cfg.objective.limit} examples; grid of {len(grid)} trials in "
-              f"{seconds:.0f} s; base validation "
-              f"accuracy {result['base']['validation']['accuracy']:.4f}; best "
-              f"{best.key.split('|')[1]} accuracy {acc:.4f} (n={n}), 95% Wilson lower bound "
-              f"{low:.4f}: {len(within)} of {len(grid)} trials inside it", flush=True)
+        print(
+            f"\n{task}: {cfg.objective.limit} examples; grid of {len(grid)} trials in "
+            f"{seconds:.0f} s; base validation "
+            f"accuracy {result['base']['validation']['accuracy']:.4f}; best "
+            f"{best.key.split('|')[1]} accuracy {acc:.4f} (n={n}), 95% Wilson lower bound "
+            f"{low:.4f}: {len(within)} of {len(grid)} trials inside it",
+            flush=True,
+        )
         rows = {"tpe": [], "random": []}
         acc_at = {"tpe": {k: [] for k in CHECKPOINTS}, "random": {k: [] for k in CHECKPOINTS}}
         accuracy = {r.key: r.summary["accuracy"] for r in grid}
@@ -117,20 +127,32 @@ def main() -> None:
                 rows[name].append((first_hit(o, exact), first_hit(o, within)))
                 for k in CHECKPOINTS:
                     acc_at[name][k].append(max(accuracy[key] for key in o[:k]))
-            print(f"  seed {seed}: TPE finds the best at trial {rows['tpe'][-1][0]}, a trial "
-                  f"inside its CI at {rows['tpe'][-1][1]} (random order: "
-                  f"{rows['random'][-1][0]} / {rows['random'][-1][1]}); replaying TPE over "
-                  f"{len(order)} trials took {tpe_s:.1f} s", flush=True)
+            print(
+                f"  seed {seed}: TPE finds the best at trial {rows['tpe'][-1][0]}, a trial "
+                f"inside its CI at {rows['tpe'][-1][1]} (random order: "
+                f"{rows['random'][-1][0]} / {rows['random'][-1][1]}); replaying TPE over "
+                f"{len(order)} trials took {tpe_s:.1f} s",
+                flush=True,
+            )
         for name, r in rows.items():
             best_n = [a for a, _ in r]
             ci_n = [b for _, b in r]
-            print(f"  {name}: trials to the grid's best: median {statistics.median(best_n)}, "
-                  f"mean {statistics.mean(best_n):.1f}, max {max(best_n)}; to a trial inside "
-                  f"its CI: median {statistics.median(ci_n)}, mean {statistics.mean(ci_n):.1f}, "
-                  f"max {max(ci_n)} (full grid: {len(grid)})", flush=True)
-            print(f"  {name}: best validation accuracy after " + ", ".join(
-                f"{k} trials: mean {statistics.mean(v):.4f} (min {min(v):.4f})"
-                for k, v in acc_at[name].items()) + f"; the grid's best: {acc:.4f}", flush=True)
+            print(
+                f"  {name}: trials to the grid's best: median {statistics.median(best_n)}, "
+                f"mean {statistics.mean(best_n):.1f}, max {max(best_n)}; to a trial inside "
+                f"its CI: median {statistics.median(ci_n)}, mean {statistics.mean(ci_n):.1f}, "
+                f"max {max(ci_n)} (full grid: {len(grid)})",
+                flush=True,
+            )
+            print(
+                f"  {name}: best validation accuracy after "
+                + ", ".join(
+                    f"{k} trials: mean {statistics.mean(v):.4f} (min {min(v):.4f})"
+                    for k, v in acc_at[name].items()
+                )
+                + f"; the grid's best: {acc:.4f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

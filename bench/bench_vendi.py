@@ -69,17 +69,19 @@ def part_model(today: str) -> None:
             against_direct(today, "gate_proj 1536×576", W, r, bw)
 
 
-def against_direct(today: str, label: str, W: torch.Tensor, r: int,
-                   bw: float | str) -> None:
+def against_direct(today: str, label: str, W: torch.Tensor, r: int, bw: float | str) -> None:
     """The fast and the direct greedy on W: selections must be equal; one result row."""
     fast, t_fast = timed_fast(W, r, bw)
     t = time.perf_counter()
     ref = direct_select(W, r, bandwidth=bw)
     t_dir = time.perf_counter() - t
     assert fast == ref, (bw, r, fast, ref)
-    print(f"| {today} | {label} | bandwidth {bw} | r={r} | direct {t_dir:.2f} s | fast "
-          f"{t_fast:.3f} s | ×{t_dir / t_fast:.0f} | selections equal | "
-          f"load{load_avg().strip()} |", flush=True)
+    print(
+        f"| {today} | {label} | bandwidth {bw} | r={r} | direct {t_dir:.2f} s | fast "
+        f"{t_fast:.3f} s | ×{t_dir / t_fast:.0f} | selections equal | "
+        f"load{load_avg().strip()} |",
+        flush=True,
+    )
 
 
 def synthetic(rows: int, cols: int, device: str) -> torch.Tensor:
@@ -91,8 +93,7 @@ def synthetic(rows: int, cols: int, device: str) -> torch.Tensor:
     return X.to(device)
 
 
-def part_big(today: str, rs: list[int], rows: int, cols: int, slice_rows: int,
-             device: str) -> None:
+def part_big(today: str, rs: list[int], rows: int, cols: int, slice_rows: int, device: str) -> None:
     W = synthetic(rows, cols, device)
     for bw in (2.0, "median"):
         for r in rs:
@@ -101,11 +102,16 @@ def part_big(today: str, rs: list[int], rows: int, cols: int, slice_rows: int,
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             _, t_fast = timed_fast(W, r, bw, progress=True)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            peak = (f"GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
-                    if device == "cuda" else
-                    f"process peak RSS {rss / 2**20:.2f} GiB (was {rss0 / 2**20:.2f} before)")
-            print(f"| {today} | synthetic {rows}×{cols} | bandwidth {bw} | r={r} | fast "
-                  f"{t_fast:.1f} s | {peak} | load{load_avg().strip()} |", flush=True)
+            peak = (
+                f"GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+                if device == "cuda"
+                else f"process peak RSS {rss / 2**20:.2f} GiB (was {rss0 / 2**20:.2f} before)"
+            )
+            print(
+                f"| {today} | synthetic {rows}×{cols} | bandwidth {bw} | r={r} | fast "
+                f"{t_fast:.1f} s | {peak} | load{load_avg().strip()} |",
+                flush=True,
+            )
         # the direct greedy on a slice: its cost per run grows like m·r⁴
         S = W[:slice_rows].cpu()
         for r in (5, 10):
@@ -120,16 +126,20 @@ def part_bandwidth() -> None:
     iu = torch.triu_indices(len(W), len(W), 1)
     off = d2[iu[0], iu[1]]
     med = float(off.median())
-    print(f"rows {tuple(W.shape)}; row norms mean {float(W.norm(dim=1).mean()):.3f} "
-          f"sd {float(W.norm(dim=1).std()):.3f}; ‖x−y‖² min {float(off.min()):.2f} median "
-          f"{med:.2f} max {float(off.max()):.2f}; median σ = {vendi.median_bandwidth(W):.4f}")
+    print(
+        f"rows {tuple(W.shape)}; row norms mean {float(W.norm(dim=1).mean()):.3f} "
+        f"sd {float(W.norm(dim=1).std()):.3f}; ‖x−y‖² min {float(off.min()):.2f} median "
+        f"{med:.2f} max {float(off.max()):.2f}; median σ = {vendi.median_bandwidth(W):.4f}"
+    )
     norm = float(W.norm())
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     for bw in (1.0, 2.0, "median"):
         sigma = vendi.resolve_bandwidth(W, bw)
         k = torch.exp(-off / (2 * sigma**2))
-        print(f"bandwidth {bw} (σ = {sigma:.4f}): off-diagonal kernel median "
-              f"{float(k.median()):.2e}, max {float(k.max()):.2e}")
+        print(
+            f"bandwidth {bw} (σ = {sigma:.4f}): off-diagonal kernel median "
+            f"{float(k.median()):.2e}, max {float(k.max()):.2e}"
+        )
     for r in (5, 57):
         first = float((W - vendi.vendi_reconstruct(W, list(range(r)))).norm()) / norm
         svd = float((W - (U[:, :r] * S[:r]) @ Vh[:r]).norm()) / norm
@@ -139,9 +149,11 @@ def part_bandwidth() -> None:
                 vendi._cache.clear()
                 idx, _ = vendi.vendi_select(W, r, bandwidth=bw, use_quality=uq)
                 err = float((W - vendi.vendi_reconstruct(W, idx)).norm()) / norm
-                print(f"  bandwidth {bw}{' +quality' if uq else ''}: rel. error {err:.4f}; "
-                      f"{len(set(idx) & set(range(r)))} of the first {r} rows kept; "
-                      f"first picks {idx[:6]}")
+                print(
+                    f"  bandwidth {bw}{' +quality' if uq else ''}: rel. error {err:.4f}; "
+                    f"{len(set(idx) & set(range(r)))} of the first {r} rows kept; "
+                    f"first picks {idx[:6]}"
+                )
 
 
 def main() -> None:
@@ -157,15 +169,23 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     today = datetime.date.today().isoformat()
-    print(f"# threads {torch.get_num_threads()}, device {args.device}, cpus {os.cpu_count()}",
-          flush=True)
+    print(
+        f"# threads {torch.get_num_threads()}, device {args.device}, cpus {os.cpu_count()}",
+        flush=True,
+    )
     if args.part in ("model", "all"):
         part_model(today)
     if args.part == "bandwidth":
         part_bandwidth()
     if args.part in ("big", "all"):
-        part_big(today, [int(x) for x in args.big_r.split(",")], args.rows, args.cols,
-                 args.slice, args.device)
+        part_big(
+            today,
+            [int(x) for x in args.big_r.split(",")],
+            args.rows,
+            args.cols,
+            args.slice,
+            args.device,
+        )
 
 
 if __name__ == "__main__":

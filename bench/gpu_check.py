@@ -45,19 +45,45 @@ def install_missing_wheels() -> None:
     if not missing:
         return
     if not WHEELS.is_dir():
-        sys.exit(f"gpu_check: missing {', '.join(missing)} and no {WHEELS}: run `make gpu-wheels`"
-                 " on a machine with a network and copy the tree again")
+        sys.exit(
+            f"gpu_check: missing {', '.join(missing)} and no {WHEELS}: run `make gpu-wheels`"
+            " on a machine with a network and copy the tree again"
+        )
     print(f"installing {', '.join(missing)} from {WHEELS} (offline)", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
-                    str(WHEELS), *missing], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(WHEELS),
+            *missing,
+        ],
+        check=True,
+    )
 
 
 def shape(small: bool) -> dict:
     if small:
-        return dict(hidden_size=64, intermediate_size=160, num_hidden_layers=4,
-                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
-    return dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
+        return dict(
+            hidden_size=64,
+            intermediate_size=160,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+        )
+    return dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+    )
 
 
 class Step:
@@ -92,8 +118,13 @@ def build(torch, small: bool, device: str, out: Path):  # noqa: ANN001, ANN201
 
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
     dtype = torch.float32 if small else torch.bfloat16
-    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, torch_dtype=dtype, **shape(small))
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        torch_dtype=dtype,
+        **shape(small),
+    )
     torch.manual_seed(0)
     before = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in bf16 directly: a float32 7B would take 27 GB first
@@ -135,9 +166,15 @@ def grid(torch, model, tok, path: Path, limit: int) -> tuple[float, list[list[di
     layers, rhos, lnames = list(range(n - 4, n)), [0.1, 0.05, 0.01], ["fc_in", "fc_out"]
     iv = Intervention(rho=1.0)
     edits = grid_edits(lnames, layers, rhos, iv)
-    cfg = RunConfig(strategy="grid", model=str(path), intervention=iv.to_dict(), lnames=lnames,
-                    layers=layers, rhos=rhos,
-                    objective=ObjectiveConfig(task="fever-bigbench", limit=limit))
+    cfg = RunConfig(
+        strategy="grid",
+        model=str(path),
+        intervention=iv.to_dict(),
+        lnames=lnames,
+        layers=layers,
+        rhos=rhos,
+        objective=ObjectiveConfig(task="fever-bigbench", limit=limit),
+    )
     ctx = Context(cfg, model, tok)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,8 +200,11 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    print(f"gpu_check: {'small' if args.small else 'Llama-2-7B'} shape on {name}, torch "
-          f"{torch.__version__}", flush=True)
+    print(
+        f"gpu_check: {'small' if args.small else 'Llama-2-7B'} shape on {name}, torch "
+        f"{torch.__version__}",
+        flush=True,
+    )
     eval_n = 16 if args.small else 1000
     search_n = 10 if args.small else 200
     vendi_rs = (4, 8) if args.small else (57, 409)
@@ -189,9 +229,11 @@ def main() -> None:
             t_grid, edits = grid(torch, model, tok, path, search_n)
         with Step(torch, device, "reference-style loop: 3 of the grid's trials") as r:
             reference_loop(torch, model, tok, edits[:3], search_n)
-        print(f"  per trial: laserkit {s.seconds / 24:.2f} s (base/test passes included), "
-              f"reference {r.seconds / 3:.2f} s, ratio {r.seconds / 3 / (s.seconds / 24):.1f}x",
-              flush=True)
+        print(
+            f"  per trial: laserkit {s.seconds / 24:.2f} s (base/test passes included), "
+            f"reference {r.seconds / 3:.2f} s, ratio {r.seconds / 3 / (s.seconds / 24):.1f}x",
+            flush=True,
+        )
         W = model.model.layers[-1].mlp.gate_proj.weight.detach().float()
         for rr in vendi_rs:
             with Step(torch, device, f"Vendi r = {rr} (bandwidth 2)"):

@@ -17,11 +17,21 @@ from .core.lazy import lazy_attributes
 # Names are imported on first use (PEP 562): `laserkit --help` or a usage error must not pay for
 # importing torch and transformers, and a Ctrl-C while starting must find nothing half-done.
 _LAZY = {
-    "Editor": "edit.editor", "FactorCache": "edit.editor", "LaserkitError": "core.errors",
-    "EvalResult": "eval.evaluate", "evaluate": "eval.evaluate",
-    "Intervention": "interventions", "Loaded": "io.load", "load": "io.load", "save": "io.save",
-    "Target": "model.targets", "model_layout": "model.targets", "parse_layers": "model.targets",
-    "resolve": "model.targets", "get_task": "tasks", "list_tasks": "tasks",
+    "Editor": "edit.editor",
+    "FactorCache": "edit.editor",
+    "LaserkitError": "core.errors",
+    "EvalResult": "eval.evaluate",
+    "evaluate": "eval.evaluate",
+    "Intervention": "interventions",
+    "Loaded": "io.load",
+    "load": "io.load",
+    "save": "io.save",
+    "Target": "model.targets",
+    "model_layout": "model.targets",
+    "parse_layers": "model.targets",
+    "resolve": "model.targets",
+    "get_task": "tasks",
+    "list_tasks": "tasks",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY, globals())

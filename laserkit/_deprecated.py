@@ -17,23 +17,39 @@ import warnings
 from types import ModuleType
 
 MOVED = {
-    "errors": "core.errors", "fileio": "core.fileio", "lazy": "core.lazy", "hub": "core.hub",
-    "loading": "io.load", "gguf_cache": "io.cache", "checkpoint": "io.checkpoint",
-    "modelfiles": "io.modelfiles", "saving": "io.save",
-    "architectures": "model.architectures", "targets": "model.targets",
-    "scan": "spectral.scan", "scan_plots": "spectral.plots", "spectrum": "spectral.spectrum",
-    "outofcore": "edit.ondisk", "gguf_out": "edit.gguf",
-    "evaluate": "eval.evaluate", "eval_stream": "eval.stream", "scoring": "eval.scoring",
-    "masked": "eval.masked", "stats": "eval.stats", "intervals": "eval.intervals",
-    "harness": "eval.harness", "final_eval": "search.final_eval",
+    "errors": "core.errors",
+    "fileio": "core.fileio",
+    "lazy": "core.lazy",
+    "hub": "core.hub",
+    "loading": "io.load",
+    "gguf_cache": "io.cache",
+    "checkpoint": "io.checkpoint",
+    "modelfiles": "io.modelfiles",
+    "saving": "io.save",
+    "architectures": "model.architectures",
+    "targets": "model.targets",
+    "scan": "spectral.scan",
+    "scan_plots": "spectral.plots",
+    "spectrum": "spectral.spectrum",
+    "outofcore": "edit.ondisk",
+    "gguf_out": "edit.gguf",
+    "evaluate": "eval.evaluate",
+    "eval_stream": "eval.stream",
+    "scoring": "eval.scoring",
+    "masked": "eval.masked",
+    "stats": "eval.stats",
+    "intervals": "eval.intervals",
+    "harness": "eval.harness",
+    "final_eval": "search.final_eval",
 }
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds ``laserkit.<old>`` and loads it as the module now at ``laserkit.<new>``."""
 
-    def find_spec(self, fullname: str, path: object = None,
-                  target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         package, _, old = fullname.rpartition(".")
         if package != __package__ or old not in MOVED:
             return None
@@ -41,8 +57,12 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         new = f"{__package__}.{MOVED[spec.name.rpartition('.')[2]]}"
-        warnings.warn(f"{spec.name} is deprecated: import {new} (laserkit 0.2 moved it; the old "
-                      "path goes in 0.3)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.name} is deprecated: import {new} (laserkit 0.2 moved it; the old "
+            "path goes in 0.3)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         module = importlib.import_module(new)
         spec.loader_state = module.__spec__
         return module

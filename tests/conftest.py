@@ -8,29 +8,61 @@ import torch
 
 # Small configs per model_type; every family laserkit claims to map by itself.
 TINY: dict[str, dict] = {
-    "llama": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                  num_key_value_heads=2, num_hidden_layers=12),
-    "mistral": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                    num_key_value_heads=2, num_hidden_layers=3),
-    "qwen2": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                  num_key_value_heads=2, num_hidden_layers=3),
-    "gemma": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                  num_key_value_heads=1, num_hidden_layers=3, head_dim=8),
+    "llama": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=12,
+    ),
+    "mistral": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=3,
+    ),
+    "qwen2": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=3,
+    ),
+    "gemma": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        num_hidden_layers=3,
+        head_dim=8,
+    ),
     "gpt2": dict(n_embd=32, n_head=4, n_layer=3, n_positions=128),
     "gptj": dict(n_embd=32, n_head=4, n_layer=3, n_positions=128, rotary_dim=4),
-    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                     num_hidden_layers=3),
-    "phi": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                num_hidden_layers=3),
-    "phi3": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                 num_key_value_heads=2, num_hidden_layers=3, pad_token_id=0),
-    "opt": dict(hidden_size=32, ffn_dim=64, num_attention_heads=4, num_hidden_layers=3,
-                word_embed_proj_dim=32),
+    "gpt_neox": dict(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3
+    ),
+    "phi": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3),
+    "phi3": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=3,
+        pad_token_id=0,
+    ),
+    "opt": dict(
+        hidden_size=32,
+        ffn_dim=64,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        word_embed_proj_dim=32,
+    ),
     "falcon": dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=3),
-    "bert": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                 num_hidden_layers=3),
-    "roberta": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                    num_hidden_layers=3),
+    "bert": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3),
+    "roberta": dict(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3
+    ),
 }
 ENCODERS = {"bert", "roberta"}
 

@@ -28,14 +28,18 @@ def exact_bandwidth(X: np.ndarray, bandwidth: float | str, dps: int = 40) -> mpm
         if bandwidth != "median":
             return mpmath.mpf(bandwidth)
         rows = [[mpmath.mpf(float(v)) for v in row] for row in X]
-        d = sorted(mpmath.sqrt(mpmath.fsum((a - b) ** 2 for a, b in zip(x, y, strict=True)))
-                   for i, x in enumerate(rows) for y in rows[i + 1:])
+        d = sorted(
+            mpmath.sqrt(mpmath.fsum((a - b) ** 2 for a, b in zip(x, y, strict=True)))
+            for i, x in enumerate(rows)
+            for y in rows[i + 1 :]
+        )
         h = len(d) // 2
         return d[h] if len(d) % 2 else (d[h - 1] + d[h]) / 2
 
 
-def exact_log_score(K: mpmath.matrix, idx: list[int], log_s: list, *, use_quality: bool,
-                    q: float) -> mpmath.mpf:
+def exact_log_score(
+    K: mpmath.matrix, idx: list[int], log_s: list, *, use_quality: bool, q: float
+) -> mpmath.mpf:
     """log VS_q (or log qVS) of the set idx from the full mp kernel K, by the definition."""
     n = len(idx)
     Ks = mpmath.matrix(n, n)
@@ -50,15 +54,23 @@ def exact_log_score(K: mpmath.matrix, idx: list[int], log_s: list, *, use_qualit
     elif math.isinf(q):
         score = -mpmath.log(max(nu))
     else:
-        score = mpmath.log(mpmath.fsum(v ** q for v in nu if v > zero)) / (1 - q)
+        score = mpmath.log(mpmath.fsum(v**q for v in nu if v > zero)) / (1 - q)
     if use_quality:
         score += mpmath.log(mpmath.fsum(mpmath.exp(log_s[i]) for i in idx) / n)
     return score
 
 
-def exact_select(W, r: int, *, use_quality: bool = False, min_diversity: bool = False,
-                 q: float = 1.0, bandwidth: float | str = 1.0, dps: int = 40,
-                 follow: list[int] | None = None) -> tuple[list[int], list]:
+def exact_select(
+    W,
+    r: int,
+    *,
+    use_quality: bool = False,
+    min_diversity: bool = False,
+    q: float = 1.0,
+    bandwidth: float | str = 1.0,
+    dps: int = 40,
+    follow: list[int] | None = None,
+) -> tuple[list[int], list]:
     """Exact greedy: the chosen rows and each step's table {candidate: mp log-score}.
 
     ``follow``: take these rows as the picks instead (the tables are then the exact scores of
@@ -78,8 +90,11 @@ def exact_select(W, r: int, *, use_quality: bool = False, min_diversity: bool = 
         tables = []
         tie = mpmath.mpf(10) ** (-(dps - 10))
         for _ in range(r):
-            scores = {c: exact_log_score(K, [*chosen, c], log_s, use_quality=use_quality, q=q)
-                      for c in range(m) if c not in chosen}
+            scores = {
+                c: exact_log_score(K, [*chosen, c], log_s, use_quality=use_quality, q=q)
+                for c in range(m)
+                if c not in chosen
+            }
             best = (min if min_diversity else max)(scores.values())
             own = min(c for c, s in scores.items() if abs(s - best) <= tie)
             chosen.append(own if follow is None else follow[len(chosen)])
@@ -87,8 +102,14 @@ def exact_select(W, r: int, *, use_quality: bool = False, min_diversity: bool = 
     return chosen, tables
 
 
-def direct_select(W, r: int, *, use_quality: bool = False, min_diversity: bool = False,
-                  bandwidth: float | str = 1.0) -> list[int]:
+def direct_select(
+    W,
+    r: int,
+    *,
+    use_quality: bool = False,
+    min_diversity: bool = False,
+    bandwidth: float | str = 1.0,
+) -> list[int]:
     """The plain float64 greedy for q = 1: kernel precomputed, an eigensolve per candidate."""
     X = np.asarray(W, dtype=np.float64)
     sigma = float(np.median(pdist(X))) if bandwidth == "median" else float(bandwidth)

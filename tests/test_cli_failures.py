@@ -46,8 +46,9 @@ def snapshot(path: Path) -> dict[str, bytes]:
         return {"": path.read_bytes()}
     if not path.exists():
         return {}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 @dataclass
@@ -60,8 +61,13 @@ class Ran:
         return [ln for ln in self.err.splitlines() if ln.strip()]
 
 
-def laserkit(*args: str, cwd: Path | None = None, umask: int | None = None,
-             fsize: int | None = None, timeout: float = 240) -> Ran:
+def laserkit(
+    *args: str,
+    cwd: Path | None = None,
+    umask: int | None = None,
+    fsize: int | None = None,
+    timeout: float = 240,
+) -> Ran:
     """Run the installed console script; ``fsize`` caps the size of any file it writes (a
     stand-in for a full disk: the write fails with EFBIG), ``umask`` sets the user's umask."""
 
@@ -72,8 +78,15 @@ def laserkit(*args: str, cwd: Path | None = None, umask: int | None = None,
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    p = subprocess.run([LASERKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                       timeout=timeout, preexec_fn=pre, env=_env())
+    p = subprocess.run(
+        [LASERKIT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        preexec_fn=pre,
+        env=_env(),
+    )
     return Ran(p.returncode, p.stdout, p.stderr)
 
 
@@ -83,12 +96,14 @@ def _env() -> dict:
     return env
 
 
-def interrupted(args: list[str], ready, delay: tuple[float, float], rng: random.Random,
-                timeout: float = 240) -> tuple[Ran, float]:
+def interrupted(
+    args: list[str], ready, delay: tuple[float, float], rng: random.Random, timeout: float = 240
+) -> tuple[Ran, float]:
     """Start the command, wait until ``ready()`` says its long work is under way, then after a
     random delay in ``delay`` send SIGINT; returns what it printed and the delay used."""
-    p = subprocess.Popen([LASERKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=_env())
+    p = subprocess.Popen(
+        [LASERKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
     deadline = time.monotonic() + timeout
     while not ready() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -130,8 +145,15 @@ def env(tmp_path_factory, default_model_dir):
     other = make_tiny("llama", vocab_size=len(tok), num_hidden_layers=2, seed=1)
     d["other"] = root / "other"
     other.save_pretrained(d["other"])
-    deep = make_tiny("llama", vocab_size=32000, hidden_size=256, intermediate_size=1024,
-                     num_attention_heads=8, num_key_value_heads=4, num_hidden_layers=16)
+    deep = make_tiny(
+        "llama",
+        vocab_size=32000,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        num_hidden_layers=16,
+    )
     d["deep"] = root / "deep"
     deep.save_pretrained(d["deep"])
     gate = "model.layers.1.mlp.gate_proj.weight"
@@ -154,12 +176,24 @@ def env(tmp_path_factory, default_model_dir):
     raw = bytearray(shards[1].read_bytes())
     raw[8:40] = b"\x00corrupt-header-not-json-at-all!"
     shards[1].write_bytes(bytes(raw))
-    rows = [{"prompt": f"Q: Is {i} even?\nA:", "choices": ["yes", "no"],
-             "answer": "yes" if i % 2 == 0 else "no"} for i in range(40)]
+    rows = [
+        {
+            "prompt": f"Q: Is {i} even?\nA:",
+            "choices": ["yes", "no"],
+            "answer": "yes" if i % 2 == 0 else "no",
+        }
+        for i in range(40)
+    ]
     d["task"] = root / "parity.jsonl"
     d["task"].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    long_rows = [{"prompt": "Q: " + " ".join(["is this even?"] * 30) + f" {i}\nA:",
-                  "choices": ["yes", "no", "maybe"], "answer": "yes"} for i in range(3000)]
+    long_rows = [
+        {
+            "prompt": "Q: " + " ".join(["is this even?"] * 30) + f" {i}\nA:",
+            "choices": ["yes", "no", "maybe"],
+            "answer": "yes",
+        }
+        for i in range(3000)
+    ]
     d["long_task"] = root / "long.jsonl"
     d["long_task"].write_text("".join(json.dumps(r) + "\n" for r in long_rows))
     d["a_file"] = root / "a_file.txt"
@@ -200,82 +234,223 @@ def cases(d: dict) -> list[Case]:
         Case("unknown command", ["frobnicate"], 2, ("no such command", "frobnicate")),
         Case("missing option", ["reduce", t, "--lnum", "0"], 2, ("missing option", "--lname")),
         Case("rate not a number", [*red[:-1], "abc"], 2, ("--rate", "invalid value")),
-        Case("limit not a number", ["eval", t, "-t", d["task"], "--limit", "abc"], 2,
-             ("--limit", "invalid")),
-        Case("option without value", ["eval", t, "-t", d["task"], "--limit"], 2,
-             ("--limit", "requires an argument")),
+        Case(
+            "limit not a number",
+            ["eval", t, "-t", d["task"], "--limit", "abc"],
+            2,
+            ("--limit", "invalid"),
+        ),
+        Case(
+            "option without value",
+            ["eval", t, "-t", d["task"], "--limit"],
+            2,
+            ("--limit", "requires an argument"),
+        ),
         Case("unknown option", [*red, "--frobnicate"], 2, ("no such option", "--frobnicate")),
         # bad values (laserkit's own check, status 2)
         Case("rate out of range", [*red[:-1], "11"], 2, ("rate 11", "[0, 10]")),
-        Case("unknown lname", ["reduce", t, "--lname", "fc_banana", "--lnum", "0", "--rate", "5"],
-             2, ("fc_banana", "fc_in")),
-        Case("layer out of range", ["reduce", t, "--lname", "fc_in", "--lnum", "9", "--rate",
-                                    "5"], 2, ("layer 9", "0..3")),
-        Case("unknown intervention", [*red, "--intervention", "magic"], 2,
-             ("magic", "rank-reduction")),
-        Case("unknown split", ["eval", t, "-t", d["task"], "--split", "train"], 2,
-             ("split", "validation")),
+        Case(
+            "unknown lname",
+            ["reduce", t, "--lname", "fc_banana", "--lnum", "0", "--rate", "5"],
+            2,
+            ("fc_banana", "fc_in"),
+        ),
+        Case(
+            "layer out of range",
+            ["reduce", t, "--lname", "fc_in", "--lnum", "9", "--rate", "5"],
+            2,
+            ("layer 9", "0..3"),
+        ),
+        Case(
+            "unknown intervention",
+            [*red, "--intervention", "magic"],
+            2,
+            ("magic", "rank-reduction"),
+        ),
+        Case(
+            "unknown split",
+            ["eval", t, "-t", d["task"], "--split", "train"],
+            2,
+            ("split", "validation"),
+        ),
         Case("unknown table", ["scan", t, "--table", "wide"], 2, ("--table", "summary")),
-        Case("no tokens to generate", ["eval", t, "-t", d["task"], "--max-new-tokens", "0"], 2,
-             ("--max-new-tokens", "at least 1", "not 0")),
-        Case("missing model path", ["reduce", root / "nope" / "model", "--lname", "fc_in",
-                                    "--lnum", "0", "--rate", "5"], 2, ("does not exist",)),
+        Case(
+            "no tokens to generate",
+            ["eval", t, "-t", d["task"], "--max-new-tokens", "0"],
+            2,
+            ("--max-new-tokens", "at least 1", "not 0"),
+        ),
+        Case(
+            "missing model path",
+            ["reduce", root / "nope" / "model", "--lname", "fc_in", "--lnum", "0", "--rate", "5"],
+            2,
+            ("does not exist",),
+        ),
         Case("missing task file", ["eval", t, "-t", root / "nope.jsonl"], 2, ("nope",)),
         # bad output paths: refused before any work, the user's files untouched
-        Case("reduce --out is a file", [*red, "--out", d["a_file"]], 2,
-             ("a_file.txt", "is an existing file"), keep=[d["a_file"]]),
-        Case("reduce --out not empty", [*red, "--out", d["stuff"]], 2,
-             ("stuff", "not empty", "--force"), keep=[d["stuff"]]),
-        Case("eval --out is a file", ["eval", t, "-t", d["task"], "--out", d["a_file"]], 2,
-             ("a_file.txt", "is an existing file"), keep=[d["a_file"]]),
-        Case("eval --out holds a model", ["eval", t, "-t", d["task"], "--out", d["other"]], 2,
-             ("holds other files",), keep=[d["other"]]),
-        Case("scan --out is a file", ["scan", t, "--out", d["a_file"]], 2,
-             ("a_file.txt", "is an existing file"), keep=[d["a_file"]]),
-        Case("scan --out holds another model's scan", ["scan", t, "--out", d["other_scan"]], 2,
-             ("another checkpoint", str(d["other"])), keep=[d["other_scan"]]),
-        Case("scan --out holds unrelated files", ["scan", t, "--out", d["stuff"]], 2,
-             ("not empty", "no laserkit scan"), keep=[d["stuff"]]),
-        Case("search --run-dir is a file", ["search", t, "--task", d["task"], "--run-dir",
-                                            d["a_file"]], 2, ("is an existing file",),
-             keep=[d["a_file"]]),
-        Case("search --run-dir holds other files", ["search", t, "--task", d["task"],
-                                                    "--run-dir", d["stuff"]], 2,
-             ("holds other files", "notes.md"), keep=[d["stuff"]]),
-        Case("apply --out is a file", ["apply", root / "nowhere", "--out", d["a_file"]], 2,
-             ("is an existing file",), keep=[d["a_file"]]),
+        Case(
+            "reduce --out is a file",
+            [*red, "--out", d["a_file"]],
+            2,
+            ("a_file.txt", "is an existing file"),
+            keep=[d["a_file"]],
+        ),
+        Case(
+            "reduce --out not empty",
+            [*red, "--out", d["stuff"]],
+            2,
+            ("stuff", "not empty", "--force"),
+            keep=[d["stuff"]],
+        ),
+        Case(
+            "eval --out is a file",
+            ["eval", t, "-t", d["task"], "--out", d["a_file"]],
+            2,
+            ("a_file.txt", "is an existing file"),
+            keep=[d["a_file"]],
+        ),
+        Case(
+            "eval --out holds a model",
+            ["eval", t, "-t", d["task"], "--out", d["other"]],
+            2,
+            ("holds other files",),
+            keep=[d["other"]],
+        ),
+        Case(
+            "scan --out is a file",
+            ["scan", t, "--out", d["a_file"]],
+            2,
+            ("a_file.txt", "is an existing file"),
+            keep=[d["a_file"]],
+        ),
+        Case(
+            "scan --out holds another model's scan",
+            ["scan", t, "--out", d["other_scan"]],
+            2,
+            ("another checkpoint", str(d["other"])),
+            keep=[d["other_scan"]],
+        ),
+        Case(
+            "scan --out holds unrelated files",
+            ["scan", t, "--out", d["stuff"]],
+            2,
+            ("not empty", "no laserkit scan"),
+            keep=[d["stuff"]],
+        ),
+        Case(
+            "search --run-dir is a file",
+            ["search", t, "--task", d["task"], "--run-dir", d["a_file"]],
+            2,
+            ("is an existing file",),
+            keep=[d["a_file"]],
+        ),
+        Case(
+            "search --run-dir holds other files",
+            ["search", t, "--task", d["task"], "--run-dir", d["stuff"]],
+            2,
+            ("holds other files", "notes.md"),
+            keep=[d["stuff"]],
+        ),
+        Case(
+            "apply --out is a file",
+            ["apply", root / "nowhere", "--out", d["a_file"]],
+            2,
+            ("is an existing file",),
+            keep=[d["a_file"]],
+        ),
         # damaged files: one line naming the file
-        Case("truncated safetensors (reduce)", ["reduce", d["trunc"], "--lname", "fc_in",
-                                                "--lnum", "0", "--rate", "5"], 2,
-             ("truncated safetensors", "trunc/model.safetensors")),
-        Case("truncated safetensors (eval)", ["eval", d["trunc"], "-t", d["task"]], 2,
-             ("truncated safetensors", "trunc/model.safetensors")),
-        Case("corrupt shard (reduce)", ["reduce", d["shards"], "--lname", "fc_in", "--lnum", "0",
-                                        "--rate", "5"], 2, ("corrupt", d["bad_shard"])),
-        Case("corrupt shard (eval)", ["eval", d["shards"], "-t", d["task"]], 2,
-             ("corrupt", d["bad_shard"])),
-        Case("garbage config", ["reduce", d["garbage_config"], "--lname", "fc_in", "--lnum", "0",
-                                "--rate", "5"], 2, ("garbage_config", "config")),
+        Case(
+            "truncated safetensors (reduce)",
+            ["reduce", d["trunc"], "--lname", "fc_in", "--lnum", "0", "--rate", "5"],
+            2,
+            ("truncated safetensors", "trunc/model.safetensors"),
+        ),
+        Case(
+            "truncated safetensors (eval)",
+            ["eval", d["trunc"], "-t", d["task"]],
+            2,
+            ("truncated safetensors", "trunc/model.safetensors"),
+        ),
+        Case(
+            "corrupt shard (reduce)",
+            ["reduce", d["shards"], "--lname", "fc_in", "--lnum", "0", "--rate", "5"],
+            2,
+            ("corrupt", d["bad_shard"]),
+        ),
+        Case(
+            "corrupt shard (eval)",
+            ["eval", d["shards"], "-t", d["task"]],
+            2,
+            ("corrupt", d["bad_shard"]),
+        ),
+        Case(
+            "garbage config",
+            ["reduce", d["garbage_config"], "--lname", "fc_in", "--lnum", "0", "--rate", "5"],
+            2,
+            ("garbage_config", "config"),
+        ),
         # non-finite weights: one line naming the tensor, for every method that decomposes it
-        Case("NaN weight, SVD", ["reduce", d["nan"], "--lname", "fc_in", "--lnum", "1",
-                                 "--rate", "5"], 2,
-             ("model.layers.1.mlp.gate_proj.weight", "nan or infinite")),
-        Case("inf weight, MP threshold", ["reduce", d["inf"], "--lname", "fc_in", "--lnum", "1",
-                                          "--intervention", "mp-threshold"], 2,
-             ("model.layers.1.mlp.gate_proj.weight", "nan or infinite")),
-        Case("NaN weight, Vendi", ["reduce", d["nan"], "--lname", "fc_in", "--lnum", "1",
-                                   "--intervention", "vendi-score", "--rho", "0.5"], 2,
-             ("model.layers.1.mlp.gate_proj.weight", "nan or infinite")),
-        Case("NaN outputs in eval", ["eval", d["nan_out"], "-t", d["task"], "--out",
-                                     root / "nan_eval"], 2, ("outputs are nan or infinite",),
-             absent=[root / "nan_eval"]),
+        Case(
+            "NaN weight, SVD",
+            ["reduce", d["nan"], "--lname", "fc_in", "--lnum", "1", "--rate", "5"],
+            2,
+            ("model.layers.1.mlp.gate_proj.weight", "nan or infinite"),
+        ),
+        Case(
+            "inf weight, MP threshold",
+            [
+                "reduce",
+                d["inf"],
+                "--lname",
+                "fc_in",
+                "--lnum",
+                "1",
+                "--intervention",
+                "mp-threshold",
+            ],
+            2,
+            ("model.layers.1.mlp.gate_proj.weight", "nan or infinite"),
+        ),
+        Case(
+            "NaN weight, Vendi",
+            [
+                "reduce",
+                d["nan"],
+                "--lname",
+                "fc_in",
+                "--lnum",
+                "1",
+                "--intervention",
+                "vendi-score",
+                "--rho",
+                "0.5",
+            ],
+            2,
+            ("model.layers.1.mlp.gate_proj.weight", "nan or infinite"),
+        ),
+        Case(
+            "NaN outputs in eval",
+            ["eval", d["nan_out"], "-t", d["task"], "--out", root / "nan_eval"],
+            2,
+            ("outputs are nan or infinite",),
+            absent=[root / "nan_eval"],
+        ),
         # a full disk (the file size limit makes the write fail): one line, nothing half-written
-        Case("disk full during save", [*red, "--out", root / "full_save"], 1,
-             ("cannot write", "full_save", "no space"), absent=[root / "full_save"],
-             fsize=1 << 20),
-        Case("disk full during scan", ["scan", d["deep"], "--out", root / "full_scan",
-                                       "--no-plot"], 1, ("cannot write", "no space"),
-             fsize=1500),
+        Case(
+            "disk full during save",
+            [*red, "--out", root / "full_save"],
+            1,
+            ("cannot write", "full_save", "no space"),
+            absent=[root / "full_save"],
+            fsize=1 << 20,
+        ),
+        Case(
+            "disk full during scan",
+            ["scan", d["deep"], "--out", root / "full_scan", "--no-plot"],
+            1,
+            ("cannot write", "no space"),
+            fsize=1500,
+        ),
     ]
 
 
@@ -360,8 +535,21 @@ def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
 
     # reference results, uninterrupted
     ref_scan = scan(str(deep), root / "ref_scan", progress=False, plots=False, threads=1)
-    search_args = ["search", str(tiny), "--task", str(env["task"]), "--lname", "fc_in,fc_out",
-                   "--lnum", "all", "--rho", "0.5,0.1,0.01", "--batch-size", "8", "--no-save"]
+    search_args = [
+        "search",
+        str(tiny),
+        "--task",
+        str(env["task"]),
+        "--lname",
+        "fc_in,fc_out",
+        "--lnum",
+        "all",
+        "--rho",
+        "0.5,0.1,0.01",
+        "--batch-size",
+        "8",
+        "--no-save",
+    ]
     earlier_eval = root / "earlier_eval"
     earlier_eval.mkdir()
     (earlier_eval / "summary.json").write_text('{"earlier": true}\n')
@@ -374,45 +562,84 @@ def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
         pick = random.Random(rng.random())
         for attempt, delay in enumerate([(0.0, 0.1), (0.0, 0.01), (0.0, 0.0)]):
             out = root / f"scan{attempt or ''}"
-            ran, wait = interrupted(["scan", str(deep), "--out", str(out), "--no-plot",
-                                     "--threads", "1"],
-                                    lambda out=out: any((out / "matrices").glob("*.safetensors")),
-                                    delay, random.Random(pick.random()))
+            ran, wait = interrupted(
+                ["scan", str(deep), "--out", str(out), "--no-plot", "--threads", "1"],
+                lambda out=out: any((out / "matrices").glob("*.safetensors")),
+                delay,
+                random.Random(pick.random()),
+            )
             if ran.rc != 0:
                 break
         return out, ran
 
     def eval_job():
         # no marker to wait for: a random moment of the whole command, start-up included
-        return interrupted(["eval", str(tiny), "-t", str(env["long_task"]), "--batch-size", "2",
-                            "--out", str(earlier_eval)], lambda: True, (0.5, 4.0),
-                           random.Random(rng.random()))[0]
+        return interrupted(
+            [
+                "eval",
+                str(tiny),
+                "-t",
+                str(env["long_task"]),
+                "--batch-size",
+                "2",
+                "--out",
+                str(earlier_eval),
+            ],
+            lambda: True,
+            (0.5, 4.0),
+            random.Random(rng.random()),
+        )[0]
 
     def search_job():
         run_dir = root / "search"
-        ran, _ = interrupted([*search_args, "--run-dir", str(run_dir)],
-                             lambda: _completed_trials(run_dir / "trials.db") >= 2,
-                             (0.0, 0.15), random.Random(rng.random()))
+        ran, _ = interrupted(
+            [*search_args, "--run-dir", str(run_dir)],
+            lambda: _completed_trials(run_dir / "trials.db") >= 2,
+            (0.0, 0.15),
+            random.Random(rng.random()),
+        )
         return run_dir, ran
 
     def reference_search():
         return laserkit(*search_args, "--run-dir", root / "ref_search")
 
     def save_job():
-        first = laserkit("reduce", deep, "--lname", "fc_in", "--lnum", "0", "--rate", "5",
-                         "--out", saved)
+        first = laserkit(
+            "reduce", deep, "--lname", "fc_in", "--lnum", "0", "--rate", "5", "--out", saved
+        )
         assert first.rc == 0, first.err
         before = snapshot(saved)
-        ran, _ = interrupted(["reduce", str(deep), "--lname", "fc_out", "--lnum", "0:", "--rate",
-                              "9", "--out", str(saved), "--force"],
-                             lambda: any(root.glob(f".saved{PARTIAL}*")), (0.0, 0.01),
-                             random.Random(rng.random()))
+        ran, _ = interrupted(
+            [
+                "reduce",
+                str(deep),
+                "--lname",
+                "fc_out",
+                "--lnum",
+                "0:",
+                "--rate",
+                "9",
+                "--out",
+                str(saved),
+                "--force",
+            ],
+            lambda: any(root.glob(f".saved{PARTIAL}*")),
+            (0.0, 0.01),
+            random.Random(rng.random()),
+        )
         return before, ran
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        jobs = {k: pool.submit(f) for k, f in [("scan", scan_job), ("eval", eval_job),
-                                               ("search", search_job), ("save", save_job),
-                                               ("ref_search", reference_search)]}
+        jobs = {
+            k: pool.submit(f)
+            for k, f in [
+                ("scan", scan_job),
+                ("eval", eval_job),
+                ("search", search_job),
+                ("save", save_job),
+                ("ref_search", reference_search),
+            ]
+        }
         res = {k: j.result() for k, j in jobs.items()}
 
     # scan: finished matrices kept, nothing partial; scanning again reuses them and completes
@@ -422,12 +649,15 @@ def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
     assert not (out / "scan.json").exists()
     kept = len(list((out / "matrices").glob("*.safetensors")))
     assert 1 <= kept < len(ref_scan.records)
-    again = laserkit("scan", deep, "--out", out, "--no-plot", "--table", "summary", "--threads",
-                     "1")
+    again = laserkit(
+        "scan", deep, "--out", out, "--no-plot", "--table", "summary", "--threads", "1"
+    )
     assert again.rc == 0, again.err
     assert f"({kept} reused" in again.err
-    assert json.loads((out / "scan.json").read_text())["matrices"] == \
-        json.loads((root / "ref_scan" / "scan.json").read_text())["matrices"]
+    assert (
+        json.loads((out / "scan.json").read_text())["matrices"]
+        == json.loads((root / "ref_scan" / "scan.json").read_text())["matrices"]
+    )
 
     # eval: the earlier results in --out are intact
     ran = res["eval"]
@@ -462,16 +692,33 @@ def test_saved_files_honour_the_umask(env, tmp_path):
     mask, dmode, fmode = 0o027, 0o750, 0o640
     out, ev = tmp_path / "model", tmp_path / "eval"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda args: laserkit(*args, umask=mask), [
-            ("reduce", env["tiny"], "--lname", "fc_in", "--lnum", "0", "--rate", "5", "--out",
-             out),
-            ("eval", env["tiny"], "-t", env["task"], "--limit", "5", "--out", ev)]))
+        runs = list(
+            pool.map(
+                lambda args: laserkit(*args, umask=mask),
+                [
+                    (
+                        "reduce",
+                        env["tiny"],
+                        "--lname",
+                        "fc_in",
+                        "--lnum",
+                        "0",
+                        "--rate",
+                        "5",
+                        "--out",
+                        out,
+                    ),
+                    ("eval", env["tiny"], "-t", env["task"], "--limit", "5", "--out", ev),
+                ],
+            )
+        )
     assert all(r.rc == 0 for r in runs), [r.err for r in runs]
     for folder in (out, ev):
         assert folder.stat().st_mode & 0o777 == dmode
         files = list(folder.iterdir())
-        assert files and all(f.stat().st_mode & 0o777 == fmode for f in files), \
-            [(f.name, oct(f.stat().st_mode)) for f in files]
+        assert files and all(f.stat().st_mode & 0o777 == fmode for f in files), [
+            (f.name, oct(f.stat().st_mode)) for f in files
+        ]
 
 
 def test_workers_do_not_change_the_numbers(env, tmp_path):
@@ -480,11 +727,25 @@ def test_workers_do_not_change_the_numbers(env, tmp_path):
     fewer threads than one process)."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: the thread count cannot differ")
-    args = ["search", env["tiny"], "--task", env["task"], "--lname", "fc_in,fc_out", "--lnum",
-            "2,3", "--rho", "0.5,0.05", "--batch-size", "8", "--no-save"]
+    args = [
+        "search",
+        env["tiny"],
+        "--task",
+        env["task"],
+        "--lname",
+        "fc_in,fc_out",
+        "--lnum",
+        "2,3",
+        "--rho",
+        "0.5,0.05",
+        "--batch-size",
+        "8",
+        "--no-save",
+    ]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        one, two = pool.map(lambda w: laserkit(*args, "--workers", str(w), "--run-dir",
-                                               tmp_path / f"w{w}"), (1, 2))
+        one, two = pool.map(
+            lambda w: laserkit(*args, "--workers", str(w), "--run-dir", tmp_path / f"w{w}"), (1, 2)
+        )
     assert one.rc == 0 and two.rc == 0, one.err + two.err
     a = json.loads((tmp_path / "w1" / "result.json").read_text())
     b = json.loads((tmp_path / "w2" / "result.json").read_text())

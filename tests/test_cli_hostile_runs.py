@@ -32,14 +32,29 @@ from laserkit.core.errors import LaserkitError
 
 BIN = Path(sys.prefix) / "bin" / "laserkit"
 LASERKIT = str(BIN) if BIN.exists() else shutil.which("laserkit")
-SEARCH = ("--lname", "fc_in", "--lnum=-1", "--rho", "0.5", "--dtype", "float32", "--device",
-          "cpu", "--no-save")
+SEARCH = (
+    "--lname",
+    "fc_in",
+    "--lnum=-1",
+    "--rho",
+    "0.5",
+    "--dtype",
+    "float32",
+    "--device",
+    "cpu",
+    "--no-save",
+)
 
 
 def lk(*args: object, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([LASERKIT, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                            "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [LASERKIT, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})},
+    )
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -58,13 +73,23 @@ def parallel(calls: dict[str, tuple]) -> dict[str, subprocess.CompletedProcess]:
 
 def files(folder: Path) -> dict[str, tuple[int, int, bytes]]:
     """Every file under ``folder`` with its inode, mode and bytes."""
-    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mode, p.read_bytes())
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mode, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def write_task(path: Path, flip: bool = False) -> Path:
-    rows = [{"id": str(i), "prompt": f"Is {i} even?", "choices": ["yes", "no"],
-             "answer": ["yes", "no"][(i + flip) % 2]} for i in range(10)]
+    rows = [
+        {
+            "id": str(i),
+            "prompt": f"Is {i} even?",
+            "choices": ["yes", "no"],
+            "answer": ["yes", "no"][(i + flip) % 2],
+        }
+        for i in range(10)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -95,8 +120,18 @@ def finished(tmp_path_factory, tiny_dir):  # noqa: F811
 
 def test_a_model_without_tokenizer_is_refused_before_the_run_exists(tmp_path):
     make_tiny("llama", num_hidden_layers=2).save_pretrained(tmp_path / "notok")
-    res = lk("search", "notok", "--task", "fever-bigbench", "--limit", "10", "--run-dir", "r",
-             *SEARCH, cwd=tmp_path)
+    res = lk(
+        "search",
+        "notok",
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "10",
+        "--run-dir",
+        "r",
+        *SEARCH,
+        cwd=tmp_path,
+    )
     assert "tokenizer" in one_line(res)
     assert not (tmp_path / "r").exists()
 
@@ -119,12 +154,25 @@ def test_resume_and_workers_refuse_other_data_model_or_batch_size(finished, tiny
     resume = ("search", tiny_dir, "--task", data, "--run-dir", "run", *SEARCH, "--resume")
     write_task(data, flip=True)  # labels flipped in place
     try:
-        ran = parallel({
-            "data": (finished, resume),
-            "batch": (finished, (*resume, "--batch-size", "4")),
-            "worker": (finished, ("worker", f"sqlite:///{run / 'trials.db'}", "--run", "run",
-                                  "--model", other, "--device", "cpu")),
-        })
+        ran = parallel(
+            {
+                "data": (finished, resume),
+                "batch": (finished, (*resume, "--batch-size", "4")),
+                "worker": (
+                    finished,
+                    (
+                        "worker",
+                        f"sqlite:///{run / 'trials.db'}",
+                        "--run",
+                        "run",
+                        "--model",
+                        other,
+                        "--device",
+                        "cpu",
+                    ),
+                ),
+            }
+        )
     finally:
         data.write_bytes(original)
     assert "data fingerprint" in one_line(ran["data"])
@@ -134,8 +182,10 @@ def test_resume_and_workers_refuse_other_data_model_or_batch_size(finished, tiny
     assert files(run) == before  # nothing written into the run
     again = lk(*resume, cwd=finished)  # the original data resumes: nothing left to do
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((run / "result.json").read_text())["trials"] == json.loads(
-        before["result.json"][2])["trials"]
+    assert (
+        json.loads((run / "result.json").read_text())["trials"]
+        == json.loads(before["result.json"][2])["trials"]
+    )
 
 
 @contextmanager
@@ -143,8 +193,13 @@ def read_only_view(folder: Path, at: Path):
     """``folder`` seen read-only at ``at``: a read-only bind mount where we may mount (root,
     for whom permission bits do not stop writes), else a copy without write permission."""
     at.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "--bind", str(folder), str(at)], capture_output=True).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "--bind", str(folder), str(at)], capture_output=True
+        ).returncode
+        == 0
+    )
     if mounted:
         if subprocess.run(["mount", "-o", "remount,ro,bind", str(at)]).returncode:
             subprocess.run(["umount", str(at)])
@@ -175,10 +230,13 @@ def test_a_run_on_read_only_storage_can_be_read(finished, tmp_path):
     lock.unlink(missing_ok=True)
     before = files(finished / "run")
     with read_only_view(finished / "run", tmp_path / "archive") as ro:
-        ran = parallel({"status": (tmp_path, ("status", ro)),
-                        "report": (tmp_path, ("report", ro, "--out", tmp_path / "rep")),
-                        "apply": (tmp_path, ("apply", ro, "--out", tmp_path / "model",
-                                             "--device", "cpu"))})
+        ran = parallel(
+            {
+                "status": (tmp_path, ("status", ro)),
+                "report": (tmp_path, ("report", ro, "--out", tmp_path / "rep")),
+                "apply": (tmp_path, ("apply", ro, "--out", tmp_path / "model", "--device", "cpu")),
+            }
+        )
         for k, res in ran.items():
             assert res.returncode == 0, (k, res.stderr[-2000:])
         assert "finished" in ran["status"].stdout
@@ -189,21 +247,25 @@ def test_a_run_on_read_only_storage_can_be_read(finished, tmp_path):
 
 def test_hostile_task_files_end_in_one_line(tmp_path, tiny_dir):  # noqa: F811
     (tmp_path / "q.jsonl").write_text('{"prompt": "a", "answer": "b"}\n')
-    (tmp_path / "latin1.yaml").write_bytes(b"kind: generate\ndata: q.jsonl\n"
-                                           b"prompt: '\xe9 {prompt}'\n")
+    (tmp_path / "latin1.yaml").write_bytes(
+        b"kind: generate\ndata: q.jsonl\nprompt: '\xe9 {prompt}'\n"
+    )
     (tmp_path / "broken.yaml").write_text("kind: generate\ndata: q.jsonl\nprompt: [1,\n  x: y\n")
     (tmp_path / "os.yaml").write_text("kind: generate\ndata: q.jsonl\nreader: os:system\n")
     (tmp_path / "big.csv").write_text("prompt,answer\na,b\n" + "x" * 140_000 + ",y\n")
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    (tmp_path / "empty.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "prompt": "p", "answer": "!!!" if i == 2 else "a"}) + "\n"
-        for i in range(4)))
+    (tmp_path / "empty.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "prompt": "p", "answer": "!!!" if i == 2 else "a"}) + "\n"
+            for i in range(4)
+        )
+    )
     rows = {
         "latin1.yaml": "task file latin1.yaml is not UTF-8 text (byte 0xe9 at offset 38)",
         "broken.yaml": "task file broken.yaml is not valid YAML at line 5, column 1",
         "os.yaml": "reader 'os:system' is not a task reader",
         "big.csv": "big.csv line 3: field larger than field limit (131072); CSV cells are read "
-                   "up to 131,072 characters",
+        "up to 131,072 characters",
         "deep.json": "deep.json: JSON nested too deeply to read",
         "empty.jsonl": "empty.jsonl record 2 (id q2): answer '!!!' has no words",  # docs/tasks.md
     }
@@ -213,14 +275,29 @@ def test_hostile_task_files_end_in_one_line(tmp_path, tiny_dir):  # noqa: F811
 
 
 def test_the_wrong_kind_message_names_the_option_only(tmp_path, tiny_dir):  # noqa: F811
-    res = lk("reduce", tiny_dir, "--lname", "fc_in", "--lnum", "-1", "--rho", "0.1",
-             "--bandwidth", "median", "--out", "x", cwd=tmp_path)
-    assert one_line(res) == ("laserkit: error: --bandwidth median applies to vendi-score, not "
-                             "to rank-reduction")
+    res = lk(
+        "reduce",
+        tiny_dir,
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "-1",
+        "--rho",
+        "0.1",
+        "--bandwidth",
+        "median",
+        "--out",
+        "x",
+        cwd=tmp_path,
+    )
+    assert one_line(res) == (
+        "laserkit: error: --bandwidth median applies to vendi-score, not to rank-reduction"
+    )
     assert not (tmp_path / "x").exists()
 
 
 # -- in-process: the identity value, old runs, regular expressions --------------------------
+
 
 def test_an_old_run_without_fingerprints_resumes_with_no_new_trial_and_records_them(tmp_path):
     from test_search import grid_cfg, run_grid, store_at
@@ -261,8 +338,9 @@ def test_a_catastrophic_regular_expression_names_its_example_in_bounded_time():
 
     assert judge("a" * 5000, ("(.+)+\x00",), "regex") == {"correct": False}  # the issue's
     start = time.monotonic()
-    with pytest.raises(LaserkitError, match="t example 7: regular expression '\\(a\\|aa\\)"
-                       "\\+\\$' took over 1 s"):
+    with pytest.raises(
+        LaserkitError, match="t example 7: regular expression '\\(a\\|aa\\)\\+\\$' took over 1 s"
+    ):
         judge("a" * 60 + "b", ("(a|aa)+$",), "regex", "t example 7")
     assert time.monotonic() - start < 30
 
@@ -276,10 +354,14 @@ def test_all_pairs_needs_each_key_with_its_value():
     check_answers(gold, "all_pairs", "t example 1")
     swapped = "Alice: left, Bob: right; Carol: port."
     assert judge(swapped, gold, "all_parts")["correct"]  # the flaw the issue shows
-    assert judge(swapped, gold, "all_pairs") == {"correct": False,
-                                                 "parts_found": [False, False, True]}
+    assert judge(swapped, gold, "all_pairs") == {
+        "correct": False,
+        "parts_found": [False, False, True],
+    }
     assert judge("Alice: right\nBob went left. Carol: left", gold, "all_pairs") == {
-        "correct": True, "parts_found": [True, True, True]}
+        "correct": True,
+        "parts_found": [True, True, True],
+    }
     assert continuations(gold, "all_pairs") == ["Alice: right, Bob: left, Carol: left"]
     with pytest.raises(LaserkitError, match="needs a non-empty dict answer"):
         check_answers(("right",), "all_pairs", "t example 2")
@@ -294,8 +376,12 @@ def test_chat_template_model_without_one_says_it_falls_back_to_chatml(tmp_path, 
     (plain / "chat_template.jinja").unlink(missing_ok=True)
     (tmp_path / "q.jsonl").write_text('{"prompt": "Capital of France?", "answer": "Paris"}\n')
     (tmp_path / "t.yaml").write_text("kind: generate\ndata: q.jsonl\nchat_template: model\n")
-    ran = parallel({"plain": (tmp_path, ("eval", plain, "--task", "t.yaml", "--dry-run")),
-                    "own": (tmp_path, ("eval", tiny_dir, "--task", "t.yaml", "--dry-run"))})
+    ran = parallel(
+        {
+            "plain": (tmp_path, ("eval", plain, "--task", "t.yaml", "--dry-run")),
+            "own": (tmp_path, ("eval", tiny_dir, "--task", "t.yaml", "--dry-run")),
+        }
+    )
     assert ran["plain"].returncode == 0, ran["plain"].stderr[-2000:]
     notes = [ln for ln in ran["plain"].stderr.splitlines() if "falls back to ChatML" in ln]
     assert len(notes) == 1 and "<|im_start|>user\nCapital of France?" in ran["plain"].stdout

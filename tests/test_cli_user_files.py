@@ -36,10 +36,18 @@ def _env(tmp: Path) -> dict:
     return env
 
 
-def run(tmp: Path, *args, stdin: str | None = None, cwd: Path | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([LASERKIT, *map(str, args)], capture_output=True, text=True,
-                          env=_env(tmp), input=stdin, cwd=cwd, timeout=timeout)
+def run(
+    tmp: Path, *args, stdin: str | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LASERKIT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(tmp),
+        input=stdin,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
@@ -89,8 +97,13 @@ def test_output_on_inside_or_around_the_source_is_refused(tiny, tmp_path, how):
     src = _copy(tiny, tmp_path / "m" / "src")
     link = tmp_path / "alias"
     link.symlink_to(src)
-    out = {"same": src, "inside": src / "edited", "contains": tmp_path / "m",
-           "same-in-memory": src, "symlink": link}[how]
+    out = {
+        "same": src,
+        "inside": src / "edited",
+        "contains": tmp_path / "m",
+        "same-in-memory": src,
+        "symlink": link,
+    }[how]
     extra = ["--in-memory"] if how == "same-in-memory" else []
     before = snapshot(tmp_path / "m")
     line = one_error(run(tmp_path, "reduce", src, *REDUCE, "--out", out, "--force", *extra))
@@ -243,22 +256,28 @@ def _remote_code_dir(tiny: Path, root: Path) -> tuple[Path, Path]:
     (src / "configuration_evil.py").write_text(
         f"open({str(marker)!r}, 'w').write('ran')\n"
         "from transformers import LlamaConfig\n\n\n"
-        "class EvilConfig(LlamaConfig):\n    model_type = 'evil'\n")
+        "class EvilConfig(LlamaConfig):\n    model_type = 'evil'\n"
+    )
     config = json.loads((src / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig"}
     (src / "config.json").write_text(json.dumps(config))
     return src, marker
 
 
-@pytest.mark.parametrize("command", [["scan", "{src}", "--out", "{tmp}/s"],
-                                     ["eval", "{src}", "--task", "{tmp}/t.jsonl", "--dry-run",
-                                      "--chat-template", "model"],
-                                     ["reduce", "{src}", *REDUCE, "--out", "{tmp}/o"],
-                                     ["targets", "{src}"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["scan", "{src}", "--out", "{tmp}/s"],
+        ["eval", "{src}", "--task", "{tmp}/t.jsonl", "--dry-run", "--chat-template", "model"],
+        ["reduce", "{src}", *REDUCE, "--out", "{tmp}/o"],
+        ["targets", "{src}"],
+    ],
+)
 def test_a_models_own_code_never_runs_unasked(tiny, tmp_path, command):
     src, marker = _remote_code_dir(tiny, tmp_path)
-    (tmp_path / "t.jsonl").write_text(json.dumps({"prompt": "Q", "choices": ["a", "b"],
-                                                  "answer": "a"}) + "\n")
+    (tmp_path / "t.jsonl").write_text(
+        json.dumps({"prompt": "Q", "choices": ["a", "b"], "answer": "a"}) + "\n"
+    )
     args = [a.format(src=src, tmp=tmp_path) for a in command]
     before = snapshot(src)
     r = run(tmp_path, *args, stdin="y\n" * 50)  # `yes y | laserkit ...`
@@ -271,8 +290,18 @@ def test_a_models_own_code_never_runs_unasked(tiny, tmp_path, command):
 
 
 def test_trust_remote_code_is_an_option_of_every_model_command(tmp_path):
-    for command in ("reduce", "targets", "eval", "scan", "search", "greedy", "compose",
-                    "worker", "apply", "compare"):
+    for command in (
+        "reduce",
+        "targets",
+        "eval",
+        "scan",
+        "search",
+        "greedy",
+        "compose",
+        "worker",
+        "apply",
+        "compare",
+    ):
         r = run(tmp_path, command, "--help")
         assert "--trust-remote-code" in r.stdout, command
 
@@ -281,11 +310,14 @@ def test_trust_remote_code_is_an_option_of_every_model_command(tmp_path):
 
 
 def test_model_without_tokenizer_files_is_one_line(tiny, tmp_path):
-    (tmp_path / "t.jsonl").write_text(json.dumps({"prompt": "Q", "choices": ["a", "b"],
-                                                  "answer": "a"}) + "\n")
-    for args in (["eval", tiny, "--task", tmp_path / "t.jsonl"],
-                 ["eval", "default", "--task", tmp_path / "t.jsonl", "--compare", tiny],
-                 ["search", tiny, "--task", tmp_path / "t.jsonl", "--run-dir", tmp_path / "r"]):
+    (tmp_path / "t.jsonl").write_text(
+        json.dumps({"prompt": "Q", "choices": ["a", "b"], "answer": "a"}) + "\n"
+    )
+    for args in (
+        ["eval", tiny, "--task", tmp_path / "t.jsonl"],
+        ["eval", "default", "--task", tmp_path / "t.jsonl", "--compare", tiny],
+        ["search", tiny, "--task", tmp_path / "t.jsonl", "--run-dir", tmp_path / "r"],
+    ):
         line = one_error(run(tmp_path, *args))
         assert "no tokenizer files" in line and str(tiny) in line
     assert not (tmp_path / "r").exists()
@@ -294,24 +326,24 @@ def test_model_without_tokenizer_files_is_one_line(tiny, tmp_path):
 def test_non_utf8_model_path_is_named_as_such(tiny, tmp_path):
     odd = os.fsencode(tmp_path) + b"/mod\xffel"
     shutil.copytree(tiny, odd.decode(errors="surrogateescape"))
-    r = subprocess.run([os.fsencode(LASERKIT), b"scan", odd], capture_output=True,
-                       env=_env(tmp_path), timeout=300)
-    r = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(),
-                                    r.stderr.decode(errors="replace"))
+    r = subprocess.run(
+        [os.fsencode(LASERKIT), b"scan", odd], capture_output=True, env=_env(tmp_path), timeout=300
+    )
+    r = subprocess.CompletedProcess(
+        r.args, r.returncode, r.stdout.decode(), r.stderr.decode(errors="replace")
+    )
     line = one_error(r)
     assert "not valid UTF-8" in line and "damaged" not in line
 
 
-def test_unwritable_destination_is_status_1_as_the_readme_says(tiny, tmp_path, monkeypatch,
-                                                                capsys):
+def test_unwritable_destination_is_status_1_as_the_readme_says(tiny, tmp_path, monkeypatch, capsys):
     """Root writes anywhere, so the read-only mount is stood in for by os.access."""
     from laserkit.cli import run as cli_run
 
     ro = tmp_path / "ro"
     ro.mkdir()
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else
-                        real(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
     assert cli_run(["reduce", str(tiny), *REDUCE, "--out", str(ro / "edited")]) == 1
     assert not any(ro.iterdir())
     err = capsys.readouterr().err
@@ -347,9 +379,13 @@ def test_sigterm_is_handled_like_ctrl_c(tiny, tmp_path):
     statuses = []
     for i, delay in enumerate((0.5, 3.0, 6.0, 9.0)):
         out = tmp_path / f"out{i}"
-        p = subprocess.Popen([LASERKIT, "reduce", str(src), *REDUCE, "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env(tmp_path))
+        p = subprocess.Popen(
+            [LASERKIT, "reduce", str(src), *REDUCE, "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(tmp_path),
+        )
         time.sleep(delay)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=300)
@@ -404,9 +440,27 @@ def test_apply_onto_its_own_base_model_is_refused(tmp_path, default_model_dir):
     make_tiny("llama", vocab_size=len(tok), num_hidden_layers=2).save_pretrained(base)
     tok.save_pretrained(base)
     run_dir = tmp_path / "run"
-    r = run(tmp_path, "search", base, "--task", "fever-bigbench", "--limit", "10", "--lname",
-            "fc_in", "--lnum", "-1", "--rho", "0.5", "--run-dir", run_dir, "--no-save",
-            "--device", "cpu", timeout=600)
+    r = run(
+        tmp_path,
+        "search",
+        base,
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "10",
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "-1",
+        "--rho",
+        "0.5",
+        "--run-dir",
+        run_dir,
+        "--no-save",
+        "--device",
+        "cpu",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     before = snapshot(base)
     for out in (base, base / "edited", tmp_path):

@@ -25,8 +25,15 @@ SPACE = Space(lname="fc_in", lnum="-2:", rho="0.5,0.1", candidates=3, types="mlp
 
 
 def run(tiny_dir, run_dir, resume=False):  # noqa: F811
-    return compare(str(tiny_dir), ObjectiveConfig.from_cli("fever-bigbench", limit=20),
-                   run_dir=run_dir, space=SPACE, resume=resume, dtype="float32", device="cpu")
+    return compare(
+        str(tiny_dir),
+        ObjectiveConfig.from_cli("fever-bigbench", limit=20),
+        run_dir=run_dir,
+        space=SPACE,
+        resume=resume,
+        dtype="float32",
+        device="cpu",
+    )
 
 
 def trial_rows(run_dir) -> int:
@@ -57,8 +64,7 @@ def bootstrap_ci(a: list[float], b: list[float], n_boot: int = 2000, seed: int =
     return point(0.025), point(0.975)
 
 
-def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tmp_path,
-                                                                             tiny_dir):  # noqa: F811
+def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tmp_path, tiny_dir):  # noqa: F811
     run_dir = tmp_path / "cmp"
     out = run(tiny_dir, run_dir)
     names = list(METHODS)
@@ -90,8 +96,7 @@ def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tm
 
         # the table's CI and p are the paired comparison of the two test evaluations
         done = store.results()
-        tests = {json.dumps(x.spec["edits"]): x for x in done.values()
-                 if x.spec["split"] == "test"}
+        tests = {json.dumps(x.spec["edits"]): x for x in done.values() if x.spec["split"] == "test"}
         base_trial, best_trial = tests["[]"], tests[json.dumps(r["edits"])]
         base, best = store.records(base_trial), store.records(best_trial)
         by_id = {x["id"]: x for x in best}
@@ -116,22 +121,44 @@ def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tm
     assert [r["trials_run_now"] for r in again["rows"]] == [0] * len(names)
     assert trial_rows(run_dir) == rows_before  # no trial scored, enqueued or copied
     strip = ("trials_run_now", "seconds")
-    assert [{k: v for k, v in r.items() if k not in strip} for r in again["rows"]] == \
-        [{k: v for k, v in r.items() if k not in strip} for r in out["rows"]]
+    assert [{k: v for k, v in r.items() if k not in strip} for r in again["rows"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in out["rows"]
+    ]
 
 
-def test_compare_command_prints_the_table_and_refuses_a_rerun_without_resume(tmp_path,
-                                                                             tiny_dir):  # noqa: F811
-    args = ["compare", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--methods",
-            "svd,mp-gavish-donoho", "--lname", "fc_in", "--lnum", "-1:", "--rho", "0.5",
-            "--candidates", "2", "--run-dir", tmp_path / "c", "--dtype", "float32",
-            "--device", "cpu"]
+def test_compare_command_prints_the_table_and_refuses_a_rerun_without_resume(tmp_path, tiny_dir):  # noqa: F811
+    args = [
+        "compare",
+        tiny_dir,
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "10",
+        "--methods",
+        "svd,mp-gavish-donoho",
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "-1:",
+        "--rho",
+        "0.5",
+        "--candidates",
+        "2",
+        "--run-dir",
+        tmp_path / "c",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    ]
     result = invoke(*args)
     table = [line for line in result.output.splitlines() if "│" in line]
     first = [line.split("│")[1].strip() for line in table]
     assert [x for x in first if x] == ["base", "svd", "mp-gavish-donoho"]
     assert json.loads((tmp_path / "c" / "compare.json").read_text())["methods"] == [
-        "svd", "mp-gavish-donoho"]
+        "svd",
+        "mp-gavish-donoho",
+    ]
     from test_search_cli import runner
 
     from laserkit.cli import app
@@ -145,9 +172,22 @@ def test_installed_command_refuses_an_unknown_method_in_one_line(tmp_path):
 
     exe = Path(sys.prefix) / "bin" / "laserkit"
     out = tmp_path / "never"
-    p = subprocess.run([str(exe), "compare", "default", "--task", "fever-bigbench",
-                        "--methods", "svd,vendi-fast", "--run-dir", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            str(exe),
+            "compare",
+            "default",
+            "--task",
+            "fever-bigbench",
+            "--methods",
+            "svd,vendi-fast",
+            "--run-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("laserkit: error: unknown method vendi-fast")

@@ -129,10 +129,16 @@ def test_composition_of_edits_equals_sequential_direct_computation():
     ed = Editor(model)
     ed.apply("fc_in", 2, Intervention(rho=0.25))
     ed.apply("fc_out", 5, Intervention(rho=0.5))
-    np.testing.assert_allclose(model.model.layers[2].mlp.gate_proj.weight.detach().numpy(),
-                               _numpy_truncation(w_in, 8), atol=1e-5)
-    np.testing.assert_allclose(model.model.layers[5].mlp.down_proj.weight.detach().numpy(),
-                               _numpy_truncation(w_out, 16), atol=1e-5)
+    np.testing.assert_allclose(
+        model.model.layers[2].mlp.gate_proj.weight.detach().numpy(),
+        _numpy_truncation(w_in, 8),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        model.model.layers[5].mlp.down_proj.weight.detach().numpy(),
+        _numpy_truncation(w_out, 16),
+        atol=1e-5,
+    )
     assert len(ed.records) == 2
 
 

@@ -47,16 +47,16 @@ def test_chunked_evaluation_equals_one_pass(loaded, tmp_path, name):
     task = get_task(name)
     kw = dict(batch_size=4, progress=False, max_new_tokens=3)
     whole = evaluate(loaded.model, loaded.tokenizer, task, limit=11, seed=3, **kw)
-    got = ES.evaluate_to(tmp_path / "e", loaded.model, loaded.tokenizer, task, limit=11, seed=3,
-                         chunk=4, **kw)
+    got = ES.evaluate_to(
+        tmp_path / "e", loaded.model, loaded.tokenizer, task, limit=11, seed=3, chunk=4, **kw
+    )
     same(got.records, whole.records, 1e-5)
     same(got.summary, whole.summary, 1e-5)
     lines = (tmp_path / "e" / ES.PARTIAL).read_text().splitlines()
     assert len(lines) == 11 and sum("chunk" in json.loads(ln) for ln in lines) == 3
 
 
-def test_a_stopped_evaluation_continues_and_refuses_other_options(loaded, tmp_path,
-                                                                  monkeypatch):
+def test_a_stopped_evaluation_continues_and_refuses_other_options(loaded, tmp_path, monkeypatch):
     task = get_task("fever-bigbench")
     kw = dict(batch_size=4, progress=False)
     whole = evaluate(loaded.model, loaded.tokenizer, task, limit=10, **kw)
@@ -79,14 +79,14 @@ def test_a_stopped_evaluation_continues_and_refuses_other_options(loaded, tmp_pa
 
     for other in (dict(limit=9), dict(seed=1), dict(chat_template="chatml")):
         with pytest.raises(LaserkitError, match="holds a stopped evaluation of another"):
-            ES.evaluate_to(out, loaded.model, loaded.tokenizer, task, chunk=3,
-                           **{"limit": 10, **kw, **other})
+            ES.evaluate_to(
+                out, loaded.model, loaded.tokenizer, task, chunk=3, **{"limit": 10, **kw, **other}
+            )
     with torch.no_grad():
         loaded.model.model.norm.weight.add_(1.0)
         try:
             with pytest.raises(LaserkitError, match="another model"):
-                ES.evaluate_to(out, loaded.model, loaded.tokenizer, task, limit=10, chunk=3,
-                               **kw)
+                ES.evaluate_to(out, loaded.model, loaded.tokenizer, task, limit=10, chunk=3, **kw)
         finally:
             loaded.model.model.norm.weight.sub_(1.0)
 
@@ -111,11 +111,27 @@ def test_installed_eval_stopped_by_ctrl_c_continues(tmp_path, tiny_dir):  # noqa
     from pathlib import Path
 
     exe = str(Path(sys.prefix) / "bin" / "laserkit")
-    args = [exe, "eval", str(tiny_dir), "--task", "fever-bigbench", "--limit", "1500",
-            "--batch-size", "1", "--out", "e", "--dtype", "float32", "--device", "cpu"]
+    args = [
+        exe,
+        "eval",
+        str(tiny_dir),
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "1500",
+        "--batch-size",
+        "1",
+        "--out",
+        "e",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LASERKIT_PROGRESS_SECONDS": "0"}
-    p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     partial = tmp_path / "e" / ES.PARTIAL
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and p.poll() is None:
@@ -127,25 +143,33 @@ def test_installed_eval_stopped_by_ctrl_c_continues(tmp_path, tiny_dir):  # noqa
     assert p.returncode == 130, err[-2000:]
     kept = partial.read_text().count("\n")
     assert 64 <= kept < 1500 and "records scored so far are kept" in err
-    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=600)
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"continuing the evaluation in e: {kept - kept % 32}" in again.stderr or \
-        f"continuing the evaluation in e: {kept}" in again.stderr, again.stderr[:2000]
+    assert (
+        f"continuing the evaluation in e: {kept - kept % 32}" in again.stderr
+        or f"continuing the evaluation in e: {kept}" in again.stderr
+    ), again.stderr[:2000]
     assert "scoring: " in again.stderr  # a progress line, stderr being a pipe
     records = (tmp_path / "e" / "records.jsonl").read_text().splitlines()
     assert len(records) == 1500 and len({json.loads(r)["id"] for r in records}) == 1500
-    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["records.jsonl",
-                                                                  "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["records.jsonl", "summary.json"]
 
 
-def test_an_evaluation_that_fails_before_keeping_anything_leaves_no_out(loaded, tmp_path,
-                                                                         monkeypatch):
+def test_an_evaluation_that_fails_before_keeping_anything_leaves_no_out(
+    loaded, tmp_path, monkeypatch
+):
     def broken(*a, **k):
         raise LaserkitError("the model's outputs are NaN")
 
     monkeypatch.setattr(ES, "evaluate", broken)
     with pytest.raises(LaserkitError):
-        ES.evaluate_to(tmp_path / "new", loaded.model, loaded.tokenizer,
-                       get_task("fever-bigbench"), limit=4, batch_size=4, progress=False)
+        ES.evaluate_to(
+            tmp_path / "new",
+            loaded.model,
+            loaded.tokenizer,
+            get_task("fever-bigbench"),
+            limit=4,
+            batch_size=4,
+            progress=False,
+        )
     assert not (tmp_path / "new").exists()

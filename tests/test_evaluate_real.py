@@ -17,7 +17,11 @@ def test_fever_figures(default_loaded):
     res = evaluate(m, tok, "fever-bigbench", limit=32, batch_size=16, progress=False)
     s = res.summary
     assert (s["task"], s["n"], s["metric"], s["higher_is_better"]) == (
-        "fever-bigbench", 32, "accuracy", True)
+        "fever-bigbench",
+        32,
+        "accuracy",
+        True,
+    )
     assert s["accuracy"] == pytest.approx(0.5625)  # 18 of 32
     assert s["log_loss"] == pytest.approx(7.132865205407143, rel=1e-4)
     assert res.records[0]["id"] == "163803" and res.records[0]["prediction"] == "false"
@@ -26,12 +30,15 @@ def test_fever_figures(default_loaded):
 
 def test_wikidata_generation_figures(default_loaded):
     m, tok = default_loaded.model, default_loaded.tokenizer
-    res = evaluate(m, tok, "bbh-wikidata-bigbench", limit=4, batch_size=4, max_new_tokens=8,
-                   progress=False)
+    res = evaluate(
+        m, tok, "bbh-wikidata-bigbench", limit=4, batch_size=4, max_new_tokens=8, progress=False
+    )
     assert [r["prediction"] for r in res.records] == [
         " a classic example of a genre that has",
-        " a classic example of a rhetorical device called", " a 2014-2",
-        " a historic bridge that was built in "]
+        " a classic example of a rhetorical device called",
+        " a 2014-2",
+        " a historic bridge that was built in ",
+    ]
     assert res.summary["accuracy"] == 0.0  # no acceptable answer in the generated tokens
     assert res.summary["log_loss"] == pytest.approx(8.062828421592712, rel=1e-4)
 

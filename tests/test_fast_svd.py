@@ -25,7 +25,7 @@ def weights(m: int, n: int, seed: int = 0, alpha: float = 0.5) -> torch.Tensor:
     """A float32 matrix whose spectrum decays like real weights' (power law), not a flat bulk."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = min(m, n), max(m, n)
-    W = torch.randn(hi, lo, generator=g) / hi ** 0.5
+    W = torch.randn(hi, lo, generator=g) / hi**0.5
     W = W * (1.0 + torch.arange(lo, dtype=torch.float32)) ** -alpha
     return W if m >= n else W.T.contiguous()
 
@@ -63,8 +63,9 @@ def test_gram_route_is_the_exact_truncation(shape, rho):
     assert rel(out, ref) < 1e-6
 
 
-@pytest.mark.parametrize("shape,k", [((500, 220), 1), ((500, 220), 8), ((220, 500), 8),
-                                     ((300, 300), 10)])
+@pytest.mark.parametrize(
+    "shape,k", [((500, 220), 1), ((500, 220), 8), ((220, 500), 8), ((300, 300), 10)]
+)
 def test_krylov_route_is_the_exact_truncation(shape, k):
     W = weights(*shape, seed=k)
     ref = exact(W, k)
@@ -194,9 +195,25 @@ def test_svd_method_is_recorded_only_when_not_the_default():
 
 
 def test_cli_refuses_an_unknown_svd_method(tmp_path):
-    p = subprocess.run([LASERKIT, "reduce", "nowhere", "--lname", "fc_in",
-                        "--lnum", "1", "--rho", "0.1", "--svd", "bogus", "--out",
-                        str(tmp_path / "o")], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            LASERKIT,
+            "reduce",
+            "nowhere",
+            "--lname",
+            "fc_in",
+            "--lnum",
+            "1",
+            "--rho",
+            "0.1",
+            "--svd",
+            "bogus",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("laserkit: error:") and "--svd" in lines[0]

@@ -29,8 +29,13 @@ from hypothesis import strategies as st
 
 from laserkit.core.errors import LaserkitError
 
-FUZZ = settings(derandomize=True, database=None, deadline=timedelta(seconds=30),
-                max_examples=60, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=timedelta(seconds=30),
+    max_examples=60,
+    suppress_health_check=list(HealthCheck),
+)
 BIN = Path(sys.prefix) / "bin" / "laserkit"
 LASERKIT = str(BIN) if BIN.exists() else shutil.which("laserkit")
 _names = itertools.count()
@@ -69,11 +74,16 @@ CUT = st.none() | st.integers(0, 4096)
 
 # -- safetensors ---------------------------------------------------------------------------
 
+
 def _safetensors() -> bytes:
     from safetensors.torch import save
 
-    return save({"model.layers.0.mlp.down_proj.weight": torch.arange(12.0).reshape(3, 4),
-                 "model.norm.weight": torch.ones(4, dtype=torch.bfloat16)})
+    return save(
+        {
+            "model.layers.0.mlp.down_proj.weight": torch.arange(12.0).reshape(3, 4),
+            "model.norm.weight": torch.ones(4, dtype=torch.bfloat16),
+        }
+    )
 
 
 SAFETENSORS = _safetensors()
@@ -96,26 +106,40 @@ def test_safetensors_random_bytes(data):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, HEADER_LEN - 1), st.integers(0, 255)), min_size=1,
-                max_size=6), CUT)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, HEADER_LEN - 1), st.integers(0, 255)), min_size=1, max_size=6
+    ),
+    CUT,
+)
 def test_safetensors_header_mutations(edits, cut):
     one_error_or_nothing(lambda: read_safetensors(mutate(SAFETENSORS, edits, cut)))
 
 
 @FUZZ
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-                        st.text(max_size=6), inner, max_size=3), max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
 def test_safetensors_header_json_values(value):
     """A well-framed file whose header is any JSON value (or an entry holding one)."""
-    for header in (value, {"w": value}, {"w": {"dtype": "F32", "shape": value,
-                                               "data_offsets": [0, 4]}}):
+    for header in (
+        value,
+        {"w": value},
+        {"w": {"dtype": "F32", "shape": value, "data_offsets": [0, 4]}},
+    ):
         raw = json.dumps(header).encode()
         data = struct.pack("<Q", len(raw)) + raw + b"\0" * 16
         one_error_or_nothing(lambda d=data: read_safetensors(d))
 
 
 # -- GGUF ----------------------------------------------------------------------------------
+
 
 def _gguf() -> bytes:
     import gguf
@@ -156,20 +180,23 @@ def test_gguf_random_bytes(data):
 
 
 @settings(FUZZ, max_examples=40)
-@given(st.lists(st.tuples(st.integers(4, 400), st.integers(0, 255)), min_size=1, max_size=6),
-       CUT)
+@given(st.lists(st.tuples(st.integers(4, 400), st.integers(0, 255)), min_size=1, max_size=6), CUT)
 def test_gguf_header_mutations(edits, cut):
     one_error_or_nothing(lambda: read_gguf(mutate(GGUF, edits, cut)))
 
 
 # -- task files ------------------------------------------------------------------------------
 
-TASK_YAML = (b"kind: generate\ndata: data.jsonl\nprompt: \"Q: {question}\\nA:\"\n"
-             b"answer: answer\nmatch: all_parts\nmax_new_tokens: 4\n")
-RECORDS = [{"id": "a", "question": "where?", "answer": "here"},
-           {"id": "b", "question": "who?", "answer": ["me", "you"]}]
+TASK_YAML = (
+    b'kind: generate\ndata: data.jsonl\nprompt: "Q: {question}\\nA:"\n'
+    b"answer: answer\nmatch: all_parts\nmax_new_tokens: 4\n"
+)
+RECORDS = [
+    {"id": "a", "question": "where?", "answer": "here"},
+    {"id": "b", "question": "who?", "answer": ["me", "you"]},
+]
 JSONL = "".join(json.dumps(r) + "\n" for r in RECORDS).encode()
-CSV = b"prompt,choices,answer\nIs it?,\"[\"\"yes\"\", \"\"no\"\"]\",yes\n"
+CSV = b'prompt,choices,answer\nIs it?,"[""yes"", ""no""]",yes\n'
 
 
 def read_task(name: str, data: bytes, extra: dict[str, bytes] | None = None) -> None:
@@ -192,20 +219,21 @@ def test_task_yaml_random(data):
 @FUZZ
 @given(EDITS, CUT)
 def test_task_yaml_mutations(edits, cut):
-    one_error_or_nothing(lambda: read_task("t.yaml", mutate(TASK_YAML, edits, cut),
-                                           {"data.jsonl": JSONL}))
+    one_error_or_nothing(
+        lambda: read_task("t.yaml", mutate(TASK_YAML, edits, cut), {"data.jsonl": JSONL})
+    )
 
 
 @FUZZ
 @given(EDITS, CUT)
 def test_jsonl_data_mutations(edits, cut):
-    one_error_or_nothing(lambda: read_task("t.yaml", TASK_YAML,
-                                           {"data.jsonl": mutate(JSONL, edits, cut)}))
+    one_error_or_nothing(
+        lambda: read_task("t.yaml", TASK_YAML, {"data.jsonl": mutate(JSONL, edits, cut)})
+    )
 
 
 @FUZZ
-@given(st.binary(max_size=300) | st.just(b"prompt,answer\n") .map(
-    lambda h: h + b"a,\"" * 3))
+@given(st.binary(max_size=300) | st.just(b"prompt,answer\n").map(lambda h: h + b'a,"' * 3))
 def test_bare_data_files_random(data):
     for name in ("d.jsonl", "d.json", "d.csv"):
         one_error_or_nothing(lambda n=name: read_task(n, data))
@@ -248,22 +276,36 @@ def test_rho_strings(text):
 
 # -- through the installed command -----------------------------------------------------------
 
+
 def test_installed_command_on_fuzzed_files(tmp_path):
     """A few seeded hostile files through the console script: exit 2 and one line each."""
     rng = np.random.default_rng(18)
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors").write_bytes(mutate(SAFETENSORS, [(9, 0x7B), (12, 0xFF)], None))
-    (tmp_path / "x.gguf").write_bytes(mutate(GGUF, [(int(p), int(v)) for p, v in
-                                                    rng.integers(4, 256, (4, 2))], None))
+    (tmp_path / "x.gguf").write_bytes(
+        mutate(GGUF, [(int(p), int(v)) for p, v in rng.integers(4, 256, (4, 2))], None)
+    )
     (tmp_path / "t.yaml").write_bytes(mutate(TASK_YAML, [(17, 0x5B)], None))
     (tmp_path / "data.jsonl").write_bytes(JSONL)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cases = [("scan", str(model), "--out", "s"), ("scan", "x.gguf", "--out", "g"),
-             ("eval", "default", "--task", "t.yaml", "--dry-run"),
-             ("search", "default", "--task", "t.yaml", "--rho", "0.1,,nan", "--run-dir", "r")]
-    procs = [subprocess.Popen([LASERKIT, *c], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for c in cases]
+    cases = [
+        ("scan", str(model), "--out", "s"),
+        ("scan", "x.gguf", "--out", "g"),
+        ("eval", "default", "--task", "t.yaml", "--dry-run"),
+        ("search", "default", "--task", "t.yaml", "--rho", "0.1,,nan", "--run-dir", "r"),
+    ]
+    procs = [
+        subprocess.Popen(
+            [LASERKIT, *c],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in cases
+    ]
     for case, p in zip(cases, procs, strict=True):
         out, err = p.communicate(timeout=300)
         lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -39,18 +39,33 @@ def test_generation_log_loss_is_the_per_token_mean(default_loaded, tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     decl = tmp_path / "qa.json"
-    decl.write_text(json.dumps({"kind": "generate", "data": "qa.jsonl", "prompt": "{prompt}",
-                                "max_new_tokens": 2, "match": "substring"}))
+    decl.write_text(
+        json.dumps(
+            {
+                "kind": "generate",
+                "data": "qa.jsonl",
+                "prompt": "{prompt}",
+                "max_new_tokens": 2,
+                "match": "substring",
+            }
+        )
+    )
     res = evaluate(m, tok, str(decl), batch_size=2, progress=False)
-    want = [_direct_mean_loss(m, tok, r["prompt"], r["answer"] if isinstance(r["answer"], list)
-                              else [r["answer"]]) for r in RECORDS]
+    want = [
+        _direct_mean_loss(
+            m, tok, r["prompt"], r["answer"] if isinstance(r["answer"], list) else [r["answer"]]
+        )
+        for r in RECORDS
+    ]
     got = [r["log_loss"] for r in res.records]
     assert got == pytest.approx(want, rel=2e-4)  # batched float32 vs one sequence
     assert res.summary["log_loss"] == pytest.approx(sum(want) / len(want), rel=2e-4)
     # every answer has several tokens: the old summed definition gave n times more
-    assert all(len(tok(" " + a, add_special_tokens=False).input_ids) > 1
-               for r in RECORDS for a in ([r["answer"]] if isinstance(r["answer"], str)
-                                          else r["answer"]))
+    assert all(
+        len(tok(" " + a, add_special_tokens=False).input_ids) > 1
+        for r in RECORDS
+        for a in ([r["answer"]] if isinstance(r["answer"], str) else r["answer"])
+    )
 
 
 def test_bigbench_rows_choice_inputs_unchanged_open_inputs_stripped(tmp_path):
@@ -59,10 +74,20 @@ def test_bigbench_rows_choice_inputs_unchanged_open_inputs_stripped(tmp_path):
     from laserkit.tasks import get_task
 
     epi = tmp_path / "e.jsonl"
-    epi.write_text(json.dumps({"inputs": "\nPremise: a. Hypothesis: b.\nRelation:",
-                               "targets": ["entailment"], "idx": 1}) + "\n")
-    assert get_task("bbh-epistemic", data=str(epi)).examples()[0].prompt == \
-        "\nPremise: a. Hypothesis: b.\nRelation:"
+    epi.write_text(
+        json.dumps(
+            {
+                "inputs": "\nPremise: a. Hypothesis: b.\nRelation:",
+                "targets": ["entailment"],
+                "idx": 1,
+            }
+        )
+        + "\n"
+    )
+    assert (
+        get_task("bbh-epistemic", data=str(epi)).examples()[0].prompt
+        == "\nPremise: a. Hypothesis: b.\nRelation:"
+    )
     wiki = tmp_path / "w.jsonl"
     wiki.write_text(json.dumps({"inputs": " Kyoto is in ", "targets": ["Japan"], "idx": 1}) + "\n")
     assert get_task("bbh-wikidata", data=str(wiki)).examples()[0].prompt == "Kyoto is in"

@@ -26,8 +26,7 @@ def test_a_copied_gguf_hits_the_conversion_of_its_content(tmp_path, default_mode
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0xFF]))
-    assert gguf_cache._content_fingerprint(copy) != gguf_cache._content_fingerprint(
-        default_gguf())
+    assert gguf_cache._content_fingerprint(copy) != gguf_cache._content_fingerprint(default_gguf())
 
 
 def _fake(root: Path, name: str, size: int, used: float) -> Path:

@@ -24,32 +24,106 @@ from laserkit.io.checkpoint import VERIFIED_GGUF_ARCHS
 
 # GGUF architecture → (transformers model_type, tiny config, general.name)
 ARCHS: dict[str, tuple[str, dict, str]] = {
-    "llama": ("llama", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                            num_key_value_heads=2, head_dim=8), "tiny"),
-    "mistral": ("mistral", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                num_key_value_heads=2, head_dim=8), "mistral"),
-    "qwen2": ("qwen2", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                            num_key_value_heads=2), "tiny"),
-    "qwen3": ("qwen3", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                            num_key_value_heads=2), "tiny"),  # GGUF has no head_dim: 128
-    "falcon": ("falcon", dict(hidden_size=32, num_attention_heads=4, new_decoder_architecture=False,
-                              multi_query=True), "tiny"),
-    "phi3": ("phi3", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                          num_key_value_heads=4, pad_token_id=0), "tiny"),
+    "llama": (
+        "llama",
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+        "tiny",
+    ),
+    "mistral": (
+        "mistral",
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+        "mistral",
+    ),
+    "qwen2": (
+        "qwen2",
+        dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2),
+        "tiny",
+    ),
+    "qwen3": (
+        "qwen3",
+        dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2),
+        "tiny",
+    ),  # GGUF has no head_dim: 128
+    "falcon": (
+        "falcon",
+        dict(
+            hidden_size=32, num_attention_heads=4, new_decoder_architecture=False, multi_query=True
+        ),
+        "tiny",
+    ),
+    "phi3": (
+        "phi3",
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            pad_token_id=0,
+        ),
+        "tiny",
+    ),
     "bloom": ("bloom", dict(hidden_size=32, n_head=4), "tiny"),
-    "stablelm": ("stablelm", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                  num_key_value_heads=4), "tiny"),
+    "stablelm": (
+        "stablelm",
+        dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=4),
+        "tiny",
+    ),
     "gpt2": ("gpt2", dict(n_embd=32, n_head=4), "tiny"),
-    "starcoder2": ("starcoder2", dict(hidden_size=32, intermediate_size=48,
-                                      num_attention_heads=4, num_key_value_heads=2), "tiny"),
-    "mamba": ("mamba", dict(hidden_size=32, state_size=4, conv_kernel=4, expand=2,
-                            time_step_rank=4), "tiny"),
-    "nemotron": ("nemotron", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                  num_key_value_heads=2, head_dim=8), "tiny"),
-    "gemma2": ("gemma2", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=8), "tiny"),
-    "gemma3": ("gemma3_text", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                   num_key_value_heads=2, head_dim=8), "tiny"),
+    "starcoder2": (
+        "starcoder2",
+        dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2),
+        "tiny",
+    ),
+    "mamba": (
+        "mamba",
+        dict(hidden_size=32, state_size=4, conv_kernel=4, expand=2, time_step_rank=4),
+        "tiny",
+    ),
+    "nemotron": (
+        "nemotron",
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+        "tiny",
+    ),
+    "gemma2": (
+        "gemma2",
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+        "tiny",
+    ),
+    "gemma3": (
+        "gemma3_text",
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+        "tiny",
+    ),
 }
 LAYERS = 2
 VOCAB = 64
@@ -73,21 +147,28 @@ def _to_llama_cpp(arch: str, gname: str, w: np.ndarray, config) -> np.ndarray:
     """llama.cpp's converter's value/layout transforms (the inverse of transformers' reading)."""
     if arch == "llama" or arch == "mistral":
         if gname.startswith("blk.") and (".attn_q." in gname or ".attn_k." in gname):
-            heads = config.num_attention_heads if ".attn_q." in gname \
-                else config.num_key_value_heads
-            return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]) \
-                .swapaxes(1, 2).reshape(w.shape)
+            heads = (
+                config.num_attention_heads if ".attn_q." in gname else config.num_key_value_heads
+            )
+            return (
+                w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
+                .swapaxes(1, 2)
+                .reshape(w.shape)
+            )
     if arch in ("gemma2", "gemma3", "nemotron") and gname.endswith("norm.weight"):
         return w + 1
-    if arch == "gpt2" and any(k in gname for k in ("attn_qkv.weight", "ffn_down.weight",
-                                                   "ffn_up.weight", "attn_output.weight")):
+    if arch == "gpt2" and any(
+        k in gname
+        for k in ("attn_qkv.weight", "ffn_down.weight", "ffn_up.weight", "attn_output.weight")
+    ):
         return np.ascontiguousarray(w.T)
     if arch == "bloom" and "attn_qkv" in gname:
         n_head, n_embed = config.n_head, config.hidden_size
         head = n_embed // n_head
         parts = w.reshape(n_head, 3, head, *w.shape[1:])
-        return np.concatenate([parts[:, i].reshape(n_head * head, *w.shape[1:])
-                               for i in range(3)], axis=0)
+        return np.concatenate(
+            [parts[:, i].reshape(n_head * head, *w.shape[1:]) for i in range(3)], axis=0
+        )
     if arch == "mamba" and gname.endswith("ssm_a"):
         return -np.exp(w)
     if arch == "mamba" and gname.endswith("ssm_conv1d.weight"):
@@ -113,10 +194,11 @@ def _metadata(writer, arch: str, config) -> None:
             writer.add_float32(name, value)
     writer.add_tokenizer_model("gpt2")
     byte = [chr(c) for c in range(ord("!"), ord("!") + VOCAB - 3)]
-    writer.add_token_list(["<|endoftext|>", "<pad>", *byte, "!\""])
-    writer.add_token_types([gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-                           + [gguf.TokenType.NORMAL] * (VOCAB - 2))
-    writer.add_token_merges(["! \""])
+    writer.add_token_list(["<|endoftext|>", "<pad>", *byte, '!"'])
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.NORMAL] * (VOCAB - 2)
+    )
+    writer.add_token_merges(['! "'])
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
     writer.add_pad_token_id(1)
@@ -157,8 +239,9 @@ def write_gguf(arch: str, path: Path):
 def _reference(path: Path) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     return model.state_dict()
 
 
@@ -187,8 +270,9 @@ def test_conversion_equals_transformers_gguf_load(arch, tmp_path, monkeypatch, o
     # and the GGUF written here follows llama.cpp: transformers recovers the original model
     # (to float32 rounding where llama.cpp stores w + 1)
     for k, t in original.state_dict().items():
-        assert torch.allclose(want[k], t, rtol=0, atol=1e-6), \
+        assert torch.allclose(want[k], t, rtol=0, atol=1e-6), (
             f"{arch}: test file's {k} is not llama.cpp's layout"
+        )
 
 
 def test_a_gguf_transformers_cannot_load_is_refused_in_one_line(tmp_path, monkeypatch):
@@ -225,8 +309,9 @@ def test_every_architecture_transformers_reads_is_verified_or_refused():
 
     tested = set(ARCHS) - {"mistral"}
     assert set(VERIFIED_GGUF_ARCHS) <= tested  # nothing claimed without a test above
-    refused = set(GGUF_SUPPORTED_ARCHITECTURES) - set(VERIFIED_GGUF_ARCHS) - {"general",
-                                                                               "tokenizer"}
+    refused = (
+        set(GGUF_SUPPORTED_ARCHITECTURES) - set(VERIFIED_GGUF_ARCHS) - {"general", "tokenizer"}
+    )
     assert {"qwen2_moe", "t5", "deci"} <= refused
 
 
@@ -244,8 +329,9 @@ def test_unverified_architecture_is_refused_in_one_line(tmp_path):
     before = path.read_bytes()
     env = {**os.environ, "LASERKIT_CACHE": str(tmp_path / "cache")}
     exe = str(Path(sys.executable).with_name("laserkit"))
-    r = subprocess.run([exe, "scan", str(path)], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = subprocess.run(
+        [exe, "scan", str(path)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("laserkit: error: ")

@@ -14,8 +14,10 @@ from laserkit.edit.ondisk import edit_checkpoint
 from laserkit.io.source import default_gguf
 
 STEPS = [("fc_in", -1, Intervention(rho=0.1)), ("q_proj", 3, Intervention(rho=0.2))]
-EDITED = {"blk.29.ffn_gate.weight": "model.layers.29.mlp.gate_proj.weight",
-          "blk.3.attn_q.weight": "model.layers.3.self_attn.q_proj.weight"}
+EDITED = {
+    "blk.29.ffn_gate.weight": "model.layers.29.mlp.gate_proj.weight",
+    "blk.3.attn_q.weight": "model.layers.3.self_attn.q_proj.weight",
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,13 @@ def test_gguf_out_keeps_metadata_and_unchanged_bytes(written):
             changed.append(a.name)
     assert sorted(changed) == sorted(EDITED)
     assert set(got.fields) == set(src.fields) | {"laserkit.record"}
-    for key in ("general.architecture", "tokenizer.ggml.tokens", "tokenizer.chat_template",
-                "llama.block_count", "tokenizer.ggml.merges"):
+    for key in (
+        "general.architecture",
+        "tokenizer.ggml.tokens",
+        "tokenizer.chat_template",
+        "llama.block_count",
+        "tokenizer.ggml.merges",
+    ):
         assert got.fields[key].contents() == src.fields[key].contents(), key
     record = json.loads(got.fields["laserkit.record"].contents())
     assert record["interventions"] == json.loads(json.dumps(records))
@@ -57,11 +64,13 @@ def test_transformers_reads_it_back_within_the_quantization_error(written, defau
     from transformers import AutoModelForCausalLM
 
     _, path = written
-    gg = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                              dtype=torch.float32).eval()
+    gg = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
     model = default_loaded.model
-    ids = default_loaded.tokenizer("The capital of France is Paris, and the capital of Italy is",
-                                   return_tensors="pt")["input_ids"]
+    ids = default_loaded.tokenizer(
+        "The capital of France is Paris, and the capital of Italy is", return_tensors="pt"
+    )["input_ids"]
     params = dict(model.named_parameters())
     ed = Editor(model)
     try:
@@ -72,8 +81,9 @@ def test_transformers_reads_it_back_within_the_quantization_error(written, defau
             for hf in EDITED.values():
                 w = params[hf].data.numpy()
                 q = quants.quantize(w, GGMLQuantizationType.Q4_1)
-                params[hf].data.copy_(torch.from_numpy(
-                    quants.dequantize(q, GGMLQuantizationType.Q4_1)))
+                params[hf].data.copy_(
+                    torch.from_numpy(quants.dequantize(q, GGMLQuantizationType.Q4_1))
+                )
             requantized = model(ids).logits
             got = gg(ids).logits
     finally:

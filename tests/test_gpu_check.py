@@ -8,15 +8,27 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["build random-init model", "scan (every 2-D weight)", "reduce fc_in, last layer, ρ 0.01",
-         "reduce fc_in, last layer, ρ 0.1", "eval fever-bigbench (16 claims)",
-         "laserkit search: 24-trial grid", "reference-style loop: 3 of the grid's trials",
-         "Vendi r = 4", "Vendi r = 8"]
+STEPS = [
+    "build random-init model",
+    "scan (every 2-D weight)",
+    "reduce fc_in, last layer, ρ 0.01",
+    "reduce fc_in, last layer, ρ 0.1",
+    "eval fever-bigbench (16 claims)",
+    "laserkit search: 24-trial grid",
+    "reference-style loop: 3 of the grid's trials",
+    "Vendi r = 4",
+    "Vendi r = 8",
+]
 
 
 def test_gpu_check_small_runs_on_cpu():
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--small",
-                        "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--small", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     lines = p.stdout.splitlines()
     for step in STEPS:
@@ -25,4 +37,5 @@ def test_gpu_check_small_runs_on_cpu():
         assert "FAILED" not in row[0] and "n/a (CPU)" in row[0]
     assert "search: 24 trials, chosen" in p.stdout
     assert "per trial: laserkit" in p.stdout and p.stdout.rstrip().splitlines()[-1].startswith(
-        "gpu_check: done in")
+        "gpu_check: done in"
+    )

@@ -27,10 +27,12 @@ def test_mean_interval_is_the_normal_interval():
 
 
 def test_score_interval_by_metric():
-    recs = [{"correct": c, "log_loss": ll, "f1": f} for c, ll, f in
-            [(True, 0.5, 1.0), (False, 2.0, 0.5), (True, 1.0, 0.25), (False, 1.5, 0.0)]]
+    recs = [
+        {"correct": c, "log_loss": ll, "f1": f}
+        for c, ll, f in [(True, 0.5, 1.0), (False, 2.0, 0.5), (True, 1.0, 0.25), (False, 1.5, 0.0)]
+    ]
     assert score_interval(recs, "accuracy") == pytest.approx(list(wilson(2, 4)))
-    assert score_interval(recs, "f1") == pytest.approx(list(mean_interval([1, .5, .25, 0])))
+    assert score_interval(recs, "f1") == pytest.approx(list(mean_interval([1, 0.5, 0.25, 0])))
     ll = mean_interval([0.5, 2.0, 1.0, 1.5])
     assert score_interval(recs, "perplexity") == pytest.approx([math.exp(x) for x in ll])
     assert score_interval([{"word_perplexity": [1.0, 3]}] * 3, "word_perplexity") is None
@@ -39,11 +41,23 @@ def test_score_interval_by_metric():
 def test_versus_rho_shades_the_plotted_trial_and_the_base(monkeypatch, tmp_path):
     figs = []
     monkeypatch.setattr(report, "save_figure", lambda fig, path: figs.append(fig) or path)
-    trials = [{"lname": "fc_in", "layer": layer, "rho": rho, "accuracy": acc, "n": 60,
-               "log_loss": 1.0, "higher_is_better": True, "metric": "accuracy"}
-              for layer, rho, acc in [(0, 0.5, 0.5), (1, 0.5, 0.6), (0, 0.1, 0.4), (1, 0.1, 0.3)]]
-    result = {"trials": trials, "base": {"validation": {"accuracy": 0.45, "n": 60,
-                                                        "log_loss": 1.0}}}
+    trials = [
+        {
+            "lname": "fc_in",
+            "layer": layer,
+            "rho": rho,
+            "accuracy": acc,
+            "n": 60,
+            "log_loss": 1.0,
+            "higher_is_better": True,
+            "metric": "accuracy",
+        }
+        for layer, rho, acc in [(0, 0.5, 0.5), (1, 0.5, 0.6), (0, 0.1, 0.4), (1, 0.1, 0.3)]
+    ]
+    result = {
+        "trials": trials,
+        "base": {"validation": {"accuracy": 0.45, "n": 60, "log_loss": 1.0}},
+    }
     report.versus_rho(result, tmp_path)
     ax = figs[0].axes[0]
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]

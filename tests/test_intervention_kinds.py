@@ -44,39 +44,116 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}  # help lines unwr
 # describe(), and to_dict is what specs and records store: neither may change meaning.
 PINNED = [
     (dict(rho=0.01), {"kind": "rank-reduction", "rho": 0.01}, "rank-reduction(ρ=0.01)"),
-    (dict(kind="rank-reduction", rho=1.0), {"kind": "rank-reduction", "rho": 1.0},
-     "rank-reduction(ρ=1)"),
-    (dict(kind="rank-reduction", rho=1), {"kind": "rank-reduction", "rho": 1},
-     "rank-reduction(ρ=1)"),
-    (dict(kind="rank-reduction", rho=0.05, bandwidth=1.0, estimator="iqr", q=1.0),
-     {"kind": "rank-reduction", "rho": 0.05}, "rank-reduction(ρ=0.05)"),
-    (dict(kind="vendi-score", rho=0.1),
-     {"kind": "vendi-score", "rho": 0.1, "use_quality": False, "min_diversity": False, "q": 1.0,
-      "bandwidth": 1.0}, "vendi-score(ρ=0.1)"),
-    (dict(kind="vendi-score", rho=0.1, use_quality=True),
-     {"kind": "vendi-score", "rho": 0.1, "use_quality": True, "min_diversity": False, "q": 1.0,
-      "bandwidth": 1.0}, "vendi-score(ρ=0.1, use_quality)"),
-    (dict(kind="vendi-score", rho=0.2, min_diversity=True, q=2.0),
-     {"kind": "vendi-score", "rho": 0.2, "use_quality": False, "min_diversity": True, "q": 2.0,
-      "bandwidth": 1.0}, "vendi-score(ρ=0.2, min_diversity, q=2)"),
-    (dict(kind="vendi-score", rho=0.5, bandwidth="median"),
-     {"kind": "vendi-score", "rho": 0.5, "use_quality": False, "min_diversity": False, "q": 1.0,
-      "bandwidth": "median"}, "vendi-score(ρ=0.5, bandwidth=median)"),
-    (dict(kind="vendi-score", rho=0.5, bandwidth=2),
-     {"kind": "vendi-score", "rho": 0.5, "use_quality": False, "min_diversity": False, "q": 1.0,
-      "bandwidth": 2.0}, "vendi-score(ρ=0.5, bandwidth=2)"),
-    (dict(kind="vendi-score", rho=0.5, bandwidth="0.5", use_quality=True, q=0.0),
-     {"kind": "vendi-score", "rho": 0.5, "use_quality": True, "min_diversity": False, "q": 0.0,
-      "bandwidth": 0.5}, "vendi-score(ρ=0.5, use_quality, q=0, bandwidth=0.5)"),
-    (dict(kind="vendi-score", rho=1.0, bandwidth="1"),
-     {"kind": "vendi-score", "rho": 1.0, "use_quality": False, "min_diversity": False, "q": 1.0,
-      "bandwidth": 1.0}, "vendi-score(ρ=1)"),
+    (
+        dict(kind="rank-reduction", rho=1.0),
+        {"kind": "rank-reduction", "rho": 1.0},
+        "rank-reduction(ρ=1)",
+    ),
+    (
+        dict(kind="rank-reduction", rho=1),
+        {"kind": "rank-reduction", "rho": 1},
+        "rank-reduction(ρ=1)",
+    ),
+    (
+        dict(kind="rank-reduction", rho=0.05, bandwidth=1.0, estimator="iqr", q=1.0),
+        {"kind": "rank-reduction", "rho": 0.05},
+        "rank-reduction(ρ=0.05)",
+    ),
+    (
+        dict(kind="vendi-score", rho=0.1),
+        {
+            "kind": "vendi-score",
+            "rho": 0.1,
+            "use_quality": False,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": 1.0,
+        },
+        "vendi-score(ρ=0.1)",
+    ),
+    (
+        dict(kind="vendi-score", rho=0.1, use_quality=True),
+        {
+            "kind": "vendi-score",
+            "rho": 0.1,
+            "use_quality": True,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": 1.0,
+        },
+        "vendi-score(ρ=0.1, use_quality)",
+    ),
+    (
+        dict(kind="vendi-score", rho=0.2, min_diversity=True, q=2.0),
+        {
+            "kind": "vendi-score",
+            "rho": 0.2,
+            "use_quality": False,
+            "min_diversity": True,
+            "q": 2.0,
+            "bandwidth": 1.0,
+        },
+        "vendi-score(ρ=0.2, min_diversity, q=2)",
+    ),
+    (
+        dict(kind="vendi-score", rho=0.5, bandwidth="median"),
+        {
+            "kind": "vendi-score",
+            "rho": 0.5,
+            "use_quality": False,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": "median",
+        },
+        "vendi-score(ρ=0.5, bandwidth=median)",
+    ),
+    (
+        dict(kind="vendi-score", rho=0.5, bandwidth=2),
+        {
+            "kind": "vendi-score",
+            "rho": 0.5,
+            "use_quality": False,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": 2.0,
+        },
+        "vendi-score(ρ=0.5, bandwidth=2)",
+    ),
+    (
+        dict(kind="vendi-score", rho=0.5, bandwidth="0.5", use_quality=True, q=0.0),
+        {
+            "kind": "vendi-score",
+            "rho": 0.5,
+            "use_quality": True,
+            "min_diversity": False,
+            "q": 0.0,
+            "bandwidth": 0.5,
+        },
+        "vendi-score(ρ=0.5, use_quality, q=0, bandwidth=0.5)",
+    ),
+    (
+        dict(kind="vendi-score", rho=1.0, bandwidth="1"),
+        {
+            "kind": "vendi-score",
+            "rho": 1.0,
+            "use_quality": False,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": 1.0,
+        },
+        "vendi-score(ρ=1)",
+    ),
     (dict(kind="mp-threshold"), {"kind": "mp-threshold", "rho": None}, "mp-threshold"),
-    (dict(kind="mp-threshold", estimator="gavish-donoho"),
-     {"kind": "mp-threshold", "rho": None, "estimator": "gavish-donoho"},
-     "mp-threshold(gavish-donoho)"),
-    (dict(kind="mp-threshold", estimator="iqr"), {"kind": "mp-threshold", "rho": None},
-     "mp-threshold"),
+    (
+        dict(kind="mp-threshold", estimator="gavish-donoho"),
+        {"kind": "mp-threshold", "rho": None, "estimator": "gavish-donoho"},
+        "mp-threshold(gavish-donoho)",
+    ),
+    (
+        dict(kind="mp-threshold", estimator="iqr"),
+        {"kind": "mp-threshold", "rho": None},
+        "mp-threshold",
+    ),
     (dict(kind="dont"), {"kind": "dont", "rho": None}, "dont"),
 ]
 
@@ -85,19 +162,38 @@ PINNED = [
 SEARCH, ALL = ("rank-reduction", "vendi-score"), list(KINDS)
 TEMPLATES = [
     (SEARCH, "rank-reduction", {}, {"kind": "rank-reduction", "rho": 1.0}),
-    (SEARCH, "vendi-score", {"use_quality": True, "bandwidth": "median"},
-     {"kind": "vendi-score", "rho": 1.0, "use_quality": True, "min_diversity": False, "q": 1.0,
-      "bandwidth": "median"}),
+    (
+        SEARCH,
+        "vendi-score",
+        {"use_quality": True, "bandwidth": "median"},
+        {
+            "kind": "vendi-score",
+            "rho": 1.0,
+            "use_quality": True,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": "median",
+        },
+    ),
     (ALL, "rank-reduction", {}, {"kind": "rank-reduction", "rho": 1.0}),
-    (ALL, "vendi-score", {"bandwidth": "2"},
-     {"kind": "vendi-score", "rho": 1.0, "use_quality": False, "min_diversity": False, "q": 1.0,
-      "bandwidth": 2.0}),
+    (
+        ALL,
+        "vendi-score",
+        {"bandwidth": "2"},
+        {
+            "kind": "vendi-score",
+            "rho": 1.0,
+            "use_quality": False,
+            "min_diversity": False,
+            "q": 1.0,
+            "bandwidth": 2.0,
+        },
+    ),
     (ALL, "mp-threshold", {}, {"kind": "mp-threshold", "rho": 1.0}),
 ]
 
 
-@pytest.mark.parametrize(("args", "as_dict", "text"), PINNED,
-                         ids=[t for _, _, t in PINNED])
+@pytest.mark.parametrize(("args", "as_dict", "text"), PINNED, ids=[t for _, _, t in PINNED])
 def test_to_dict_and_describe_are_main_s(args, as_dict, text):
     iv = Intervention(**args)
     assert json.dumps(iv.to_dict()) == json.dumps(as_dict)  # values, types and key order
@@ -114,8 +210,14 @@ def test_run_templates_are_main_s(kinds, kind, given, stored):
     from laserkit.cli.search import _iv
 
     opts = collect(kinds, sweep=True)
-    values = {"use_quality": False, "min_diversity": False, "q": 1.0, "bandwidth": "1",
-              "estimator": "iqr", **given}  # the CLI's defaults, as typer passes them
+    values = {
+        "use_quality": False,
+        "min_diversity": False,
+        "q": 1.0,
+        "bandwidth": "1",
+        "estimator": "iqr",
+        **given,
+    }  # the CLI's defaults, as typer passes them
     values = {k: v for k, v in values.items() if k in {o.name for o in opts}}
     assert json.dumps(_iv(build(kind, values, opts, sweep=True))) == json.dumps(stored)
 
@@ -126,8 +228,11 @@ def test_stored_records_of_older_runs_still_read():
     iv = Intervention.from_dict({"kind": "mp-threshold", "rho": 0.1})
     assert iv == Intervention(kind="mp-threshold") and iv.describe() == "mp-threshold"
     assert Intervention.from_dict({"kind": "rank-reduction", "rho": 0.5}).rho == 0.5
-    with pytest.raises(LaserkitError, match="unknown intervention 'magic': use one of "
-                       "rank-reduction, vendi-score, mp-threshold, dont"):
+    with pytest.raises(
+        LaserkitError,
+        match="unknown intervention 'magic': use one of "
+        "rank-reduction, vendi-score, mp-threshold, dont",
+    ):
         Intervention.from_dict({"kind": "magic"})
 
 
@@ -139,19 +244,25 @@ def test_equality_hashing_and_construction_rules():
     assert REGISTRY["rank-reduction"](rho=0.3) == Intervention(rho=0.3)
     assert pickle.loads(pickle.dumps(a)) == a and dataclasses.replace(a, rho=0.2).rho == 0.2
     # options of another kind: refused with a value other than their default, in one line
-    for kw, says in [(dict(rho=0.1, bandwidth=2.0), "--bandwidth 2.0 applies to "
-                      "vendi-score, not to rank-reduction"),
-                     (dict(kind="mp-threshold", rho=0.5), "--rho 0.5 applies to "
-                      "rank-reduction, vendi-score, not to mp-threshold"),
-                     (dict(kind="dont", use_quality=True),
-                      "--use-quality applies to vendi-score, not to dont"),
-                     (dict(rho=0.1, wobble=1), "'wobble' is no option of any intervention")]:
+    for kw, says in [
+        (
+            dict(rho=0.1, bandwidth=2.0),
+            "--bandwidth 2.0 applies to vendi-score, not to rank-reduction",
+        ),
+        (
+            dict(kind="mp-threshold", rho=0.5),
+            "--rho 0.5 applies to rank-reduction, vendi-score, not to mp-threshold",
+        ),
+        (dict(kind="dont", use_quality=True), "--use-quality applies to vendi-score, not to dont"),
+        (dict(rho=0.1, wobble=1), "'wobble' is no option of any intervention"),
+    ]:
         with pytest.raises(LaserkitError) as err:
             Intervention(**kw)
         assert says in str(err.value) and "\n" not in str(err.value)
     # ... and accepted at their default, also when spelled as the CLI passes it
-    assert Intervention(rho=0.1, bandwidth="1", estimator="iqr", use_quality=False) == \
-        Intervention(rho=0.1)
+    assert Intervention(rho=0.1, bandwidth="1", estimator="iqr", use_quality=False) == Intervention(
+        rho=0.1
+    )
     with pytest.raises(LaserkitError, match="needs --rho"):
         Intervention(kind="vendi-score")
     with pytest.raises(LaserkitError, match="Vendi order q -1"):
@@ -193,16 +304,19 @@ def test_a_new_kind_is_one_file_applied_through_the_editor(keep_top):
     assert abs(rec["rel_error"] - np.linalg.norm(W - want) / np.linalg.norm(W)) < 1e-6
     ed.restore()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    with pytest.raises(LaserkitError, match="--top 2 applies to keep-top, not to "
-                       "rank-reduction"):
+    with pytest.raises(LaserkitError, match="--top 2 applies to keep-top, not to rank-reduction"):
         Intervention(rho=0.1, top=2)
 
 
 def _laserkit(*args: str, plugin: bool = False) -> subprocess.CompletedProcess:
     """The installed command, or (``plugin``) the same CLI after importing the throwaway kind."""
     if plugin:
-        cmd = [sys.executable, "-c", "import sys, throwaway_kind; from laserkit.cli import run; "
-               "sys.exit(run(sys.argv[1:]))", *args]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys, throwaway_kind; from laserkit.cli import run; sys.exit(run(sys.argv[1:]))",
+            *args,
+        ]
         env = {**ENV, "PYTHONPATH": os.pathsep.join([str(TESTS), ENV.get("PYTHONPATH", "")])}
     else:
         cmd, env = [LASERKIT, *args], ENV
@@ -219,15 +333,45 @@ def test_the_installed_command_offers_and_checks_the_kinds_options(tmp_path):
     runs = {
         "help": ((["reduce", "--help"],), {}),
         "greedy help": ((["greedy", "--help"],), {}),
-        "ok": (([*red, "--intervention", "vendi-score", "--rate", "5", "--bandwidth", "median",
-                 "--out", str(tmp_path / "ok")],), {}),
-        "wrong kind": (([*red, "--rho", "0.5", "--bandwidth", "2", "--out",
-                         str(tmp_path / "bad")],), {}),
-        "rate with mp": (([*red, "--rate", "5", "--intervention", "mp-threshold", "--out",
-                           str(tmp_path / "bad2")],), {}),
+        "ok": (
+            (
+                [
+                    *red,
+                    "--intervention",
+                    "vendi-score",
+                    "--rate",
+                    "5",
+                    "--bandwidth",
+                    "median",
+                    "--out",
+                    str(tmp_path / "ok"),
+                ],
+            ),
+            {},
+        ),
+        "wrong kind": (
+            ([*red, "--rho", "0.5", "--bandwidth", "2", "--out", str(tmp_path / "bad")],),
+            {},
+        ),
+        "rate with mp": (
+            (
+                [
+                    *red,
+                    "--rate",
+                    "5",
+                    "--intervention",
+                    "mp-threshold",
+                    "--out",
+                    str(tmp_path / "bad2"),
+                ],
+            ),
+            {},
+        ),
         "plugin help": ((["reduce", "--help"],), {"plugin": True}),
-        "plugin": (([*red, "--intervention", "keep-top", "--top", "3", "--out",
-                     str(tmp_path / "plug")],), {"plugin": True}),
+        "plugin": (
+            ([*red, "--intervention", "keep-top", "--top", "3", "--out", str(tmp_path / "plug")],),
+            {"plugin": True},
+        ),
     }
     with ThreadPoolExecutor(4) as pool:
         futures = {k: pool.submit(_laserkit, *a[0], **kw) for k, (a, kw) in runs.items()}
@@ -237,11 +381,16 @@ def test_the_installed_command_offers_and_checks_the_kinds_options(tmp_path):
         return " ".join(out.replace("│", " ").split())
 
     text = flat(ran["help"].stdout)
-    for flag, words in [("--intervention", "rank-reduction, vendi-score, mp-threshold, dont"),
-                        ("--rho", "fraction of the rank kept"), ("--rate", "reference CLI rate"),
-                        ("--use-quality", "quality-weighted"), ("--min-diversity", "minimise"),
-                        ("--vendi-q", "order q"), ("--bandwidth", "'median'"),
-                        ("--estimator", "gavish-donoho")]:
+    for flag, words in [
+        ("--intervention", "rank-reduction, vendi-score, mp-threshold, dont"),
+        ("--rho", "fraction of the rank kept"),
+        ("--rate", "reference CLI rate"),
+        ("--use-quality", "quality-weighted"),
+        ("--min-diversity", "minimise"),
+        ("--vendi-q", "order q"),
+        ("--bandwidth", "'median'"),
+        ("--estimator", "gavish-donoho"),
+    ]:
         assert flag in text and words in text, (flag, words)
     assert ran["help"].returncode == 0 and "keep-top" not in text
     greedy = flat(ran["greedy help"].stdout)
@@ -252,10 +401,10 @@ def test_the_installed_command_offers_and_checks_the_kinds_options(tmp_path):
     rec = json.loads((tmp_path / "ok" / "laserkit.json").read_text())
     assert "vendi-score(ρ=0.5, bandwidth=median)" in ok.stdout
     assert '"bandwidth": "median"' in json.dumps(rec)
-    for name, says in [("wrong kind", "--bandwidth 2 applies to vendi-score, not "
-                        "to rank-reduction"),
-                       ("rate with mp", "--rate applies to rank-reduction, vendi-score, not to "
-                        "mp-threshold")]:
+    for name, says in [
+        ("wrong kind", "--bandwidth 2 applies to vendi-score, not to rank-reduction"),
+        ("rate with mp", "--rate applies to rank-reduction, vendi-score, not to mp-threshold"),
+    ]:
         r = ran[name]
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and lines == [f"laserkit: error: {says}"], r.stderr
@@ -271,10 +420,10 @@ def test_the_installed_command_offers_and_checks_the_kinds_options(tmp_path):
 def test_the_command_line_imports_no_torch_to_build_its_options():
     """`laserkit --help` and usage errors stay fast: the kinds and their options load without
     torch (interventions/base.py)."""
-    code = ("import sys, laserkit.cli.reduce, laserkit.cli.search; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env=ENV)
+    code = "import sys, laserkit.cli.reduce, laserkit.cli.search; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -304,21 +453,40 @@ def test_run_directories_made_before_the_kinds_resume_with_zero_new_trials(tmp_p
     obj = ObjectiveConfig(type="next-token", sequences=_tiny_next_token(model), batch_size=8)
     search = collect(SEARCH, sweep=True)
     every = collect(ALL, sweep=True)
-    cands = (candidate_edits([("m", 2, "fc_in")],
-                             Intervention(kind="mp-threshold", estimator="gavish-donoho"))
-             + candidate_edits([("m", 1, "fc_out")], Intervention(kind="mp-threshold")))
+    cands = candidate_edits(
+        [("m", 2, "fc_in")], Intervention(kind="mp-threshold", estimator="gavish-donoho")
+    ) + candidate_edits([("m", 1, "fc_out")], Intervention(kind="mp-threshold"))
     cfgs = {
         "grid-vendi": RunConfig(
-            strategy="grid", model="tiny", objective=obj, lnames=["fc_in"], layers=[2],
-            rhos=[0.5, 0.25], intervention=_iv(build(
-                "vendi-score", {"use_quality": True, "bandwidth": "median"}, search, True))),
+            strategy="grid",
+            model="tiny",
+            objective=obj,
+            lnames=["fc_in"],
+            layers=[2],
+            rhos=[0.5, 0.25],
+            intervention=_iv(
+                build("vendi-score", {"use_quality": True, "bandwidth": "median"}, search, True)
+            ),
+        ),
         "grid-rank": RunConfig(
-            strategy="grid", model="tiny", objective=obj, lnames=["fc_in", "fc_out"],
-            layers=[2], rhos=[0.5], intervention=_iv(build("rank-reduction", {}, search, True))),
+            strategy="grid",
+            model="tiny",
+            objective=obj,
+            lnames=["fc_in", "fc_out"],
+            layers=[2],
+            rhos=[0.5],
+            intervention=_iv(build("rank-reduction", {}, search, True)),
+        ),
         "greedy-mp": RunConfig(strategy="greedy", model="tiny", objective=obj, candidates=cands),
         "compose-mp": RunConfig(
-            strategy="compose", model="tiny", objective=obj, lnames=["fc_in"], layers=[1, 2],
-            rhos=[0.5], intervention=_iv(build("mp-threshold", {}, every, True))),
+            strategy="compose",
+            model="tiny",
+            objective=obj,
+            lnames=["fc_in"],
+            layers=[1, 2],
+            rhos=[0.5],
+            intervention=_iv(build("mp-threshold", {}, every, True)),
+        ),
     }
     loaded = type("Loaded", (), {"model": model, "tokenizer": None})
     for name, cfg in cfgs.items():
@@ -342,10 +510,28 @@ def test_greedy_takes_the_estimator_option(tmp_path, default_model_dir):
     make_tiny("llama", vocab_size=len(tok), num_hidden_layers=3).save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     _register()
-    res = CliRunner().invoke(app, [
-        "greedy", str(tmp_path / "m"), "--task", "fever-bigbench", "--limit", "10",
-        "--candidates", "2", "--estimator", "gavish-donoho", "--run-dir", str(tmp_path / "g"),
-        "--no-save", "--dtype", "float32", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "greedy",
+            str(tmp_path / "m"),
+            "--task",
+            "fever-bigbench",
+            "--limit",
+            "10",
+            "--candidates",
+            "2",
+            "--estimator",
+            "gavish-donoho",
+            "--run-dir",
+            str(tmp_path / "g"),
+            "--no-save",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     result = json.loads((tmp_path / "g" / "result.json").read_text())
     assert len(result["steps"]) == 2

@@ -12,8 +12,18 @@ from pathlib import Path
 import laserkit
 
 PACKAGE = Path(laserkit.__file__).parent
-ORDER = ["core", "io", "model", "spectral", "interventions", "edit", "tasks", "eval", "search",
-         "cli"]
+ORDER = [
+    "core",
+    "io",
+    "model",
+    "spectral",
+    "interventions",
+    "edit",
+    "tasks",
+    "eval",
+    "search",
+    "cli",
+]
 ROOT_LAYER = {"laserkit._version": 0, "laserkit._deprecated": 0}  # leaves, like core
 
 
@@ -59,14 +69,19 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_module_has_a_layer():
-    loose = [n for n in modules() if n not in ("laserkit", "laserkit.__main__")
-             and layer(n) is None]
+    loose = [
+        n for n in modules() if n not in ("laserkit", "laserkit.__main__") and layer(n) is None
+    ]
     assert loose == []
 
 
 def test_no_import_against_the_flow():
-    wrong = [f"{a} imports {b}" for a, deps in graph().items() for b in deps
-             if layer(a) is not None and layer(b) is not None and layer(b) > layer(a)]
+    wrong = [
+        f"{a} imports {b}"
+        for a, deps in graph().items()
+        for b in deps
+        if layer(a) is not None and layer(b) is not None and layer(b) > layer(a)
+    ]
     assert wrong == []
 
 
@@ -81,7 +96,7 @@ def test_no_import_cycle():
             if m not in g:
                 continue
             if state.get(m) == 1:
-                cycles.append(path[path.index(m):] + [m] if m in path else [n, m])
+                cycles.append(path[path.index(m) :] + [m] if m in path else [n, m])
             elif m not in state:
                 visit(m, path + [m])
         state[n] = 2
@@ -103,30 +118,38 @@ def test_the_checker_sees_a_function_level_import_against_the_flow(tmp_path):
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c", code],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-W", "always::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_public_names_do_not_depend_on_import_order():
-    r = _python("import laserkit as lk, laserkit.evaluate, laserkit.eval.evaluate as m\n"
-                "assert lk.evaluate is m.evaluate, lk.evaluate\n"
-                "assert callable(lk.evaluate) and lk.EvalResult is m.EvalResult\n"
-                "import laserkit.edit; assert lk.Editor.__name__ == 'Editor'\n"
-                "print('ok')")
+    r = _python(
+        "import laserkit as lk, laserkit.evaluate, laserkit.eval.evaluate as m\n"
+        "assert lk.evaluate is m.evaluate, lk.evaluate\n"
+        "assert callable(lk.evaluate) and lk.EvalResult is m.EvalResult\n"
+        "import laserkit.edit; assert lk.Editor.__name__ == 'Editor'\n"
+        "print('ok')"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
 
 
 def test_old_module_paths_import_with_a_warning_naming_the_new_one():
-    r = _python("import laserkit.loading as old, laserkit.io.load as new\n"
-                "assert old is new and old.__spec__.name == 'laserkit.io.load'\n"
-                "from laserkit.outofcore import edit_checkpoint\n"
-                "from laserkit.edit.ondisk import edit_checkpoint as e2\n"
-                "assert edit_checkpoint is e2\n"
-                "from laserkit.spectral import mp_threshold\n"
-                "from laserkit.spectral.mp import mp_threshold as m2\n"
-                "assert mp_threshold is m2\n"
-                "print('ok')")
+    r = _python(
+        "import laserkit.loading as old, laserkit.io.load as new\n"
+        "assert old is new and old.__spec__.name == 'laserkit.io.load'\n"
+        "from laserkit.outofcore import edit_checkpoint\n"
+        "from laserkit.edit.ondisk import edit_checkpoint as e2\n"
+        "assert edit_checkpoint is e2\n"
+        "from laserkit.spectral import mp_threshold\n"
+        "from laserkit.spectral.mp import mp_threshold as m2\n"
+        "assert mp_threshold is m2\n"
+        "print('ok')"
+    )
     assert r.returncode == 0, r.stderr
     assert "laserkit.loading is deprecated: import laserkit.io.load" in r.stderr
     assert "laserkit.outofcore is deprecated: import laserkit.edit.ondisk" in r.stderr

@@ -25,28 +25,51 @@ from laserkit.tasks import get_task
 pytestmark = pytest.mark.usefixtures("one_thread")
 LASERKIT = str(Path(sys.executable).with_name("laserkit"))
 
-MC = [{"question": q, "choices": c, "answer": a} for q, c, a in [
-    ("The capital of France is", [" Paris", " Rome", " Berlin"], 0),
-    ("Two plus two equals", [" three", " four", " five"], 1),
-    ("The sky on a clear day is", [" green", " blue", " red"], 1),
-    ("Water freezes at zero degrees", [" Celsius", " Kelvin"], 0),
-    ("The opposite of hot is", [" cold", " warm", " loud"], 0),
-    ("A week has seven", [" days", " hours"], 0)]]
-LL = [{"context": c, "ending": e} for c, e in [
-    ("The cat sat on the", " mat"), ("Once upon a", " time"), ("Thank you very", " much"),
-    ("Good morning, how are", " you"), ("One, two,", " three")]]
-GEN = [{"question": q, "answer": a} for q, a in [
-    ("What is the capital of Italy?", "Rome"), ("What color is grass?", "green"),
-    ("How many legs does a dog have?", "four"), ("What is 1 + 1?", "2")]]
-ROLL = [{"text": t} for t in [
-    "The quick brown fox jumps over the lazy dog.",
-    "It was the best of times, it was the worst of times.",
-    "To be, or not to be, that is the question."]]
+MC = [
+    {"question": q, "choices": c, "answer": a}
+    for q, c, a in [
+        ("The capital of France is", [" Paris", " Rome", " Berlin"], 0),
+        ("Two plus two equals", [" three", " four", " five"], 1),
+        ("The sky on a clear day is", [" green", " blue", " red"], 1),
+        ("Water freezes at zero degrees", [" Celsius", " Kelvin"], 0),
+        ("The opposite of hot is", [" cold", " warm", " loud"], 0),
+        ("A week has seven", [" days", " hours"], 0),
+    ]
+]
+LL = [
+    {"context": c, "ending": e}
+    for c, e in [
+        ("The cat sat on the", " mat"),
+        ("Once upon a", " time"),
+        ("Thank you very", " much"),
+        ("Good morning, how are", " you"),
+        ("One, two,", " three"),
+    ]
+]
+GEN = [
+    {"question": q, "answer": a}
+    for q, a in [
+        ("What is the capital of Italy?", "Rome"),
+        ("What color is grass?", "green"),
+        ("How many legs does a dog have?", "four"),
+        ("What is 1 + 1?", "2"),
+    ]
+]
+ROLL = [
+    {"text": t}
+    for t in [
+        "The quick brown fox jumps over the lazy dog.",
+        "It was the best of times, it was the worst of times.",
+        "To be, or not to be, that is the question.",
+    ]
+]
 
 
 def _yaml(name: str, data: Path, body: str) -> str:
-    return (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-            f"    test: {data}\ntest_split: test\n{body}")
+    return (
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\ntest_split: test\n{body}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +77,31 @@ def task_dir(tmp_path_factory) -> Path:
     """Five lm-eval YAML tasks (one per output type, and a group) with local JSON data."""
     d = tmp_path_factory.mktemp("lm-eval-tasks")
     bodies = {
-        "lk_mc": (MC, "output_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
-                      "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\n"
-                      "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"),
-        "lk_ll": (LL, "output_type: loglikelihood\ndoc_to_text: '{{context}}'\n"
-                      "doc_to_target: '{{ending}}'\nmetric_list:\n  - metric: acc\n"
-                      "  - metric: perplexity\n"),
-        "lk_gen": (GEN, "output_type: generate_until\ndoc_to_text: 'Q: {{question}}\\nA:'\n"
-                        "doc_to_target: '{{answer}}'\ngeneration_kwargs:\n  until: ['\\n']\n"
-                        "  max_gen_toks: 6\n  do_sample: false\nmetric_list:\n"
-                        "  - metric: exact_match\n"),
-        "lk_roll": (ROLL, "output_type: loglikelihood_rolling\ndoc_to_text: ''\n"
-                          "doc_to_target: '{{text}}'\nmetric_list:\n  - metric: word_perplexity\n"
-                          "  - metric: byte_perplexity\n  - metric: bits_per_byte\n"),
+        "lk_mc": (
+            MC,
+            "output_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+            "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\n"
+            "metric_list:\n  - metric: acc\n  - metric: acc_norm\n",
+        ),
+        "lk_ll": (
+            LL,
+            "output_type: loglikelihood\ndoc_to_text: '{{context}}'\n"
+            "doc_to_target: '{{ending}}'\nmetric_list:\n  - metric: acc\n"
+            "  - metric: perplexity\n",
+        ),
+        "lk_gen": (
+            GEN,
+            "output_type: generate_until\ndoc_to_text: 'Q: {{question}}\\nA:'\n"
+            "doc_to_target: '{{answer}}'\ngeneration_kwargs:\n  until: ['\\n']\n"
+            "  max_gen_toks: 6\n  do_sample: false\nmetric_list:\n"
+            "  - metric: exact_match\n",
+        ),
+        "lk_roll": (
+            ROLL,
+            "output_type: loglikelihood_rolling\ndoc_to_text: ''\n"
+            "doc_to_target: '{{text}}'\nmetric_list:\n  - metric: word_perplexity\n"
+            "  - metric: byte_perplexity\n  - metric: bits_per_byte\n",
+        ),
     }
     for name, (rows, body) in bodies.items():
         data = d / f"{name}.json"
@@ -74,7 +109,8 @@ def task_dir(tmp_path_factory) -> Path:
         (d / f"{name}.yaml").write_text(_yaml(name, data, body))
     (d / "lk_group.yaml").write_text(
         "group: lk_group\ntask: [lk_mc, lk_ll]\naggregate_metric_list:\n"
-        "  - metric: acc\n    weight_by_size: true\n")
+        "  - metric: acc\n    weight_by_size: true\n"
+    )
     return d
 
 
@@ -84,8 +120,9 @@ def _reference(model, tokenizer, names: list[str], include: Path) -> dict:
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
-    return simple_evaluate(model=lm, tasks=names, task_manager=TaskManager(
-        include_path=str(include)), log_samples=True)
+    return simple_evaluate(
+        model=lm, tasks=names, task_manager=TaskManager(include_path=str(include)), log_samples=True
+    )
 
 
 def _close(a, b, where: str) -> None:
@@ -95,15 +132,13 @@ def _close(a, b, where: str) -> None:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _close(x, y, f"{where}[{i}]")
     elif isinstance(a, float) or isinstance(b, float):
-        assert math.isclose(float(a), float(b), rel_tol=1e-4, abs_tol=1e-4), \
-            f"{where}: {a} != {b}"
+        assert math.isclose(float(a), float(b), rel_tol=1e-4, abs_tol=1e-4), f"{where}: {a} != {b}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _check_equal(model, tokenizer, task_dir: Path, spec: str, names: list[str]) -> None:
-    ours = evaluate(model, tokenizer, get_task(spec, str(task_dir)), progress=False,
-                    batch_size=3)
+    ours = evaluate(model, tokenizer, get_task(spec, str(task_dir)), progress=False, batch_size=3)
     ref = _reference(model, tokenizer, names, task_dir)
     by_id = {r["id"]: r for r in ours.records}
     n_docs = 0
@@ -124,8 +159,11 @@ def _check_equal(model, tokenizer, task_dir: Path, spec: str, names: list[str]) 
 
 
 # a comma list averages tasks whose metrics point the same way: perplexity on its own
-SPECS = [("lm-eval:lk_mc,lk_ll,lk_gen", ["lk_mc", "lk_ll", "lk_gen"]),
-         ("lm-eval:lk_roll", ["lk_roll"]), ("lm-eval:lk_group", ["lk_group"])]
+SPECS = [
+    ("lm-eval:lk_mc,lk_ll,lk_gen", ["lk_mc", "lk_ll", "lk_gen"]),
+    ("lm-eval:lk_roll", ["lk_roll"]),
+    ("lm-eval:lk_group", ["lk_group"]),
+]
 
 
 @pytest.mark.parametrize(("spec", "names"), SPECS, ids=[s for s, _ in SPECS])
@@ -154,8 +192,13 @@ def test_split_keeps_every_task_in_validation(task_dir):
 
 
 def _cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([LASERKIT, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [LASERKIT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def test_unknown_task_is_one_line(task_dir):
@@ -171,11 +214,22 @@ def test_mixed_directions_are_refused(task_dir):
 
 
 def test_unreachable_data_names_the_dataset(tmp_path):
-    (tmp_path / "gone.yaml").write_text(_yaml("gone", tmp_path / "missing.json",
-                                              "output_type: loglikelihood\n"
-                                              "doc_to_text: '{{a}}'\ndoc_to_target: '{{b}}'\n"))
-    done = _cli("eval", "default", "--task", "lm-eval:gone", "--include-path", tmp_path,
-                env={"HF_DATASETS_OFFLINE": "1"})
+    (tmp_path / "gone.yaml").write_text(
+        _yaml(
+            "gone",
+            tmp_path / "missing.json",
+            "output_type: loglikelihood\ndoc_to_text: '{{a}}'\ndoc_to_target: '{{b}}'\n",
+        )
+    )
+    done = _cli(
+        "eval",
+        "default",
+        "--task",
+        "lm-eval:gone",
+        "--include-path",
+        tmp_path,
+        env={"HF_DATASETS_OFFLINE": "1"},
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("laserkit: error: ")
     assert "dataset_path json" in done.stderr and "local copy" in done.stderr
@@ -195,12 +249,32 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
 
 def test_eval_writes_lm_eval_results_json(task_dir, tiny_model_dir, tmp_path):
     out = tmp_path / "ev"
-    done = _cli("eval", tiny_model_dir, "--task", "lm-eval:lk_mc", "--include-path", task_dir,
-                "--out", out, "--dtype", "float32", "--device", "cpu")
+    done = _cli(
+        "eval",
+        tiny_model_dir,
+        "--task",
+        "lm-eval:lk_mc",
+        "--include-path",
+        task_dir,
+        "--out",
+        out,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    )
     assert done.returncode == 0, done.stderr
     res = json.loads((out / "lm_eval_results.json").read_text())
-    assert {"results", "configs", "versions", "n-shot", "higher_is_better", "n-samples",
-            "config", "date"} <= set(res)
+    assert {
+        "results",
+        "configs",
+        "versions",
+        "n-shot",
+        "higher_is_better",
+        "n-samples",
+        "config",
+        "date",
+    } <= set(res)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metric"] == "acc" and summary["n"] == len(MC)
     assert summary["score"] == res["results"]["lk_mc"]["acc,none"]
@@ -212,10 +286,29 @@ def test_eval_writes_lm_eval_results_json(task_dir, tiny_model_dir, tmp_path):
 def test_search_on_an_lm_eval_task(task_dir, tiny_model_dir, tmp_path):
     """search through the same task kind: base and best on test, with the paired statistics."""
     run = tmp_path / "run"
-    done = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc,lk_ll", "--include-path",
-                task_dir, "--lname", "fc_in", "--lnum", "-1:", "--rho", "0.5,0.1", "--run-dir",
-                run, "--dtype", "float32", "--device", "cpu", "--no-save",
-                "--final-eval", "lm-eval:lk_mc,lk_roll")
+    done = _cli(
+        "search",
+        tiny_model_dir,
+        "--task",
+        "lm-eval:lk_mc,lk_ll",
+        "--include-path",
+        task_dir,
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "-1:",
+        "--rho",
+        "0.5,0.1",
+        "--run-dir",
+        run,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--no-save",
+        "--final-eval",
+        "lm-eval:lk_mc,lk_roll",
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((run / "result.json").read_text())
     assert result["base"]["test"]["metric"] == "mean_acc"
@@ -230,17 +323,46 @@ def test_search_on_an_lm_eval_task(task_dir, tiny_model_dir, tmp_path):
     assert mc["base_ci95"][0] <= mc["base"] <= mc["base_ci95"][1]
     assert "unavailable" in final["lm-eval:lk_roll"]["paired"]  # a corpus metric
     assert "Other tasks" in (run / "report" / "report.md").read_text()
-    again = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc,lk_ll", "--include-path",
-                 task_dir, "--lname", "fc_in", "--lnum", "-1:", "--rho", "0.5,0.1", "--run-dir",
-                 run, "--dtype", "float32", "--device", "cpu", "--no-save", "--resume")
+    again = _cli(
+        "search",
+        tiny_model_dir,
+        "--task",
+        "lm-eval:lk_mc,lk_ll",
+        "--include-path",
+        task_dir,
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "-1:",
+        "--rho",
+        "0.5,0.1",
+        "--run-dir",
+        run,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--no-save",
+        "--resume",
+    )
     assert again.returncode == 0, again.stderr
     resumed = json.loads((run / "result.json").read_text())
     assert resumed["trials"] == result["trials"] and resumed["chosen"] == result["chosen"]
 
 
 def test_final_eval_fails_before_the_search(task_dir, tiny_model_dir, tmp_path):
-    done = _cli("search", tiny_model_dir, "--task", "lm-eval:lk_mc", "--include-path", task_dir,
-                "--final-eval", "lm-eval:nope", "--run-dir", tmp_path / "r")
+    done = _cli(
+        "search",
+        tiny_model_dir,
+        "--task",
+        "lm-eval:lk_mc",
+        "--include-path",
+        task_dir,
+        "--final-eval",
+        "lm-eval:nope",
+        "--run-dir",
+        tmp_path / "r",
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "nope" in done.stderr and not (tmp_path / "r").exists()
 
@@ -252,12 +374,36 @@ def test_include_path_needs_an_lm_eval_task(task_dir):
 
 
 def test_eval_compare_pairs_lm_eval_documents(task_dir, tiny_model_dir, default_model_dir):
-    done = _cli("eval", tiny_model_dir, "--task", "lm-eval:lk_mc", "--include-path", task_dir,
-                "--compare", tiny_model_dir, "--dtype", "float32", "--device", "cpu")
+    done = _cli(
+        "eval",
+        tiny_model_dir,
+        "--task",
+        "lm-eval:lk_mc",
+        "--include-path",
+        task_dir,
+        "--compare",
+        tiny_model_dir,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    )
     assert done.returncode == 0, done.stderr
     assert "+0.0000" in done.stdout and f"same {len(MC)} examples" in done.stdout
-    done = _cli("eval", tiny_model_dir, "--task", "lm-eval:lk_roll", "--include-path", task_dir,
-                "--compare", tiny_model_dir, "--dtype", "float32", "--device", "cpu")
+    done = _cli(
+        "eval",
+        tiny_model_dir,
+        "--task",
+        "lm-eval:lk_roll",
+        "--include-path",
+        task_dir,
+        "--compare",
+        tiny_model_dir,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    )
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]  # after lm-eval's own log lines
     assert last.startswith("laserkit: error: ") and "word_perplexity" in last

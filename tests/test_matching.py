@@ -46,13 +46,16 @@ def test_contains_whole_words_and_numbers(prediction, answers, right):
     assert _ok(prediction, answers, "contains") is right
 
 
-@pytest.mark.parametrize("prediction,answers,right", [
-    ("The Paris.", ("paris",), True),
-    ("Paris, France", ("paris",), False),
-    ("11.10", (11.1,), True),
-    ("11.11", ("11.1",), False),
-    ("  an apple ", ("Apple", "pear"), True),
-])
+@pytest.mark.parametrize(
+    "prediction,answers,right",
+    [
+        ("The Paris.", ("paris",), True),
+        ("Paris, France", ("paris",), False),
+        ("11.10", (11.1,), True),
+        ("11.11", ("11.1",), False),
+        ("  an apple ", ("Apple", "pear"), True),
+    ],
+)
 def test_exact_after_normalisation(prediction, answers, right):
     assert _ok(prediction, answers, "exact") is right
 
@@ -60,9 +63,13 @@ def test_exact_after_normalisation(prediction, answers, right):
 def test_all_parts_requires_every_part():
     parts = ("Paris", ["Geneva", "Genève"], 2002)  # a list answer under all_parts: its parts
     assert judge("Paris to Genève since 2002", parts, "all_parts") == {
-        "correct": True, "parts_found": [True, True, True]}
+        "correct": True,
+        "parts_found": [True, True, True],
+    }
     assert judge("Paris to Geneva since 20021", parts, "all_parts") == {
-        "correct": False, "parts_found": [True, True, False]}
+        "correct": False,
+        "parts_found": [True, True, False],
+    }
     dict_answer = ({"from": "Paris", "to": "Geneva"},)
     assert judge("from Geneva", dict_answer, "all_parts")["parts_found"] == [False, True]
     assert continuations(parts, "all_parts") == ["Paris, Geneva, 2002"]
@@ -89,14 +96,17 @@ def _official_squad_f1(prediction: str, ground_truth: str) -> float:
     return (2 * precision * recall) / (precision + recall)
 
 
-@pytest.mark.parametrize("prediction,answers", [
-    ("the Eiffel tower", ("Eiffel Tower in Paris",)),
-    ("Denver Broncos won", ("Denver Broncos", "The Broncos")),
-    ("It was 11.11 s", ("11.1",)),
-    ("", ("x",)),
-    ("a b a b c", ("b a c c", "c")),
-    ("The Broncos!", ("Denver Broncos", "broncos")),
-])
+@pytest.mark.parametrize(
+    "prediction,answers",
+    [
+        ("the Eiffel tower", ("Eiffel Tower in Paris",)),
+        ("Denver Broncos won", ("Denver Broncos", "The Broncos")),
+        ("It was 11.11 s", ("11.1",)),
+        ("", ("x",)),
+        ("a b a b c", ("b a c c", "c")),
+        ("The Broncos!", ("Denver Broncos", "broncos")),
+    ],
+)
 def test_f1_is_squads_and_takes_the_best_answer(prediction, answers):
     want = max(_official_squad_f1(prediction, a) for a in answers)
     assert f1_score(prediction, answers, "f1") == pytest.approx(want, abs=1e-12)
@@ -114,21 +124,29 @@ def test_regex_on_the_raw_generation():
 
 def test_substring_is_the_laser_references_rule():
     # generation_match in the reference: answer.strip().lower() in generation.strip().lower()
-    for gen, ans in [("It was 1995.", "9"), ("a Leftist view", "Left"), ("11.11", "11.1"),
-                     ("Paris", "pari"), ("PARIS!", " paris ")]:
+    for gen, ans in [
+        ("It was 1995.", "9"),
+        ("a Leftist view", "Left"),
+        ("11.11", "11.1"),
+        ("Paris", "pari"),
+        ("PARIS!", " paris "),
+    ]:
         assert _ok(gen, (ans,), "substring") is (ans.strip().lower() in gen.strip().lower())
     assert not _ok("Lyon", ("Paris",), "substring")
 
 
-@pytest.mark.parametrize("answers,mode,match", [
-    ((True,), "contains", "not a string or a number"),
-    (({"a": "x"},), "exact", "needs match: all_parts or contains"),
-    ((["a", "b"],), "contains", "for parts use match: all_parts"),
-    (("",), "contains", "empty answer"),
-    (("?!",), "contains", "no words or numbers"),
-    ((), "contains", "at least one answer"),
-    (("x",), "fuzzy", "unknown match 'fuzzy'"),
-])
+@pytest.mark.parametrize(
+    "answers,mode,match",
+    [
+        ((True,), "contains", "not a string or a number"),
+        (({"a": "x"},), "exact", "needs match: all_parts or contains"),
+        ((["a", "b"],), "contains", "for parts use match: all_parts"),
+        (("",), "contains", "empty answer"),
+        (("?!",), "contains", "no words or numbers"),
+        ((), "contains", "at least one answer"),
+        (("x",), "fuzzy", "unknown match 'fuzzy'"),
+    ],
+)
 def test_answers_that_do_not_fit_the_mode_are_refused(answers, mode, match):
     with pytest.raises(LaserkitError, match=match):
         check_answers(answers, mode, "rec 1")

@@ -56,8 +56,17 @@ def test_lname_all_is_the_reference_s_every_attention_and_mlp_matrix():
     from laserkit.model.targets import model_layout, resolve
 
     layout = model_layout(make_tiny("llama"))
-    got = {t.module.rsplit(".", 2)[-2] + "." + t.module.rsplit(".", 1)[-1]
-           for t in resolve(layout, "all", 3)}
-    assert got == {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "self_attn.k_proj",
-                   "self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj"}
+    got = {
+        t.module.rsplit(".", 2)[-2] + "." + t.module.rsplit(".", 1)[-1]
+        for t in resolve(layout, "all", 3)
+    }
+    assert got == {
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+        "self_attn.k_proj",
+        "self_attn.q_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+    }
     assert {t.layer for t in resolve(layout, "all", 3)} == {3}

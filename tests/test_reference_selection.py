@@ -57,12 +57,21 @@ def test_reference_rule_matches_the_transcribed_loop_where_the_base_wins(seed):
     rnd = random.Random(seed)
     layers, lnames, rates = [11, 10, 9], ["fc_in", "fc_out"], [1.0, 5.0, 9.0, 9.9]
     # few distinct values: many ties on accuracy and on log-loss
-    values = {k: (rnd.choice([0.3, 0.5, 0.6]), rnd.choice([1.0, 2.0]))
-              for k in itertools.product(layers, lnames, rates)}
+    values = {
+        k: (rnd.choice([0.3, 0.5, 0.6]), rnd.choice([1.0, 2.0]))
+        for k in itertools.product(layers, lnames, rates)
+    }
     done, specs = _results(layers, lnames, rates, values)
-    cfg = RunConfig(strategy="grid", model="m", objective=ObjectiveConfig(type="next-token"),
-                    intervention=Intervention(rho=1.0).to_dict(), lnames=lnames,
-                    layers=layers, rhos=[(10 - r) * 0.1 for r in rates], selection="reference")
+    cfg = RunConfig(
+        strategy="grid",
+        model="m",
+        objective=ObjectiveConfig(type="next-token"),
+        intervention=Intervention(rho=1.0).to_dict(),
+        lnames=lnames,
+        layers=layers,
+        rhos=[(10 - r) * 0.1 for r in rates],
+        selection="reference",
+    )
     ref = GridPlan(cfg).best(done)
     want = reference_choice(layers, lnames, rates, values)
     assert specs[ref.key] == want
@@ -78,8 +87,10 @@ def test_reference_selection_end_to_end_never_chooses_the_base(tmp_path):
     assert result["chosen"]["edits"], "the reference's rule always reports an intervention"
     rows = result["trials"]
     best = max(rows, key=lambda r: (r["accuracy"], -r["log_loss"]))
-    assert (result["best"]["validation"]["accuracy"], result["best"]["validation"]["log_loss"]) \
-        == (best["accuracy"], best["log_loss"])
+    assert (result["best"]["validation"]["accuracy"], result["best"]["validation"]["log_loss"]) == (
+        best["accuracy"],
+        best["log_loss"],
+    )
     assert result["best"]["test"] is not result["base"]["test"]
 
 
@@ -105,21 +116,33 @@ def test_an_old_run_whose_numbers_would_change_is_refused(tmp_path):
     store = store_at(tmp_path)
     old = {k: v for k, v in store.config.to_json().items() if k != "definitions"}
     store.study.set_user_attr("config", old)
-    with pytest.raises(LaserkitError, match=r"older definitions and its ρ 0.7 keeps another "
-                                            r"rank.*start a new run"):
+    with pytest.raises(
+        LaserkitError,
+        match=r"older definitions and its ρ 0.7 keeps another "
+        r"rank.*start a new run",
+    ):
         run_grid(tmp_path, cfg, model, resume=True)
-    gen = RunConfig.from_json({**old, "objective": {"type": "task", "task": "hotpotqa"},
-                               "rhos": [0.5]})
+    gen = RunConfig.from_json(
+        {**old, "objective": {"type": "task", "task": "hotpotqa"}, "rhos": [0.5]}
+    )
     assert "sum over the answer" in gen.legacy_conflicts()[0]
-    mc = RunConfig.from_json({**old, "objective": {"type": "task", "task": "fever"},
-                              "rhos": [0.9, 0.5, 0.1, 0.01]})
+    mc = RunConfig.from_json(
+        {**old, "objective": {"type": "task", "task": "fever"}, "rhos": [0.9, 0.5, 0.1, 0.01]}
+    )
     assert mc.legacy_conflicts() == []
 
 
 def test_unknown_selection_is_refused():
     with pytest.raises(LaserkitError, match="unknown --selection 'best'"):
-        RunConfig(strategy="grid", model="m", objective=ObjectiveConfig(type="next-token"),
-                  lnames=["fc_in"], layers=[1], rhos=[0.5], selection="best").check()
+        RunConfig(
+            strategy="grid",
+            model="m",
+            objective=ObjectiveConfig(type="next-token"),
+            lnames=["fc_in"],
+            layers=[1],
+            rhos=[0.5],
+            selection="best",
+        ).check()
 
 
 def test_a_worker_refuses_to_continue_an_old_run_it_would_mix(tmp_path):

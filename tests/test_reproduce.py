@@ -19,12 +19,20 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([LASERKIT, *argv], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["reproduce", "fever-bigbench"], "reproduce 'fever-bigbench': not one of the paper's tasks"),
-    (["reproduce", "wikitext"], "reproduce 'wikitext': not one of the paper's tasks"),
-    (["search", "default", "--task", "fever", "--selection", "paper"],
-     "unknown --selection 'paper': use laserkit, reference"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["reproduce", "fever-bigbench"],
+            "reproduce 'fever-bigbench': not one of the paper's tasks",
+        ),
+        (["reproduce", "wikitext"], "reproduce 'wikitext': not one of the paper's tasks"),
+        (
+            ["search", "default", "--task", "fever", "--selection", "paper"],
+            "unknown --selection 'paper': use laserkit, reference",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
     done = subprocess.run([LASERKIT, *argv], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
@@ -49,14 +57,32 @@ def test_comparability_names_what_differs():
 
 @pytest.mark.slow
 def test_reproduce_runs_the_reference_protocol(tmp_path):
-    recs = [{"inputs": f"Premise: Ann thinks box {i} is red. Hypothesis: Box {i} is red.\n"
-                       "Relation:", "targets": ["non-entailment" if i % 3 else "entailment"],
-             "idx": i} for i in range(5)]
+    recs = [
+        {
+            "inputs": f"Premise: Ann thinks box {i} is red. Hypothesis: Box {i} is red.\nRelation:",
+            "targets": ["non-entailment" if i % 3 else "entailment"],
+            "idx": i,
+        }
+        for i in range(5)
+    ]
     data = tmp_path / "epi.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    done = _run("reproduce", "bbh-epistemic", "default", "--data", str(data), "--lnum", "-1",
-                "--rate", "9.9", "--no-save", "--batch-size", "5", "--run-dir",
-                str(tmp_path / "run"))
+    done = _run(
+        "reproduce",
+        "bbh-epistemic",
+        "default",
+        "--data",
+        str(data),
+        "--lnum",
+        "-1",
+        "--rate",
+        "9.9",
+        "--no-save",
+        "--batch-size",
+        "5",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
     assert done.returncode == 0, done.stderr
     out = " ".join((done.stdout + done.stderr).split())
     assert "comparable with the paper's Table 1" in out and "svd_lowrank" in out

@@ -29,7 +29,7 @@ def _direct(model, tok, texts: list[str], seqlen: int) -> tuple[float, int]:
     for text in texts:
         input_tok = tok(text, return_tensors="pt")["input_ids"]
         nsamples = input_tok.numel() // seqlen
-        input_tok = input_tok[0, :seqlen * nsamples].view(nsamples, seqlen)
+        input_tok = input_tok[0, : seqlen * nsamples].view(nsamples, seqlen)
         total += nsamples
         for ii in range(nsamples):
             x = input_tok[ii].view(1, -1)
@@ -42,8 +42,10 @@ def _direct(model, tok, texts: list[str], seqlen: int) -> tuple[float, int]:
 
 def test_fixed_chunk_perplexity_equals_the_reference_loop(tok):
     model = make_tiny("llama", vocab_size=49152, num_hidden_layers=2)
-    texts = ["The quick brown fox jumps over the lazy dog, and then it rests. " * 5,
-             "Colourless green ideas sleep furiously; " * 7]
+    texts = [
+        "The quick brown fox jumps over the lazy dog, and then it rests. " * 5,
+        "Colourless green ideas sleep furiously; " * 7,
+    ]
     seqlen = 16
     lengths = [len(tok(t)["input_ids"]) for t in texts]
     assert all(n % seqlen for n in lengths)  # a tail to drop in each text
@@ -70,7 +72,8 @@ def test_the_builtin_perplexity_task_is_laserrmts(tmp_path):
     hubs = task.sources["hub"]
     assert [(h["path"], h["name"], h["split"]) for h in hubs] == [
         ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
-        ("ptb_text_only", "penn_treebank", "test")]
+        ("ptb_text_only", "penn_treebank", "test"),
+    ]
     assert get_task("perplexity-sliding").chunking == "sliding"
     with pytest.raises(LaserkitError, match="unknown chunking 'chunky'"):
         Task(name="x", kind="perplexity", chunking="chunky")

@@ -24,8 +24,10 @@ LASERKIT = Path(sys.executable).parent / "laserkit"
 
 def reference_prompt(system: str, user: str) -> str:
     """laserRMT's get_llm_prompt for chatml, written out."""
-    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+        f"<|im_start|>assistant\n"
+    )
 
 
 def _jsonl(path: Path, records: list[dict]) -> Path:
@@ -33,29 +35,43 @@ def _jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def orca(i: int, system: str = "You are helpful.", q: str | None = None, chosen: str = "yes",
-         rejected: str = "no") -> dict:
-    return {"system": system, "question": q if q is not None else f"question {i}?",
-            "chosen": chosen, "rejected": rejected}
+def orca(
+    i: int,
+    system: str = "You are helpful.",
+    q: str | None = None,
+    chosen: str = "yes",
+    rejected: str = "no",
+) -> dict:
+    return {
+        "system": system,
+        "question": q if q is not None else f"question {i}?",
+        "chosen": chosen,
+        "rejected": rejected,
+    }
 
 
-def ultra(i: int, prompt: str | None = None, chosen: str = "good answer",
-          rejected: str = "bad answer") -> dict:
+def ultra(
+    i: int, prompt: str | None = None, chosen: str = "good answer", rejected: str = "bad answer"
+) -> dict:
     p = prompt if prompt is not None else f"prompt {i}"
-    return {"prompt": p, "prompt_id": f"p{i}",
-            "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "user", "content": p},
-                         {"role": "assistant", "content": rejected}]}
+    return {
+        "prompt": p,
+        "prompt_id": f"p{i}",
+        "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "user", "content": p}, {"role": "assistant", "content": rejected}],
+    }
 
 
 def test_orca_format_filters_first_128_and_the_system_turn(tmp_path):
     sys_ = "S" * 100
-    records = [orca(0, sys_, "q" * 412),  # 100 + 412 = 512: kept (≤ 512)
-               orca(1, sys_, "q" * 413),  # 513: dropped
-               orca(2, chosen="c" * 513),  # chosen too long: dropped
-               orca(3, rejected="r" * 513),  # rejected too long: dropped
-               orca(4, chosen="c" * 512, rejected="r" * 512),  # both at 512: kept
-               orca(5, system="")]  # an empty system turn is still a turn
+    records = [
+        orca(0, sys_, "q" * 412),  # 100 + 412 = 512: kept (≤ 512)
+        orca(1, sys_, "q" * 413),  # 513: dropped
+        orca(2, chosen="c" * 513),  # chosen too long: dropped
+        orca(3, rejected="r" * 513),  # rejected too long: dropped
+        orca(4, chosen="c" * 512, rejected="r" * 512),  # both at 512: kept
+        orca(5, system=""),
+    ]  # an empty system turn is still a turn
     records += [orca(i) for i in range(6, 300)]
     task = get_task("dpo-semantic", _jsonl(tmp_path / "orca.jsonl", records))
     exs = task.examples()
@@ -70,11 +86,13 @@ def test_orca_format_filters_first_128_and_the_system_turn(tmp_path):
 
 
 def test_ultrafeedback_format_takes_the_assistant_turn(tmp_path):
-    records = [ultra(0, prompt="p" * 513),  # prompt too long: dropped
-               ultra(1, chosen="c" * 513),  # assistant answer too long: dropped
-               ultra(2, rejected="r" * 600),
-               ultra(3, chosen="the chosen reply", rejected="the rejected reply"),
-               ultra(4, prompt="x" * 512)]
+    records = [
+        ultra(0, prompt="p" * 513),  # prompt too long: dropped
+        ultra(1, chosen="c" * 513),  # assistant answer too long: dropped
+        ultra(2, rejected="r" * 600),
+        ultra(3, chosen="the chosen reply", rejected="the rejected reply"),
+        ultra(4, prompt="x" * 512),
+    ]
     task = get_task("dpo-semantic", _jsonl(tmp_path / "uf.jsonl", records))
     exs = task.examples()
     assert [e.prompt for e in exs] == ["prompt 3", "x" * 512]
@@ -84,8 +102,9 @@ def test_ultrafeedback_format_takes_the_assistant_turn(tmp_path):
     assert preview(task, n=1)[0]["prompt"] == reference_prompt("", "prompt 3")
 
 
-def test_generation_sees_the_reference_prompt_tokens_and_length(tmp_path, monkeypatch,
-                                                                default_model_dir):
+def test_generation_sees_the_reference_prompt_tokens_and_length(
+    tmp_path, monkeypatch, default_model_dir
+):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(default_model_dir)
@@ -104,12 +123,12 @@ def test_generation_sees_the_reference_prompt_tokens_and_length(tmp_path, monkey
     monkeypatch.setattr(S, "greedy_generate", spy)
     res = evaluate(model, tok, task, progress=False, embedder="self")
     # the reference tokenizes its prompt string with the tokenizer's defaults: tok([prompt])
-    assert seen == [tok(reference_prompt(r["system"], r["question"]))["input_ids"]
-                    for r in records]
+    assert seen == [tok(reference_prompt(r["system"], r["question"]))["input_ids"] for r in records]
     assert lengths == [512] and res.summary["max_new_tokens"] == 512
     s = res.summary
-    assert s["score"] == pytest.approx(sum(r["cos_chosen"] - r["cos_rejected"]
-                                           for r in res.records) / 2)
+    assert s["score"] == pytest.approx(
+        sum(r["cos_chosen"] - r["cos_rejected"] for r in res.records) / 2
+    )
     evaluate(model, tok, task, progress=False, embedder="self", max_new_tokens=7)
     assert lengths[-1] == 7
 
@@ -127,17 +146,30 @@ def test_generation_length_is_part_of_the_runs_identity(tmp_path):
 
 
 def test_installed_cli_renames_and_offline_message(tmp_path):
-    res = subprocess.run([str(LASERKIT), "eval", "--task", "dpo-semantic-hhh", "--dry-run",
-                          "--show", "1"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                           "COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+    res = subprocess.run(
+        [str(LASERKIT), "eval", "--task", "dpo-semantic-hhh", "--dry-run", "--show", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "COLUMNS": "200",
+            "HF_HUB_OFFLINE": "1",
+        },
+    )
     assert res.returncode == 0, res.stderr
     assert "dpo-semantic-bigbench" in res.stdout
     assert "<|im_start|>system\n<|im_end|>\n<|im_start|>user\n" in res.stdout
-    res = subprocess.run([str(LASERKIT), "eval", "--task", "dpo-semantic", "--dry-run"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                              "HF_HUB_OFFLINE": "1"})
+    res = subprocess.run(
+        [str(LASERKIT), "eval", "--task", "dpo-semantic", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+    )
     assert res.returncode == 2 and res.stdout == ""
     line = res.stderr.strip()
     assert line.startswith("laserkit: error: no data for task 'dpo-semantic'") and "\n" not in line
@@ -153,9 +185,12 @@ def test_a_semantic_run_made_before_lengths_were_stored_resumes_only_at_its_128(
 
     def cfg(tokens):
         obj = ObjectiveConfig(task="dpo-semantic-bigbench", limit=6, max_new_tokens=tokens)
-        return RunConfig(strategy="greedy", model="m", objective=obj,
-                         candidates=[{"lname": "fc_in", "layer": 0,
-                                      "intervention": {"kind": "mp-threshold"}}])
+        return RunConfig(
+            strategy="greedy",
+            model="m",
+            objective=obj,
+            candidates=[{"lname": "fc_in", "layer": 0, "intervention": {"kind": "mp-threshold"}}],
+        )
 
     url = default_url(tmp_path)
     TrialStore(url, "old", create=cfg(None))

@@ -24,15 +24,18 @@ def _run(tmp_path, metric: str, higher: bool, scores: dict[frozenset, float]) ->
     original = {i: b.mlp.gate_proj.weight.detach().clone() for i, b in enumerate(blocks)}
 
     def score(m, split):
-        changed = frozenset(i for i, w in original.items()
-                            if not torch.equal(blocks[i].mlp.gate_proj.weight, w))
+        changed = frozenset(
+            i for i, w in original.items() if not torch.equal(blocks[i].mlp.gate_proj.weight, w)
+        )
         return scores[changed]
 
     objective = CallableObjective(score, higher_is_better=higher, metric=metric)
     iv = Intervention(rho=0.5).to_dict()
-    cfg = greedy_config("tiny", {"type": "constructed"},
-                        [{"lname": "fc_in", "layer": layer, "intervention": iv}
-                         for layer in (11, 10)])
+    cfg = greedy_config(
+        "tiny",
+        {"type": "constructed"},
+        [{"lname": "fc_in", "layer": layer, "intervention": iv} for layer in (11, 10)],
+    )
     result = run_grid(tmp_path, cfg, model, objective)
     return [s["kept"] for s in result["steps"]]
 
@@ -40,15 +43,19 @@ def _run(tmp_path, metric: str, higher: bool, scores: dict[frozenset, float]) ->
 def test_perplexity_greedy_keeps_a_step_with_an_equal_score(tmp_path):
     a, b = frozenset({11}), frozenset({10, 11})
     # base 10; reducing layer 11 leaves it at 10 (kept, as laserRMT); adding 10 raises it (drop)
-    assert _run(tmp_path, "perplexity", False,
-                {frozenset(): 10.0, a: 10.0, b: 10.5}) == [True, False]
+    assert _run(tmp_path, "perplexity", False, {frozenset(): 10.0, a: 10.0, b: 10.5}) == [
+        True,
+        False,
+    ]
 
 
 def test_semantic_greedy_drops_a_step_with_an_equal_score(tmp_path):
     a, c = frozenset({11}), frozenset({10})
     # base 0.1; layer 11 leaves it at 0.1 (dropped: needs new > old); layer 10 raises it (kept)
-    assert _run(tmp_path, "semantic_score", True,
-                {frozenset(): 0.1, a: 0.1, c: 0.2}) == [False, True]
+    assert _run(tmp_path, "semantic_score", True, {frozenset(): 0.1, a: 0.1, c: 0.2}) == [
+        False,
+        True,
+    ]
 
 
 def test_keeps_rule_directly():

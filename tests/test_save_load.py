@@ -32,7 +32,9 @@ def test_saved_model_reloads_with_the_same_logits(tmp_path, family):
         torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
     record = json.loads((out / RECORD).read_text())
     assert [(e["lname"], e["layer"], e["kind"]) for e in record["interventions"]] == [
-        ("fc_in", 1, "rank-reduction"), ("q_proj", 0, "mp-threshold")]
+        ("fc_in", 1, "rank-reduction"),
+        ("q_proj", 0, "mp-threshold"),
+    ]
     assert "fc_in" in (out / "README.md").read_text()
 
 
@@ -75,20 +77,34 @@ def test_bad_sources_are_one_line_errors(tmp_path):
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "laserkit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "laserkit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, default_model_dir):
     for args, needle in [
-        (["reduce", str(default_model_dir), "--lname", "fc_mid", "--lnum", "1", "--rho", "0.1"],
-         "unknown layer name 'fc_mid'"),
-        (["reduce", str(default_model_dir), "--lname", "fc_in", "--lnum", "30", "--rho", "0.1"],
-         "layer 30 is out of range: this model has layers 0..29"),
-        (["reduce", str(default_model_dir), "--lname", "fc_in", "--lnum", "1", "--rate", "11"],
-         "rate 11.0 is outside [0, 10]"),
-        (["reduce", "nobody/nothing", "--lname", "fc_in", "--lnum", "1", "--rate", "9"],
-         "cannot load model 'nobody/nothing'"),
+        (
+            ["reduce", str(default_model_dir), "--lname", "fc_mid", "--lnum", "1", "--rho", "0.1"],
+            "unknown layer name 'fc_mid'",
+        ),
+        (
+            ["reduce", str(default_model_dir), "--lname", "fc_in", "--lnum", "30", "--rho", "0.1"],
+            "layer 30 is out of range: this model has layers 0..29",
+        ),
+        (
+            ["reduce", str(default_model_dir), "--lname", "fc_in", "--lnum", "1", "--rate", "11"],
+            "rate 11.0 is outside [0, 10]",
+        ),
+        (
+            ["reduce", "nobody/nothing", "--lname", "fc_in", "--lnum", "1", "--rate", "9"],
+            "cannot load model 'nobody/nothing'",
+        ),
     ]:
         r = _cli(*args, cwd=tmp_path)
         assert r.returncode == 2, r.stderr
@@ -101,8 +117,19 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, default_model_dir):
 def test_real_model_reduce_last_fc_in_and_reload(tmp_path, default_model_dir):
     """SmolLM2: ρ = 0.01 on the last layer's fc_in; the saved model differs only there."""
     out = tmp_path / "reduced"
-    r = _cli("reduce", str(default_model_dir), "--lname", "fc_in", "--lnum", "-1",
-             "--rate", "9.9", "--out", str(out), cwd=tmp_path)
+    r = _cli(
+        "reduce",
+        str(default_model_dir),
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "-1",
+        "--rate",
+        "9.9",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     base = load_file(default_model_dir / "model.safetensors")
     new = load_file(out / "model.safetensors")

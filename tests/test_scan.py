@@ -77,7 +77,8 @@ def test_filters_match_exactly(tiny_dirs):
     assert {(r.layer, r.role) for r in res.records} == {(1, "fc_in"), (1, "fc_up"), (1, "fc_out")}
     res = scan(whole, progress=False, types="self_attn.q_proj,k_proj", layers="9-11")
     assert sorted((r.layer, r.type) for r in res.records) == [
-        (i, t) for i in (9, 10, 11) for t in ("self_attn.k_proj", "self_attn.q_proj")]
+        (i, t) for i in (9, 10, 11) for t in ("self_attn.k_proj", "self_attn.q_proj")
+    ]
     res = scan(whole, progress=False, types="lm_head")
     assert [r.module for r in res.records] == ["lm_head"]
     with pytest.raises(LaserkitError, match="unknown module type 'mlpp'"):
@@ -123,7 +124,7 @@ def spectrum_reference_yaml(snr_data: dict, top_percent: float) -> str:
     for typ, layers in groups.items():
         ranked = sorted(layers, key=lambda x: x[1], reverse=True)
         text += f"# {typ} layers\n"
-        for name, _ in ranked[:int(len(layers) * top_percent / 100)]:
+        for name, _ in ranked[: int(len(layers) * top_percent / 100)]:
             text += f"- {name}\n"
     return text
 
@@ -150,9 +151,11 @@ def test_yaml_names_come_from_the_checkpoint_and_handle_nan_inf():
         "transformer.h.3.mlp.c_fc": {"snr": 0.7, "type": "mlp.c_fc"},
     }
     text = axolotl_named_yaml(entries, 75)
-    assert text.splitlines()[:3] == ["unfrozen_parameters:",
-                                     "# no separate head: tied to transformer.wte.weight",
-                                     "- ^transformer.wte.weight$"]
+    assert text.splitlines()[:3] == [
+        "unfrozen_parameters:",
+        "# no separate head: tied to transformer.wte.weight",
+        "- ^transformer.wte.weight$",
+    ]
     # Spectrum's sorted(reverse=True) leaves the NaN first (it compares false both ways)
     assert "- transformer.h.0.mlp.c_fc\n- transformer.h.2.mlp.c_fc\n- transformer.h.3" in text
     assert "h.1" not in text and "# transformer.wte layers" not in text  # none selected
@@ -183,13 +186,14 @@ def test_interrupted_scan_resumes_to_the_same_result(tiny_dirs, tmp_path, monkey
         scan(whole, tmp_path / "part", progress=False)
     assert len(list((tmp_path / "part" / "matrices").glob("*.safetensors"))) == 20
     assert not (tmp_path / "part" / "scan.json").exists()
-    calls["n"] = -10**6  # no more failures; count what is recomputed
+    calls["n"] = -(10**6)  # no more failures; count what is recomputed
     resumed = scan(whole, tmp_path / "part", progress=False)
-    assert resumed.reused == 20 and calls["n"] == -10**6 + len(full.records) - 20
+    assert resumed.reused == 20 and calls["n"] == -(10**6) + len(full.records) - 20
     assert _rows(resumed) == _rows(full)
     assert all(torch.equal(a.s, b.s) for a, b in zip(resumed.records, full.records, strict=True))
-    assert (tmp_path / "part" / "scan.json").read_text() == \
-        (tmp_path / "full" / "scan.json").read_text()
+    assert (tmp_path / "part" / "scan.json").read_text() == (
+        tmp_path / "full" / "scan.json"
+    ).read_text()
     # a different checkpoint is refused in this directory: two models' results never mix
     other = make_tiny("llama", seed=1)
     other.save_pretrained(tmp_path / "other")
@@ -231,7 +235,7 @@ def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tiny_dirs, tmp_path
     f = bad / "model.safetensors"
     data = bytearray(f.read_bytes())
     (hlen,) = struct.unpack("<Q", data[:8])
-    data[8:8 + 20] = b"\x00garbage-not-json!!!"
+    data[8 : 8 + 20] = b"\x00garbage-not-json!!!"
     f.write_bytes(bytes(data))
     with pytest.raises(LaserkitError, match="corrupt safetensors file"):
         open_checkpoint(bad)
@@ -257,8 +261,22 @@ def test_cli_scan_spectrum_and_one_line_errors(tiny_dirs, tmp_path, monkeypatch,
         return 0
 
     out = tmp_path / "scan"
-    assert run("scan", str(whole), "--out", str(out), "--types", "mlp,attn",
-               "--layers", "0-3", "--table", "full", "--no-plot") == 0
+    assert (
+        run(
+            "scan",
+            str(whole),
+            "--out",
+            str(out),
+            "--types",
+            "mlp,attn",
+            "--layers",
+            "0-3",
+            "--table",
+            "full",
+            "--no-plot",
+        )
+        == 0
+    )
     table = capsys.readouterr().out  # the scan's table is its result: stdout
     assert "model.layers.3.mlp.down_proj" in table and "SNR/s_max" in table
     assert run("spectrum", str(out), "--top-percent", "25") == 0
@@ -285,8 +303,11 @@ def test_real_default_model_whole_scan(default_model_dir, tmp_path):
         assert by[name].stats["n_above"] == ref["n_above"]
         assert by[name].stats["snr"] == pytest.approx(ref["snr"], rel=1e-9)
     assert by["model.layers.0.self_attn.k_proj"].shape == (192, 576)
-    assert all(math.isfinite(r.stats["snr"]) for r in res.records  # norms: 1 value, no noise
-               if r.layer is not None and min(r.shape) > 1)
+    assert all(
+        math.isfinite(r.stats["snr"])
+        for r in res.records  # norms: 1 value, no noise
+        if r.layer is not None and min(r.shape) > 1
+    )
     assert math.isinf(by["model.embed_tokens"].stats["snr"])  # IQR-τ below every value
     flat = json.loads((tmp_path / "smol" / "snr_results.json").read_text())
     # Spectrum's 273: 30 × (7 matrices + 2 norms), model.norm, the embedding and the tied head
@@ -294,8 +315,10 @@ def test_real_default_model_whole_scan(default_model_dir, tmp_path):
     assert flat["lm_head"] == flat["model.embed_tokens"] | {"type": "lm_head"}
     text = axolotl_named_yaml(res.spectrum_entries(), 25, embed="model.embed_tokens")
     lines = text.splitlines()
-    assert lines[1:3] == ["# no separate head: tied to model.embed_tokens.weight",
-                          "- ^model.embed_tokens.weight$"]
+    assert lines[1:3] == [
+        "# no separate head: tied to model.embed_tokens.weight",
+        "- ^model.embed_tokens.weight$",
+    ]
     assert sum(1 for x in lines if x.startswith("- model.layers.")) == 9 * int(30 * 25 / 100)
     from laserkit.cli.scan import _summary_table
 
@@ -309,8 +332,7 @@ def test_gguf_streams_the_same_matrices_as_its_safetensors_conversion(default_mo
     statistics of the converted safetensors copy: same names, layers, roles and numbers."""
     from laserkit.io.source import default_gguf
 
-    pick = dict(types="fc_in,q_proj,k_proj", layers="0,29", progress=False, plots=False,
-                threads=1)
+    pick = dict(types="fc_in,q_proj,k_proj", layers="0,29", progress=False, plots=False, threads=1)
     from_gguf = {r.module: r for r in scan(str(default_gguf()), **pick).records}
     from_dir = {r.module: r for r in scan(str(default_model_dir), **pick).records}
     assert sorted(from_gguf) == sorted(from_dir) and len(from_dir) == 6

@@ -57,10 +57,12 @@ CHOICE = [
 
 def _direct_choice(model, tok, ex: Example) -> list[float]:
     prompt = ex.prompt.rstrip()
-    ws = ex.prompt[len(prompt):] or " "
+    ws = ex.prompt[len(prompt) :] or " "
     pids = tok(prompt)["input_ids"]
-    return [_direct_sum(model, pids + tok(ws + c, add_special_tokens=False)["input_ids"],
-                        len(pids)) for c in ex.choices]
+    return [
+        _direct_sum(model, pids + tok(ws + c, add_special_tokens=False)["input_ids"], len(pids))
+        for c in ex.choices
+    ]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
@@ -75,29 +77,36 @@ def test_choice_batched_equals_direct(tiny, tok, batch_size):
         gold = max(want[g] for g in ex.gold)
         g = max(ex.gold, key=lambda i: want[i])
         prompt = ex.prompt.rstrip()
-        n_tok = len(tok((ex.prompt[len(prompt):] or " ") + ex.choices[g],
-                        add_special_tokens=False)["input_ids"])
+        n_tok = len(
+            tok((ex.prompt[len(prompt) :] or " ") + ex.choices[g], add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
         assert rec["log_loss"] == pytest.approx(-gold / n_tok, abs=2e-4)  # mean over tokens
         assert rec["answer_rank"] == 1 + sum(v > gold + 1e-9 for v in want)
     s = res.summary
     assert s["metric"] == "accuracy" and s["higher_is_better"] is True
-    assert s["score"] == s["accuracy"] == pytest.approx(
-        sum(r["correct"] for r in res.records) / len(CHOICE))
+    assert (
+        s["score"]
+        == s["accuracy"]
+        == pytest.approx(sum(r["correct"] for r in res.records) / len(CHOICE))
+    )
     assert s["log_loss"] == pytest.approx(sum(r["log_loss"] for r in res.records) / len(CHOICE))
 
 
 def test_truncation_keeps_the_answer_and_matches_direct(tiny, tok):
     long_prompt = "word " * 60 + "\nAnswer:"
     ex = Example("long", long_prompt, ("yes", "no way"), (0,))
-    res = evaluate(tiny, tok, _task("choice", [ex, CHOICE[0]]), batch_size=2, progress=False,
-                   max_length=16)
+    res = evaluate(
+        tiny, tok, _task("choice", [ex, CHOICE[0]]), batch_size=2, progress=False, max_length=16
+    )
     rec = res.records[0]
     assert rec["truncated"] is True and res.records[1]["truncated"] is False
     assert res.summary["truncated"] == 1
     pids = tok(long_prompt.rstrip())["input_ids"]
     for choice, got in zip(ex.choices, rec["logprobs"], strict=True):
         cont = tok(" " + choice, add_special_tokens=False)["input_ids"]
-        ids = pids[-(16 - len(cont)):] + cont  # left-truncated prompt, whole answer
+        ids = pids[-(16 - len(cont)) :] + cont  # left-truncated prompt, whole answer
         assert len(ids) == 16
         assert got == pytest.approx(_direct_sum(tiny, ids, 16 - len(cont)), abs=2e-4)
 
@@ -111,17 +120,18 @@ def test_fit_and_boundary_edge_cases(tok):
     assert S.split_boundary("A:\n", "yes") == ("A:\n", "yes")  # a final newline stays
     assert S.split_boundary("is", " true") == ("is", " true")
     assert S.split_boundary("is", "true", " ") == ("is", " true")
-    assert S.encode_prompt(tok, "") == [tok.bos_token_id if tok.bos_token_id is not None
-                                        else tok.eos_token_id]
+    assert S.encode_prompt(tok, "") == [
+        tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    ]
 
 
 def test_token_logprobs_shares_prefix_rows(tiny, tok):
     calls = []
-    h = tiny.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
-                                       with_kwargs=True)
+    h = tiny.register_forward_pre_hook(
+        lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True
+    )
     try:
-        reqs = [([5, 6, 7], 1), ([5, 6, 7, 8, 9], 3), ([5, 6, 7], 2), ([11, 12], 1),
-                ([11, 13], 1)]
+        reqs = [([5, 6, 7], 1), ([5, 6, 7, 8, 9], 3), ([5, 6, 7], 2), ([11, 12], 1), ([11, 13], 1)]
         out, _ = S.token_logprobs(tiny, reqs, pad_id=0, batch_size=8)
     finally:
         h.remove()
@@ -134,11 +144,14 @@ def test_token_logprobs_shares_prefix_rows(tiny, tok):
 
 
 def test_next_token_ranks_equal_direct(tiny, tok):
-    exs = [Example("1", "The capital of France is", answers=("Paris",)),
-           Example("2", "Danielle Darrieux's mother tongue is", answers=("French",)),
-           Example("3", "one two three", answers=(" four five",))]
-    res = evaluate(tiny, tok, _task("next_token", exs, topk=(1, 5, 1000)), batch_size=2,
-                   progress=False)
+    exs = [
+        Example("1", "The capital of France is", answers=("Paris",)),
+        Example("2", "Danielle Darrieux's mother tongue is", answers=("French",)),
+        Example("3", "one two three", answers=(" four five",)),
+    ]
+    res = evaluate(
+        tiny, tok, _task("next_token", exs, topk=(1, 5, 1000)), batch_size=2, progress=False
+    )
     vocab = S.vocab_index(tok, 49152)
     for ex, rec in zip(exs, res.records, strict=True):
         pids = tok(ex.prompt)["input_ids"]
@@ -151,7 +164,8 @@ def test_next_token_ranks_equal_direct(tiny, tok):
         assert rec["correct"] == (want_rank == 1) and rec["top1000"] == (want_rank <= 1000)
         assert rec["prediction"] == tok.decode([int(lp.argmax())])
         assert rec["log_loss"] == pytest.approx(
-            -_direct_sum(tiny, pids + cont, len(pids)) / len(cont), abs=2e-4)
+            -_direct_sum(tiny, pids + cont, len(pids)) / len(cont), abs=2e-4
+        )
     assert set(res.summary) >= {"top1_accuracy", "top5_accuracy", "top1000_accuracy"}
 
 
@@ -169,16 +183,26 @@ def _direct_greedy(model, ids: list[int], n: int, eos: set[int]) -> list[int]:
 
 
 def test_greedy_generation_left_padded_equals_direct(tiny, tok):
-    prompts = [tok(p)["input_ids"] for p in ["Hello", "The genre of Weird Al is a long prompt",
-                                             "One two three four", "x"]]
+    prompts = [
+        tok(p)["input_ids"]
+        for p in ["Hello", "The genre of Weird Al is a long prompt", "One two three four", "x"]
+    ]
     want = [_direct_greedy(tiny, p, 6, set()) for p in prompts]
     for cache in (True, False):
-        got = S.greedy_generate(tiny, prompts, max_new_tokens=6, pad_id=tok.pad_token_id,
-                                eos_ids=[], batch_size=3, use_cache=cache)
+        got = S.greedy_generate(
+            tiny,
+            prompts,
+            max_new_tokens=6,
+            pad_id=tok.pad_token_id,
+            eos_ids=[],
+            batch_size=3,
+            use_cache=cache,
+        )
         assert got == want
     stop = want[1][2]  # a token the second prompt generates third: generation stops before it
-    got = S.greedy_generate(tiny, prompts, max_new_tokens=6, pad_id=tok.pad_token_id,
-                            eos_ids=[stop], batch_size=4)
+    got = S.greedy_generate(
+        tiny, prompts, max_new_tokens=6, pad_id=tok.pad_token_id, eos_ids=[stop], batch_size=4
+    )
     assert got[1] == want[1][:2]
     assert got == [_direct_greedy(tiny, p, 6, {stop}) for p in prompts]
     assert S.greedy_generate(tiny, prompts, max_new_tokens=0, pad_id=0, eos_ids=[]) == [[]] * 4
@@ -186,10 +210,13 @@ def test_greedy_generation_left_padded_equals_direct(tiny, tok):
 
 def test_generate_task_scores_generated_tokens_only(tiny, tok):
     # the answer appears in the prompt: only the generated text may count
-    exs = [Example("1", "Paris Paris Paris. The capital of France is", answers=("Paris",)),
-           Example("2", "Say hello:", answers=("hello", "hi"))]
-    res = evaluate(tiny, tok, _task("generate", exs), batch_size=2, max_new_tokens=5,
-                   progress=False)
+    exs = [
+        Example("1", "Paris Paris Paris. The capital of France is", answers=("Paris",)),
+        Example("2", "Say hello:", answers=("hello", "hi")),
+    ]
+    res = evaluate(
+        tiny, tok, _task("generate", exs), batch_size=2, max_new_tokens=5, progress=False
+    )
     for ex, rec in zip(exs, res.records, strict=True):
         gen = _direct_greedy(tiny, tok(ex.prompt)["input_ids"], 5, {tok.eos_token_id})
         assert rec["prediction"] == tok.decode(gen, skip_special_tokens=True)
@@ -207,8 +234,9 @@ def test_answer_matching_and_f1():
     assert token_f1("", "x") == 0.0
 
 
-@pytest.mark.parametrize("n,window,stride", [(50, 16, 8), (50, 16, 16), (17, 16, 5), (3, 16, 8),
-                                             (1, 16, 8)])
+@pytest.mark.parametrize(
+    "n,window,stride", [(50, 16, 8), (50, 16, 16), (17, 16, 5), (3, 16, 8), (1, 16, 8)]
+)
 def test_sliding_windows_score_every_token_once(n, window, stride):
     seen = []
     for b, e, first in S.sliding_windows(n, window, stride):
@@ -244,15 +272,27 @@ def test_perplexity_equals_direct(tiny, tok):
 
 
 def test_semantic_score_self_embedder_equals_direct(tiny, tok):
-    exs = [Example("1", "Tell me a joke", chosen="Why did the chicken cross the road?",
-                   rejected="No."),
-           Example("2", "What is 2+2?", chosen="4", rejected="I refuse to answer.")]
-    res = evaluate(tiny, tok, _task("semantic", exs), embedder="self", max_new_tokens=4,
-                   batch_size=2, progress=False)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Tell me a joke"}],
-                                     tokenize=False, add_generation_prompt=True)
-    gen = _direct_greedy(tiny, tok(prompt, add_special_tokens=False)["input_ids"], 4,
-                         {tok.eos_token_id})
+    exs = [
+        Example(
+            "1", "Tell me a joke", chosen="Why did the chicken cross the road?", rejected="No."
+        ),
+        Example("2", "What is 2+2?", chosen="4", rejected="I refuse to answer."),
+    ]
+    res = evaluate(
+        tiny,
+        tok,
+        _task("semantic", exs),
+        embedder="self",
+        max_new_tokens=4,
+        batch_size=2,
+        progress=False,
+    )
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Tell me a joke"}], tokenize=False, add_generation_prompt=True
+    )
+    gen = _direct_greedy(
+        tiny, tok(prompt, add_special_tokens=False)["input_ids"], 4, {tok.eos_token_id}
+    )
     assert res.records[0]["prediction"] == tok.decode(gen, skip_special_tokens=True)
 
     def emb(text):
@@ -277,8 +317,9 @@ def test_semantic_minilm_and_chatml(tiny, tok):
     with pytest.raises(LaserkitError):
         S.chat_prompt(tok, "hi", "vicuna")
     exs = [Example("1", "Say something kind", chosen="You are wonderful.", rejected="Go away.")]
-    res = evaluate(tiny, tok, _task("semantic", exs), max_new_tokens=3, progress=False,
-                   chat_template="chatml")
+    res = evaluate(
+        tiny, tok, _task("semantic", exs), max_new_tokens=3, progress=False, chat_template="chatml"
+    )
     r = res.records[0]
     assert r["score"] == pytest.approx(r["cos_chosen"] - r["cos_rejected"])
     assert res.summary["embedder"] == "minilm" and res.summary["chat_template"] == "chatml"

@@ -39,12 +39,20 @@ def next_token_data(model, n: int = 40, length: int = 8, seed: int = 1) -> list[
     return seqs.tolist()
 
 
-def grid_cfg(model, lnames=("fc_in", "fc_out"), layers=(9, 10, 11), rhos=(0.5, 0.1),
-             strategy="grid", **kw) -> RunConfig:
+def grid_cfg(
+    model, lnames=("fc_in", "fc_out"), layers=(9, 10, 11), rhos=(0.5, 0.1), strategy="grid", **kw
+) -> RunConfig:
     obj = ObjectiveConfig(type="next-token", sequences=next_token_data(model), batch_size=8)
-    return RunConfig(strategy=strategy, model="tiny", objective=obj,
-                     intervention=Intervention(rho=1.0).to_dict(), lnames=list(lnames),
-                     layers=list(layers), rhos=list(rhos), **kw)
+    return RunConfig(
+        strategy=strategy,
+        model="tiny",
+        objective=obj,
+        intervention=Intervention(rho=1.0).to_dict(),
+        lnames=list(lnames),
+        layers=list(layers),
+        rhos=list(rhos),
+        **kw,
+    )
 
 
 def store_at(path, cfg: RunConfig | None = None, resume: bool = False) -> TrialStore:
@@ -53,8 +61,14 @@ def store_at(path, cfg: RunConfig | None = None, resume: bool = False) -> TrialS
     return TrialStore(default_url(path), "run", create=cfg, resume=resume)
 
 
-def run_grid(path, cfg: RunConfig, model=None, objective=None, resume: bool = False,
-             ctx: Context | None = None) -> dict:
+def run_grid(
+    path,
+    cfg: RunConfig,
+    model=None,
+    objective=None,
+    resume: bool = False,
+    ctx: Context | None = None,
+) -> dict:
     """Create (or resume) the run in PATH and run it to the end in this process."""
     store = store_at(path, cfg, resume)
     return run(store, ctx=ctx or Context(store.config, model, objective=objective))
@@ -135,8 +149,10 @@ def test_prefix_cache_budget_recomputes_or_spills(tmp_path):
     model = make_tiny("llama")
     ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))
     ref = model(input_ids=ids).logits
-    for cache, stat in ((PrefixCache(model, budget_bytes=0), "not_kept"),
-                        (PrefixCache(model, budget_bytes=0, spill_dir=tmp_path), "spilled")):
+    for cache, stat in (
+        (PrefixCache(model, budget_bytes=0), "not_kept"),
+        (PrefixCache(model, budget_bytes=0, spill_dir=tmp_path), "spilled"),
+    ):
         with torch.no_grad(), cache.at(5):
             outs = [model(input_ids=ids).logits for _ in range(2)]
         assert cache.stats[stat] >= 1 and cache.stats["recorded"] == 0
@@ -189,8 +205,9 @@ def changed_layers(model) -> tuple[dict, callable]:
     original = {i: b.mlp.gate_proj.weight.detach().clone() for i, b in enumerate(blocks)}
 
     def changed() -> set[int]:
-        return {i for i, w in original.items()
-                if not torch.equal(blocks[i].mlp.gate_proj.weight, w)}
+        return {
+            i for i, w in original.items() if not torch.equal(blocks[i].mlp.gate_proj.weight, w)
+        }
 
     return original, changed
 
@@ -200,7 +217,8 @@ def test_greedy_keeps_exactly_the_improving_steps(tmp_path):
     _, changed = changed_layers(model)
     good, bad = {11, 8}, {10, 9}
     objective = CallableObjective(
-        lambda m, split: len(changed() & good) - len(changed() & bad), name="constructed")
+        lambda m, split: len(changed() & good) - len(changed() & bad), name="constructed"
+    )
     iv = Intervention(rho=0.5)
     cands = [{"lname": "fc_in", "layer": i, "intervention": iv.to_dict()} for i in (11, 10, 9, 8)]
     cfg = greedy_config("tiny", {"type": "constructed"}, cands)
@@ -215,9 +233,16 @@ def test_compose_stacks_from_the_last_layer_until_accuracy_drops(tmp_path):
     model = make_tiny("llama")
     _, changed = changed_layers(model)
     objective = CallableObjective(
-        lambda m, split: len(changed() & {11, 10}) - 5 * (9 in changed()), name="constructed")
-    cfg = compose_config("tiny", {"type": "constructed"}, ["fc_in"], [8, 9, 10, 11], [0.5, 0.1],
-                         Intervention(rho=0.5).to_dict())
+        lambda m, split: len(changed() & {11, 10}) - 5 * (9 in changed()), name="constructed"
+    )
+    cfg = compose_config(
+        "tiny",
+        {"type": "constructed"},
+        ["fc_in"],
+        [8, 9, 10, 11],
+        [0.5, 0.1],
+        Intervention(rho=0.5).to_dict(),
+    )
     result = run_grid(tmp_path, cfg, model, objective)
     assert [s["layer"] for s in result["steps"]] == [11, 10, 9]
     assert [s["kept"] for s in result["steps"]] == [True, True, False]
@@ -262,8 +287,11 @@ def test_greedy_on_a_single_text_decides_on_all_of_it_without_a_test_phase(tmp_p
     objective = CallableObjective(lambda m, split: len(changed()), higher_is_better=False)
     objective.size = 1  # one text (laserRMT's perplexity on a file): nothing to split
     iv = Intervention(rho=0.5)
-    cfg = greedy_config("tiny", {"type": "constructed"},
-                        [{"lname": "fc_in", "layer": 11, "intervention": iv.to_dict()}])
+    cfg = greedy_config(
+        "tiny",
+        {"type": "constructed"},
+        [{"lname": "fc_in", "layer": 11, "intervention": iv.to_dict()}],
+    )
     result = run_grid(tmp_path, cfg, model, objective)
     assert result["decided_on"] == "all" and result["steps"][0]["kept"] is False
     assert {r.spec["split"] for r in store_at(tmp_path).results().values()} == {"all"}
@@ -304,23 +332,45 @@ def test_a_run_directory_from_before_named_runs_resumes_and_keeps_its_records(tm
     old = tmp_path / "old"
     (old / "trials").mkdir(parents=True)
     edits = grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention(rho=1.0))
-    (old / "run.json").write_text(json.dumps({
-        "command": "search", "model": "tiny", "objective": cfg.objective.to_json(),
-        "grid": {"edits": edits}, "intervention": cfg.intervention, "halving": None,
-        "seed": 0, "dtype": "auto", "storage": None}))
-    study = optuna.create_study(study_name="laserkit", storage=default_url(old),
-                                direction="maximize")
+    (old / "run.json").write_text(
+        json.dumps(
+            {
+                "command": "search",
+                "model": "tiny",
+                "objective": cfg.objective.to_json(),
+                "grid": {"edits": edits},
+                "intervention": cfg.intervention,
+                "halving": None,
+                "seed": 0,
+                "dtype": "auto",
+                "storage": None,
+            }
+        )
+    )
+    study = optuna.create_study(
+        study_name="laserkit", storage=default_url(old), direction="maximize"
+    )
     val = [r for r in new.results().values() if r.spec["split"] == "validation"]
     for i, r in enumerate(val):
         (old / "trials" / f"{i}.jsonl").write_text(
-            "".join(json.dumps(x) + "\n" for x in new.records(r)))
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs={
-            "spec": r.spec, "summary": r.summary, "records": f"{i}.jsonl"}))
+            "".join(json.dumps(x) + "\n" for x in new.records(r))
+        )
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=0.0,
+                user_attrs={"spec": r.spec, "summary": r.summary, "records": f"{i}.jsonl"},
+            )
+        )
 
     s = status(open_run(old))
     assert (s["done"], s["finished"]) == (3, False)
-    result, store = start(cfg, run_dir=old, resume=True,
-                          loaded=type("Loaded", (), {"model": model, "tokenizer": None}))
+    result, store = start(
+        cfg,
+        run_dir=old,
+        resume=True,
+        loaded=type("Loaded", (), {"model": model, "tokenizer": None}),
+    )
     for r in (result, reference):
         r.pop("run")
         for summary in (*r["base"].values(), *r["best"].values()):

@@ -42,8 +42,24 @@ def invoke(*args: str):
 
 def test_search_saves_a_reloadable_model_and_a_report(tmp_path, tiny_dir):
     run = tmp_path / "run"
-    invoke("search", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--lnum", "-2:",
-           "--rho", "0.5,0.1", "--run-dir", run, "--dtype", "float32", "--device", "cpu")
+    invoke(
+        "search",
+        tiny_dir,
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "10",
+        "--lnum",
+        "-2:",
+        "--rho",
+        "0.5,0.1",
+        "--run-dir",
+        run,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    )
     result = json.loads((run / "result.json").read_text())
     assert len(result["trials"]) == 8
     assert result["base"]["test"]["n"] == 8 and result["base"]["validation"]["n"] == 2
@@ -57,33 +73,87 @@ def test_search_saves_a_reloadable_model_and_a_report(tmp_path, tiny_dir):
     assert "not significant" in sig["test"]["verdict"]  # 8 test claims cannot show anything
     assert "Is the improvement real?" in (run / "report" / "report.md").read_text()
     assert {p.name for p in (run / "report").glob("*.png")} == {
-        "heatmap_fc_in.png", "heatmap_fc_out.png", "versus_rho.png"}
+        "heatmap_fc_in.png",
+        "heatmap_fc_out.png",
+        "versus_rho.png",
+    }
 
     saved = load(run / "best-model", dtype="float32", device="cpu")
     record = json.loads((run / "best-model" / "laserkit.json").read_text())
     assert [(r["lname"], r["layer"]) for r in record["interventions"]] == [
-        (e["lname"], e["layer"]) for e in result["chosen"]["edits"]]
+        (e["lname"], e["layer"]) for e in result["chosen"]["edits"]
+    ]
 
     invoke("apply", run, "--out", tmp_path / "again", "--dtype", "float32", "--device", "cpu")
     again = load(tmp_path / "again", dtype="float32", device="cpu")
     for a, b in zip(saved.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
-    resumed = runner.invoke(app, ["search", str(tiny_dir), "--task", "fever-bigbench",
-                                  "--limit", "10", "--lnum", "-2:", "--rho", "0.5",
-                                  "--run-dir", str(run), "--resume", "--dtype", "float32",
-                                  "--no-save"])
+    resumed = runner.invoke(
+        app,
+        [
+            "search",
+            str(tiny_dir),
+            "--task",
+            "fever-bigbench",
+            "--limit",
+            "10",
+            "--lnum",
+            "-2:",
+            "--rho",
+            "0.5",
+            "--run-dir",
+            str(run),
+            "--resume",
+            "--dtype",
+            "float32",
+            "--no-save",
+        ],
+    )
     assert resumed.exit_code != 0 and "differs from run 'run' in rhos" in str(resumed.exception)
 
 
 def test_compose_and_greedy_commands(tmp_path, tiny_dir):
-    invoke("compose", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--lnum", "-2:",
-           "--lname", "fc_in", "--rho", "0.1", "--run-dir", tmp_path / "c", "--no-save",
-           "--dtype", "float32", "--device", "cpu")
+    invoke(
+        "compose",
+        tiny_dir,
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "10",
+        "--lnum",
+        "-2:",
+        "--lname",
+        "fc_in",
+        "--rho",
+        "0.1",
+        "--run-dir",
+        tmp_path / "c",
+        "--no-save",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    )
     steps = json.loads((tmp_path / "c" / "result.json").read_text())["steps"]
     assert steps and steps[0]["layer"] == 3
-    invoke("greedy", tiny_dir, "--task", "fever-bigbench", "--limit", "10", "--candidates", "3",
-           "--run-dir", tmp_path / "g", "--no-save", "--dtype", "float32", "--device", "cpu")
+    invoke(
+        "greedy",
+        tiny_dir,
+        "--task",
+        "fever-bigbench",
+        "--limit",
+        "10",
+        "--candidates",
+        "3",
+        "--run-dir",
+        tmp_path / "g",
+        "--no-save",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    )
     result = json.loads((tmp_path / "g" / "result.json").read_text())
     assert len(result["steps"]) == 3
     assert all(e["intervention"]["kind"] == "mp-threshold" for e in result["chosen"]["edits"])

@@ -18,8 +18,22 @@ from test_search_postgres import postgres  # noqa: F401 - a fixture
 
 LASERKIT = str(Path(sys.executable).with_name("laserkit"))
 SECRET = "S3cret-pw-4711"
-GRID = ("--task", "fever-bigbench", "--limit", "10", "--lname", "fc_in", "--lnum=-1", "--rho",
-        "0.5", "--dtype", "float32", "--device", "cpu", "--no-save")
+GRID = (
+    "--task",
+    "fever-bigbench",
+    "--limit",
+    "10",
+    "--lname",
+    "fc_in",
+    "--lnum=-1",
+    "--rho",
+    "0.5",
+    "--dtype",
+    "float32",
+    "--device",
+    "cpu",
+    "--no-save",
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +46,12 @@ def secret_db(postgres):  # noqa: F811
         c.execute(sa.text(f"CREATE ROLE secretive LOGIN PASSWORD '{SECRET}'"))
         c.execute(sa.text("CREATE DATABASE secretdb OWNER secretive"))
         hba = c.execute(sa.text("SHOW hba_file")).scalar()
-        lines = ["local all all trust",
-                 "host secretdb secretive 127.0.0.1/32 scram-sha-256",
-                 "host all all 127.0.0.1/32 trust", "host all all ::1/128 trust"]
+        lines = [
+            "local all all trust",
+            "host secretdb secretive 127.0.0.1/32 scram-sha-256",
+            "host all all 127.0.0.1/32 trust",
+            "host all all ::1/128 trust",
+        ]
         array = ", ".join(f"'{ln}'" for ln in lines)
         c.execute(sa.text(f"COPY (SELECT unnest(ARRAY[{array}])) TO '{hba}'"))
         c.execute(sa.text("SELECT pg_reload_conf()"))
@@ -46,18 +63,41 @@ def secret_db(postgres):  # noqa: F811
 
 
 def lk(*args: object, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("PGPASSWORD", "LASERKIT_STORAGE", "PGPASSFILE")}
-    return subprocess.run([LASERKIT, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**clean, "OMP_NUM_THREADS": "1", "HOME": str(cwd),
-                                            **env})
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PGPASSWORD", "LASERKIT_STORAGE", "PGPASSFILE")
+    }
+    return subprocess.run(
+        [LASERKIT, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**clean, "OMP_NUM_THREADS": "1", "HOME": str(cwd), **env},
+    )
 
 
 def test_the_password_is_never_written_and_every_session_still_connects(
-        secret_db, tiny_dir, tmp_path):  # noqa: F811
+    secret_db,
+    tiny_dir,  # noqa: F811 - a fixture
+    tmp_path,
+):
     full = secret_db.replace("secretive@", f"secretive:{SECRET}@")
-    made = lk("search", tiny_dir, *GRID, "--storage", full, "--run", "pw", "--run-dir", "run",
-              "--workers", "0", cwd=tmp_path)
+    made = lk(
+        "search",
+        tiny_dir,
+        *GRID,
+        "--storage",
+        full,
+        "--run",
+        "pw",
+        "--run-dir",
+        "run",
+        "--workers",
+        "0",
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     assert SECRET not in made.stdout + made.stderr
     pointer = (tmp_path / "run" / "store.json").read_text()
@@ -68,16 +108,29 @@ def test_the_password_is_never_written_and_every_session_still_connects(
     assert bare.returncode == 2 and "PGPASSWORD" in bare.stderr, bare.stderr[-2000:]
     assert len(bare.stderr.strip().splitlines()) == 1
 
-    work = lk("worker", secret_db, "--run", "pw", "--device", "cpu", cwd=tmp_path,
-              PGPASSWORD=SECRET)
+    work = lk(
+        "worker", secret_db, "--run", "pw", "--device", "cpu", cwd=tmp_path, PGPASSWORD=SECRET
+    )
     assert work.returncode == 0, work.stderr[-2000:]
     status = lk("status", "run", cwd=tmp_path, LASERKIT_STORAGE=full)
     assert status.returncode == 0 and "finished" in status.stdout, status.stderr[-2000:]
     (tmp_path / ".pgpass").write_text(
-        f"{sa.engine.make_url(secret_db).host}:*:secretdb:secretive:{SECRET}\n")
+        f"{sa.engine.make_url(secret_db).host}:*:secretdb:secretive:{SECRET}\n"
+    )
     (tmp_path / ".pgpass").chmod(0o600)
-    resumed = lk("search", tiny_dir, *GRID, "--storage", secret_db, "--run", "pw", "--run-dir",
-                 "run", "--resume", cwd=tmp_path)
+    resumed = lk(
+        "search",
+        tiny_dir,
+        *GRID,
+        "--storage",
+        secret_db,
+        "--run",
+        "pw",
+        "--run-dir",
+        "run",
+        "--resume",
+        cwd=tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (tmp_path / ".pgpass").unlink()
     report = lk("report", "run", "--out", "rep", cwd=tmp_path, PGPASSWORD=SECRET)

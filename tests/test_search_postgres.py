@@ -35,9 +35,26 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 LASERKIT = str(Path(sys.executable).with_name("laserkit"))
 RUN = "fever-run"
-GRID = ("--task", "fever-bigbench", "--limit", "20", "--lnum", "-4:", "--rho", "0.5,0.1",
-        "--batch-size", "4", "--dtype", "float32", "--device", "cpu", "--heartbeat", "1",
-        "--grace", "3")
+GRID = (
+    "--task",
+    "fever-bigbench",
+    "--limit",
+    "20",
+    "--lnum",
+    "-4:",
+    "--rho",
+    "0.5,0.1",
+    "--batch-size",
+    "4",
+    "--dtype",
+    "float32",
+    "--device",
+    "cpu",
+    "--heartbeat",
+    "1",
+    "--grace",
+    "3",
+)
 
 
 def pg_bin() -> Path:
@@ -45,8 +62,10 @@ def pg_bin() -> Path:
     try:
         import pgserver
     except ImportError:
-        pytest.fail("pgserver is not installed: `make setup` installs it (the dev extra); this "
-                    "test starts a real server from its binaries")
+        pytest.fail(
+            "pgserver is not installed: `make setup` installs it (the dev extra); this "
+            "test starts a real server from its binaries"
+        )
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
@@ -84,10 +103,29 @@ def postgres():
         if check and done.returncode:
             pytest.fail(f"{args[0]} failed: {done.stderr or done.stdout}")
 
-    pg(bindir / "initdb", "-D", root / "data", "-A", "trust", "-U", "laserkit", "--no-sync",
-       "-E", "UTF8")
-    pg(bindir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "-o",
-       f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off", "start")
+    pg(
+        bindir / "initdb",
+        "-D",
+        root / "data",
+        "-A",
+        "trust",
+        "-U",
+        "laserkit",
+        "--no-sync",
+        "-E",
+        "UTF8",
+    )
+    pg(
+        bindir / "pg_ctl",
+        "-D",
+        root / "data",
+        "-l",
+        root / "log",
+        "-w",
+        "-o",
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off",
+        "start",
+    )
     try:
         pg(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "laserkit", "laserkit")
         yield f"postgresql://laserkit@127.0.0.1:{port}/laserkit"
@@ -100,15 +138,22 @@ def start_worker(url: str, cwd: Path) -> subprocess.Popen:
     """`laserkit worker URL --run NAME` in its own directory: the URL is all it is given."""
     cwd.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([LASERKIT, "worker", url, "--run", RUN, "--threads", "1",
-                             "--device", "cpu"], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [LASERKIT, "worker", url, "--run", RUN, "--threads", "1", "--device", "cpu"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def trials_of(store, proc: subprocess.Popen, state: TrialState) -> list:
     me = f"{socket.gethostname()}:{proc.pid}"
-    return [t for t in store.study.get_trials(deepcopy=False, states=(state,))
-            if t.user_attrs.get("worker") == me]
+    return [
+        t
+        for t in store.study.get_trials(deepcopy=False, states=(state,))
+        if t.user_attrs.get("worker") == me
+    ]
 
 
 def step_until(what, procs: tuple, step_s: float, timeout: float = 300.0):
@@ -139,14 +184,28 @@ def timeless(obj):
 
 
 def test_workers_sharing_only_a_postgres_url_give_the_one_process_table(
-        tmp_path, tiny_dir, postgres):  # noqa: F811 - tiny_dir is a fixture
+    tmp_path,
+    tiny_dir,  # noqa: F811 - a fixture
+    postgres,
+):
     url = postgres
     ref_dir = tmp_path / "sqlite" / RUN  # one process, SQLite in the run directory
     invoke("search", tiny_dir, *GRID, "--run-dir", ref_dir, "--no-save")
     reference = json.loads((ref_dir / "result.json").read_text())
 
-    invoke("search", tiny_dir, *GRID, "--storage", url, "--run", RUN, "--workers", "0",
-           "--run-dir", tmp_path / "A")  # machine A only creates the run
+    invoke(
+        "search",
+        tiny_dir,
+        *GRID,
+        "--storage",
+        url,
+        "--run",
+        RUN,
+        "--workers",
+        "0",
+        "--run-dir",
+        tmp_path / "A",
+    )  # machine A only creates the run
     store = open_run(url, RUN)
     assert store.config.model == str(tiny_dir.resolve())
 
@@ -185,8 +244,11 @@ def test_workers_sharing_only_a_postgres_url_give_the_one_process_table(
 
     for held in killed:  # each killed trial failed and was run again by another worker
         key = held.user_attrs["spec"]["key"]
-        states = [t.state for t in store.study.get_trials(deepcopy=False)
-                  if t.user_attrs.get("spec", {}).get("key") == key]
+        states = [
+            t.state
+            for t in store.study.get_trials(deepcopy=False)
+            if t.user_attrs.get("spec", {}).get("key") == key
+        ]
         assert TrialState.FAIL in states and TrialState.COMPLETE in states
     done = store.results()
     assert set(done) == {r.spec["key"] for r in open_run(ref_dir).results().values()}

@@ -30,8 +30,11 @@ def peaked(model):
     distance in layer and in ρ's rank order (found by comparing the weights with the original
     ones, independently of the engine)."""
     blocks = find_blocks(model)[1]
-    mats = {(n, i): getattr(b.mlp, attr) for i, b in enumerate(blocks)
-            for n, attr in (("fc_in", "gate_proj"), ("fc_out", "down_proj"))}
+    mats = {
+        (n, i): getattr(b.mlp, attr)
+        for i, b in enumerate(blocks)
+        for n, attr in (("fc_in", "gate_proj"), ("fc_out", "down_proj"))
+    }
     original = {k: m.weight.detach().clone() for k, m in mats.items()}
     rhos = [0.5, 0.2, 0.1, 0.05]
 
@@ -39,7 +42,7 @@ def peaked(model):
         changed = [k for k, mod in mats.items() if not torch.equal(mod.weight, original[k])]
         if not changed:
             return 0.0
-        (lname, layer), = changed
+        ((lname, layer),) = changed
         rank = int(torch.linalg.matrix_rank(mats[(lname, layer)].weight.double()))
         rho = min(rhos, key=lambda r: abs(r * 32 - rank))  # rank = ceil(ρ·32) of a 64×32 matrix
         far = abs(layer - PEAK[1]) + abs(rhos.index(rho) - rhos.index(PEAK[2]))
@@ -51,8 +54,9 @@ def peaked(model):
 def tpe_run(tmp_path, seed: int, trials: int = 20):
     model = make_tiny("llama")
     score, rhos = peaked(model)
-    cfg = grid_cfg(model, layers=tuple(range(12)), rhos=rhos, strategy="tpe", trials=trials,
-                   seed=seed)
+    cfg = grid_cfg(
+        model, layers=tuple(range(12)), rhos=rhos, strategy="tpe", trials=trials, seed=seed
+    )
     return run_grid(tmp_path / f"tpe{seed}", cfg, model, CallableObjective(score))
 
 
@@ -115,8 +119,9 @@ def shuffled_workers(store, ctx, in_flight: int, seed: int) -> dict:
 @pytest.mark.parametrize("strategy", ["tpe", "compose", "grid"])
 def test_the_table_does_not_depend_on_how_many_trials_run_at_once(tmp_path, strategy):
     model = make_tiny("llama")
-    cfg = grid_cfg(model, layers=(8, 9, 10, 11), rhos=(0.5, 0.05), strategy=strategy,
-                   trials=8, batch=3, seed=3)
+    cfg = grid_cfg(
+        model, layers=(8, 9, 10, 11), rhos=(0.5, 0.05), strategy=strategy, trials=8, batch=3, seed=3
+    )
     reference = run_grid(tmp_path / "one", cfg, model)
     for in_flight, seed in ((2, 0), (3, 1)):
         store = store_at(tmp_path / f"{in_flight}", cfg)
@@ -145,8 +150,9 @@ def test_tpe_with_the_whole_space_as_budget_proposes_every_point_once(batch):
     from laserkit.search import Result
 
     model = make_tiny("llama")
-    cfg = grid_cfg(model, layers=tuple(range(6, 12)), rhos=(0.2, 0.1, 0.05, 0.01),
-                   strategy="tpe", batch=batch)
+    cfg = grid_cfg(
+        model, layers=tuple(range(6, 12)), rhos=(0.2, 0.1, 0.05, 0.01), strategy="tpe", batch=batch
+    )
     plan = make_strategy(cfg)
     rng = random.Random(0)
     done: dict = {}
@@ -155,8 +161,13 @@ def test_tpe_with_the_whole_space_as_budget_proposes_every_point_once(batch):
         assert len(specs) <= batch or specs[0]["split"] != "validation" or not specs[0]["edits"]
         for s in specs:
             proposed += [s["key"]] if s["edits"] and s["split"] == "validation" else []
-            done[s["key"]] = Result(len(done), s, {"accuracy": rng.randint(0, 5) / 5,
-                                                   "log_loss": 1.0})
-    space = {f"validation|{n}@{layer}:rank-reduction(ρ={r:g})" for n in cfg.lnames
-             for layer in cfg.layers for r in cfg.rhos}
+            done[s["key"]] = Result(
+                len(done), s, {"accuracy": rng.randint(0, 5) / 5, "log_loss": 1.0}
+            )
+    space = {
+        f"validation|{n}@{layer}:rank-reduction(ρ={r:g})"
+        for n in cfg.lnames
+        for layer in cfg.layers
+        for r in cfg.rhos
+    }
     assert len(proposed) == len(space) and set(proposed) == space

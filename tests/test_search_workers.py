@@ -39,8 +39,9 @@ def start_workers(path, n: int):
 
 
 def completed_per_key(store: TrialStore) -> Counter:
-    return Counter(t.user_attrs["spec"]["key"]
-                   for t in store.study.get_trials(states=(TrialState.COMPLETE,)))
+    return Counter(
+        t.user_attrs["spec"]["key"] for t in store.study.get_trials(states=(TrialState.COMPLETE,))
+    )
 
 
 def test_sigkilled_worker_then_resume_loses_and_repeats_nothing(tmp_path, tiny):
@@ -60,8 +61,9 @@ def test_sigkilled_worker_then_resume_loses_and_repeats_nothing(tmp_path, tiny):
 
     resumed = run_grid(run, cfg, model, resume=True)
     assert resumed["chosen"] == reference["chosen"]
-    assert [(r["lname"], r["layer"], r["rho"]) for r in resumed["trials"]] == \
-        [(r["lname"], r["layer"], r["rho"]) for r in reference["trials"]]
+    assert [(r["lname"], r["layer"], r["rho"]) for r in resumed["trials"]] == [
+        (r["lname"], r["layer"], r["rho"]) for r in reference["trials"]
+    ]
     for a, b in zip(resumed["trials"], reference["trials"], strict=True):
         assert a["accuracy"] == b["accuracy"]
         assert a["log_loss"] == pytest.approx(b["log_loss"], abs=1e-6)

@@ -13,18 +13,30 @@ from laserkit.search.trial import Result, objective_value
 
 
 def semantic(score: float, win_rate: float) -> dict:
-    return {"metric": "semantic_score", "score": score, "semantic_score": score,
-            "accuracy": win_rate, "higher_is_better": True}
+    return {
+        "metric": "semantic_score",
+        "score": score,
+        "semantic_score": score,
+        "accuracy": win_rate,
+        "higher_is_better": True,
+    }
 
 
 def test_greedy_on_the_semantic_score_keeps_what_raises_the_mean_score():
     cands = [trial.edit("fc_in", layer, Intervention(kind="mp-threshold")) for layer in (3, 2)]
-    cfg = RunConfig(strategy="greedy", model="m", objective=ObjectiveConfig.from_json(
-        {"task": "dpo-semantic"}), candidates=cands)
+    cfg = RunConfig(
+        strategy="greedy",
+        model="m",
+        objective=ObjectiveConfig.from_json({"task": "dpo-semantic"}),
+        candidates=cands,
+    )
     plan = Greedy(cfg, higher_is_better=True, split="validation")
     # the two cases: 0.01 → 0.20 at the same win rate (keep), then −0.30 at 0.51 (drop)
-    summaries = {(): semantic(0.01, 0.50), (3,): semantic(0.20, 0.50),
-                 (3, 2): semantic(-0.30, 0.51)}
+    summaries = {
+        (): semantic(0.01, 0.50),
+        (3,): semantic(0.20, 0.50),
+        (3, 2): semantic(-0.30, 0.51),
+    }
     done: dict[str, Result] = {}
     for n, layers in enumerate(summaries):
         edits = [c for c in cands if c["layer"] in layers]

@@ -33,10 +33,17 @@ def reference(w: np.ndarray) -> dict:
     ratio = math.inf if below == 0 else above / below
     p = s / s.sum()
     p = p[p > 0]
-    return {"s": s, "sigma_hat": sig, "mp_threshold": tau, "n_above": int((s > tau).sum()),
-            "snr": ratio, "snr_over_smax": ratio / s[0], "spectral_norm": s[0],
-            "stable_rank": (w * w).sum() / s[0] ** 2,
-            "effective_rank": math.exp(-(p * np.log(p)).sum())}
+    return {
+        "s": s,
+        "sigma_hat": sig,
+        "mp_threshold": tau,
+        "n_above": int((s > tau).sum()),
+        "snr": ratio,
+        "snr_over_smax": ratio / s[0],
+        "spectral_norm": s[0],
+        "stable_rank": (w * w).sum() / s[0] ** 2,
+        "effective_rank": math.exp(-(p * np.log(p)).sum()),
+    }
 
 
 def _random(m: int, n: int, seed: int, dtype=torch.float32) -> torch.Tensor:
@@ -52,8 +59,15 @@ def test_stats_equal_direct_float64_reference(shape, method):
     ref = reference(w.numpy())
     np.testing.assert_allclose(got["s"].numpy(), ref["s"], rtol=1e-10, atol=1e-12 * ref["s"][0])
     assert got["n_above"] == ref["n_above"]
-    for key in ("sigma_hat", "mp_threshold", "snr", "snr_over_smax", "spectral_norm",
-                "stable_rank", "effective_rank"):
+    for key in (
+        "sigma_hat",
+        "mp_threshold",
+        "snr",
+        "snr_over_smax",
+        "spectral_norm",
+        "stable_rank",
+        "effective_rank",
+    ):
         assert got[key] == pytest.approx(ref[key], rel=1e-10), key
 
 
@@ -73,8 +87,12 @@ def test_mp_threshold_recovers_planted_rank():
     # planted directions are above it.
     m, n, rank = 240, 120, 6
     k = min(m, n)
-    noise = np.concatenate([np.linspace(0.01, 0.05, (k - rank) // 2),
-                            np.linspace(0.8, 1.0, k - rank - (k - rank) // 2)])
+    noise = np.concatenate(
+        [
+            np.linspace(0.01, 0.05, (k - rank) // 2),
+            np.linspace(0.8, 1.0, k - rank - (k - rank) // 2),
+        ]
+    )
     w = planted(m, n, [40.0, 30.0, 20.0, 10.0, 5.0, 3.0], noise, seed=1)
     st = matrix_stats(torch.from_numpy(w).float())
     assert st["mp_threshold"] > 1.0  # above every noise singular value

@@ -32,7 +32,7 @@ def spectrum_weight_types(model) -> list[str]:
         parts = name.split(".")
         if any(hasattr(module, a) for a in ["weight", "bias", "inv_freq"]):
             idx = next((i for i, p in enumerate(parts) if p.isdigit()), -1)
-            types.add(".".join(parts[idx + 1:]) if idx != -1 else name)
+            types.add(".".join(parts[idx + 1 :]) if idx != -1 else name)
     cats: dict[str, list[str]] = {}
     for wt in types:
         cats.setdefault(wt.split(".")[0], []).append(wt)
@@ -76,7 +76,7 @@ def spectrum_yaml(json_text: str, top_percent: int) -> str:
     for layer_type, layers in groups.items():
         ranked = sorted(layers, key=lambda x: x[1], reverse=True)
         out += f"# {layer_type} layers\n"
-        for name, _ in ranked[:int(len(layers) * top_percent / 100)]:
+        for name, _ in ranked[: int(len(layers) * top_percent / 100)]:
             out += f"- {name}\n"
     return out
 
@@ -92,8 +92,7 @@ def _same_entries(ours: dict, theirs: dict, rel: float) -> None:
 # --------------------------------------------------------------------------- toy scans
 
 
-@pytest.mark.parametrize("family,seed", [("llama", 0), ("llama", 1), ("qwen2", 2),
-                                         ("mistral", 3)])
+@pytest.mark.parametrize("family,seed", [("llama", 0), ("llama", 1), ("qwen2", 2), ("mistral", 3)])
 @pytest.mark.parametrize("empty_noise", ["sum", "inf"])
 def test_toy_scans_give_spectrums_entries_and_yaml(tmp_path, family, seed, empty_noise):
     model = make_tiny(family, seed=seed, tie_word_embeddings=False)
@@ -133,16 +132,33 @@ def test_default_model_scan_is_spectrums(default_loaded, tmp_path):
     """`laserkit scan default` then `laserkit spectrum`: 273 entries as Spectrum's code lists
     them (its scan transcribed on the same weights), and the YAML its selection writes."""
     out = tmp_path / "scan"
-    subprocess.run([LASERKIT, "scan", "default", "--out", str(out), "--no-plot",
-                    "--threads", "1", "--lowest", "0"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            LASERKIT,
+            "scan",
+            "default",
+            "--out",
+            str(out),
+            "--no-plot",
+            "--threads",
+            "1",
+            "--lowest",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ours_text = (out / "snr_results.json").read_text()
     ours = json.loads(ours_text)
     theirs = spectrum_scan(default_loaded.model)
     assert len(ours) == len(theirs) == 273
     _same_entries(ours, theirs, rel=1e-3)
     for pct in (25, 50):
-        done = subprocess.run([LASERKIT, "spectrum", str(out), "--top-percent", str(pct)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [LASERKIT, "spectrum", str(out), "--top-percent", str(pct)],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         written = (out / f"unfrozen_parameters_{pct}percent.yaml").read_text()
         assert written == spectrum_yaml(ours_text, pct)
@@ -155,8 +171,11 @@ def test_default_model_scan_is_spectrums(default_loaded, tmp_path):
 
 def test_spectrum_cli_refuses_an_unknown_rule_in_one_line(tmp_path):
     (tmp_path / "snr.json").write_text(json.dumps({"a.0.x": {"snr": 1.0, "type": "x"}}))
-    done = subprocess.run([LASERKIT, "spectrum", str(tmp_path / "snr.json"), "--empty-noise",
-                           "zero"], capture_output=True, text=True)
+    done = subprocess.run(
+        [LASERKIT, "spectrum", str(tmp_path / "snr.json"), "--empty-noise", "zero"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("laserkit: error: unknown --empty-noise 'zero'")
     assert done.stderr.count("\n") == 1

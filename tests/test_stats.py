@@ -62,15 +62,12 @@ def test_best_of_n_null_matches_a_direct_permutation():
     rng = random.Random(3)
     n, t = 30, 6
     base = [{"id": str(i), "correct": rng.random() < 0.5} for i in range(n)]
-    trials = [[{"id": str(i), "correct": rng.random() < 0.5} for i in range(n)]
-              for _ in range(t)]
+    trials = [[{"id": str(i), "correct": rng.random() < 0.5} for i in range(n)] for _ in range(t)]
     r = stats.best_of_n_null(base, trials, n_perm=300, seed=5)
-    d = [[float(tr[i]["correct"]) - float(base[i]["correct"]) for i in range(n)]
-         for tr in trials]
+    d = [[float(tr[i]["correct"]) - float(base[i]["correct"]) for i in range(n)] for tr in trials]
     assert r["observed_gain"] == pytest.approx(max(sum(row) / n for row in d))
     g = np.random.default_rng(5)
-    signs = list(g.choice([-1.0, 1.0], size=(256, n))) + list(g.choice([-1.0, 1.0],
-                                                                      size=(44, n)))
+    signs = list(g.choice([-1.0, 1.0], size=(256, n))) + list(g.choice([-1.0, 1.0], size=(44, n)))
     null = [max(sum(s[i] * row[i] for i in range(n)) / n for row in d) for s in signs]
     assert r["null_mean"] == pytest.approx(sum(null) / len(null))
     exceed = sum(v >= r["observed_gain"] - 1e-12 for v in null)
@@ -100,20 +97,47 @@ def test_cli_eval_compare_pairs_two_models_on_the_same_examples(tmp_path, defaul
         tok.save_pretrained(d)
         dirs.append(d)
     data = tmp_path / "qa.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Q{i}: pick", "choices":
-                                        ["yes", "no", "maybe"], "answer": "yes"}) + "\n"
-                            for i in range(30)))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "prompt": f"Q{i}: pick",
+                    "choices": ["yes", "no", "maybe"],
+                    "answer": "yes",
+                }
+            )
+            + "\n"
+            for i in range(30)
+        )
+    )
     exe = shutil.which("laserkit", path=str(Path(sys.executable).parent))
-    run = [exe, "eval", str(dirs[0]), "--task", str(data), "--device", "cpu", "--dtype",
-           "float32"]
-    res = subprocess.run(run + ["--compare", str(dirs[1]), "--out", str(tmp_path / "a")],
-                         capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "200"})
+    run = [exe, "eval", str(dirs[0]), "--task", str(data), "--device", "cpu", "--dtype", "float32"]
+    res = subprocess.run(
+        run + ["--compare", str(dirs[1]), "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "paired comparison" in res.stdout and "95% CI" in res.stdout
-    res_b = subprocess.run([exe, "eval", str(dirs[1]), "--task", str(data), "--device", "cpu",
-                            "--dtype", "float32", "--out", str(tmp_path / "b")],
-                           capture_output=True, text=True)
+    res_b = subprocess.run(
+        [
+            exe,
+            "eval",
+            str(dirs[1]),
+            "--task",
+            str(data),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res_b.returncode == 0, res_b.stderr[-2000:]
     cmp = json.loads((tmp_path / "a" / "summary.json").read_text())["compare"]
     ra = [json.loads(x) for x in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]

@@ -11,30 +11,80 @@ from laserkit.model.targets import names_layout
 
 # Where each family keeps its matrices (relative to a block): what every lname must resolve to.
 EXPECTED: dict[str, dict[str, str]] = {
-    "llama": dict(q_proj="self_attn.q_proj", k_proj="self_attn.k_proj",
-                  v_proj="self_attn.v_proj", out_proj="self_attn.o_proj",
-                  fc_in="mlp.gate_proj", fc_up="mlp.up_proj", fc_out="mlp.down_proj"),
-    "gpt2": dict(q_proj="attn.c_attn", k_proj="attn.c_attn", v_proj="attn.c_attn",
-                 out_proj="attn.c_proj", fc_in="mlp.c_fc", fc_out="mlp.c_proj"),
-    "gptj": dict(q_proj="attn.q_proj", k_proj="attn.k_proj", v_proj="attn.v_proj",
-                 out_proj="attn.out_proj", fc_in="mlp.fc_in", fc_out="mlp.fc_out"),
-    "gpt_neox": dict(q_proj="attention.query_key_value", k_proj="attention.query_key_value",
-                     v_proj="attention.query_key_value", out_proj="attention.dense",
-                     fc_in="mlp.dense_h_to_4h", fc_out="mlp.dense_4h_to_h"),
-    "phi": dict(q_proj="self_attn.q_proj", k_proj="self_attn.k_proj", v_proj="self_attn.v_proj",
-                out_proj="self_attn.dense", fc_in="mlp.fc1", fc_out="mlp.fc2"),
-    "phi3": dict(q_proj="self_attn.qkv_proj", k_proj="self_attn.qkv_proj",
-                 v_proj="self_attn.qkv_proj", out_proj="self_attn.o_proj",
-                 fc_in="mlp.gate_up_proj", fc_up="mlp.gate_up_proj", fc_out="mlp.down_proj"),
-    "opt": dict(q_proj="self_attn.q_proj", k_proj="self_attn.k_proj", v_proj="self_attn.v_proj",
-                out_proj="self_attn.out_proj", fc_in="fc1", fc_out="fc2"),
-    "falcon": dict(q_proj="self_attention.query_key_value",
-                   k_proj="self_attention.query_key_value",
-                   v_proj="self_attention.query_key_value", out_proj="self_attention.dense",
-                   fc_in="mlp.dense_h_to_4h", fc_out="mlp.dense_4h_to_h"),
-    "bert": dict(q_proj="attention.self.query", k_proj="attention.self.key",
-                 v_proj="attention.self.value", out_proj="attention.output.dense",
-                 fc_in="intermediate.dense", fc_out="output.dense"),
+    "llama": dict(
+        q_proj="self_attn.q_proj",
+        k_proj="self_attn.k_proj",
+        v_proj="self_attn.v_proj",
+        out_proj="self_attn.o_proj",
+        fc_in="mlp.gate_proj",
+        fc_up="mlp.up_proj",
+        fc_out="mlp.down_proj",
+    ),
+    "gpt2": dict(
+        q_proj="attn.c_attn",
+        k_proj="attn.c_attn",
+        v_proj="attn.c_attn",
+        out_proj="attn.c_proj",
+        fc_in="mlp.c_fc",
+        fc_out="mlp.c_proj",
+    ),
+    "gptj": dict(
+        q_proj="attn.q_proj",
+        k_proj="attn.k_proj",
+        v_proj="attn.v_proj",
+        out_proj="attn.out_proj",
+        fc_in="mlp.fc_in",
+        fc_out="mlp.fc_out",
+    ),
+    "gpt_neox": dict(
+        q_proj="attention.query_key_value",
+        k_proj="attention.query_key_value",
+        v_proj="attention.query_key_value",
+        out_proj="attention.dense",
+        fc_in="mlp.dense_h_to_4h",
+        fc_out="mlp.dense_4h_to_h",
+    ),
+    "phi": dict(
+        q_proj="self_attn.q_proj",
+        k_proj="self_attn.k_proj",
+        v_proj="self_attn.v_proj",
+        out_proj="self_attn.dense",
+        fc_in="mlp.fc1",
+        fc_out="mlp.fc2",
+    ),
+    "phi3": dict(
+        q_proj="self_attn.qkv_proj",
+        k_proj="self_attn.qkv_proj",
+        v_proj="self_attn.qkv_proj",
+        out_proj="self_attn.o_proj",
+        fc_in="mlp.gate_up_proj",
+        fc_up="mlp.gate_up_proj",
+        fc_out="mlp.down_proj",
+    ),
+    "opt": dict(
+        q_proj="self_attn.q_proj",
+        k_proj="self_attn.k_proj",
+        v_proj="self_attn.v_proj",
+        out_proj="self_attn.out_proj",
+        fc_in="fc1",
+        fc_out="fc2",
+    ),
+    "falcon": dict(
+        q_proj="self_attention.query_key_value",
+        k_proj="self_attention.query_key_value",
+        v_proj="self_attention.query_key_value",
+        out_proj="self_attention.dense",
+        fc_in="mlp.dense_h_to_4h",
+        fc_out="mlp.dense_4h_to_h",
+    ),
+    "bert": dict(
+        q_proj="attention.self.query",
+        k_proj="attention.self.key",
+        v_proj="attention.self.value",
+        out_proj="attention.output.dense",
+        fc_in="intermediate.dense",
+        fc_out="output.dense",
+    ),
 }
 for _fam in ("mistral", "qwen2", "gemma"):
     EXPECTED[_fam] = EXPECTED["llama"]
@@ -75,7 +125,8 @@ def test_every_lname_resolves_to_the_expected_matrix(family):
         targets = resolve(layout, lname, "all")
         assert [t.layer for t in targets] == list(range(layout.num_layers)), lname
         assert {t.module for t in targets} == {
-            f"{layout.prefix}.{i}.{rel}" for i in range(layout.num_layers)}, lname
+            f"{layout.prefix}.{i}.{rel}" for i in range(layout.num_layers)
+        }, lname
         params = dict(model.named_parameters())
         assert all(t.param in params for t in targets)
     roles = set(EXPECTED[family])
@@ -167,19 +218,36 @@ def test_layer_matching_is_exact():
     assert [t.layer for t in resolve(layout, "fc_out", "-1")] == [11]
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("all", list(range(12))), ("7", [7]), ("-1", [11]), ("-12", [0]), ("3,5,7", [3, 5, 7]),
-    ("2-4", [2, 3, 4]), ("-3:", [9, 10, 11]), (":2", [0, 1]), ("1,1,0-1", [0, 1]), (5, [5]),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("all", list(range(12))),
+        ("7", [7]),
+        ("-1", [11]),
+        ("-12", [0]),
+        ("3,5,7", [3, 5, 7]),
+        ("2-4", [2, 3, 4]),
+        ("-3:", [9, 10, 11]),
+        (":2", [0, 1]),
+        ("1,1,0-1", [0, 1]),
+        (5, [5]),
+    ],
+)
 def test_parse_layers(spec, expected):
     assert parse_layers(spec, 12) == expected
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("12", "layer 12 is out of range: this model has layers 0..11"),
-    ("-13", "out of range"), ("3-12", "out of range"), ("5-2", "empty"),
-    ("x", "cannot read layer spec 'x'"), ("", "empty layer list"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("12", "layer 12 is out of range: this model has layers 0..11"),
+        ("-13", "out of range"),
+        ("3-12", "out of range"),
+        ("5-2", "empty"),
+        ("x", "cannot read layer spec 'x'"),
+        ("", "empty layer list"),
+    ],
+)
 def test_bad_layers_are_one_line_errors(spec, message):
     with pytest.raises(LaserkitError, match=message) as e:
         parse_layers(spec, 12)
@@ -201,7 +269,8 @@ def test_groups_and_module_paths():
     assert [t.lname for t in resolve(layout, "mlp", "0")] == ["fc_in", "fc_up", "fc_out"]
     assert len(resolve(layout, "attn", "0-1")) == 8
     assert [t.module for t in resolve(layout, "mlp.down_proj", "2")] == [
-        "model.layers.2.mlp.down_proj"]
+        "model.layers.2.mlp.down_proj"
+    ]
     assert resolve(layout, "dont", "all") == []
     assert len(resolve(layout, "fc_in,fc_out", "all")) == 24
 
@@ -256,11 +325,19 @@ def test_grouped_rows_are_per_group():
 
     from laserkit.model.targets import fused_rows
 
-    cfg = SimpleNamespace(model_type="falcon", new_decoder_architecture=True, hidden_size=32,
-                          num_attention_heads=4, num_kv_heads=2)
+    cfg = SimpleNamespace(
+        model_type="falcon",
+        new_decoder_architecture=True,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_kv_heads=2,
+    )
     rows = fused_rows("qkv", "self_attention.query_key_value", 64, cfg)
-    assert rows == {"q_proj": ((0, 16), (32, 48)), "k_proj": ((16, 24), (48, 56)),
-                    "v_proj": ((24, 32), (56, 64))}
+    assert rows == {
+        "q_proj": ((0, 16), (32, 48)),
+        "k_proj": ((16, 24), (48, 56)),
+        "v_proj": ((24, 32), (56, 64)),
+    }
 
 
 def test_unknown_query_key_value_layout_is_refused_not_guessed():

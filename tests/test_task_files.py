@@ -24,9 +24,11 @@ from laserkit.tasks.spec import Example
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "tasks.md"
 LASERKIT = Path(sys.executable).parent / "laserkit"
-RECORDS = [{"id": "q1", "question": "When did it end?", "answer": 1945},
-           {"id": "q2", "question": "Which cities?", "answer": {"a": "Paris", "b": ["Lyon", "X"]}},
-           {"id": "q3", "question": "Capital?", "answer": ["Paris", "Paris, France"]}]
+RECORDS = [
+    {"id": "q1", "question": "When did it end?", "answer": 1945},
+    {"id": "q2", "question": "Which cities?", "answer": {"a": "Paris", "b": ["Lyon", "X"]}},
+    {"id": "q3", "question": "Capital?", "answer": ["Paris", "Paris, France"]},
+]
 
 
 @pytest.fixture(autouse=True)
@@ -43,25 +45,40 @@ def test_each_documented_form_gives_the_same_examples(tmp_path):
     _jsonl(tmp_path / "qa.jsonl", RECORDS)
     forms = {
         "flat.yaml": 'kind: generate\ndata: qa.jsonl\nprompt: "Q: {question}\\nA:"\n',
-        "shipped.yaml": 'qa:\n  kind: generate\n  data: qa.jsonl\n  sources:\n    local: '
-                        '{reader: fields, prompt: "Q: {question}\\nA:", answer: answer}\n',
-        "flat.json": json.dumps({"kind": "generate", "data": "qa.jsonl",
-                                 "prompt": "Q: {question}\nA:"}),
-        "shipped.json": json.dumps({"qa": {"kind": "generate", "data": "qa.jsonl", "sources": {
-            "local": {"prompt": "Q: {question}\nA:"}}}}),
+        "shipped.yaml": "qa:\n  kind: generate\n  data: qa.jsonl\n  sources:\n    local: "
+        '{reader: fields, prompt: "Q: {question}\\nA:", answer: answer}\n',
+        "flat.json": json.dumps(
+            {"kind": "generate", "data": "qa.jsonl", "prompt": "Q: {question}\nA:"}
+        ),
+        "shipped.json": json.dumps(
+            {
+                "qa": {
+                    "kind": "generate",
+                    "data": "qa.jsonl",
+                    "sources": {"local": {"prompt": "Q: {question}\nA:"}},
+                }
+            }
+        ),
     }
     got = {}
     for name, text in forms.items():
         (tmp_path / name).write_text(text)
         got[name] = get_task(str(tmp_path / name)).examples()
-    want = [Example("q1", "Q: When did it end?\nA:", answers=(1945,)),
-            Example("q2", "Q: Which cities?\nA:", answers=({"a": "Paris", "b": ["Lyon", "X"]},)),
-            Example("q3", "Q: Capital?\nA:", answers=("Paris", "Paris, France"))]
+    want = [
+        Example("q1", "Q: When did it end?\nA:", answers=(1945,)),
+        Example("q2", "Q: Which cities?\nA:", answers=({"a": "Paris", "b": ["Lyon", "X"]},)),
+        Example("q3", "Q: Capital?\nA:", answers=("Paris", "Paris, France")),
+    ]
     for name, exs in got.items():
         assert exs == want, name  # typed answers: 1945 stays a number, the dict stays a dict
     # a bare data file with the conventional fields is the same task with every default
-    bare = _jsonl(tmp_path / "bare.jsonl", [{"id": r["id"], "prompt": f"Q: {r['question']}\nA:",
-                                             "answer": r["answer"]} for r in RECORDS])
+    bare = _jsonl(
+        tmp_path / "bare.jsonl",
+        [
+            {"id": r["id"], "prompt": f"Q: {r['question']}\nA:", "answer": r["answer"]}
+            for r in RECORDS
+        ],
+    )
     assert get_task(str(bare)).examples() == want
 
 
@@ -69,8 +86,9 @@ def _doc_files(tmp_path: Path) -> dict[str, Path]:
     """The files of docs/tasks.md's worked examples, written out as a reader would copy them."""
     text = DOCS.read_text()
     files = {}
-    for name, body in re.findall(r"`([\w.]+\.(?:csv|jsonl|yaml))`:\n\n```\w*\n(.*?)```", text,
-                                 re.S):
+    for name, body in re.findall(
+        r"`([\w.]+\.(?:csv|jsonl|yaml))`:\n\n```\w*\n(.*?)```", text, re.S
+    ):
         files[name] = tmp_path / name
         files[name].write_text(body)
     return files
@@ -78,21 +96,34 @@ def _doc_files(tmp_path: Path) -> dict[str, Path]:
 
 def test_worked_examples_in_the_docs_load_as_documented(tmp_path):
     files = _doc_files(tmp_path)
-    assert {"capitals.csv", "capitals.yaml", "qa.jsonl", "qa.yaml", "trips.jsonl",
-            "trips.yaml"} <= set(files)
+    assert {
+        "capitals.csv",
+        "capitals.yaml",
+        "qa.jsonl",
+        "qa.yaml",
+        "trips.jsonl",
+        "trips.yaml",
+    } <= set(files)
     cap = get_task(str(files["capitals.yaml"]))
     exs = cap.examples()
     assert [(e.id, e.choices, e.gold) for e in exs] == [
-        ("c1", ("Paris", "Lyon", "Nice"), (0,)), ("c2", ("Milan", "Rome", "Turin"), (1,))]
+        ("c1", ("Paris", "Lyon", "Nice"), (0,)),
+        ("c2", ("Milan", "Rome", "Turin"), (1,)),
+    ]
     assert exs[0].prompt == "Q: What is the capital of France?\nA:" and cap.metric == "accuracy"
     qa = get_task(str(files["qa.yaml"]))
-    assert (qa.name, qa.chat_template, qa.match, qa.max_new_tokens) == ("qa", "model",
-                                                                         "contains", 10)
+    assert (qa.name, qa.chat_template, qa.match, qa.max_new_tokens) == (
+        "qa",
+        "model",
+        "contains",
+        10,
+    )
     assert [e.answers for e in qa.examples()] == [("Shakespeare", "William Shakespeare"), (8,)]
     trips = get_task(str(files["trips.yaml"]))
     (ex,) = trips.examples()
     assert trips.match == "all_parts" and ex.answers == (
-        {"from": "Paris", "to": ["Geneva", "Genève"], "year": 2002},)
+        {"from": "Paris", "to": ["Geneva", "Genève"], "year": 2002},
+    )
     items = preview(trips)
     assert items[0]["parts"] == [["Paris"], ["Geneva", "Genève"], [2002]]
 
@@ -100,11 +131,13 @@ def test_worked_examples_in_the_docs_load_as_documented(tmp_path):
 def test_one_schema_for_built_in_and_user_tasks(tmp_path):
     # copying a shipped definition (here bbh-wikidata's local spec) into a file works
     _jsonl(tmp_path / "w.json", [])
-    (tmp_path / "w.json").write_text(json.dumps({"examples": [
-        {"input": "The capital of France is", "target": ["Paris"]}]}))
+    (tmp_path / "w.json").write_text(
+        json.dumps({"examples": [{"input": "The capital of France is", "target": ["Paris"]}]})
+    )
     (tmp_path / "copy.yaml").write_text(
         "bbh-wikidata:\n  kind: generate\n  max_new_tokens: 15\n  data: w.json\n"
-        "  sources:\n    local: {reader: bigbench, prompt: \"{input}\"}\n")
+        '  sources:\n    local: {reader: bigbench, prompt: "{input}"}\n'
+    )
     (ex,) = get_task(str(tmp_path / "copy.yaml")).examples()
     assert (ex.prompt, ex.answers) == ("The capital of France is", ("Paris",))
     # every key a built-in uses is a schema key; nothing else is accepted anywhere
@@ -116,10 +149,14 @@ def test_one_schema_for_built_in_and_user_tasks(tmp_path):
     msg = str(e.value)
     assert "unknown key 'matchh'" in msg and all(k in msg for k in keys | {"prompt", "answer"})
     with pytest.raises(LaserkitError, match=r"sources.hub: unknown key 'file'.*path"):
-        parse_task("x", {"kind": "choice", "sources": {"hub": {"path": "a/b", "file": "f"}}},
-                   "defs.yaml")
-    with pytest.raises(LaserkitError, match=r"sources: unknown key 'remote'; accepted: "
-                       "packaged, local, hub"):
+        parse_task(
+            "x", {"kind": "choice", "sources": {"hub": {"path": "a/b", "file": "f"}}}, "defs.yaml"
+        )
+    with pytest.raises(
+        LaserkitError,
+        match=r"sources: unknown key 'remote'; accepted: "
+        "packaged, local, hub",
+    ):
         parse_task("x", {"kind": "choice", "sources": {"remote": {}}}, "defs.yaml")
     with pytest.raises(LaserkitError, match="metric 'f1' is not reported by a choice task"):
         parse_task("x", {"kind": "choice", "metric": "f1"}, "d")
@@ -137,9 +174,11 @@ def test_one_schema_for_built_in_and_user_tasks(tmp_path):
 def test_a_file_with_several_tasks_needs_a_name(tmp_path):
     _jsonl(tmp_path / "qa.jsonl", RECORDS)
     path = tmp_path / "two.yaml"
-    path.write_text('a: {kind: generate, data: qa.jsonl, prompt: "{question}"}\n'
-                    'b: {kind: generate, data: qa.jsonl, prompt: "Q {question}",\n'
-                    '    match: all_parts}\n')
+    path.write_text(
+        'a: {kind: generate, data: qa.jsonl, prompt: "{question}"}\n'
+        'b: {kind: generate, data: qa.jsonl, prompt: "Q {question}",\n'
+        "    match: all_parts}\n"
+    )
     with pytest.raises(LaserkitError, match=r"declares tasks a, b: pick one with --task .*#NAME"):
         get_task(str(path))
     b = get_task(f"{path}#b")
@@ -149,8 +188,9 @@ def test_a_file_with_several_tasks_needs_a_name(tmp_path):
 
 def read_upper(records, spec, kind, meta, origin):
     """A reader of a 'new release format', living outside laserkit."""
-    return [Example(str(r["k"]), spec["prefix"] + r["q"].upper(), answers=(r["a"],))
-            for r in records]
+    return [
+        Example(str(r["k"]), spec["prefix"] + r["q"].upper(), answers=(r["a"],)) for r in records
+    ]
 
 
 read_upper.keys = {"prefix": "text put before each question"}
@@ -159,12 +199,14 @@ read_upper.keys = {"prefix": "text put before each question"}
 def test_reader_named_as_module_function(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     _jsonl(tmp_path / "r.jsonl", [{"k": 1, "q": "who?", "a": "me"}])
-    (tmp_path / "t.yaml").write_text("kind: generate\ndata: r.jsonl\n"
-                                     "reader: test_task_files:read_upper\nprefix: '>> '\n")
+    (tmp_path / "t.yaml").write_text(
+        "kind: generate\ndata: r.jsonl\nreader: test_task_files:read_upper\nprefix: '>> '\n"
+    )
     (ex,) = get_task(str(tmp_path / "t.yaml")).examples()
     assert (ex.id, ex.prompt, ex.answers) == ("1", ">> WHO?", ("me",))
-    (tmp_path / "u.yaml").write_text("kind: generate\ndata: r.jsonl\n"
-                                     "reader: test_task_files:read_upper\nprefx: x\n")
+    (tmp_path / "u.yaml").write_text(
+        "kind: generate\ndata: r.jsonl\nreader: test_task_files:read_upper\nprefx: x\n"
+    )
     with pytest.raises(LaserkitError, match="unknown key 'prefx'.*prefix"):
         get_task(str(tmp_path / "u.yaml"))
     (tmp_path / "v.yaml").write_text("kind: generate\ndata: r.jsonl\nreader: nowhere:nothing\n")
@@ -173,6 +215,7 @@ def test_reader_named_as_module_function(tmp_path, monkeypatch):
 
 
 # -- chat templates reach the model ----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tok(default_model_dir):
@@ -208,15 +251,27 @@ def _greedy(model, ids: list[int], n: int, eos: set[int]) -> list[int]:
 
 def test_generate_with_the_models_chat_template_and_a_system_prompt(tiny, tok):
     exs = [Example("1", "What is the capital of France?", answers=("Paris",))]
-    task = _task("generate", exs, chat_template="model", system_prompt="Answer briefly.",
-                 max_new_tokens=4)
+    task = _task(
+        "generate", exs, chat_template="model", system_prompt="Answer briefly.", max_new_tokens=4
+    )
     res = evaluate(tiny, tok, task, progress=False)
-    text = tok.apply_chat_template([{"role": "system", "content": "Answer briefly."},
-                                    {"role": "user", "content": exs[0].prompt}],
-                                   tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": exs[0].prompt},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert "Answer briefly." in text and text.endswith("assistant\n")
-    eos = {tok.eos_token_id, *([tiny.generation_config.eos_token_id] if isinstance(
-        tiny.generation_config.eos_token_id, int) else [])} - {None}
+    eos = {
+        tok.eos_token_id,
+        *(
+            [tiny.generation_config.eos_token_id]
+            if isinstance(tiny.generation_config.eos_token_id, int)
+            else []
+        ),
+    } - {None}
     gen = _greedy(tiny, tok(text, add_special_tokens=False)["input_ids"], 4, eos)
     assert res.records[0]["prediction"] == tok.decode(gen, skip_special_tokens=True)
     assert res.summary["chat_template"] == "model" and res.summary["metric"] == "accuracy"
@@ -231,8 +286,10 @@ def test_generate_with_the_models_chat_template_and_a_system_prompt(tiny, tok):
 
 
 def test_choice_with_an_inline_jinja_template(tiny, tok):
-    jinja = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-             "{% if add_generation_prompt %}[assistant]{% endif %}")
+    jinja = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
     ex = Example("1", "Is the sky blue?", choices=("yes", "no"), gold=(0,))
     task = _task("choice", [ex], chat_template=jinja)
     assert preview(task, tok)[0]["prompt"] == "[user] Is the sky blue?\n[assistant]"
@@ -242,8 +299,9 @@ def test_choice_with_an_inline_jinja_template(tiny, tok):
         ids = p + tok(choice, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             lp = tiny(torch.tensor([ids])).logits[0].float().log_softmax(-1)
-        assert got == pytest.approx(sum(float(lp[t - 1, ids[t]])
-                                        for t in range(len(p), len(ids))), abs=1e-4)
+        assert got == pytest.approx(
+            sum(float(lp[t - 1, ids[t]]) for t in range(len(p), len(ids))), abs=1e-4
+        )
 
 
 def test_hand_written_chatml_keeps_its_final_newline(tiny, tok, monkeypatch):
@@ -251,22 +309,38 @@ def test_hand_written_chatml_keeps_its_final_newline(tiny, tok, monkeypatch):
 
     seen = []
     real = S.greedy_generate
-    monkeypatch.setattr(S, "greedy_generate",
-                        lambda model, prompts, **kw: seen.extend(prompts) or real(model, prompts,
-                                                                                   **kw))
+    monkeypatch.setattr(
+        S,
+        "greedy_generate",
+        lambda model, prompts, **kw: seen.extend(prompts) or real(model, prompts, **kw),
+    )
     prompt = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-    evaluate(tiny, tok, _task("generate", [Example("1", prompt, answers=("hello",))],
-                              max_new_tokens=2), progress=False)
+    evaluate(
+        tiny,
+        tok,
+        _task("generate", [Example("1", prompt, answers=("hello",))], max_new_tokens=2),
+        progress=False,
+    )
     assert seen == [tok(prompt)["input_ids"]] and tok.decode(seen[0]).endswith("assistant\n")
 
 
 # -- the installed command ------------------------------------------------------------------
 
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LASERKIT), *args], capture_output=True, text=True, cwd=cwd,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(cwd),
-                               "LASERKIT_CACHE": str(Path.home() / ".cache" / "laserkit")},
-                          timeout=120)
+    return subprocess.run(
+        [str(LASERKIT), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={
+            "COLUMNS": "200",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "LASERKIT_CACHE": str(Path.home() / ".cache" / "laserkit"),
+        },
+        timeout=120,
+    )
 
 
 def test_cli_schema_dry_run_and_wrong_key(tmp_path, default_model_dir):
@@ -278,17 +352,27 @@ def test_cli_schema_dry_run_and_wrong_key(tmp_path, default_model_dir):
         assert mode in res.stdout
 
     _jsonl(tmp_path / "qa.jsonl", RECORDS)
-    (tmp_path / "qa.yaml").write_text('kind: generate\ndata: qa.jsonl\nprompt: "Q: {question}"\n'
-                                      "chat_template: model\nsystem_prompt: Be brief.\n")
-    res = _cli("eval", str(default_model_dir), "--task", "qa.yaml", "--dry-run", "--show", "2",
-               cwd=tmp_path)
+    (tmp_path / "qa.yaml").write_text(
+        'kind: generate\ndata: qa.jsonl\nprompt: "Q: {question}"\n'
+        "chat_template: model\nsystem_prompt: Be brief.\n"
+    )
+    res = _cli(
+        "eval",
+        str(default_model_dir),
+        "--task",
+        "qa.yaml",
+        "--dry-run",
+        "--show",
+        "2",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "metric accuracy" in out and "match contains" in out and "chat_template model" in out
     assert "<|im_start|>system\nBe brief.<|im_end|>" in out and "Q: When did it end?" in out
     assert "[1945]" in out and '[["Paris"], ["Lyon", "X"]]' in out and "q3" not in out
 
-    (tmp_path / "bad.yaml").write_text('kind: generate\ndata: qa.jsonl\nprompt: x\nansewr: a\n')
+    (tmp_path / "bad.yaml").write_text("kind: generate\ndata: qa.jsonl\nprompt: x\nansewr: a\n")
     res = _cli("eval", "--task", "bad.yaml", "--dry-run", cwd=tmp_path)
     assert res.returncode == 2 and res.stdout == ""
     lines = res.stderr.strip().splitlines()
@@ -305,8 +389,11 @@ def test_task_modules_import_without_a_cycle():
     folder = Path(__file__).resolve().parent.parent / "laserkit" / "tasks"
     graph = {}
     for f in folder.glob("*.py"):
-        graph[f.stem] = {n.module for n in ast.walk(ast.parse(f.read_text()))
-                         if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+        graph[f.stem] = {
+            n.module
+            for n in ast.walk(ast.parse(f.read_text()))
+            if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module
+        }
     graph["spec"].discard("sources")
     assert graph["spec"] == {"matching"} and graph["matching"] == set()
 

@@ -15,11 +15,24 @@ from laserkit.tasks import get_task, list_tasks
 from laserkit.tasks import sources as src
 from laserkit.tasks.registry import Example
 
-PAPER = {"counterfact", "hotpotqa", "fever", "bios-gender", "bios-profession", "truthfulqa",
-         "bbh-epistemic", "bbh-wikidata"}
-PACKAGED = {"fever-bigbench": 6612, "truthfulqa-mc": 299, "bbh-epistemic-bigbench": 2000,
-            "bbh-wikidata-bigbench": 20442, "dpo-semantic-bigbench": 221,
-            "truthfulqa-bigbench": None}
+PAPER = {
+    "counterfact",
+    "hotpotqa",
+    "fever",
+    "bios-gender",
+    "bios-profession",
+    "truthfulqa",
+    "bbh-epistemic",
+    "bbh-wikidata",
+}
+PACKAGED = {
+    "fever-bigbench": 6612,
+    "truthfulqa-mc": 299,
+    "bbh-epistemic-bigbench": 2000,
+    "bbh-wikidata-bigbench": 20442,
+    "dpo-semantic-bigbench": 221,
+    "truthfulqa-bigbench": None,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -85,9 +98,20 @@ def test_canary_and_license_ship_with_the_data():
         assert "canary GUID 26b5c67b" in json.loads(f.read_text())["canary"]
 
 
-@pytest.mark.parametrize("name", ["counterfact", "hotpotqa", "bios-gender", "bios-profession",
-                                  "perplexity", "fever", "truthfulqa", "bbh-epistemic",
-                                  "bbh-wikidata"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "counterfact",
+        "hotpotqa",
+        "bios-gender",
+        "bios-profession",
+        "perplexity",
+        "fever",
+        "truthfulqa",
+        "bbh-epistemic",
+        "bbh-wikidata",
+    ],
+)
 def test_tasks_without_packaged_data_say_where_to_get_it(name):
     task = get_task(name)
     with pytest.raises(LaserkitError) as e:
@@ -112,18 +136,29 @@ def _write(path, records):
 
 
 def test_original_release_formats(tmp_path):
-    cf = [{"case_id": 7, "requested_rewrite": {
-        "prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux",
-        "target_new": {"str": "English"}, "target_true": {"str": "French"}},
-        "paraphrase_prompts": ["Shayna does this. Danielle Darrieux speaks"]}]
+    cf = [
+        {
+            "case_id": 7,
+            "requested_rewrite": {
+                "prompt": "The mother tongue of {} is",
+                "subject": "Danielle Darrieux",
+                "target_new": {"str": "English"},
+                "target_true": {"str": "French"},
+            },
+            "paraphrase_prompts": ["Shayna does this. Danielle Darrieux speaks"],
+        }
+    ]
     exs = get_task("counterfact", _write(tmp_path / "counterfact.json", cf)).examples()
     assert [(e.id, e.prompt, e.answers) for e in exs] == [
         ("7", "The mother tongue of Danielle Darrieux is", ("French",)),
-        ("7-p1", "Shayna does this. Danielle Darrieux speaks", ("French",))]
+        ("7-p1", "Shayna does this. Danielle Darrieux speaks", ("French",)),
+    ]
 
-    fever = [{"id": 1, "label": "SUPPORTS", "claim": "A is B."},
-             {"id": 2, "label": "NOT ENOUGH INFO", "claim": "C."},
-             {"id": 3, "label": "REFUTES", "claim": "D is E."}]
+    fever = [
+        {"id": 1, "label": "SUPPORTS", "claim": "A is B."},
+        {"id": 2, "label": "NOT ENOUGH INFO", "claim": "C."},
+        {"id": 3, "label": "REFUTES", "claim": "D is E."},
+    ]
     exs = get_task("fever", _write(tmp_path / "paper_dev.jsonl", fever)).examples()
     assert [(e.id, e.gold) for e in exs] == [("1", (0,)), ("3", (1,))]  # NEI skipped
     assert "A is B." in exs[0].prompt
@@ -132,8 +167,10 @@ def test_original_release_formats(tmp_path):
     ex = get_task("hotpotqa", _write(tmp_path / "hotpot_dev.json", hotpot)).examples()[0]
     assert (ex.id, ex.prompt, ex.answers) == ("5a8b", "Who? The answer is", ("Ann",))
 
-    bios = [{"hard_text": "She is a poet.", "profession": 20, "gender": 1},
-            {"hard_text": "He codes.", "profession": 24, "gender": 0}]
+    bios = [
+        {"hard_text": "She is a poet.", "profession": 20, "gender": 1},
+        {"hard_text": "He codes.", "profession": 24, "gender": 0},
+    ]
     path = _write(tmp_path / "bios.jsonl", bios)
     assert [e.gold for e in get_task("bios-gender", path).examples()] == [(1,), (0,)]
     prof = get_task("bios-profession", path).examples()  # software engineer is not one of 8
@@ -142,11 +179,17 @@ def test_original_release_formats(tmp_path):
     ex = get_task("bios-profession", _write(tmp_path / "b.json", release)).examples()[0]
     assert ex.choices[ex.gold[0]] == "painter" and "text: He paints. What is" in ex.prompt
 
-    tqa = [{"Type": "Adversarial", "Question": "Q1?", "Best Answer": "a",
-            "Correct Answers": "a; b", "Incorrect Answers": "c"}]
+    tqa = [
+        {
+            "Type": "Adversarial",
+            "Question": "Q1?",
+            "Best Answer": "a",
+            "Correct Answers": "a; b",
+            "Incorrect Answers": "c",
+        }
+    ]
     path = _write(tmp_path / "TruthfulQA.csv", tqa)
-    assert [e.gold for e in get_task("truthfulqa-bigbench", path).examples()] == \
-        [(0,), (0,), (1,)]
+    assert [e.gold for e in get_task("truthfulqa-bigbench", path).examples()] == [(0,), (0,), (1,)]
     mc = get_task("truthfulqa-mc", path).examples()[0]
     assert mc.choices == ("a", "b", "c") and mc.gold == (0, 1)
 
@@ -160,12 +203,21 @@ def test_user_task_file_round_trip(tmp_path, default_model_dir, suffix):
 
     tok = AutoTokenizer.from_pretrained(default_model_dir)
     model = make_tiny("llama", vocab_size=49152, num_hidden_layers=1)
-    rows = [{"qid": f"q{i}", "question": f"Is {i} even?", "options": json.dumps(["yes", "no"]),
-             "label": "yes" if i % 2 == 0 else "no"} for i in range(6)]
+    rows = [
+        {
+            "qid": f"q{i}",
+            "question": f"Is {i} even?",
+            "options": json.dumps(["yes", "no"]),
+            "label": "yes" if i % 2 == 0 else "no",
+        }
+        for i in range(6)
+    ]
     data = _write(tmp_path / f"data{suffix}", rows)
     decl = tmp_path / "my_task.yaml"
-    decl.write_text(f"kind: choice\ndata: {data.name}\nprompt: \"Q: {{question}}\\nA:\"\n"
-                    "id: qid\nchoices_field: options\nanswer: label\n")
+    decl.write_text(
+        f'kind: choice\ndata: {data.name}\nprompt: "Q: {{question}}\\nA:"\n'
+        "id: qid\nchoices_field: options\nanswer: label\n"
+    )
     task = get_task(str(decl))
     assert task.name == "my_task" and task.kind == "choice"
     exs = task.examples()
@@ -183,38 +235,66 @@ def test_user_task_file_round_trip(tmp_path, default_model_dir, suffix):
 
 
 def test_bare_data_files_and_json_declarations(tmp_path):
-    open_answers = _write(tmp_path / "qa.jsonl", [{"prompt": "2+2=", "answer": "4"},
-                                                  {"prompt": "Sky color:", "answer": ["blue"]}])
+    open_answers = _write(
+        tmp_path / "qa.jsonl",
+        [{"prompt": "2+2=", "answer": "4"}, {"prompt": "Sky color:", "answer": ["blue"]}],
+    )
     task = get_task(str(open_answers))
     assert task.kind == "generate" and task.examples()[1].answers == ("blue",)
     mc = _write(tmp_path / "mc.csv", [{"prompt": "p", "choices": "a|b|c", "answer": "2"}])
     ex = get_task(str(mc)).examples()[0]
     assert get_task(str(mc)).kind == "choice" and ex.choices == ("a", "b", "c") and ex.gold == (2,)
     decl = tmp_path / "t.json"
-    decl.write_text(json.dumps({"kind": "generate", "data": "qa.jsonl", "prompt": "{prompt}",
-                                "max_new_tokens": 3, "name": "arith"}))
+    decl.write_text(
+        json.dumps(
+            {
+                "kind": "generate",
+                "data": "qa.jsonl",
+                "prompt": "{prompt}",
+                "max_new_tokens": 3,
+                "name": "arith",
+            }
+        )
+    )
     task = get_task(str(decl))
     assert (task.name, task.max_new_tokens, len(task.examples())) == ("arith", 3, 2)
 
 
-@pytest.mark.parametrize("decl,records,match", [
-    ("data: d.jsonl\nprompt: x", [{"answer": "a"}], "missing 'kind'"),
-    ("kind: choice\nprompt: x", None, "missing 'data'"),
-    ("kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, b]\nansewr: a", [{"answer": "a"}],
-     r"unknown key 'ansewr'; accepted: name, kind, .*answer, "),
-    ("kind: choice\ndata: nothere.jsonl\nprompt: x", None, "does not exist"),
-    ("kind: generate\ndata: d.jsonl\nprompt: \"{question}\"",
-     [{"question": "q", "answer": "a"}, {"id": "r7", "answer": "b"}],
-     r"d.jsonl record 1 \(id r7\): missing field 'question'"),
-    ("kind: generate\ndata: d.jsonl\nprompt: \"{question}\"", [{"question": "q"}],
-     r"record 0: missing field 'answer'"),
-    ("kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, b]", [{"answer": "c"}],
-     r"record 0: answer 'c' is not one of the choices"),
-    ("kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, '']", [{"answer": "a"}],
-     "non-empty answer choices"),
-    ("kind: quiz\ndata: d.jsonl\nprompt: x", [{"answer": "a"}], "unknown kind 'quiz'"),
-    ("kind: [unclosed", None, "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "decl,records,match",
+    [
+        ("data: d.jsonl\nprompt: x", [{"answer": "a"}], "missing 'kind'"),
+        ("kind: choice\nprompt: x", None, "missing 'data'"),
+        (
+            "kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, b]\nansewr: a",
+            [{"answer": "a"}],
+            r"unknown key 'ansewr'; accepted: name, kind, .*answer, ",
+        ),
+        ("kind: choice\ndata: nothere.jsonl\nprompt: x", None, "does not exist"),
+        (
+            'kind: generate\ndata: d.jsonl\nprompt: "{question}"',
+            [{"question": "q", "answer": "a"}, {"id": "r7", "answer": "b"}],
+            r"d.jsonl record 1 \(id r7\): missing field 'question'",
+        ),
+        (
+            'kind: generate\ndata: d.jsonl\nprompt: "{question}"',
+            [{"question": "q"}],
+            r"record 0: missing field 'answer'",
+        ),
+        (
+            "kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, b]",
+            [{"answer": "c"}],
+            r"record 0: answer 'c' is not one of the choices",
+        ),
+        (
+            "kind: choice\ndata: d.jsonl\nprompt: x\nchoices: [a, '']",
+            [{"answer": "a"}],
+            "non-empty answer choices",
+        ),
+        ("kind: quiz\ndata: d.jsonl\nprompt: x", [{"answer": "a"}], "unknown kind 'quiz'"),
+        ("kind: [unclosed", None, "not valid YAML"),
+    ],
+)
 def test_bad_task_files_fail_in_one_line(tmp_path, decl, records, match):
     if records is not None:
         _write(tmp_path / "d.jsonl", records)
@@ -246,8 +326,9 @@ def test_split_examples_is_deterministic_and_disjoint():
     assert split_examples(items, "all") == items
     s1 = split_examples(items, "validation", seed=4)
     assert s1 == split_examples(items, "validation", seed=4) and s1 != val
-    assert set(map(id, s1)) | set(map(id, split_examples(items, "test", seed=4))) == \
-        set(map(id, items))
+    assert set(map(id, s1)) | set(map(id, split_examples(items, "test", seed=4))) == set(
+        map(id, items)
+    )
     assert len(split_examples(items[:1], "validation")) == 1
     with pytest.raises(LaserkitError):
         split_examples(items, "train")
@@ -268,11 +349,27 @@ def test_cli_tasks_and_eval(tmp_path, default_model_dir):
     model_dir = tmp_path / "tiny"
     make_tiny("llama", vocab_size=49152, num_hidden_layers=1).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(model_dir)
-    data = _write(tmp_path / "qa.jsonl", [{"prompt": f"Q{i}:", "choices": ["a", "b"],
-                                           "answer": "a"} for i in range(5)])
+    data = _write(
+        tmp_path / "qa.jsonl",
+        [{"prompt": f"Q{i}:", "choices": ["a", "b"], "answer": "a"} for i in range(5)],
+    )
     out = tmp_path / "out"
-    res = runner.invoke(app, ["eval", str(model_dir), "--task", str(data), "--split", "validation",
-                              "--out", str(out), "--device", "cpu"], env={"COLUMNS": "200"})
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            str(model_dir),
+            "--task",
+            str(data),
+            "--split",
+            "validation",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert res.exit_code == 0, res.output
     assert "accuracy" in res.output and "log_loss" in res.output
     summary = json.loads((out / "summary.json").read_text())

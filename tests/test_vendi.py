@@ -69,15 +69,20 @@ def _check_against_exact(W: torch.Tensor, r: int, **kw) -> None:
     candidate: each pick is the exact best (lowest index among exact ties), and the tie window
     the fast path reported is tiny next to the score (a tolerance cannot hide a wrong pick)."""
     sigma = float(exact_bandwidth(W.numpy(), kw.get("bandwidth", 1.0)))
-    state = V._Greedy(W.to(torch.float64), sigma, kw.get("use_quality", False),
-                      kw.get("min_diversity", False), 1.0)
+    state = V._Greedy(
+        W.to(torch.float64),
+        sigma,
+        kw.get("use_quality", False),
+        kw.get("min_diversity", False),
+        1.0,
+    )
     for _ in range(r):
         state.step()
     picks = state.chosen
     _, tables = exact_select(W, r, follow=picks, **kw)
     for i, (c, table) in enumerate(zip(picks, tables, strict=True)):
         best = (min if kw.get("min_diversity") else max)(table.values())
-        tol = 10.0 ** -30
+        tol = 10.0**-30
         exact_best = min(k for k, s in table.items() if abs(s - best) <= tol)
         assert c == exact_best, (i, c, exact_best, float(table[c] - best))
         assert state.windows[i] <= 1e-12 * max(1.0, abs(float(best)))
@@ -85,35 +90,42 @@ def _check_against_exact(W: torch.Tensor, r: int, **kw) -> None:
         assert state.scores[i] == pytest.approx(float(table[c]), rel=1e-10, abs=1e-13)
 
 
-@pytest.mark.parametrize(("use_quality", "min_diversity"),
-                         list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize(
+    ("use_quality", "min_diversity"), list(itertools.product([False, True], repeat=2))
+)
 @pytest.mark.parametrize("bandwidth", [1.0, 2.0, "median"])
-def test_fast_equals_exact_on_random_rows(use_quality: bool, min_diversity: bool,
-                                          bandwidth) -> None:
+def test_fast_equals_exact_on_random_rows(
+    use_quality: bool, min_diversity: bool, bandwidth
+) -> None:
     # scale 0.9: rows far apart (K near I at bandwidth 1); 0.3: an informative kernel
     for seed, scale in [(1, 0.3), (2, 0.9)]:
         W = _random(seed, scale=scale)
-        _check_against_exact(W, 5, use_quality=use_quality,
-                             min_diversity=min_diversity, bandwidth=bandwidth)
+        _check_against_exact(
+            W, 5, use_quality=use_quality, min_diversity=min_diversity, bandwidth=bandwidth
+        )
 
 
-@pytest.mark.parametrize(("use_quality", "min_diversity"),
-                         list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize(
+    ("use_quality", "min_diversity"), list(itertools.product([False, True], repeat=2))
+)
 @pytest.mark.parametrize("bandwidth", [1.0, 2.0, "median"])
-def test_fast_equals_exact_on_real_rows(real_rows, use_quality: bool, min_diversity: bool,
-                                        bandwidth) -> None:
+def test_fast_equals_exact_on_real_rows(
+    real_rows, use_quality: bool, min_diversity: bool, bandwidth
+) -> None:
     """Rows of the real default model (norms ≈ 4.1, median ‖x−y‖² ≈ 33): at bandwidth 1 the
     kernel's off-diagonal is ~1e-8 and the candidates' scores differ far below 1e-10 (the old
     absolute tie tolerance); the fast path must still pick the exact best."""
     W = real_rows[torch.arange(0, 1536, 64)]  # 24 rows spread over the matrix
-    _check_against_exact(W, 5, use_quality=use_quality,
-                         min_diversity=min_diversity, bandwidth=bandwidth)
+    _check_against_exact(
+        W, 5, use_quality=use_quality, min_diversity=min_diversity, bandwidth=bandwidth
+    )
 
 
 @pytest.mark.parametrize("use_quality", [False, True])
 @pytest.mark.parametrize("bandwidth", [2.0, "median"])
-def test_lazy_rows_keep_the_exact_picks(real_rows, monkeypatch, use_quality: bool,
-                                        bandwidth) -> None:
+def test_lazy_rows_keep_the_exact_picks(
+    real_rows, monkeypatch, use_quality: bool, bandwidth
+) -> None:
     """A guess of 3 rows per step (of 24): at bandwidth 2 the remembered bounds rule out the
     other rows in some steps, at `median` on so few rows in none (every step then takes the
     fallback over all rows); every pick is still the exact best."""
@@ -160,15 +172,17 @@ def test_bounds_bracket_the_exact_increment() -> None:
     g = torch.Generator().manual_seed(5)
     for scale, k in [(0.3, 6), (0.05, 8), (2.0, 10)]:
         X = torch.randn(24, 7, generator=g, dtype=torch.float64) * scale
-        K = torch.exp(-torch.cdist(X, X) ** 2 / 2)
+        K = torch.exp(-(torch.cdist(X, X) ** 2) / 2)
         K.fill_diagonal_(1.0)
         K = (K + K.T) / 2
         lam, Q = torch.linalg.eigh(K[:k, :k] - torch.eye(k, dtype=torch.float64))
         Z = K[k:, :k] @ Q
         with mpmath.workdps(40):
             t0 = _mp_t(K[:k, :k].numpy())
-            exact = [float(_mp_t(K[[*range(k), c]][:, [*range(k), c]].numpy()) - t0)
-                     for c in range(k, len(X))]
+            exact = [
+                float(_mp_t(K[[*range(k), c]][:, [*range(k), c]].numpy()) - t0)
+                for c in range(k, len(X))
+            ]
         exact = torch.tensor(exact, dtype=torch.float64)
         dk = 64 * k * 2.2e-16 * float(lam.abs().max() + 1)
         for ratio in (1.25, 1.02):
@@ -183,7 +197,7 @@ def test_bounds_bracket_the_exact_increment() -> None:
 @pytest.mark.parametrize("q", [1.0, 2.0, 0.5, math.inf])
 def test_log_vendi_is_spec_formula(q: float) -> None:
     X = _random(3, 12, 6, 0.5)
-    K = torch.exp(-torch.cdist(X, X) ** 2 / 2)
+    K = torch.exp(-(torch.cdist(X, X) ** 2) / 2)
     nu = torch.linalg.eigvalsh(K / 12).clamp_min(0)
     if q == 1.0:
         naive = -(nu * torch.log(nu)).sum()
@@ -198,8 +212,10 @@ def test_log_vendi_is_spec_formula(q: float) -> None:
 def test_excess_keeps_relative_precision() -> None:
     eps = torch.tensor([1e-9, -3e-6, 5e-3, 0.2, -0.7], dtype=torch.float64)
     with mpmath.workdps(40):
-        ref = [float((1 + mpmath.mpf(e)) * mpmath.log1p(mpmath.mpf(e)) - mpmath.mpf(e))
-               for e in eps.tolist()]
+        ref = [
+            float((1 + mpmath.mpf(e)) * mpmath.log1p(mpmath.mpf(e)) - mpmath.mpf(e))
+            for e in eps.tolist()
+        ]
     np.testing.assert_allclose(_excess(eps, 1.0).numpy(), ref, rtol=1e-14)
 
 
@@ -209,9 +225,10 @@ def test_median_bandwidth_definition() -> None:
     # above MEDIAN_ROWS rows: a seeded sample, the same on every call
     big = _random(5, V.MEDIAN_ROWS + 300, 4)
     a, b = median_bandwidth(big), median_bandwidth(big.clone())
-    idx = torch.randperm(len(big), generator=torch.Generator().manual_seed(0))[:V.MEDIAN_ROWS]
-    assert a == b == pytest.approx(float(np.median(pdist(big[idx.sort().values].numpy()))),
-                                   rel=1e-12)
+    idx = torch.randperm(len(big), generator=torch.Generator().manual_seed(0))[: V.MEDIAN_ROWS]
+    assert (
+        a == b == pytest.approx(float(np.median(pdist(big[idx.sort().values].numpy()))), rel=1e-12)
+    )
     with pytest.raises(LaserkitError, match="bandwidth"):
         Intervention(kind="vendi-score", rho=0.1, bandwidth="wide")
     with pytest.raises(LaserkitError, match="bandwidth"):
@@ -289,8 +306,14 @@ def test_reduce_edge_cases_keep_dtype() -> None:
 
 def test_intervention_keys_stay_the_same() -> None:
     """Old run directories stay resumable: a number is still stored as the same float."""
-    old = {"kind": "vendi-score", "rho": 0.1, "use_quality": False, "min_diversity": False,
-           "q": 1.0, "bandwidth": 1.0}
+    old = {
+        "kind": "vendi-score",
+        "rho": 0.1,
+        "use_quality": False,
+        "min_diversity": False,
+        "q": 1.0,
+        "bandwidth": 1.0,
+    }
     assert Intervention.from_dict(old).to_dict() == old
     med = Intervention(kind="vendi-score", rho=0.1, bandwidth="median")
     assert Intervention.from_dict(json.loads(json.dumps(med.to_dict()))) == med
@@ -314,23 +337,59 @@ def test_cli_bandwidth_option(tmp_path) -> None:
     model = make_tiny("llama")
     model.save_pretrained(tmp_path / "tiny")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    base = [sys.executable, "-m", "laserkit", "reduce", str(tmp_path / "tiny"), "--lname",
-            "fc_in", "--lnum", "0", "--rho", "0.2", "--intervention", "vendi-score"]
-    bad = subprocess.run([*base, "--bandwidth", "wide"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    base = [
+        sys.executable,
+        "-m",
+        "laserkit",
+        "reduce",
+        str(tmp_path / "tiny"),
+        "--lname",
+        "fc_in",
+        "--lnum",
+        "0",
+        "--rho",
+        "0.2",
+        "--intervention",
+        "vendi-score",
+    ]
+    bad = subprocess.run(
+        [*base, "--bandwidth", "wide"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "bandwidth 'wide'" in lines[0] and "median" in lines[0]
-    ok = subprocess.run([*base, "--bandwidth", "median", "--out", str(tmp_path / "out")],
-                        env=env, capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [*base, "--bandwidth", "median", "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     rec = json.loads((tmp_path / "out" / "laserkit.json").read_text())
     assert "median" in json.dumps(rec)
     for cmd in ("search",):  # the option exists there too (compose shares the same check)
-        res = subprocess.run([sys.executable, "-m", "laserkit", cmd, str(tmp_path / "tiny"),
-                              "--task", "fever-bigbench", "--intervention", "vendi-score",
-                              "--bandwidth", "0", "--run-dir", str(tmp_path / cmd)], env=env,
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "laserkit",
+                cmd,
+                str(tmp_path / "tiny"),
+                "--task",
+                "fever-bigbench",
+                "--intervention",
+                "vendi-score",
+                "--bandwidth",
+                "0",
+                "--run-dir",
+                str(tmp_path / cmd),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         lines = res.stderr.strip().splitlines()
         assert res.returncode != 0 and len(lines) == 1, res.stderr
         assert "bandwidth 0.0 must be a finite number > 0 or 'median'" in lines[0]

@@ -29,5 +29,8 @@ class KeepTop(Intervention):
 
         cached = factors is not None
         f = factors if cached else Factors.of(W.to(torch.float64))
-        return f.truncate(self.top), {"rank": self.top, "cached": cached,
-                                      "factor_dtype": str(f.S.dtype)}
+        return f.truncate(self.top), {
+            "rank": self.top,
+            "cached": cached,
+            "factor_dtype": str(f.S.dtype),
+        }

@@ -32,8 +32,10 @@ def _early_interrupt(signum: int, frame: object) -> None:
 def _is_console_script() -> bool:
     """Started as ``laserkit`` or ``python -m laserkit`` (not imported by a test or a library)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return os.path.basename(sys.argv[0] if sys.argv else "") == "laserkit" or \
-        getattr(spec, "name", None) == "laserkit.__main__"
+    return (
+        os.path.basename(sys.argv[0] if sys.argv else "") == "laserkit"
+        or getattr(spec, "name", None) == "laserkit.__main__"
+    )
 
 
 if _is_console_script() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -81,8 +83,7 @@ def _say(text: str) -> None:
 
 def _is(e: BaseException, name: str) -> bool:
     """Whether ``e`` is a click (or vendored click) exception of this class name."""
-    return any(c.__name__ == name and c.__module__.endswith("exceptions")
-               for c in type(e).__mro__)
+    return any(c.__name__ == name and c.__module__.endswith("exceptions") for c in type(e).__mro__)
 
 
 def _click_exit(e: BaseException) -> int | None:
@@ -102,9 +103,11 @@ def _click_exit(e: BaseException) -> int | None:
 
 def _unraisable(hook):
     """A Ctrl-C raised inside a finalizer is remembered (errors.interrupted), not printed."""
+
     def quiet(unraisable) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             hook(unraisable)
+
     return quiet
 
 
@@ -162,11 +165,15 @@ def run(args: list[str]) -> int:
         if os.environ.get("LASERKIT_DEBUG"):
             raise
         if isinstance(e, MemoryError):
-            _say("error: out of memory (try a smaller --batch-size, fewer workers, or a smaller "
-                 "model)")
+            _say(
+                "error: out of memory (try a smaller --batch-size, fewer workers, or a smaller "
+                "model)"
+            )
             return EXIT_FAILED
-        _say(f"internal error: {type(e).__name__}: {first_line(e)} (a bug: please report it; "
-             "LASERKIT_DEBUG=1 shows the traceback)")
+        _say(
+            f"internal error: {type(e).__name__}: {first_line(e)} (a bug: please report it; "
+            "LASERKIT_DEBUG=1 shows the traceback)"
+        )
         return EXIT_FAILED
 
 

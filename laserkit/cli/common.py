@@ -49,15 +49,21 @@ def on_interrupt_publishing(out: Path, what: str, again: str) -> None:
 
     on_interrupt(note)
 
+
 ModelArg = typer.Argument(
     "default", help="hub id, local model directory, .gguf file, or 'default' (packaged SmolLM2)"
 )
-DtypeOpt = typer.Option("auto", "--dtype",
-                        help="auto (bf16 on GPU, fp32 on CPU), float32, bf16, fp16")
+DtypeOpt = typer.Option(
+    "auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bf16, fp16"
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto (GPU when there is one), cpu, cuda, cuda:N")
-TrustOpt = typer.Option(False, "--trust-remote-code", help="allow a model directory's own Python "
-                        "code (its config's auto_map) to run; off by default: such a model is "
-                        "refused, never prompted for")
+TrustOpt = typer.Option(
+    False,
+    "--trust-remote-code",
+    help="allow a model directory's own Python "
+    "code (its config's auto_map) to run; off by default: such a model is "
+    "refused, never prompted for",
+)
 
 
 def load_with_status(model: str, dtype: str, device: str, trust_remote_code: bool = False):
@@ -98,6 +104,8 @@ def require_tokenizer(model: str, option: str = "MODEL") -> None:
 
     src = ModelSource.parse(model)
     if src.kind == "dir" and not has_tokenizer(src.path):
-        raise LaserkitError(f"{option} {model} has no tokenizer files (tokenizer.json, "
-                            "tokenizer_config.json, tokenizer.model, vocab.json, ...): scoring a "
-                            "task needs them; copy the base model's tokenizer files into it")
+        raise LaserkitError(
+            f"{option} {model} has no tokenizer files (tokenizer.json, "
+            "tokenizer_config.json, tokenizer.model, vocab.json, ...): scoring a "
+            "task needs them; copy the base model's tokenizer files into it"
+        )

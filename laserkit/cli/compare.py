@@ -35,9 +35,14 @@ class _Bars:
     """One progress bar per method, added as the method starts."""
 
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                                 disable=not console.is_terminal)
+        self.progress = Progress(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> _Bars:
@@ -58,9 +63,11 @@ def print_table(out: dict) -> None:
     from ..search.compare_report import COLUMNS, cells
 
     metric = out["base"]["test"].get("metric") or "score"
-    table = Table(title=f"compare on {out['objective'].get('task')}: {metric}, chosen on "
-                        f"validation (n = {out['base']['validation'].get('n')}), reported on "
-                        f"test (n = {out['base']['test'].get('n')})")
+    table = Table(
+        title=f"compare on {out['objective'].get('task')}: {metric}, chosen on "
+        f"validation (n = {out['base']['validation'].get('n')}), reported on "
+        f"test (n = {out['base']['test'].get('n')})"
+    )
     for col in COLUMNS:
         table.add_column(col, overflow="fold", no_wrap=col == "method")
     for row in cells(out):
@@ -69,8 +76,9 @@ def print_table(out: dict) -> None:
     # rather than let rich crop columns away
     from .output import results  # the table is the result: stdout
 
-    wide = Console(file=results.file, width=max(results.width, 150),
-                   force_terminal=results.is_terminal)
+    wide = Console(
+        file=results.file, width=max(results.width, 150), force_terminal=results.is_terminal
+    )
     wide.print(table)
     console.print(f"time: {out['time_measures']}")
 
@@ -79,28 +87,46 @@ def print_table(out: dict) -> None:
 def compare(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
-    methods: str = typer.Option("all", "--methods", help="comma list of svd, vendi-fork, "
-                                "vendi-median, vendi-quality, mp-iqr, mp-gavish-donoho (or all)"),
+    methods: str = typer.Option(
+        "all",
+        "--methods",
+        help="comma list of svd, vendi-fork, "
+        "vendi-median, vendi-quality, mp-iqr, mp-gavish-donoho (or all)",
+    ),
     lname: str = typer.Option("fc_in,fc_out", "--lname", help="grid methods: matrix types τ"),
     lnum: str = typer.Option("all", "--lnum", help="grid methods: layers ℓ (all, 20-31, -4:)"),
-    rho: str = typer.Option(None, "--rho", help="grid methods: ρ values (default the paper's "
-                            "0.9,0.8,0.6,0.2,0.1,0.05,0.01)"),
-    candidates: int = typer.Option(15, "--candidates", help="greedy methods: the k lowest-SNR "
-                                   "matrices"),
-    types: str = typer.Option("mlp,attn", "--types", help="greedy methods: module types the "
-                              "candidates come from"),
+    rho: str = typer.Option(
+        None,
+        "--rho",
+        help="grid methods: ρ values (default the paper's 0.9,0.8,0.6,0.2,0.1,0.05,0.01)",
+    ),
+    candidates: int = typer.Option(
+        15, "--candidates", help="greedy methods: the k lowest-SNR matrices"
+    ),
+    types: str = typer.Option(
+        "mlp,attn", "--types", help="greedy methods: module types the candidates come from"
+    ),
     data: str = DataOpt,
     include_path: str = IncludeOpt,
     limit: int = LimitOpt,
     shuffle: int = ShuffleOpt,
     batch_size: int = BatchOpt,
-    run_dir: Path = typer.Option(None, "--run-dir", "-o", help="the compare directory (default "
-                                 "runs/compare-<task>): its trial store, scan, compare.json/.md/"
-                                 ".png, one folder per method"),
+    run_dir: Path = typer.Option(
+        None,
+        "--run-dir",
+        "-o",
+        help="the compare directory (default "
+        "runs/compare-<task>): its trial store, scan, compare.json/.md/"
+        ".png, one folder per method",
+    ),
     storage: str = StorageOpt,
     resume: bool = ResumeOpt,
-    workers: int = typer.Option(1, "--workers", help="worker processes per method on this "
-                                "machine; more join with `laserkit worker URL --run NAME`"),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        help="worker processes per method on this "
+        "machine; more join with `laserkit worker URL --run NAME`",
+    ),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
     trust_remote_code: bool = TrustOpt,
@@ -125,12 +151,24 @@ def compare(
     check_compare_dir(run_dir, resume)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     where = f"the database {storage}" if storage else run_dir
-    on_interrupt(f"the finished trials are kept in {where}; continue with the same command and "
-                 "--resume")
+    on_interrupt(
+        f"the finished trials are kept in {where}; continue with the same command and --resume"
+    )
     with _Bars() as bars:
-        out = run_compare(model, objective, run_dir=run_dir, methods=names,
-                          space=Space(lname, lnum, rho, candidates, types), storage=storage,
-                          resume=resume, workers=workers, device=device, dtype=dtype,
-                          loaded=loaded, progress=bars, on_method=bars.start)
+        out = run_compare(
+            model,
+            objective,
+            run_dir=run_dir,
+            methods=names,
+            space=Space(lname, lnum, rho, candidates, types),
+            storage=storage,
+            resume=resume,
+            workers=workers,
+            device=device,
+            dtype=dtype,
+            loaded=loaded,
+            progress=bars,
+            on_method=bars.start,
+        )
     print_table(out)
     console.print(f"wrote {run_dir}/compare.json, compare.md, compare.png")

@@ -31,37 +31,66 @@ def _fmt(v: object) -> str:
 @app.command("eval")
 def eval_(
     model: str = ModelArg,
-    task: str = typer.Option(..., "--task", "-t", help="a task name (see `laserkit tasks`) or a "
-                             "task file: .yaml/.json declaration (FILE#NAME picks one of "
-                             "several), or .json/.jsonl/.csv data; format: docs/tasks.md"),
-    data: str = typer.Option(None, "--data", help="the task's data from a local file in its "
-                             "original format, or 'hub' for the Hugging Face hub"),
-    include_path: str = typer.Option(None, "--include-path", help="lm-eval tasks (--task "
-                                     "lm-eval:NAME): a directory of your own lm-eval task YAML "
-                                     "files"),
+    task: str = typer.Option(
+        ...,
+        "--task",
+        "-t",
+        help="a task name (see `laserkit tasks`) or a "
+        "task file: .yaml/.json declaration (FILE#NAME picks one of "
+        "several), or .json/.jsonl/.csv data; format: docs/tasks.md",
+    ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="the task's data from a local file in its "
+        "original format, or 'hub' for the Hugging Face hub",
+    ),
+    include_path: str = typer.Option(
+        None,
+        "--include-path",
+        help="lm-eval tasks (--task lm-eval:NAME): a directory of your own lm-eval task YAML files",
+    ),
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
     limit: int = typer.Option(None, "--limit", help="use the first N examples (then split)"),
-    batch_size: int = typer.Option(None, "--batch-size",
-                                   help="sequences per forward pass (default 16 on GPU, 4 on CPU)"),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="sequences per forward pass (default 16 on GPU, 4 on CPU)"
+    ),
     seed: int = typer.Option(None, "--seed", help="shuffle the examples with this seed first"),
     out: Path = typer.Option(None, "--out", help="write records.jsonl and summary.json here"),
-    embedder: str = typer.Option("minilm", "--embedder", help="dpo-semantic: minilm (packaged), "
-                                 "self (the model under test), or a sentence-transformers dir"),
-    max_new_tokens: int = typer.Option(None, "--max-new-tokens",
-                                       help="generation length (default: the task's)"),
-    chat_template: str = typer.Option(None, "--chat-template",
-                                      help="none (raw prompt), model (the tokenizer's), chatml, "
-                                      "a Jinja template or a file (default: the task's)"),
-    system_prompt: str = typer.Option(None, "--system-prompt",
-                                      help="a system message (needs a chat template)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="show the first rendered prompts and "
-                                 "answers and stop (no model is run)"),
+    embedder: str = typer.Option(
+        "minilm",
+        "--embedder",
+        help="dpo-semantic: minilm (packaged), "
+        "self (the model under test), or a sentence-transformers dir",
+    ),
+    max_new_tokens: int = typer.Option(
+        None, "--max-new-tokens", help="generation length (default: the task's)"
+    ),
+    chat_template: str = typer.Option(
+        None,
+        "--chat-template",
+        help="none (raw prompt), model (the tokenizer's), chatml, "
+        "a Jinja template or a file (default: the task's)",
+    ),
+    system_prompt: str = typer.Option(
+        None, "--system-prompt", help="a system message (needs a chat template)"
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="show the first rendered prompts and answers and stop (no model is run)",
+    ),
     show: int = typer.Option(3, "--show", help="--dry-run: how many examples to show"),
-    max_length: int = typer.Option(None, "--max-length",
-                                   help="context limit in tokens (default: the model's)"),
-    compare: str = typer.Option(None, "--compare", help="a second model (hub id, directory, "
-                                ".gguf; e.g. a saved edited model) scored on the same examples: "
-                                "paired difference, 95% bootstrap CI and McNemar p-value"),
+    max_length: int = typer.Option(
+        None, "--max-length", help="context limit in tokens (default: the model's)"
+    ),
+    compare: str = typer.Option(
+        None,
+        "--compare",
+        help="a second model (hub id, directory, "
+        ".gguf; e.g. a saved edited model) scored on the same examples: "
+        "paired difference, 95% bootstrap CI and McNemar p-value",
+    ),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
     trust_remote_code: bool = TrustOpt,
@@ -71,8 +100,10 @@ def eval_(
     if out is None:
         on_interrupt("nothing was written; run the command again to evaluate")
     else:
-        on_interrupt(f"the records scored so far are kept in {out}/records.partial.jsonl; the "
-                     "same command continues after them")
+        on_interrupt(
+            f"the records scored so far are kept in {out}/records.partial.jsonl; the "
+            "same command continues after them"
+        )
     if out is not None:  # before any work, and before importing torch
         from ..core.fileio import EVAL_FILES, check_dir_holds_only
 
@@ -94,44 +125,99 @@ def eval_(
         return
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     _say_chat_fallback(t, loaded.tokenizer, chat_template, system_prompt)
-    options = dict(batch_size=batch_size, embedder=embedder, max_new_tokens=max_new_tokens,
-                   max_length=max_length, chat_template=chat_template,
-                   system_prompt=system_prompt, progress=True)
+    options = dict(
+        batch_size=batch_size,
+        embedder=embedder,
+        max_new_tokens=max_new_tokens,
+        max_length=max_length,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        progress=True,
+    )
     if out is None:
-        result = evaluate(loaded.model, loaded.tokenizer, t, split=split, limit=limit,
-                          seed=seed, **options)
+        result = evaluate(
+            loaded.model, loaded.tokenizer, t, split=split, limit=limit, seed=seed, **options
+        )
     else:  # records appended as they are scored; a stopped evaluation continues
         from ..eval.stream import evaluate_to
 
-        result = evaluate_to(out, loaded.model, loaded.tokenizer, t, split=split, limit=limit,
-                             seed=seed, log=lambda m: console.print(m, markup=False), **options)
+        result = evaluate_to(
+            out,
+            loaded.model,
+            loaded.tokenizer,
+            t,
+            split=split,
+            limit=limit,
+            seed=seed,
+            log=lambda m: console.print(m, markup=False),
+            **options,
+        )
     s = result.summary
     table = Table(title=f"{s['task']} on {loaded.source} ({s['split']}, n={s['n']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = ("n_available", "score", "match", "chat_template", "accuracy", "accuracy_normalized",
-             "f1", "part_recall", "log_loss", "perplexity", "semantic_score",
-             *sorted(k for k in s if k.startswith("top")), "n_tokens", "chunking",
-             "chunk_length", "n_chunks", "window", "stride", "max_new_tokens", "truncated",
-             "seconds")
+    shown = (
+        "n_available",
+        "score",
+        "match",
+        "chat_template",
+        "accuracy",
+        "accuracy_normalized",
+        "f1",
+        "part_recall",
+        "log_loss",
+        "perplexity",
+        "semantic_score",
+        *sorted(k for k in s if k.startswith("top")),
+        "n_tokens",
+        "chunking",
+        "chunk_length",
+        "n_chunks",
+        "window",
+        "stride",
+        "max_new_tokens",
+        "truncated",
+        "seconds",
+    )
     for key in shown:
         if key in s:
-            name = f"score ({s['metric']}, {'higher' if s['higher_is_better'] else 'lower'} "\
-                   "is better)" if key == "score" else key
+            name = (
+                f"score ({s['metric']}, {'higher' if s['higher_is_better'] else 'lower'} is better)"
+                if key == "score"
+                else key
+            )
             table.add_row(name, _fmt(s[key]))
     out_console.print(table)
     if compare is not None:
-        _compare(result, compare, t, dtype, device, trust_remote_code, split=split, limit=limit,
-                 batch_size=batch_size, seed=seed, embedder=embedder,
-                 max_new_tokens=max_new_tokens, max_length=max_length,
-                 chat_template=chat_template)
+        _compare(
+            result,
+            compare,
+            t,
+            dtype,
+            device,
+            trust_remote_code,
+            split=split,
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            embedder=embedder,
+            max_new_tokens=max_new_tokens,
+            max_length=max_length,
+            chat_template=chat_template,
+        )
     if out is not None:
         result.write(out)
         console.print(f"wrote {len(result.records)} records and the summary to {out}")
 
 
-def _dry_run(t, model: str, show: int, chat_template: str | None,
-             system_prompt: str | None, trust_remote_code: bool = False) -> None:
+def _dry_run(
+    t,
+    model: str,
+    show: int,
+    chat_template: str | None,
+    system_prompt: str | None,
+    trust_remote_code: bool = False,
+) -> None:
     """Print the first examples as the model would see them; load a tokenizer only when the
     chat template needs one."""
     import json
@@ -152,27 +238,36 @@ def _dry_run(t, model: str, show: int, chat_template: str | None,
         with console.status(f"loading the tokenizer of {model} ..."):
             try:
                 tokenizer = AutoTokenizer.from_pretrained(
-                    path, local_files_only=True, trust_remote_code=trust_remote_code, **extra)
+                    path, local_files_only=True, trust_remote_code=trust_remote_code, **extra
+                )
             except (OSError, ValueError) as e:
                 from ..core.errors import LaserkitError, first_line
 
-                raise LaserkitError(f"cannot load the tokenizer of {model}: "
-                                    f"{first_line(e)}") from None
+                raise LaserkitError(
+                    f"cannot load the tokenizer of {model}: {first_line(e)}"
+                ) from None
     _say_chat_fallback(t, tokenizer, chat_template, system_prompt)
     items = preview(t, tokenizer, show, chat_template=chat_template, system_prompt=system_prompt)
-    out_console.print(f"task {t.name}: kind {t.kind}, metric {t.metric} "
-                      f"({'higher' if t.higher_is_better else 'lower'} is better)"
-                      + (f", match {t.match}" if t.kind == "generate" else "")
-                      + f", chat_template {chat}, {len(t.examples())} examples; "
-                      f"data: {t.where()}", markup=False, highlight=False)
+    out_console.print(
+        f"task {t.name}: kind {t.kind}, metric {t.metric} "
+        f"({'higher' if t.higher_is_better else 'lower'} is better)"
+        + (f", match {t.match}" if t.kind == "generate" else "")
+        + f", chat_template {chat}, {len(t.examples())} examples; "
+        f"data: {t.where()}",
+        markup=False,
+        highlight=False,
+    )
     for item in items:
         out_console.rule(f"example {item.pop('id')}")
         for key, value in item.items():
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             out_console.print(f"[bold]{key}:[/bold]")
             out_console.print(text, markup=False, highlight=False)
-def _say_chat_fallback(task, tokenizer, chat_template: str | None,
-                       system_prompt: str | None) -> None:
+
+
+def _say_chat_fallback(
+    task, tokenizer, chat_template: str | None, system_prompt: str | None
+) -> None:
     """One line on stderr when the task asks for the model's chat template and it has none."""
     from ..eval.evaluate import chat_settings
     from ..eval.scoring import chat_fallback_note
@@ -183,8 +278,9 @@ def _say_chat_fallback(task, tokenizer, chat_template: str | None,
         console.print(note, markup=False, highlight=False)
 
 
-def _compare(result, other_model: str, task, dtype: str, device: str,
-             trust_remote_code: bool = False, **kw) -> None:
+def _compare(
+    result, other_model: str, task, dtype: str, device: str, trust_remote_code: bool = False, **kw
+) -> None:
     """Score a second model on the same examples and print the paired comparison; the summary
     gets a ``compare`` entry (written with --out)."""
     from ..eval import stats
@@ -198,27 +294,44 @@ def _compare(result, other_model: str, task, dtype: str, device: str,
     except (TypeError, ValueError) as e:  # lm-eval's corpus metrics (word_perplexity, bleu)
         from ..core.errors import LaserkitError
 
-        raise LaserkitError(f"--compare needs a metric with a value per example; {s['metric']} "
-                            f"of {s['task']} has none ({e})") from None
+        raise LaserkitError(
+            f"--compare needs a metric with a value per example; {s['metric']} "
+            f"of {s['task']} has none ({e})"
+        ) from None
     cmp["model"] = other_model
     cmp["other_score"] = second.summary["score"]
     s["compare"] = cmp
     table = Table(title=f"paired comparison on the same {cmp['n']} examples")
     for col in ("", "base", "other", "other − base", "95% CI"):
         table.add_column(col, justify="right")
-    table.add_row(s["metric"], _fmt(s["score"]), _fmt(second.summary["score"]),
-                  f"{cmp['diff']:+.4f}", f"{cmp['ci95'][0]:+.4f} to {cmp['ci95'][1]:+.4f}")
+    table.add_row(
+        s["metric"],
+        _fmt(s["score"]),
+        _fmt(second.summary["score"]),
+        f"{cmp['diff']:+.4f}",
+        f"{cmp['ci95'][0]:+.4f} to {cmp['ci95'][1]:+.4f}",
+    )
     if "log_loss" in cmp:
         ll = cmp["log_loss"]
-        table.add_row("log_loss", _fmt(s.get("log_loss")), _fmt(second.summary.get("log_loss")),
-                      f"{ll['diff']:+.4f}", f"{ll['ci95'][0]:+.4f} to {ll['ci95'][1]:+.4f}")
+        table.add_row(
+            "log_loss",
+            _fmt(s.get("log_loss")),
+            _fmt(second.summary.get("log_loss")),
+            f"{ll['diff']:+.4f}",
+            f"{ll['ci95'][0]:+.4f} to {ll['ci95'][1]:+.4f}",
+        )
     out_console.print(table)
     out_console.print(cmp["verdict"])
 
 
 @app.command()
-def tasks(schema: bool = typer.Option(False, "--schema", help="print every key of a task "
-                                      "definition, its kinds, default and meaning")) -> None:
+def tasks(
+    schema: bool = typer.Option(
+        False,
+        "--schema",
+        help="print every key of a task definition, its kinds, default and meaning",
+    ),
+) -> None:
     """The built-in tasks: how each is scored and where its data comes from. Your own task
     format: docs/tasks.md, or --schema."""
     from ..tasks import list_tasks
@@ -226,8 +339,10 @@ def tasks(schema: bool = typer.Option(False, "--schema", help="print every key o
     if schema:
         _schema()
         return
-    table = Table(title="laserkit tasks (your own: a task file, see docs/tasks.md and "
-                  "`laserkit tasks --schema`)")
+    table = Table(
+        title="laserkit tasks (your own: a task file, see docs/tasks.md and "
+        "`laserkit tasks --schema`)"
+    )
     for col in ("task", "kind", "metric", "data", "description"):
         table.add_column(col)
     for t in list_tasks():
@@ -241,9 +356,13 @@ def _schema() -> None:
     from ..tasks.schema import schema_rows
     from ..tasks.spec import KIND_DOCS, KINDS
 
-    for section, title in (("task", "task keys (top level of a definition)"),
-                           ("source", "source keys (sources.packaged / local / hub, or the "
-                                      "top level of a flat task file)")):
+    for section, title in (
+        ("task", "task keys (top level of a definition)"),
+        (
+            "source",
+            "source keys (sources.packaged / local / hub, or the top level of a flat task file)",
+        ),
+    ):
         table = Table(title=title)
         for col in ("key", "kinds", "default", "meaning"):
             table.add_column(col, overflow="fold")
@@ -266,7 +385,11 @@ def _schema() -> None:
         extra = ", top{k}_accuracy" if kind == "next_token" else ""
         table.add_row(kind, ", ".join([default, *rest]) + extra, KIND_DOCS[kind])
     out_console.print(table)
-    out_console.print("match (generate): " + ", ".join(MATCH_MODES)
-                      + "; answers: a string, a list of accepted strings, a number (compared "
-                      "as a number), or a dict of parts (all required). See docs/tasks.md.",
-                      markup=False, highlight=False)
+    out_console.print(
+        "match (generate): "
+        + ", ".join(MATCH_MODES)
+        + "; answers: a string, a list of accepted strings, a number (compared "
+        "as a number), or a dict of parts (all required). See docs/tasks.md.",
+        markup=False,
+        highlight=False,
+    )

@@ -60,20 +60,21 @@ def collect(kinds: Sequence[str], sweep: bool = False) -> list[_Opt]:
                 opts[f.name].owners.append(kind)
                 continue
             m = f.metadata
-            opts[f.name] = _Opt(f.name, m["flag"], m["help"], m["type"],
-                                _cli_default(f, m["type"]), [kind])
+            opts[f.name] = _Opt(
+                f.name, m["flag"], m["help"], m["type"], _cli_default(f, m["type"]), [kind]
+            )
             alias = m.get("alias")
             if alias is not None:
-                opts[alias.name] = _Opt(alias.name, alias.flag, alias.help, float, None, [kind],
-                                        alias_of=f.name)
+                opts[alias.name] = _Opt(
+                    alias.name, alias.flag, alias.help, float, None, [kind], alias_of=f.name
+                )
     for o in opts.values():
         if alias_owner := o.alias_of:
             o.owners = opts[alias_owner].owners
     return list(opts.values())
 
 
-def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = False
-          ) -> Intervention:
+def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = False) -> Intervention:
     """One Intervention from the options' values (as ``collect`` made them). In sweep mode a
     kind with a ρ gets ``PLACEHOLDER_RHO``: the search replaces it by each value it tries."""
     spec = kind_class(kind)
@@ -106,10 +107,15 @@ def _help(o: _Opt, kinds: Sequence[str]) -> str:
     return o.help if len(o.owners) == len(kinds) else f"{', '.join(o.owners)}: {o.help}"
 
 
-def intervention_options(kinds: Sequence[str] | None = None, *, sweep: bool = False,
-                         default_kind: str | None = None, param: str = "iv",
-                         kind_help: str | None = None, why: str = ""
-                         ) -> Callable[[Callable], Callable]:
+def intervention_options(
+    kinds: Sequence[str] | None = None,
+    *,
+    sweep: bool = False,
+    default_kind: str | None = None,
+    param: str = "iv",
+    kind_help: str | None = None,
+    why: str = "",
+) -> Callable[[Callable], Callable]:
     """Decorator for a typer command: its ``param`` parameter becomes the options of ``kinds``
     (default: every registered kind) and receives the Intervention they describe.
 
@@ -128,22 +134,39 @@ def intervention_options(kinds: Sequence[str] | None = None, *, sweep: bool = Fa
         if param not in sig.parameters:
             raise TypeError(f"{fn.__name__} has no parameter {param!r} to replace")
         clash = {o.name for o in opts} & set(sig.parameters) | (
-            {"intervention"} & set(sig.parameters) if len(offered) > 1 else set())
+            {"intervention"} & set(sig.parameters) if len(offered) > 1 else set()
+        )
         if clash:
-            raise TypeError(f"{fn.__name__}: parameters {sorted(clash)} clash with generated "
-                            "intervention options")
+            raise TypeError(
+                f"{fn.__name__}: parameters {sorted(clash)} clash with generated "
+                "intervention options"
+            )
         first = default_kind or offered[0]
         new: list[inspect.Parameter] = []
         if len(offered) > 1:
-            new.append(inspect.Parameter(
-                "intervention", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                default=typer.Option(first, "--intervention",
-                                     help=kind_help or "what to do to each matrix: "
-                                     f"{', '.join(offered)} (docs/interventions.md)")))
+            new.append(
+                inspect.Parameter(
+                    "intervention",
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    annotation=str,
+                    default=typer.Option(
+                        first,
+                        "--intervention",
+                        help=kind_help
+                        or "what to do to each matrix: "
+                        f"{', '.join(offered)} (docs/interventions.md)",
+                    ),
+                )
+            )
         for o in opts:
-            new.append(inspect.Parameter(
-                o.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=o.type,
-                default=typer.Option(o.default, o.flag, help=_help(o, offered))))
+            new.append(
+                inspect.Parameter(
+                    o.name,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    annotation=o.type,
+                    default=typer.Option(o.default, o.flag, help=_help(o, offered)),
+                )
+            )
         params = []
         for p in sig.parameters.values():
             params.extend(new if p.name == param else [p])
@@ -152,8 +175,11 @@ def intervention_options(kinds: Sequence[str] | None = None, *, sweep: bool = Fa
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             kind = kwargs.pop("intervention", first)
             if kind not in offered:
-                what = (f"--intervention {kind} does not apply here" if kind in REGISTRY
-                        else f"unknown intervention {kind!r}")
+                what = (
+                    f"--intervention {kind} does not apply here"
+                    if kind in REGISTRY
+                    else f"unknown intervention {kind!r}"
+                )
                 raise LaserkitError(f"{what}: use one of {', '.join(offered)}{why}")
             values = {o.name: kwargs.pop(o.name) for o in opts if o.name in kwargs}
             kwargs[param] = build(kind, values, opts, sweep)

@@ -25,28 +25,44 @@ from .common import (
 from .options import FROM_OPTIONS, intervention_options
 
 
-def intervention_from_options(intervention: str, rate: float | None, rho: float | None,
-                              use_quality: bool, min_diversity: bool, vendi_q: float,
-                              bandwidth: float | str, estimator: str = "iqr"):
+def intervention_from_options(
+    intervention: str,
+    rate: float | None,
+    rho: float | None,
+    use_quality: bool,
+    min_diversity: bool,
+    vendi_q: float,
+    bandwidth: float | str,
+    estimator: str = "iqr",
+):
     """One Intervention from the old hand-written option list (kept for callers of the function;
     commands use ``options.intervention_options``). ρ is dropped for kinds without one."""
     from ..interventions import kind_class
     from .options import build, collect
 
-    values = {"rate": rate, "rho": rho, "use_quality": use_quality,
-              "min_diversity": min_diversity, "q": vendi_q, "bandwidth": bandwidth,
-              "estimator": estimator}
+    values = {
+        "rate": rate,
+        "rho": rho,
+        "use_quality": use_quality,
+        "min_diversity": min_diversity,
+        "q": vendi_q,
+        "bandwidth": bandwidth,
+        "estimator": estimator,
+    }
     if "rho" not in {f.name for f in dataclasses.fields(kind_class(intervention))}:
         values.update(rho=None, rate=None)
     return build(intervention, values, collect(list(REGISTRY)))
 
 
-BANDWIDTH_HELP = ("vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²): a number (1 is the "
-                  "fork's kernel) or 'median' (σ = median distance between rows)")
+BANDWIDTH_HELP = (
+    "vendi-score: RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²): a number (1 is the "
+    "fork's kernel) or 'median' (σ = median distance between rows)"
+)
 
 
-def _reduce_out_of_core(model: str, lname: str, lnum: str, iv, out: Path | None, force: bool,
-                        dtype: str, device: str) -> list[dict] | None:
+def _reduce_out_of_core(
+    model: str, lname: str, lnum: str, iv, out: Path | None, force: bool, dtype: str, device: str
+) -> list[dict] | None:
     """Records of an out-of-core edit, or None when the source must be loaded (hub ids, .bin
     weights, a --dtype other than the stored one); GGUF output has no in-memory route."""
     from ..edit.ondisk import NotOutOfCore, edit_checkpoint
@@ -58,8 +74,15 @@ def _reduce_out_of_core(model: str, lname: str, lnum: str, iv, out: Path | None,
         return None
     with console.status(f"editing {model} out of core ...") as status:
         try:
-            records, _ = edit_checkpoint(src, [(lname, lnum, iv)], out, overwrite=force,
-                                         device=device, progress=status.update, dtype=dtype)
+            records, _ = edit_checkpoint(
+                src,
+                [(lname, lnum, iv)],
+                out,
+                overwrite=force,
+                device=device,
+                progress=status.update,
+                dtype=dtype,
+            )
         except NotOutOfCore as e:
             if gguf_out:
                 raise
@@ -74,8 +97,14 @@ def _print_records(records: list[dict], iv, source: str) -> None:
     for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
         table.add_column(col)
     for rec in records:
-        table.add_row(rec["lname"], str(rec["layer"]), rec["module"],
-                      "×".join(map(str, rec["shape"])), str(rec["rank"]), f"{rec['rel_error']:.4f}")
+        table.add_row(
+            rec["lname"],
+            str(rec["layer"]),
+            rec["module"],
+            "×".join(map(str, rec["shape"])),
+            str(rec["rank"]),
+            f"{rec['rel_error']:.4f}",
+        )
     Console().print(table)  # the result, on stdout; status and errors go to stderr
 
 
@@ -83,16 +112,27 @@ def _print_records(records: list[dict], iv, source: str) -> None:
 @intervention_options()
 def reduce(
     model: str = ModelArg,
-    lname: str = typer.Option(..., "--lname", help="matrix type: fc_in, fc_out, fc_up, mlp, "
-                              "q_proj, k_proj, v_proj, out_proj, attn, dont, or a module path "
-                              "(see `laserkit targets`); comma-separated for several"),
+    lname: str = typer.Option(
+        ...,
+        "--lname",
+        help="matrix type: fc_in, fc_out, fc_up, mlp, "
+        "q_proj, k_proj, v_proj, out_proj, attn, dont, or a module path "
+        "(see `laserkit targets`); comma-separated for several",
+    ),
     lnum: str = typer.Option(..., "--lnum", help="layer: 7, -1 (last), 3,5,7, 20-23, -4:, all"),
     iv: Intervention = FROM_OPTIONS,
-    out: Path = typer.Option(None, "--out", help="save the edited model here: a directory "
-                             "(Hugging Face safetensors), or FILE.gguf for a GGUF source"),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="save the edited model here: a directory "
+        "(Hugging Face safetensors), or FILE.gguf for a GGUF source",
+    ),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
-    in_memory: bool = typer.Option(False, "--in-memory", help="load the whole model even for a "
-                                   "local checkpoint (default: edit it out of core)"),
+    in_memory: bool = typer.Option(
+        False,
+        "--in-memory",
+        help="load the whole model even for a local checkpoint (default: edit it out of core)",
+    ),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
     trust_remote_code: bool = TrustOpt,
@@ -115,8 +155,11 @@ def reduce(
     if out is not None:
         on_interrupt_publishing(out, "the edited model", "run the command again to save")
     # a trusted model's own code is run by loading it; out of core never builds it
-    done = None if in_memory or trust_remote_code else _reduce_out_of_core(
-        model, lname, lnum, iv, out, force, dtype, device)
+    done = (
+        None
+        if in_memory or trust_remote_code
+        else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype, device)
+    )
     if done is not None:
         _print_records(done, iv, model)
         if out is not None:
@@ -130,8 +173,15 @@ def reduce(
     _print_records(records, iv, loaded.source)
     if out is not None:
         with console.status(f"saving to {out} ..."):
-            save(loaded.model, loaded.tokenizer, out, editor.records, base=loaded.source,
-                 overwrite=force, source_dir=loaded.path)
+            save(
+                loaded.model,
+                loaded.tokenizer,
+                out,
+                editor.records,
+                base=loaded.source,
+                overwrite=force,
+                source_dir=loaded.path,
+            )
         console.print(f"saved edited model to {out}")
 
 
@@ -158,12 +208,15 @@ def targets(
             rows = "all" if t.rows is None else ", ".join(f"{a}:{b}" for a, b in t.rows[:4])
             if t.rows is not None and len(t.rows) > 4:
                 rows += f", … ({len(t.rows)} blocks)"
-            table.add_row(str(t.layer), t.lname, t.param + (" (Conv1D, in×out)" if t.transposed
-                                                             else ""), rows)
+            table.add_row(
+                str(t.layer), t.lname, t.param + (" (Conv1D, in×out)" if t.transposed else ""), rows
+            )
         results.print(table)
         return
-    table = Table(title=f"{type(loaded.model).__name__}: {layout.num_layers} layers under "
-                        f"'{layout.prefix}' (lnum 0..{layout.num_layers - 1}, -1 = last, all)")
+    table = Table(
+        title=f"{type(loaded.model).__name__}: {layout.num_layers} layers under "
+        f"'{layout.prefix}' (lnum 0..{layout.num_layers - 1}, -1 = last, all)"
+    )
     table.add_column("lname")
     table.add_column("meaning")
     table.add_column("matrices in each block")

@@ -25,16 +25,27 @@ from .search import (
 
 @app.command()
 def reproduce(
-    task: str = typer.Argument(..., help="one of the paper's tasks: fever, bios-gender, "
-                               "bios-profession, hotpotqa, truthfulqa, bbh-epistemic, "
-                               "bbh-wikidata, counterfact, counterfact-generate"),
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default' "
-                                "(the paper's: EleutherAI/gpt-j-6B, Llama-2 7B, roberta-base)"),
+    task: str = typer.Argument(
+        ...,
+        help="one of the paper's tasks: fever, bios-gender, "
+        "bios-profession, hotpotqa, truthfulqa, bbh-epistemic, "
+        "bbh-wikidata, counterfact, counterfact-generate",
+    ),
+    model: str = typer.Argument(
+        "default",
+        help="hub id, model directory, .gguf, or 'default' "
+        "(the paper's: EleutherAI/gpt-j-6B, Llama-2 7B, roberta-base)",
+    ),
     data: str = DataOpt,
-    lnum: str = typer.Option("all", "--lnum", help="layers ℓ of the grid (the reference's "
-                             "BIG-bench scripts: GPT-J 27-17, Llama-2 31-27, RoBERTa 11-1)"),
-    rate: str = typer.Option(None, "--rate", help="the reference's rates (default "
-                             "1,2,4,8,9,9.5,9.9: ρ 0.9 … 0.01)"),
+    lnum: str = typer.Option(
+        "all",
+        "--lnum",
+        help="layers ℓ of the grid (the reference's "
+        "BIG-bench scripts: GPT-J 27-17, Llama-2 31-27, RoBERTa 11-1)",
+    ),
+    rate: str = typer.Option(
+        None, "--rate", help="the reference's rates (default 1,2,4,8,9,9.5,9.9: ρ 0.9 … 0.01)"
+    ),
     workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
     run: str = RunOpt,
@@ -59,17 +70,33 @@ def reproduce(
     check_model_input(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
-        "grid", model, objective, num_layers=model_layout(loaded.model).num_layers,
-        lname=PAPER_LNAMES, lnum=lnum, rate=rate or PAPER_RATES,
-        intervention={"kind": "rank-reduction", "rho": PLACEHOLDER_RHO}, dtype=dtype,
-        selection="reference", trust_remote_code=trust_remote_code)
-    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
-        device=device, no_save=no_save)
+        "grid",
+        model,
+        objective,
+        num_layers=model_layout(loaded.model).num_layers,
+        lname=PAPER_LNAMES,
+        lnum=lnum,
+        rate=rate or PAPER_RATES,
+        intervention={"kind": "rank-reduction", "rho": PLACEHOLDER_RHO},
+        dtype=dtype,
+        selection="reference",
+        trust_remote_code=trust_remote_code,
+    )
+    _go(
+        cfg,
+        loaded,
+        run_dir=run_dir,
+        run=run,
+        storage=storage,
+        resume=resume,
+        workers=workers,
+        device=device,
+        no_save=no_save,
+    )
     _print_comparability(task, run_dir, loaded.model.config, lnum, rate or PAPER_RATES)
 
 
-def _print_comparability(task: str, run_dir: Path, config: object, lnum: str,
-                         rates: str) -> None:
+def _print_comparability(task: str, run_dir: Path, config: object, lnum: str, rates: str) -> None:
     from ..search.paper import comparability, model_key
 
     path = run_dir / "result.json"

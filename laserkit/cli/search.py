@@ -25,41 +25,87 @@ from .common import (
 from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
 from .output import results
 
-TaskOpt = typer.Option(None, "--task", "--score", help="task to score: fever, bbh-epistemic, "
-                       "truthfulqa, perplexity (with --data), dpo-semantic, or a task file")
+TaskOpt = typer.Option(
+    None,
+    "--task",
+    "--score",
+    help="task to score: fever, bbh-epistemic, "
+    "truthfulqa, perplexity (with --data), dpo-semantic, or a task file",
+)
 DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
-FinalEvalOpt = typer.Option(None, "--final-eval", help="after the run, score the base and the "
-                            "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
-                            "result.json and the report, with paired 95% CIs")
-IncludeOpt = typer.Option(None, "--include-path", help="lm-eval tasks (--task lm-eval:NAME): a "
-                          "directory of your own lm-eval task YAML files")
+FinalEvalOpt = typer.Option(
+    None,
+    "--final-eval",
+    help="after the run, score the base and the "
+    "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
+    "result.json and the report, with paired 95% CIs",
+)
+IncludeOpt = typer.Option(
+    None,
+    "--include-path",
+    help="lm-eval tasks (--task lm-eval:NAME): a directory of your own lm-eval task YAML files",
+)
 LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
-MaxNewOpt = typer.Option(None, "--max-new-tokens", help="generation length for tasks that "
-                         "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
-                         "with the run")
-RunDirOpt = typer.Option(None, "--run-dir", "-o", help="where this machine writes the result, "
-                         "report and best model (default runs/<run>, or runs/<command>-<task>)")
-RunOpt = typer.Option(None, "--run", help="the run's name in the database (default: the run "
-                      "directory's name); several runs share one database by name")
+MaxNewOpt = typer.Option(
+    None,
+    "--max-new-tokens",
+    help="generation length for tasks that "
+    "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
+    "with the run",
+)
+RunDirOpt = typer.Option(
+    None,
+    "--run-dir",
+    "-o",
+    help="where this machine writes the result, "
+    "report and best model (default runs/<run>, or runs/<command>-<task>)",
+)
+RunOpt = typer.Option(
+    None,
+    "--run",
+    help="the run's name in the database (default: the run "
+    "directory's name); several runs share one database by name",
+)
 ResumeOpt = typer.Option(False, "--resume", help="continue the run (after a crash or Ctrl-C)")
-StorageOpt = typer.Option(None, "--storage", help="trial database URL (default sqlite:///RUN_DIR/"
-                          "trials.db; postgresql://USER:PW@HOST/DB for several machines)")
+StorageOpt = typer.Option(
+    None,
+    "--storage",
+    help="trial database URL (default sqlite:///RUN_DIR/"
+    "trials.db; postgresql://USER:PW@HOST/DB for several machines)",
+)
 BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
-ShuffleOpt = typer.Option(None, "--shuffle", "--seed", help="shuffle the examples with this seed "
-                          "before the split (default: none, the paper's first-20%-validation "
-                          "split)")
-NoCacheOpt = typer.Option(False, "--no-prefix-cache", help="recompute layers before ℓ in every "
-                          "trial (results are the same; slower)")
-CacheGbOpt = typer.Option(1.0, "--cache-gb", help="memory for cached hidden states; beyond it "
-                          "batches are recomputed")
-NoSaveOpt = typer.Option(False, "--no-save", help="do not save the chosen model into "
-                         "RUN_DIR/best-model")
-WorkersOpt = typer.Option(1, "--workers", help="worker processes on this machine (one per GPU "
-                          "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
-                          " 0: only create the run in the database")
+ShuffleOpt = typer.Option(
+    None,
+    "--shuffle",
+    "--seed",
+    help="shuffle the examples with this seed "
+    "before the split (default: none, the paper's first-20%-validation "
+    "split)",
+)
+NoCacheOpt = typer.Option(
+    False,
+    "--no-prefix-cache",
+    help="recompute layers before ℓ in every trial (results are the same; slower)",
+)
+CacheGbOpt = typer.Option(
+    1.0, "--cache-gb", help="memory for cached hidden states; beyond it batches are recomputed"
+)
+NoSaveOpt = typer.Option(
+    False, "--no-save", help="do not save the chosen model into RUN_DIR/best-model"
+)
+WorkersOpt = typer.Option(
+    1,
+    "--workers",
+    help="worker processes on this machine (one per GPU "
+    "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
+    " 0: only create the run in the database",
+)
 HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
-GraceOpt = typer.Option(20, "--grace", help="a worker silent this many seconds is taken for "
-                        "dead and its trial given to another")
+GraceOpt = typer.Option(
+    20,
+    "--grace",
+    help="a worker silent this many seconds is taken for dead and its trial given to another",
+)
 SourceArg = typer.Argument(..., help="a run directory, or the database URL (with --run)")
 
 
@@ -67,9 +113,14 @@ class _Bar:
     """A rich progress bar fed by the engine's (done, total) callback."""
 
     def __init__(self, label: str) -> None:
-        self.progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console,
-                                 disable=not console.is_terminal)  # no bar litter in logs
+        self.progress = Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )  # no bar litter in logs
         self.task = self.progress.add_task(label, total=None)
 
     def __enter__(self) -> _Bar:
@@ -94,11 +145,16 @@ def _print_result(result: dict) -> None:
     metric = result["base"]["test"].get("metric", "score")
     one = same_text(result)  # one text: decided and reported on it, no held-out test
     how = SAME_TEXT if one else "chosen on validation, reported on test"
-    table = Table(title=f"{result['command']} ({result.get('strategy', result['command'])}): "
-                        f"base → best ({how})")
+    table = Table(
+        title=f"{result['command']} ({result.get('strategy', result['command'])}): "
+        f"base → best ({how})"
+    )
     table.add_column("model", overflow="fold")
-    cols = (metric, "log-loss") if one else \
-        (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss")
+    cols = (
+        (metric, "log-loss")
+        if one
+        else (f"val {metric}", "val log-loss", f"test {metric}", "test log-loss")
+    )
     for col in cols:
         table.add_column(col)
     for name, val, test in headline_rows(result):
@@ -111,8 +167,13 @@ def _print_result(result: dict) -> None:
         results.print(line)
 
 
-def _run_dir(run_dir: Path | None, run: str | None, command: str, task: str | None,
-             resume: bool | None = None) -> Path:
+def _run_dir(
+    run_dir: Path | None,
+    run: str | None,
+    command: str,
+    task: str | None,
+    resume: bool | None = None,
+) -> Path:
     """The run directory, checked before any model is loaded (``resume`` None: no check)."""
     from ..search.session import check_run_dir
 
@@ -133,30 +194,54 @@ def _check_model(model: str, trust_remote_code: bool) -> None:
         require_tokenizer(model)
 
 
-def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, resume: bool,
-        workers: int, device: str, no_save: bool, final: list | None = None) -> None:
+def _go(
+    cfg,
+    loaded,
+    *,
+    run_dir: Path,
+    run: str | None,
+    storage: str | None,
+    resume: bool,
+    workers: int,
+    device: str,
+    no_save: bool,
+    final: list | None = None,
+) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
     from ..search import session
     from ..search.store import public_url
 
     where = f"the database {public_url(storage)}" if storage else run_dir
-    on_interrupt(f"the finished trials are kept in {where}; continue with the same command and "
-                 "--resume")
+    on_interrupt(
+        f"the finished trials are kept in {where}; continue with the same command and --resume"
+    )
     with _Bar(f"{cfg.strategy} {run or run_dir}") as bar:
-        result, store = session.start(cfg, run_dir=run_dir, storage=storage, run=run,
-                                      resume=resume, workers=workers, device=device,
-                                      loaded=loaded, progress=bar)
+        result, store = session.start(
+            cfg,
+            run_dir=run_dir,
+            storage=storage,
+            run=run,
+            resume=resume,
+            workers=workers,
+            device=device,
+            loaded=loaded,
+            progress=bar,
+        )
     if result is None:
         from ..search.store import without_password  # a log must not get the password
 
-        console.print(f"created run {store.run!r}; work on it with: laserkit worker "
-                      f"{without_password(storage or store.url)} --run {store.run}")
+        console.print(
+            f"created run {store.run!r}; work on it with: laserkit worker "
+            f"{without_password(storage or store.url)} --run {store.run}"
+        )
         return
     _print_result(result)
     if final:
         _final_eval(result, store, final, loaded, run_dir, cfg.objective.batch_size)
-    on_interrupt(f"the finished run is kept in {run_dir}; write its report and model with "
-                 f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`")
+    on_interrupt(
+        f"the finished run is kept in {run_dir}; write its report and model with "
+        f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`"
+    )
     with console.status("writing the report and the chosen model ..."):
         paths = session.finish(store, run_dir, loaded, save_model=not no_save)
     console.print(f"run {store.run!r} in {run_dir}\nreport: {paths['report']}")
@@ -164,14 +249,17 @@ def _go(cfg, loaded, *, run_dir: Path, run: str | None, storage: str | None, res
         console.print(f"saved the chosen model to {paths['model']}")
 
 
-def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path,
-                batch_size: int | None) -> None:
+def _final_eval(
+    result: dict, store, tasks: list, loaded, run_dir: Path, batch_size: int | None
+) -> None:
     """--final-eval: base and chosen model on other tasks, into result.json and the report."""
     from ..search.final_eval import final_eval
     from ..search.session import write_result
 
-    on_interrupt(f"the finished run is kept in {run_dir}; run the command again with --resume "
-                 "to score the --final-eval tasks")
+    on_interrupt(
+        f"the finished run is kept in {run_dir}; run the command again with --resume "
+        "to score the --final-eval tasks"
+    )
     with console.status("scoring the base and the chosen model on the --final-eval tasks ..."):
         result["final_eval"] = final_eval(tasks, loaded, result["chosen"]["edits"], batch_size)
     store.set_result(result)
@@ -180,10 +268,14 @@ def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path,
     for col in ("task", "metric", "n", "base", "chosen", "chosen − base [95% CI]"):
         table.add_column(col)
     for name, r in result["final_eval"].items():
-        diff = f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]" if "diff" in r \
+        diff = (
+            f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"
+            if "diff" in r
             else "no per-example metric"
-        table.add_row(name, r["metric"], str(r["n"]), f"{r['base']:.4f}", f"{r['chosen']:.4f}",
-                      diff)
+        )
+        table.add_row(
+            name, r["metric"], str(r["n"]), f"{r['base']:.4f}", f"{r['chosen']:.4f}", diff
+        )
     console.print(table)
 
 
@@ -194,8 +286,11 @@ def _iv(iv: Intervention) -> dict:
 
 
 @app.command()
-@intervention_options(("rank-reduction", "vendi-score"), sweep=True,
-                      why=" (search grids over ρ; mp-threshold is `laserkit greedy`)")
+@intervention_options(
+    ("rank-reduction", "vendi-score"),
+    sweep=True,
+    why=" (search grids over ρ; mp-threshold is `laserkit greedy`)",
+)
 def search(
     model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
     task: str = TaskOpt,
@@ -204,36 +299,62 @@ def search(
     final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
-    strategy: str = typer.Option("grid", "--strategy", help="grid: every (τ, ℓ, ρ) (the paper); "
-                                 "tpe: Bayesian (Optuna TPE) over the same space, --trials of it"),
+    strategy: str = typer.Option(
+        "grid",
+        "--strategy",
+        help="grid: every (τ, ℓ, ρ) (the paper); "
+        "tpe: Bayesian (Optuna TPE) over the same space, --trials of it",
+    ),
     trials: int = typer.Option(None, "--trials", help="tpe: how many distinct (τ, ℓ, ρ) to try"),
-    batch: int = typer.Option(1, "--batch", help="tpe: proposals per round (set it to the "
-                              "number of workers to keep them busy; results do not depend on "
-                              "the workers, only on this)"),
-    lname: str = typer.Option("fc_in,fc_out", "--lname", help="matrix types τ of the grid, "
-                              "comma-separated (each is its own grid axis value)"),
+    batch: int = typer.Option(
+        1,
+        "--batch",
+        help="tpe: proposals per round (set it to the "
+        "number of workers to keep them busy; results do not depend on "
+        "the workers, only on this)",
+    ),
+    lname: str = typer.Option(
+        "fc_in,fc_out",
+        "--lname",
+        help="matrix types τ of the grid, comma-separated (each is its own grid axis value)",
+    ),
     lnum: str = typer.Option("all", "--lnum", help="layers ℓ of the grid: all, 20-31, -4:, 3,5"),
-    rho: str = typer.Option(None, "--rho", help="ρ values, comma-separated (default the paper's "
-                            "0.9,0.8,0.6,0.2,0.1,0.05,0.01)"),
+    rho: str = typer.Option(
+        None,
+        "--rho",
+        help="ρ values, comma-separated (default the paper's 0.9,0.8,0.6,0.2,0.1,0.05,0.01)",
+    ),
     rate: str = typer.Option(None, "--rate", help="reference-CLI rates instead of --rho"),
     iv: Intervention = FROM_OPTIONS,
-    halving: int = typer.Option(None, "--halving", help="successive halving with this factor η: "
-                                "every trial on the first 1/η of validation, the best 1/η on "
-                                "all of it (off by default: the paper's protocol is exact)"),
+    halving: int = typer.Option(
+        None,
+        "--halving",
+        help="successive halving with this factor η: "
+        "every trial on the first 1/η of validation, the best 1/η on "
+        "all of it (off by default: the paper's protocol is exact)",
+    ),
     workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
     run: str = RunOpt,
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
-    selection: str = typer.Option("laserkit", "--selection", help="laserkit: the base model "
-                                  "competes and wins ties (an edit must beat it); reference: "
-                                  "the base is never a candidate, the best intervention is "
-                                  "reported as the reference does (docs/search.md)"),
+    selection: str = typer.Option(
+        "laserkit",
+        "--selection",
+        help="laserkit: the base model "
+        "competes and wins ties (an edit must beat it); reference: "
+        "the base is never a candidate, the best intervention is "
+        "reported as the reference does (docs/search.md)",
+    ),
     seed: int = typer.Option(0, "--seed", help="seeds the search: TPE's sampler"),
-    shuffle: int = typer.Option(None, "--shuffle", help="shuffle the examples with this seed "
-                                "before the split (default: none, the paper's "
-                                "first-20%-validation split)"),
+    shuffle: int = typer.Option(
+        None,
+        "--shuffle",
+        help="shuffle the examples with this seed "
+        "before the split (default: none, the paper's "
+        "first-20%-validation split)",
+    ),
     no_prefix_cache: bool = NoCacheOpt,
     cache_gb: float = CacheGbOpt,
     heartbeat: int = HeartbeatOpt,
@@ -251,8 +372,9 @@ def search(
     from ..search.grid import DEFAULT_RHOS
 
     if strategy not in ("grid", "tpe"):
-        raise LaserkitError(f"--strategy {strategy}: use grid or tpe (greedy and compose are "
-                            "commands of their own)")
+        raise LaserkitError(
+            f"--strategy {strategy}: use grid or tpe (greedy and compose are commands of their own)"
+        )
     from ..search.config import SELECTIONS
 
     if selection not in SELECTIONS:  # before the model is loaded
@@ -263,20 +385,44 @@ def search(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
-                                         max_new_tokens)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
-        strategy, model, objective, num_layers=model_layout(loaded.model).num_layers,
-        lname=lname, lnum=lnum, rho=rho, rate=rate, default_rhos=DEFAULT_RHOS,
+        strategy,
+        model,
+        objective,
+        num_layers=model_layout(loaded.model).num_layers,
+        lname=lname,
+        lnum=lnum,
+        rho=rho,
+        rate=rate,
+        default_rhos=DEFAULT_RHOS,
         intervention=_iv(iv),
-        halving=halving, trials=trials, batch=batch, seed=seed, dtype=dtype,
-        prefix_cache=not no_prefix_cache, cache_bytes=cache_bytes(cache_gb),
-        heartbeat_s=heartbeat, grace_s=grace, trust_remote_code=trust_remote_code,
-        selection=selection)
-    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
-        resume=resume, workers=workers, device=device, no_save=no_save, final=finals)
+        halving=halving,
+        trials=trials,
+        batch=batch,
+        seed=seed,
+        dtype=dtype,
+        prefix_cache=not no_prefix_cache,
+        cache_bytes=cache_bytes(cache_gb),
+        heartbeat_s=heartbeat,
+        grace_s=grace,
+        trust_remote_code=trust_remote_code,
+        selection=selection,
+    )
+    _go(
+        cfg,
+        loaded,
+        run_dir=run_dir,
+        run=run,
+        storage=storage,
+        resume=resume,
+        workers=workers,
+        device=device,
+        no_save=no_save,
+        final=finals,
+    )
 
 
 @app.command()
@@ -290,8 +436,12 @@ def greedy(
     limit: int = LimitOpt,
     max_new_tokens: int = MaxNewOpt,
     candidates: int = typer.Option(15, "--candidates", help="k: the k lowest-SNR matrices"),
-    types: str = typer.Option("mlp,attn", "--types", help="module types the candidates come "
-                              "from (laserRMT: mlp gate/up/down and attention q/k/v/o)"),
+    types: str = typer.Option(
+        "mlp,attn",
+        "--types",
+        help="module types the candidates come "
+        "from (laserRMT: mlp gate/up/down and attention q/k/v/o)",
+    ),
     iv: Intervention = FROM_OPTIONS,
     workers: int = WorkersOpt,
     run_dir: Path = RunDirOpt,
@@ -316,21 +466,38 @@ def greedy(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
-                                         max_new_tokens)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     from ..search.session import probe_storage
 
     probe_storage(storage)  # before the scan creates the run directory
-    on_interrupt(f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
-                 "again with --resume to continue")
+    on_interrupt(
+        f"the scan's finished matrices are kept in {run_dir}/scan; run the command "
+        "again with --resume to continue"
+    )
     cands = scan_candidates(loaded.path, run_dir / "scan", candidates, types, device, iv)
-    cfg = RunConfig.from_cli("greedy", model, objective, candidates=cands, dtype=dtype,
-                             prefix_cache=not no_prefix_cache,
-                             trust_remote_code=trust_remote_code)
-    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage, resume=resume, workers=workers,
-        device=device, no_save=no_save, final=finals)
+    cfg = RunConfig.from_cli(
+        "greedy",
+        model,
+        objective,
+        candidates=cands,
+        dtype=dtype,
+        prefix_cache=not no_prefix_cache,
+        trust_remote_code=trust_remote_code,
+    )
+    _go(
+        cfg,
+        loaded,
+        run_dir=run_dir,
+        run=run,
+        storage=storage,
+        resume=resume,
+        workers=workers,
+        device=device,
+        no_save=no_save,
+        final=finals,
+    )
 
 
 @app.command()
@@ -370,25 +537,47 @@ def compose(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle,
-                                         max_new_tokens)
+    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
-        "compose", model, objective, num_layers=model_layout(loaded.model).num_layers,
-        lname=lname, lnum=lnum, rho=rho, intervention=_iv(iv),
-        dtype=dtype, prefix_cache=not no_prefix_cache, trust_remote_code=trust_remote_code)
-    _go(cfg, loaded, run_dir=run_dir, run=run, storage=storage,
-        resume=resume, workers=workers, device=device, no_save=no_save, final=finals)
+        "compose",
+        model,
+        objective,
+        num_layers=model_layout(loaded.model).num_layers,
+        lname=lname,
+        lnum=lnum,
+        rho=rho,
+        intervention=_iv(iv),
+        dtype=dtype,
+        prefix_cache=not no_prefix_cache,
+        trust_remote_code=trust_remote_code,
+    )
+    _go(
+        cfg,
+        loaded,
+        run_dir=run_dir,
+        run=run,
+        storage=storage,
+        resume=resume,
+        workers=workers,
+        device=device,
+        no_save=no_save,
+        final=finals,
+    )
 
 
 @app.command()
 def worker(
-    url: str = typer.Argument(..., help="the run's database URL (sqlite:///... or "
-                              "postgresql://...)"),
+    url: str = typer.Argument(
+        ..., help="the run's database URL (sqlite:///... or postgresql://...)"
+    ),
     run: str = typer.Option(..., "--run", help="the run's name"),
-    model: str = typer.Option(None, "--model", help="where the run's model is on this machine, "
-                              "if not at the path the run recorded"),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="where the run's model is on this machine, if not at the path the run recorded",
+    ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for this worker"),
     device: str = DeviceOpt,
     trust_remote_code: bool = TrustOpt,
@@ -398,16 +587,24 @@ def worker(
     from ..search.runner import worker as work
 
     with _Bar(f"worker on {run}") as bar:
-        n = work(url, run, device=device, threads=threads, model=model, progress=bar,
-                 trust_remote_code=trust_remote_code)
+        n = work(
+            url,
+            run,
+            device=device,
+            threads=threads,
+            model=model,
+            progress=bar,
+            trust_remote_code=trust_remote_code,
+        )
     console.print(f"run {run!r} is done; this worker ran {n} trials")
 
 
 @app.command()
 def status(
     source: str = SourceArg,
-    run: str = typer.Option(None, "--run", help="the run's name (without it, a URL lists its "
-                            "runs)"),
+    run: str = typer.Option(
+        None, "--run", help="the run's name (without it, a URL lists its runs)"
+    ),
 ) -> None:
     """Live progress of a run: trials done / running / waiting, and the best so far."""
     from ..search import session
@@ -424,8 +621,10 @@ def status(
     results.print(table)
     b = s["best"]
     if b is not None:
-        results.print(f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
-                      f"  score {_num(b['score'])}  log-loss {_num(b['log_loss'])}")
+        results.print(
+            f"best so far ({b['split']}): {b['label']}  accuracy {_num(b['accuracy'])}"
+            f"  score {_num(b['score'])}  log-loss {_num(b['log_loss'])}"
+        )
     results.print("finished" if s["finished"] else "not finished")
 
 
@@ -433,8 +632,11 @@ def status(
 def report(
     source: str = SourceArg,
     run: str = RunOpt,
-    out: Path = typer.Option(None, "--out", help="where to write report.md and the plots "
-                             "(default RUN_DIR/report; needed with a URL)"),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="where to write report.md and the plots (default RUN_DIR/report; needed with a URL)",
+    ),
 ) -> None:
     """Write report.md with tables and plots (heatmaps, ρ curves, steps) for a finished run."""
     from ..core.errors import LaserkitError
@@ -453,15 +655,19 @@ def report(
 
 @app.command("apply")
 def apply_cmd(
-    run_dir: str = typer.Argument(..., help="a finished run: its directory, or the database "
-                                  "URL with --run"),
+    run_dir: str = typer.Argument(
+        ..., help="a finished run: its directory, or the database URL with --run"
+    ),
     out: Path = typer.Option(..., "--out", help="where to save the chosen model"),
     force: bool = typer.Option(False, "--force", help="replace --out if it exists"),
     dtype: str = typer.Option(None, "--dtype", help="default: the run's"),
     device: str = DeviceOpt,
     run: str = RunOpt,
-    model: str = typer.Option(None, "--model", help="where the base model is on this machine, "
-                              "if not at the path the run recorded"),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="where the base model is on this machine, if not at the path the run recorded",
+    ),
     trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
@@ -476,8 +682,15 @@ def apply_cmd(
     check_source_out(base, out)
     on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
     with console.status(f"saving to {out} ..."):
-        path = session.save_chosen(store, out, force=force, dtype=dtype, device=device,
-                                   model=model, trust_remote_code=trust_remote_code)
+        path = session.save_chosen(
+            store,
+            out,
+            force=force,
+            dtype=dtype,
+            device=device,
+            model=model,
+            trust_remote_code=trust_remote_code,
+        )
     console.print(f"saved the chosen model to {path}")
 
 
@@ -498,5 +711,14 @@ def demo(
 
     loaded = load_with_status("default", "auto", device)
     cfg = demo_config(model_layout(loaded.model).num_layers)
-    _go(cfg, loaded, run_dir=run_dir, run=None, storage=None, resume=True, workers=1,
-        device=device, no_save=False)
+    _go(
+        cfg,
+        loaded,
+        run_dir=run_dir,
+        run=None,
+        storage=None,
+        resume=True,
+        workers=1,
+        device=device,
+        no_save=False,
+    )

@@ -13,7 +13,8 @@ def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     try:
-        return atomic_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
-                                                          metadata={"Software": None}))
+        return atomic_file(
+            path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        )
     finally:
         plt.close(fig)

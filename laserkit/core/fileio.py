@@ -29,8 +29,13 @@ from .errors import LaserkitError, WriteFailed, first_line
 PARTIAL = ".partial-"  # marks temporary siblings: ``.<name>.partial-<pid>-<random>``
 # what an evaluation's --out holds (lm_eval_results.json: lm-eval tasks only; the last two while
 # it runs: eval_stream.py)
-EVAL_FILES = {"records.jsonl", "summary.json", "lm_eval_results.json", "records.partial.jsonl",
-              "evaluation.json"}
+EVAL_FILES = {
+    "records.jsonl",
+    "summary.json",
+    "lm_eval_results.json",
+    "records.partial.jsonl",
+    "evaluation.json",
+}
 
 
 def umask() -> int:
@@ -82,11 +87,17 @@ def write_error(path: os.PathLike | str, e: BaseException) -> WriteFailed | None
     """A one-line error for an operating-system write failure, or None for anything else."""
     text = str(e)
     code = getattr(e, "errno", None)
-    if code in _DISK_FULL or "os error 28" in text or "No space left" in text \
-            or "File too large" in text:
-        return WriteFailed(f"cannot write {path}: no space left (disk or quota full, or file "
-                             "size limit); nothing was written there, your earlier files are "
-                             "intact; free some space or choose another location")
+    if (
+        code in _DISK_FULL
+        or "os error 28" in text
+        or "No space left" in text
+        or "File too large" in text
+    ):
+        return WriteFailed(
+            f"cannot write {path}: no space left (disk or quota full, or file "
+            "size limit); nothing was written there, your earlier files are "
+            "intact; free some space or choose another location"
+        )
     if isinstance(e, OSError) and code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return WriteFailed(f"cannot write {path}: {e.strerror} (choose a writable location)")
     if isinstance(e, OSError) and code is not None:
@@ -153,13 +164,15 @@ def refuse_file(out: os.PathLike | str, what: str = "--out") -> Path:
     """A directory is wanted at ``out``: refuse an existing regular file there, in one line."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise LaserkitError(f"{what} {out} is an existing file, not a directory: give a new or "
-                            "empty directory path")
+        raise LaserkitError(
+            f"{what} {out} is an existing file, not a directory: give a new or empty directory path"
+        )
     return out
 
 
-def check_dir_holds_only(out: os.PathLike | str, allowed: set[str], *, what: str = "--out",
-                         kind: str = "output") -> Path:
+def check_dir_holds_only(
+    out: os.PathLike | str, allowed: set[str], *, what: str = "--out", kind: str = "output"
+) -> Path:
     """``out`` may be new, empty, or hold only ``allowed`` names (an earlier output of this
     kind, which will be replaced); a file, or a directory holding anything else, is refused."""
     out = refuse_file(out, what)
@@ -167,8 +180,10 @@ def check_dir_holds_only(out: os.PathLike | str, allowed: set[str], *, what: str
     if out.is_dir():
         other = sorted(p.name for p in out.iterdir() if p.name not in allowed)
         if other:
-            raise LaserkitError(f"{what} {out} holds other files ({', '.join(other[:3])}); give a "
-                                f"new directory, or one that holds only an earlier {kind}")
+            raise LaserkitError(
+                f"{what} {out} holds other files ({', '.join(other[:3])}); give a "
+                f"new directory, or one that holds only an earlier {kind}"
+            )
     return out
 
 
@@ -177,21 +192,28 @@ def refuse_unreplaceable(out: os.PathLike | str, what: str = "--out") -> Path:
     directory can never be replaced by an output, even with --force: refused in one line."""
     text = os.fspath(out)
     if text.strip() in ("", "."):
-        raise LaserkitError(f"{what} is empty or the current directory: give the path of a new "
-                            "directory or file to write")
+        raise LaserkitError(
+            f"{what} is empty or the current directory: give the path of a new "
+            "directory or file to write"
+        )
     dst = Path(text).resolve()
     cwd = Path.cwd().resolve()
     if dst == dst.parent:
-        raise LaserkitError(f"{what} {text} is the file system root: give the path of a new "
-                            "directory or file to write")
+        raise LaserkitError(
+            f"{what} {text} is the file system root: give the path of a new "
+            "directory or file to write"
+        )
     if dst == cwd or dst in cwd.parents:
-        raise LaserkitError(f"{what} {text} holds the current directory: give the path of a new "
-                            "directory or file to write")
+        raise LaserkitError(
+            f"{what} {text} holds the current directory: give the path of a new "
+            "directory or file to write"
+        )
     return Path(text)
 
 
-def check_dir_target(out: os.PathLike | str, *, what: str = "--out",
-                     overwrite: bool = False) -> Path:
+def check_dir_target(
+    out: os.PathLike | str, *, what: str = "--out", overwrite: bool = False
+) -> Path:
     """Fail now, before any expensive work, if ``out`` can never receive a directory.
 
     A regular file there, a non-empty directory without ``overwrite``, the root or the current
@@ -199,14 +221,17 @@ def check_dir_target(out: os.PathLike | str, *, what: str = "--out",
     """
     out = refuse_file(refuse_unreplaceable(out, what), what)
     if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise LaserkitError(f"{what} {out} exists and is not empty; choose another {what} or add "
-                            "--force to replace it")
+        raise LaserkitError(
+            f"{what} {out} exists and is not empty; choose another {what} or add "
+            "--force to replace it"
+        )
     check_writable_parent(out, what)
     return out
 
 
-def check_out_target(out: os.PathLike | str, *, what: str = "--out",
-                     overwrite: bool = False) -> Path:
+def check_out_target(
+    out: os.PathLike | str, *, what: str = "--out", overwrite: bool = False
+) -> Path:
     """``check_dir_target`` for a model directory, or the same checks for a ``FILE.gguf``."""
     out = refuse_unreplaceable(out, what)
     if out.suffix != ".gguf":
@@ -214,8 +239,9 @@ def check_out_target(out: os.PathLike | str, *, what: str = "--out",
     if out.is_dir():
         raise LaserkitError(f"{what} {out} is a directory; give a new .gguf file path")
     if out.exists() and not overwrite:
-        raise LaserkitError(f"{what} {out} exists; choose another {what} or add --force to "
-                            "replace it")
+        raise LaserkitError(
+            f"{what} {out} exists; choose another {what} or add --force to replace it"
+        )
     check_writable_parent(out, what)
     return out
 
@@ -229,12 +255,15 @@ def check_writable_parent(out: Path, what: str) -> None:
         raise LaserkitError(f"{what} {out}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):  # read-only mount or no permission: the file
         # system refuses the write, status 1 as for a write refused midway (README)
-        raise WriteFailed(f"{what} {out}: cannot write in {parent} (read-only or no "
-                          "permission); choose a writable location")
+        raise WriteFailed(
+            f"{what} {out}: cannot write in {parent} (read-only or no "
+            "permission); choose a writable location"
+        )
 
 
-def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],
-               overwrite: bool = False) -> Path:
+def atomic_dir(
+    out: os.PathLike | str, write: Callable[[Path], None], overwrite: bool = False
+) -> Path:
     """Call ``write(tmp)`` to fill a temporary sibling directory, then publish it as ``out``.
 
     An existing ``out`` is replaced only with ``overwrite`` and only once the new one is whole;
@@ -257,8 +286,10 @@ def atomic_dir(out: os.PathLike | str, write: Callable[[Path], None],
                 except OSError as e:
                     if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                         raise
-                    raise LaserkitError(f"{out} was filled by another process meanwhile; "
-                                        "nothing of this run was written there") from None
+                    raise LaserkitError(
+                        f"{out} was filled by another process meanwhile; "
+                        "nothing of this run was written there"
+                    ) from None
             elif out.exists():
                 old = out.with_name(f".{out.name}.old-{os.getpid()}")
                 os.replace(out, old)
@@ -323,7 +354,7 @@ def sweep_partials(path: Path) -> list[Path]:
     for p in siblings:
         if not p.name.startswith(prefix):
             continue
-        pid = p.name[len(prefix):].split("-", 1)[0]
+        pid = p.name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             _remove(p)
             removed.append(p)

@@ -36,6 +36,7 @@ def weights_fingerprint(model) -> str:
 
 def data_fingerprint(items) -> str:
     """Of the scored examples (dataclasses or plain JSON values), in order."""
+
     def chunks():
         for x in items:
             d = dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x

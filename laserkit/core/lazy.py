@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_attributes(package: str, table: dict[str, str],
-                    namespace: dict[str, Any]) -> Callable[[str], object]:
+def lazy_attributes(
+    package: str, table: dict[str, str], namespace: dict[str, Any]
+) -> Callable[[str], object]:
     """A module ``__getattr__`` for ``package``: ``name`` comes from its submodule
     ``table[name]`` when first asked for, and is then kept in ``namespace`` (the package's
     globals), so the lookup runs once per name."""

@@ -85,9 +85,13 @@ class Editor:
     >>> ed.restore()                      # weights are bit-for-bit the originals again
     """
 
-    def __init__(self, model: nn.Module, layout: Layout | None = None,
-                 compute_dtype: torch.dtype = torch.float32,
-                 cache: FactorCache | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: Layout | None = None,
+        compute_dtype: torch.dtype = torch.float32,
+        cache: FactorCache | None = None,
+    ) -> None:
         if compute_dtype not in (torch.float32, torch.float64):
             raise LaserkitError("compute dtype must be float32 or float64")
         self.model = model
@@ -137,14 +141,23 @@ class Editor:
                 dtype = iv.factor_dtype(self.compute_dtype)
                 if dtype is not None and not self._touched(t.param):
                     check_finite(W, t.param)  # before the SVD, which would fail unreadably
-                    factors = self.cache.get((t.param, t.rows, dtype), W.to(dtype),
-                                             iv.factor_rank(tuple(W.shape)))
+                    factors = self.cache.get(
+                        (t.param, t.rows, dtype), W.to(dtype), iv.factor_rank(tuple(W.shape))
+                    )
                 out, info = compute(W, iv, factors, name=t.param)
                 norm = float(W.norm())
                 info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0
                 self._write(t, out)
-                rec = {"lname": t.lname, "layer": t.layer, "module": t.module, "rows": t.rows,
-                       "transposed": t.transposed, "shape": list(W.shape), **iv.to_dict(), **info}
+                rec = {
+                    "lname": t.lname,
+                    "layer": t.layer,
+                    "module": t.module,
+                    "rows": t.rows,
+                    "transposed": t.transposed,
+                    "shape": list(W.shape),
+                    **iv.to_dict(),
+                    **info,
+                }
                 self.records.append(rec)
                 new.append(rec)
         return new
@@ -167,7 +180,7 @@ class Editor:
         with torch.no_grad():
             while len(self._undo) > to:
                 u = self._undo.pop()
-                del self.records[self._marks.pop():]
+                del self.records[self._marks.pop() :]
                 view = _view(self.params[u.param].data, u.transposed)
                 prev = u.previous.to(view.device)
                 if u.index is None:

@@ -34,7 +34,7 @@ from ..io.source import ModelSource, pick_device
 from .ondisk import Step, by_tensor, edit_tensor, plan_edits, skeleton_layout
 
 RECORD_KEY = "laserkit.record"
-CONVERTER = ("https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py")
+CONVERTER = "https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py"
 
 
 def writable_type(qtype):
@@ -70,21 +70,30 @@ def _row_order(ckpt: GGUFCheckpoint, tensor, shape: tuple[int, int]) -> np.ndarr
     """
     rows, cols = shape
     probe = np.repeat(np.arange(rows, dtype=np.float32)[:, None], cols, axis=1)
-    got = ckpt._processor.process(weights=probe, name=tensor.name, tensor_key_mapping={},
-                                  parsed_parameters={}).weights
+    got = ckpt._processor.process(
+        weights=probe, name=tensor.name, tensor_key_mapping={}, parsed_parameters={}
+    ).weights
     got = np.asarray(got)
     p = got[:, 0].astype(np.int64) if got.shape == probe.shape else None
-    if p is None or not np.array_equal(np.sort(p), np.arange(rows)) or \
-            not np.all(got == got[:, :1]):
-        raise LaserkitError(f"cannot write GGUF tensor {tensor.name}: transformers reads it with "
-                            "more than a row permutation")
+    if (
+        p is None
+        or not np.array_equal(np.sort(p), np.arange(rows))
+        or not np.all(got == got[:, :1])
+    ):
+        raise LaserkitError(
+            f"cannot write GGUF tensor {tensor.name}: transformers reads it with "
+            "more than a row permutation"
+        )
     return p
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and (out.is_dir() or not overwrite):
-        raise LaserkitError(f"{out} exists; choose another --out or add --force"
-                            if not out.is_dir() else f"{out} is a directory, not a .gguf file")
+        raise LaserkitError(
+            f"{out} exists; choose another --out or add --force"
+            if not out.is_dir()
+            else f"{out} is a directory, not a .gguf file"
+        )
     if not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -99,15 +108,23 @@ def _check_written(tmp: Path, n_tensors: int, out: Path) -> None:
         with open(tmp, "rb") as f:
             start, tensors = _tensor_extents(f, size)
     except (LaserkitError, ValueError, KeyError, OSError) as e:
-        raise LaserkitError(f"the GGUF file written for {out} does not read back ({e}); "
-                            "nothing was kept") from None
+        raise LaserkitError(
+            f"the GGUF file written for {out} does not read back ({e}); nothing was kept"
+        ) from None
     if len(tensors) != n_tensors or any(start + a + n > size for a, n in tensors):
         raise LaserkitError(f"the GGUF file written for {out} is incomplete; nothing was kept")
 
 
-def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: bool = False,
-                 device: str = "cpu", extra_record: dict | None = None,
-                 progress: Callable[[str], None] | None = None) -> tuple[list[dict], Path]:
+def edit_to_gguf(
+    src: ModelSource,
+    steps: list[Step],
+    out: Path,
+    *,
+    overwrite: bool = False,
+    device: str = "cpu",
+    extra_record: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict], Path]:
     """Apply ``steps`` to a GGUF source and write ``out`` (.gguf) plus its record files."""
     import gguf
 
@@ -130,8 +147,11 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
     by_gguf = {ckpt._tensors[hf].name: hf for hf in groups}
     dev = pick_device(device)
     reader = ckpt.reader
-    types = {name: writable_type(reader_t.tensor_type)
-             for reader_t in reader.tensors if (name := reader_t.name) in by_gguf}
+    types = {
+        name: writable_type(reader_t.tensor_type)
+        for reader_t in reader.tensors
+        if (name := reader_t.name) in by_gguf
+    }
 
     # every edit is computed before anything is written, tensor by tensor (one in memory at a
     # time): the record (written into the file's metadata) needs their results. The encoded
@@ -155,13 +175,21 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
         del weight, new, back, e
     spill.flush()
     recs = [r for _, r in sorted(records, key=lambda x: x[0])]
-    stored = {by_gguf[g]: {"gguf_tensor": g, "source_type": t.tensor_type.name,
-                           "written_type": types[g].name}
-              for t in reader.tensors if (g := t.name) in types}
-    record = edit_record(recs, base=src.text,
-                         extra_record={**(extra_record or {}), "gguf_types": stored})
+    stored = {
+        by_gguf[g]: {
+            "gguf_tensor": g,
+            "source_type": t.tensor_type.name,
+            "written_type": types[g].name,
+        }
+        for t in reader.tensors
+        if (g := t.name) in types
+    }
+    record = edit_record(
+        recs, base=src.text, extra_record={**(extra_record or {}), "gguf_types": stored}
+    )
 
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+
     def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
         align = reader.get_field(gguf.Keys.General.ALIGNMENT)
@@ -175,25 +203,31 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
             vtype = field.types[0]
             sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
             writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
-        writer.add_key_value(RECORD_KEY, json.dumps(record, default=str),
-                             gguf.GGUFValueType.STRING)
+        writer.add_key_value(RECORD_KEY, json.dumps(record, default=str), gguf.GGUFValueType.STRING)
         for t in reader.tensors:
             if t.name in encoded:
                 _, dtype, shape = encoded[t.name]
                 nbytes = int(np.prod(shape)) * dtype.itemsize
-                writer.add_tensor_info(t.name, shape, dtype, nbytes,
-                                       raw_dtype=types[t.name] if dtype == np.uint8 else None)
+                writer.add_tensor_info(
+                    t.name,
+                    shape,
+                    dtype,
+                    nbytes,
+                    raw_dtype=types[t.name] if dtype == np.uint8 else None,
+                )
             else:
-                writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes,
-                                       raw_dtype=t.tensor_type)
+                writer.add_tensor_info(
+                    t.name, t.data.shape, t.data.dtype, t.data.nbytes, raw_dtype=t.tensor_type
+                )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for t in reader.tensors:
             if t.name in encoded:
                 offset, dtype, shape = encoded[t.name]
-                writer.write_tensor_data(np.memmap(spill, dtype=dtype, mode="r", offset=offset,
-                                                   shape=shape))
+                writer.write_tensor_data(
+                    np.memmap(spill, dtype=dtype, mode="r", offset=offset, shape=shape)
+                )
             else:
                 writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
                 _release(reader, t)
@@ -207,10 +241,16 @@ def edit_to_gguf(src: ModelSource, steps: list[Step], out: Path, *, overwrite: b
     finally:
         spill.close()
     lines = [f"| `{hf}` | {s['source_type']} | {s['written_type']} |" for hf, s in stored.items()]
-    types_md = "\n".join(["Edited tensors in the GGUF file:", "",
-                          "| tensor | source type | written type |", "| --- | --- | --- |", *lines])
+    types_md = "\n".join(
+        [
+            "Edited tensors in the GGUF file:",
+            "",
+            "| tensor | source type | written type |",
+            "| --- | --- | --- |",
+            *lines,
+        ]
+    )
     text = json.dumps(record, indent=2, default=str) + "\n"
     atomic_write_text(Path(f"{out}.laserkit.json"), text)
     atomic_write_text(Path(f"{out}.README.md"), model_card(src.text, recs, extra=types_md))
     return recs, out
-

@@ -67,9 +67,12 @@ def tensor_name(param: str, names: Iterable[str], base_prefix: str) -> str:
     names = set(names)
     if param in names:
         return param
-    if base_prefix and param.startswith(base_prefix + ".") and \
-            param[len(base_prefix) + 1:] in names:
-        return param[len(base_prefix) + 1:]
+    if (
+        base_prefix
+        and param.startswith(base_prefix + ".")
+        and param[len(base_prefix) + 1 :] in names
+    ):
+        return param[len(base_prefix) + 1 :]
     if base_prefix and f"{base_prefix}.{param}" in names:
         return f"{base_prefix}.{param}"
     raise NotOutOfCore(f"parameter {param} has no tensor of that name in the checkpoint")
@@ -101,8 +104,9 @@ def plan_edits(layout: Layout, names: Iterable[str], steps: list[Step]) -> list[
     return out
 
 
-def edit_tensor(weight: torch.Tensor, edits: list[PlannedEdit],
-                device: torch.device) -> tuple[torch.Tensor, list[tuple[tuple[int, int], dict]]]:
+def edit_tensor(
+    weight: torch.Tensor, edits: list[PlannedEdit], device: torch.device
+) -> tuple[torch.Tensor, list[tuple[tuple[int, int], dict]]]:
     """Apply each edit to one tensor in turn, exactly as Editor.apply_targets does."""
     weight = weight.to(device)
     records = []
@@ -121,9 +125,21 @@ def edit_tensor(weight: torch.Tensor, edits: list[PlannedEdit],
                 view.copy_(value)
             else:
                 view[dev_idx] = value
-            records.append((e.order, {"lname": t.lname, "layer": t.layer, "module": t.module,
-                                      "rows": t.rows, "transposed": t.transposed,
-                                      "shape": list(W.shape), **e.iv.to_dict(), **info}))
+            records.append(
+                (
+                    e.order,
+                    {
+                        "lname": t.lname,
+                        "layer": t.layer,
+                        "module": t.module,
+                        "rows": t.rows,
+                        "transposed": t.transposed,
+                        "shape": list(W.shape),
+                        **e.iv.to_dict(),
+                        **info,
+                    },
+                )
+            )
     return weight.cpu(), records
 
 
@@ -147,11 +163,17 @@ def _overwrite(f: _SafetensorsFile, name: str, value: torch.Tensor) -> None:
         os.fsync(fh.fileno())
 
 
-def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
-                    out: str | os.PathLike | None = None, *, overwrite: bool = False,
-                    device: str = "cpu", extra_record: dict | None = None,
-                    progress: Callable[[str], None] | None = None, dtype: str = "auto",
-                    ) -> tuple[list[dict], Path | None]:
+def edit_checkpoint(
+    source: str | os.PathLike | ModelSource,
+    steps: list[Step],
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    device: str = "cpu",
+    extra_record: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+    dtype: str = "auto",
+) -> tuple[list[dict], Path | None]:
     """Apply ``steps`` to a local checkpoint without building the model.
 
     Returns the records (as Editor.records) and the output path. With ``out`` None the edits are
@@ -163,16 +185,24 @@ def edit_checkpoint(source: str | os.PathLike | ModelSource, steps: list[Step],
     if out is not None and str(out).endswith(".gguf"):
         from .gguf import edit_to_gguf
 
-        return edit_to_gguf(src, steps, Path(out), overwrite=overwrite, device=device,
-                            extra_record=extra_record, progress=progress)
+        return edit_to_gguf(
+            src,
+            steps,
+            Path(out),
+            overwrite=overwrite,
+            device=device,
+            extra_record=extra_record,
+            progress=progress,
+        )
     if src.kind == "hub":
         raise NotOutOfCore("a hub id is edited in memory")
     folder = local_dir(src)
     if out is not None:
         for source_path in {folder, *([src.path] if src.path else [])}:
             refuse_overlap(source_path, Path(out))
-    if not (any(folder.glob("*.safetensors")) or
-            (folder / "model.safetensors.index.json").exists()):
+    if not (
+        any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+    ):
         raise NotOutOfCore(f"{folder} has no safetensors weights")
     ckpt = SafetensorsCheckpoint(folder, source=src.text)
     layout = skeleton_layout(ckpt.config)

@@ -69,15 +69,17 @@ class EvalResult:
         check_eval_out(out_dir)
 
         def write(tmp: Path) -> None:
-            atomic_write_text(tmp / "records.jsonl", "".join(
-                json.dumps(r, ensure_ascii=False) + "\n" for r in self.records))
+            atomic_write_text(
+                tmp / "records.jsonl",
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records),
+            )
             atomic_write_text(tmp / "summary.json", json.dumps(self.summary, indent=2) + "\n")
             if "lm_eval" in self.summary:  # lm-eval tasks: its results file, as lm_eval writes it
-                atomic_write_text(tmp / LM_EVAL_RESULTS, json.dumps(self.summary["lm_eval"],
-                                                                    indent=2) + "\n")
+                atomic_write_text(
+                    tmp / LM_EVAL_RESULTS, json.dumps(self.summary["lm_eval"], indent=2) + "\n"
+                )
 
         return atomic_dir(out_dir, write, overwrite=True)
-
 
 
 def check_eval_out(out_dir: str | Path) -> Path:
@@ -111,8 +113,9 @@ def n_validation(n: int) -> int:
     return max(1, math.floor(VALIDATION_FRACTION * n)) if n else 0
 
 
-def split_examples(examples: Sequence[Example], split: str = "all",
-                   seed: int | None = None) -> list[Example]:
+def split_examples(
+    examples: Sequence[Example], split: str = "all", seed: int | None = None
+) -> list[Example]:
     """``validation`` = the first ⌊0.2·n⌋ examples (the reference's ``int(0.2 * n)``),
     extended to the end of the group the boundary falls in, so that items that belong together
     never straddle the split; ``test`` = the rest; ``all`` = everything. ``seed`` shuffles
@@ -121,8 +124,11 @@ def split_examples(examples: Sequence[Example], split: str = "all",
         raise LaserkitError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
     items = shuffle_examples(examples, seed)
     n_val = n_validation(len(items))
-    while 0 < n_val < len(items) and items[n_val].group and \
-            items[n_val].group == items[n_val - 1].group:
+    while (
+        0 < n_val < len(items)
+        and items[n_val].group
+        and items[n_val].group == items[n_val - 1].group
+    ):
         n_val += 1
     return items[:n_val] if split == "validation" else items[n_val:] if split == "test" else items
 
@@ -155,8 +161,12 @@ class _Ctx:
         """Generation prompt tokens: the chat text, or the raw prompt without trailing spaces
         (a final newline is kept)."""
         if self.chat:
-            return S.chat_prompt(self.tokenizer, prompt, self.chat_template,
-                                 self.system_prompt if system is None else system)
+            return S.chat_prompt(
+                self.tokenizer,
+                prompt,
+                self.chat_template,
+                self.system_prompt if system is None else system,
+            )
         return S.encode_prompt(self.tokenizer, prompt.rstrip(" \t"))
 
     @property
@@ -171,37 +181,60 @@ class _Ctx:
         ids |= set(extra if isinstance(extra, list) else [extra])
         return sorted(i for i in ids if i is not None)
 
-    def answer_requests(self, prompt: str, answers: Sequence[str],
-                        system: str | None = None) -> tuple[list, bool]:
+    def answer_requests(
+        self, prompt: str, answers: Sequence[str], system: str | None = None
+    ) -> tuple[list, bool]:
         """(ids, start) for each answer as a continuation of the prompt, fitted to the context."""
         reqs, truncated = [], False
         if self.chat:  # the answer opens the assistant's turn, right after the template's text
-            prompt = S.chat_text(self.tokenizer, prompt, self.chat_template,
-                                 self.system_prompt if system is None else system)
+            prompt = S.chat_text(
+                self.tokenizer,
+                prompt,
+                self.chat_template,
+                self.system_prompt if system is None else system,
+            )
 
         def encode(tokenizer, text: str) -> list[int]:
-            return S.chat_encode(tokenizer, text, self.chat_template) if self.chat \
+            return (
+                S.chat_encode(tokenizer, text, self.chat_template)
+                if self.chat
                 else S.encode_prompt(tokenizer, text)
+            )
+
         for ans in answers:
             p, cont = S.split_boundary(prompt, ans, "" if self.chat else self.task.answer_prefix)
             if self.chat:
                 cont = cont.lstrip(" \t")
-            ids, start, cut = S.fit(encode(self.tokenizer, p),
-                                    S.encode_continuation(self.tokenizer, cont), self.max_len)
+            ids, start, cut = S.fit(
+                encode(self.tokenizer, p), S.encode_continuation(self.tokenizer, cont), self.max_len
+            )
             reqs.append((ids, start))
             truncated |= cut
         return reqs, truncated
 
     def logprobs(self, reqs: list, at_start=None, desc: str = "scoring"):
-        return S.token_logprobs(self.model, reqs, pad_id=self.pad_id, batch_size=self.batch_size,
-                                at_start=at_start, progress=self.progress, desc=desc)
+        return S.token_logprobs(
+            self.model,
+            reqs,
+            pad_id=self.pad_id,
+            batch_size=self.batch_size,
+            at_start=at_start,
+            progress=self.progress,
+            desc=desc,
+        )
 
     def generate(self, prompts: list[list[int]], desc: str = "generating") -> list[str]:
         keep = max(1, self.max_len - self.max_new_tokens)
-        gens = S.greedy_generate(self.model, [p[-keep:] for p in prompts],
-                                 max_new_tokens=self.max_new_tokens, pad_id=self.pad_id,
-                                 eos_ids=self.eos_ids(), batch_size=self.batch_size,
-                                 progress=self.progress, desc=desc)
+        gens = S.greedy_generate(
+            self.model,
+            [p[-keep:] for p in prompts],
+            max_new_tokens=self.max_new_tokens,
+            pad_id=self.pad_id,
+            eos_ids=self.eos_ids(),
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc=desc,
+        )
         return [self.tokenizer.decode(g, skip_special_tokens=True) for g in gens]
 
 
@@ -236,28 +269,40 @@ def _choice(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
         pred = max(range(len(lp)), key=lambda i: (lp[i], -i))
         pred_norm = max(range(len(lp)), key=lambda i: (lp[i] / ntok[i], -i))
         g = max(ex.gold, key=lambda i: (lp[i], -i))
-        records.append({
-            "id": ex.id, "prediction": ex.choices[pred],
-            "gold": [ex.choices[i] for i in ex.gold],
-            "correct": pred in ex.gold, "correct_normalized": pred_norm in ex.gold,
-            "log_loss": -lp[g] / ntok[g], "answer_logprob": lp[g],
-            "answer_rank": 1 + sum(v > lp[g] for v in lp),
-            "logprobs": lp, "n_tokens": ntok, "truncated": cut,
-        })
-    return records, {"accuracy": _mean(r["correct"] for r in records),
-                     "accuracy_normalized": _mean(r["correct_normalized"] for r in records),
-                     "log_loss": _mean(r["log_loss"] for r in records)}
+        records.append(
+            {
+                "id": ex.id,
+                "prediction": ex.choices[pred],
+                "gold": [ex.choices[i] for i in ex.gold],
+                "correct": pred in ex.gold,
+                "correct_normalized": pred_norm in ex.gold,
+                "log_loss": -lp[g] / ntok[g],
+                "answer_logprob": lp[g],
+                "answer_rank": 1 + sum(v > lp[g] for v in lp),
+                "logprobs": lp,
+                "n_tokens": ntok,
+                "truncated": cut,
+            }
+        )
+    return records, {
+        "accuracy": _mean(r["correct"] for r in records),
+        "accuracy_normalized": _mean(r["correct_normalized"] for r in records),
+        "log_loss": _mean(r["log_loss"] for r in records),
+    }
 
 
 def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     vocab = S.vocab_index(ctx.tokenizer, ctx.model.get_output_embeddings().weight.shape[0])
-    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, "exact"), ctx.system(ex))
-             for ex in examples]
+    built = [
+        ctx.answer_requests(ex.prompt, M.continuations(ex.answers, "exact"), ctx.system(ex))
+        for ex in examples
+    ]
     flat, slices = _groups(examples, [b[0] for b in built])
     targets: dict[int, torch.Tensor] = {}  # first request of an example → equivalent token ids
     for sl in slices:
-        firsts = [vocab.same_as(ctx.tokenizer, flat[i][0][flat[i][1]]) for i in range(sl.start,
-                                                                                    sl.stop)]
+        firsts = [
+            vocab.same_as(ctx.tokenizer, flat[i][0][flat[i][1]]) for i in range(sl.start, sl.stop)
+        ]
         targets[sl.start] = torch.cat(firsts).unique()
 
     def rank(i: int, lp: torch.Tensor) -> tuple[int, int] | None:
@@ -270,15 +315,24 @@ def _next_token(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
     records = []
     for ex, sl, (_, cut) in zip(examples, slices, built, strict=True):
         r, top = extra[sl.start]
-        rec = {"id": ex.id, "prediction": ctx.tokenizer.decode([top]), "answers": list(ex.answers),
-               "correct": r == 1, "log_loss": _best_mean_loss(lps[sl]), "answer_rank": r,
-               "truncated": cut}
+        rec = {
+            "id": ex.id,
+            "prediction": ctx.tokenizer.decode([top]),
+            "answers": list(ex.answers),
+            "correct": r == 1,
+            "log_loss": _best_mean_loss(lps[sl]),
+            "answer_rank": r,
+            "truncated": cut,
+        }
         rec.update({f"top{k}": r <= k for k in ctx.task.topk})
         records.append(rec)
-    summary = {"accuracy": _mean(r["correct"] for r in records),
-               "log_loss": _mean(r["log_loss"] for r in records)}
-    summary.update({f"top{k}_accuracy": _mean(r[f"top{k}"] for r in records)
-                    for k in ctx.task.topk})
+    summary = {
+        "accuracy": _mean(r["correct"] for r in records),
+        "log_loss": _mean(r["log_loss"] for r in records),
+    }
+    summary.update(
+        {f"top{k}_accuracy": _mean(r[f"top{k}"] for r in records) for k in ctx.task.topk}
+    )
     return records, summary
 
 
@@ -295,14 +349,20 @@ def answer_found(prediction: str, answers: Sequence) -> bool:
 def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     mode = ctx.task.match
     texts = ctx.generate([ctx.prompt_ids(ex.prompt, ctx.system(ex)) for ex in examples])
-    built = [ctx.answer_requests(ex.prompt, M.continuations(ex.answers, mode), ctx.system(ex))
-             for ex in examples]
+    built = [
+        ctx.answer_requests(ex.prompt, M.continuations(ex.answers, mode), ctx.system(ex))
+        for ex in examples
+    ]
     flat, slices = _groups(examples, [b[0] for b in built])
     lps, _ = ctx.logprobs(flat) if flat else ([], [])
     records = []
     for ex, sl, text, (_, cut) in zip(examples, slices, texts, built, strict=True):
-        rec = {"id": ex.id, "prediction": text, "answers": list(ex.answers),
-               **M.judge(text, ex.answers, mode, f"{ctx.task.name} example {ex.id}")}
+        rec = {
+            "id": ex.id,
+            "prediction": text,
+            "answers": list(ex.answers),
+            **M.judge(text, ex.answers, mode, f"{ctx.task.name} example {ex.id}"),
+        }
         if mode != "regex":
             rec["f1"] = M.f1_score(text, ex.answers, mode)
             rec["log_loss"] = _best_mean_loss(lps[sl])
@@ -313,8 +373,9 @@ def _generate(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]
         summary["f1"] = _mean(r["f1"] for r in records)
         summary["log_loss"] = _mean(r["log_loss"] for r in records)
     if any("parts_found" in r for r in records):
-        summary["part_recall"] = _mean(sum(r["parts_found"]) / len(r["parts_found"])
-                                       for r in records if "parts_found" in r)
+        summary["part_recall"] = _mean(
+            sum(r["parts_found"]) / len(r["parts_found"]) for r in records if "parts_found" in r
+        )
     return records, summary
 
 
@@ -326,24 +387,41 @@ def _perplexity(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dic
     per_doc = []
     for ex in examples:
         ids = S.encode_prompt(ctx.tokenizer, ex.text)
-        per_doc.append([(ids[b:e], first) for b, e, first in S.sliding_windows(len(ids), window,
-                                                                               stride)])
+        per_doc.append(
+            [(ids[b:e], first) for b, e, first in S.sliding_windows(len(ids), window, stride)]
+        )
     flat, slices = _groups(examples, per_doc)
     # full-vocabulary logits of long windows are large: at most PPL_BATCH_TOKENS per batch
-    lps, _ = S.token_logprobs(ctx.model, flat, pad_id=ctx.pad_id, progress=ctx.progress,
-                              batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // window)),
-                              desc="perplexity")
+    lps, _ = S.token_logprobs(
+        ctx.model,
+        flat,
+        pad_id=ctx.pad_id,
+        progress=ctx.progress,
+        batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // window)),
+        desc="perplexity",
+    )
     records, total_nll, total_n = [], 0.0, 0
     for ex, sl in zip(examples, slices, strict=True):
         nll, n = -sum(_sums(lps[sl])), sum(len(t) for t in lps[sl])
         total_nll, total_n = total_nll + nll, total_n + n
-        records.append({"id": ex.id, "n_tokens": n, "log_loss": nll / n if n else None,
-                        "perplexity": math.exp(nll / n) if n else None})
+        records.append(
+            {
+                "id": ex.id,
+                "n_tokens": n,
+                "log_loss": nll / n if n else None,
+                "perplexity": math.exp(nll / n) if n else None,
+            }
+        )
     if not total_n:
         raise LaserkitError(f"task {ctx.task.name!r}: the text has fewer than two tokens")
-    return records, {"perplexity": math.exp(total_nll / total_n),
-                     "log_loss": total_nll / total_n, "n_tokens": total_n,
-                     "chunking": "sliding", "window": window, "stride": stride}
+    return records, {
+        "perplexity": math.exp(total_nll / total_n),
+        "log_loss": total_nll / total_n,
+        "n_tokens": total_n,
+        "chunking": "sliding",
+        "window": window,
+        "stride": stride,
+    }
 
 
 def _perplexity_chunks(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
@@ -352,8 +430,10 @@ def _perplexity_chunks(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dic
     predictions; perplexity = exp(mean of the chunk losses over every chunk of every text)."""
     length = ctx.task.max_length or PPL_CHUNK
     if length > S.context_length(ctx.model):
-        raise LaserkitError(f"task {ctx.task.name!r}: chunk length {length} exceeds the model's "
-                            f"context of {S.context_length(ctx.model)} tokens")
+        raise LaserkitError(
+            f"task {ctx.task.name!r}: chunk length {length} exceeds the model's "
+            f"context of {S.context_length(ctx.model)} tokens"
+        )
     per_doc, sizes = [], []
     for ex in examples:
         ids = S.encode_prompt(ctx.tokenizer, ex.text)
@@ -361,42 +441,80 @@ def _perplexity_chunks(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dic
         per_doc.append([(ids[b:e], 1) for b, e in S.fixed_chunks(len(ids), length)])
     flat, slices = _groups(examples, per_doc)
     if not flat:
-        raise LaserkitError(f"task {ctx.task.name!r}: the text is shorter than one chunk of "
-                            f"{length} tokens; use a longer text or a smaller max_length")
-    lps, _ = S.token_logprobs(ctx.model, flat, pad_id=ctx.pad_id, progress=ctx.progress,
-                              batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // length)),
-                              desc="perplexity")
+        raise LaserkitError(
+            f"task {ctx.task.name!r}: the text is shorter than one chunk of "
+            f"{length} tokens; use a longer text or a smaller max_length"
+        )
+    lps, _ = S.token_logprobs(
+        ctx.model,
+        flat,
+        pad_id=ctx.pad_id,
+        progress=ctx.progress,
+        batch_size=max(1, min(ctx.batch_size, PPL_BATCH_TOKENS // length)),
+        desc="perplexity",
+    )
     losses = [-float(t.double().mean()) for t in lps]
     records = []
     for ex, sl, n in zip(examples, slices, sizes, strict=True):
         mine = losses[sl]
         loss = sum(mine) / len(mine) if mine else None
-        records.append({"id": ex.id, "n_tokens": n, "n_chunks": len(mine),
-                        "dropped_tokens": n - len(mine) * length, "log_loss": loss,
-                        "perplexity": math.exp(loss) if mine else None})
+        records.append(
+            {
+                "id": ex.id,
+                "n_tokens": n,
+                "n_chunks": len(mine),
+                "dropped_tokens": n - len(mine) * length,
+                "log_loss": loss,
+                "perplexity": math.exp(loss) if mine else None,
+            }
+        )
     loss = sum(losses) / len(losses)
     return [r for r in records if r["n_chunks"]], {
-        "perplexity": math.exp(loss), "log_loss": loss, "n_chunks": len(losses),
-        "n_tokens": sum(sizes), "chunking": "fixed", "chunk_length": length}
+        "perplexity": math.exp(loss),
+        "log_loss": loss,
+        "n_chunks": len(losses),
+        "n_tokens": sum(sizes),
+        "chunking": "fixed",
+        "chunk_length": length,
+    }
 
 
 def _semantic(ctx: _Ctx, examples: Sequence[Example]) -> tuple[list[dict], dict]:
     texts = ctx.generate([ctx.prompt_ids(ex.prompt, ctx.system(ex)) for ex in examples])
     n = len(examples)
-    emb = S.embed(texts + [ex.chosen for ex in examples] + [ex.rejected for ex in examples],
-                  ctx.embedder, model=ctx.model, tokenizer=ctx.tokenizer)
-    gen, chosen, rejected = emb[:n].double(), emb[n:2 * n].double(), emb[2 * n:].double()
+    emb = S.embed(
+        texts + [ex.chosen for ex in examples] + [ex.rejected for ex in examples],
+        ctx.embedder,
+        model=ctx.model,
+        tokenizer=ctx.tokenizer,
+    )
+    gen, chosen, rejected = emb[:n].double(), emb[n : 2 * n].double(), emb[2 * n :].double()
     cos_c, cos_r = (gen * chosen).sum(-1).tolist(), (gen * rejected).sum(-1).tolist()
-    records = [{"id": ex.id, "prediction": t, "cos_chosen": c, "cos_rejected": r,
-                "score": c - r, "correct": c > r}
-               for ex, t, c, r in zip(examples, texts, cos_c, cos_r, strict=True)]
-    return records, {"semantic_score": _mean(r["score"] for r in records),
-                     "accuracy": _mean(r["correct"] for r in records),
-                     "embedder": ctx.embedder}
+    records = [
+        {
+            "id": ex.id,
+            "prediction": t,
+            "cos_chosen": c,
+            "cos_rejected": r,
+            "score": c - r,
+            "correct": c > r,
+        }
+        for ex, t, c, r in zip(examples, texts, cos_c, cos_r, strict=True)
+    ]
+    return records, {
+        "semantic_score": _mean(r["score"] for r in records),
+        "accuracy": _mean(r["correct"] for r in records),
+        "embedder": ctx.embedder,
+    }
 
 
-KIND_EVALUATORS = {"choice": _choice, "next_token": _next_token, "generate": _generate,
-                   "perplexity": _perplexity, "semantic": _semantic}
+KIND_EVALUATORS = {
+    "choice": _choice,
+    "next_token": _next_token,
+    "generate": _generate,
+    "perplexity": _perplexity,
+    "semantic": _semantic,
+}
 KIND_EVALUATORS[LM_EVAL_KIND] = evaluate_lm_eval  # lm-evaluation-harness tasks (docs/tasks.md)
 
 
@@ -405,12 +523,23 @@ def _mean(values) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all",
-             limit: int | None = None, batch_size: int | None = None, progress: bool = True,
-             seed: int | None = None, data: str | None = None,
-             max_new_tokens: int | None = None, max_length: int | None = None,
-             embedder: str = "minilm", chat_template: str | None = None,
-             system_prompt: str | None = None) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    tokenizer,
+    task: Task | str,
+    *,
+    split: str = "all",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+    seed: int | None = None,
+    data: str | None = None,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
+    embedder: str = "minilm",
+    chat_template: str | None = None,
+    system_prompt: str | None = None,
+) -> EvalResult:
     """Score ``model`` on ``task`` (a Task, a built-in name, or a task file) as it is now: an
     edited model is evaluated in memory, nothing is reloaded.
 
@@ -441,41 +570,64 @@ def evaluate(model: nn.Module, tokenizer, task: Task | str, *, split: str = "all
         raise LaserkitError(f"task {task.name!r}: split {split!r} has no examples")
     if model.training:
         model.eval()  # dropout would make scores random
-    ctx = _Ctx(model=model, tokenizer=tokenizer, task=task, batch_size=batch_size,
-               progress=progress, max_len=S.context_length(model, max_length),
-               max_new_tokens=task.max_new_tokens if max_new_tokens is None else max_new_tokens,
-               embedder=embedder, chat_template=chat, system_prompt=system)
+    ctx = _Ctx(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        batch_size=batch_size,
+        progress=progress,
+        max_len=S.context_length(model, max_length),
+        max_new_tokens=task.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        embedder=embedder,
+        chat_template=chat,
+        system_prompt=system,
+    )
     t0 = time.perf_counter()
     from .masked import evaluate_masked, is_masked_lm  # noqa: PLC0415
 
     if is_masked_lm(model):  # the answer at mask positions, as the reference's RoBERTa scripts
-        records, metrics = evaluate_masked(model, tokenizer, task.kind, examples, batch_size,
-                                           task.topk)
+        records, metrics = evaluate_masked(
+            model, tokenizer, task.kind, examples, batch_size, task.topk
+        )
     else:
         records, metrics = KIND_EVALUATORS[task.kind](ctx, examples)
-    summary = {"task": task.name, "kind": task.kind, "split": split, "n": len(records),
-               "n_available": n_total, "limit": limit, "seed": seed, "metric": task.metric,
-               "score": metrics[task.metric], "higher_is_better": task.higher_is_better,
-               **metrics, **({"chat_template": _shown(chat), "system_prompt": system}
-                             if task.kind in CHAT_KINDS else {}),
-               **({"max_new_tokens": ctx.max_new_tokens}
-                  if task.kind in ("generate", "semantic") else {}),
-               "truncated": sum(bool(r.get("truncated")) for r in records),
-               "seconds": round(time.perf_counter() - t0, 3)}
+    summary = {
+        "task": task.name,
+        "kind": task.kind,
+        "split": split,
+        "n": len(records),
+        "n_available": n_total,
+        "limit": limit,
+        "seed": seed,
+        "metric": task.metric,
+        "score": metrics[task.metric],
+        "higher_is_better": task.higher_is_better,
+        **metrics,
+        **(
+            {"chat_template": _shown(chat), "system_prompt": system}
+            if task.kind in CHAT_KINDS
+            else {}
+        ),
+        **({"max_new_tokens": ctx.max_new_tokens} if task.kind in ("generate", "semantic") else {}),
+        "truncated": sum(bool(r.get("truncated")) for r in records),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     summary["ci95"] = score_interval(records, task.metric)  # the score's 95% interval (plots)
     if "log_loss" in metrics:
         summary["log_loss_ci95"] = score_interval(records, "log_loss")
     return EvalResult(summary=summary, records=records)
 
 
-def chat_settings(task: Task, chat_template: str | None = None,
-                  system_prompt: str | None = None) -> tuple[str, str | None]:
+def chat_settings(
+    task: Task, chat_template: str | None = None, system_prompt: str | None = None
+) -> tuple[str, str | None]:
     """The chat template and system prompt in force: the caller's override, else the task's."""
     chat = chat_template or task.chat_template
     system = system_prompt if system_prompt is not None else task.system_prompt
     if chat != "none" and task.kind not in CHAT_KINDS:
-        raise LaserkitError(f"task {task.name!r}: a {task.kind} task scores raw text; "
-                            "chat templates do not apply")
+        raise LaserkitError(
+            f"task {task.name!r}: a {task.kind} task scores raw text; chat templates do not apply"
+        )
     if chat not in S.CHAT_NAMES:
         S.load_template(chat)  # fails in one line when it is neither Jinja nor a file
     if system and chat == "none":
@@ -488,8 +640,14 @@ def _shown(template: str) -> str:
     return template if len(template) <= 80 else template[:77] + "..."
 
 
-def preview(task: Task, tokenizer=None, n: int = 3, *, chat_template: str | None = None,
-            system_prompt: str | None = None) -> list[dict]:
+def preview(
+    task: Task,
+    tokenizer=None,
+    n: int = 3,
+    *,
+    chat_template: str | None = None,
+    system_prompt: str | None = None,
+) -> list[dict]:
     """The first ``n`` examples as evaluation will see them (``eval --dry-run``): the exact
     prompt text after any chat template, and the answers with how they are judged. No model
     is run; a tokenizer is needed only for the model's own or a Jinja chat template."""
@@ -504,8 +662,9 @@ def preview(task: Task, tokenizer=None, n: int = 3, *, chat_template: str | None
         if chat == "none":
             item["prompt"] = ex.prompt
         elif chat == "chatml" or tokenizer is not None:
-            item["prompt"] = S.chat_text(tokenizer, ex.prompt, chat,
-                                         ex.system if ex.system is not None else system)
+            item["prompt"] = S.chat_text(
+                tokenizer, ex.prompt, chat, ex.system if ex.system is not None else system
+            )
         else:
             raise LaserkitError("rendering this chat template needs the model's tokenizer")
         if task.kind == "choice":

@@ -42,8 +42,9 @@ class LaserkitLM(TemplateLM):
 
     backend = "causal"
 
-    def __init__(self, model: nn.Module, tokenizer, batch_size: int = 4,
-                 progress: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, tokenizer, batch_size: int = 4, progress: bool = False
+    ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
@@ -73,32 +74,45 @@ class LaserkitLM(TemplateLM):
         progress (a search's trials run quietly)."""
         return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
 
-    def _loglikelihood_tokens(self, requests: Sequence, disable_tqdm: bool = False,
-                              **kwargs) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests: Sequence, disable_tqdm: bool = False, **kwargs
+    ) -> list[tuple[float, bool]]:
         """(sum of log p(continuation), whether greedy decoding gives the continuation) for each
         (key, context ids, continuation ids), with HFLM's left truncation to max_length + 1."""
         reqs = []
         for _, ctx, cont in requests:
-            ids = (list(ctx) + list(cont))[-(self.max_length + 1):]
+            ids = (list(ctx) + list(cont))[-(self.max_length + 1) :]
             reqs.append((ids, len(ids) - len(cont)))
-        lps, greedy = S.token_logprobs(self.model, reqs, pad_id=self._pad_id,
-                                       batch_size=self.batch_size, progress=self.progress,
-                                       desc="lm-eval loglikelihood", at_tokens=_is_greedy)
+        lps, greedy = S.token_logprobs(
+            self.model,
+            reqs,
+            pad_id=self._pad_id,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc="lm-eval loglikelihood",
+            at_tokens=_is_greedy,
+        )
         return [(float(lp.double().sum()), bool(g)) for lp, g in zip(lps, greedy, strict=True)]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Each text's total log-likelihood over lm-eval's disjoint rolling windows."""
         windows, counts = [], []
         for (text,) in (r.args for r in requests):
-            ws = [lm_utils.make_disjoint_window(w) for w in lm_utils.get_rolling_token_windows(
-                token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length, context_len=1)]
+            ws = [
+                lm_utils.make_disjoint_window(w)
+                for w in lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(text),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                )
+            ]
             windows += [(None, *w) for w in ws]
             counts.append(len(ws))
         scores = self._loglikelihood_tokens(windows) if windows else []
         out, at = [], 0
         for n in counts:
-            out.append(sum(s for s, _ in scores[at:at + n]))
+            out.append(sum(s for s, _ in scores[at : at + n]))
             at += n
         return out
 
@@ -113,19 +127,30 @@ class LaserkitLM(TemplateLM):
         for idx in by_kwargs.values():
             kwargs = normalize_gen_kwargs(dict(requests[idx[0]].args[1]), DEFAULT_MAX_GEN_TOKS)
             if kwargs.get("do_sample"):
-                raise LaserkitError("this lm-eval task samples its generations (do_sample: true);"
-                                    " laserkit scores greedy generations only")
+                raise LaserkitError(
+                    "this lm-eval task samples its generations (do_sample: true);"
+                    " laserkit scores greedy generations only"
+                )
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_gen = int(kwargs.pop("max_gen_toks"))
             keep = self.max_length - max_gen
             if keep < 1:
-                raise LaserkitError(f"lm-eval task asks for {max_gen} new tokens, more than the "
-                                    f"model's context of {self.max_length}")
+                raise LaserkitError(
+                    f"lm-eval task asks for {max_gen} new tokens, more than the "
+                    f"model's context of {self.max_length}"
+                )
             prompts = [self._context_ids(requests[i].args[0])[-keep:] for i in idx]
-            gens = S.greedy_generate(self.model, prompts, max_new_tokens=max_gen,
-                                     pad_id=self._pad_id, eos_ids=self._eos_ids(),
-                                     batch_size=self.batch_size, progress=self.progress,
-                                     desc="lm-eval generate_until", min_new_tokens=0)
+            gens = S.greedy_generate(
+                self.model,
+                prompts,
+                max_new_tokens=max_gen,
+                pad_id=self._pad_id,
+                eos_ids=self._eos_ids(),
+                batch_size=self.batch_size,
+                progress=self.progress,
+                desc="lm-eval generate_until",
+                min_new_tokens=0,
+            )
             for i, g in zip(idx, gens, strict=True):
                 out[i] = postprocess_generated_text(self.tok_decode(g), until, None)
         return out  # type: ignore[return-value]

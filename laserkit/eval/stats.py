@@ -55,8 +55,14 @@ def aligned(base: Sequence[dict], other: Sequence[dict]) -> tuple[list[dict], li
     return list(base), [ko[k] for k in kb]
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT,
-                     seed: int = 0, level: float = 0.95) -> dict:
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """mean(b − a) with a percentile bootstrap interval over examples (seeded)."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
     n = len(d)
@@ -66,7 +72,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_
     means = np.empty(n_boot)
     for s in range(0, n_boot, 256):  # chunks: bounded memory for large n
         k = min(256, n_boot - s)
-        means[s:s + k] = d[rng.integers(0, n, size=(k, n))].mean(axis=1)
+        means[s : s + k] = d[rng.integers(0, n, size=(k, n))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "n": n}
 
@@ -79,28 +85,43 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
     if n == 0:
         return {"only_base": 0, "only_other": 0, "p_value": 1.0}
     k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return {"only_base": only_a, "only_other": only_b, "p_value": min(1.0, 2 * tail)}
 
 
-def compare(base: Sequence[dict], other: Sequence[dict], metric: str = "accuracy",
-            higher_is_better: bool = True, *, seed: int = 0, n_boot: int = N_BOOT) -> dict:
+def compare(
+    base: Sequence[dict],
+    other: Sequence[dict],
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
+    *,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+) -> dict:
     """Paired comparison of two evaluations of the same examples: the metric's difference
     (other − base) with a bootstrap 95% CI, the exact McNemar p-value for accuracy, the same
     for the log-loss, and a plain verdict."""
     base, other = aligned(base, other)
     va = [record_value(r, metric) for r in base]
     vb = [record_value(r, metric) for r in other]
-    out = {"metric": metric, "n": len(va), "seed": seed, **paired_bootstrap(va, vb, n_boot=n_boot,
-                                                                          seed=seed)}
+    out = {
+        "metric": metric,
+        "n": len(va),
+        "seed": seed,
+        **paired_bootstrap(va, vb, n_boot=n_boot, seed=seed),
+    }
     if metric == "accuracy":
         out["mcnemar"] = mcnemar_exact([v > 0.5 for v in va], [v > 0.5 for v in vb])
         out["p_value"] = out["mcnemar"]["p_value"]
-    if all("log_loss" in r and r["log_loss"] is not None for r in list(base) + list(other)) \
-            and metric not in ("log_loss", "perplexity"):
-        out["log_loss"] = paired_bootstrap([float(r["log_loss"]) for r in base],
-                                           [float(r["log_loss"]) for r in other],
-                                           n_boot=n_boot, seed=seed)
+    if all(
+        "log_loss" in r and r["log_loss"] is not None for r in list(base) + list(other)
+    ) and metric not in ("log_loss", "perplexity"):
+        out["log_loss"] = paired_bootstrap(
+            [float(r["log_loss"]) for r in base],
+            [float(r["log_loss"]) for r in other],
+            n_boot=n_boot,
+            seed=seed,
+        )
     lo, hi = out["ci95"]
     excludes_zero = lo > 0 or hi < 0
     out["significant"] = bool(excludes_zero and out.get("p_value", 0.0) < ALPHA)
@@ -119,8 +140,15 @@ def verdict(cmp: dict, higher_is_better: bool = True) -> str:
     return f"significant {'improvement' if better else 'degradation'}: {span}"
 
 
-def best_of_n_null(base: Sequence[dict], trials: Sequence[Sequence[dict]], metric: str = "accuracy",
-                   higher_is_better: bool = True, *, n_perm: int = N_PERM, seed: int = 0) -> dict:
+def best_of_n_null(
+    base: Sequence[dict],
+    trials: Sequence[Sequence[dict]],
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
+    *,
+    n_perm: int = N_PERM,
+    seed: int = 0,
+) -> dict:
     """The grid winner's validation gain against the best-of-N gain under no effect.
 
     ``base``: the base model's validation records; ``trials``: each trial's validation records
@@ -132,8 +160,9 @@ def best_of_n_null(base: Sequence[dict], trials: Sequence[Sequence[dict]], metri
     rows = []
     for t in trials:
         b, o = aligned(base, t)
-        rows.append([record_value(y, metric) - record_value(x, metric) for x, y in zip(b, o,
-                                                                                    strict=True)])
+        rows.append(
+            [record_value(y, metric) - record_value(x, metric) for x, y in zip(b, o, strict=True)]
+        )
     d = np.asarray(rows, dtype=float)  # trials × examples
     if not higher_is_better:
         d = -d
@@ -144,18 +173,31 @@ def best_of_n_null(base: Sequence[dict], trials: Sequence[Sequence[dict]], metri
     for s in range(0, n_perm, 256):
         k = min(256, n_perm - s)
         signs = rng.choice([-1.0, 1.0], size=(k, n_ex))
-        null[s:s + k] = (signs @ d.T / max(n_ex, 1)).max(axis=1)
+        null[s : s + k] = (signs @ d.T / max(n_ex, 1)).max(axis=1)
     p = float((1 + (null >= observed - 1e-12).sum()) / (n_perm + 1))
-    return {"n_trials": len(trials), "n": n_ex, "metric": metric, "seed": seed,
-            "observed_gain": observed, "null_mean": float(null.mean()),
-            "null_q95": float(np.quantile(null, 0.95)), "p_value": p, "stands_out": p < ALPHA}
+    return {
+        "n_trials": len(trials),
+        "n": n_ex,
+        "metric": metric,
+        "seed": seed,
+        "observed_gain": observed,
+        "null_mean": float(null.mean()),
+        "null_q95": float(np.quantile(null, 0.95)),
+        "p_value": p,
+        "stands_out": p < ALPHA,
+    }
 
 
 def best_of_n_verdict(b: dict) -> str:
     if not b.get("n_trials"):
         return "no trials to compare"
-    head = (f"best of {b['n_trials']} trials: validation gain {b['observed_gain']:+.4f}; on "
-            f"noise alone the best of {b['n_trials']} would gain {b['null_mean']:+.4f} on average "
-            f"(95th percentile {b['null_q95']:+.4f}), p = {b['p_value']:.3g}")
-    return head + ("; the winner stands out" if b["stands_out"] else
-                   "; the winner does NOT stand out from selection noise")
+    head = (
+        f"best of {b['n_trials']} trials: validation gain {b['observed_gain']:+.4f}; on "
+        f"noise alone the best of {b['n_trials']} would gain {b['null_mean']:+.4f} on average "
+        f"(95th percentile {b['null_q95']:+.4f}), p = {b['p_value']:.3g}"
+    )
+    return head + (
+        "; the winner stands out"
+        if b["stands_out"]
+        else "; the winner does NOT stand out from selection noise"
+    )

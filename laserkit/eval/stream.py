@@ -33,9 +33,19 @@ CHUNK = 32  # examples scored between two appends (a stop loses at most this man
 _MEANS_OF = {"part_recall": lambda r: "parts_found" in r}
 
 
-def evaluate_to(out: Path, model, tokenizer, task, *, split: str = "all",
-                limit: int | None = None, seed: int | None = None, chunk: int = CHUNK,
-                log=None, **kw: Any) -> EvalResult:
+def evaluate_to(
+    out: Path,
+    model,
+    tokenizer,
+    task,
+    *,
+    split: str = "all",
+    limit: int | None = None,
+    seed: int | None = None,
+    chunk: int = CHUNK,
+    log=None,
+    **kw: Any,
+) -> EvalResult:
     """evaluate() with its records appended to ``out`` as they are scored; continues a stopped
     evaluation of the same model, examples and options in ``out``. ``kw`` goes to evaluate()."""
     from ..core.fingerprint import data_fingerprint, weights_fingerprint  # noqa: PLC0415
@@ -49,23 +59,31 @@ def evaluate_to(out: Path, model, tokenizer, task, *, split: str = "all",
     examples = split_examples(examples, split)
     if not examples:
         raise LaserkitError(f"task {task.name!r}: split {split!r} has no examples")
-    ident = {"task": task.name, "kind": task.kind, "split": split, "limit": limit,
-             "seed": seed, "weights": weights_fingerprint(model),
-             "data": data_fingerprint(examples),
-             "options": {k: v for k, v in sorted(kw.items()) if k != "progress"}}
+    ident = {
+        "task": task.name,
+        "kind": task.kind,
+        "split": split,
+        "limit": limit,
+        "seed": seed,
+        "weights": weights_fingerprint(model),
+        "data": data_fingerprint(examples),
+        "options": {k: v for k, v in sorted(kw.items()) if k != "progress"},
+    }
     out = Path(out)
     made = not out.exists()
     done = _resume(out, ident)
     if done and log is not None:
-        log(f"continuing the evaluation in {out}: {len(done)} of {len(examples)} examples "
-            "were scored before")
+        log(
+            f"continuing the evaluation in {out}: {len(done)} of {len(examples)} examples "
+            "were scored before"
+        )
     # one chunk where the score is not a mean over examples (perplexity, lm-eval's corpus metrics)
     size = len(examples) if task.kind in ("perplexity", "lm-eval") else chunk
     parts: list[EvalResult] = []
     start = len(done)
     try:
         for lo in range(start, len(examples), size):
-            part = dataclasses.replace(task, _examples=examples[lo:lo + size])
+            part = dataclasses.replace(task, _examples=examples[lo : lo + size])
             result = evaluate(model, tokenizer, part, split="all", **kw)
             _append(out / PARTIAL, result.records, result.summary)
             parts.append(result)
@@ -91,8 +109,10 @@ def _resume(out: Path, ident: dict) -> list[tuple[dict, dict | None]]:
             stored = None
         if stored != ident:
             what = _what_differs(stored or {}, ident)
-            raise LaserkitError(f"--out {out} holds a stopped evaluation of another {what}; "
-                                "repeat its command to continue it, or give another --out")
+            raise LaserkitError(
+                f"--out {out} holds a stopped evaluation of another {what}; "
+                "repeat its command to continue it, or give another --out"
+            )
         return _read_partial(out / PARTIAL)
     out.mkdir(parents=True, exist_ok=True)
     (out / PARTIAL).unlink(missing_ok=True)
@@ -113,16 +133,25 @@ def _forget(out: Path, made: bool) -> None:
 
 
 def _what_differs(stored: dict, ident: dict) -> str:
-    names = {"weights": "model (its weights differ)", "data": "set of examples (the data "
-             "changed)", "task": "task", "options": "set of options"}
+    names = {
+        "weights": "model (its weights differ)",
+        "data": "set of examples (the data changed)",
+        "task": "task",
+        "options": "set of options",
+    }
     diff = [names.get(k, f"--{k}") for k in ident if stored.get(k) != ident[k]]
     return ", ".join(diff) or "kind"
 
 
 def _append(path: Path, records: list[dict], summary: dict) -> None:
     """One chunk's records, the last carrying the chunk's summary, appended and fsync'd."""
-    lines = [json.dumps({"record": r, **({"chunk": summary} if i == len(records) - 1 else {})},
-                        ensure_ascii=False) for i, r in enumerate(records)]
+    lines = [
+        json.dumps(
+            {"record": r, **({"chunk": summary} if i == len(records) - 1 else {})},
+            ensure_ascii=False,
+        )
+        for i, r in enumerate(records)
+    ]
     with open(path, "a", encoding="utf-8") as f:
         f.write("".join(ln + "\n" for ln in lines))
         f.flush()
@@ -164,8 +193,11 @@ def _combine(summaries: list[dict], records: list[dict], task) -> dict:
     out = dict(summaries[-1])
     n = sum(s["n"] for s in summaries)
     for key, value in summaries[-1].items():
-        if key in ("n", "n_available", "limit", "seed", "split") or isinstance(value, bool) \
-                or not isinstance(value, (int, float)):
+        if (
+            key in ("n", "n_available", "limit", "seed", "split")
+            or isinstance(value, bool)
+            or not isinstance(value, (int, float))
+        ):
             continue
         if all(s.get(key) == value for s in summaries):
             continue  # a setting (max_new_tokens) or a mean that agrees
@@ -173,13 +205,18 @@ def _combine(summaries: list[dict], records: list[dict], task) -> dict:
             out[key] = sum(s.get(key, 0) for s in summaries)
             continue
         if key in _MEANS_OF:
-            weights = [sum(1 for r in _chunk_records(records, summaries, i)
-                           if _MEANS_OF[key](r)) for i in range(len(summaries))]
+            weights = [
+                sum(1 for r in _chunk_records(records, summaries, i) if _MEANS_OF[key](r))
+                for i in range(len(summaries))
+            ]
         else:
             weights = [s["n"] for s in summaries]
         total = sum(weights)
-        out[key] = sum(w * s[key] for w, s in zip(weights, summaries, strict=True)
-                       if w) / total if total else value
+        out[key] = (
+            sum(w * s[key] for w, s in zip(weights, summaries, strict=True) if w) / total
+            if total
+            else value
+        )
     out["n"] = n
     out["score"] = out.get(task.metric, out.get("score"))
     out["ci95"] = score_interval(records, task.metric)  # intervals are not means: from all records
@@ -190,4 +227,4 @@ def _combine(summaries: list[dict], records: list[dict], task) -> dict:
 
 def _chunk_records(records: list[dict], summaries: list[dict], i: int) -> list[dict]:
     lo = sum(s["n"] for s in summaries[:i])
-    return records[lo:lo + summaries[i]["n"]]
+    return records[lo : lo + summaries[i]["n"]]

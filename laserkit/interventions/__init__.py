@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from .rank_reduction import Factors, kept_rank, rho_from_rate
 
 # the numerical helpers live with their algorithm (torch); loaded on first use (PEP 562)
-_LAZY = {"Factors": "rank_reduction", "kept_rank": "rank_reduction",
-         "rho_from_rate": "rank_reduction"}
+_LAZY = {
+    "Factors": "rank_reduction",
+    "kept_rank": "rank_reduction",
+    "rho_from_rate": "rank_reduction",
+}
 
 __getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
@@ -38,11 +41,13 @@ def check_finite(W: torch.Tensor, name: str = "the matrix") -> None:
         raise LaserkitError(
             f"weight {name} holds {bad} NaN or infinite value(s) of {W.numel()}: SVD, "
             "Marchenko–Pastur and Vendi need finite weights (the checkpoint is damaged or comes "
-            "from a diverged run)")
+            "from a diverged run)"
+        )
 
 
-def compute(W: torch.Tensor, iv: Intervention, factors: Factors | None = None,
-            name: str = "the matrix") -> tuple[torch.Tensor, dict]:
+def compute(
+    W: torch.Tensor, iv: Intervention, factors: Factors | None = None, name: str = "the matrix"
+) -> tuple[torch.Tensor, dict]:
     """Apply ``iv`` to W (float32 or float64, (out, in)); returns Ŵ and facts for the record.
     ``name`` (the parameter's) is what an error about W's values names."""
     if not iv.noop:

@@ -47,18 +47,33 @@ class Alias:
     to_field: Callable[[Any], Any]
 
 
-def option(default: Any, flag: str, help: str, *, type: type | None = None,
-           normalize: Callable[[Any], Any] | None = None, always_recorded: bool = True,
-           alias: Alias | None = None) -> Any:
+def option(
+    default: Any,
+    flag: str,
+    help: str,
+    *,
+    type: type | None = None,
+    normalize: Callable[[Any], Any] | None = None,
+    always_recorded: bool = True,
+    alias: Alias | None = None,
+) -> Any:
     """A field of a kind, with what the CLI needs to offer it.
 
     ``type``: the CLI's type (default: the default's type); ``normalize``: how a value is
     canonicalised (also used to tell whether another kind's option was left at its default);
     ``always_recorded``: False keeps the field out of ``to_dict`` while it has its default (so
     that records and trial keys written before the field existed keep their meaning)."""
-    return field(default=default, metadata={
-        "flag": flag, "help": help, "type": type or builtin_type(default),
-        "normalize": normalize, "always_recorded": always_recorded, "alias": alias})
+    return field(
+        default=default,
+        metadata={
+            "flag": flag,
+            "help": help,
+            "type": type or builtin_type(default),
+            "normalize": normalize,
+            "always_recorded": always_recorded,
+            "alias": alias,
+        },
+    )
 
 
 def builtin_type(value: Any) -> type:
@@ -72,8 +87,9 @@ def kind_class(name: str) -> type[Intervention]:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise LaserkitError(f"unknown intervention {name!r}: use one of {', '.join(KINDS)}") \
-            from None
+        raise LaserkitError(
+            f"unknown intervention {name!r}: use one of {', '.join(KINDS)}"
+        ) from None
 
 
 def owners(name: str) -> list[str]:
@@ -102,8 +118,9 @@ def _foreign(kind: str, name: str, value: Any) -> None:
     """Refuse a field of another kind given with a value other than its default."""
     where = [(k, field_map(REGISTRY[k])[name]) for k in owners(name)]
     if not where:
-        raise LaserkitError(f"{name!r} is no option of any intervention "
-                            f"(the kinds are {', '.join(KINDS)})")
+        raise LaserkitError(
+            f"{name!r} is no option of any intervention (the kinds are {', '.join(KINDS)})"
+        )
     if all(_is_default(f, value) for _, f in where):
         return
     flag = where[0][1].metadata.get("flag", name)
@@ -197,8 +214,7 @@ class Intervention(metaclass=_ByKind):
                 parts.append(f"{f.name}={format(value, 'g')}")
         return f"{self.kind}({', '.join(parts)})" if parts else self.kind
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
-                                                                             dict]:
+    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
         """Ŵ from W (float32 or float64, (out, in)) and facts for the record (at least
         ``rank``). ``factors``: the SVD of W in ``factor_dtype``'s dtype, when the kind reads
         them and W is the original matrix; otherwise None."""
@@ -209,10 +225,14 @@ def register(name: str, summary: str) -> Callable[[type[Intervention]], type[Int
     """Class decorator: make a frozen dataclass subclass of Intervention the kind ``name``."""
 
     def deco(cls: type[Intervention]) -> type[Intervention]:
-        if not (issubclass(cls, Intervention) and dataclasses.is_dataclass(cls)
-                and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
-            raise TypeError(f"{cls.__name__}: a kind is a @dataclass(frozen=True) subclass of "
-                            "Intervention")
+        if not (
+            issubclass(cls, Intervention)
+            and dataclasses.is_dataclass(cls)
+            and cls.__dataclass_params__.frozen
+        ):  # type: ignore[attr-defined]
+            raise TypeError(
+                f"{cls.__name__}: a kind is a @dataclass(frozen=True) subclass of Intervention"
+            )
         if name in REGISTRY and REGISTRY[name] is not cls:
             raise ValueError(f"intervention kind {name!r} is already registered")
         if cls.svd not in (None, "compute", "float64"):
@@ -222,10 +242,14 @@ def register(name: str, summary: str) -> Callable[[type[Intervention]], type[Int
                 raise TypeError(f"{cls.__name__}.{f.name}: declare fields with option(...)")
             for other in owners(f.name):
                 g = field_map(REGISTRY[other])[f.name]
-                if (g.metadata["flag"], g.metadata["type"]) != (f.metadata["flag"],
-                                                                f.metadata["type"]):
-                    raise TypeError(f"{cls.__name__}.{f.name} differs from {other}'s field of "
-                                    "that name (flag or type): one name, one CLI option")
+                if (g.metadata["flag"], g.metadata["type"]) != (
+                    f.metadata["flag"],
+                    f.metadata["type"],
+                ):
+                    raise TypeError(
+                        f"{cls.__name__}.{f.name} differs from {other}'s field of "
+                        "that name (flag or type): one name, one CLI option"
+                    )
         cls.kind = name
         cls.summary = summary
         REGISTRY[name] = cls
@@ -253,9 +277,15 @@ def _rho_from_rate(rate: float) -> float:
 def rho_option() -> Any:
     """ρ, the fraction of the rank kept: the field of every kind that keeps ⌊ρ·min(m, n)⌋ of
     something (searches sweep it), with the reference CLI's ``--rate`` as a second spelling."""
-    return option(None, "--rho", "fraction of the rank kept, in [0, 1]", type=float,
-                  alias=Alias("--rate", "rate", "reference CLI rate in [0, 10]: ρ = 1 − 0.1·rate",
-                              _rho_from_rate))
+    return option(
+        None,
+        "--rho",
+        "fraction of the rank kept, in [0, 1]",
+        type=float,
+        alias=Alias(
+            "--rate", "rate", "reference CLI rate in [0, 10]: ρ = 1 − 0.1·rate", _rho_from_rate
+        ),
+    )
 
 
 def check_rho_of(kind: str, rho: float | None) -> None:

@@ -47,7 +47,7 @@ def gram64(A: torch.Tensor) -> torch.Tensor:
     G = torch.zeros(n, n, dtype=torch.float64, device=A.device)
     s = _step(A)
     for i in range(0, A.shape[0], s):
-        block = A[i:i + s].to(torch.float64)
+        block = A[i : i + s].to(torch.float64)
         G.addmm_(block.T, block)
     return G
 
@@ -57,7 +57,7 @@ def times64(A: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     out = torch.empty(A.shape[0], V.shape[1], dtype=torch.float64, device=A.device)
     s = _step(A)
     for i in range(0, A.shape[0], s):
-        out[i:i + s] = A[i:i + s].to(torch.float64) @ V
+        out[i : i + s] = A[i : i + s].to(torch.float64) @ V
     return out
 
 
@@ -66,7 +66,7 @@ def project(A: torch.Tensor, V: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     out = torch.empty(A.shape, dtype=dtype, device=A.device)
     s = _step(A)
     for i in range(0, A.shape[0], s):
-        out[i:i + s] = ((A[i:i + s].to(torch.float64) @ V) @ V.T).to(dtype)
+        out[i : i + s] = ((A[i : i + s].to(torch.float64) @ V) @ V.T).to(dtype)
     return out
 
 
@@ -78,8 +78,15 @@ class TopFactors:
     ``truncate(k)`` rebuilds Ŵ for any k ≤ ``kmax`` whose check passes, else from a full SVD.
     """
 
-    def __init__(self, W: torch.Tensor, V: torch.Tensor, lam: torch.Tensor, r: torch.Tensor,
-                 noise: torch.Tensor, method: str) -> None:
+    def __init__(
+        self,
+        W: torch.Tensor,
+        V: torch.Tensor,
+        lam: torch.Tensor,
+        r: torch.Tensor,
+        noise: torch.Tensor,
+        method: str,
+    ) -> None:
         self.W = W
         self.V = V  # float64, n × kmax, on W's device
         self.lam = lam  # float64 σ², kmax + 1 of them (the last one bounds the kmax-th gap)
@@ -117,7 +124,7 @@ class TopFactors:
         if size == 0.0:
             return 0.0
         lean = self.r[:k] / gaps
-        return float(((lean ** 2) * (lam[:k] + top)).sum() / size) ** 0.5
+        return float(((lean**2) * (lam[:k] + top)).sum() / size) ** 0.5
 
     def truncate(self, k: int) -> torch.Tensor:
         """The rank-k truncation of W in W's dtype (zero for k = 0)."""
@@ -179,13 +186,14 @@ def gram_times64(A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     Z = torch.zeros(A.shape[1], X.shape[1], dtype=torch.float64, device=A.device)
     s = _step(A)
     for i in range(0, A.shape[0], s):
-        block = A[i:i + s].to(torch.float64)
+        block = A[i : i + s].to(torch.float64)
         Z.addmm_(block.T, block @ X)
     return Z
 
 
-def _krylov_route(W: torch.Tensor, kmax: int, seed: int = 0,
-                  max_share: float = 0.25) -> TopFactors | None:
+def _krylov_route(
+    W: torch.Tensor, kmax: int, seed: int = 0, max_share: float = 0.25
+) -> TopFactors | None:
     """Top kmax right singular vectors by seeded randomized block Krylov iteration in float64.
 
     Blocks of b = kmax + 1 + p vectors; each step is one pass over A giving AᵀA·X, so the
@@ -220,7 +228,7 @@ def _ritz(W: torch.Tensor, Q: torch.Tensor, GQ: torch.Tensor, kmax: int) -> TopF
     H = Q.T @ GQ
     with _small(H):
         theta, Y = torch.linalg.eigh((H + H.T) / 2)
-    theta, Y = theta.flip(0)[:kmax + 1], Y.flip(1)[:, :kmax + 1]
+    theta, Y = theta.flip(0)[: kmax + 1], Y.flip(1)[:, : kmax + 1]
     V = Q @ Y
     r = (GQ @ Y - V * theta).norm(dim=0)
     return TopFactors(W, V[:, :kmax], theta, r, r, "krylov")

@@ -12,8 +12,9 @@ from ..spectral.mp import mp_threshold
 from .rank_reduction import Factors
 
 
-def mp_reduce(W: torch.Tensor, factors: Factors | None = None,
-              estimator: str = "iqr") -> tuple[torch.Tensor, int]:
+def mp_reduce(
+    W: torch.Tensor, factors: Factors | None = None, estimator: str = "iqr"
+) -> tuple[torch.Tensor, int]:
     """W (in float64) with every singular value ≤ τ dropped; also returns how many were kept.
 
     ``factors`` are used only when they are float64 (an SVD of the float64 weight); otherwise the

@@ -75,10 +75,10 @@ def legacy_rho_from_rate(rate: float) -> float:
 
 SVD_METHODS = {
     "exact": "the exact truncation from the top-k singular vectors only (checked; full SVD when "
-             "the check fails)",
+    "the check fails)",
     "full": "the exact truncation from a full LAPACK SVD (slower; what laserkit did before)",
     "lowrank-niter2": "torch.svd_lowrank(q=k, niter=2), seeded: the LASER reference's randomized "
-                      "SVD, NOT the exact truncation (reproduces the reference only)",
+    "SVD, NOT the exact truncation (reproduces the reference only)",
 }
 
 
@@ -88,8 +88,9 @@ def check_svd_method(name: str) -> str:
     return name
 
 
-def rank_reduce(W: torch.Tensor, rho: float,
-                factors: Factors | TopFactors | None = None) -> torch.Tensor:
+def rank_reduce(
+    W: torch.Tensor, rho: float, factors: Factors | TopFactors | None = None
+) -> torch.Tensor:
     """Best rank-⌊min(m,n)·ρ⌋ approximation of W (in W's dtype, which should be ≥ float32).
 
     Without ``factors``, only the top-k singular vectors are computed (fast_svd.decompose)."""

@@ -182,7 +182,7 @@ def _middle_ranks(count: int) -> tuple[int, int]:
 def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float) -> tuple[float, float]:
     """Values that bracket ranks lo..hi of d with high probability (a sorted stride sample's
     quantiles widened by ``margin``); the caller checks that they do."""
-    sample = d[::max(1, len(d) // 32768)].sort().values
+    sample = d[:: max(1, len(d) // 32768)].sort().values
     k = len(sample)
     a = float(sample[max(0, int((lo / len(d)) * k) - int(margin * k))])
     b = float(sample[min(k - 1, int((hi / len(d)) * k) + int(margin * k) + 1)])
@@ -227,8 +227,9 @@ def _median_filtered(Y: torch.Tensor) -> float | None:
     return (found[0] + found[1]) / 2
 
 
-def _middle_near(Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, d32: torch.Tensor,
-                 lo: int, hi: int) -> tuple[float, float] | None:
+def _middle_near(
+    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, d32: torch.Tensor, lo: int, hi: int
+) -> tuple[float, float] | None:
     """The float64 values of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j),
     whose float32 values are ``d32``.
 
@@ -262,8 +263,9 @@ def median_bandwidth(W: torch.Tensor) -> float:
     a median pair is exp(−1/2). Rows: all pairs for m ≤ MEDIAN_ROWS, else a seeded sample."""
     d2 = median_sq_distance(W)
     if not d2 > 0:
-        raise LaserkitError("--bandwidth median: the rows are all equal (median distance 0); "
-                            "give a number")
+        raise LaserkitError(
+            "--bandwidth median: the rows are all equal (median distance 0); give a number"
+        )
     return math.sqrt(d2)
 
 
@@ -275,8 +277,9 @@ def check_bandwidth(bandwidth: float | str) -> float | str:
         try:
             bandwidth = float(bandwidth)
         except ValueError:
-            raise LaserkitError(f"bandwidth {bandwidth!r}: give a number > 0 (1 is the fork's "
-                                f"kernel) or 'median'") from None
+            raise LaserkitError(
+                f"bandwidth {bandwidth!r}: give a number > 0 (1 is the fork's kernel) or 'median'"
+            ) from None
     if not (math.isfinite(bandwidth) and bandwidth > 0):
         raise LaserkitError(f"bandwidth {bandwidth} must be a finite number > 0 or 'median'")
     return float(bandwidth)
@@ -291,14 +294,16 @@ def resolve_bandwidth(W: torch.Tensor, bandwidth: float | str) -> float:
 def _warn_if_identity(col: torch.Tensor, c: int, sigma: float) -> None:
     """One warning line when the kernel is numerically near the identity, judged from the first
     kernel column the greedy computes (the median of K[i, c] over the other rows i)."""
-    others = torch.cat([col[:c], col[c + 1:]])
+    others = torch.cat([col[:c], col[c + 1 :]])
     if not len(others):
         return
     typical = float(others.median())
     if typical < NEAR_IDENTITY:
-        msg = (f"laserkit: warning: the Vendi kernel is nearly the identity at bandwidth "
-               f"{sigma:g} (median off-diagonal entry {typical:.1e}): the selection then says "
-               f"little about diversity; try --bandwidth median")
+        msg = (
+            f"laserkit: warning: the Vendi kernel is nearly the identity at bandwidth "
+            f"{sigma:g} (median off-diagonal entry {typical:.1e}): the selection then says "
+            f"little about diversity; try --bandwidth median"
+        )
         if sigma not in _warned:
             _warned.add(sigma)
             _log.warning(msg)
@@ -344,8 +349,9 @@ def _tail_weights(kappa: torch.Tensor, U: float) -> torch.Tensor:
     return torch.where(near, (1 - d / (2 * a)) / a, torch.log1p(safe / a) / safe)
 
 
-def _t_bounds(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int,
-              ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _t_bounds(
+    kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int, ratio: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Certified lower and upper bounds of ΔT(c) = ∫ g_c for every row of Z2 = (Qᵀb_c)².
 
     dk bounds the error of the κ (backward error of the eigendecomposition plus the kernel
@@ -368,13 +374,14 @@ def _t_bounds(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: in
     x = psi / (1 + pts)
     x_lo, x_hi = x * (1 - rel), x * (1 + rel)
     g_lo = -torch.log1p(-x_lo.clamp(max=1.0))
-    g_hi = torch.where(x_hi < 1, -torch.log1p(-x_hi.clamp(max=1 - 1e-300)),
-                       torch.full_like(x_hi, math.inf))
+    g_hi = torch.where(
+        x_hi < 1, -torch.log1p(-x_hi.clamp(max=1 - 1e-300)), torch.full_like(x_hi, math.inf)
+    )
     n = len(nodes)
     off = 1 if with_zero else 0
     widths = nodes - torch.cat([nodes.new_zeros(1), nodes[:-1]])
-    g_nodes_hi = g_hi[:, off:off + n]
-    g_mid_lo = g_lo[:, off + n:]
+    g_nodes_hi = g_hi[:, off : off + n]
+    g_mid_lo = g_lo[:, off + n :]
     lb = (g_mid_lo * widths).sum(1)
     ub = ((g_nodes_hi[:, 1:] + g_nodes_hi[:, :-1]) * widths[1:] / 2).sum(1)
     u1 = float(nodes[0])
@@ -387,14 +394,14 @@ def _t_bounds(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: in
     r_tail = 2 * dk / (klo + U) + 2 * db + 8 * (k + 1) * EPS
     x_u = x_hi[:, off + n - 1].clamp(max=1.0)
     lb = lb + tail * (1 - r_tail)
-    ub = ub + torch.where(x_u < 1, tail * (1 + r_tail) / (1 - x_u),
-                          torch.full_like(tail, math.inf))
+    ub = ub + torch.where(x_u < 1, tail * (1 + r_tail) / (1 - x_u), torch.full_like(tail, math.inf))
     slack = 4 * (3 * n + k) * EPS  # rounding of the sums themselves
     return lb * (1 - slack), ub * (1 + slack)
 
 
-def _t_bounds_cheap(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float,
-                    k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _t_bounds_cheap(
+    kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Cheaper, looser bounds from two numbers per candidate (None when K_S is too close to
     singular for them): x(u) = ψ(u)/(1+u) ≤ p = ψ(0), so x ≤ −log(1 − x) ≤ x·(−log(1 − p)/p),
     and ∫ x du = Σ z_i² log(κ_i)/(κ_i − 1)."""
@@ -405,8 +412,11 @@ def _t_bounds_cheap(kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float,
     ix, p = P[:, 0], P[:, 1]
     rel = 2 * dk / klo + 2 * db + 8 * (k + 1) * EPS
     p_hi = p * (1 + rel)
-    factor = torch.where(p_hi < 1, -torch.log1p(-p_hi.clamp(max=1 - 1e-300))
-                         / p_hi.clamp_min(1e-300), torch.full_like(p, math.inf))
+    factor = torch.where(
+        p_hi < 1,
+        -torch.log1p(-p_hi.clamp(max=1 - 1e-300)) / p_hi.clamp_min(1e-300),
+        torch.full_like(p, math.inf),
+    )
     factor = torch.where(p_hi > 1e-300, factor, torch.ones_like(p))
     slack = 8 * (k + 4) * EPS
     return ix * ((1 - rel) * (1 - slack)), ix * factor * ((1 + rel) * (1 + slack))
@@ -459,8 +469,9 @@ def _pick(obj: torch.Tensor, err: torch.Tensor, index: torch.Tensor) -> tuple[in
 class _Greedy:
     """The greedy's state: chosen rows, their kernel columns, and what a step needs."""
 
-    def __init__(self, W: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool,
-                 q: float) -> None:
+    def __init__(
+        self, W: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool, q: float
+    ) -> None:
         self.kern = _Kernel(W, sigma)
         self.sigma = sigma
         self.m = W.shape[0]
@@ -492,8 +503,9 @@ class _Greedy:
         last = len(self.chosen) - 1
         if last in open_ and last not in self._spectra:
             self._spectra[last] = torch.linalg.eigvalsh(self._gram(len(self.chosen)))
-        eps = torch.nn.utils.rnn.pad_sequence([self._spectra.pop(i) for i in open_],
-                                              batch_first=True).clamp_min(-1.0)
+        eps = torch.nn.utils.rnn.pad_sequence(
+            [self._spectra.pop(i) for i in open_], batch_first=True
+        ).clamp_min(-1.0)
         dev = self.log_s.device
         size = torch.tensor(open_, dtype=torch.float64, device=dev) + 1
         rel = -_excess(eps, 1.0).sum(-1) / size  # padded zeros add excess(0) = 0
@@ -527,10 +539,13 @@ class _Greedy:
         """log mean quality of S ∪ {c} minus log N (N is common) for the rows ``cand`` (None:
         all), and its error bound."""
         if not self.use_quality:
-            return (self._zeros if cand is None else self._zeros[:len(cand)]), 0.0
+            return (self._zeros if cand is None else self._zeros[: len(cand)]), 0.0
         ls = self.log_s if cand is None else self.log_s[cand]
-        lq = ls if not self.chosen else torch.logaddexp(
-            torch.logsumexp(self.log_s[self.chosen], 0), ls)
+        lq = (
+            ls
+            if not self.chosen
+            else torch.logaddexp(torch.logsumexp(self.log_s[self.chosen], 0), ls)
+        )
         return lq, 4 * EPS * float(lq.abs().max()) + self.kern.sq_err
 
     def step(self) -> None:
@@ -589,8 +604,9 @@ class _Greedy:
         rows, rest_hi = self._lazy_rows(lq + lq_err, n)
         found = self._narrow(Q, kappa, coef * math.sqrt(ee), rows, lq, lq_err, rest_hi)
         if found is None:  # a row outside the guess may still win: bound every free row
-            found = self._narrow(Q, kappa, coef * math.sqrt(ee), self.free.nonzero()[:, 0],
-                                 lq, lq_err, -math.inf)
+            found = self._narrow(
+                Q, kappa, coef * math.sqrt(ee), self.free.nonzero()[:, 0], lq, lq_err, -math.inf
+            )
         pos, Z, Z2, lqp = found
         if len(pos) == 1:  # certainly better than every other row: no tie, no exact score
             self.windows.append(0.0)
@@ -625,21 +641,31 @@ class _Greedy:
         rows = top.indices[:LAZY_ROWS][top.values[:LAZY_ROWS] > -math.inf]
         return rows, rest
 
-    def _narrow(self, Q: torch.Tensor, kappa: torch.Tensor, dk: float,
-                rows: torch.Tensor | None, lq: torch.Tensor, lq_err: float, rest_hi: float
-                ) -> tuple[torch.Tensor, ...] | None:
+    def _narrow(
+        self,
+        Q: torch.Tensor,
+        kappa: torch.Tensor,
+        dk: float,
+        rows: torch.Tensor | None,
+        lq: torch.Tensor,
+        lq_err: float,
+        rest_hi: float,
+    ) -> tuple[torch.Tensor, ...] | None:
         """Drop the rows of ``rows`` that are certainly worse than another, through the cheap
         bounds and then finer grids; the rows left with their Z = Qᵀb, Z², lq. None when the
         best certified objective (the tightest, after the finer grids) does not exceed
         ``rest_hi`` (the other rows' best bound); the bounds found are remembered either way."""
         if rows is None:
             rows = self.free.nonzero()[:, 0]
-        Z = self.B[rows, :len(kappa)] @ Q
+        Z = self.B[rows, : len(kappa)] @ Q
         Z2, lqp = Z * Z, lq[rows]
         k, best = len(kappa), -math.inf
         for ratio in (0.0, *_GRID_RATIOS):
-            bounds = (_t_bounds_cheap(kappa, Z2, dk, self.kern.entry_err, k) if ratio == 0
-                      else _t_bounds(kappa, Z2, dk, self.kern.entry_err, k, ratio))
+            bounds = (
+                _t_bounds_cheap(kappa, Z2, dk, self.kern.entry_err, k)
+                if ratio == 0
+                else _t_bounds(kappa, Z2, dk, self.kern.entry_err, k, ratio)
+            )
             if bounds is None:
                 continue
             lb, ub = bounds
@@ -677,9 +703,16 @@ def _fingerprint(W: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
-                 min_diversity: bool = False, q: float = 1.0, bandwidth: float | str = 1.0,
-                 progress: bool | None = None) -> tuple[list[int], float]:
+def vendi_select(
+    W: torch.Tensor,
+    r: int,
+    *,
+    use_quality: bool = False,
+    min_diversity: bool = False,
+    q: float = 1.0,
+    bandwidth: float | str = 1.0,
+    progress: bool | None = None,
+) -> tuple[list[int], float]:
     """The exact greedy Vendi selection of r rows of W, in selection order, and the score of the
     chosen set (qVS with ``use_quality``). float64 on W's device; deterministic.
 
@@ -700,8 +733,9 @@ def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
         X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
         if not math.isfinite(float(torch.linalg.vector_norm(X))):
             raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
-        state = _resume(X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q),
-                        chosen, scores)
+        state = _resume(
+            X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q), chosen, scores
+        )
         bar = _bar(r, len(chosen), m, progress)
         while len(state.chosen) < r:
             state.step()
@@ -717,8 +751,15 @@ def vendi_select(W: torch.Tensor, r: int, *, use_quality: bool = False,
     return list(state.chosen), math.exp(state.scores[-1])
 
 
-def _resume(X: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool, q: float,
-            chosen: list[int], scores: list[float]) -> _Greedy:
+def _resume(
+    X: torch.Tensor,
+    sigma: float,
+    use_quality: bool,
+    min_diversity: bool,
+    q: float,
+    chosen: list[int],
+    scores: list[float],
+) -> _Greedy:
     """A greedy state with the cached picks already taken."""
     state = _Greedy(X, sigma, use_quality, min_diversity, q)
     for c, s in zip(chosen, scores, strict=True):
@@ -740,8 +781,14 @@ def _bar(r: int, done: int, m: int, progress: bool | None):
         return None
     from tqdm.auto import tqdm  # noqa: PLC0415 - only for long selections
 
-    return tqdm(total=r, initial=done, desc=f"vendi {m} rows", unit="row", leave=False,
-                disable=None if progress is None else False)
+    return tqdm(
+        total=r,
+        initial=done,
+        desc=f"vendi {m} rows",
+        unit="row",
+        leave=False,
+        disable=None if progress is None else False,
+    )
 
 
 def vendi_reconstruct(W: torch.Tensor, idx: list[int]) -> torch.Tensor:
@@ -755,14 +802,21 @@ def vendi_reconstruct(W: torch.Tensor, idx: list[int]) -> torch.Tensor:
     return ((X @ torch.linalg.pinv(B)) @ B).to(W.dtype)
 
 
-def vendi_reduce(W: torch.Tensor, rho: float, *, use_quality: bool = False,
-                 min_diversity: bool = False, q: float = 1.0,
-                 bandwidth: float | str = 1.0) -> tuple[torch.Tensor, dict]:
+def vendi_reduce(
+    W: torch.Tensor,
+    rho: float,
+    *,
+    use_quality: bool = False,
+    min_diversity: bool = False,
+    q: float = 1.0,
+    bandwidth: float | str = 1.0,
+) -> tuple[torch.Tensor, dict]:
     """Keep r = ⌊min(m,n)·ρ⌋ rows chosen by Vendi score; Ŵ (W's dtype/device) and the record."""
     m, n = W.shape
     r = kept_rank(m, n, rho)
     if r >= m:
         return W.clone(), {"selected": list(range(m)), "vendi_score": None}
-    idx, score = vendi_select(W, r, use_quality=use_quality, min_diversity=min_diversity, q=q,
-                              bandwidth=bandwidth)
+    idx, score = vendi_select(
+        W, r, use_quality=use_quality, min_diversity=min_diversity, q=q, bandwidth=bandwidth
+    )
     return vendi_reconstruct(W, idx), {"selected": idx, "vendi_score": score}

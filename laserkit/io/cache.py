@@ -120,7 +120,7 @@ def _tensor_extents(f, size: int) -> tuple[int, list[tuple[int, int]]]:
         nonlocal pos
         n = take("<Q")
         take(f"<{n}s")
-        return buf[pos - n:pos]
+        return buf[pos - n : pos]
 
     def skip_value(vtype: int):
         if vtype in _SCALAR:
@@ -180,8 +180,11 @@ def entries() -> list[tuple[Path, int, float]]:
     root = cache_root()
     if not root.is_dir():
         return []
-    out = [(d, _size(d), _last_used(d))
-           for d in root.iterdir() if d.is_dir() and (d / "config.json").exists()]
+    out = [
+        (d, _size(d), _last_used(d))
+        for d in root.iterdir()
+        if d.is_dir() and (d / "config.json").exists()
+    ]
     return sorted(out, key=lambda e: e[2])
 
 
@@ -239,5 +242,3 @@ def naming(path: Path, compute: Callable[[], dict]) -> dict:
     except OSError:
         pass
     return doc
-
-

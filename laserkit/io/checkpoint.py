@@ -34,9 +34,16 @@ import torch
 from ..core.errors import LaserkitError, first_line
 
 _ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
     "F8_E4M3": getattr(torch, "float8_e4m3fn", torch.uint8),
     "F8_E5M2": getattr(torch, "float8_e5m2", torch.uint8),
 }
@@ -117,7 +124,8 @@ class _SafetensorsFile:
                 dtype, shape, (a, b) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
             except (KeyError, TypeError, ValueError):
                 raise LaserkitError(
-                    f"corrupt safetensors file {path}: bad entry {name!r}") from None
+                    f"corrupt safetensors file {path}: bad entry {name!r}"
+                ) from None
             if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
                 raise LaserkitError(f"unsupported dtype {dtype} for {name} in {path}")
             _check_entry(path, name, _ST_DTYPES[dtype], shape, a, b)
@@ -140,8 +148,9 @@ class _SafetensorsFile:
         return buf.view(_ST_DTYPES[dtype]).reshape(shape)
 
 
-def _check_entry(path: Path, name: str, dtype: torch.dtype, shape: tuple, a: object,
-                 b: object) -> None:
+def _check_entry(
+    path: Path, name: str, dtype: torch.dtype, shape: tuple, a: object, b: object
+) -> None:
     """A header entry's shape (whole numbers ≥ 0) and data offsets (0 ≤ a ≤ b, as many bytes
     as the shape needs), as the safetensors library checks them: a damaged header is named in
     one line rather than failing later inside torch."""
@@ -149,8 +158,9 @@ def _check_entry(path: Path, name: str, dtype: torch.dtype, shape: tuple, a: obj
     if not ints or min(shape, default=0) < 0 or not 0 <= a <= b:
         raise LaserkitError(f"corrupt safetensors file {path}: bad shape or offsets for {name!r}")
     if math.prod(shape) * dtype.itemsize != b - a:
-        raise LaserkitError(f"corrupt safetensors file {path}: {name!r} has shape {list(shape)} "
-                            f"but {b - a} bytes")
+        raise LaserkitError(
+            f"corrupt safetensors file {path}: {name!r} has shape {list(shape)} but {b - a} bytes"
+        )
 
 
 class SafetensorsCheckpoint(Checkpoint):
@@ -220,8 +230,9 @@ class BinCheckpoint(Checkpoint):
             try:
                 sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
             except Exception as e:  # zip errors, unpickling errors, legacy formats
-                raise LaserkitError(f"corrupt or unsupported PyTorch file {path}: "
-                                    f"{_plain(first_line(e))}") from None
+                raise LaserkitError(
+                    f"corrupt or unsupported PyTorch file {path}: {_plain(first_line(e))}"
+                ) from None
             self._loaded = (path, sd)
         return self._loaded[1]
 
@@ -264,8 +275,9 @@ class GGUFCheckpoint(Checkpoint):
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         # GGUF lists dimensions fastest-first; PyTorch order is the reverse.
-        return {n: tuple(int(d) for d in reversed(t.shape.tolist()))
-                for n, t in self._tensors.items()}
+        return {
+            n: tuple(int(d) for d in reversed(t.shape.tolist())) for n, t in self._tensors.items()
+        }
 
     def get(self, name: str) -> torch.Tensor:
         from gguf import dequantize
@@ -275,8 +287,9 @@ class GGUFCheckpoint(Checkpoint):
         # as transformers' load_gguf_checkpoint calls it: a processor may store a tensor under
         # another name itself (gpt2's output.weight → lm_head.weight) and return no name
         stored: dict[str, dict] = {"tensors": {}}
-        out = self._processor.process(weights=weights, name=t.name,
-                                      tensor_key_mapping=self._names, parsed_parameters=stored)
+        out = self._processor.process(
+            weights=weights, name=t.name, tensor_key_mapping=self._names, parsed_parameters=stored
+        )
         if out.name is None and len(stored["tensors"]) == 1:
             tensor = next(iter(stored["tensors"].values())).clone()
         else:
@@ -316,8 +329,21 @@ def gguf_reader(path: Path):
 # against transformers' own GGUF load in tests/test_gguf_convert.py. Others transformers reads
 # (mixture-of-experts processors merge several GGUF tensors into one, t5/umt5/deci are not causal
 # LMs here) are refused in one line rather than converted unverified.
-VERIFIED_GGUF_ARCHS = ("llama", "qwen2", "qwen3", "falcon", "phi3", "bloom", "stablelm", "gpt2",
-                       "starcoder2", "mamba", "nemotron", "gemma2", "gemma3")
+VERIFIED_GGUF_ARCHS = (
+    "llama",
+    "qwen2",
+    "qwen3",
+    "falcon",
+    "phi3",
+    "bloom",
+    "stablelm",
+    "gpt2",
+    "starcoder2",
+    "mamba",
+    "nemotron",
+    "gemma2",
+    "gemma3",
+)
 
 
 def gguf_processor(arch: str, config: object) -> object:
@@ -336,7 +362,8 @@ def check_gguf_arch(arch: str, path: Path) -> None:
             f"GGUF file {path} has architecture {arch!r}, which laserkit does not convert "
             f"(verified against transformers: {', '.join(VERIFIED_GGUF_ARCHS)}); load it with "
             "transformers' AutoModelForCausalLM.from_pretrained(DIR, gguf_file=...), "
-            "save_pretrained it and pass that directory")
+            "save_pretrained it and pass that directory"
+        )
 
 
 def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
@@ -373,8 +400,9 @@ def _gguf_naming_uncached(path: Path) -> dict:
             model = AutoModelForCausalLM.from_config(config)
         names = get_gguf_hf_weights_map(model, gguf_processor(arch, config))
     except (ValueError, KeyError, NotImplementedError) as e:
-        raise LaserkitError(f"cannot map the tensors of GGUF file {path}: {first_line(e)}")\
-            from None
+        raise LaserkitError(
+            f"cannot map the tensors of GGUF file {path}: {first_line(e)}"
+        ) from None
     return {"config": parsed, "names": names, "arch": arch}
 
 
@@ -406,5 +434,3 @@ def _config(folder: Path) -> object | None:
         return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         return None
-
-

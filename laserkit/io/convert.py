@@ -29,12 +29,12 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     from transformers import AutoTokenizer, GenerationConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-
     ckpt = GGUFCheckpoint(gguf)
 
     def write(tmp: Path) -> None:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                            trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, trust_remote_code=False
+        )
         config = ckpt.config
         arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
         if arch:
@@ -68,8 +68,9 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
             weight_map.update(dict.fromkeys(names, fname))
         if n > 1:
             total = sum((tmp / f).stat().st_size for f in files)
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(
-                {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            (tmp / "model.safetensors.index.json").write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+            )
         config.save_pretrained(tmp)
         GenerationConfig.from_model_config(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)

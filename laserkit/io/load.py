@@ -58,8 +58,9 @@ def _auto_class(config: object) -> type:
     return AutoModelForMaskedLM
 
 
-def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool,
-                     local_only: bool) -> tuple[nn.Module, object | None]:
+def _from_pretrained(
+    path: str, dtype: torch.dtype, trust_remote_code: bool, local_only: bool
+) -> tuple[nn.Module, object | None]:
     from transformers import AutoConfig, AutoTokenizer
 
     kw = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
@@ -92,8 +93,13 @@ def _refused_pickle(e: BaseException | None) -> bool:
     return False
 
 
-def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtype: str = "auto",
-         device: str = "auto", trust_remote_code: bool = False) -> Loaded:
+def load(
+    source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> Loaded:
     """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
 
     ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file (converted
@@ -108,8 +114,12 @@ def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtyp
     torch_dtype = pick_dtype(dtype, dev)
     if src.kind == "hub":
         path = src.text
-        model, tokenizer = hub_fetch(src.text, lambda local: _from_pretrained(
-            src.text, torch_dtype, trust_remote_code, local_only=local))
+        model, tokenizer = hub_fetch(
+            src.text,
+            lambda local: _from_pretrained(
+                src.text, torch_dtype, trust_remote_code, local_only=local
+            ),
+        )
     else:
         path = str(local_dir(src))
         if not (Path(path) / "config.json").exists():
@@ -120,17 +130,22 @@ def load(source: str | os.PathLike | ModelSource | None = DEFAULT_MODEL, *, dtyp
         refuse_remote_code(Path(path), trust_remote_code)
         _check_weights(Path(path))
         try:
-            model, tokenizer = _from_pretrained(path, torch_dtype, trust_remote_code,
-                                                local_only=True)
+            model, tokenizer = _from_pretrained(
+                path, torch_dtype, trust_remote_code, local_only=True
+            )
         except Exception as e:
             if _refused_pickle(e):
-                raise LaserkitError(f"{path}: a .bin weight file holds Python objects that "
-                                    "torch.load(weights_only=True) refuses to run (only plain "
-                                    "tensors are read); convert it to safetensors from a trusted "
-                                    "copy") from None
+                raise LaserkitError(
+                    f"{path}: a .bin weight file holds Python objects that "
+                    "torch.load(weights_only=True) refuses to run (only plain "
+                    "tensors are read); convert it to safetensors from a trusted "
+                    "copy"
+                ) from None
             if type(e).__name__ == "SafetensorError":  # damaged data the header check missed
-                raise LaserkitError(f"damaged safetensors weights in {path}: {first_line(e)} "
-                                    "(re-download or re-save them)") from None
+                raise LaserkitError(
+                    f"damaged safetensors weights in {path}: {first_line(e)} "
+                    "(re-download or re-save them)"
+                ) from None
             if not isinstance(e, (OSError, ValueError)):
                 raise
             raise _load_error(src.text, e) from None

@@ -26,12 +26,28 @@ from pathlib import Path
 from ..core.errors import LaserkitError
 
 CONFIG_FILES = ("config.json", "generation_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model", "vocab.json", "merges.txt", "vocab.txt",
-                   "chat_template.jinja", "chat_template.json")
-VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
-               "vocab.json", "vocab.txt")  # one of them defines a tokenizer's vocabulary
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+VOCAB_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+)  # one of them defines a tokenizer's vocabulary
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _SHARD = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)$")
 FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int)
@@ -42,8 +58,9 @@ def _index_files(index: Path) -> list[str]:
         weight_map = json.loads(index.read_text())["weight_map"]
         return sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise LaserkitError(f"corrupt shard index {index}: expected JSON with a weight_map")\
-            from None
+        raise LaserkitError(
+            f"corrupt shard index {index}: expected JSON with a weight_map"
+        ) from None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -132,11 +149,16 @@ def refuse_overlap(source: Path, out: Path, what: str = "--out") -> None:
     src = source.resolve()
     dst = out.resolve()  # resolves the existing part; the rest is taken as written
     if dst == src:
-        raise LaserkitError(f"{what} {out} is the source model {source}: write the edit "
-                            "elsewhere (the source is never replaced)")
+        raise LaserkitError(
+            f"{what} {out} is the source model {source}: write the edit "
+            "elsewhere (the source is never replaced)"
+        )
     if src in dst.parents:
-        raise LaserkitError(f"{what} {out} is inside the source model {source}: write the edit "
-                            "outside it")
+        raise LaserkitError(
+            f"{what} {out} is inside the source model {source}: write the edit outside it"
+        )
     if dst in src.parents:
-        raise LaserkitError(f"{what} {out} contains the source model {source}: replacing it "
-                            "would delete the source; choose another directory")
+        raise LaserkitError(
+            f"{what} {out} contains the source model {source}: replacing it "
+            "would delete the source; choose another directory"
+        )

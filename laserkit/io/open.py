@@ -20,8 +20,9 @@ def default_model_dir() -> Path:
     return converted(default_gguf())
 
 
-def open_checkpoint(source: str | os.PathLike | ModelSource,
-                    trust_remote_code: bool = False) -> Checkpoint:
+def open_checkpoint(
+    source: str | os.PathLike | ModelSource, trust_remote_code: bool = False
+) -> Checkpoint:
     """A Checkpoint for a directory, a .gguf file, ``default``, or a hub id (see ModelSource).
 
     A directory whose config names its own code is refused unless ``trust_remote_code``."""
@@ -41,17 +42,17 @@ def open_checkpoint(source: str | os.PathLike | ModelSource,
         from .modelfiles import weight_files
 
         if not weight_files(p):
-            raise LaserkitError(f"no weights in {p}: its .bin files ("
-                                f"{', '.join(sorted(x.name for x in p.glob('*.bin'))[:3])}) are "
-                                "not model weights (expected pytorch_model.bin or model*.bin "
-                                "shards, or *.safetensors)")
+            raise LaserkitError(
+                f"no weights in {p}: its .bin files ("
+                f"{', '.join(sorted(x.name for x in p.glob('*.bin'))[:3])}) are "
+                "not model weights (expected pytorch_model.bin or model*.bin "
+                "shards, or *.safetensors)"
+            )
         return BinCheckpoint(p, source=text)
     ggufs = sorted(p.glob("*.gguf"))
     if len(ggufs) == 1:
         return GGUFCheckpoint(ggufs[0], source=text)
-    raise LaserkitError(
-        f"no weights in {p}: expected *.safetensors, *.bin or one .gguf file"
-    )
+    raise LaserkitError(f"no weights in {p}: expected *.safetensors, *.bin or one .gguf file")
 
 
 def local_dir(src: ModelSource, patterns: list[str] | None = None) -> Path:
@@ -63,6 +64,11 @@ def local_dir(src: ModelSource, patterns: list[str] | None = None) -> Path:
         return converted(src.gguf_file)
     from huggingface_hub import snapshot_download
 
-    return Path(hub_fetch(src.text, lambda local: snapshot_download(
-        src.text, allow_patterns=patterns, local_files_only=local)))
-
+    return Path(
+        hub_fetch(
+            src.text,
+            lambda local: snapshot_download(
+                src.text, allow_patterns=patterns, local_files_only=local
+            ),
+        )
+    )

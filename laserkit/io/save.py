@@ -55,9 +55,17 @@ def edit_record(edits: list[dict], *, base: str, extra_record: dict | None = Non
     }
 
 
-def save(model, tokenizer, out: str | os.PathLike, edits: list[dict], *, base: str,
-         overwrite: bool = False, extra_record: dict | None = None,
-         source_dir: str | os.PathLike | None = None) -> Path:
+def save(
+    model,
+    tokenizer,
+    out: str | os.PathLike,
+    edits: list[dict],
+    *,
+    base: str,
+    overwrite: bool = False,
+    extra_record: dict | None = None,
+    source_dir: str | os.PathLike | None = None,
+) -> Path:
     """Save model + tokenizer + laserkit.json + README.md into ``out`` atomically.
 
     ``source_dir``: the model directory it was loaded from; its tokenizer and chat-template
@@ -98,8 +106,10 @@ def check_saved_model(folder: Path) -> None:
         if not isinstance(doc, dict) or "model_type" not in doc:
             raise ValueError("no model_type")
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise LaserkitError(f"the saved model in {folder} has no readable config.json "
-                            f"({first_line(e)}); nothing was kept") from None
+        raise LaserkitError(
+            f"the saved model in {folder} has no readable config.json "
+            f"({first_line(e)}); nothing was kept"
+        ) from None
     weights = weight_files(folder)
     if not weights:
         raise LaserkitError(f"the saved model in {folder} has no weight files; nothing was kept")
@@ -108,8 +118,13 @@ def check_saved_model(folder: Path) -> None:
         index = folder / "model.safetensors.index.json"
         if index.exists():
             wanted = json.loads(index.read_text())["weight_map"]
-            wrong = [t for t, f in wanted.items()
-                     if t not in ckpt._where or ckpt._where[t].path.name != f]
+            wrong = [
+                t
+                for t, f in wanted.items()
+                if t not in ckpt._where or ckpt._where[t].path.name != f
+            ]
             if wrong:
-                raise LaserkitError(f"the saved model in {folder}: index names {wrong[0]} in a "
-                                    "shard that does not hold it; nothing was kept")
+                raise LaserkitError(
+                    f"the saved model in {folder}: index names {wrong[0]} in a "
+                    "shard that does not hold it; nothing was kept"
+                )

@@ -21,8 +21,14 @@ DEFAULT_MODEL = "default"
 DEFAULT_NAMES = {"default", "smollm2", "SmolLM2-135M-Instruct"}
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def cache_dir() -> Path:
@@ -132,8 +138,9 @@ def hub_fetch(repo_id: str, fetch):
         raise _load_error(repo_id, e) from None
 
 
-TRUST_HINT = ("laserkit does not run a model's own code unless asked: read it, then add "
-              "--trust-remote-code")
+TRUST_HINT = (
+    "laserkit does not run a model's own code unless asked: read it, then add --trust-remote-code"
+)
 
 
 def refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
@@ -147,8 +154,10 @@ def refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
         refs = auto_map_refs(folder / name)
         if refs:
             modules = sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in refs})
-            raise LaserkitError(f"{folder} holds its own Python code ({name} auto_map → "
-                                f"{', '.join(modules)}); {TRUST_HINT}")
+            raise LaserkitError(
+                f"{folder} holds its own Python code ({name} auto_map → "
+                f"{', '.join(modules)}); {TRUST_HINT}"
+            )
 
 
 def check_path_text(text: str) -> None:
@@ -157,9 +166,11 @@ def check_path_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise LaserkitError(f"model path {text.encode('utf-8', 'backslashreplace').decode()} is "
-                            "not valid UTF-8, which the Hugging Face libraries cannot open: "
-                            "rename it (or link it) to a UTF-8 name") from None
+        raise LaserkitError(
+            f"model path {text.encode('utf-8', 'backslashreplace').decode()} is "
+            "not valid UTF-8, which the Hugging Face libraries cannot open: "
+            "rename it (or link it) to a UTF-8 name"
+        ) from None
 
 
 def _load_error(source: object, e: Exception) -> LaserkitError:

@@ -153,8 +153,9 @@ def names_layout(shapes: dict[str, tuple[int, ...]], config: object | None = Non
         if m and m["prefix"] == prefix and len(shape) == 2:
             rel = m["rel"]
             layout.matrices.append(
-                Matrix(int(m["idx"]), rel, f"{prefix}.{m['idx']}.{rel}", classify(rel), False,
-                       shape[0])
+                Matrix(
+                    int(m["idx"]), rel, f"{prefix}.{m['idx']}.{rel}", classify(rel), False, shape[0]
+                )
             )
     layout.matrices.sort(key=lambda x: (x.layer, x.rel))
     return layout
@@ -225,8 +226,10 @@ class FusedRule:
     def matches(self, fused: str, rel: str, config: object | None) -> bool:
         if fused != self.fused:
             return False
-        if self.model_types is not None and getattr(config, "model_type", None) not in \
-                self.model_types:
+        if (
+            self.model_types is not None
+            and getattr(config, "model_type", None) not in self.model_types
+        ):
             return False
         if any(bool(getattr(config, k, False)) != v for k, v in self.flags):
             return False
@@ -247,8 +250,13 @@ FUSED_RULES: tuple[FusedRule, ...] = (
     FusedRule("gate_up", "halves"),
     FusedRule("qkv", "grouped", flags=(("new_decoder_architecture", True),)),
     FusedRule("qkv", "concat", flags=(("multi_query", True),)),
-    FusedRule("qkv", "per_head", model_types=frozenset(
-        {"gpt_neox", "bloom", "persimmon", "gpt_neox_japanese", "falcon", "gpt_bigcode"})),
+    FusedRule(
+        "qkv",
+        "per_head",
+        model_types=frozenset(
+            {"gpt_neox", "bloom", "persimmon", "gpt_neox_japanese", "falcon", "gpt_bigcode"}
+        ),
+    ),
     FusedRule("qkv", "concat", suffixes=("c_attn", "qkv_proj", "Wqkv", "qkv")),
 )
 
@@ -264,16 +272,20 @@ def _concat(heads: int, kv: int, hd: int, **_: int) -> dict[str, tuple[tuple[int
 
 
 def _per_head(heads: int, hd: int, **_: int) -> dict[str, tuple[tuple[int, int], ...]]:
-    return {r: tuple((h * 3 * hd + i * hd, h * 3 * hd + (i + 1) * hd) for h in range(heads))
-            for i, r in enumerate(("q_proj", "k_proj", "v_proj"))}
+    return {
+        r: tuple((h * 3 * hd + i * hd, h * 3 * hd + (i + 1) * hd) for h in range(heads))
+        for i, r in enumerate(("q_proj", "k_proj", "v_proj"))
+    }
 
 
 def _grouped(heads: int, kv: int, hd: int, **_: int) -> dict[str, tuple[tuple[int, int], ...]]:
     g = heads // kv
     step = (g + 2) * hd
-    return {"q_proj": tuple((j * step, j * step + g * hd) for j in range(kv)),
-            "k_proj": tuple((j * step + g * hd, j * step + (g + 1) * hd) for j in range(kv)),
-            "v_proj": tuple((j * step + (g + 1) * hd, (j + 1) * step) for j in range(kv))}
+    return {
+        "q_proj": tuple((j * step, j * step + g * hd) for j in range(kv)),
+        "k_proj": tuple((j * step + g * hd, j * step + (g + 1) * hd) for j in range(kv)),
+        "v_proj": tuple((j * step + (g + 1) * hd, (j + 1) * step) for j in range(kv)),
+    }
 
 
 LAYOUTS = {"halves": _halves, "concat": _concat, "per_head": _per_head, "grouped": _grouped}
@@ -292,8 +304,9 @@ def fused_layout(fused: str, rel: str, config: object | None) -> str:
     )
 
 
-def fused_rows(fused: str, rel: str, out_features: int,
-               config: object | None) -> dict[str, tuple[tuple[int, int], ...]]:
+def fused_rows(
+    fused: str, rel: str, out_features: int, config: object | None
+) -> dict[str, tuple[tuple[int, int], ...]]:
     """Row ranges of each role inside a fused matrix, by the layout FUSED_RULES picks."""
     layout = fused_layout(fused, rel, config)
     if layout == "halves" and out_features % 2:
@@ -311,8 +324,10 @@ def fused_rows(fused: str, rel: str, out_features: int,
         multi_query = layout == "concat" and getattr(config, "multi_query", False)
         kv = 1 if multi_query else (_cfg(config, "kv_heads") or heads)
         if layout == "grouped" and heads % kv:
-            raise LaserkitError(f"cannot split fused qkv matrix {rel}: {heads} heads do not "
-                                f"form groups over {kv} key/value heads")
+            raise LaserkitError(
+                f"cannot split fused qkv matrix {rel}: {heads} heads do not "
+                f"form groups over {kv} key/value heads"
+            )
         rows = LAYOUTS[layout](n=out_features, heads=heads, kv=kv, hd=hd)
     total = sum(b - a for rs in rows.values() for a, b in rs)
     if total != out_features:

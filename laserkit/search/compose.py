@@ -16,24 +16,40 @@ from .strategy import register
 from .trial import Result
 
 
-def compose_config(model: str, objective: dict, lnames: list[str], layers: list[int],
-                   rhos: list[float], intervention: dict, **kw) -> RunConfig:
+def compose_config(
+    model: str,
+    objective: dict,
+    lnames: list[str],
+    layers: list[int],
+    rhos: list[float],
+    intervention: dict,
+    **kw,
+) -> RunConfig:
     """A compose run's config (library and tests; the CLI builds it from its options)."""
-    return RunConfig(strategy="compose", model=model,
-                     objective=ObjectiveConfig.from_json(objective), lnames=list(lnames),
-                     layers=list(layers), rhos=list(rhos), intervention=intervention, **kw)
+    return RunConfig(
+        strategy="compose",
+        model=model,
+        objective=ObjectiveConfig.from_json(objective),
+        lnames=list(lnames),
+        layers=list(layers),
+        rhos=list(rhos),
+        intervention=intervention,
+        **kw,
+    )
 
 
 @register("compose")
 class Compose(Sequential):
     command = "compose"
 
-    def __init__(self, cfg: RunConfig, higher_is_better: bool = True,
-                 split: str = "validation") -> None:
+    def __init__(
+        self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
+    ) -> None:
         super().__init__(higher_is_better, split)
         self.order = sorted(cfg.layers, reverse=True)
-        self.options = [(lname, rho) for lname in cfg.lnames
-                        for rho in sorted(cfg.rhos, reverse=True)]
+        self.options = [
+            (lname, rho) for lname in cfg.lnames for rho in sorted(cfg.rhos, reverse=True)
+        ]
         self.iv = cfg.intervention
 
     def _edit(self, lname: str, layer: int, rho: float) -> dict:
@@ -56,14 +72,19 @@ class Compose(Sequential):
             return w
         w.base = w.final = done[base["key"]]
         for layer in self.order:
-            specs = [self.spec(w.kept + [self._edit(n, layer, r)], layer * len(self.options) + j)
-                     for j, (n, r) in enumerate(self.options)]
+            specs = [
+                self.spec(w.kept + [self._edit(n, layer, r)], layer * len(self.options) + j)
+                for j, (n, r) in enumerate(self.options)
+            ]
             w.need = [s for s in specs if s["key"] not in done]
             if w.need:
                 return w
             best = pick([done[s["key"]] for s in specs], self.hib)
-            keep = (headline(best.summary) >= headline(w.final.summary) if self.hib
-                    else headline(best.summary) <= headline(w.final.summary))
+            keep = (
+                headline(best.summary) >= headline(w.final.summary)
+                if self.hib
+                else headline(best.summary) <= headline(w.final.summary)
+            )
             edit = best.spec["edits"][-1]
             w.steps.append(step_row(len(w.steps), edit, best, keep, best if keep else w.final))
             if not keep:

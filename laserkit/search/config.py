@@ -15,8 +15,22 @@ from ..core.errors import LaserkitError
 
 # Fields that define what a run computes: a resume must agree on all of them. The rest (cache
 # size, heartbeat) may change between sessions without changing any number.
-IDENTITY = ("strategy", "model", "objective", "intervention", "lnames", "layers", "rhos",
-            "candidates", "halving", "trials", "batch", "seed", "dtype", "selection")
+IDENTITY = (
+    "strategy",
+    "model",
+    "objective",
+    "intervention",
+    "lnames",
+    "layers",
+    "rhos",
+    "candidates",
+    "halving",
+    "trials",
+    "batch",
+    "seed",
+    "dtype",
+    "selection",
+)
 
 # Which definitions a run's numbers follow (stored with the run; a run stored without it is 1).
 # 1: generation tasks' log-loss summed over the answer's tokens; k = ⌊min(m,n)·ρ + 1e-9⌋ and
@@ -28,7 +42,7 @@ DEFINITIONS = 2
 SELECTIONS: dict[str, str] = {
     "laserkit": "the base model is a candidate and wins ties: an edit must beat it to be chosen",
     "reference": "the base model is never a candidate: the best intervention is reported even "
-                 "when it is worse than the base (the reference's grid loop)",
+    "when it is worse than the base (the reference's grid loop)",
 }
 
 
@@ -48,15 +62,22 @@ class ObjectiveConfig:
     max_new_tokens: int | None = None  # generation length; None: the task's (older runs)
 
     @classmethod
-    def from_cli(cls, task: str | None, data: str | None = None, limit: int | None = None,
-                 batch_size: int = 16, seed: int | None = None,
-                 max_new_tokens: int | None = None) -> ObjectiveConfig:
+    def from_cli(
+        cls,
+        task: str | None,
+        data: str | None = None,
+        limit: int | None = None,
+        batch_size: int = 16,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> ObjectiveConfig:
         """From command-line options. A semantic task's generation length is stored resolved
         (the user's, else the task's: laserRMT's 512), so that it is part of the run's identity
         and a resume under other defaults is refused rather than mixed."""
         if not task:
-            raise LaserkitError("say what to score with --task (e.g. fever, bbh-epistemic, "
-                                "perplexity --data FILE)")
+            raise LaserkitError(
+                "say what to score with --task (e.g. fever, bbh-epistemic, perplexity --data FILE)"
+            )
         from ..tasks.spec import check_max_new_tokens  # noqa: PLC0415 - torch-free leaf
 
         check_max_new_tokens(max_new_tokens)
@@ -69,8 +90,15 @@ class ObjectiveConfig:
             t = get_task(task, data)
             if t.kind == "semantic":
                 max_new_tokens = t.max_new_tokens
-        return cls(type="task", task=task, data=data, limit=limit, batch_size=batch_size,
-                   seed=seed, max_new_tokens=max_new_tokens)
+        return cls(
+            type="task",
+            task=task,
+            data=data,
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,11 +148,21 @@ class RunConfig:
         return self.strategy if self.strategy in ("greedy", "compose") else "search"
 
     @classmethod
-    def from_cli(cls, strategy: str, model: str, objective: ObjectiveConfig, *,
-                 num_layers: int | None = None, lname: str | None = None,
-                 lnum: str | None = None, rho: str | None = None, rate: str | None = None,
-                 default_rhos: tuple[float, ...] = (), intervention: dict | None = None,
-                 **rest: Any) -> RunConfig:
+    def from_cli(
+        cls,
+        strategy: str,
+        model: str,
+        objective: ObjectiveConfig,
+        *,
+        num_layers: int | None = None,
+        lname: str | None = None,
+        lnum: str | None = None,
+        rho: str | None = None,
+        rate: str | None = None,
+        default_rhos: tuple[float, ...] = (),
+        intervention: dict | None = None,
+        **rest: Any,
+    ) -> RunConfig:
         """From the command line's strings: comma lists of τ and ρ (or reference rates), a
         layer expression resolved against the model's depth; other fields as given."""
         from ..model.targets import parse_layers  # noqa: PLC0415 - torch-free import path for status
@@ -133,10 +171,16 @@ class RunConfig:
             model = str(Path(model).resolve())  # workers may start in other directories
         lnames = [x.strip() for x in (lname or "").split(",") if x.strip()]
         layers = parse_layers(lnum, num_layers) if lnum is not None and num_layers else []
-        cfg = cls(strategy=strategy, model=model, objective=objective,
-                  intervention=intervention or {"kind": "rank-reduction"}, lnames=lnames,
-                  layers=[int(x) for x in layers], rhos=parse_rhos(rho, rate, default_rhos),
-                  **rest)
+        cfg = cls(
+            strategy=strategy,
+            model=model,
+            objective=objective,
+            intervention=intervention or {"kind": "rank-reduction"},
+            lnames=lnames,
+            layers=[int(x) for x in layers],
+            rhos=parse_rhos(rho, rate, default_rhos),
+            **rest,
+        )
         cfg.check()
         return cfg
 
@@ -147,16 +191,19 @@ class RunConfig:
         if self.strategy != "tpe" and self.trials is not None:
             raise LaserkitError("--trials applies to --strategy tpe (the grid runs all of it)")
         if self.selection not in SELECTIONS:
-            raise LaserkitError(f"unknown --selection {self.selection!r}: use "
-                                f"{', '.join(SELECTIONS)}")
+            raise LaserkitError(
+                f"unknown --selection {self.selection!r}: use {', '.join(SELECTIONS)}"
+            )
         if self.selection != "laserkit" and self.strategy not in ("grid", "tpe"):
             raise LaserkitError("--selection reference applies to search (grid or tpe) only")
         if self.trials is not None and self.trials < 1 or self.batch < 1:
             raise LaserkitError("--trials and --batch must be at least 1")
         if self.strategy in ("grid", "tpe", "compose") and not (
-                self.lnames and self.layers and self.rhos):
-            raise LaserkitError(f"{self.strategy} needs τ (--lname), layers (--lnum) and ρ "
-                                "(--rho) to search over")
+            self.lnames and self.layers and self.rhos
+        ):
+            raise LaserkitError(
+                f"{self.strategy} needs τ (--lname), layers (--lnum) and ρ (--rho) to search over"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "objective": self.objective.to_json()}
@@ -180,14 +227,18 @@ class RunConfig:
 
             t = get_task(obj.task, obj.data)
             if t.kind == "generate" and t.match != "regex":
-                why.append(f"its task {obj.task} scored generation log-loss as the sum over the "
-                           "answer's tokens (now the per-token mean, the reference's)")
+                why.append(
+                    f"its task {obj.task} scored generation log-loss as the sum over the "
+                    "answer's tokens (now the per-token mean, the reference's)"
+                )
         if self.intervention.get("kind") in ("rank-reduction", "vendi-score"):
             bad = [r for r in self.rhos if rank_rules_differ(r)]
             if bad:
-                why.append(f"its ρ {bad[0]!r} keeps another rank under the reference's "
-                           "k = int(min(m,n)·ρ) than under the old ⌊min(m,n)·ρ + 1e-9⌋ on some "
-                           "matrix widths")
+                why.append(
+                    f"its ρ {bad[0]!r} keeps another rank under the reference's "
+                    "k = int(min(m,n)·ρ) than under the old ⌊min(m,n)·ρ + 1e-9⌋ on some "
+                    "matrix widths"
+                )
         return why
 
     def identity(self) -> dict[str, Any]:
@@ -209,15 +260,17 @@ def check_counts(**values: int | None) -> None:
     """Refuse a count option (--limit, --batch-size) below 1 before anything is created."""
     for name, v in values.items():
         if v is not None and v < 1:
-            raise LaserkitError(f"--{name.replace('_', '-')} {v}: give a whole number of at "
-                                "least 1")
+            raise LaserkitError(
+                f"--{name.replace('_', '-')} {v}: give a whole number of at least 1"
+            )
 
 
 def cache_bytes(gb: float) -> int:
     """--cache-gb as bytes: a finite number of gigabytes, 0 or more."""
     if not math.isfinite(gb) or gb < 0:
-        raise LaserkitError(f"--cache-gb {gb}: give a finite number of gigabytes, 0 or more "
-                            "(e.g. 1 or 0.5)")
+        raise LaserkitError(
+            f"--cache-gb {gb}: give a finite number of gigabytes, 0 or more (e.g. 1 or 0.5)"
+        )
     return int(gb * (1 << 30))
 
 
@@ -248,8 +301,10 @@ def check_rhos(rhos: list[float], text: str | None) -> list[float]:
     first trial only)."""
     bad = [r for r in rhos if not 0.0 <= r <= 1.0]  # NaN fails both comparisons
     if bad:
-        raise LaserkitError(f"--rho {text if text is not None else bad[0]}: {bad[0]} is not a "
-                            "fraction of the rank kept; give numbers in [0, 1], e.g. 0.1,0.01")
+        raise LaserkitError(
+            f"--rho {text if text is not None else bad[0]}: {bad[0]} is not a "
+            "fraction of the rank kept; give numbers in [0, 1], e.g. 0.1,0.01"
+        )
     return rhos
 
 

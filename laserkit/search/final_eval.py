@@ -17,8 +17,10 @@ def parse_final_eval(spec: str) -> list[str]:
     out, harness = [], False
     for name in (n.strip() for n in spec.split(",")):
         if not name:
-            raise LaserkitError(f"--final-eval {spec!r}: an empty task name; give tasks "
-                                "separated by commas, e.g. lm-eval:arc_easy,hellaswag")
+            raise LaserkitError(
+                f"--final-eval {spec!r}: an empty task name; give tasks "
+                "separated by commas, e.g. lm-eval:arc_easy,hellaswag"
+            )
         if name.startswith("lm-eval:"):
             harness = True
             out.append(name)
@@ -33,8 +35,10 @@ def check_final_eval(spec: str | None, include_path: str | None) -> list:
         return []
     from ..tasks import get_task  # noqa: PLC0415
 
-    return [get_task(name, include_path if name.startswith("lm-eval:") else None)
-            for name in parse_final_eval(spec)]
+    return [
+        get_task(name, include_path if name.startswith("lm-eval:") else None)
+        for name in parse_final_eval(spec)
+    ]
 
 
 def final_eval(tasks: list, loaded, edits: list[dict], batch_size: int | None = None) -> dict:
@@ -54,13 +58,17 @@ def final_eval(tasks: list, loaded, edits: list[dict], batch_size: int | None = 
             chosen = evaluate(loaded.model, loaded.tokenizer, task, batch_size=batch_size)
         finally:
             editor.restore()
-        row = {"metric": task.metric, "higher_is_better": task.higher_is_better,
-               "n": base.summary["n"], "base": base.summary["score"],
-               "chosen": chosen.summary["score"], "base_ci95": base.summary.get("ci95"),
-               "chosen_ci95": chosen.summary.get("ci95")}
+        row = {
+            "metric": task.metric,
+            "higher_is_better": task.higher_is_better,
+            "n": base.summary["n"],
+            "base": base.summary["score"],
+            "chosen": chosen.summary["score"],
+            "base_ci95": base.summary.get("ci95"),
+            "chosen_ci95": chosen.summary.get("ci95"),
+        }
         try:
-            cmp = stats.compare(base.records, chosen.records, task.metric,
-                                task.higher_is_better)
+            cmp = stats.compare(base.records, chosen.records, task.metric, task.higher_is_better)
             row.update({k: cmp[k] for k in ("diff", "ci95", "p_value", "verdict") if k in cmp})
         except (ValueError, KeyError, TypeError) as e:
             row["paired"] = f"unavailable: {e}"  # corpus metrics have no per-example value
@@ -72,15 +80,20 @@ def markdown(final: dict) -> list[str]:
     """The report's "Other tasks" table."""
     if not final:
         return []
-    lines = ["## Other tasks (--final-eval, every example)", "",
-             "| task | metric | n | base [95% CI] | chosen [95% CI] | chosen − base [95% CI] |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "## Other tasks (--final-eval, every example)",
+        "",
+        "| task | metric | n | base [95% CI] | chosen [95% CI] | chosen − base [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
 
     def ci(v, iv) -> str:
         return f"{v:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv else "")
 
     for name, r in final.items():
         diff = ci(r["diff"], r.get("ci95")) if "diff" in r else r.get("paired", "")
-        lines.append(f"| {name} | {r['metric']} | {r['n']} | {ci(r['base'], r['base_ci95'])} "
-                     f"| {ci(r['chosen'], r['chosen_ci95'])} | {diff} |")
+        lines.append(
+            f"| {name} | {r['metric']} | {r['n']} | {ci(r['base'], r['base_ci95'])} "
+            f"| {ci(r['chosen'], r['chosen_ci95'])} | {diff} |"
+        )
     return [*lines, ""]

@@ -15,15 +15,22 @@ from .strategy import register
 from .trial import Result
 
 
-def candidate_edits(candidates: list[tuple[str, int, str]],
-                    iv: Intervention | None = None) -> list[dict]:
+def candidate_edits(
+    candidates: list[tuple[str, int, str]], iv: Intervention | None = None
+) -> list[dict]:
     """Edits from laserkit.spectral.scan.lowest_snr's (module, layer, lname) list, in its order."""
     iv = iv or Intervention(kind="mp-threshold")
     return [trial.edit(lname, layer, iv) for _module, layer, lname in candidates]
 
 
-def scan_candidates(model_path: str | Path, scan_dir: Path, k: int, types: str,
-                    device: str = "auto", iv: Intervention | None = None) -> list[dict]:
+def scan_candidates(
+    model_path: str | Path,
+    scan_dir: Path,
+    k: int,
+    types: str,
+    device: str = "auto",
+    iv: Intervention | None = None,
+) -> list[dict]:
     """laserRMT's candidate list: scan the model, the k matrices of lowest SNR, in order (each
     an edit with ``iv``, default mp-threshold with laserRMT's estimator)."""
     from ..spectral.scan import lowest_snr, scan  # noqa: PLC0415
@@ -36,8 +43,13 @@ def greedy_config(model: str, objective: dict, candidates: list[dict], **kw) -> 
     """A greedy run's config (library and tests; the CLI builds it from its options)."""
     from .config import ObjectiveConfig  # noqa: PLC0415
 
-    return RunConfig(strategy="greedy", model=model, objective=ObjectiveConfig.from_json(objective),
-                     candidates=candidates, **kw)
+    return RunConfig(
+        strategy="greedy",
+        model=model,
+        objective=ObjectiveConfig.from_json(objective),
+        candidates=candidates,
+        **kw,
+    )
 
 
 @register("greedy")
@@ -47,8 +59,9 @@ class Greedy(Sequential):
 
     command = "greedy"
 
-    def __init__(self, cfg: RunConfig, higher_is_better: bool = True,
-                 split: str = "validation") -> None:
+    def __init__(
+        self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
+    ) -> None:
         super().__init__(higher_is_better, split)
         self.cands = cfg.candidates
 

@@ -22,8 +22,9 @@ DEFAULT_LNAMES = ("fc_in", "fc_out")
 DEFAULT_RHOS = (0.9, 0.8, 0.6, 0.2, 0.1, 0.05, 0.01)
 
 
-def grid_edits(lnames: list[str], layers: list[int], rhos: list[float],
-               iv: Intervention) -> list[list[dict]]:
+def grid_edits(
+    lnames: list[str], layers: list[int], rhos: list[float], iv: Intervention
+) -> list[list[dict]]:
     """Every (τ, ℓ, ρ), grouped by layer (last layer first) so that one layer's trials run
     back to back and reuse its cached prefix; within a layer by τ, then ρ from large to small."""
     out = []
@@ -60,8 +61,9 @@ def reference_order(r: Result) -> tuple:
     return (-int(e["layer"]), str(e["lname"]), float(e["intervention"].get("rho") or 0.0))
 
 
-def pick_reference(results: list[Result], higher_is_better: bool,
-                   lnames: list[str] | None = None) -> Result:
+def pick_reference(
+    results: list[Result], higher_is_better: bool, lnames: list[str] | None = None
+) -> Result:
     """The reference's choice among interventions (the base model never competes): the highest
     validation accuracy, then the lower validation log-loss, then the reference's loop order."""
     order = {n: i for i, n in enumerate(lnames or [])}
@@ -77,8 +79,13 @@ def pick_reference(results: list[Result], higher_is_better: bool,
     return min(edited, key=key)
 
 
-def choose(base: Result, results: list[Result], higher_is_better: bool, selection: str,
-           lnames: list[str] | None = None) -> Result:
+def choose(
+    base: Result,
+    results: list[Result],
+    higher_is_better: bool,
+    selection: str,
+    lnames: list[str] | None = None,
+) -> Result:
     """The run's result by its selection rule (config.SELECTIONS): laserkit's (base included,
     winning ties) or the reference's (base excluded)."""
     if selection == "reference":
@@ -95,8 +102,13 @@ def space_edits(cfg: RunConfig) -> list[list[dict]]:
 class GridPlan:
     """Which trials a grid search needs next, given the completed ones."""
 
-    def __init__(self, cfg: RunConfig | list[list[dict]], higher_is_better: bool = True,
-                 split: str = "validation", halving: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig | list[list[dict]],
+        higher_is_better: bool = True,
+        split: str = "validation",
+        halving: int | None = None,
+    ) -> None:
         self.selection, self.lnames = "laserkit", None
         if isinstance(cfg, RunConfig):
             halving = cfg.halving
@@ -113,8 +125,10 @@ class GridPlan:
         return [e for es in self.edits for e in es]
 
     def _validation(self, fraction: float, which: list[int]) -> list[dict]:
-        return [trial.make("validation", "validation", self.edits[i], order=i, fraction=fraction)
-                for i in which]
+        return [
+            trial.make("validation", "validation", self.edits[i], order=i, fraction=fraction)
+            for i in which
+        ]
 
     def base(self, split: str) -> dict:
         return trial.make(split, split, [], order=-1)
@@ -129,8 +143,10 @@ class GridPlan:
         first = self._first()[1:]
         if not self.halving:
             return first
-        ranked = sorted(first, key=lambda s: selection_key(
-            done[s["key"]].summary, self.higher_is_better, s["order"]))
+        ranked = sorted(
+            first,
+            key=lambda s: selection_key(done[s["key"]].summary, self.higher_is_better, s["order"]),
+        )
         keep = sorted(s["order"] for s in ranked[: math.ceil(len(ranked) / self.halving)])
         return self._validation(1.0, keep)
 
@@ -158,8 +174,13 @@ class GridPlan:
         """The chosen trial among the final validation trials (possibly the base model, unless
         the selection is the reference's)."""
         base = done[self.base("validation")["key"]]
-        return choose(base, [done[s["key"]] for s in self._final(done)], self.higher_is_better,
-                      self.selection, self.lnames)
+        return choose(
+            base,
+            [done[s["key"]] for s in self._final(done)],
+            self.higher_is_better,
+            self.selection,
+            self.lnames,
+        )
 
     def next_specs(self, done: dict[str, Result]) -> list[dict] | None:
         """The specs to enqueue now (the first unfinished phase), or None when the run is done."""
@@ -196,11 +217,25 @@ class GridPlan:
 def trial_row(r: Result, fraction: float = 1.0) -> dict:
     """One row of a search's trial table: (τ, ℓ, ρ) and the validation metrics."""
     e = r.spec["edits"][0]
-    return {"lname": e["lname"], "layer": e["layer"], "rho": e["intervention"].get("rho"),
-            "fraction": fraction, **_metrics(r.summary), "key": r.key}
+    return {
+        "lname": e["lname"],
+        "layer": e["layer"],
+        "rho": e["intervention"].get("rho"),
+        "fraction": fraction,
+        **_metrics(r.summary),
+        "key": r.key,
+    }
 
 
 def _metrics(summary: dict) -> dict:
-    keys = ("score", "accuracy", "log_loss", "n", "metric", "higher_is_better", "ci95",
-            "log_loss_ci95")
+    keys = (
+        "score",
+        "accuracy",
+        "log_loss",
+        "n",
+        "metric",
+        "higher_is_better",
+        "ci95",
+        "log_loss_ci95",
+    )
     return {k: summary.get(k) for k in keys if k in summary}

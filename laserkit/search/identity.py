@@ -21,16 +21,45 @@ from typing import Any
 from ..core.errors import LaserkitError
 
 # identity field → how the user sets it (named in refusals instead of "objective")
-OPTION = {"strategy": "--strategy", "model": "MODEL", "intervention": "the intervention options",
-          "lnames": "--lname", "layers": "--lnum", "rhos": "--rho", "candidates": "--candidates",
-          "halving": "--halving", "trials": "--trials", "batch": "--batch", "seed": "--seed",
-          "dtype": "--dtype", "objective.task": "--task", "objective.data": "--data",
-          "objective.limit": "--limit", "objective.batch_size": "--batch-size",
-          "objective.seed": "--shuffle", "objective.max_new_tokens": "--max-new-tokens",
-          "objective.type": "the objective", "objective.sequences": "the objective's sequences",
-          "objective.metric": "the objective's metric", "selection": "--selection"}
-SPACE = ("strategy", "model", "intervention", "lnames", "layers", "rhos", "candidates",
-         "halving", "trials", "batch", "seed", "dtype", "selection")
+OPTION = {
+    "strategy": "--strategy",
+    "model": "MODEL",
+    "intervention": "the intervention options",
+    "lnames": "--lname",
+    "layers": "--lnum",
+    "rhos": "--rho",
+    "candidates": "--candidates",
+    "halving": "--halving",
+    "trials": "--trials",
+    "batch": "--batch",
+    "seed": "--seed",
+    "dtype": "--dtype",
+    "objective.task": "--task",
+    "objective.data": "--data",
+    "objective.limit": "--limit",
+    "objective.batch_size": "--batch-size",
+    "objective.seed": "--shuffle",
+    "objective.max_new_tokens": "--max-new-tokens",
+    "objective.type": "the objective",
+    "objective.sequences": "the objective's sequences",
+    "objective.metric": "the objective's metric",
+    "selection": "--selection",
+}
+SPACE = (
+    "strategy",
+    "model",
+    "intervention",
+    "lnames",
+    "layers",
+    "rhos",
+    "candidates",
+    "halving",
+    "trials",
+    "batch",
+    "seed",
+    "dtype",
+    "selection",
+)
 
 
 @dataclass(frozen=True)
@@ -64,11 +93,14 @@ class RunIdentity:
         """The identity of a RunConfig (with the fingerprints of a loaded model, if any)."""
         d = cfg.to_json()
         d["layers"], d["rhos"] = sorted(d["layers"]), sorted(d["rhos"])
-        return cls({k: d[k] for k in SPACE}, dict(d["objective"]),
-                   fingerprints or Fingerprints())
+        return cls({k: d[k] for k in SPACE}, dict(d["objective"]), fingerprints or Fingerprints())
 
-    def differences(self, other: RunIdentity, fields: tuple[str, ...] | None = None,
-                    with_fingerprints: bool = True) -> list[str]:
+    def differences(
+        self,
+        other: RunIdentity,
+        fields: tuple[str, ...] | None = None,
+        with_fingerprints: bool = True,
+    ) -> list[str]:
         """The names of what differs (``objective.limit``, ``weights``...), in a fixed order;
         ``fields`` limits the configuration fields compared. A fingerprint unknown on either
         side is not compared."""
@@ -91,31 +123,41 @@ class RunIdentity:
         parts = []
         for k in names:
             if k == "weights":
-                parts.append(f"the model's weights (fingerprint {self.fingerprints.weights} "
-                             f"in the run, {other.fingerprints.weights} here)")
+                parts.append(
+                    f"the model's weights (fingerprint {self.fingerprints.weights} "
+                    f"in the run, {other.fingerprints.weights} here)"
+                )
             elif k == "data":
-                parts.append(f"the examples scored (data fingerprint {self.fingerprints.data} "
-                             f"in the run, {other.fingerprints.data} here: the task's data "
-                             "changed)")
+                parts.append(
+                    f"the examples scored (data fingerprint {self.fingerprints.data} "
+                    f"in the run, {other.fingerprints.data} here: the task's data "
+                    "changed)"
+                )
             else:
                 label = k.removeprefix("objective.") if k.startswith("objective.") else k
-                parts.append(f"{label} ({OPTION.get(k, k)}: {_short(mine.get(k))} in the run, "
-                             f"{_short(theirs.get(k))} here)")
+                parts.append(
+                    f"{label} ({OPTION.get(k, k)}: {_short(mine.get(k))} in the run, "
+                    f"{_short(theirs.get(k))} here)"
+                )
         return "; ".join(parts)
 
 
-def check_same(stored: RunIdentity, given: RunIdentity, run: str, who: str,
-               fix: str = "repeat the original options") -> None:
+def check_same(
+    stored: RunIdentity,
+    given: RunIdentity,
+    run: str,
+    who: str,
+    fix: str = "repeat the original options",
+) -> None:
     """The one comparison: refuse, in one line naming what changed, a session whose identity
     differs from the run's."""
     diff = stored.differences(given)
     if diff:
-        raise LaserkitError(f"{who}: this command differs from run {run!r} in "
-                            f"{stored.describe(given, diff)}; {fix}")
+        raise LaserkitError(
+            f"{who}: this command differs from run {run!r} in {stored.describe(given, diff)}; {fix}"
+        )
 
 
 def _short(v: Any, limit: int = 60) -> str:
     text = json.dumps(v, default=str) if not isinstance(v, str) else v
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-

@@ -67,8 +67,13 @@ class NextTokenObjective:
 
     forward_only = True
 
-    def __init__(self, sequences: Sequence[Sequence[int]], batch_size: int = 8,
-                 metric: str = "accuracy", name: str = "next-token") -> None:
+    def __init__(
+        self,
+        sequences: Sequence[Sequence[int]],
+        batch_size: int = 8,
+        metric: str = "accuracy",
+        name: str = "next-token",
+    ) -> None:
         if metric not in ("accuracy", "perplexity"):
             raise LaserkitError(f"next-token metric must be accuracy or perplexity, not {metric}")
         if any(len(s) < 2 for s in sequences):
@@ -85,8 +90,8 @@ class NextTokenObjective:
         device = next(model.parameters()).device
         records: list[dict] = []
         for start in range(0, len(idx), self.batch_size):
-            batch = [self.sequences[i][:-1] for i in idx[start:start + self.batch_size]]
-            answers = [self.sequences[i][-1] for i in idx[start:start + self.batch_size]]
+            batch = [self.sequences[i][:-1] for i in idx[start : start + self.batch_size]]
+            answers = [self.sequences[i][-1] for i in idx[start : start + self.batch_size]]
             width = max(map(len, batch))
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             mask = torch.zeros(len(batch), width, dtype=torch.long)
@@ -97,9 +102,14 @@ class NextTokenObjective:
             last = mask.sum(1) - 1
             logp = torch.log_softmax(logits[torch.arange(len(batch)), last.to(device)].float(), -1)
             for r, ans in enumerate(answers):
-                records.append({"index": idx[start + r], "answer": ans,
-                                "predicted": int(logp[r].argmax()),
-                                "log_loss": float(-logp[r, ans])})
+                records.append(
+                    {
+                        "index": idx[start + r],
+                        "answer": ans,
+                        "predicted": int(logp[r].argmax()),
+                        "log_loss": float(-logp[r, ans]),
+                    }
+                )
         return Scored(self._summary(split, records), records)
 
     def fingerprint(self) -> str:
@@ -113,8 +123,16 @@ class NextTokenObjective:
         loss = sum(r["log_loss"] for r in records) / n if n else math.nan
         acc = sum(r["predicted"] == r["answer"] for r in records) / n if n else math.nan
         score = acc if self.metric == "accuracy" else math.exp(loss)
-        return {"task": self.name, "split": split, "n": n, "metric": self.metric, "score": score,
-                "higher_is_better": self.higher_is_better, "accuracy": acc, "log_loss": loss}
+        return {
+            "task": self.name,
+            "split": split,
+            "n": n,
+            "metric": self.metric,
+            "score": score,
+            "higher_is_better": self.higher_is_better,
+            "accuracy": acc,
+            "log_loss": loss,
+        }
 
 
 class CallableObjective:
@@ -122,8 +140,13 @@ class CallableObjective:
 
     forward_only = False
 
-    def __init__(self, fn: Callable[[nn.Module, str], float], higher_is_better: bool = True,
-                 name: str = "callable", metric: str = "score") -> None:
+    def __init__(
+        self,
+        fn: Callable[[nn.Module, str], float],
+        higher_is_better: bool = True,
+        name: str = "callable",
+        metric: str = "score",
+    ) -> None:
         self.fn = fn
         self.higher_is_better = higher_is_better
         self.name = name
@@ -131,8 +154,16 @@ class CallableObjective:
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         value = float(self.fn(model, split))
-        return Scored({"task": self.name, "split": split, "n": 1, "metric": self.metric,
-                       "score": value, "higher_is_better": self.higher_is_better})
+        return Scored(
+            {
+                "task": self.name,
+                "split": split,
+                "n": 1,
+                "metric": self.metric,
+                "score": value,
+                "higher_is_better": self.higher_is_better,
+            }
+        )
 
     def fingerprint(self) -> None:
         """A function has no examples to fingerprint."""
@@ -142,16 +173,25 @@ class CallableObjective:
 class TaskObjective:
     """A laserkit task scored by laserkit.eval.evaluate (the CLI's objective)."""
 
-    def __init__(self, task: str, tokenizer: object, data: str | None = None,
-                 limit: int | None = None, batch_size: int = 16, seed: int | None = None,
-                 max_new_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        tokenizer: object,
+        data: str | None = None,
+        limit: int | None = None,
+        batch_size: int = 16,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> None:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
         self.task = get_task(task, data=data)
         if tokenizer is None:  # refused before a run is created, not in its first trial
-            raise LaserkitError(f"task {self.task.name!r} needs the model's tokenizer and this "
-                                "model has none (no tokenizer files beside its weights): add "
-                                "them, or give a model directory or hub id that has them")
+            raise LaserkitError(
+                f"task {self.task.name!r} needs the model's tokenizer and this "
+                "model has none (no tokenizer files beside its weights): add "
+                "them, or give a model directory or hub id that has them"
+            )
         if max_new_tokens is None and self.task.kind == "semantic":
             # only runs made before the length was stored lack it: they generated 128 tokens
             max_new_tokens = LEGACY_SEMANTIC_TOKENS
@@ -164,8 +204,11 @@ class TaskObjective:
         self.name = getattr(self.task, "name", task)
         self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
         # generation and the semantic score produce new inputs each pass: no prefix cache
-        self.forward_only = getattr(self.task, "forward_only",
-                                    getattr(self.task, "kind", "") not in ("generate", "semantic"))
+        self.forward_only = getattr(
+            self.task,
+            "forward_only",
+            getattr(self.task, "kind", "") not in ("generate", "semantic"),
+        )
 
     @property
     def size(self) -> int:
@@ -186,11 +229,25 @@ class TaskObjective:
         from ..eval.evaluate import evaluate  # noqa: PLC0415
 
         if fraction < 1.0:
-            result = evaluate(model, self.tokenizer, self._head(split, fraction), split="all",
-                              batch_size=self.batch_size, progress=False)
+            result = evaluate(
+                model,
+                self.tokenizer,
+                self._head(split, fraction),
+                split="all",
+                batch_size=self.batch_size,
+                progress=False,
+            )
         else:
-            result = evaluate(model, self.tokenizer, self.task, split=split, limit=self.limit,
-                              batch_size=self.batch_size, progress=False, seed=self.seed)
+            result = evaluate(
+                model,
+                self.tokenizer,
+                self.task,
+                split=split,
+                limit=self.limit,
+                batch_size=self.batch_size,
+                progress=False,
+                seed=self.seed,
+            )
         return Scored(dict(result.summary), list(result.records))
 
     def _head(self, split: str, fraction: float) -> object:
@@ -207,10 +264,15 @@ class TaskObjective:
 def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective:
     """An Objective from a run's objective config."""
     if cfg.type == "next-token":
-        return NextTokenObjective(cfg.sequences or [], batch_size=cfg.batch_size,
-                                  metric=cfg.metric)
+        return NextTokenObjective(cfg.sequences or [], batch_size=cfg.batch_size, metric=cfg.metric)
     if cfg.type == "task":
-        return TaskObjective(cfg.task, tokenizer, data=cfg.data, limit=cfg.limit,
-                             batch_size=cfg.batch_size, seed=cfg.seed,
-                             max_new_tokens=cfg.max_new_tokens)
+        return TaskObjective(
+            cfg.task,
+            tokenizer,
+            data=cfg.data,
+            limit=cfg.limit,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            max_new_tokens=cfg.max_new_tokens,
+        )
     raise LaserkitError(f"unknown objective type {cfg.type!r} in the run config")

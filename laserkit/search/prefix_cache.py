@@ -72,8 +72,13 @@ class PrefixCache:
     spilled or not kept.
     """
 
-    def __init__(self, model: nn.Module, budget_bytes: int = 1 << 30,
-                 spill_dir: str | Path | None = None, wanted: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        budget_bytes: int = 1 << 30,
+        spill_dir: str | Path | None = None,
+        wanted: set[int] | None = None,
+    ) -> None:
         self.model = model
         self.blocks = find_blocks(model)[1]
         self.budget_bytes = budget_bytes
@@ -120,8 +125,9 @@ class PrefixCache:
             self.model.register_forward_hook(self._top_post, always_call=True),
         ]
         for j in sorted(record):
-            hooks.append(self.blocks[j].register_forward_pre_hook(self._block_pre(j),
-                                                                  with_kwargs=True))
+            hooks.append(
+                self.blocks[j].register_forward_pre_hook(self._block_pre(j), with_kwargs=True)
+            )
             hooks.append(self.blocks[j].register_forward_hook(self._block_post))
         try:
             yield self
@@ -181,8 +187,9 @@ class PrefixCache:
         """Drop whole layers other than the current one until ``size`` more bytes fit."""
         cur = self.layer if self.layer is not None else len(self.blocks)
         held = {k[0] for k in self._memory} - {self.layer}
-        order = sorted((x for x in held if x > cur), reverse=True) + \
-            sorted(x for x in held if x < cur)
+        order = sorted((x for x in held if x > cur), reverse=True) + sorted(
+            x for x in held if x < cur
+        )
         for layer in order:
             if self._bytes + size <= self.budget_bytes:
                 return

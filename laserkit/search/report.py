@@ -24,22 +24,32 @@ def _fmt(v: object, digits: int = 4) -> str:
 
 
 def headline_rows(result: dict) -> list[tuple[str, dict, dict]]:
-    return [("base", result["base"]["validation"], result["base"]["test"]),
-            (result["chosen"]["label"], result["best"]["validation"], result["best"]["test"])]
+    return [
+        ("base", result["base"]["validation"], result["base"]["test"]),
+        (result["chosen"]["label"], result["best"]["validation"], result["best"]["test"]),
+    ]
 
 
 def _headline_md(result: dict) -> list[str]:
     metric = result["base"]["test"].get("metric", "score")
     if same_text(result):  # one score per model: the text it was decided on
         lines = [f"| model | {metric} (same text) | log-loss | n |", "| --- | --- | --- | --- |"]
-        return lines + [f"| {name} | {_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
-                        f"{test.get('n')} |" for name, _, test in headline_rows(result)]
-    lines = [f"| model | validation {metric} | validation log-loss | test {metric} | "
-             "test log-loss | test n |", "| --- | --- | --- | --- | --- | --- |"]
+        return lines + [
+            f"| {name} | {_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
+            f"{test.get('n')} |"
+            for name, _, test in headline_rows(result)
+        ]
+    lines = [
+        f"| model | validation {metric} | validation log-loss | test {metric} | "
+        "test log-loss | test n |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, val, test in headline_rows(result):
-        lines.append(f"| {name} | {_fmt(val.get('score'))} | {_fmt(val.get('log_loss'))} | "
-                     f"{_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
-                     f"{test.get('n')} |")
+        lines.append(
+            f"| {name} | {_fmt(val.get('score'))} | {_fmt(val.get('log_loss'))} | "
+            f"{_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
+            f"{test.get('n')} |"
+        )
     return lines
 
 
@@ -82,8 +92,10 @@ def heatmaps(result: dict, out: Path) -> list[Path]:
         ax.set_ylabel("ρ (fraction of rank kept)")
         ax.set_title(f"{lname}: validation {key} change vs base ({base:.3f})", fontsize=10)
         if len(layers) * len(rhos) <= 120:  # small grids: print the numbers too
-            for (i, j), v in ((ij, grid[ij[0]][ij[1]]) for ij in
-                              ((i, j) for i in range(len(rhos)) for j in range(len(layers)))):
+            for (i, j), v in (
+                (ij, grid[ij[0]][ij[1]])
+                for ij in ((i, j) for i in range(len(rhos)) for j in range(len(layers)))
+            ):
                 if not math.isnan(v):
                     ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
         fig.colorbar(im, ax=ax)
@@ -97,8 +109,13 @@ def interval(row: dict, metric: str) -> tuple[float, float] | None:
     its score, log_loss_ci95), else Wilson's from accuracy and n (runs stored before)."""
     from ..eval.intervals import wilson  # noqa: PLC0415
 
-    own = row.get("log_loss_ci95") if metric == "log_loss" else \
-        row.get("ci95") if metric in ("score", row.get("metric")) else None
+    own = (
+        row.get("log_loss_ci95")
+        if metric == "log_loss"
+        else row.get("ci95")
+        if metric in ("score", row.get("metric"))
+        else None
+    )
     if own and all(v is not None and not math.isnan(v) for v in own):
         return own[0], own[1]
     if metric == "accuracy" and row.get("accuracy") is not None and row.get("n"):
@@ -111,8 +128,14 @@ def _band(ax, xs: list, rows: list[dict], metric: str, **style) -> None:
     ivs = [interval(r, metric) for r in rows]
     pts = [(x, iv) for x, iv in zip(xs, ivs, strict=True) if iv is not None]
     if pts:
-        ax.fill_between([x for x, _ in pts], [iv[0] for _, iv in pts], [iv[1] for _, iv in pts],
-                        alpha=0.18, linewidth=0, **style)
+        ax.fill_between(
+            [x for x, _ in pts],
+            [iv[0] for _, iv in pts],
+            [iv[1] for _, iv in pts],
+            alpha=0.18,
+            linewidth=0,
+            **style,
+        )
 
 
 def _base_band(ax, base: dict, metric: str) -> None:
@@ -134,9 +157,14 @@ def versus_rho(result: dict, out: Path) -> Path | None:
         best = min if m == "log_loss" or not rows[0].get("higher_is_better", True) else max
         for lname in sorted({r["lname"] for r in rows}):
             rhos = sorted({r["rho"] for r in rows if r["lname"] == lname})
-            picked = [best((r for r in rows if r["lname"] == lname and r["rho"] == x),
-                           key=lambda r, m=m: r[m]) for x in rhos]
-            line, = ax.plot(rhos, [r[m] for r in picked], marker="o", label=lname)
+            picked = [
+                best(
+                    (r for r in rows if r["lname"] == lname and r["rho"] == x),
+                    key=lambda r, m=m: r[m],
+                )
+                for x in rhos
+            ]
+            (line,) = ax.plot(rhos, [r[m] for r in picked], marker="o", label=lname)
             _band(ax, rhos, picked, m, color=line.get_color())
         base = result["base"]["validation"]
         if base.get(m) is not None:
@@ -165,10 +193,20 @@ def progress_plot(result: dict, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     xs = range(1, len(ys) + 1)
     ivs = [interval(r, key) for r in rows]
-    err = [[y - iv[0] if iv else 0 for y, iv in zip(ys, ivs, strict=True)],
-           [iv[1] - y if iv else 0 for y, iv in zip(ys, ivs, strict=True)]]
-    ax.errorbar(xs, ys, yerr=err, fmt="o", ms=3, color="tab:blue", elinewidth=0.6,
-                label="trial (95% interval)")
+    err = [
+        [y - iv[0] if iv else 0 for y, iv in zip(ys, ivs, strict=True)],
+        [iv[1] - y if iv else 0 for y, iv in zip(ys, ivs, strict=True)],
+    ]
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=err,
+        fmt="o",
+        ms=3,
+        color="tab:blue",
+        elinewidth=0.6,
+        label="trial (95% interval)",
+    )
     ax.step(xs, best, where="post", color="tab:green", label="best so far")
     base = result["base"]["validation"].get(key)
     if base is not None:
@@ -191,23 +229,41 @@ def steps_plot(result: dict, out: Path) -> Path | None:
     xs = list(range(len(steps) + 1))
     ys = [result["base"]["validation"].get("score")] + [s["best_score"] for s in steps]
     ax.step(xs, ys, where="post", color="tab:blue", label="score of the kept model")
-    kept_rows = [result["base"]["validation"]] + [{**s, "ci95": s.get("best_ci95")}
-                                                  for s in steps]
+    kept_rows = [result["base"]["validation"]] + [{**s, "ci95": s.get("best_ci95")} for s in steps]
     ivs = [interval(r, "score") for r in kept_rows]
     if any(ivs):
-        ax.fill_between(xs, [iv[0] if iv else y for iv, y in zip(ivs, ys, strict=True)],
-                        [iv[1] if iv else y for iv, y in zip(ivs, ys, strict=True)],
-                        step="post", color="tab:blue", alpha=0.15, linewidth=0,
-                        label="its 95% interval")
-    for kept, style in ((True, {"color": "tab:green", "label": "kept", "fmt": "o"}),
-                        (False, {"color": "tab:red", "fmt": "x", "label": "dropped"})):
-        pts = [(i + 1, s["score"], interval(s, "score")) for i, s in enumerate(steps)
-               if s["kept"] == kept]
+        ax.fill_between(
+            xs,
+            [iv[0] if iv else y for iv, y in zip(ivs, ys, strict=True)],
+            [iv[1] if iv else y for iv, y in zip(ivs, ys, strict=True)],
+            step="post",
+            color="tab:blue",
+            alpha=0.15,
+            linewidth=0,
+            label="its 95% interval",
+        )
+    for kept, style in (
+        (True, {"color": "tab:green", "label": "kept", "fmt": "o"}),
+        (False, {"color": "tab:red", "fmt": "x", "label": "dropped"}),
+    ):
+        pts = [
+            (i + 1, s["score"], interval(s, "score"))
+            for i, s in enumerate(steps)
+            if s["kept"] == kept
+        ]
         if pts:
-            err = [[y - iv[0] if iv else 0 for _, y, iv in pts],
-                   [iv[1] - y if iv else 0 for _, y, iv in pts]]
-            ax.errorbar([x for x, _, _ in pts], [y for _, y, _ in pts], yerr=err,
-                        elinewidth=0.6, zorder=3, **style)
+            err = [
+                [y - iv[0] if iv else 0 for _, y, iv in pts],
+                [iv[1] - y if iv else 0 for _, y, iv in pts],
+            ]
+            ax.errorbar(
+                [x for x, _, _ in pts],
+                [y for _, y, _ in pts],
+                yerr=err,
+                elinewidth=0.6,
+                zorder=3,
+                **style,
+            )
     ax.set_xlabel("step")
     where = "" if same_text(result) else "validation "
     ax.set_ylabel(f"{where}{result['base']['validation'].get('metric', 'score')}")
@@ -222,11 +278,19 @@ def write_report(result: dict, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     task = result.get("objective", {}).get("task", result.get("objective", {}).get("type"))
     how = result.get("strategy", result["command"])
-    lines = [f"# laserkit {result['command']} ({how}): {result['model']} on {task}", "",
-             f"Chosen: **{result['chosen']['label']}** "
-             + (f"({SAME_TEXT})." if same_text(result)
-                else "(selected on validation, reported on test)."),
-             "", *_headline_md(result), ""]
+    lines = [
+        f"# laserkit {result['command']} ({how}): {result['model']} on {task}",
+        "",
+        f"Chosen: **{result['chosen']['label']}** "
+        + (
+            f"({SAME_TEXT})."
+            if same_text(result)
+            else "(selected on validation, reported on test)."
+        ),
+        "",
+        *_headline_md(result),
+        "",
+    ]
     from .significance import lines as significance_lines  # noqa: PLC0415
 
     sig = significance_lines(result)
@@ -241,18 +305,28 @@ def write_report(result: dict, out: str | Path) -> Path:
         figures.append(versus_rho(result, out))
         if result.get("strategy") == "tpe":
             figures.append(progress_plot(result, out))
-        rows = sorted(_full_rows(result), key=lambda r: (-(r.get("accuracy") or 0),
-                                                         r.get("log_loss") or 0))[:10]
-        lines += ["## Best validation trials", "", "| τ | ℓ | ρ | accuracy | log-loss | score |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['lname']} | {r['layer']} | {_fmt(r['rho'], 3)} | "
-                  f"{_fmt(r.get('accuracy'))} | {_fmt(r.get('log_loss'))} | "
-                  f"{_fmt(r.get('score'))} |" for r in rows]
+        rows = sorted(
+            _full_rows(result), key=lambda r: (-(r.get("accuracy") or 0), r.get("log_loss") or 0)
+        )[:10]
+        lines += [
+            "## Best validation trials",
+            "",
+            "| τ | ℓ | ρ | accuracy | log-loss | score |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['lname']} | {r['layer']} | {_fmt(r['rho'], 3)} | "
+            f"{_fmt(r.get('accuracy'))} | {_fmt(r.get('log_loss'))} | "
+            f"{_fmt(r.get('score'))} |"
+            for r in rows
+        ]
     else:
         figures.append(steps_plot(result, out))
         lines += ["## Steps", "", "| step | edit | score | kept |", "| --- | --- | --- | --- |"]
-        lines += [f"| {s['step']} | {s['edit']} | {_fmt(s['score'])} | "
-                  f"{'yes' if s['kept'] else 'no'} |" for s in result.get("steps", [])]
+        lines += [
+            f"| {s['step']} | {s['edit']} | {_fmt(s['score'])} | {'yes' if s['kept'] else 'no'} |"
+            for s in result.get("steps", [])
+        ]
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
     path = out / "report.md"

@@ -37,8 +37,9 @@ from .strategy import Strategy, make_strategy
 from .trial import Result, objective_value
 
 
-def load_model(cfg: RunConfig, device: str,
-               trust_remote_code: bool = False) -> tuple[nn.Module, object | None]:
+def load_model(
+    cfg: RunConfig, device: str, trust_remote_code: bool = False
+) -> tuple[nn.Module, object | None]:
     """The run's model on ``device``; objectives that need no tokenizer load the model alone.
     ``trust_remote_code`` is this process's own permission, never read from the database."""
     if cfg.objective.type == "next-token":
@@ -49,8 +50,9 @@ def load_model(cfg: RunConfig, device: str,
         src = ModelSource.parse(cfg.model)
         if src.kind == "dir":
             refuse_remote_code(src.path, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32,
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.model, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
         return model.to("cpu" if device == "auto" else device).eval(), None
     from ..io.load import load  # noqa: PLC0415
 
@@ -71,22 +73,30 @@ class Context:
     once for all ρ (FactorCache), the prefix of each layer once for all trials at that layer
     (PrefixCache)."""
 
-    def __init__(self, cfg: RunConfig, model: nn.Module, tokenizer: object | None = None,
-                 objective: Objective | None = None, prefix_cache: bool | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: nn.Module,
+        tokenizer: object | None = None,
+        objective: Objective | None = None,
+        prefix_cache: bool | None = None,
+    ) -> None:
         self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
         self.layout = model_layout(model)
         self.factors = FactorCache()
         self.objective = objective or build_objective(cfg.objective, tokenizer)
-        self.strategy: Strategy = make_strategy(cfg, self.objective.higher_is_better,
-                                                decision_split(self.objective))
+        self.strategy: Strategy = make_strategy(
+            cfg, self.objective.higher_is_better, decision_split(self.objective)
+        )
         self.factors.rho_hint = largest_rho(self.strategy.all_edits())
         use = cfg.prefix_cache if prefix_cache is None else prefix_cache
         self.prefix = None
         if use and self.objective.forward_only:
-            self.prefix = PrefixCache(model, budget_bytes=cfg.cache_bytes,
-                                      wanted=self.strategy.layers())
+            self.prefix = PrefixCache(
+                model, budget_bytes=cfg.cache_bytes, wanted=self.strategy.layers()
+            )
         self._fingerprints: Fingerprints | None = None
 
     def fingerprints(self) -> Fingerprints:
@@ -127,18 +137,24 @@ class Context:
         return objective_value(scored.summary, self.objective.higher_is_better)
 
 
-def work(store: TrialStore, ctx: Context,
-         on_trial: Callable[[dict, Scored], None] | None = None, poll_s: float = 1.0,
-         who: str = "this worker") -> int:
+def work(
+    store: TrialStore,
+    ctx: Context,
+    on_trial: Callable[[dict, Scored], None] | None = None,
+    poll_s: float = 1.0,
+    who: str = "this worker",
+) -> int:
     """Run trials until the strategy says the run is done, then store its result; returns how
     many trials this worker ran. A worker whose model or data differ from the run's, or a run
     whose numbers would change under the current definitions, is refused before it takes a
     trial."""
     why = store.config.legacy_conflicts()
     if why and ctx.strategy.next_specs(store.results()) is not None:
-        raise LaserkitError(f"run {store.run!r} was made under laserkit's older definitions and "
-                            f"{why[0]}; a trial scored now would mix two definitions in one run "
-                            "(its results stay readable): start a new run")
+        raise LaserkitError(
+            f"run {store.run!r} was made under laserkit's older definitions and "
+            f"{why[0]}; a trial scored now would mix two definitions in one run "
+            "(its results stay readable): start a new run"
+        )
     store.check_fingerprints(ctx.fingerprints(), who)
     ran = 0
     while True:
@@ -179,11 +195,18 @@ def finalize(store: TrialStore, strategy: Strategy | None = None) -> dict:
     if strategy is None:
         strategy = make_strategy(cfg, higher_is_better(done), decided_split(done))
     if strategy.next_specs(done) is not None:
-        raise LaserkitError(f"run {store.run!r} is not finished: start a worker "
-                            f"(laserkit worker URL --run {store.run}) or --resume it")
-    result = {"command": cfg.command, "strategy": cfg.strategy, "run": store.run,
-              "model": cfg.model, "objective": cfg.objective.public(),
-              **strategy.summarize(done)}
+        raise LaserkitError(
+            f"run {store.run!r} is not finished: start a worker "
+            f"(laserkit worker URL --run {store.run}) or --resume it"
+        )
+    result = {
+        "command": cfg.command,
+        "strategy": cfg.strategy,
+        "run": store.run,
+        "model": cfg.model,
+        "objective": cfg.objective.public(),
+        **strategy.summarize(done),
+    }
     from .significance import significance  # noqa: PLC0415
 
     result["significance"] = significance(store, result, done)
@@ -200,9 +223,15 @@ def decided_split(done: dict[str, Result]) -> str:
     return "all" if any(r.spec["split"] == "all" for r in done.values()) else "validation"
 
 
-def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
-        ctx: Context | None = None, model_path: str | None = None,
-        progress: Callable[[int, int], None] | None = None) -> dict:
+def run(
+    store: TrialStore,
+    *,
+    workers: int = 1,
+    device: str = "auto",
+    ctx: Context | None = None,
+    model_path: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Run (or continue) the store's run to the end and return its result.
 
     ``workers`` > 1 starts that many worker processes on this machine; workers elsewhere can
@@ -216,8 +245,9 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
 
     if workers <= 1:
         if ctx is None:
-            ctx = Context(cfg, *load_model(_with_model(cfg, model_path), device,
-                                           cfg.trust_remote_code))
+            ctx = Context(
+                cfg, *load_model(_with_model(cfg, model_path), device, cfg.trust_remote_code)
+            )
         tick()
         work(store, ctx, on_trial=tick)
     else:
@@ -225,9 +255,16 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
         # on how many threads split it (e.g. a 117×1536 by 1536×576 product differs in the last
         # bit between 1 and 2 threads), and results must not depend on --workers
         threads = None if torch.cuda.is_available() else torch.get_num_threads()
-        procs = spawn(store.url, store.run, workers, worker_devices(workers, device), threads,
-                      model=model_path, trust_remote_code=cfg.trust_remote_code,
-                      extra_env=secret_env(store.url))
+        procs = spawn(
+            store.url,
+            store.run,
+            workers,
+            worker_devices(workers, device),
+            threads,
+            model=model_path,
+            trust_remote_code=cfg.trust_remote_code,
+            extra_env=secret_env(store.url),
+        )
         try:
             while any(p.poll() is None for p in procs):
                 tick()
@@ -241,8 +278,10 @@ def run(store: TrialStore, *, workers: int = 1, device: str = "auto",
             raise
         bad = [p.returncode for p in procs if p.returncode]
         if bad:
-            raise LaserkitError(f"{len(bad)} of {workers} workers failed (exit {bad[0]}); "
-                                "fix the cause and continue with --resume")
+            raise LaserkitError(
+                f"{len(bad)} of {workers} workers failed (exit {bad[0]}); "
+                "fix the cause and continue with --resume"
+            )
     tick()
     return store.result() or finalize(store)
 
@@ -251,9 +290,17 @@ def _with_model(cfg: RunConfig, model: str | None) -> RunConfig:
     return replace(cfg, model=model) if model else cfg
 
 
-def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | None = None,
-          model: str | None = None, extra_env: dict | None = None,
-          cwd: str | None = None, trust_remote_code: bool = False) -> list[subprocess.Popen]:
+def spawn(
+    url: str,
+    run_name: str,
+    n: int,
+    devices: list[str],
+    threads: int | None = None,
+    model: str | None = None,
+    extra_env: dict | None = None,
+    cwd: str | None = None,
+    trust_remote_code: bool = False,
+) -> list[subprocess.Popen]:
     """Start n worker processes on this machine, one per device (round robin)."""
     procs = []
     for i in range(n):
@@ -261,9 +308,17 @@ def spawn(url: str, run_name: str, n: int, devices: list[str], threads: int | No
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # workers share cores: no spin-waiting
-        cmd = [sys.executable, "-m", "laserkit", "worker", without_password(url), "--run",
-               run_name,
-               "--device", devices[i % len(devices)]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "laserkit",
+            "worker",
+            without_password(url),
+            "--run",
+            run_name,
+            "--device",
+            devices[i % len(devices)],
+        ]
         if threads:
             cmd += ["--threads", str(threads)]
         if model:
@@ -288,10 +343,15 @@ def worker_devices(n: int, device: str) -> list[str]:
     return ["cpu" if device == "auto" else device]
 
 
-def worker(url: str, run_name: str, device: str = "auto", threads: int | None = None,
-           model: str | None = None,
-           progress: Callable[[int, int], None] | None = None,
-           trust_remote_code: bool = False) -> int:
+def worker(
+    url: str,
+    run_name: str,
+    device: str = "auto",
+    threads: int | None = None,
+    model: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    trust_remote_code: bool = False,
+) -> int:
     """One worker on a run that exists in the database; returns the trials it ran.
     ``progress(done, total)`` is told after each of its trials (done counts every worker's)."""
     if threads:

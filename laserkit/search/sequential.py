@@ -15,8 +15,10 @@ from .strategy import chosen
 from .trial import Result, by_accuracy
 
 MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
-SAME_TEXT = ("decided and scored on the same text (too small to split: no held-out test), so the "
-             "final score is optimistic")
+SAME_TEXT = (
+    "decided and scored on the same text (too small to split: no held-out test), so the "
+    "final score is optimistic"
+)
 
 
 def same_text(result: dict) -> bool:
@@ -27,6 +29,7 @@ def same_text(result: dict) -> bool:
 
 def better(new: dict, old: dict, higher_is_better: bool) -> bool:
     """Strictly better by the selection rule (accuracy then log-loss, or the score)."""
+
     def key(summary: dict) -> tuple:
         return selection_key(summary, higher_is_better, 0)[:-1]
 
@@ -44,8 +47,11 @@ def keeps(new: dict, old: dict, higher_is_better: bool) -> bool:
     if better(new, old, higher_is_better):
         return True
     metric = new.get("metric")
-    return metric in KEEP_ON_TIE and not by_accuracy(new) \
+    return (
+        metric in KEEP_ON_TIE
+        and not by_accuracy(new)
         and float(new["score"]) == float(old["score"])
+    )
 
 
 def headline(summary: dict) -> float:
@@ -54,7 +60,7 @@ def headline(summary: dict) -> float:
 
 
 def decision_split(objective: object) -> str:
-    """"all" for an objective too small to split (one text, as laserRMT's perplexity on a
+    """ "all" for an objective too small to split (one text, as laserRMT's perplexity on a
     file): decide on every example and skip the test phase; otherwise "validation"."""
     size = getattr(objective, "size", None)
     return "all" if size is not None and size < MIN_SPLIT else "validation"
@@ -108,17 +114,29 @@ class Sequential:
         else:
             tests = [done[s["key"]] for s in self._tests(w)]
             base_test, final_test = tests[0], tests[-1]
-        return {"chosen": chosen(w.kept, w.final.key if w.kept else None),
-                "base": {"validation": w.base.summary, "test": base_test.summary},
-                "best": {"validation": w.final.summary, "test": final_test.summary},
-                "steps": w.steps, "decided_on": self.split,
-                "held_out_test": self.split != "all",
-                **({"note": SAME_TEXT} if self.split == "all" else {})}
+        return {
+            "chosen": chosen(w.kept, w.final.key if w.kept else None),
+            "base": {"validation": w.base.summary, "test": base_test.summary},
+            "best": {"validation": w.final.summary, "test": final_test.summary},
+            "steps": w.steps,
+            "decided_on": self.split,
+            "held_out_test": self.split != "all",
+            **({"note": SAME_TEXT} if self.split == "all" else {}),
+        }
 
 
 def step_row(i: int, edit: dict, r: Result, keep: bool, best: Result, **extra: Any) -> dict:
-    return {"step": i, "edit": trial.describe_edit(edit), "layer": edit["layer"],
-            "lname": edit.get("lname"), "score": r.summary.get("score"),
-            "accuracy": r.summary.get("accuracy"), "log_loss": r.summary.get("log_loss"),
-            "kept": keep, "best_score": best.summary.get("score"),
-            "ci95": r.summary.get("ci95"), "best_ci95": best.summary.get("ci95"), **extra}
+    return {
+        "step": i,
+        "edit": trial.describe_edit(edit),
+        "layer": edit["layer"],
+        "lname": edit.get("lname"),
+        "score": r.summary.get("score"),
+        "accuracy": r.summary.get("accuracy"),
+        "log_loss": r.summary.get("log_loss"),
+        "kept": keep,
+        "best_score": best.summary.get("score"),
+        "ci95": r.summary.get("ci95"),
+        "best_ci95": best.summary.get("ci95"),
+        **extra,
+    }

@@ -46,8 +46,10 @@ def locate(source: str | Path, run: str | None = None, storage: str | None = Non
     (then ``run`` names it)."""
     if is_url(source):
         if not run:
-            raise LaserkitError(f"say which run in {source.split('://')[0]}://... with --run "
-                                "NAME (laserkit status URL lists them)")
+            raise LaserkitError(
+                f"say which run in {source.split('://')[0]}://... with --run "
+                "NAME (laserkit status URL lists them)"
+            )
         return Where(str(source), run)
     run_dir = Path(source)
     pointer = run_dir / POINTER
@@ -55,8 +57,10 @@ def locate(source: str | Path, run: str | None = None, storage: str | None = Non
         p = json.loads(pointer.read_text())
         return Where(p["storage"], run or p["run"], run_dir)
     if storage is None and not (run_dir / "trials.db").exists():
-        raise LaserkitError(f"{run_dir} is not a laserkit run directory (no trials.db or "
-                            f"{POINTER}); give a run directory or a database URL with --run")
+        raise LaserkitError(
+            f"{run_dir} is not a laserkit run directory (no trials.db or "
+            f"{POINTER}); give a run directory or a database URL with --run"
+        )
     if storage is None and run is None and adopt_legacy(run_dir):
         return Where(default_url(run_dir), LEGACY_STUDY, run_dir)
     url = storage or default_url(run_dir)
@@ -84,19 +88,27 @@ def legacy_config(run_dir: Path) -> RunConfig | None:
     comp = old.get("compose") or {}
     edits = [e for es in grid.get("edits", []) for e in es]
     rhos = comp.get("rhos") or sorted({e["intervention"]["rho"] for e in edits}, reverse=True)
-    lnames = comp.get("lnames") or grid.get("lnames") or list(dict.fromkeys(
-        e["lname"] for e in edits))
+    lnames = (
+        comp.get("lnames") or grid.get("lnames") or list(dict.fromkeys(e["lname"] for e in edits))
+    )
     layers = comp.get("layers") or grid.get("layers") or sorted({e["layer"] for e in edits})
     return RunConfig(
-        strategy={"search": "grid"}.get(old["command"], old["command"]), model=old["model"],
+        strategy={"search": "grid"}.get(old["command"], old["command"]),
+        model=old["model"],
         objective=ObjectiveConfig.from_json(old["objective"]),
         intervention=old.get("intervention") or {"kind": "rank-reduction"},
-        lnames=lnames, layers=layers, rhos=rhos,
-        candidates=old.get("candidates") or [], halving=old.get("halving"),
-        seed=old.get("seed", 0), dtype=old.get("dtype", "auto"),
+        lnames=lnames,
+        layers=layers,
+        rhos=rhos,
+        candidates=old.get("candidates") or [],
+        halving=old.get("halving"),
+        seed=old.get("seed", 0),
+        dtype=old.get("dtype", "auto"),
         prefix_cache=old.get("prefix_cache", True),
-        cache_bytes=old.get("cache_bytes", 1 << 30), heartbeat_s=old.get("heartbeat_s", 5),
-        grace_s=old.get("grace_s", 20))
+        cache_bytes=old.get("cache_bytes", 1 << 30),
+        heartbeat_s=old.get("heartbeat_s", 5),
+        grace_s=old.get("grace_s", 20),
+    )
 
 
 def adopt_legacy(run_dir: Path) -> bool:
@@ -115,12 +127,27 @@ def adopt_legacy(run_dir: Path) -> bool:
 # interrupted before its store was written (greedy scans first) is continued; anything else is
 # someone else's directory.
 RUN_MARKERS = ("trials.db", POINTER, LEGACY_CONFIG)
-RUN_FILES = {*RUN_MARKERS, "trials.db-journal", "trials.db-wal", "trials.db-shm",
-             "trials.db.lock", "trials", "scan", "result.json", "report", "best-model"}
+RUN_FILES = {
+    *RUN_MARKERS,
+    "trials.db-journal",
+    "trials.db-wal",
+    "trials.db-shm",
+    "trials.db.lock",
+    "trials",
+    "scan",
+    "result.json",
+    "report",
+    "best-model",
+}
 
 
-def check_run_dir(run_dir: Path, resume: bool, markers: tuple[str, ...] = RUN_MARKERS,
-                  allowed: set[str] = RUN_FILES, what: str = "run") -> None:
+def check_run_dir(
+    run_dir: Path,
+    resume: bool,
+    markers: tuple[str, ...] = RUN_MARKERS,
+    allowed: set[str] = RUN_FILES,
+    what: str = "run",
+) -> None:
     """Refuse, before any work, a --run-dir that is a file, holds something else, or holds a
     ``what`` (one of ``markers`` is there) that --resume was not asked to continue; ``allowed``
     are the names such a directory may hold."""
@@ -134,14 +161,19 @@ def check_run_dir(run_dir: Path, resume: bool, markers: tuple[str, ...] = RUN_MA
         return
     if any((run_dir / m).exists() for m in markers):
         if not resume:
-            raise LaserkitError(f"{run_dir} already holds a {what}; add --resume to continue it, "
-                                "or choose another --run-dir")
+            raise LaserkitError(
+                f"{run_dir} already holds a {what}; add --resume to continue it, "
+                "or choose another --run-dir"
+            )
         return
-    other = sorted(p.name for p in run_dir.iterdir()
-                   if p.name not in allowed and not p.name.startswith("."))
+    other = sorted(
+        p.name for p in run_dir.iterdir() if p.name not in allowed and not p.name.startswith(".")
+    )
     if other:
-        raise LaserkitError(f"--run-dir {run_dir} holds other files ({', '.join(other[:3])}) and "
-                            f"no laserkit {what}; choose a new or empty directory")
+        raise LaserkitError(
+            f"--run-dir {run_dir} holds other files ({', '.join(other[:3])}) and "
+            f"no laserkit {what}; choose a new or empty directory"
+        )
 
 
 def open_run(source: str | Path, run: str | None = None) -> TrialStore:
@@ -198,14 +230,26 @@ def _reader(url: str):
     from .store import readonly_sqlite, with_secret  # noqa: PLC0415
 
     if url.startswith("sqlite"):
-        return RDBStorage(readonly_sqlite(url), engine_kwargs={"connect_args": {"uri": True}},
-                          skip_table_creation=True)
+        return RDBStorage(
+            readonly_sqlite(url),
+            engine_kwargs={"connect_args": {"uri": True}},
+            skip_table_creation=True,
+        )
     return RDBStorage(with_secret(url))
 
 
-def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str | None = None,
-          resume: bool = False, workers: int = 1, device: str = "auto", loaded=None,
-          progress: Callable[[int, int], None] | None = None) -> tuple[dict | None, TrialStore]:
+def start(
+    cfg: RunConfig,
+    *,
+    run_dir: Path,
+    storage: str | None = None,
+    run: str | None = None,
+    resume: bool = False,
+    workers: int = 1,
+    device: str = "auto",
+    loaded=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict | None, TrialStore]:
     """Create (or with ``resume`` continue) a run and work on it to the end: in this process
     with the already ``loaded`` model, or with ``workers`` processes. Writes RUN_DIR/result.json
     and returns the result with the store. ``workers=0`` only creates the run (workers started
@@ -229,12 +273,15 @@ def start(cfg: RunConfig, *, run_dir: Path, storage: str | None = None, run: str
             store.check_fingerprints(ctx.fingerprints(), "--resume" if resume else "search")
             ctx.cfg = store.config
     if storage:  # never the password (docs/search.md): it comes from the environment
-        atomic_write_text(run_dir / POINTER, json.dumps(
-            {"storage": without_password(storage), "run": name}) + "\n")
+        atomic_write_text(
+            run_dir / POINTER,
+            json.dumps({"storage": without_password(storage), "run": name}) + "\n",
+        )
     if workers <= 0:
         return None, store
-    result = runner.run(store, workers=workers, device=device,
-                        ctx=ctx if workers <= 1 else None, progress=progress)
+    result = runner.run(
+        store, workers=workers, device=device, ctx=ctx if workers <= 1 else None, progress=progress
+    )
     write_result(result, run_dir)
     return result, store
 
@@ -258,9 +305,11 @@ def result_of(store: TrialStore) -> dict:
             result = None
     if result is None:
         n = store.counts()
-        raise LaserkitError(f"run {store.run!r} is not finished ({n['done']} trials done, "
-                            f"{n['running']} running, {n['waiting']} waiting): start a worker "
-                            f"or --resume it")
+        raise LaserkitError(
+            f"run {store.run!r} is not finished ({n['done']} trials done, "
+            f"{n['running']} running, {n['waiting']} waiting): start a worker "
+            f"or --resume it"
+        )
     return result
 
 
@@ -273,8 +322,11 @@ def status(store: TrialStore) -> dict[str, Any]:
     cfg = store.config
     done = store.results()
     counts = store.counts()
-    decided = [r for r in done.values() if r.spec["split"] in ("validation", "all")
-               and r.spec.get("fraction", 1.0) >= 1.0]
+    decided = [
+        r
+        for r in done.values()
+        if r.spec["split"] in ("validation", "all") and r.spec.get("fraction", 1.0) >= 1.0
+    ]
     best: Result | None = None
     if cfg.selection == "reference":  # the base model is never the reference's choice
         decided = [r for r in decided if r.spec["edits"]]
@@ -285,13 +337,24 @@ def status(store: TrialStore) -> dict[str, Any]:
 
     plan = make_strategy(cfg, higher_is_better(done), decided_split(done))
     finished = store.result() is not None or plan.next_specs(done) is None
-    return {"run": store.run, "strategy": cfg.strategy, "model": cfg.model,
-            "task": cfg.objective.task or cfg.objective.type, **counts,
-            "total": plan.total(), "finished": finished,
-            "best": None if best is None else {
-                "label": ", ".join(_describe(e) for e in best.spec["edits"]) or "base",
-                "split": best.spec["split"], "accuracy": best.summary.get("accuracy"),
-                "score": best.summary.get("score"), "log_loss": best.summary.get("log_loss")}}
+    return {
+        "run": store.run,
+        "strategy": cfg.strategy,
+        "model": cfg.model,
+        "task": cfg.objective.task or cfg.objective.type,
+        **counts,
+        "total": plan.total(),
+        "finished": finished,
+        "best": None
+        if best is None
+        else {
+            "label": ", ".join(_describe(e) for e in best.spec["edits"]) or "base",
+            "split": best.spec["split"],
+            "accuracy": best.summary.get("accuracy"),
+            "score": best.summary.get("score"),
+            "log_loss": best.summary.get("log_loss"),
+        },
+    }
 
 
 def _describe(e: dict) -> str:
@@ -307,9 +370,17 @@ def report(store: TrialStore, out: Path) -> Path:
     return write_report(result_of(store), Path(out))
 
 
-def save_chosen(store: TrialStore, out: Path, loaded=None, force: bool = False,
-                dtype: str | None = None, device: str = "auto", model: str | None = None,
-                console=None, trust_remote_code: bool = False) -> Path:
+def save_chosen(
+    store: TrialStore,
+    out: Path,
+    loaded=None,
+    force: bool = False,
+    dtype: str | None = None,
+    device: str = "auto",
+    model: str | None = None,
+    console=None,
+    trust_remote_code: bool = False,
+) -> Path:
     """Rebuild the run's chosen model (base + chosen edits) and save it: an HF directory, or
     ``FILE.gguf`` for a GGUF base. Without ``loaded``, a local base checkpoint is edited out of
     core (only the edited tensors are read; outofcore.py); a hub id or a dtype other than the
@@ -326,30 +397,54 @@ def save_chosen(store: TrialStore, out: Path, loaded=None, force: bool = False,
     cfg = store.config
     result = result_of(store)
     edits = result["chosen"]["edits"]
-    extra = {"search": {"run": store.run, "command": result["command"],
-                        "strategy": result.get("strategy", result["command"]),
-                        "chosen": result["chosen"]["label"],
-                        "base_test": result["base"]["test"],
-                        "best_test": result["best"]["test"]}}
+    extra = {
+        "search": {
+            "run": store.run,
+            "command": result["command"],
+            "strategy": result.get("strategy", result["command"]),
+            "chosen": result["chosen"]["label"],
+            "base_test": result["base"]["test"],
+            "best_test": result["best"]["test"],
+        }
+    }
     if loaded is None:
         src = ModelSource.parse(model or cfg.model)
         gguf_out = str(out).endswith(".gguf")
         if gguf_out or src.kind != "hub":
-            steps = [(e["lname"], e["layer"], Intervention.from_dict(e["intervention"]))
-                     for e in edits]
+            steps = [
+                (e["lname"], e["layer"], Intervention.from_dict(e["intervention"])) for e in edits
+            ]
             try:
-                return edit_checkpoint(src, steps, out, overwrite=force, device=device,
-                                       extra_record=extra, dtype=dtype or cfg.dtype)[1]
+                return edit_checkpoint(
+                    src,
+                    steps,
+                    out,
+                    overwrite=force,
+                    device=device,
+                    extra_record=extra,
+                    dtype=dtype or cfg.dtype,
+                )[1]
             except NotOutOfCore:
                 if gguf_out:
                     raise
-        loaded = load(model or cfg.model, dtype=dtype or cfg.dtype, device=device,
-                      trust_remote_code=trust_remote_code)
+        loaded = load(
+            model or cfg.model,
+            dtype=dtype or cfg.dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
     editor = Editor(loaded.model)
     try:
         apply_edits(editor, edits)
-        return save(loaded.model, loaded.tokenizer, out, editor.records, base=cfg.model,
-                    overwrite=force, extra_record=extra)
+        return save(
+            loaded.model,
+            loaded.tokenizer,
+            out,
+            editor.records,
+            base=cfg.model,
+            overwrite=force,
+            extra_record=extra,
+        )
     finally:
         editor.restore()
 
@@ -366,8 +461,13 @@ def paired_records(store: TrialStore, split: str | None = None) -> tuple[list[di
 
 # The main job: a small LASER search on the packaged SmolLM2 and BIG-bench's FEVER claims (first
 # 300: 60 validation, 240 test; fc_in/fc_out × last 6 layers × ρ 0.2, 0.1, 0.05, 0.01: 48 trials).
-DEMO = {"task": "fever-bigbench", "limit": 300, "lname": "fc_in,fc_out", "lnum": "-6:",
-        "rho": "0.2,0.1,0.05,0.01"}
+DEMO = {
+    "task": "fever-bigbench",
+    "limit": 300,
+    "lname": "fc_in,fc_out",
+    "lnum": "-6:",
+    "rho": "0.2,0.1,0.05,0.01",
+}
 
 
 def demo_config(num_layers: int) -> RunConfig:
@@ -375,9 +475,15 @@ def demo_config(num_layers: int) -> RunConfig:
     from .config import ObjectiveConfig  # noqa: PLC0415
 
     return RunConfig.from_cli(
-        "grid", "default", ObjectiveConfig.from_cli(DEMO["task"], limit=DEMO["limit"]),
-        num_layers=num_layers, lname=DEMO["lname"], lnum=DEMO["lnum"], rho=DEMO["rho"],
-        intervention=Intervention(kind="rank-reduction", rho=1.0).to_dict())
+        "grid",
+        "default",
+        ObjectiveConfig.from_cli(DEMO["task"], limit=DEMO["limit"]),
+        num_layers=num_layers,
+        lname=DEMO["lname"],
+        lnum=DEMO["lnum"],
+        rho=DEMO["rho"],
+        intervention=Intervention(kind="rank-reduction", rho=1.0).to_dict(),
+    )
 
 
 def finish(store: TrialStore, run_dir: Path, loaded=None, save_model: bool = True) -> dict:
@@ -385,6 +491,5 @@ def finish(store: TrialStore, run_dir: Path, loaded=None, save_model: bool = Tru
     RUN_DIR/best-model. Returns the paths written."""
     out = {"report": report(store, Path(run_dir) / "report")}
     if save_model:
-        out["model"] = save_chosen(store, Path(run_dir) / "best-model", loaded=loaded,
-                                   force=True)
+        out["model"] = save_chosen(store, Path(run_dir) / "best-model", loaded=loaded, force=True)
     return out

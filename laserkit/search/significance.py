@@ -14,8 +14,9 @@ SEED = 0
 BEST_OF_N = ("grid", "tpe")  # strategies that pick the best of independent validation trials
 
 
-def base_and_best(done: dict[str, Result], result: dict,
-                  split: str | None = None) -> tuple[Result, Result]:
+def base_and_best(
+    done: dict[str, Result], result: dict, split: str | None = None
+) -> tuple[Result, Result]:
     """The base model's and the chosen model's trials on one split (default: test, or "all"
     where the run decided on every example)."""
     split = split or ("all" if result.get("decided_on") == "all" else "test")
@@ -38,22 +39,32 @@ def significance(store, result: dict, done: dict[str, Result]) -> dict:
     try:
         base_records = store.records(base_test)
         if len(base_records) < 2:  # a bootstrap over one text resamples nothing
-            raise ValueError(f"{len(base_records)} example (one text): nothing to resample, so "
-                             "no confidence interval")
-        out["test"] = stats.compare(base_records, store.records(best_test), metric,
-                                    hib, seed=SEED)
+            raise ValueError(
+                f"{len(base_records)} example (one text): nothing to resample, so "
+                "no confidence interval"
+            )
+        out["test"] = stats.compare(base_records, store.records(best_test), metric, hib, seed=SEED)
     except (ValueError, KeyError, OSError, TypeError) as e:
         out["test"] = {"unavailable": str(e)}
     if result.get("strategy") in BEST_OF_N and result.get("decided_on") != "all":
         base_val = done.get(trial.make("validation", "validation", [])["key"])
-        trials = [r for r in done.values() if r.spec["split"] == "validation"
-                  and r.spec["edits"] and r.spec.get("fraction", 1.0) >= 1.0]
+        trials = [
+            r
+            for r in done.values()
+            if r.spec["split"] == "validation"
+            and r.spec["edits"]
+            and r.spec.get("fraction", 1.0) >= 1.0
+        ]
         if base_val is not None and trials:
             trials.sort(key=lambda r: r.key)  # the same order whatever the workers did
             try:
-                sel = stats.best_of_n_null(store.records(base_val),
-                                           [store.records(t) for t in trials], metric, hib,
-                                           seed=SEED)
+                sel = stats.best_of_n_null(
+                    store.records(base_val),
+                    [store.records(t) for t in trials],
+                    metric,
+                    hib,
+                    seed=SEED,
+                )
                 sel["verdict"] = stats.best_of_n_verdict(sel)
                 out["selection"] = sel
             except (ValueError, KeyError, OSError, TypeError) as e:
@@ -72,8 +83,10 @@ def lines(result: dict) -> list[str]:
         out.append(f"{where}, best − base {test['metric']}: {test['verdict']}")
         if "log_loss" in test:
             ll = test["log_loss"]
-            out.append(f"{where}, best − base log-loss: {ll['diff']:+.4f} "
-                       f"(95% CI {ll['ci95'][0]:+.4f} to {ll['ci95'][1]:+.4f})")
+            out.append(
+                f"{where}, best − base log-loss: {ll['diff']:+.4f} "
+                f"(95% CI {ll['ci95'][0]:+.4f} to {ll['ci95'][1]:+.4f})"
+            )
     elif "unavailable" in test:
         out.append(f"{where}: significance unavailable: {test['unavailable']}")
     if same_text(result):

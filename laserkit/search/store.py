@@ -52,7 +52,8 @@ LEGACY_STUDY = "laserkit"  # the one study name of run directories made before r
 
 _META = sa.MetaData()
 RECORDS = sa.Table(
-    "laserkit_records", _META,
+    "laserkit_records",
+    _META,
     sa.Column("study", sa.String(512), primary_key=True),
     sa.Column("trial", sa.Integer, primary_key=True),
     sa.Column("data", sa.LargeBinary, nullable=False),
@@ -80,20 +81,31 @@ def normalize_url(url: str) -> str:
     missing fails in one line that says what to install."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise LaserkitError(f"{url!r} is not a database URL: use sqlite:///PATH or "
-                            "postgresql://USER:PASSWORD@HOST/DB")
+        raise LaserkitError(
+            f"{url!r} is not a database URL: use sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST/DB"
+        )
     if scheme in ("postgresql", "postgres"):
         if _has("psycopg"):
             return f"postgresql+psycopg://{rest}"
         if _has("psycopg2"):
             return f"postgresql+psycopg2://{rest}"
-        raise LaserkitError("no PostgreSQL driver: pip install 'laserkit[postgres]' "
-                            "(psycopg 3), then use postgresql://USER:PASSWORD@HOST/DB")
-    driver = {"postgresql+psycopg": "psycopg", "postgresql+psycopg2": "psycopg2",
-              "mysql+pymysql": "pymysql", "mysql": "MySQLdb"}.get(scheme)
+        raise LaserkitError(
+            "no PostgreSQL driver: pip install 'laserkit[postgres]' "
+            "(psycopg 3), then use postgresql://USER:PASSWORD@HOST/DB"
+        )
+    driver = {
+        "postgresql+psycopg": "psycopg",
+        "postgresql+psycopg2": "psycopg2",
+        "mysql+pymysql": "pymysql",
+        "mysql": "MySQLdb",
+    }.get(scheme)
     if driver and not _has(driver):
-        hint = "pip install 'laserkit[postgres]'" if driver == "psycopg" else \
-            f"install the {driver} module"
+        hint = (
+            "pip install 'laserkit[postgres]'"
+            if driver == "psycopg"
+            else f"install the {driver} module"
+        )
         raise LaserkitError(f"{scheme}:// needs the {driver} driver: {hint}")
     return url
 
@@ -113,8 +125,10 @@ def public_url(url: str) -> str:
 
 
 SECRET_ENV = "LASERKIT_STORAGE"  # the full URL, password included, for a stored URL without one
-PASSWORD_HELP = (f"the password is never stored: give it in PGPASSWORD, in ~/.pgpass, or as the "
-                 f"whole URL in {SECRET_ENV}")
+PASSWORD_HELP = (
+    f"the password is never stored: give it in PGPASSWORD, in ~/.pgpass, or as the "
+    f"whole URL in {SECRET_ENV}"
+)
 
 
 def without_password(url: str) -> str:
@@ -140,8 +154,10 @@ def with_secret(url: str) -> str:
     if not secret or "://" not in url:
         return url
     try:
-        mine, env = sa.engine.make_url(normalize_url(url)), sa.engine.make_url(
-            normalize_url(secret))
+        mine, env = (
+            sa.engine.make_url(normalize_url(url)),
+            sa.engine.make_url(normalize_url(secret)),
+        )
     except Exception:
         return url
     if mine.password is None and mine == _no_password(env):
@@ -156,9 +172,16 @@ class TrialStore:
     checks that it computes the same thing). Without it the run must exist and its stored
     config is used (a worker, ``status``, ``report``)."""
 
-    def __init__(self, url: str, run: str, create: RunConfig | None = None,
-                 resume: bool = False, heartbeat_s: int | None = None,
-                 grace_s: int | None = None, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        run: str,
+        create: RunConfig | None = None,
+        resume: bool = False,
+        heartbeat_s: int | None = None,
+        grace_s: int | None = None,
+        readonly: bool = False,
+    ) -> None:
         optuna.logging.set_verbosity(logging.WARNING)
         self.url = normalize_url(url)
         self.run = run
@@ -172,8 +195,11 @@ class TrialStore:
         self.storage.grace_period = grace_s or self.config.grace_s
 
     def _open(self) -> None:
-        kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else \
-            {"pool_pre_ping": True}
+        kwargs = (
+            {"connect_args": {"timeout": 120}}
+            if self.url.startswith("sqlite")
+            else {"pool_pre_ping": True}
+        )
         url = self.url
         if self.readonly and url.startswith("sqlite"):
             url, kwargs = readonly_sqlite(url), {"connect_args": {"timeout": 120, "uri": True}}
@@ -181,10 +207,13 @@ class TrialStore:
             try:
                 with _quiet():
                     self.storage = RDBStorage(
-                        with_secret(url), engine_kwargs=kwargs, heartbeat_interval=5,
+                        with_secret(url),
+                        engine_kwargs=kwargs,
+                        heartbeat_interval=5,
                         grace_period=20,
                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                            max_retry=MAX_FAILURES),
+                            max_retry=MAX_FAILURES
+                        ),
                         skip_table_creation=self.readonly,
                     )
                 if not self.readonly:
@@ -194,21 +223,24 @@ class TrialStore:
                 msg = first_line(_root(e))  # Optuna wraps the driver's error in its own
                 if attempt == 2 or "connection" in msg.lower() or "password" in msg.lower():
                     hint = f" ({PASSWORD_HELP})" if "password" in msg.lower() else ""
-                    raise LaserkitError(f"cannot open trial store {public_url(self.url)}: "
-                                        f"{msg}{hint}") from None
+                    raise LaserkitError(
+                        f"cannot open trial store {public_url(self.url)}: {msg}{hint}"
+                    ) from None
                 time.sleep(1.0 + attempt)
 
     def _attach(self, create: RunConfig | None, resume: bool) -> None:
         names = {s.study_name for s in self.storage.get_all_studies()}
         if self.run not in names and create is None:
             have = ", ".join(sorted(names - {LEGACY_STUDY})) or "none"
-            raise LaserkitError(f"no run named {self.run!r} in {public_url(self.url)} "
-                                f"(runs there: {have})")
+            raise LaserkitError(
+                f"no run named {self.run!r} in {public_url(self.url)} (runs there: {have})"
+            )
         if create is None:  # an existing run: loading it writes nothing (read-only storage)
             self.study = optuna.load_study(study_name=self.run, storage=self.storage)
         else:
-            self.study = optuna.create_study(study_name=self.run, storage=self.storage,
-                                             load_if_exists=True, direction="maximize")
+            self.study = optuna.create_study(
+                study_name=self.run, storage=self.storage, load_if_exists=True, direction="maximize"
+            )
         stored = self.study.user_attrs.get("config")
         if stored is None:
             if create is None:
@@ -219,13 +251,17 @@ class TrialStore:
         self.config = RunConfig.from_json(stored)
         if create is not None:
             if not resume:
-                raise LaserkitError(f"a run named {self.run!r} exists in "
-                                    f"{public_url(self.url)}; add --resume to continue it, or "
-                                    "choose another --run / --run-dir")
+                raise LaserkitError(
+                    f"a run named {self.run!r} exists in "
+                    f"{public_url(self.url)}; add --resume to continue it, or "
+                    "choose another --run / --run-dir"
+                )
             self._check_definitions(create)
             diff = RunIdentity.of(self.config).differences(RunIdentity.of(create))
-            if diff == ["objective.max_new_tokens"] and \
-                    self.config.objective.max_new_tokens is None:
+            if (
+                diff == ["objective.max_new_tokens"]
+                and self.config.objective.max_new_tokens is None
+            ):
                 self._adopt_generation_length(create)
                 return
             check_same(RunIdentity.of(self.config), RunIdentity.of(create), self.run, "--resume")
@@ -238,30 +274,45 @@ class TrialStore:
         if self.config.definitions >= create.definitions:
             return
         why = self.config.legacy_conflicts()
-        if sorted(self.config.rhos) != sorted(create.rhos) and len(self.config.rhos) == len(
-                create.rhos) and all(abs(a - b) < 1e-12 for a, b in zip(
-                sorted(self.config.rhos), sorted(create.rhos), strict=True)):
-            why.insert(0, "its ρ came from --rate as 1 − 0.1·rate, which differs in the last bits "
-                       "from the reference's (10 − rate)·0.1 used now, and so can the kept rank")
+        if (
+            sorted(self.config.rhos) != sorted(create.rhos)
+            and len(self.config.rhos) == len(create.rhos)
+            and all(
+                abs(a - b) < 1e-12
+                for a, b in zip(sorted(self.config.rhos), sorted(create.rhos), strict=True)
+            )
+        ):
+            why.insert(
+                0,
+                "its ρ came from --rate as 1 − 0.1·rate, which differs in the last bits "
+                "from the reference's (10 − rate)·0.1 used now, and so can the kept rank",
+            )
         if why:
             raise LaserkitError(
                 f"--resume: run {self.run!r} was made under laserkit's older definitions and "
                 f"{why[0]}; continuing it would mix two definitions in one run. Its results stay "
-                "readable (status, report); start a new run to use the current definitions")
+                "readable (status, report); start a new run to use the current definitions"
+            )
         self.config.definitions = create.definitions
         self.study.set_user_attr("config", self.config.to_json())
 
     def identity(self) -> RunIdentity:
         """The run's stored identity: its configuration and the fingerprints recorded with it."""
-        return RunIdentity.of(self.config,
-                              Fingerprints.from_json(self.study.user_attrs.get("fingerprints")))
+        return RunIdentity.of(
+            self.config, Fingerprints.from_json(self.study.user_attrs.get("fingerprints"))
+        )
 
     def check_fingerprints(self, given: Fingerprints, who: str) -> None:
         """Refuse a session (resume, worker) whose model weights or examples differ from the
         run's; record those the run lacks (a run made before fingerprints, or a new one)."""
         stored = self.identity()
-        check_same(stored, RunIdentity.of(self.config, given), self.run, who,
-                   fix="give the run's model and data, or start a new run")
+        check_same(
+            stored,
+            RunIdentity.of(self.config, given),
+            self.run,
+            who,
+            fix="give the run's model and data, or start a new run",
+        )
         have = stored.fingerprints
         merged = Fingerprints(have.weights or given.weights, have.data or given.data)
         if merged != have and not self.readonly:
@@ -274,18 +325,21 @@ class TrialStore:
 
         obj = create.objective
         semantic = obj.type == "task" and get_task(obj.task, obj.data).kind == "semantic"
-        if not semantic or RunIdentity.of(self.config).differences(RunIdentity.of(
-                replace(create, objective=replace(obj, max_new_tokens=None)))):
-            raise LaserkitError(f"--resume: this command differs from run {self.run!r} in "
-                                "objective; repeat the original options")
+        if not semantic or RunIdentity.of(self.config).differences(
+            RunIdentity.of(replace(create, objective=replace(obj, max_new_tokens=None)))
+        ):
+            raise LaserkitError(
+                f"--resume: this command differs from run {self.run!r} in "
+                "objective; repeat the original options"
+            )
         if obj.max_new_tokens not in (None, LEGACY_SEMANTIC_TOKENS):
             raise LaserkitError(
                 f"--resume: run {self.run!r} was made before a run stored its generation length "
                 f"(semantic tasks then generated {LEGACY_SEMANTIC_TOKENS} tokens; laserRMT's "
                 f"512 is the default now); add --max-new-tokens {LEGACY_SEMANTIC_TOKENS} to "
-                "continue it as it began")
-        self.config = replace(create, objective=replace(obj,
-                                                        max_new_tokens=LEGACY_SEMANTIC_TOKENS))
+                "continue it as it began"
+            )
+        self.config = replace(create, objective=replace(obj, max_new_tokens=LEGACY_SEMANTIC_TOKENS))
         self.study.set_user_attr("config", self.config.to_json())
 
     # -- the queue -----------------------------------------------------------------------------
@@ -398,8 +452,7 @@ class TrialStore:
         completed trial and the retry is dropped as a duplicate when popped."""
         self._write_records(popped.number, scored.records)
         try:
-            self.storage.set_trial_user_attr(popped.trial_id, "summary",
-                                             _jsonable(scored.summary))
+            self.storage.set_trial_user_attr(popped.trial_id, "summary", _jsonable(scored.summary))
             self.study.tell(popped.number, _finite(value))
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
             if self.study.get_trials(deepcopy=False)[popped.number].state == TrialState.COMPLETE:
@@ -416,14 +469,16 @@ class TrialStore:
         self.study.tell(popped.number, state=TrialState.FAIL)
         self.study.enqueue_trial({"key": popped.spec["key"]}, user_attrs={"spec": popped.spec})
 
-    def add_complete(self, spec: dict, scored: Scored, value: float,
-                     attrs: dict | None = None) -> Result:
+    def add_complete(
+        self, spec: dict, scored: Scored, value: float, attrs: dict | None = None
+    ) -> Result:
         """Store a trial computed outside the queue (a race's result, or a trial copied from
         another run): a RUNNING row first (no heartbeat, so no worker takes it for dead, and
         ``results`` skips it until it has a summary), then the records, the summary and
         COMPLETE, as for a trial of the queue. ``attrs``: more user attributes for the row."""
-        frozen = optuna.trial.create_trial(state=TrialState.RUNNING,
-                                           user_attrs={"spec": spec, **(attrs or {})})
+        frozen = optuna.trial.create_trial(
+            state=TrialState.RUNNING, user_attrs={"spec": spec, **(attrs or {})}
+        )
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
         number = self.storage.get_trial_number_from_id(trial_id)
         self._write_records(number, scored.records)
@@ -435,8 +490,9 @@ class TrialStore:
     def _write_records(self, number: int, records: list[dict]) -> None:
         blob = zlib.compress(json.dumps(_jsonable(records)).encode(), 6)
         with self.storage.engine.begin() as conn:
-            conn.execute(sa.delete(RECORDS).where(RECORDS.c.study == self.run,
-                                                  RECORDS.c.trial == number))
+            conn.execute(
+                sa.delete(RECORDS).where(RECORDS.c.study == self.run, RECORDS.c.trial == number)
+            )
             conn.execute(sa.insert(RECORDS).values(study=self.run, trial=number, data=blob))
 
     # -- results -------------------------------------------------------------------------------
@@ -453,8 +509,11 @@ class TrialStore:
     def records(self, result: Result) -> list[dict]:
         """A trial's per-example records (base and best are what paired tests compare)."""
         with self.storage.engine.connect() as conn:
-            blob = conn.execute(sa.select(RECORDS.c.data).where(
-                RECORDS.c.study == self.run, RECORDS.c.trial == result.number)).scalar()
+            blob = conn.execute(
+                sa.select(RECORDS.c.data).where(
+                    RECORDS.c.study == self.run, RECORDS.c.trial == result.number
+                )
+            ).scalar()
         if blob is None:
             return _legacy_records(self.study, result)
         return json.loads(zlib.decompress(blob))
@@ -462,8 +521,12 @@ class TrialStore:
     def counts(self) -> dict[str, int]:
         """Trials by state (done, running, waiting, failed) for ``laserkit status``."""
         n = {"done": 0, "running": 0, "waiting": 0, "failed": 0}
-        names = {TrialState.COMPLETE: "done", TrialState.RUNNING: "running",
-                 TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}
+        names = {
+            TrialState.COMPLETE: "done",
+            TrialState.RUNNING: "running",
+            TrialState.WAITING: "waiting",
+            TrialState.FAIL: "failed",
+        }
         for t in self._trials():
             if t.state in names:
                 n[names[t.state]] += 1
@@ -539,12 +602,12 @@ def _pg_lock(engine: sa.Engine, run: str, wait_s: float) -> Iterator[None]:
     dies holding it). A worker that holds it and stalls (paused, cut off) must not stall the
     others: after ``wait_s`` they go on without it, which costs at most a trial run twice
     (the result is counted once)."""
-    key = int.from_bytes(hashlib.sha1(f"laserkit:{run}".encode()).digest()[:8], "big",
-                         signed=True)
+    key = int.from_bytes(hashlib.sha1(f"laserkit:{run}".encode()).digest()[:8], "big", signed=True)
     with engine.connect() as conn:
         deadline = time.monotonic() + wait_s
-        while not (got := conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
-                                       {"k": key}).scalar()):
+        while not (
+            got := conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        ):
             conn.commit()
             if time.monotonic() > deadline:
                 break

@@ -60,8 +60,9 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_strategy(cfg: RunConfig, higher_is_better: bool = True,
-                  split: str = "validation") -> Strategy:
+def make_strategy(
+    cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
+) -> Strategy:
     if cfg.strategy not in names():
         raise LaserkitError(f"unknown strategy {cfg.strategy!r}: use {', '.join(names())}")
     return _REGISTRY[cfg.strategy](cfg, higher_is_better, split)
@@ -70,5 +71,4 @@ def make_strategy(cfg: RunConfig, higher_is_better: bool = True,
 def chosen(edits: list[dict], key: str | None = None) -> dict:
     from .trial import describe_edit  # noqa: PLC0415
 
-    return {"edits": edits, "key": key,
-            "label": ", ".join(map(describe_edit, edits)) or "base"}
+    return {"edits": edits, "key": key, "label": ", ".join(map(describe_edit, edits)) or "base"}

@@ -47,8 +47,9 @@ class _Replay:
 
 @register("tpe")
 class TPE:
-    def __init__(self, cfg: RunConfig, higher_is_better: bool = True,
-                 split: str = "validation") -> None:
+    def __init__(
+        self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
+    ) -> None:
         self.lnames = list(cfg.lnames)
         self.selection = cfg.selection
         self.layer_list = sorted(cfg.layers)
@@ -63,8 +64,11 @@ class TPE:
         self._replay: _Replay | None = None
         self.dists = {
             "lname": CategoricalDistribution(self.lnames),
-            "layer": (IntDistribution(self.layer_list[0], self.layer_list[-1]) if contiguous
-                      else CategoricalDistribution(self.layer_list)),
+            "layer": (
+                IntDistribution(self.layer_list[0], self.layer_list[-1])
+                if contiguous
+                else CategoricalDistribution(self.layer_list)
+            ),
             "rho_index": IntDistribution(0, len(self.rhos) - 1),
         }
 
@@ -136,8 +140,12 @@ class TPE:
             r.round_new.append(spec)
 
     def _space(self) -> list[dict]:
-        return [{"lname": n, "layer": layer, "rho_index": i} for n in self.lnames
-                for layer in self.layer_list for i in range(len(self.rhos))]
+        return [
+            {"lname": n, "layer": layer, "rho_index": i}
+            for n in self.lnames
+            for layer in self.layer_list
+            for i in range(len(self.rhos))
+        ]
 
     # -- the strategy ---------------------------------------------------------------------------
 
@@ -155,8 +163,13 @@ class TPE:
         return [done[s["key"]] for s in self.proposals(done)[0]]
 
     def best(self, done: dict[str, Result]) -> Result:
-        return choose(done[self.base("validation")["key"]], self._ran(done), self.hib,
-                      self.selection, self.lnames)
+        return choose(
+            done[self.base("validation")["key"]],
+            self._ran(done),
+            self.hib,
+            self.selection,
+            self.lnames,
+        )
 
     def _tests(self, done: dict[str, Result]) -> list[dict]:
         best = self.best(done)
@@ -170,8 +183,12 @@ class TPE:
         return set(self.layer_list)
 
     def all_edits(self) -> list[dict]:
-        return [trial.edit(n, layer, Intervention.from_dict({**self.iv, "rho": r}))
-                for n in self.lnames for layer in self.layer_list for r in self.rhos]
+        return [
+            trial.edit(n, layer, Intervention.from_dict({**self.iv, "rho": r}))
+            for n in self.lnames
+            for layer in self.layer_list
+            for r in self.rhos
+        ]
 
     def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
         """As the grid's, with the trials in the order TPE proposed them."""
@@ -179,8 +196,10 @@ class TPE:
         tests = [done[s["key"]] for s in self._tests(done)]
         return {
             "chosen": chosen(best.spec["edits"], best.key),
-            "base": {"validation": done[self.base("validation")["key"]].summary,
-                     "test": tests[0].summary},
+            "base": {
+                "validation": done[self.base("validation")["key"]].summary,
+                "test": tests[0].summary,
+            },
             "best": {"validation": best.summary, "test": tests[-1].summary},
             "trials": [trial_row(r) for r in self._ran(done)],
         }

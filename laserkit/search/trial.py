@@ -63,13 +63,18 @@ def describe_edit(e: dict) -> str:
     return f"{e['lname']}@{e['layer']}:{iv.describe()}"
 
 
-def make(phase: str, split: str, edits: list[dict], order: int = 0,
-         fraction: float = 1.0) -> dict:
+def make(phase: str, split: str, edits: list[dict], order: int = 0, fraction: float = 1.0) -> dict:
     """A spec with its key."""
     body = ",".join(describe_edit(e) for e in edits) or "base"
     frac = "" if fraction >= 1.0 else f"|head={fraction:g}"
-    return {"key": f"{split}{frac}|{body}", "phase": phase, "split": split,
-            "fraction": float(fraction), "order": int(order), "edits": edits}
+    return {
+        "key": f"{split}{frac}|{body}",
+        "phase": phase,
+        "split": split,
+        "fraction": float(fraction),
+        "order": int(order),
+        "edits": edits,
+    }
 
 
 def apply_edits(editor: Editor, edits: list[dict]) -> None:

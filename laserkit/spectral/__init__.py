@@ -5,7 +5,19 @@ The names of laserkit 0.1's ``laserkit.spectral`` module are still importable fr
 
 from ..core.lazy import lazy_attributes
 
-_MP = ("threads", "sigma_hat", "check_estimator", "mp_median", "gd_omega", "mp_threshold", "snr",
-       "gram_singular_values", "svd_singular_values", "effective_rank", "matrix_stats",
-       "ESTIMATORS", "GRAM_CHUNK_BYTES")
+_MP = (
+    "threads",
+    "sigma_hat",
+    "check_estimator",
+    "mp_median",
+    "gd_omega",
+    "mp_threshold",
+    "snr",
+    "gram_singular_values",
+    "svd_singular_values",
+    "effective_rank",
+    "matrix_stats",
+    "ESTIMATORS",
+    "GRAM_CHUNK_BYTES",
+)
 __getattr__ = lazy_attributes(__name__, dict.fromkeys(_MP, "mp"), globals())

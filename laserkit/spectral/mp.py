@@ -52,7 +52,7 @@ def sigma_hat(s: torch.Tensor) -> float:
 ESTIMATORS: dict[str, str] = {
     "iqr": "laserRMT: τ = σ̂ (1 + √β), σ̂ = IQR(s) / 1.349 (the reference; default)",
     "gavish-donoho": "Gavish & Donoho (2014) optimal hard threshold for unknown noise: "
-                     "τ = ω(β)·median(s)",
+    "τ = ω(β)·median(s)",
 }
 
 
@@ -137,7 +137,7 @@ def gram_singular_values(w: torch.Tensor, chunk_bytes: int = GRAM_CHUNK_BYTES) -
     gram = torch.zeros(k, k, dtype=torch.float64, device=w.device)
     step = max(1, chunk_bytes // (8 * max(k, 1)))
     for start in range(0, a.shape[0], step):
-        block = a[start:start + step].to(torch.float64)
+        block = a[start : start + step].to(torch.float64)
         gram.addmm_(block.T, block)
     with threads(1 if gram.device.type == "cpu" and k <= SMALL_EIG else None):
         ev = torch.linalg.eigvalsh(gram)
@@ -159,8 +159,14 @@ def effective_rank(s: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def matrix_stats(w_or_s: torch.Tensor, m: int | None = None, n: int | None = None, *,
-                 method: str = "gram", estimator: str = "iqr") -> dict:
+def matrix_stats(
+    w_or_s: torch.Tensor,
+    m: int | None = None,
+    n: int | None = None,
+    *,
+    method: str = "gram",
+    estimator: str = "iqr",
+) -> dict:
     """Every per-matrix statistic of SPEC §3 plus spectral norm, stable and effective rank.
 
     ``w_or_s`` is a matrix (its shape gives m, n) or a 1-D tensor of singular values (then m and n
@@ -213,7 +219,17 @@ def matrix_stats(w_or_s: torch.Tensor, m: int | None = None, n: int | None = Non
 def _undefined(m: int, n: int, note: str) -> dict:
     """Statistics of a matrix whose spectrum cannot be computed: NaN everywhere, with the reason."""
     nan = math.nan
-    return {"m": int(m), "n": int(n), "s": torch.full((min(m, n),), nan, dtype=torch.float64),
-            "sigma_hat": nan, "mp_threshold": nan, "n_above": 0, "snr": nan,
-            "snr_over_smax": nan, "spectral_norm": nan, "stable_rank": nan,
-            "effective_rank": nan, "note": note}
+    return {
+        "m": int(m),
+        "n": int(n),
+        "s": torch.full((min(m, n),), nan, dtype=torch.float64),
+        "sigma_hat": nan,
+        "mp_threshold": nan,
+        "n_above": 0,
+        "snr": nan,
+        "snr_over_smax": nan,
+        "spectral_norm": nan,
+        "stable_rank": nan,
+        "effective_rank": nan,
+        "note": note,
+    }

@@ -37,8 +37,16 @@ from ..model.targets import names_layout, parse_layers
 from .mp import SMALL_EIG, matrix_stats
 from .mp import threads as cpu_threads
 
-STAT_KEYS = ("sigma_hat", "mp_threshold", "n_above", "snr", "snr_over_smax", "spectral_norm",
-             "stable_rank", "effective_rank")
+STAT_KEYS = (
+    "sigma_hat",
+    "mp_threshold",
+    "n_above",
+    "snr",
+    "snr_over_smax",
+    "spectral_norm",
+    "stable_rank",
+    "effective_rank",
+)
 METHOD = "gram-eigvalsh-float64"
 SCAN_JSON = "scan.json"
 SPECTRUM_JSON = "snr_results.json"
@@ -64,9 +72,17 @@ class MatrixRecord:
 
     def row(self) -> dict:
         """The record without singular values, for JSON and CSV."""
-        return {"name": self.name, "module": self.module, "type": self.type, "layer": self.layer,
-                "role": self.role, "shape": list(self.shape), "dtype": self.dtype,
-                **{k: self.stats[k] for k in STAT_KEYS}, "note": self.stats.get("note", "")}
+        return {
+            "name": self.name,
+            "module": self.module,
+            "type": self.type,
+            "layer": self.layer,
+            "role": self.role,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            **{k: self.stats[k] for k in STAT_KEYS},
+            "note": self.stats.get("note", ""),
+        }
 
 
 @dataclass
@@ -90,8 +106,10 @@ class ScanResult:
         from .spectrum import check_empty_noise, special_modules, type_order
 
         check_empty_noise(empty_noise)
-        rows = [(r.module, r.type, _layer_key(r), self._spectrum_value(r, empty_noise))
-                for r in self.records]
+        rows = [
+            (r.module, r.type, _layer_key(r), self._spectrum_value(r, empty_noise))
+            for r in self.records
+        ]
         embed, head = special_modules(r.module for r in self.records if r.layer is None)
         if embed is not None and head is None and SPECTRUM_TIED_HEAD not in {m for m, *_ in rows}:
             value = next(v for m, _, _, v in rows if m == embed)
@@ -104,8 +122,12 @@ class ScanResult:
         """SNR/s_max as Spectrum computes it: where no singular value is at or below τ, current
         Spectrum divides by a noise of 1 (ΣS/s_max), older Spectrum gave ∞ (laserkit's SNR)."""
         v = r.stats["snr_over_smax"]
-        if (empty_noise == "inf" or not math.isinf(v) or not r.stats["spectral_norm"] > 0
-                or r.stats["n_above"] < min(r.shape)):
+        if (
+            empty_noise == "inf"
+            or not math.isinf(v)
+            or not r.stats["spectral_norm"] > 0
+            or r.stats["n_above"] < min(r.shape)
+        ):
             return v
         if min(r.shape) == 1:
             return 1.0
@@ -114,9 +136,11 @@ class ScanResult:
             stored = _load_matrix(_matrix_file(self.out_dir, r.module))
             s = stored.s if stored is not None else None
         if s is None:
-            raise LaserkitError(f"{r.module} has no noise singular value, and its singular values "
-                                "(matrices/ in the scan directory) are needed for Spectrum's "
-                                "ΣS/s_max; rescan, or use --empty-noise inf")
+            raise LaserkitError(
+                f"{r.module} has no noise singular value, and its singular values "
+                "(matrices/ in the scan directory) are needed for Spectrum's "
+                "ΣS/s_max; rescan, or use --empty-noise inf"
+            )
         return float(s.double().sum() / s.double().max())
 
 
@@ -127,8 +151,9 @@ def _layer_key(r: MatrixRecord) -> int:
 # ----------------------------------------------------------------------------- planning
 
 
-def plan(ckpt: Checkpoint, types: str | None = None,
-         layers: str | None = None) -> tuple[list[MatrixRecord], dict[str, str], int]:
+def plan(
+    ckpt: Checkpoint, types: str | None = None, layers: str | None = None
+) -> tuple[list[MatrixRecord], dict[str, str], int]:
     """The matrices a scan will cover (without statistics), the tensors skipped, #layers."""
     shapes = ckpt.shapes()
     layout = names_layout(shapes, ckpt.config)
@@ -139,8 +164,11 @@ def plan(ckpt: Checkpoint, types: str | None = None,
         if len(shape) == 1 and name.endswith(".weight") and shape[0] > 0:
             shape = (1, shape[0])  # a norm scale: Spectrum scans it unsqueezed to 1×n
         if len(shape) != 2:
-            skipped[name] = ("1-D bias: Spectrum scans module weights only"
-                             if len(shape) == 1 else f"{len(shape)}-D tensor: not a matrix")
+            skipped[name] = (
+                "1-D bias: Spectrum scans module weights only"
+                if len(shape) == 1
+                else f"{len(shape)}-D tensor: not a matrix"
+            )
             continue
         if 0 in shape:
             skipped[name] = "empty matrix"
@@ -154,8 +182,11 @@ def plan(ckpt: Checkpoint, types: str | None = None,
             layer, typ, role = (int(hit["idx"]), hit["rest"], None) if hit else (None, module, None)
             if hit and layer >= layout.num_layers:
                 layer = None
-        records.append(MatrixRecord(name, module, typ, layer, role, (shape[0], shape[1]),
-                                    ckpt.dtype_name(name), {}))
+        records.append(
+            MatrixRecord(
+                name, module, typ, layer, role, (shape[0], shape[1]), ckpt.dtype_name(name), {}
+            )
+        )
     records = _filter(records, types, layers, layout)
     records.sort(key=lambda r: (_layer_key(r), r.module))
     return records, skipped, layout.num_layers
@@ -184,15 +215,17 @@ def _parts(types: str | list[str] | None) -> list[str]:
     return [p.strip() for p in items if p.strip()]
 
 
-def _filter(records: list[MatrixRecord], types: str | list[str] | None, layers: str | None,
-            layout) -> list[MatrixRecord]:
+def _filter(
+    records: list[MatrixRecord], types: str | list[str] | None, layers: str | None, layout
+) -> list[MatrixRecord]:
     parts = _parts(types)
     if parts:
         offered = list(layout.lnames()) + sorted({r.type for r in records if r.layer is None})
         unknown = [p for p in parts if p not in offered and not any(matches(r, p) for r in records)]
         if unknown:
-            raise LaserkitError(f"unknown module type {unknown[0]!r}: this model offers "
-                                f"{', '.join(offered)}")
+            raise LaserkitError(
+                f"unknown module type {unknown[0]!r}: this model offers {', '.join(offered)}"
+            )
         records = [r for r in records if any(matches(r, p) for p in parts)]
     if layers is not None and layers != "all":
         keep = set(parse_layers(layers, layout.num_layers))
@@ -241,8 +274,9 @@ def check_out_dir(out: Path, fingerprint: str, source: str) -> None:
             doc = json.loads((out / SCAN_JSON).read_text())
             theirs = (doc["fingerprint"], doc.get("source", "?"))
         except (ValueError, KeyError, TypeError):
-            raise LaserkitError(f"--out {out} holds a {SCAN_JSON} that is not a laserkit scan; "
-                                "choose another --out") from None
+            raise LaserkitError(
+                f"--out {out} holds a {SCAN_JSON} that is not a laserkit scan; choose another --out"
+            ) from None
     elif (out / "matrices").is_dir():
         for f in sorted((out / "matrices").glob("*.safetensors")):
             fp = _stored_fingerprint(f)
@@ -250,11 +284,15 @@ def check_out_dir(out: Path, fingerprint: str, source: str) -> None:
                 theirs = (fp, "an interrupted scan")
                 break
     else:
-        raise LaserkitError(f"--out {out} is not empty and holds no laserkit scan; choose a new or "
-                            "empty directory (nothing was written)")
+        raise LaserkitError(
+            f"--out {out} is not empty and holds no laserkit scan; choose a new or "
+            "empty directory (nothing was written)"
+        )
     if theirs is not None and theirs[0] != fingerprint:
-        raise LaserkitError(f"--out {out} holds the scan of another checkpoint ({theirs[1]}), not "
-                            f"of {source}; choose another --out or delete it (nothing was written)")
+        raise LaserkitError(
+            f"--out {out} holds the scan of another checkpoint ({theirs[1]}), not "
+            f"of {source}; choose another --out or delete it (nothing was written)"
+        )
 
 
 def _load_matrix(path: Path, fingerprint: str | None = None) -> MatrixRecord | None:
@@ -276,17 +314,34 @@ def _load_matrix(path: Path, fingerprint: str | None = None) -> MatrixRecord | N
         return None
     stats = {k: row[k] for k in STAT_KEYS}
     stats["note"] = row.get("note", "")
-    return MatrixRecord(row["name"], row["module"], row["type"], row["layer"], row["role"],
-                        tuple(row["shape"]), row["dtype"], stats, s)
+    return MatrixRecord(
+        row["name"],
+        row["module"],
+        row["type"],
+        row["layer"],
+        row["role"],
+        tuple(row["shape"]),
+        row["dtype"],
+        stats,
+        s,
+    )
 
 
 # ----------------------------------------------------------------------------- scanning
 
 
-def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | None = None, *,
-         types: str | list[str] | None = None, layers: str | None = None, device: str = "auto",
-         resume: bool = True, progress: bool = True, plots: bool = True,
-         threads: int | None = None) -> ScanResult:
+def scan(
+    source: str | os.PathLike | Checkpoint,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    types: str | list[str] | None = None,
+    layers: str | None = None,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    plots: bool = True,
+    threads: int | None = None,
+) -> ScanResult:
     """Scan every selected 2-D weight of a checkpoint; write results into ``out_dir`` if given.
 
     With ``resume`` (default), matrices already stored in ``out_dir`` for this same checkpoint are
@@ -320,17 +375,23 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
             planned, fut = pending.popleft()
             finish(planned, fut.result())
 
-    bar = tqdm(records, desc="scan", unit="matrix", disable=None if progress else True,
-               dynamic_ncols=True)  # None: no bar when stderr is not a terminal
+    bar = tqdm(
+        records, desc="scan", unit="matrix", disable=None if progress else True, dynamic_ncols=True
+    )  # None: no bar when stderr is not a terminal
     # Small matrices run side by side, one thread each (LAPACK gains nothing from threads below
     # ~1000×1000 and OpenMP spin-waits cost seconds on a busy machine); a large one runs alone
     # with every thread. Peak memory is that of the largest matrix, as when scanning one by one.
-    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool, \
-            cpu_threads(1):
+    with (
+        ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool,
+        cpu_threads(1),
+    ):
         for planned in bar:
             bar.set_postfix_str(planned.module, refresh=False)
-            cached = (_load_matrix(_matrix_file(out, planned.module), fingerprint)
-                      if out is not None and resume else None)
+            cached = (
+                _load_matrix(_matrix_file(out, planned.module), fingerprint)
+                if out is not None and resume
+                else None
+            )
             if cached is not None:
                 drain()
                 done.append(cached)
@@ -349,22 +410,30 @@ def scan(source: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike | No
             del w
         drain()
     bar.close()
-    result = ScanResult(str(getattr(ckpt, "source", source)), fingerprint, num_layers, done,
-                        skipped, reused, out)
+    result = ScanResult(
+        str(getattr(ckpt, "source", source)), fingerprint, num_layers, done, skipped, reused, out
+    )
     if out is not None:
         write_outputs(result, out, filters={"types": types, "layers": layers}, plots=plots)
     return result
 
 
-def write_outputs(result: ScanResult, out: Path, *, filters: dict | None = None,
-                  plots: bool = True) -> None:
+def write_outputs(
+    result: ScanResult, out: Path, *, filters: dict | None = None, plots: bool = True
+) -> None:
     """scan.json (every statistic), Spectrum's JSON, CSV and the heatmap, each atomically."""
     from .spectrum import dumps_json
 
-    doc = {"laserkit_version": __version__, "source": result.source,
-           "fingerprint": result.fingerprint, "method": METHOD, "num_layers": result.num_layers,
-           "filters": filters or {}, "matrices": [r.row() for r in result.records],
-           "skipped": result.skipped}
+    doc = {
+        "laserkit_version": __version__,
+        "source": result.source,
+        "fingerprint": result.fingerprint,
+        "method": METHOD,
+        "num_layers": result.num_layers,
+        "filters": filters or {},
+        "matrices": [r.row() for r in result.records],
+        "skipped": result.skipped,
+    }
     atomic_write_text(out / SCAN_JSON, dumps_json(doc) + "\n")
     atomic_write_text(out / SPECTRUM_JSON, dumps_json(result.spectrum_entries()) + "\n")
     atomic_write_text(out / CSV_NAME, to_csv(result))
@@ -382,9 +451,19 @@ def to_csv(result: ScanResult) -> str:
     w.writerow(cols)
     for r in result.records:
         row = r.row()
-        w.writerow([r.module, r.type, "" if r.layer is None else r.layer, r.role or "",
-                    r.shape[0], r.shape[1], r.dtype,
-                    *(_fmt(row[k]) for k in STAT_KEYS), row["note"]])
+        w.writerow(
+            [
+                r.module,
+                r.type,
+                "" if r.layer is None else r.layer,
+                r.role or "",
+                r.shape[0],
+                r.shape[1],
+                r.dtype,
+                *(_fmt(row[k]) for k in STAT_KEYS),
+                row["note"],
+            ]
+        )
     return buf.getvalue()
 
 
@@ -410,15 +489,33 @@ def load_scan(out_dir: str | os.PathLike, *, with_s: bool = True) -> ScanResult:
         stored = _load_matrix(_matrix_file(out, row["module"])) if with_s else None
         stats = {k: row[k] for k in STAT_KEYS}
         stats["note"] = row.get("note", "")
-        records.append(MatrixRecord(row["name"], row["module"], row["type"], row["layer"],
-                                    row["role"], tuple(row["shape"]), row["dtype"], stats,
-                                    stored.s if stored is not None else None))
-    return ScanResult(doc["source"], doc["fingerprint"], doc["num_layers"], records,
-                      doc.get("skipped", {}), 0, out)
+        records.append(
+            MatrixRecord(
+                row["name"],
+                row["module"],
+                row["type"],
+                row["layer"],
+                row["role"],
+                tuple(row["shape"]),
+                row["dtype"],
+                stats,
+                stored.s if stored is not None else None,
+            )
+        )
+    return ScanResult(
+        doc["source"],
+        doc["fingerprint"],
+        doc["num_layers"],
+        records,
+        doc.get("skipped", {}),
+        0,
+        out,
+    )
 
 
-def lowest_snr(result: ScanResult, k: int = 15,
-               types: str | list[str] | None = "mlp,attn") -> list[tuple[str, int, str]]:
+def lowest_snr(
+    result: ScanResult, k: int = 15, types: str | list[str] | None = "mlp,attn"
+) -> list[tuple[str, int, str]]:
     """laserRMT's candidate list: the k block matrices of lowest SNR, as (module, layer, lname).
 
     The lname is the matrix's role (fc_in, q_proj ...) — or its path inside the block for fused
@@ -426,7 +523,12 @@ def lowest_snr(result: ScanResult, k: int = 15,
     NaN SNRs (undefined spectra) are left out.
     """
     parts = _parts(types)
-    pool = [r for r in result.records if r.layer is not None and not math.isnan(r.stats["snr"])
-            and (not parts or any(matches(r, p) for p in parts))]
+    pool = [
+        r
+        for r in result.records
+        if r.layer is not None
+        and not math.isnan(r.stats["snr"])
+        and (not parts or any(matches(r, p) for p in parts))
+    ]
     pool.sort(key=lambda r: (r.stats["snr"], r.layer, r.module))
     return [(r.module, r.layer, r.role if r.role in ROLES else r.type) for r in pool[:k]]

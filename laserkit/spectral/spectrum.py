@@ -27,8 +27,10 @@ from pathlib import Path
 
 from ..core.errors import LaserkitError
 
-_EMBED = re.compile(r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|embed_in|tok_embeddings|"
-                    r"token_embedding|shared)$")
+_EMBED = re.compile(
+    r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|embed_in|tok_embeddings|"
+    r"token_embedding|shared)$"
+)
 _HEAD = re.compile(r"(?:^|\.)(?:lm_head|embed_out|output)$|^lm_head$")
 SPECTRUM_HEAD, SPECTRUM_EMBED = "lm_head", "model.embed_tokens"
 
@@ -95,7 +97,7 @@ def select_top(entries: dict[str, dict], top_percent: float) -> dict[str, list[s
     chosen: dict[str, list[str]] = {}
     for typ, items in by_type.items():
         ranked = sorted(items, key=lambda x: x[1], reverse=True)
-        chosen[typ] = [m for m, _ in ranked[:int(len(items) * top_percent / 100)]]
+        chosen[typ] = [m for m, _ in ranked[: int(len(items) * top_percent / 100)]]
     return chosen
 
 
@@ -112,8 +114,7 @@ def special_modules(modules: Iterable[str]) -> tuple[str | None, str | None]:
     return embed, head
 
 
-def _special_lines(entries: dict[str, dict], embed: str | None,
-                   head: str | None) -> list[str]:
+def _special_lines(entries: dict[str, dict], embed: str | None, head: str | None) -> list[str]:
     """The head and embedding lines, from the scanned names (Spectrum's when none are known)."""
     if embed is None and head is None:
         embed, head = special_modules(entries)
@@ -125,8 +126,13 @@ def _special_lines(entries: dict[str, dict], embed: str | None,
     return lines
 
 
-def axolotl_yaml(entries: dict[str, dict], top_percent: float, *, embed: str | None = None,
-                 head: str | None = None) -> str:
+def axolotl_yaml(
+    entries: dict[str, dict],
+    top_percent: float,
+    *,
+    embed: str | None = None,
+    head: str | None = None,
+) -> str:
     """Spectrum's ``unfrozen_parameters`` YAML for Axolotl, byte for byte (``embed``/``head``
     are accepted for a common signature and ignored: Spectrum hard-codes both lines)."""
     lines = ["unfrozen_parameters:", f"- ^{SPECTRUM_HEAD}.weight$", f"- ^{SPECTRUM_EMBED}.weight$"]
@@ -136,8 +142,13 @@ def axolotl_yaml(entries: dict[str, dict], top_percent: float, *, embed: str | N
     return "\n".join(lines) + "\n"
 
 
-def axolotl_named_yaml(entries: dict[str, dict], top_percent: float, *,
-                       embed: str | None = None, head: str | None = None) -> str:
+def axolotl_named_yaml(
+    entries: dict[str, dict],
+    top_percent: float,
+    *,
+    embed: str | None = None,
+    head: str | None = None,
+) -> str:
     """The same selection with the head and embedding lines naming the checkpoint's tensors,
     and no heading for a type of which none is selected."""
     lines = ["unfrozen_parameters:", *_special_lines(entries, embed, head)]
@@ -148,8 +159,13 @@ def axolotl_named_yaml(entries: dict[str, dict], top_percent: float, *,
     return "\n".join(lines) + "\n"
 
 
-def llama_factory_yaml(entries: dict[str, dict], top_percent: float, *,
-                       embed: str | None = None, head: str | None = None) -> str:
+def llama_factory_yaml(
+    entries: dict[str, dict],
+    top_percent: float,
+    *,
+    embed: str | None = None,
+    head: str | None = None,
+) -> str:
     """The same selection for LLaMA-Factory, as exact LoRA targets plus full embedding/head.
 
     LLaMA-Factory's ``finetuning_type: freeze`` unfreezes whole sub-blocks (``mlp``,
@@ -162,8 +178,10 @@ def llama_factory_yaml(entries: dict[str, dict], top_percent: float, *,
         embed, head = special_modules(entries)
     chosen = [m for ms in select_top(entries, top_percent).values() for m in ms]
     if not chosen:
-        raise LaserkitError(f"--top-percent {top_percent:g} selects no matrix: LLaMA-Factory "
-                            "needs at least one lora_target")
+        raise LaserkitError(
+            f"--top-percent {top_percent:g} selects no matrix: LLaMA-Factory "
+            "needs at least one lora_target"
+        )
     extra = [m for m in (embed, head) if m]
     lines = [
         f"# Spectrum selection: top {top_percent:g}% of each module type by SNR/s_max "
@@ -184,13 +202,16 @@ def llama_factory_yaml(entries: dict[str, dict], top_percent: float, *,
     return "\n".join(lines) + "\n"
 
 
-FORMATS = {"axolotl": axolotl_yaml, "axolotl-named": axolotl_named_yaml,
-           "llama-factory": llama_factory_yaml}
+FORMATS = {
+    "axolotl": axolotl_yaml,
+    "axolotl-named": axolotl_named_yaml,
+    "llama-factory": llama_factory_yaml,
+}
 
 # A matrix with no singular value at or below τ (empty noise): what its SNR/s_max is.
 EMPTY_NOISE: dict[str, str] = {
     "sum": "current Spectrum (since e064db4, April 2025): the empty noise sum counts as 1, so "
-           "SNR/s_max = ΣS/s_max (a 1-D weight: 1)",
+    "SNR/s_max = ΣS/s_max (a 1-D weight: 1)",
     "inf": "Spectrum before April 2025: SNR = ∞, ranked above every finite value",
 }
 
@@ -201,8 +222,7 @@ def check_empty_noise(rule: str) -> str:
     return rule
 
 
-def summary_line(target: object, entries: dict[str, dict], top_percent: float,
-                 fmt: str) -> str:
+def summary_line(target: object, entries: dict[str, dict], top_percent: float, fmt: str) -> str:
     """What was written, counted as the file counts it: the selected modules plus the head and
     embedding lines, and which types had none selected."""
     chosen = select_top(entries, top_percent)
@@ -212,6 +232,7 @@ def summary_line(target: object, entries: dict[str, dict], top_percent: float,
     if fmt == "axolotl":
         text += " + the 2 head and embedding lines Spectrum always writes"
     if empty:
-        text += (f"; none selected of {', '.join(empty)}"
-                 + (" (Spectrum writes their headings anyway)" if fmt == "axolotl" else ""))
+        text += f"; none selected of {', '.join(empty)}" + (
+            " (Spectrum writes their headings anyway)" if fmt == "axolotl" else ""
+        )
     return text

@@ -28,9 +28,11 @@ Reader = Callable[[list, dict, str, dict, str], list[Example]]
 def reader_keys(**keys: str) -> Callable[[Reader], Reader]:
     """Declare the spec keys a reader understands beyond SourceSpec's ({key: meaning}); the
     schema validation accepts them for tasks that use this reader."""
+
     def mark(fn: Reader) -> Reader:
         fn.keys = dict(keys)  # type: ignore[attr-defined]
         return fn
+
     return mark
 
 
@@ -45,8 +47,10 @@ def fill(template: str, ctx: dict, where: str) -> str:
         return template.format_map(ctx)
     except KeyError as e:
         have = ", ".join(sorted(str(k) for k in ctx)[:12])
-        raise LaserkitError(f"{where}: missing field {e.args[0]!r} needed by the prompt "
-                            f"{template!r} (record has: {have})") from None
+        raise LaserkitError(
+            f"{where}: missing field {e.args[0]!r} needed by the prompt "
+            f"{template!r} (record has: {have})"
+        ) from None
     except (ValueError, IndexError) as e:
         raise LaserkitError(f"{where}: bad prompt template {template!r}: {e}") from None
 
@@ -133,8 +137,10 @@ def _terminated(rec: dict, spec: dict, where: str) -> dict:
     return {f: terminate(str(_field(rec, f, where)), m) for f, m in spec.items()}
 
 
-@reader_keys(terminate="{field: mark}: end those fields with the mark (e.g. '.') before the prompt "
-             "is filled, as the LASER reference does for Bias in Bios")
+@reader_keys(
+    terminate="{field: mark}: end those fields with the mark (e.g. '.') before the prompt "
+    "is filled, as the LASER reference does for Bias in Bios"
+)
 def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """Flat records described by field names; the reader behind user task files."""
     rename = spec.get("rename") or {}
@@ -156,27 +162,46 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
             continue
         prompt = fill(spec.get("prompt") or "{prompt}", ctx, where)
         if kind == "semantic":
-            out.append(make_example(kind, where, id=rid, prompt=prompt, system=system,
-                                    chosen=str(_field(rec, spec.get("chosen", "chosen"), where)),
-                                    rejected=str(_field(rec, spec.get("rejected", "rejected"),
-                                                        where))))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=rid,
+                    prompt=prompt,
+                    system=system,
+                    chosen=str(_field(rec, spec.get("chosen", "chosen"), where)),
+                    rejected=str(_field(rec, spec.get("rejected", "rejected"), where)),
+                )
+            )
             continue
         answer = _field(rec, spec.get("answer", "answer"), where)
         if kind == "choice":
             if "choices" in spec:
                 choices = [str(c) for c in spec["choices"]]
             else:
-                choices = [str(c) for c in _as_list(_field(rec, spec.get("choices_field",
-                                                                         "choices"), where))]
+                choices = [
+                    str(c)
+                    for c in _as_list(_field(rec, spec.get("choices_field", "choices"), where))
+                ]
             gold = _gold(_as_list(answer), choices, spec, where)
             if gold is None:
                 continue
-            out.append(make_example(kind, where, id=rid, prompt=prompt, choices=tuple(choices),
-                                    gold=tuple(gold), system=system))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=rid,
+                    prompt=prompt,
+                    choices=tuple(choices),
+                    gold=tuple(gold),
+                    system=system,
+                )
+            )
         else:
             answers = tuple(_as_list(answer))  # typed items: matching.py says what they mean
-            out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers,
-                                    system=system))
+            out.append(
+                make_example(kind, where, id=rid, prompt=prompt, answers=answers, system=system)
+            )
     return out
 
 
@@ -188,13 +213,16 @@ def _system(rec: dict, spec: dict) -> str | None:
     return None if value is None else str(value)
 
 
-@reader_keys(max_prompt_chars="keep records whose system turn + prompt have at most N "
-             "characters (laserRMT: 512)",
-             max_answer_chars="keep records whose chosen and rejected answers each have at most "
-             "N characters (laserRMT: 512)",
-             first="then keep the first N records, in the data's order (laserRMT: 128)")
-def read_preference_pairs(records: list, spec: dict, kind: str, meta: dict,
-                          origin: str) -> list[Example]:
+@reader_keys(
+    max_prompt_chars="keep records whose system turn + prompt have at most N "
+    "characters (laserRMT: 512)",
+    max_answer_chars="keep records whose chosen and rejected answers each have at most "
+    "N characters (laserRMT: 512)",
+    first="then keep the first N records, in the data's order (laserRMT: 128)",
+)
+def read_preference_pairs(
+    records: list, spec: dict, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """Preference pairs as laserRMT's load_benchmark_dataset builds them: the records that pass
     its character-length filters, the first ``first`` of them, no shuffle. Answers given as chat
     transcripts (ultrafeedback's message lists) stand for their last, assistant message."""
@@ -203,8 +231,9 @@ def read_preference_pairs(records: list, spec: dict, kind: str, meta: dict,
     kept = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise LaserkitError(f"{_where(origin, i, rec)}: expected an object, got "
-                                f"{type(rec).__name__}")
+            raise LaserkitError(
+                f"{_where(origin, i, rec)}: expected an object, got {type(rec).__name__}"
+            )
         full = {**rec, **{d: rec[s] for s, d in rename.items() if d not in rec and s in rec}}
         where = _where(origin, i, rec)
         if prompt_max is not None:
@@ -212,8 +241,9 @@ def read_preference_pairs(records: list, spec: dict, kind: str, meta: dict,
             if len(_system(full, spec) or "") + len(prompt) > prompt_max:
                 continue
         if answer_max is not None and any(
-                len(str(_field(full, spec.get(k, k), where))) > answer_max
-                for k in ("chosen", "rejected")):
+            len(str(_field(full, spec.get(k, k), where))) > answer_max
+            for k in ("chosen", "rejected")
+        ):
             continue
         kept.append({"id": i, **rec})
         if spec.get("first") is not None and len(kept) == spec["first"]:
@@ -241,24 +271,32 @@ def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str)
             if kind == "semantic":
                 chosen = max(choices, key=lambda c: scores[c])
                 rejected = min(choices, key=lambda c: scores[c])
-                out.append(make_example(kind, where, id=rid, prompt=prompt, chosen=chosen,
-                                        rejected=rejected))
+                out.append(
+                    make_example(
+                        kind, where, id=rid, prompt=prompt, chosen=chosen, rejected=rejected
+                    )
+                )
             else:
                 gold = tuple(j for j, c in enumerate(choices) if best > 0 and scores[c] == best)
-                out.append(make_example(kind, where, id=rid, prompt=prompt,
-                                        choices=tuple(choices), gold=gold))
+                out.append(
+                    make_example(
+                        kind, where, id=rid, prompt=prompt, choices=tuple(choices), gold=gold
+                    )
+                )
         else:
             if "target" not in rec:
                 raise LaserkitError(f"{where}: needs 'target' (an answer or a list of answers)")
-            answers = tuple(a for a in _as_list(rec["target"])
-                            if not (isinstance(a, str) and not a.strip()))
+            answers = tuple(
+                a for a in _as_list(rec["target"]) if not (isinstance(a, str) and not a.strip())
+            )
             out.append(make_example(kind, where, id=rid, prompt=prompt, answers=answers))
     return out
 
 
 @reader_keys(paraphrases="also each paraphrase prompt, with the same answer (default true)")
-def read_counterfact(records: list, spec: dict, kind: str, meta: dict,
-                     origin: str) -> list[Example]:
+def read_counterfact(
+    records: list, spec: dict, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """ROME's counterfact.json: the rewrite prompt (``{}`` = subject) and, as in the paper, each
     of its paraphrases, all with the true object as the answer."""
     out = []
@@ -274,10 +312,16 @@ def read_counterfact(records: list, spec: dict, kind: str, meta: dict,
             prompts += [str(p) for p in rec.get("paraphrase_prompts", [])]
         cid = str(rec.get("case_id", i))
         for j, p in enumerate(prompts):
-            out.append(make_example(kind, where, id=cid if j == 0 else f"{cid}-p{j}",
-                                    prompt=fill(spec.get("prompt", "{prompt}"), {"prompt": p},
-                                                where),
-                                    answers=(answer,), group=f"case-{cid}"))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=cid if j == 0 else f"{cid}-p{j}",
+                    prompt=fill(spec.get("prompt", "{prompt}"), {"prompt": p}, where),
+                    answers=(answer,),
+                    group=f"case-{cid}",
+                )
+            )
     return out
 
 
@@ -292,14 +336,16 @@ def _tqa(rec: dict, what: str, where: str) -> object:
     for name in _TQA_FIELDS[what]:
         if name in rec:
             v = rec[name]
-            return [a.strip() for a in v.split(";") if a.strip()] if isinstance(v, str) and \
-                what != "question" else v
+            return (
+                [a.strip() for a in v.split(";") if a.strip()]
+                if isinstance(v, str) and what != "question"
+                else v
+            )
     raise LaserkitError(f"{where}: missing field {_TQA_FIELDS[what][0]!r}")
 
 
 @reader_keys(mode="statements (every answer a true/false statement) or mc (pick a true one)")
-def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict,
-                    origin: str) -> list[Example]:
+def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """TruthfulQA questions with true and false answers (BIG-bench questions.json, the original
     TruthfulQA.csv, the hub's ``generation`` config). ``mode: statements`` flattens every answer
     into a true/false statement (the paper); ``mode: mc`` asks for a true answer among all."""
@@ -309,16 +355,30 @@ def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict,
         question = str(_tqa(rec, "question", where))
         trues, falses = list(_tqa(rec, "true", where)), list(_tqa(rec, "false", where))
         if spec.get("mode", "statements") == "mc":
-            out.append(make_example(kind, where, id=str(i),
-                                    prompt=fill(spec["prompt"], {"question": question}, where),
-                                    choices=tuple(trues + falses),
-                                    gold=tuple(range(len(trues)))))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=str(i),
+                    prompt=fill(spec["prompt"], {"question": question}, where),
+                    choices=tuple(trues + falses),
+                    gold=tuple(range(len(trues))),
+                )
+            )
             continue
         for j, (ans, ok) in enumerate([(a, True) for a in trues] + [(a, False) for a in falses]):
             prompt = fill(spec["prompt"], {"question": question, "answer": ans}, where)
-            out.append(make_example(kind, where, id=f"{i}-{j}", prompt=prompt,
-                                    choices=("true", "false"), gold=(0 if ok else 1,),
-                                    group=f"q{i}"))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=f"{i}-{j}",
+                    prompt=prompt,
+                    choices=("true", "false"),
+                    gold=(0 if ok else 1,),
+                    group=f"q{i}",
+                )
+            )
     return out
 
 
@@ -342,8 +402,9 @@ def read_fever(records: list, spec: dict, kind: str, meta: dict, origin: str) ->
         if str(label) not in FEVER_LABELS:
             if str(label).upper().replace("_", " ") in ("NOT ENOUGH INFO", "2"):
                 continue
-            raise LaserkitError(f"{where}: label {label!r} is not SUPPORTS, REFUTES or NOT "
-                                "ENOUGH INFO")
+            raise LaserkitError(
+                f"{where}: label {label!r} is not SUPPORTS, REFUTES or NOT ENOUGH INFO"
+            )
         labels.setdefault(str(claim), set()).add(FEVER_LABELS[str(label)])
         first.setdefault(str(claim), (i, rec))
     out = []
@@ -354,9 +415,16 @@ def read_fever(records: list, spec: dict, kind: str, meta: dict, origin: str) ->
         where = _where(origin, i, rec)
         prompt = fill(spec["prompt"], {**rec, "claim": terminate(claim, ".")}, where)
         answer = next(iter(found))
-        out.append(make_example(kind, where, id=str(rec.get("id", i)), prompt=prompt,
-                                choices=("true", "false"),
-                                gold=(0 if answer == "true" else 1,)))
+        out.append(
+            make_example(
+                kind,
+                where,
+                id=str(rec.get("id", i)),
+                prompt=prompt,
+                choices=("true", "false"),
+                gold=(0 if answer == "true" else 1,),
+            )
+        )
     return out
 
 
@@ -382,8 +450,10 @@ def _approx_tokens(text: str) -> int:
     return len(re.findall(r"\w+|[^\w\s]", text)) + 1  # + the BOS token Llama-2 counts
 
 
-@reader_keys(max_answer_tokens="drop items whose answer has more tokens than this (default 15)",
-             answer_tokenizer="tokenizer that counts them (a hub id, used from the local cache)")
+@reader_keys(
+    max_answer_tokens="drop items whose answer has more tokens than this (default 15)",
+    answer_tokenizer="tokenizer that counts them (a hub id, used from the local cache)",
+)
 def read_hotpot(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """HotPotQA (hotpot_train_v1.1.json / hotpot_dev_*_v1.json, or the hub's rows): question and
     answer stripped; answers of more than ``max_answer_tokens`` tokens (Llama-2's tokenizer,
@@ -401,8 +471,15 @@ def read_hotpot(records: list, spec: dict, kind: str, meta: dict, origin: str) -
         if count(answer) > max_tok:
             continue
         prompt = fill(spec["prompt"], {**rec, "question": terminate(question, "?")}, where)
-        out.append(make_example(kind, where, id=str(rec.get("_id", rec.get("id", i))),
-                                prompt=prompt, answers=(answer,)))
+        out.append(
+            make_example(
+                kind,
+                where,
+                id=str(rec.get("_id", rec.get("id", i))),
+                prompt=prompt,
+                answers=(answer,),
+            )
+        )
     return out
 
 
@@ -417,8 +494,9 @@ def _mc2(rec: dict, where: str) -> tuple[list[str], list[int]]:
     raise LaserkitError(f"{where}: needs 'mc2_targets' (the multiple_choice release)")
 
 
-def read_truthfulqa_mc2(records: list, spec: dict, kind: str, meta: dict,
-                        origin: str) -> list[Example]:
+def read_truthfulqa_mc2(
+    records: list, spec: dict, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """TruthfulQA's multiple_choice release (hub ``multiple_choice`` config or mc_task.json),
     the reference's pointwise data: every mc2 target becomes one true/false statement,
     "question answer." + "Is this statement true or false? This statement is"; one question's
@@ -434,14 +512,23 @@ def read_truthfulqa_mc2(records: list, spec: dict, kind: str, meta: dict,
             statement = question + " " + ans
             statement += "" if statement.endswith(".") else "."
             prompt = fill(spec["prompt"], {"statement": statement}, where)
-            out.append(make_example(kind, where, id=f"{i}-{j}", prompt=prompt,
-                                    choices=("true", "false"), gold=(0 if lab == 1 else 1,),
-                                    group=f"q{i}"))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=f"{i}-{j}",
+                    prompt=prompt,
+                    choices=("true", "false"),
+                    gold=(0 if lab == 1 else 1,),
+                    group=f"q{i}",
+                )
+            )
     return out
 
 
-def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
-                       origin: str) -> list[Example]:
+def read_bigbench_rows(
+    records: list, spec: dict, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """BIG-bench rows as tasksource/bigbench serves them (``inputs``, ``targets``), or a
     BIG-bench task.json (``input``, ``target`` / ``target_scores``). Choice tasks: the single
     target among ``choices``; open answers: only single-target items are kept (WikidataQA)."""
@@ -454,8 +541,11 @@ def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
         if "targets" in rec:
             targets = _as_list(rec["targets"])
         elif isinstance(rec.get("target_scores"), dict):
-            targets = [c for c, v in rec["target_scores"].items() if v == max(
-                rec["target_scores"].values())]
+            targets = [
+                c
+                for c, v in rec["target_scores"].items()
+                if v == max(rec["target_scores"].values())
+            ]
         else:
             targets = _as_list(rec.get("target", []))
         if not isinstance(text, str) or not targets:
@@ -473,17 +563,33 @@ def read_bigbench_rows(records: list, spec: dict, kind: str, meta: dict,
             choices = [str(c) for c in spec["choices"]]
             if target not in choices:
                 raise LaserkitError(f"{where}: target {target!r} is not one of {choices}")
-            out.append(make_example(kind, where, id=str(rec.get("idx", rec.get("id", i))),
-                                    prompt=prompt, choices=tuple(choices),
-                                    gold=(choices.index(target),)))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=str(rec.get("idx", rec.get("id", i))),
+                    prompt=prompt,
+                    choices=tuple(choices),
+                    gold=(choices.index(target),),
+                )
+            )
         else:
-            out.append(make_example(kind, where, id=str(rec.get("idx", rec.get("id", i))),
-                                    prompt=prompt, answers=(target,)))
+            out.append(
+                make_example(
+                    kind,
+                    where,
+                    id=str(rec.get("idx", rec.get("id", i))),
+                    prompt=prompt,
+                    answers=(target,),
+                )
+            )
     return out
 
 
-@reader_keys(join="join all records into one text: true (blank lines, as wikitext) or the "
-             "separator itself (laserRMT: '\\n\\n' for wikitext, ' ' for PTB); default false")
+@reader_keys(
+    join="join all records into one text: true (blank lines, as wikitext) or the "
+    "separator itself (laserRMT: '\\n\\n' for wikitext, ' ' for PTB); default false"
+)
 def read_text(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """Text for perplexity: one document per record, or all records joined into one string
     (``join``), exactly as laserRMT's gptq_data_utils joins a test split (nothing stripped)."""
@@ -515,21 +621,26 @@ def resolve_reader(name: str, where: str = "task") -> Reader:
     if name in READERS:
         return READERS[name]
     if ":" not in name:
-        raise LaserkitError(f"{where}: unknown reader {name!r}; use one of {', '.join(READERS)}"
-                            ", or module:function")
+        raise LaserkitError(
+            f"{where}: unknown reader {name!r}; use one of {', '.join(READERS)}, or module:function"
+        )
     module, _, func = name.partition(":")
     if module.split(".")[0] in _NOT_READERS:  # refused before importing it (no side effects)
-        raise LaserkitError(f"{where}: reader {name!r} is not a task reader: use one of "
-                            f"{', '.join(READERS)}, or a function of your own marked with "
-                            "@laserkit.tasks.formats.reader_keys (docs/tasks.md)")
+        raise LaserkitError(
+            f"{where}: reader {name!r} is not a task reader: use one of "
+            f"{', '.join(READERS)}, or a function of your own marked with "
+            "@laserkit.tasks.formats.reader_keys (docs/tasks.md)"
+        )
     try:
         fn = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
         raise LaserkitError(f"{where}: cannot import reader {name!r} ({e})") from None
     if not callable(fn) or not isinstance(getattr(fn, "keys", None), dict):
-        raise LaserkitError(f"{where}: {name!r} is not marked as a task reader: decorate it "
-                            "with @laserkit.tasks.formats.reader_keys(...) (no keys if it has "
-                            "none; docs/tasks.md)")
+        raise LaserkitError(
+            f"{where}: {name!r} is not marked as a task reader: decorate it "
+            "with @laserkit.tasks.formats.reader_keys(...) (no keys if it has "
+            "none; docs/tasks.md)"
+        )
     return fn
 
 

@@ -34,9 +34,11 @@ KIND = "lm-eval"
 FEWSHOT_SEED = 1234  # simple_evaluate's fewshot_random_seed default
 RESULTS_FILE = "lm_eval_results.json"  # eval --out: lm-eval's results JSON
 BOOTSTRAP_ITERS = 100000  # simple_evaluate's default (stderr of non-mean metrics)
-OFFLINE_HINT = ("point the task at a local copy: in your own task YAML (--include-path DIR) set "
-                "dataset_path: json and dataset_kwargs: {data_files: {test: FILE}}, or run once "
-                "online so that HF_DATASETS_OFFLINE=1 finds it in the cache")
+OFFLINE_HINT = (
+    "point the task at a local copy: in your own task YAML (--include-path DIR) set "
+    "dataset_path: json and dataset_kwargs: {data_files: {test: FILE}}, or run once "
+    "online so that HF_DATASETS_OFFLINE=1 finds it in the cache"
+)
 
 
 def is_lm_eval(name: object) -> bool:
@@ -58,10 +60,12 @@ def task_source(task: str | None, data: str | None, include_path: str | None) ->
 
 def task_names(spec: str) -> tuple[str, ...]:
     """``lm-eval:a,b`` → ("a", "b")."""
-    names = tuple(n.strip() for n in spec[len(PREFIX):].split(","))
+    names = tuple(n.strip() for n in spec[len(PREFIX) :].split(","))
     if not names or not all(names):
-        raise LaserkitError(f"--task {spec!r}: name lm-eval tasks as lm-eval:NAME or "
-                            "lm-eval:NAME1,NAME2 (see `lm_eval ls tasks`)")
+        raise LaserkitError(
+            f"--task {spec!r}: name lm-eval tasks as lm-eval:NAME or "
+            "lm-eval:NAME1,NAME2 (see `lm_eval ls tasks`)"
+        )
     return names
 
 
@@ -105,14 +109,21 @@ def lm_eval_task(spec: str, include_path: str | None = None) -> LmEvalTask:
     if include_path is not None:
         path = Path(include_path).expanduser()
         if not path.is_dir():
-            raise LaserkitError(f"--include-path {include_path}: not a directory (give the "
-                                "directory holding your lm-eval task YAML files)")
+            raise LaserkitError(
+                f"--include-path {include_path}: not a directory (give the "
+                "directory holding your lm-eval task YAML files)"
+            )
         include_path = str(path.resolve())
     loaded = _load(spec, include_path)
     metric, lower, generates = _selection(loaded)
-    return LmEvalTask(name=spec, description="lm-evaluation-harness: " + ", ".join(
-        task_names(spec)), data=include_path, metric=metric, lower_is_better=lower,
-        generates=generates)
+    return LmEvalTask(
+        name=spec,
+        description="lm-evaluation-harness: " + ", ".join(task_names(spec)),
+        data=include_path,
+        metric=metric,
+        lower_is_better=lower,
+        generates=generates,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -122,24 +133,31 @@ def _load(spec: str, include_path: str | None) -> dict:
     try:
         from lm_eval.tasks import TaskManager  # noqa: PLC0415 - the harness extra, on demand
     except ImportError:
-        raise LaserkitError("lm-eval tasks need lm-evaluation-harness: pip install "
-                            "'laserkit[harness]'") from None
+        raise LaserkitError(
+            "lm-eval tasks need lm-evaluation-harness: pip install 'laserkit[harness]'"
+        ) from None
     names = task_names(spec)
     tm = TaskManager(include_path=include_path)
     unknown = [n for n in names if n not in tm.all_tasks]
     if unknown:
-        where = f" or under --include-path {include_path}" if include_path else \
-            " (your own YAML tasks: --include-path DIR)"
-        raise LaserkitError(f"unknown lm-eval task {', '.join(unknown)}: not in lm-eval's "
-                            f"registry{where}")
+        where = (
+            f" or under --include-path {include_path}"
+            if include_path
+            else " (your own YAML tasks: --include-path DIR)"
+        )
+        raise LaserkitError(
+            f"unknown lm-eval task {', '.join(unknown)}: not in lm-eval's registry{where}"
+        )
     loaded: dict = {"names": names, "tasks": {}, "groups": {}, "group_map": {}}
     for name in names:
         try:
             part = tm.load([name])
         except Exception as e:  # noqa: BLE001 - datasets raise many kinds; one line for all
-            raise LaserkitError(f"lm-eval task {name}: its data cannot be read "
-                                f"({_dataset_of(tm, name)}): {first_line(e)[:200]}; "
-                                f"{OFFLINE_HINT}") from None
+            raise LaserkitError(
+                f"lm-eval task {name}: its data cannot be read "
+                f"({_dataset_of(tm, name)}): {first_line(e)[:200]}; "
+                f"{OFFLINE_HINT}"
+            ) from None
         for key in ("tasks", "groups", "group_map"):
             loaded[key].update(part[key])
     for task in loaded["tasks"].values():
@@ -179,8 +197,10 @@ def _main_metric(loaded: dict, name: str) -> tuple[str, bool]:
     if name in loaded["groups"]:
         aggs = loaded["groups"][name].aggregate_metric_list or []
         if not aggs:
-            raise LaserkitError(f"lm-eval group {name} reports no aggregate metric: name its "
-                                "tasks instead (lm-eval:A,B averages them)")
+            raise LaserkitError(
+                f"lm-eval group {name} reports no aggregate metric: name its "
+                "tasks instead (lm-eval:A,B averages them)"
+            )
         agg = aggs[0]
         filt = (agg.filter_list or ["none"])[0]
         first = loaded["groups"][name].get_all_tasks()[0]
@@ -195,17 +215,20 @@ def _selection(loaded: dict) -> tuple[str, bool, bool]:
     comma list), whether lower is better, whether any task generates."""
     mains = [_main_metric(loaded, n) for n in loaded["names"]]
     if len({lower for _, lower in mains}) > 1:
-        raise LaserkitError("these lm-eval tasks disagree on whether higher is better: average "
-                            "tasks whose metrics point the same way")
+        raise LaserkitError(
+            "these lm-eval tasks disagree on whether higher is better: average "
+            "tasks whose metrics point the same way"
+        )
     keys = {_short(k) for k, _ in mains}
     name = keys.pop() if len(keys) == 1 else "score"
-    generates = any(t.get_config("output_type") == "generate_until"
-                    for t in loaded["tasks"].values())
+    generates = any(
+        t.get_config("output_type") == "generate_until" for t in loaded["tasks"].values()
+    )
     return (name if len(mains) == 1 else f"mean_{name}"), mains[0][1], generates
 
 
 def _short(key: str) -> str:
-    return key[:-len(",none")] if key.endswith(",none") else key
+    return key[: -len(",none")] if key.endswith(",none") else key
 
 
 def evaluate_lm_eval(ctx, examples: list[Example]) -> tuple[list[dict], dict]:
@@ -223,16 +246,16 @@ def evaluate_lm_eval(ctx, examples: list[Example]) -> tuple[list[dict], dict]:
         samples.setdefault(task, []).append(int(doc))
     sub = _subset(loaded, samples)
     lm = LaserkitLM(ctx.model, ctx.tokenizer, ctx.batch_size, ctx.progress)
-    res = lm_evaluate(lm, sub, samples=samples, bootstrap_iters=BOOTSTRAP_ITERS,
-                      log_samples=True)
+    res = lm_evaluate(lm, sub, samples=samples, bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True)
     mains = {n: _main_metric(loaded, n)[0] for n in loaded["names"]}
     records = _records(res, mains, ctx.task.metric)
     values = [res["results"].get(n, {}).get(k, math.nan) for n, k in mains.items()]
     score = sum(values) / len(values)
-    summary = {ctx.task.metric: score,
-               **{f"{n}/{_short(k)}": v for (n, k), v in zip(mains.items(), values,
-                                                           strict=True)},
-               "lm_eval": _results_json(res, ctx)}
+    summary = {
+        ctx.task.metric: score,
+        **{f"{n}/{_short(k)}": v for (n, k), v in zip(mains.items(), values, strict=True)},
+        "lm_eval": _results_json(res, ctx),
+    }
     return records, summary
 
 
@@ -240,10 +263,16 @@ def _subset(loaded: dict, samples: dict[str, list[int]]) -> dict:
     """The loaded tasks that have documents in this split (lm-eval scores every document of a
     task it is given without a sample list), and the groups whose tasks all have some."""
     tasks = {n: t for n, t in loaded["tasks"].items() if n in samples}
-    groups = {n: g for n, g in loaded["groups"].items()
-              if all(t.task_name in tasks for t in g.get_all_tasks())}
-    return {"tasks": tasks, "groups": groups,
-            "group_map": {n: loaded["group_map"][n] for n in groups}}
+    groups = {
+        n: g
+        for n, g in loaded["groups"].items()
+        if all(t.task_name in tasks for t in g.get_all_tasks())
+    }
+    return {
+        "tasks": tasks,
+        "groups": groups,
+        "group_map": {n: loaded["group_map"][n] for n in groups},
+    }
 
 
 def _records(res: dict, mains: dict[str, str], metric: str) -> list[dict]:
@@ -254,9 +283,16 @@ def _records(res: dict, mains: dict[str, str], metric: str) -> list[dict]:
     for task, logged in (res.get("samples") or {}).items():
         for s in logged:
             rid = f"{task}:{s['doc_id']}"
-            rec = out.setdefault(rid, {"id": rid, "task": task, "doc_id": s["doc_id"],
-                                       "target": _plain(s["target"]),
-                                       "resps": _plain(s["resps"])})
+            rec = out.setdefault(
+                rid,
+                {
+                    "id": rid,
+                    "task": task,
+                    "doc_id": s["doc_id"],
+                    "target": _plain(s["target"]),
+                    "resps": _plain(s["resps"]),
+                },
+            )
             filt = s["filter"]
             rec.setdefault("filtered_resps", {})[filt] = _plain(s["filtered_resps"])
             for m in s["metrics"]:
@@ -294,15 +330,26 @@ def _results_json(res: dict, ctx) -> dict:
     model_name), without the per-sample logs: those are laserkit's records."""
     import time  # noqa: PLC0415
 
-    name = getattr(getattr(ctx.model, "config", None), "_name_or_path", "") or \
-        type(ctx.model).__name__
+    name = (
+        getattr(getattr(ctx.model, "config", None), "_name_or_path", "") or type(ctx.model).__name__
+    )
     out = {k: v for k, v in res.items() if k != "samples"}
-    out["config"] = {"model": name, "model_args": None, "batch_size": ctx.batch_size,
-                     "batch_sizes": [], "device": str(next(ctx.model.parameters()).device),
-                     "use_cache": None, "limit": None, "bootstrap_iters": BOOTSTRAP_ITERS,
-                     "gen_kwargs": None, "random_seed": None, "numpy_seed": None,
-                     "torch_seed": None, "fewshot_seed": FEWSHOT_SEED,
-                     "scorer": "laserkit (harness.LaserkitLM)"}
+    out["config"] = {
+        "model": name,
+        "model_args": None,
+        "batch_size": ctx.batch_size,
+        "batch_sizes": [],
+        "device": str(next(ctx.model.parameters()).device),
+        "use_cache": None,
+        "limit": None,
+        "bootstrap_iters": BOOTSTRAP_ITERS,
+        "gen_kwargs": None,
+        "random_seed": None,
+        "numpy_seed": None,
+        "torch_seed": None,
+        "fewshot_seed": FEWSHOT_SEED,
+        "scorer": "laserkit (harness.LaserkitLM)",
+    }
     out["date"] = time.time()
     out["model_name"] = name
     return _plain(out)

@@ -65,7 +65,7 @@ def tokens(text: str, articles: bool = False) -> list[str]:
     out: list[str] = []
     pos = 0
     for m in _NUM.finditer(text):
-        out += _words(text[pos:m.start()], articles)
+        out += _words(text[pos : m.start()], articles)
         out.append(_number(m.group()))
         pos = m.end()
     return out + _words(text[pos:], articles)
@@ -101,19 +101,23 @@ def _needle(item: str | int | float) -> list[str]:
 
 def _check_scalar(item: object, where: str, mode: str) -> None:
     if not _is_scalar(item):
-        raise LaserkitError(f"{where}: answer {item!r} is not a string or a number (match: "
-                            f"{mode}; see docs/tasks.md for lists and multi-part answers)")
+        raise LaserkitError(
+            f"{where}: answer {item!r} is not a string or a number (match: "
+            f"{mode}; see docs/tasks.md for lists and multi-part answers)"
+        )
     if isinstance(item, str) and not item.strip():
         raise LaserkitError(f"{where}: empty answer")
     if mode == "regex":
         try:
             regex.compile(str(item))
         except (regex.error, ValueError) as e:
-            raise LaserkitError(f"{where}: answer {item!r} is not a valid regular expression "
-                                f"({e})") from None
+            raise LaserkitError(
+                f"{where}: answer {item!r} is not a valid regular expression ({e})"
+            ) from None
     elif mode not in ("f1", "substring") and not _needle(item):
-        raise LaserkitError(f"{where}: answer {item!r} has no words or numbers to match; "
-                            "use match: regex")
+        raise LaserkitError(
+            f"{where}: answer {item!r} has no words or numbers to match; use match: regex"
+        )
 
 
 def parts_of(items: tuple, mode: str) -> list[list] | None:
@@ -131,8 +135,12 @@ def parts_of(items: tuple, mode: str) -> list[list] | None:
 
 def pairs_of(items: tuple) -> list[tuple[object, list]]:
     """The (key, accepted values) pairs of dict answers (``match: all_pairs``)."""
-    return [(k, v if isinstance(v, list) else [v]) for it in items if isinstance(it, dict)
-            for k, v in it.items()]
+    return [
+        (k, v if isinstance(v, list) else [v])
+        for it in items
+        if isinstance(it, dict)
+        for k, v in it.items()
+    ]
 
 
 def segments(prediction: str) -> list[str]:
@@ -149,8 +157,10 @@ def check_answers(items: tuple, mode: str, where: str) -> None:
         raise LaserkitError(f"{where}: needs at least one answer")
     if mode == "all_pairs":
         if not all(isinstance(it, dict) and it for it in items):
-            raise LaserkitError(f"{where}: match: all_pairs needs a non-empty dict answer "
-                                "({key: value, ...}); for plain parts use match: all_parts")
+            raise LaserkitError(
+                f"{where}: match: all_pairs needs a non-empty dict answer "
+                "({key: value, ...}); for plain parts use match: all_parts"
+            )
         for key, alternatives in pairs_of(items):
             _check_scalar(key, where, "contains")
             if not alternatives:
@@ -168,17 +178,21 @@ def check_answers(items: tuple, mode: str, where: str) -> None:
         return
     for it in items:
         if isinstance(it, dict):
-            raise LaserkitError(f"{where}: a multi-part answer (a dict) needs match: all_parts "
-                                f"or contains, not {mode}")
+            raise LaserkitError(
+                f"{where}: a multi-part answer (a dict) needs match: all_parts "
+                f"or contains, not {mode}"
+            )
         if isinstance(it, list):
-            raise LaserkitError(f"{where}: answer {it!r} is a list inside the list of accepted "
-                                "answers; for parts use match: all_parts")
+            raise LaserkitError(
+                f"{where}: answer {it!r} is a list inside the list of accepted "
+                "answers; for parts use match: all_parts"
+            )
         _check_scalar(it, where, mode)
 
 
 def _contains(haystack: list[str], needle: list[str]) -> bool:
     n = len(needle)
-    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+    return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
 
 
 def found(prediction: str, item: str | int | float) -> bool:
@@ -214,10 +228,12 @@ def regex_search(pattern: str, text: str, where: str = "") -> bool:
     try:
         return regex.search(pattern, text, timeout=REGEX_TIMEOUT_S) is not None
     except TimeoutError:
-        raise LaserkitError(f"{where or 'an answer'}: regular expression {pattern!r} took over "
-                            f"{REGEX_TIMEOUT_S:g} s on a {len(text)}-character generation "
-                            "(catastrophic backtracking); simplify it (no nested repeats such "
-                            "as (.+)+)") from None
+        raise LaserkitError(
+            f"{where or 'an answer'}: regular expression {pattern!r} took over "
+            f"{REGEX_TIMEOUT_S:g} s on a {len(text)}-character generation "
+            "(catastrophic backtracking); simplify it (no nested repeats such "
+            "as (.+)+)"
+        ) from None
 
 
 def judge(prediction: str, items: tuple, mode: str, where: str = "") -> dict:
@@ -225,8 +241,10 @@ def judge(prediction: str, items: tuple, mode: str, where: str = "") -> dict:
     ``where`` names the example in errors (a regular expression too slow to match)."""
     if mode == "all_pairs":  # each key together with one of its values, in one clause
         clauses = segments(prediction)
-        hits = [any(found(c, key) and any(found(c, a) for a in alts) for c in clauses)
-                for key, alts in pairs_of(items)]
+        hits = [
+            any(found(c, key) and any(found(c, a) for a in alts) for c in clauses)
+            for key, alts in pairs_of(items)
+        ]
         return {"correct": all(hits), "parts_found": hits}
     parts = parts_of(items, mode)
     if parts is not None:
@@ -236,8 +254,11 @@ def judge(prediction: str, items: tuple, mode: str, where: str = "") -> dict:
         return {"correct": any(found(prediction, it) for it in items)}
     if mode == "exact":
         pred = tokens(prediction)
-        return {"correct": any(pred == _needle(it) or (tokens(prediction, True) == _needle(it))
-                               for it in items)}
+        return {
+            "correct": any(
+                pred == _needle(it) or (tokens(prediction, True) == _needle(it)) for it in items
+            )
+        }
     if mode == "f1":
         pred = normalize_answer(prediction)
         return {"correct": any(pred == normalize_answer(item_text(it)) for it in items)}

@@ -60,8 +60,9 @@ def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) ->
     that declares several). ``data`` overrides the data source: a local file in the task's
     original format, or ``"hub"`` for the Hugging Face hub."""
     if isinstance(name_or_path, Task):
-        return name_or_path if data is None else replace(name_or_path, data=str(data),
-                                                         _examples=None)
+        return (
+            name_or_path if data is None else replace(name_or_path, data=str(data), _examples=None)
+        )
     if is_lm_eval(name_or_path):  # data: the --include-path directory of the user's YAML tasks
         return lm_eval_task(str(name_or_path), None if data is None else str(data))
     data = None if data is None else str(data)
@@ -76,19 +77,26 @@ def get_task(name_or_path: str | Path | Task, data: str | Path | None = None) ->
     path = Path(file).expanduser()
     if path.is_file():
         return user_task(path, data, pick or None)
-    raise LaserkitError(f"unknown task {key!r}: use one of {', '.join(_definitions())}, or a task "
-                        "file (.yaml/.json declaration, or .json/.jsonl/.csv data; docs/tasks.md)")
+    raise LaserkitError(
+        f"unknown task {key!r}: use one of {', '.join(_definitions())}, or a task "
+        "file (.yaml/.json declaration, or .json/.jsonl/.csv data; docs/tasks.md)"
+    )
 
 
 def task_declaration(path: Path) -> dict | None:
     """The declaration in a .yaml/.json task file, or None when the file is plain data."""
     text = decode_text(path, "task file ")
     try:
-        obj = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else \
-            parse_json(text, f"task file {path}")
+        obj = (
+            yaml.safe_load(text)
+            if path.suffix in (".yaml", ".yml")
+            else parse_json(text, f"task file {path}")
+        )
     except yaml.YAMLError as e:
-        raise LaserkitError(f"task file {path} is not valid YAML{_at(e)}: "
-                            f"{getattr(e, 'problem', None) or first_line(e)}") from None
+        raise LaserkitError(
+            f"task file {path} is not valid YAML{_at(e)}: "
+            f"{getattr(e, 'problem', None) or first_line(e)}"
+        ) from None
     except RecursionError:
         raise LaserkitError(f"task file {path}: nested too deeply to read") from None
     if path.suffix in (".yaml", ".yml"):
@@ -101,7 +109,7 @@ def task_declaration(path: Path) -> dict | None:
 
 
 def _at(e: yaml.YAMLError) -> str:
-    """" at line L, column C" of a YAML error that knows where it is."""
+    """ " at line L, column C" of a YAML error that knows where it is."""
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
@@ -121,27 +129,52 @@ def user_task(path: Path, data: str | None = None, pick: str | None = None) -> T
     if decl is None:
         records, _ = read_file(path)
         first = records[0] if records and isinstance(records[0], dict) else {}
-        kind = ("choice" if "choices" in first else "semantic" if "chosen" in first
-                else "perplexity" if "text" in first and "prompt" not in first else "generate")
-        return parse_task(path.stem, {"kind": kind, "description": f"user data {path.name}",
-                                      "data": str(path.resolve())}, where) \
-            if data is None else _with_data(parse_task(path.stem, {"kind": kind}, where), data)
+        kind = (
+            "choice"
+            if "choices" in first
+            else "semantic"
+            if "chosen" in first
+            else "perplexity"
+            if "text" in first and "prompt" not in first
+            else "generate"
+        )
+        return (
+            parse_task(
+                path.stem,
+                {
+                    "kind": kind,
+                    "description": f"user data {path.name}",
+                    "data": str(path.resolve()),
+                },
+                where,
+            )
+            if data is None
+            else _with_data(parse_task(path.stem, {"kind": kind}, where), data)
+        )
     name = path.stem
     if _shipped_style(decl):
         if pick is None and len(decl) > 1:
-            raise LaserkitError(f"{where} declares tasks {', '.join(map(str, decl))}: pick one "
-                                f"with --task {path}#NAME")
+            raise LaserkitError(
+                f"{where} declares tasks {', '.join(map(str, decl))}: pick one "
+                f"with --task {path}#NAME"
+            )
         if pick is not None and pick not in decl:
-            raise LaserkitError(f"{where} has no task {pick!r}; it declares "
-                                f"{', '.join(map(str, decl))}")
+            raise LaserkitError(
+                f"{where} has no task {pick!r}; it declares {', '.join(map(str, decl))}"
+            )
         name = pick if pick is not None else next(iter(decl))
         decl = decl[name]
     elif pick is not None:
         raise LaserkitError(f"{where} declares one task; drop '#{pick}'")
-    if "kind" in decl and "data" not in decl and data is None and not (
-            set(decl.get("sources") or {}) & {"packaged", "hub"}):
-        raise LaserkitError(f"{where}: missing 'data' (a .json/.jsonl/.csv/.txt file, relative "
-                            "to the task file)")
+    if (
+        "kind" in decl
+        and "data" not in decl
+        and data is None
+        and not (set(decl.get("sources") or {}) & {"packaged", "hub"})
+    ):
+        raise LaserkitError(
+            f"{where}: missing 'data' (a .json/.jsonl/.csv/.txt file, relative to the task file)"
+        )
     task = parse_task(str(name), decl, where, base_dir=path.parent)
     if task.data is not None and data is None and not Path(task.data).is_file():
         raise LaserkitError(f"{where}: data file {task.data} does not exist")

@@ -22,8 +22,10 @@ def source_keys() -> list[str]:
 
 def _unknown(where: str, keys: set, accepted: list[str]) -> LaserkitError:
     bad = ", ".join(repr(k) for k in sorted(map(str, keys)))
-    return LaserkitError(f"{where}: unknown key{'s' if len(keys) > 1 else ''} {bad}; accepted: "
-                         f"{', '.join(accepted)} (docs/tasks.md, `laserkit tasks --schema`)")
+    return LaserkitError(
+        f"{where}: unknown key{'s' if len(keys) > 1 else ''} {bad}; accepted: "
+        f"{', '.join(accepted)} (docs/tasks.md, `laserkit tasks --schema`)"
+    )
 
 
 def check_source(spec: object, location: str, where: str, inherit: str = "fields") -> dict:
@@ -31,13 +33,17 @@ def check_source(spec: object, location: str, where: str, inherit: str = "fields
     location only, and a reader that exists. Returned as a plain dict for the reader."""
     where = f"{where}: sources.{location}"
     if not isinstance(spec, dict):
-        raise LaserkitError(f"{where}: expected a mapping of reader settings, got "
-                            f"{type(spec).__name__}")
+        raise LaserkitError(
+            f"{where}: expected a mapping of reader settings, got {type(spec).__name__}"
+        )
     reader = resolve_reader(str(spec.get("reader", inherit)), where)
     own = dict(getattr(reader, "keys", {}) or {})
     # a local spec may be a packaged one reused through a YAML anchor: its 'file' is ignored
-    accepted = [k for k in source_keys()
-                if (k != "file" or location != "hub") and (k not in HUB_ONLY or location == "hub")]
+    accepted = [
+        k
+        for k in source_keys()
+        if (k != "file" or location != "hub") and (k not in HUB_ONLY or location == "hub")
+    ]
     unknown = set(spec) - set(accepted) - set(own)
     if unknown:
         raise _unknown(where, unknown, accepted + sorted(own))
@@ -52,13 +58,13 @@ def parse_task(name: str, mapping: object, where: str, base_dir: Path | None = N
     """A Task from a definition mapping, validated. Reader keys at the top level (the flat form
     of a task file) are the ``local`` source; ``data`` is resolved against ``base_dir``."""
     if not isinstance(mapping, dict):
-        raise LaserkitError(f"{where}: task {name!r} must be a mapping of settings, got "
-                            f"{type(mapping).__name__}")
+        raise LaserkitError(
+            f"{where}: task {name!r} must be a mapping of settings, got {type(mapping).__name__}"
+        )
     where = f"{where}: task {name!r}"
     spec = dict(mapping)
     tkeys, skeys = set(task_keys()), set(source_keys()) - set(HUB_ONLY) - {"file"}
-    own = set(getattr(resolve_reader(str(spec.get("reader", "fields")), where), "keys", {})
-              or {})
+    own = set(getattr(resolve_reader(str(spec.get("reader", "fields")), where), "keys", {}) or {})
     flat = {k: spec.pop(k) for k in list(spec) if k not in tkeys and (k in skeys or k in own)}
     unknown = set(spec) - tkeys
     if unknown:
@@ -75,21 +81,28 @@ def parse_task(name: str, mapping: object, where: str, base_dir: Path | None = N
     sources = dict(sources)
     if flat:
         if "local" in sources:
-            raise LaserkitError(f"{where}: reader keys {sorted(flat)} at the top level and "
-                                "sources.local: use one of the two forms")
+            raise LaserkitError(
+                f"{where}: reader keys {sorted(flat)} at the top level and "
+                "sources.local: use one of the two forms"
+            )
         sources["local"] = flat
-    inherit = str((sources.get("local") or {}).get("reader", "fields")) \
-        if isinstance(sources.get("local"), dict) else "fields"  # the hub reads as local does
+    inherit = (
+        str((sources.get("local") or {}).get("reader", "fields"))
+        if isinstance(sources.get("local"), dict)
+        else "fields"
+    )  # the hub reads as local does
     for loc, s in list(sources.items()):
-        sources[loc] = [check_source(x, loc, where, inherit) for x in s] \
-            if isinstance(s, list) else check_source(s, loc, where, inherit)
+        sources[loc] = (
+            [check_source(x, loc, where, inherit) for x in s]
+            if isinstance(s, list)
+            else check_source(s, loc, where, inherit)
+        )
     data = spec.pop("data", None)
     if data is not None:
         if "local" not in sources:
             sources["local"] = {"reader": "fields"}
         p = Path(str(data)).expanduser()
-        data = str((base_dir / p).resolve() if base_dir is not None and not p.is_absolute()
-                   else p)
+        data = str((base_dir / p).resolve() if base_dir is not None and not p.is_absolute() else p)
     for key in ("aliases",):
         if not isinstance(spec.get(key, []), list):
             raise LaserkitError(f"{where}: {key} must be a list")
@@ -111,7 +124,13 @@ def schema_rows() -> list[tuple[str, str, str, str, str]]:
             if f.name.startswith("_"):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((section, f.name, f.metadata["kinds"],
-                         "" if default in (None, "", [], {}) else repr(default),
-                         f.metadata["doc"]))
+            rows.append(
+                (
+                    section,
+                    f.name,
+                    f.metadata["kinds"],
+                    "" if default in (None, "", [], {}) else repr(default),
+                    f.metadata["doc"],
+                )
+            )
     return rows

@@ -46,10 +46,12 @@ def read_file(path: Path) -> tuple[list, dict]:
         for key in ("examples", "data"):
             if isinstance(obj, dict) and isinstance(obj.get(key), list):
                 return obj[key], {k: v for k, v in obj.items() if k != key}
-        raise LaserkitError(f"{path}: expected a JSON list of records, or an object with an "
-                            "'examples' list")
-    raise LaserkitError(f"{path}: unsupported data file type {suffix or '(none)'}; "
-                        "use .json, .jsonl, .csv or .txt")
+        raise LaserkitError(
+            f"{path}: expected a JSON list of records, or an object with an 'examples' list"
+        )
+    raise LaserkitError(
+        f"{path}: unsupported data file type {suffix or '(none)'}; use .json, .jsonl, .csv or .txt"
+    )
 
 
 def decode_text(path: Path, what: str = "") -> str:
@@ -61,8 +63,10 @@ def decode_text(path: Path, what: str = "") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise LaserkitError(f"{what}{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
-                            f"offset {e.start}); save it as UTF-8") from None
+        raise LaserkitError(
+            f"{what}{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+            f"offset {e.start}); save it as UTF-8"
+        ) from None
 
 
 def parse_json(text: str, where: str) -> object:
@@ -72,8 +76,10 @@ def parse_json(text: str, where: str) -> object:
     except json.JSONDecodeError as e:
         raise LaserkitError(f"{where}: invalid JSON ({e.msg}, line {e.lineno})") from None
     except RecursionError:
-        raise LaserkitError(f"{where}: JSON nested too deeply to read (Python reads about 1,000 "
-                            "levels); flatten the records") from None
+        raise LaserkitError(
+            f"{where}: JSON nested too deeply to read (Python reads about 1,000 "
+            "levels); flatten the records"
+        ) from None
 
 
 def read_csv(text: str, path: Path) -> list[dict]:
@@ -83,9 +89,11 @@ def read_csv(text: str, path: Path) -> list[dict]:
     try:
         return list(reader)
     except csv.Error as e:
-        raise LaserkitError(f"{path} line {reader.line_num + 1}: {e}; CSV cells are read up to "
-                            f"{csv.field_size_limit():,} characters: put longer texts in .jsonl "
-                            "or .json") from None
+        raise LaserkitError(
+            f"{path} line {reader.line_num + 1}: {e}; CSV cells are read up to "
+            f"{csv.field_size_limit():,} characters: put longer texts in .jsonl "
+            "or .json"
+        ) from None
 
 
 def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> list[Example]:
@@ -95,8 +103,7 @@ def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> lis
         mode = task.match if task.kind == "generate" else "exact"  # next_token: plain answers
         one_each = len(examples) == len(records)  # a record per example: name its number
         for i, ex in enumerate(examples):
-            where = f"{origin} record {i} (id {ex.id})" if one_each else \
-                f"{origin} example {ex.id}"
+            where = f"{origin} record {i} (id {ex.id})" if one_each else f"{origin} example {ex.id}"
             check_answers(ex.answers, mode, where)
     return examples
 
@@ -119,18 +126,27 @@ def load_hub(task: Task) -> list[Example]:
         raise _unavailable(task, "the 'datasets' package is not installed") from None
     parts: list[list[Example]] = []
     for hub in hubs if isinstance(hubs, list) else [hubs]:
-        spec = {**task.sources.get("local", {}),
-                **{k: v for k, v in hub.items() if k not in HUB_ONLY}}
+        spec = {
+            **task.sources.get("local", {}),
+            **{k: v for k, v in hub.items() if k not in HUB_ONLY},
+        }
         try:
-            ds = datasets.load_dataset(hub["path"], hub.get("name"),
-                                       split=hub.get("split", "train"))
+            ds = datasets.load_dataset(
+                hub["path"], hub.get("name"), split=hub.get("split", "train")
+            )
         except Exception as e:  # offline, unknown id, script datasets: all one line
-            raise _unavailable(task, f"cannot load {hub['path']} from the hub: "
-                                     f"{first_line(e, 200)}") from None
+            raise _unavailable(
+                task, f"cannot load {hub['path']} from the hub: {first_line(e, 200)}"
+            ) from None
         records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
         exs = _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
-        parts.append(_prefixed(exs, f"{hub['path']}/{hub.get('split', 'train')}",
-                               isinstance(hubs, list) and len(hubs) > 1))
+        parts.append(
+            _prefixed(
+                exs,
+                f"{hub['path']}/{hub.get('split', 'train')}",
+                isinstance(hubs, list) and len(hubs) > 1,
+            )
+        )
     return combine(parts, task.interleave)
 
 
@@ -155,9 +171,15 @@ def load_examples(task: Task) -> list[Example]:
     """The task's examples, parsed once per process for the same definition and file (a
     search evaluates the same task hundreds of times; Examples are immutable)."""
     stamp = os.stat(task.data).st_mtime_ns if task.data and task.data != "hub" else None
-    key = (task.name, task.kind, task.match, json.dumps(task.sources, sort_keys=True,
-                                                        default=str), task.data, stamp,
-           task.interleave)
+    key = (
+        task.name,
+        task.kind,
+        task.match,
+        json.dumps(task.sources, sort_keys=True, default=str),
+        task.data,
+        stamp,
+        task.interleave,
+    )
     if key not in _CACHE:
         _CACHE[key] = _load_examples(task)
     return list(_CACHE[key])
@@ -179,8 +201,9 @@ def _load_examples(task: Task) -> list[Example]:
         parts = []
         for f in files:
             records, meta = read_file(PACKAGED / f)
-            parts.append(_prefixed(_read(records, spec, task, meta, f), Path(f).stem,
-                                   len(files) > 1))
+            parts.append(
+                _prefixed(_read(records, spec, task, meta, f), Path(f).stem, len(files) > 1)
+            )
         examples = combine(parts, task.interleave)
     else:
         examples = load_hub(task)

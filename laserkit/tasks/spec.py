@@ -49,7 +49,7 @@ KIND_DOCS = {
     "next_token": "the top-1 next token is the answer's first token (CounterFact)",
     "generate": "greedy generation; the generated text is matched against the answer",
     "perplexity": "perplexity of text in fixed chunks (laserRMT) or a sliding window (lower is "
-                  "better)",
+    "better)",
     "semantic": "laserRMT: cos(generation, chosen) − cos(generation, rejected)",
 }
 LOWER_IS_BETTER = {"log_loss", "perplexity"}
@@ -70,28 +70,42 @@ class SourceSpec:
     """One data source of a task: the keys a reader understands. ``file`` is for packaged data;
     ``path``/``name``/``split``/``limit`` for the hub; the rest for every location."""
 
-    reader: str = _f("fields", "how records become examples: fields, bigbench, counterfact, "
-                     "truthfulqa, text, or your own as module:function")
-    prompt: str | None = _f(None, "prompt template; {field} is a record's field (default "
-                            "{prompt}; bigbench {input})")
+    reader: str = _f(
+        "fields",
+        "how records become examples: fields, bigbench, counterfact, "
+        "truthfulqa, text, or your own as module:function",
+    )
+    prompt: str | None = _f(
+        None, "prompt template; {field} is a record's field (default {prompt}; bigbench {input})"
+    )
     id: str = _f("id", "field holding the example id (default: the record's position)")
-    answer: str = _f("answer", "field holding the answer (choice: a choice or its index; "
-                     "generate: see 'answers' in docs/tasks.md)", "choice generate next_token")
+    answer: str = _f(
+        "answer",
+        "field holding the answer (choice: a choice or its index; "
+        "generate: see 'answers' in docs/tasks.md)",
+        "choice generate next_token",
+    )
     choices: list | None = _f(None, "the same answer choices for every record", "choice")
-    choices_field: str = _f("choices", "field holding a record's own choices (a list, a JSON "
-                            "list or a|b|c)", "choice")
-    label_map: dict | None = _f(None, "maps raw labels to choices, e.g. {SUPPORTS: 'true'}",
-                                "choice")
+    choices_field: str = _f(
+        "choices", "field holding a record's own choices (a list, a JSON list or a|b|c)", "choice"
+    )
+    label_map: dict | None = _f(
+        None, "maps raw labels to choices, e.g. {SUPPORTS: 'true'}", "choice"
+    )
     skip_unmapped: bool = _f(False, "skip records whose label is not in label_map", "choice")
     rename: dict | None = _f(None, "{field in the data: field the prompt uses}")
     chosen: str = _f("chosen", "field holding the preferred answer", "semantic")
     rejected: str = _f("rejected", "field holding the rejected answer", "semantic")
     text: str = _f("text", "field holding the text", "perplexity")
-    system: str | None = _f(None, "field holding each record's system turn (with a chat "
-                            "template; records without it use system_prompt)",
-                            "choice generate next_token semantic")
-    file: str | list | None = _f(None, "packaged: file(s) under laserkit/data/bigbench "
-                                 "(ignored in a local spec)")
+    system: str | None = _f(
+        None,
+        "field holding each record's system turn (with a chat "
+        "template; records without it use system_prompt)",
+        "choice generate next_token semantic",
+    )
+    file: str | list | None = _f(
+        None, "packaged: file(s) under laserkit/data/bigbench (ignored in a local spec)"
+    )
     path: str | None = _f(None, "hub only: the dataset id")
     name: str | None = _f(None, "hub only: the dataset config")
     split: str = _f("train", "hub only: the split")
@@ -111,36 +125,67 @@ class Task:
     description: str = _f("", "one line for `laserkit tasks`")
     aliases: list = _f(list, "other names for a built-in task")
     url: str = _f("", "where to get the full original data (shown when it is missing)")
-    data: str | None = _f(None, "a data file (.json/.jsonl/.csv/.txt), relative to the task "
-                          "file; --data overrides it")
-    sources: dict = _f(dict, "packaged / local / hub: a source spec (or a list of them for "
-                       "several files); the flat form puts the local spec's keys at top level")
-    interleave: bool = _f(False, "several hub sources or packaged files: take their examples "
-                          "in turn (the first of each, then the second, ...) so that validation "
-                          "(the first 20%) holds some of each; default: one after another")
-    match: str = _f("contains", "generate: how the generation is judged: "
-                    + ", ".join(MATCH_MODES) + " (the LASER reference's rule)", "generate")
-    metric: str | None = _f(None, "the score used for selection (default: accuracy; f1 for "
-                            "match: f1; perplexity; semantic_score)")
-    answer_prefix: str = _f(" ", "put between prompt and answer when neither has whitespace "
-                            "(raw prompts)", "choice generate next_token")
-    max_new_tokens: int | None = _f(None, "generation length (generate 15; semantic 512, "
-                                    "laserRMT's output_length)",
-                                    "generate semantic")
+    data: str | None = _f(
+        None, "a data file (.json/.jsonl/.csv/.txt), relative to the task file; --data overrides it"
+    )
+    sources: dict = _f(
+        dict,
+        "packaged / local / hub: a source spec (or a list of them for "
+        "several files); the flat form puts the local spec's keys at top level",
+    )
+    interleave: bool = _f(
+        False,
+        "several hub sources or packaged files: take their examples "
+        "in turn (the first of each, then the second, ...) so that validation "
+        "(the first 20%) holds some of each; default: one after another",
+    )
+    match: str = _f(
+        "contains",
+        "generate: how the generation is judged: "
+        + ", ".join(MATCH_MODES)
+        + " (the LASER reference's rule)",
+        "generate",
+    )
+    metric: str | None = _f(
+        None,
+        "the score used for selection (default: accuracy; f1 for "
+        "match: f1; perplexity; semantic_score)",
+    )
+    answer_prefix: str = _f(
+        " ",
+        "put between prompt and answer when neither has whitespace (raw prompts)",
+        "choice generate next_token",
+    )
+    max_new_tokens: int | None = _f(
+        None,
+        "generation length (generate 15; semantic 512, laserRMT's output_length)",
+        "generate semantic",
+    )
     topk: tuple = _f((1, 5, 10), "also report top-k accuracy for these k", "next_token")
-    chunking: str = _f("sliding", "perplexity: fixed (laserRMT: each text cut into "
-                       "non-overlapping chunks of max_length tokens, the tail dropped) or sliding "
-                       "(a window moved by stride)", "perplexity")
-    max_length: int | None = _f(None, "window (sliding; default min(model context, 2048)) or "
-                                "chunk length (fixed; default 128, laserRMT's) in tokens",
-                                "perplexity")
-    stride: int | None = _f(None, "window stride (sliding; default: half the window)",
-                            "perplexity")
-    chat_template: str | None = _f(None, "none (raw prompt), model (the tokenizer's template), "
-                                   "chatml, a Jinja template, or a .jinja file (default: none; "
-                                   "semantic: model)", "choice generate next_token semantic")
-    system_prompt: str | None = _f(None, "a system message, with a chat template",
-                                   "choice generate next_token semantic")
+    chunking: str = _f(
+        "sliding",
+        "perplexity: fixed (laserRMT: each text cut into "
+        "non-overlapping chunks of max_length tokens, the tail dropped) or sliding "
+        "(a window moved by stride)",
+        "perplexity",
+    )
+    max_length: int | None = _f(
+        None,
+        "window (sliding; default min(model context, 2048)) or "
+        "chunk length (fixed; default 128, laserRMT's) in tokens",
+        "perplexity",
+    )
+    stride: int | None = _f(None, "window stride (sliding; default: half the window)", "perplexity")
+    chat_template: str | None = _f(
+        None,
+        "none (raw prompt), model (the tokenizer's template), "
+        "chatml, a Jinja template, or a .jinja file (default: none; "
+        "semantic: model)",
+        "choice generate next_token semantic",
+    )
+    system_prompt: str | None = _f(
+        None, "a system message, with a chat template", "choice generate next_token semantic"
+    )
     _examples: list | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,41 +193,57 @@ class Task:
         if self.kind not in KINDS:
             if not self.kind:
                 raise LaserkitError(f"{where}: missing 'kind' (one of {', '.join(KINDS)})")
-            raise LaserkitError(f"{where}: unknown kind {self.kind!r}; use one of "
-                                f"{', '.join(KINDS)}")
+            raise LaserkitError(
+                f"{where}: unknown kind {self.kind!r}; use one of {', '.join(KINDS)}"
+            )
         self.topk = tuple(_int(k, "topk", where) for k in self.topk)
         if self.match not in MATCH_MODES:
-            raise LaserkitError(f"{where}: unknown match {self.match!r}; use one of "
-                                f"{', '.join(MATCH_MODES)}")
+            raise LaserkitError(
+                f"{where}: unknown match {self.match!r}; use one of {', '.join(MATCH_MODES)}"
+            )
         if self.max_new_tokens is None:
             self.max_new_tokens = 512 if self.kind == "semantic" else 15  # laserRMT; LASER
         _int(self.max_new_tokens, "max_new_tokens", where)
         if self.chunking not in CHUNKINGS:
-            raise LaserkitError(f"{where}: unknown chunking {self.chunking!r}; use one of "
-                                f"{', '.join(CHUNKINGS)}")
+            raise LaserkitError(
+                f"{where}: unknown chunking {self.chunking!r}; use one of {', '.join(CHUNKINGS)}"
+            )
         if self.chat_template is None:
             self.chat_template = "model" if self.kind == "semantic" else "none"
         if not isinstance(self.chat_template, str) or not self.chat_template.strip():
-            raise LaserkitError(f"{where}: chat_template must be none, model, chatml, a Jinja "
-                                "template or a file")
+            raise LaserkitError(
+                f"{where}: chat_template must be none, model, chatml, a Jinja template or a file"
+            )
         t = self.chat_template
-        if t not in ("none", "model", "chatml") and "{%" not in t and "{{" not in t \
-                and not Path(t).expanduser().is_file():
-            raise LaserkitError(f"{where}: chat_template {t[:60]!r} is not none, model, chatml, "
-                                "a Jinja template or an existing file")
+        if (
+            t not in ("none", "model", "chatml")
+            and "{%" not in t
+            and "{{" not in t
+            and not Path(t).expanduser().is_file()
+        ):
+            raise LaserkitError(
+                f"{where}: chat_template {t[:60]!r} is not none, model, chatml, "
+                "a Jinja template or an existing file"
+            )
         if self.kind not in CHAT_KINDS and self.chat_template != "none":
-            raise LaserkitError(f"{where}: a {self.kind} task scores raw text; chat_template "
-                                "must be none")
+            raise LaserkitError(
+                f"{where}: a {self.kind} task scores raw text; chat_template must be none"
+            )
         if self.system_prompt is not None and self.chat_template == "none":
-            raise LaserkitError(f"{where}: system_prompt needs a chat template "
-                                "(chat_template: model, chatml or a Jinja template)")
+            raise LaserkitError(
+                f"{where}: system_prompt needs a chat template "
+                "(chat_template: model, chatml or a Jinja template)"
+            )
         allowed = self.metrics()
         if self.metric is None:
-            self.metric = "f1" if self.kind == "generate" and self.match == "f1" \
-                else KINDS[self.kind][1]
+            self.metric = (
+                "f1" if self.kind == "generate" and self.match == "f1" else KINDS[self.kind][1]
+            )
         if self.metric not in allowed:
-            raise LaserkitError(f"{where}: metric {self.metric!r} is not reported by a "
-                                f"{self.kind} task; use one of {', '.join(allowed)}")
+            raise LaserkitError(
+                f"{where}: metric {self.metric!r} is not reported by a "
+                f"{self.kind} task; use one of {', '.join(allowed)}"
+            )
 
     def metrics(self) -> tuple[str, ...]:
         """The metrics this task reports that can be selected on."""

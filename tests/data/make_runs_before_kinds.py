@@ -38,21 +38,42 @@ def main(out: Path) -> None:
     model = make_tiny("llama", num_hidden_layers=3)
     obj = ObjectiveConfig(type="next-token", sequences=seqs(model), batch_size=8)
     gd = Intervention(kind="mp-threshold", estimator="gavish-donoho")
-    cands = (candidate_edits([("m", 2, "fc_in")], gd)
-             + candidate_edits([("m", 1, "fc_out")], Intervention(kind="mp-threshold")))
+    cands = candidate_edits([("m", 2, "fc_in")], gd) + candidate_edits(
+        [("m", 1, "fc_out")], Intervention(kind="mp-threshold")
+    )
     cfgs = {
         "grid-vendi": RunConfig(
-            strategy="grid", model="tiny", objective=obj, lnames=["fc_in"], layers=[2],
-            rhos=[0.5, 0.25], intervention=_iv("vendi-score", use_quality=True,
-                                               min_diversity=False, bandwidth="median")),
+            strategy="grid",
+            model="tiny",
+            objective=obj,
+            lnames=["fc_in"],
+            layers=[2],
+            rhos=[0.5, 0.25],
+            intervention=_iv(
+                "vendi-score", use_quality=True, min_diversity=False, bandwidth="median"
+            ),
+        ),
         "grid-rank": RunConfig(
-            strategy="grid", model="tiny", objective=obj, lnames=["fc_in", "fc_out"],
-            layers=[2], rhos=[0.5], intervention=_iv("rank-reduction", use_quality=False,
-                                                     min_diversity=False, bandwidth="1")),
+            strategy="grid",
+            model="tiny",
+            objective=obj,
+            lnames=["fc_in", "fc_out"],
+            layers=[2],
+            rhos=[0.5],
+            intervention=_iv(
+                "rank-reduction", use_quality=False, min_diversity=False, bandwidth="1"
+            ),
+        ),
         "greedy-mp": RunConfig(strategy="greedy", model="tiny", objective=obj, candidates=cands),
         "compose-mp": RunConfig(
-            strategy="compose", model="tiny", objective=obj, lnames=["fc_in"], layers=[1, 2],
-            rhos=[0.5], intervention=_iv("mp-threshold", bandwidth="1")),
+            strategy="compose",
+            model="tiny",
+            objective=obj,
+            lnames=["fc_in"],
+            layers=[1, 2],
+            rhos=[0.5],
+            intervention=_iv("mp-threshold", bandwidth="1"),
+        ),
     }
     for name, cfg in cfgs.items():
         (out / name).mkdir(parents=True)

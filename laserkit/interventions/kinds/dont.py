@@ -18,6 +18,5 @@ if TYPE_CHECKING:
 class Dont(Intervention):
     noop = True
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
-                                                                             dict]:
+    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
         return W.clone(), {"rank": min(W.shape)}

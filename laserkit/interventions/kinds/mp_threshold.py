@@ -25,8 +25,13 @@ def _estimator(name: str) -> str:
 class MPThreshold(Intervention):
     # left out of to_dict at its default so that trial keys of earlier runs keep their meaning
     estimator: str = option(
-        "iqr", "--estimator", "noise edge from laserRMT's IQR σ̂ (iqr) or Gavish–Donoho's "
-        "optimal hard threshold (gavish-donoho)", normalize=_estimator, always_recorded=False)
+        "iqr",
+        "--estimator",
+        "noise edge from laserRMT's IQR σ̂ (iqr) or Gavish–Donoho's "
+        "optimal hard threshold (gavish-donoho)",
+        normalize=_estimator,
+        always_recorded=False,
+    )
 
     svd = "float64"  # laserRMT decomposes and rebuilds in float64 whatever the weight's dtype
 
@@ -36,8 +41,7 @@ class MPThreshold(Intervention):
     def describe(self) -> str:
         return self.kind if self.estimator == "iqr" else f"{self.kind}({self.estimator})"
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
-                                                                             dict]:
+    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
         from ..mp_threshold import mp_reduce  # noqa: PLC0415
 
         out, k = mp_reduce(W, factors, self.estimator)

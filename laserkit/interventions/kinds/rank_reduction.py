@@ -25,11 +25,16 @@ def _svd_method(value: str) -> str:
 class RankReduction(Intervention):
     rho: float | None = rho_option()
     svd_method: str = option(
-        "exact", "--svd", "how the truncation is computed: 'exact' (top-k vectors, checked "
+        "exact",
+        "--svd",
+        "how the truncation is computed: 'exact' (top-k vectors, checked "
         "against the k-th gap; full SVD when the check fails), 'full' (full LAPACK SVD) or "
         "'lowrank-niter2' (the LASER reference's randomized torch.svd_lowrank, seeded: NOT the "
-        "exact truncation, only to reproduce the reference)", type=str, normalize=_svd_method,
-        always_recorded=False)
+        "exact truncation, only to reproduce the reference)",
+        type=str,
+        normalize=_svd_method,
+        always_recorded=False,
+    )
 
     svd = "compute"  # the SVD of the matrix in the Editor's compute dtype, reused for every ρ
 
@@ -51,8 +56,7 @@ class RankReduction(Intervention):
 
         return kept_rank(*shape, self.rho)
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
-                                                                             dict]:
+    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
         from ..rank_reduction import (  # noqa: PLC0415
             Factors,
             kept_rank,

@@ -21,8 +21,9 @@ def _bandwidth(value: float | str) -> float | str:
     return check_bandwidth(value)
 
 
-@register("vendi-score",
-          "keep ⌊ρ·min(m,n)⌋ rows chosen by greedy Vendi score, least-squares rebuild")
+@register(
+    "vendi-score", "keep ⌊ρ·min(m,n)⌋ rows chosen by greedy Vendi score, least-squares rebuild"
+)
 @dataclass(frozen=True)
 class VendiScore(Intervention):
     rho: float | None = rho_option()
@@ -30,8 +31,13 @@ class VendiScore(Intervention):
     min_diversity: bool = option(False, "--min-diversity", "minimise diversity instead")
     q: float = option(1.0, "--vendi-q", "order q of the score")
     bandwidth: float | str = option(
-        1.0, "--bandwidth", "RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²): a number (1 is the fork's "
-        "kernel) or 'median' (σ = median distance between rows)", type=str, normalize=_bandwidth)
+        1.0,
+        "--bandwidth",
+        "RBF bandwidth σ, k = exp(−‖x−y‖²/2σ²): a number (1 is the fork's "
+        "kernel) or 'median' (σ = median distance between rows)",
+        type=str,
+        normalize=_bandwidth,
+    )
 
     def __post_init__(self) -> None:
         check_rho_of(self.kind, self.rho)
@@ -40,12 +46,16 @@ class VendiScore(Intervention):
         if self.q < 0:
             raise LaserkitError(f"Vendi order q {self.q} must be ≥ 0")
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor,
-                                                                             dict]:
+    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
         from ..rank_reduction import kept_rank  # noqa: PLC0415
         from ..vendi import vendi_reduce  # noqa: PLC0415 - only loaded when used
 
-        out, info = vendi_reduce(W, self.rho, use_quality=self.use_quality,
-                                 min_diversity=self.min_diversity, q=self.q,
-                                 bandwidth=self.bandwidth)
+        out, info = vendi_reduce(
+            W,
+            self.rho,
+            use_quality=self.use_quality,
+            min_diversity=self.min_diversity,
+            q=self.q,
+            bandwidth=self.bandwidth,
+        )
         return out, {"rank": kept_rank(*W.shape, self.rho), **info}
