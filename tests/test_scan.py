@@ -116,7 +116,7 @@ def test_outputs_and_spectrum_json_round_trip(tiny_dirs, tmp_path):
 
 
 def spectrum_reference_yaml(snr_data: dict, top_percent: float) -> str:
-    """Spectrum's generate_unfrozen_params_yaml, restated (SPEC §4) for comparison."""
+    """Spectrum's generate_unfrozen_params_yaml, restated to compare with (docs/methods.md)."""
     groups: dict[str, list] = {}
     for name, info in snr_data.items():
         groups.setdefault(info["type"], []).append((name, info["snr"]))

@@ -1,4 +1,4 @@
-"""Per-matrix statistics against a direct float64 implementation of SPEC §3 (numpy), and the Gram
+"""Per-matrix statistics against a float64 implementation of docs/methods.md (numpy), and the Gram
 route against the SVD route."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ EPS = np.finfo(np.float64).eps
 
 
 def reference(w: np.ndarray) -> dict:
-    """SPEC §3 written out directly: float64 SVD, numpy quantiles, no shared code."""
+    """docs/methods.md's MP rule written out: float64 SVD, numpy quantiles, no shared code."""
     w = w.astype(np.float64)
     m, n = w.shape
     s = np.linalg.svd(w, compute_uv=False)
@@ -102,7 +102,7 @@ def test_mp_threshold_recovers_planted_rank():
 
 
 def test_gaussian_noise_planted_signal_is_above_threshold():
-    # With i.i.d. Gaussian noise the IQR-based τ of SPEC §3 lies inside the noise bulk, so more
+    # With i.i.d. Gaussian noise the IQR τ (docs/methods.md) lies inside the noise bulk, so more
     # than the planted rank passes; every planted direction does, and SNR grows with signal.
     g = torch.Generator().manual_seed(3)
     m, n, r = 400, 200, 5

@@ -1,7 +1,7 @@
 """Evaluate a model (as loaded, or edited in memory) on a task: per-example records and a
 summary, batched and exact.
 
-Conventions (SPEC §1, with the reference's mistakes fixed):
+Conventions (docs/methods.md, "The paper's tasks", with the reference's mistakes fixed):
 - Multiple choice: each answer is scored by the summed log-probability of its full tokenization
   as a continuation of the prompt. The prompt is tokenized on its own (with the tokenizer's
   special tokens), the answer on its own without special tokens, and the two are concatenated;

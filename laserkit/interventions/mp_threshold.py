@@ -1,4 +1,4 @@
-"""laserRMT's reduction: keep only the singular values above the Marchenko–Pastur edge (SPEC §3).
+"""laserRMT's reduction: keep the singular values above the Marchenko–Pastur edge (docs/methods.md).
 
 As in laserRMT, the SVD and the reconstruction run in float64 whatever the weight's dtype; the
 caller casts the result back.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-# The lname vocabulary of the LASER paper and reference CLI (SPEC §1). Single roles name one
+# The lname vocabulary of the LASER paper and reference CLI (docs/methods.md). Single roles name one
 # matrix (or one block of a fused matrix); groups expand to several roles.
 ROLES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_up", "fc_out")
 GROUPS: dict[str, tuple[str, ...]] = {

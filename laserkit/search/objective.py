@@ -20,7 +20,7 @@ from .config import ObjectiveConfig
 
 SPLITS = ("validation", "test", "all")
 LEGACY_SEMANTIC_TOKENS = 128  # semantic tasks' generation length before runs stored it
-VALIDATION_FRACTION = 0.2  # SPEC §1: the first 20% is validation, the rest test
+VALIDATION_FRACTION = 0.2  # docs/methods.md: the first 20% is validation, the rest test
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Marchenko–Pastur statistics of a weight matrix (SPEC §3), shared by mp-threshold and the scan.
+"""Marchenko–Pastur statistics of a weight matrix (docs/methods.md), for mp-threshold and the scan.
 
 All statistics are computed in float64 from the singular values, as the laserRMT reference does.
 The scan gets the singular values the cheapest exact way: the eigenvalues of the smaller Gram
@@ -113,7 +113,7 @@ def mp_threshold(s: torch.Tensor, m: int, n: int, estimator: str = "iqr") -> flo
 def snr(s: torch.Tensor, tau: float) -> float:
     """Σ s above τ over Σ s at or below τ.
 
-    ∞ when no singular value is at or below τ (SPEC §3); NaN when both sums are zero (an all-zero
+    ∞ when no singular value is ≤ τ (docs/methods.md); NaN when both sums are zero (an all-zero
     matrix has neither signal nor noise).
     """
     s = s.to(torch.float64)
@@ -167,7 +167,7 @@ def matrix_stats(
     method: str = "gram",
     estimator: str = "iqr",
 ) -> dict:
-    """Every per-matrix statistic of SPEC §3 plus spectral norm, stable and effective rank.
+    """Every per-matrix statistic of docs/methods.md plus spectral norm, stable and effective rank.
 
     ``w_or_s`` is a matrix (its shape gives m, n) or a 1-D tensor of singular values (then m and n
     are required). ``method`` picks how singular values of a matrix are found: ``gram`` or ``svd``;
