@@ -703,7 +703,7 @@ def demo(
     FEVER claims (first 300: 60 validation, 240 test; fc_in/fc_out × last 6 layers × ρ 0.2,
     0.1, 0.05, 0.01: 48 trials), then the best model saved to RUN_DIR/best-model and the report
     written, with the paired significance of base → best on test and the best-of-48 check. No
-    grid tried on the offline tasks gave SmolLM2 a significant gain (README: what was tried), so
+    grid tried on the offline tasks gave SmolLM2 a significant gain (see docs/demo.md), so
     the demo shows how laserkit reports a gain that is not significant. Run again, it continues
     (or just reprints) the same run."""
     from ..model.targets import model_layout
