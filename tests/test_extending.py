@@ -23,6 +23,9 @@ from laserkit.interventions.rank_reduction import SVD_METHODS, SvdMethod, rank_r
 from laserkit.search.compare import METHODS, Method, parse_methods
 from laserkit.search.strategy import STRATEGIES, make_strategy, names
 from laserkit.spectral.mp import ESTIMATORS, mp_threshold
+from laserkit.tasks import get_task
+from laserkit.tasks.formats import READERS
+from laserkit.tasks.spec import Example
 
 
 @pytest.fixture
@@ -69,6 +72,14 @@ UNCACHED_EXACT = SvdMethod("the exact truncation, decomposed each time", None, r
 def half_of_largest(s: torch.Tensor, m: int, n: int) -> float:
     """τ = max(s) / 2 (a plugged noise estimator)."""
     return float(s.max()) / 2
+
+
+def read_shouted(records, spec, kind, meta, origin):
+    """Records {q, a}: the question in capitals after the spec's prompt (a plugged reader)."""
+    return [
+        Example(str(i), (spec.prompt or "") + r["q"].upper(), answers=(r["a"],))
+        for i, r in enumerate(records)
+    ]
 
 
 # -- one test per registry ---------------------------------------------------------------------
@@ -141,3 +152,19 @@ def test_a_noise_estimator_from_an_entry_point(plug):
     np.testing.assert_allclose(out.numpy(), (U[:, :k] * S[:k]) @ Vt[:k], atol=1e-10)
     with pytest.raises(LaserkitError, match=r"^unknown noise estimator 'x': .*, half-max$"):
         mp_threshold(s, 8, 4, "x")
+
+
+def test_a_data_reader_from_an_entry_point(plug, tmp_path):
+    plug(READERS, "shouted", "test_extending:read_shouted")
+    (tmp_path / "r.jsonl").write_text('{"q": "who?", "a": "me"}\n{"q": "why?", "a": "so"}\n')
+    (tmp_path / "t.yaml").write_text(
+        "kind: generate\ndata: r.jsonl\nreader: shouted\nprompt: 'Q: '\n"
+    )
+    examples = get_task(str(tmp_path / "t.yaml")).examples()
+    assert [(e.id, e.prompt, e.answers) for e in examples] == [
+        ("0", "Q: WHO?", ("me",)),
+        ("1", "Q: WHY?", ("so",)),
+    ]
+    (tmp_path / "u.yaml").write_text("kind: generate\ndata: r.jsonl\nreader: shoutd\n")
+    with pytest.raises(LaserkitError, match=r"unknown reader 'shoutd'; use one of .*, shouted, or"):
+        get_task(str(tmp_path / "u.yaml"))
