@@ -168,3 +168,29 @@ def test_a_data_reader_from_an_entry_point(plug, tmp_path):
     (tmp_path / "u.yaml").write_text("kind: generate\ndata: r.jsonl\nreader: shoutd\n")
     with pytest.raises(LaserkitError, match=r"unknown reader 'shoutd'; use one of .*, shouted, or"):
         get_task(str(tmp_path / "u.yaml"))
+
+
+def test_help_lists_the_registries_names():
+    """--help names every kind (built from KINDS at start-up), every compare method and the
+    strategies `search` offers; the last two are written out because importing the search
+    package to list them would cost seconds on every start-up: this keeps them in step."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = Path(sys.prefix) / "bin" / "laserkit"
+    cmd = str(exe) if exe.exists() else shutil.which("laserkit")
+    env = {**os.environ, "COLUMNS": "250", "HF_HUB_OFFLINE": "1"}
+
+    def help_of(*args: str) -> str:
+        out = subprocess.run([cmd, *args, "--help"], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return " ".join(out.stdout.split())
+
+    reduce_help = help_of("reduce")
+    assert all(k in reduce_help for k in KINDS.names())
+    compare_help = help_of("compare")
+    assert all(m in compare_help for m in METHODS.names())
+    search_help = help_of("search")
+    assert {"grid", "tpe"} <= set(STRATEGIES.names()) and "tpe:" in search_help
