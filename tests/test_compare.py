@@ -67,7 +67,7 @@ def bootstrap_ci(a: list[float], b: list[float], n_boot: int = 2000, seed: int =
 def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tmp_path, tiny_dir):  # noqa: F811
     run_dir = tmp_path / "cmp"
     out = run(tiny_dir, run_dir)
-    names = list(METHODS)
+    names = METHODS.names()
     assert [r["method"] for r in out["rows"]] == names
     table = cells(out)
     assert [c[0] for c in table] == ["base", *names]
@@ -81,7 +81,7 @@ def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tm
     for r in out["rows"]:
         store = TrialStore(url, r["run"])
         assert r["run"] == f"cmp/{r['method']}"
-        want = METHODS[r["method"]].intervention
+        want = METHODS.get(r["method"]).intervention
         for e in store.config.candidates or []:  # greedy: its estimator on every candidate
             assert e["intervention"]["kind"] == "mp-threshold"
             assert e["intervention"].get("estimator", "iqr") == want["estimator"]
@@ -191,5 +191,5 @@ def test_installed_command_refuses_an_unknown_method_in_one_line(tmp_path):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("laserkit: error: unknown method vendi-fast")
-    assert all(n in lines[0] for n in METHODS)
+    assert all(n in lines[0] for n in METHODS.names())
     assert p.stdout == "" and not out.exists()

@@ -30,7 +30,7 @@ from conftest import make_tiny
 
 from laserkit import Editor, Intervention, LaserkitError
 from laserkit.cli.options import build, collect
-from laserkit.interventions import KINDS, REGISTRY, USES_SVD
+from laserkit.interventions import KINDS, uses_svd
 from laserkit.interventions.base import unregister
 from laserkit.search import trial
 
@@ -159,7 +159,7 @@ PINNED = [
 
 # The intervention templates main's `search` and `compose` stored in a run's configuration (part
 # of what a --resume must repeat), from the options a user gives.
-SEARCH, ALL = ("rank-reduction", "vendi-score"), list(KINDS)
+SEARCH, ALL = ("rank-reduction", "vendi-score"), KINDS.names()
 TEMPLATES = [
     (SEARCH, "rank-reduction", {}, {"kind": "rank-reduction", "rho": 1.0}),
     (
@@ -202,7 +202,7 @@ def test_to_dict_and_describe_are_main_s(args, as_dict, text):
     assert trial.make("validation", "validation", [e])["key"] == f"validation|fc_in@3:{text}"
     back = Intervention.from_dict(json.loads(json.dumps(iv.to_dict())))
     assert back == iv and hash(back) == hash(iv) and back.kind == iv.kind
-    assert isinstance(iv, Intervention) and type(iv) is REGISTRY[iv.kind]
+    assert isinstance(iv, Intervention) and type(iv) is KINDS.get(iv.kind)
 
 
 @pytest.mark.parametrize(("kinds", "kind", "given", "stored"), TEMPLATES)
@@ -241,7 +241,7 @@ def test_equality_hashing_and_construction_rules():
     b = Intervention.from_dict({"kind": "vendi-score", "rho": 0.1, "bandwidth": "median"})
     assert a == b and len({a, b, Intervention(kind="vendi-score", rho=0.2)}) == 2
     assert Intervention(kind="mp-threshold") != Intervention(kind="dont")
-    assert REGISTRY["rank-reduction"](rho=0.3) == Intervention(rho=0.3)
+    assert KINDS.get("rank-reduction")(rho=0.3) == Intervention(rho=0.3)
     assert pickle.loads(pickle.dumps(a)) == a and dataclasses.replace(a, rho=0.2).rho == 0.2
     # options of another kind: refused with a value other than their default, in one line
     for kw, says in [
@@ -280,7 +280,7 @@ def keep_top():
 
 
 def test_a_new_kind_is_one_file_applied_through_the_editor(keep_top):
-    assert list(KINDS)[-1] == "keep-top" and "keep-top" in USES_SVD
+    assert KINDS.names()[-1] == "keep-top" and "keep-top" in uses_svd()
     with pytest.raises(LaserkitError, match="use one of .*dont, keep-top"):
         Intervention(kind="nope")
     model = make_tiny("llama", num_hidden_layers=2)

@@ -69,8 +69,8 @@ def test_fixed_chunk_perplexity_equals_the_reference_loop(tok):
 def test_the_builtin_perplexity_task_is_laserrmts(tmp_path):
     task = get_task("perplexity")
     assert (task.chunking, task.max_length) == ("fixed", None)  # None: 128, laserRMT's
-    hubs = task.sources["hub"]
-    assert [(h["path"], h["name"], h["split"]) for h in hubs] == [
+    hubs = task.sources_at("hub")
+    assert [(h.path, h.name, h.split) for h in hubs] == [
         ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
         ("ptb_text_only", "penn_treebank", "test"),
     ]

@@ -189,7 +189,8 @@ def test_a_file_with_several_tasks_needs_a_name(tmp_path):
 def read_upper(records, spec, kind, meta, origin):
     """A reader of a 'new release format', living outside laserkit."""
     return [
-        Example(str(r["k"]), spec["prefix"] + r["q"].upper(), answers=(r["a"],)) for r in records
+        Example(str(r["k"]), spec.own["prefix"] + r["q"].upper(), answers=(r["a"],))
+        for r in records
     ]
 
 

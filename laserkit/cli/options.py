@@ -24,7 +24,7 @@ from typing import Any
 import typer
 
 from ..core.errors import LaserkitError
-from ..interventions import REGISTRY, Intervention, kind_class
+from ..interventions import KINDS, Intervention, kind_class
 
 FROM_OPTIONS: Any = None  # the default of the parameter the options replace
 SWEPT = "rho"  # the field a search sweeps (its grid axis): not an option in sweep mode
@@ -56,10 +56,11 @@ def collect(kinds: Sequence[str], sweep: bool = False) -> list[_Opt]:
         for f in dataclasses.fields(kind_class(kind)):
             if sweep and f.name == SWEPT:
                 continue
+            m = f.metadata
             if f.name in opts:
+                _agree(opts[f.name], kind, f)
                 opts[f.name].owners.append(kind)
                 continue
-            m = f.metadata
             opts[f.name] = _Opt(
                 f.name, m["flag"], m["help"], m["type"], _cli_default(f, m["type"]), [kind]
             )
@@ -72,6 +73,16 @@ def collect(kinds: Sequence[str], sweep: bool = False) -> list[_Opt]:
         if alias_owner := o.alias_of:
             o.owners = opts[alias_owner].owners
     return list(opts.values())
+
+
+def _agree(o: _Opt, kind: str, f: dataclasses.Field) -> None:
+    """One field name, one CLI option: a kind whose field has another kind's name must have its
+    flag and type (checked here, where the options meet, so that listing kinds imports none)."""
+    if (f.metadata["flag"], f.metadata["type"]) != (o.flag, o.type):
+        raise TypeError(
+            f"{kind}'s field {f.name!r} differs from {o.owners[0]}'s field of that name "
+            "(flag or type): one name, one CLI option"
+        )
 
 
 def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = False) -> Intervention:
@@ -98,7 +109,7 @@ def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = Fal
 
 
 def _convert(o: _Opt, value: Any) -> Any:
-    spec = REGISTRY[o.owners[0]]
+    spec = kind_class(o.owners[0])
     f = next(f for f in dataclasses.fields(spec) if f.name == o.alias_of)
     return f.metadata["alias"].to_field(value)
 
@@ -126,7 +137,7 @@ def intervention_options(
     Put it under ``@app.command()``."""
 
     def deco(fn: Callable) -> Callable:
-        offered = list(kinds) if kinds is not None else list(REGISTRY)
+        offered = list(kinds) if kinds is not None else KINDS.names()
         for k in offered:
             kind_class(k)
         opts = collect(offered, sweep)
@@ -177,7 +188,7 @@ def intervention_options(
             if kind not in offered:
                 what = (
                     f"--intervention {kind} does not apply here"
-                    if kind in REGISTRY
+                    if kind in KINDS
                     else f"unknown intervention {kind!r}"
                 )
                 raise LaserkitError(f"{what}: use one of {', '.join(offered)}{why}")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..interventions import REGISTRY, Intervention
+from ..interventions import KINDS, Intervention
 from . import app
 from .common import (
     DeviceOpt,
@@ -51,7 +51,7 @@ def intervention_from_options(
     }
     if "rho" not in {f.name for f in dataclasses.fields(kind_class(intervention))}:
         values.update(rho=None, rate=None)
-    return build(intervention, values, collect(list(REGISTRY)))
+    return build(intervention, values, collect(KINDS.names()))
 
 
 BANDWIDTH_HELP = (

@@ -52,6 +52,10 @@ class Registry(Generic[T]):
 
         return add if entry is None else add(entry)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` if present (tests register throwaway entries and take them back)."""
+        self._entries.pop(name, None)
+
     def _read_plugins(self) -> None:
         if self._plugins_read:
             return

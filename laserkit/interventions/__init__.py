@@ -1,9 +1,10 @@
 """Interventions: pure functions W → Ŵ on one matrix in (out, in) orientation.
 
 Every intervention runs in float32 or higher whatever the model's dtype; the caller casts back.
-Each kind is a small spec class in ``kinds/`` registered by name (``base.register``;
-docs/interventions.md); ``Intervention(kind=..., ...)`` builds the kind's class. Importing this
-package imports no torch (the CLI builds its options from the kinds at start-up).
+Each kind is a small spec class in ``kinds/`` registered by name in ``KINDS`` (``base.register``;
+docs/interventions.md, docs/extending.md); ``Intervention(kind=..., ...)`` builds the kind's
+class. Importing this package imports no torch (the CLI builds its options from the kinds at
+start-up).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from typing import TYPE_CHECKING
 
 from ..core.lazy import lazy_attributes
 from . import kinds  # noqa: F401 - registers the shipped kinds, in listing order
-from .base import KINDS, REGISTRY, USES_SVD, Intervention, kind_class, option, register
+from .base import KINDS, Intervention, kind_class, option, register, uses_svd
 
 if TYPE_CHECKING:
     import torch
 
-    from .rank_reduction import Factors, kept_rank, rho_from_rate
+    from .factors import Factors
+    from .rank_reduction import kept_rank, rho_from_rate
 
 # the numerical helpers live with their algorithm (torch); loaded on first use (PEP 562)
 _LAZY = {
-    "Factors": "rank_reduction",
+    "Factors": "factors",
     "kept_rank": "rank_reduction",
     "rho_from_rate": "rank_reduction",
 }
@@ -57,8 +59,6 @@ def compute(
 
 __all__ = [
     "KINDS",
-    "REGISTRY",
-    "USES_SVD",
     "Factors",
     "check_finite",
     "Intervention",
@@ -68,4 +68,5 @@ __all__ = [
     "option",
     "register",
     "rho_from_rate",
+    "uses_svd",
 ]

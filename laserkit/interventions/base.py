@@ -3,15 +3,17 @@
 Each kind (rank-reduction, vendi-score, ...) is one class in one file of ``kinds/``: its fields
 with defaults and CLI metadata (``option``), its validation (``__post_init__``), ``describe`` (the
 trial key's text), ``compute`` (W → Ŵ) and what the Editor needs (``svd``: which SVD factors it
-reads from the cache). ``@register("name")`` makes it a kind: it is then listed in ``KINDS``,
+reads from the cache). ``@register("name", "one line")`` puts it in ``KINDS``, the
+``core.registry.Registry`` of intervention kinds (a package of another author may add kinds
+through the entry-point group ``laserkit.interventions`` instead: docs/extending.md); it is then
 accepted by ``Intervention(kind="name", ...)`` and ``from_dict``, and offered by the CLI.
 
-Why a metaclass: ``Intervention(kind=..., rho=..., ...)`` and ``Intervention.from_dict`` are the
-public way to build one (library, tests, benchmarks, the search's stored specs), and
-``Intervention`` is used as a type. ``_ByKind.__call__`` keeps both: called on ``Intervention``
-it picks the kind's class and returns an instance of it (a subclass of ``Intervention``); called
-on a kind's class it builds that kind directly. A plain factory function would break the
-type and the classmethod.
+Why a metaclass (not for registering, which is the Registry's job): ``Intervention(kind=...,
+rho=..., ...)`` and ``Intervention.from_dict`` are the public way to build one (library, tests,
+benchmarks, the search's stored specs), and ``Intervention`` is used as a type.
+``_ByKind.__call__`` keeps both: called on ``Intervention`` it picks the kind's class and returns
+an instance of it (a subclass of ``Intervention``); called on a kind's class it builds that kind
+directly. A plain factory function would break the type and the classmethod.
 
 This module and ``kinds/`` import no torch: the CLI builds its options from them at start-up
 (``laserkit --help`` must stay fast); each kind imports its algorithm when it computes.
@@ -25,16 +27,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.errors import LaserkitError
+from ..core.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
-    from .rank_reduction import Factors
+    from .factors import Factors
 
 DEFAULT_KIND = "rank-reduction"
-REGISTRY: dict[str, type[Intervention]] = {}
-KINDS: dict[str, str] = {}  # name → one line (kept in step with REGISTRY by ``register``)
-USES_SVD: set[str] = set()  # names of kinds that read cached SVD factors
+# name → kind class, in listing order (the shipped kinds first, then those of other packages)
+KINDS: Registry[type[Intervention]] = Registry("intervention", group="interventions")
 
 
 @dataclass(frozen=True)
@@ -83,18 +85,25 @@ def builtin_type(value: Any) -> type:
 
 
 def kind_class(name: str) -> type[Intervention]:
-    """The class registered as ``name``; one line listing the kinds otherwise."""
-    try:
-        return REGISTRY[name]
-    except (KeyError, TypeError):
-        raise LaserkitError(
-            f"unknown intervention {name!r}: use one of {', '.join(KINDS)}"
-        ) from None
+    """The class registered as ``name``; one line listing the kinds otherwise. A class that an
+    entry point names is checked and given its name on first use (``_adopt``)."""
+    if not isinstance(name, str):  # a record's "kind": null or a list
+        raise LaserkitError(f"unknown intervention {name!r}: use one of {', '.join(KINDS.names())}")
+    cls = KINDS.get(name)
+    if cls.__dict__.get("kind") != name:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _adopt(name, cls, cls.__dict__.get("summary") or (doc[0] if doc else ""))
+    return cls
 
 
 def owners(name: str) -> list[str]:
     """The kinds that have a field called ``name``."""
-    return [k for k, c in REGISTRY.items() if name in field_map(c)]
+    return [k for k in KINDS.names() if name in field_map(kind_class(k))]
+
+
+def uses_svd() -> list[str]:
+    """The kinds that read cached SVD factors (the Editor keeps a factor cache for them)."""
+    return [k for k in KINDS.names() if kind_class(k).svd is not None]
 
 
 def field_map(cls: type[Intervention]) -> dict[str, dataclasses.Field]:
@@ -116,10 +125,10 @@ def _is_default(f: dataclasses.Field, value: Any) -> bool:
 
 def _foreign(kind: str, name: str, value: Any) -> None:
     """Refuse a field of another kind given with a value other than its default."""
-    where = [(k, field_map(REGISTRY[k])[name]) for k in owners(name)]
+    where = [(k, field_map(kind_class(k))[name]) for k in owners(name)]
     if not where:
         raise LaserkitError(
-            f"{name!r} is no option of any intervention (the kinds are {', '.join(KINDS)})"
+            f"{name!r} is no option of any intervention (the kinds are {', '.join(KINDS.names())})"
         )
     if all(_is_default(f, value) for _, f in where):
         return
@@ -222,50 +231,40 @@ class Intervention(metaclass=_ByKind):
 
 
 def register(name: str, summary: str) -> Callable[[type[Intervention]], type[Intervention]]:
-    """Class decorator: make a frozen dataclass subclass of Intervention the kind ``name``."""
+    """Class decorator: make a frozen dataclass subclass of Intervention the kind ``name``, with
+    ``summary`` as its line in listings; a name registered twice is an error."""
 
     def deco(cls: type[Intervention]) -> type[Intervention]:
-        if not (
-            issubclass(cls, Intervention)
-            and dataclasses.is_dataclass(cls)
-            and cls.__dataclass_params__.frozen
-        ):  # type: ignore[attr-defined]
-            raise TypeError(
-                f"{cls.__name__}: a kind is a @dataclass(frozen=True) subclass of Intervention"
-            )
-        if name in REGISTRY and REGISTRY[name] is not cls:
-            raise ValueError(f"intervention kind {name!r} is already registered")
-        if cls.svd not in (None, "compute", "float64"):
-            raise ValueError(f"{cls.__name__}.svd must be None, 'compute' or 'float64'")
-        for f in dataclasses.fields(cls):
-            if "flag" not in f.metadata:
-                raise TypeError(f"{cls.__name__}.{f.name}: declare fields with option(...)")
-            for other in owners(f.name):
-                g = field_map(REGISTRY[other])[f.name]
-                if (g.metadata["flag"], g.metadata["type"]) != (
-                    f.metadata["flag"],
-                    f.metadata["type"],
-                ):
-                    raise TypeError(
-                        f"{cls.__name__}.{f.name} differs from {other}'s field of "
-                        "that name (flag or type): one name, one CLI option"
-                    )
-        cls.kind = name
-        cls.summary = summary
-        REGISTRY[name] = cls
-        KINDS[name] = summary
-        if cls.svd is not None:
-            USES_SVD.add(name)
+        _adopt(name, cls, summary)
+        KINDS.register(name, cls)
         return cls
 
     return deco
 
 
+def _adopt(name: str, cls: type[Intervention], summary: str) -> None:
+    """Check that ``cls`` can be a kind and give it its name and summary. Whether its fields
+    agree with other kinds' fields of the same name is checked where the CLI collects them
+    (cli/options.py), so that no kind is imported here."""
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, Intervention)
+        and dataclasses.is_dataclass(cls)
+        and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    ):
+        raise TypeError(f"{name}: a kind is a @dataclass(frozen=True) subclass of Intervention")
+    if cls.svd not in (None, "compute", "float64"):
+        raise ValueError(f"{cls.__name__}.svd must be None, 'compute' or 'float64'")
+    for f in dataclasses.fields(cls):
+        if "flag" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name}: declare fields with option(...)")
+    cls.kind = name
+    cls.summary = summary
+
+
 def unregister(name: str) -> None:
     """Remove a kind (tests register throwaway kinds and take them back)."""
-    REGISTRY.pop(name, None)
-    KINDS.pop(name, None)
-    USES_SVD.discard(name)
+    KINDS.unregister(name)
 
 
 def _rho_from_rate(rate: float) -> float:

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from ..spectral.mp import SMALL_EIG, threads
+from .factors import Factors
 
 TOL = 1e-6  # bound on ‖Ŵ − Ŵ_exact‖_F / ‖Ŵ_exact‖_F the check demands (full float32 SVD: ~1e-5)
 GRAM_SIDE = 1024  # smaller side up to which the Gram route is always the cheaper one
@@ -93,7 +94,7 @@ class TopFactors:
         self.r = r  # float64: per vector, ‖AᵀA·v − λ·v‖ (or a bound on it), kmax + 1 of them
         self.noise = noise  # float64: per k, how far λ_{k+1} may lie above lam[k]
         self.method = method
-        self._full = None
+        self._full: Factors | None = None
         self.fell_back = False
 
     @property
@@ -138,10 +139,8 @@ class TopFactors:
         out = project(A, self.V[:, :k], self.W.dtype)
         return out.T if flipped else out
 
-    def full(self):  # noqa: ANN201 - Factors, imported late (no import cycle)
+    def full(self) -> Factors:
         """The full SVD, computed once, for the ranks whose gap the check cannot resolve."""
-        from .rank_reduction import Factors  # noqa: PLC0415
-
         if self._full is None:
             self._full = Factors.of(self.W)
         self.fell_back = True

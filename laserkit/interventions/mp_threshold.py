@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..spectral.mp import mp_threshold
-from .rank_reduction import Factors
+from .factors import Factors
 
 
 def mp_reduce(

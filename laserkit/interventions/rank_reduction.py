@@ -10,33 +10,15 @@ caller (see edit.FactorCache).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..core.errors import LaserkitError
-
-if TYPE_CHECKING:
-    from .fast_svd import TopFactors
-
-
-@dataclass(frozen=True)
-class Factors:
-    """Thin SVD of a matrix: W = U diag(S) Vh."""
-
-    U: torch.Tensor
-    S: torch.Tensor
-    Vh: torch.Tensor
-
-    @classmethod
-    def of(cls, W: torch.Tensor) -> Factors:
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        return cls(U, S, Vh)
-
-    def truncate(self, k: int) -> torch.Tensor:
-        """U_k diag(S_k) Vh_k (the zero matrix for k = 0)."""
-        return (self.U[:, :k] * self.S[:k]) @ self.Vh[:k]
+from ..core.registry import Registry
+from .factors import Factors
+from .fast_svd import TopFactors, decompose
 
 
 def rho_from_rate(rate: float) -> float:
@@ -73,29 +55,12 @@ def legacy_rho_from_rate(rate: float) -> float:
     return 1.0 - 0.1 * rate
 
 
-SVD_METHODS = {
-    "exact": "the exact truncation from the top-k singular vectors only (checked; full SVD when "
-    "the check fails)",
-    "full": "the exact truncation from a full LAPACK SVD (slower; what laserkit did before)",
-    "lowrank-niter2": "torch.svd_lowrank(q=k, niter=2), seeded: the LASER reference's randomized "
-    "SVD, NOT the exact truncation (reproduces the reference only)",
-}
-
-
-def check_svd_method(name: str) -> str:
-    if name not in SVD_METHODS:
-        raise LaserkitError(f"unknown --svd {name!r}: use one of {', '.join(SVD_METHODS)}")
-    return name
-
-
 def rank_reduce(
     W: torch.Tensor, rho: float, factors: Factors | TopFactors | None = None
 ) -> torch.Tensor:
     """Best rank-⌊min(m,n)·ρ⌋ approximation of W (in W's dtype, which should be ≥ float32).
 
     Without ``factors``, only the top-k singular vectors are computed (fast_svd.decompose)."""
-    from .fast_svd import decompose  # noqa: PLC0415 - fast_svd imports this module
-
     k = kept_rank(*W.shape, rho)
     if k == min(W.shape):
         return W.clone()
@@ -118,3 +83,56 @@ def lowrank_reduce(W: torch.Tensor, rho: float, niter: int = 2, seed: int = 0) -
         torch.manual_seed(seed)
         U, S, V = torch.svd_lowrank(W, q=k, niter=niter)
     return (U * S) @ V.T
+
+
+@dataclass(frozen=True)
+class SvdMethod:
+    """One way to compute the rank-k truncation (``--svd``): what the Editor caches for it and
+    the edit itself, so that a new method is one entry of ``SVD_METHODS``.
+
+    ``factors``: "top" (the top-k vectors, fast_svd.TopFactors), "full" (the full SVD) or None
+    (nothing cached: it decomposes each time). ``reduce(W, ρ, factors)`` is Ŵ, ``factors`` being
+    the cached ones or None."""
+
+    about: str
+    factors: str | None
+    reduce: Callable[[torch.Tensor, float, Factors | TopFactors | None], torch.Tensor]
+
+
+def _full_reduce(W: torch.Tensor, rho: float, factors: Factors | TopFactors | None) -> torch.Tensor:
+    return rank_reduce(W, rho, factors if factors is not None else Factors.of(W))
+
+
+SVD_METHODS: Registry[SvdMethod] = Registry("--svd", group="svd_methods")
+SVD_METHODS.register(
+    "exact",
+    SvdMethod(
+        "the exact truncation from the top-k singular vectors only (checked; full SVD when the "
+        "check fails)",
+        "top",
+        rank_reduce,
+    ),
+)
+SVD_METHODS.register(
+    "full",
+    SvdMethod(
+        "the exact truncation from a full LAPACK SVD (slower; what laserkit did before)",
+        "full",
+        _full_reduce,
+    ),
+)
+SVD_METHODS.register(
+    "lowrank-niter2",
+    SvdMethod(
+        "torch.svd_lowrank(q=k, niter=2), seeded: the LASER reference's randomized SVD, NOT the "
+        "exact truncation (reproduces the reference only)",
+        None,
+        lambda W, rho, factors: lowrank_reduce(W, rho),
+    ),
+)
+
+
+def check_svd_method(name: str) -> str:
+    """``name`` when it is a registered SVD method; one line listing them otherwise."""
+    SVD_METHODS.get(name)
+    return name

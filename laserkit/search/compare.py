@@ -1,7 +1,9 @@
 """`laserkit compare`: every method's own search on the same validation/test split, as named runs
 in one trial store, and one table of what each chose and what it did on test (docs/compare.md).
 
-A method is data (``METHODS``): a strategy of the engine and an intervention. The grid methods
+A method is data: a strategy of the engine and an intervention, registered by name in
+``METHODS`` (another package adds one through the entry-point group ``laserkit.compare_methods``,
+docs/extending.md). The grid methods
 (LASER's SVD and the Vendi variants) search the same (τ, ℓ, ρ) grid; the Marchenko–Pastur methods
 run laserRMT's greedy over the k lowest-SNR matrices of one scan. Each method is the run
 ``<compare>/<method>`` in the store (SQLite in the compare directory by default, or ``storage``),
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import LaserkitError
+from ..core.registry import Registry
 from ..interventions import Intervention
 from .config import ObjectiveConfig, RunConfig
 from .session import check_run_dir
@@ -43,47 +46,46 @@ class Method:
 # the identity (docs/methods.md: median off-diagonal entry 8.4e-08 on SmolLM2's gate_proj), so
 # VS(S) ≈ |S| for every set and the quality factor alone would decide (the rows of smallest
 # norm); at the median bandwidth diversity and quality both count.
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method(
-            "svd",
-            "grid",
-            {"kind": "rank-reduction"},
-            "LASER: best rank-⌊ρ·min(m,n)⌋ approximation by exact SVD",
-        ),
-        Method(
-            "vendi-fork",
-            "grid",
-            {"kind": "vendi-score", "bandwidth": 1.0},
-            "Vendi row selection, the fork's kernel (bandwidth 1)",
-        ),
-        Method(
-            "vendi-median",
-            "grid",
-            {"kind": "vendi-score", "bandwidth": "median"},
-            "Vendi row selection, bandwidth = median pairwise row distance",
-        ),
-        Method(
-            "vendi-quality",
-            "grid",
-            {"kind": "vendi-score", "use_quality": True, "bandwidth": "median"},
-            "quality-weighted Vendi, median bandwidth",
-        ),
-        Method(
-            "mp-iqr",
-            "greedy",
-            {"kind": "mp-threshold", "estimator": "iqr"},
-            "laserRMT greedy, Marchenko–Pastur threshold with σ̂ from the IQR (laserRMT's)",
-        ),
-        Method(
-            "mp-gavish-donoho",
-            "greedy",
-            {"kind": "mp-threshold", "estimator": "gavish-donoho"},
-            "laserRMT greedy, Marchenko–Pastur threshold with Gavish–Donoho's σ̂",
-        ),
-    )
-}
+METHODS: Registry[Method] = Registry("method", group="compare_methods")
+for _m in (
+    Method(
+        "svd",
+        "grid",
+        {"kind": "rank-reduction"},
+        "LASER: best rank-⌊ρ·min(m,n)⌋ approximation by exact SVD",
+    ),
+    Method(
+        "vendi-fork",
+        "grid",
+        {"kind": "vendi-score", "bandwidth": 1.0},
+        "Vendi row selection, the fork's kernel (bandwidth 1)",
+    ),
+    Method(
+        "vendi-median",
+        "grid",
+        {"kind": "vendi-score", "bandwidth": "median"},
+        "Vendi row selection, bandwidth = median pairwise row distance",
+    ),
+    Method(
+        "vendi-quality",
+        "grid",
+        {"kind": "vendi-score", "use_quality": True, "bandwidth": "median"},
+        "quality-weighted Vendi, median bandwidth",
+    ),
+    Method(
+        "mp-iqr",
+        "greedy",
+        {"kind": "mp-threshold", "estimator": "iqr"},
+        "laserRMT greedy, Marchenko–Pastur threshold with σ̂ from the IQR (laserRMT's)",
+    ),
+    Method(
+        "mp-gavish-donoho",
+        "greedy",
+        {"kind": "mp-threshold", "estimator": "gavish-donoho"},
+        "laserRMT greedy, Marchenko–Pastur threshold with Gavish–Donoho's σ̂",
+    ),
+):
+    METHODS.register(_m.name, _m)
 
 BASE_KEYS = ("validation|base", "test|base", "all|base")
 OUTPUTS = ("compare.json", "compare.md", "compare.png")
@@ -101,13 +103,13 @@ STORE_FILES = {
 def parse_methods(text: str | None) -> list[str]:
     """A comma list of method names (None or "all": every method, in the registry's order)."""
     if text is None or text.strip() in ("", "all"):
-        return list(METHODS)
+        return METHODS.names()
     names = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in names if x not in METHODS]
     if bad or not names:
         raise LaserkitError(
             f"unknown method {', '.join(bad) or repr(text)} in --methods: use "
-            f"a comma list of {', '.join(METHODS)} (or all)"
+            f"a comma list of {', '.join(METHODS.names())} (or all)"
         )
     return list(dict.fromkeys(names))
 
@@ -118,8 +120,8 @@ def check_compare_dir(run_dir: Path, resume: bool) -> None:
     check_run_dir(
         run_dir,
         resume,
-        markers=("trials.db", "compare.json", *METHODS),
-        allowed=STORE_FILES | set(METHODS),
+        markers=("trials.db", "compare.json", *METHODS.names()),
+        allowed=STORE_FILES | set(METHODS.names()),
         what="compare",
     )
 
@@ -320,7 +322,7 @@ def compare(
     from . import session  # noqa: PLC0415
     from .compare_report import write_outputs  # noqa: PLC0415
 
-    names = parse_methods(",".join(methods)) if methods else list(METHODS)
+    names = parse_methods(",".join(methods)) if methods else METHODS.names()
     space = space or Space()
     run_dir = Path(run_dir)
     check_compare_dir(run_dir, resume)
@@ -335,12 +337,12 @@ def compare(
     url = storage or default_url(run_dir)
     num_layers = model_layout(loaded.model).num_layers
     candidates = None
-    if any(METHODS[n].strategy == "greedy" for n in names):
+    if any(METHODS.get(n).strategy == "greedy" for n in names):
         candidates = lowest_snr_candidates(
             loaded.path, run_dir / "scan", space.candidates, space.types, device
         )
     configs = {
-        n: method_config(METHODS[n], model, objective, space, num_layers, candidates, dtype)
+        n: method_config(METHODS.get(n), model, objective, space, num_layers, candidates, dtype)
         for n in names
     }
     stores = {
@@ -372,7 +374,7 @@ def compare(
             progress=tick,
         )
         stores[n] = store
-        rows.append(row(METHODS[n], result, store, worked_trials(store) - before))
+        rows.append(row(METHODS.get(n), result, store, worked_trials(store) - before))
         base_rows.append(
             (
                 n,

@@ -12,7 +12,6 @@ from . import trial
 from .config import ObjectiveConfig, RunConfig
 from .grid import pick
 from .sequential import Sequential, Walk, headline, step_row
-from .strategy import register
 from .trial import Result
 
 
@@ -38,7 +37,6 @@ def compose_config(
     )
 
 
-@register("compose")
 class Compose(Sequential):
     command = "compose"
 

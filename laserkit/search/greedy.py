@@ -11,7 +11,6 @@ from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
 from .sequential import Sequential, Walk, keeps, step_row
-from .strategy import register
 from .trial import Result
 
 
@@ -52,7 +51,6 @@ def greedy_config(model: str, objective: dict, candidates: list[dict], **kw) -> 
     )
 
 
-@register("greedy")
 class Greedy(Sequential):
     """Try every candidate in order on top of the kept ones; keep improvements (and, for
     perplexity, equal scores, as laserRMT does: ``sequential.keeps``)."""

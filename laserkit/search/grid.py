@@ -15,7 +15,7 @@ from typing import Any
 from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
-from .strategy import chosen, register
+from .strategy import chosen
 from .trial import Result, by_accuracy
 
 DEFAULT_LNAMES = ("fc_in", "fc_out")
@@ -98,7 +98,6 @@ def space_edits(cfg: RunConfig) -> list[list[dict]]:
     return grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention.from_dict(cfg.intervention))
 
 
-@register("grid")
 class GridPlan:
     """Which trials a grid search needs next, given the completed ones."""
 

@@ -4,21 +4,26 @@ trials needed next, and a summary once none is needed.
 The engine (laserkit.search.runner) asks ``next_specs(done)`` whenever the queue is empty and
 enqueues what it returns; any worker may ask, and all get the same answer because it depends on
 the completed results only, so workers on many machines need no coordinator. A strategy is one
-module that defines a class and decorates it with ``@register("name")``; the module must be
-listed in ``MODULES`` so that looking a name up imports it.
+module that defines a class; ``STRATEGIES`` names it as ``"module:Class"``, imported the first
+time the name is used (so listing the strategies imports neither Optuna nor the engine). Another
+package adds one through the entry-point group ``laserkit.strategies`` (docs/extending.md).
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..core.errors import LaserkitError
+from ..core.registry import Registry
 from .config import RunConfig
 from .trial import Result
 
-MODULES = ("grid", "tpe", "greedy", "compose")
-_REGISTRY: dict[str, type] = {}
+# name → the strategy's class, built as ``cls(cfg, higher_is_better, split)``
+STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy", group="strategies")
+STRATEGIES.register("grid", "laserkit.search.grid:GridPlan")
+STRATEGIES.register("tpe", "laserkit.search.tpe:TPE")
+STRATEGIES.register("greedy", "laserkit.search.greedy:Greedy")
+STRATEGIES.register("compose", "laserkit.search.compose:Compose")
 
 
 class Strategy(Protocol):
@@ -46,26 +51,21 @@ class Strategy(Protocol):
         ...
 
 
-def register(name: str):
-    def deco(cls: type) -> type:
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+def register(name: str) -> Callable[[Callable[..., Strategy]], Callable[..., Strategy]]:
+    """Class decorator for a strategy defined outside laserkit (``STRATEGIES.register``)."""
+    return STRATEGIES.register(name)
 
 
 def names() -> list[str]:
-    for m in MODULES:
-        importlib.import_module(f"{__package__}.{m}")
-    return sorted(_REGISTRY)
+    """The strategies' names, sorted; none of them is imported."""
+    return sorted(STRATEGIES.names())
 
 
 def make_strategy(
     cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
 ) -> Strategy:
-    if cfg.strategy not in names():
-        raise LaserkitError(f"unknown strategy {cfg.strategy!r}: use {', '.join(names())}")
-    return _REGISTRY[cfg.strategy](cfg, higher_is_better, split)
+    """The strategy ``cfg.strategy`` names, built for this run; an unknown name is one line."""
+    return STRATEGIES.get(cfg.strategy)(cfg, higher_is_better, split)
 
 
 def chosen(edits: list[dict], key: str | None = None) -> dict:

@@ -26,7 +26,7 @@ from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
 from .grid import choose, trial_row
-from .strategy import chosen, register
+from .strategy import chosen
 from .trial import Result, objective_value
 
 N_STARTUP = 10  # random proposals before TPE models the results (Optuna's default)
@@ -45,7 +45,6 @@ class _Replay:
         self.round_new: list[dict] = []  # the current round's distinct new specs
 
 
-@register("tpe")
 class TPE:
     def __init__(
         self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"

@@ -7,8 +7,12 @@ field names; also user task files), ``counterfact`` (ROME's counterfact.json), `
 the LASER reference protocol's constructions: ``fever`` (consistent unique claims),
 ``hotpot`` (answer-length filter), ``truthfulqa_mc2`` (mc2 statements), ``bigbench_rows``
 (tasksource/bigbench rows; single-target items for open answers).
-A task may also name its own reader as ``module:function`` (same signature as these); keys of
-its own are declared with ``reader_keys``. Answers keep their types (docs/tasks.md).
+Each reader takes the records, the task's ``SourceSpec`` (its reader's own keys in ``spec.own``),
+the task kind, the file's metadata and the origin for messages. They are registered by name in
+``READERS``; another package adds readers through the entry-point group ``laserkit.readers``
+(docs/extending.md), and a task may name a function of its own as ``module:function``, marked
+with ``reader_keys`` (which also declares the keys of its own). Answers keep their types
+(docs/tasks.md).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import sys
 from collections.abc import Callable
 
 from ..core.errors import LaserkitError
+from ..core.registry import Registry
 from .matching import normalize_answer  # noqa: F401 - kept importable from here
-from .spec import Example
+from .spec import Example, SourceSpec
 
-Reader = Callable[[list, dict, str, dict, str], list[Example]]
+Reader = Callable[[list, SourceSpec, str, dict, str], list[Example]]
 
 
 def reader_keys(**keys: str) -> Callable[[Reader], Reader]:
@@ -34,6 +39,14 @@ def reader_keys(**keys: str) -> Callable[[Reader], Reader]:
         return fn
 
     return mark
+
+
+def _prompt(spec: SourceSpec, default: str | None = None) -> str:
+    """The spec's prompt template, else the reader's default; one line when there is neither."""
+    prompt = spec.prompt if spec.prompt is not None else default
+    if prompt is None:
+        raise LaserkitError(f"sources.{spec.location}: reader {spec.reader} needs 'prompt'")
+    return prompt
 
 
 def _where(origin: str, i: int, rec: object) -> str:
@@ -104,15 +117,15 @@ def _field(rec: dict, name: str, where: str) -> object:
     return _message_text(rec[name])
 
 
-def _gold(values: list, choices: list[str], spec: dict, where: str) -> list[int] | None:
+def _gold(values: list, choices: list[str], spec: SourceSpec, where: str) -> list[int] | None:
     """Indices of the gold answers: a choice string (after label_map) or an integer index.
     None when the label is unmapped and the spec says to skip such records."""
-    label_map = {str(k): str(v) for k, v in (spec.get("label_map") or {}).items()}
+    label_map = {str(k): str(v) for k, v in (spec.label_map or {}).items()}
     out = []
     for v in values:
         if label_map:
             if str(v) not in label_map:
-                if spec.get("skip_unmapped"):
+                if spec.skip_unmapped:
                     return None
                 raise LaserkitError(f"{where}: label {v!r} is not one of {list(label_map)}")
             v = label_map[str(v)]
@@ -132,18 +145,20 @@ def terminate(text: str, mark: str) -> str:
     return text if text.endswith((".", "?")) else text + mark
 
 
-def _terminated(rec: dict, spec: dict, where: str) -> dict:
+def _terminated(rec: dict, marks: dict, where: str) -> dict:
     """``terminate: {field: mark}``: those fields as ``terminate(value, mark)`` for the prompt."""
-    return {f: terminate(str(_field(rec, f, where)), m) for f, m in spec.items()}
+    return {f: terminate(str(_field(rec, f, where)), m) for f, m in marks.items()}
 
 
 @reader_keys(
     terminate="{field: mark}: end those fields with the mark (e.g. '.') before the prompt "
     "is filled, as the LASER reference does for Bias in Bios"
 )
-def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+def read_fields(
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """Flat records described by field names; the reader behind user task files."""
-    rename = spec.get("rename") or {}
+    rename = spec.rename or {}
     out = []
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
@@ -153,14 +168,14 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
         for src, dst in rename.items():
             if dst not in rec and src in rec:
                 rec[dst] = rec[src]
-        rid = str(rec.get(spec.get("id", "id"), i))
-        ctx = {**meta, **rec, **_terminated(rec, spec.get("terminate") or {}, where)}
+        rid = str(rec.get(spec.id, i))
+        ctx = {**meta, **rec, **_terminated(rec, spec.own.get("terminate") or {}, where)}
         system = _system(rec, spec)
         if kind == "perplexity":
-            text = _field(rec, spec.get("text", "text"), where)
+            text = _field(rec, spec.text, where)
             out.append(make_example(kind, where, id=rid, text=str(text)))
             continue
-        prompt = fill(spec.get("prompt") or "{prompt}", ctx, where)
+        prompt = fill(spec.prompt or "{prompt}", ctx, where)
         if kind == "semantic":
             out.append(
                 make_example(
@@ -169,20 +184,17 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
                     id=rid,
                     prompt=prompt,
                     system=system,
-                    chosen=str(_field(rec, spec.get("chosen", "chosen"), where)),
-                    rejected=str(_field(rec, spec.get("rejected", "rejected"), where)),
+                    chosen=str(_field(rec, spec.chosen, where)),
+                    rejected=str(_field(rec, spec.rejected, where)),
                 )
             )
             continue
-        answer = _field(rec, spec.get("answer", "answer"), where)
+        answer = _field(rec, spec.answer, where)
         if kind == "choice":
-            if "choices" in spec:
-                choices = [str(c) for c in spec["choices"]]
+            if spec.choices is not None:
+                choices = [str(c) for c in spec.choices]
             else:
-                choices = [
-                    str(c)
-                    for c in _as_list(_field(rec, spec.get("choices_field", "choices"), where))
-                ]
+                choices = [str(c) for c in _as_list(_field(rec, spec.choices_field, where))]
             gold = _gold(_as_list(answer), choices, spec, where)
             if gold is None:
                 continue
@@ -205,10 +217,10 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
     return out
 
 
-def _system(rec: dict, spec: dict) -> str | None:
+def _system(rec: dict, spec: SourceSpec) -> str | None:
     """The record's own system turn (``system: FIELD``); None when the spec names no field or
     the record lacks it (the task's system_prompt then applies)."""
-    name = spec.get("system")
+    name = spec.system
     value = rec.get(name) if name else None
     return None if value is None else str(value)
 
@@ -221,13 +233,13 @@ def _system(rec: dict, spec: dict) -> str | None:
     first="then keep the first N records, in the data's order (laserRMT: 128)",
 )
 def read_preference_pairs(
-    records: list, spec: dict, kind: str, meta: dict, origin: str
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
 ) -> list[Example]:
     """Preference pairs as laserRMT's load_benchmark_dataset builds them: the records that pass
     its character-length filters, the first ``first`` of them, no shuffle. Answers given as chat
     transcripts (ultrafeedback's message lists) stand for their last, assistant message."""
-    prompt_max, answer_max = spec.get("max_prompt_chars"), spec.get("max_answer_chars")
-    rename = spec.get("rename") or {}
+    prompt_max, answer_max = spec.own.get("max_prompt_chars"), spec.own.get("max_answer_chars")
+    rename = spec.rename or {}
     kept = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
@@ -237,21 +249,23 @@ def read_preference_pairs(
         full = {**rec, **{d: rec[s] for s, d in rename.items() if d not in rec and s in rec}}
         where = _where(origin, i, rec)
         if prompt_max is not None:
-            prompt = fill(spec.get("prompt") or "{prompt}", {**meta, **full}, where)
+            prompt = fill(spec.prompt or "{prompt}", {**meta, **full}, where)
             if len(_system(full, spec) or "") + len(prompt) > prompt_max:
                 continue
         if answer_max is not None and any(
-            len(str(_field(full, spec.get(k, k), where))) > answer_max
+            len(str(_field(full, getattr(spec, k), where))) > answer_max
             for k in ("chosen", "rejected")
         ):
             continue
         kept.append({"id": i, **rec})
-        if spec.get("first") is not None and len(kept) == spec["first"]:
+        if spec.own.get("first") is not None and len(kept) == spec.own["first"]:
             break
     return read_fields(kept, spec, kind, meta, origin)
 
 
-def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+def read_bigbench(
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """BIG-bench task.json examples: ``input`` with ``target_scores`` or ``target``. The file's
     top-level strings (task_prefix, ...) are available to the prompt template."""
     ctx0 = {k: v for k, v in meta.items() if isinstance(v, str)}
@@ -260,7 +274,7 @@ def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str)
         where = _where(origin, i, rec)
         if not isinstance(rec, dict) or "input" not in rec:
             raise LaserkitError(f"{where}: a BIG-bench example needs an 'input' field")
-        prompt = fill(spec.get("prompt", "{input}"), {**ctx0, **rec}, where)
+        prompt = fill(_prompt(spec, "{input}"), {**ctx0, **rec}, where)
         rid = str(rec.get("id", i))
         scores = rec.get("target_scores")
         if kind in ("choice", "semantic"):
@@ -295,7 +309,7 @@ def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str)
 
 @reader_keys(paraphrases="also each paraphrase prompt, with the same answer (default true)")
 def read_counterfact(
-    records: list, spec: dict, kind: str, meta: dict, origin: str
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
 ) -> list[Example]:
     """ROME's counterfact.json: the rewrite prompt (``{}`` = subject) and, as in the paper, each
     of its paraphrases, all with the true object as the answer."""
@@ -308,7 +322,7 @@ def read_counterfact(
             answer = rw["target_true"]["str"]
         except (KeyError, TypeError, AttributeError) as e:
             raise LaserkitError(f"{where}: not a CounterFact record (missing {e})") from None
-        if spec.get("paraphrases", True):
+        if spec.own.get("paraphrases", True):
             prompts += [str(p) for p in rec.get("paraphrase_prompts", [])]
         cid = str(rec.get("case_id", i))
         for j, p in enumerate(prompts):
@@ -317,7 +331,7 @@ def read_counterfact(
                     kind,
                     where,
                     id=cid if j == 0 else f"{cid}-p{j}",
-                    prompt=fill(spec.get("prompt", "{prompt}"), {"prompt": p}, where),
+                    prompt=fill(_prompt(spec, "{prompt}"), {"prompt": p}, where),
                     answers=(answer,),
                     group=f"case-{cid}",
                 )
@@ -345,7 +359,9 @@ def _tqa(rec: dict, what: str, where: str) -> object:
 
 
 @reader_keys(mode="statements (every answer a true/false statement) or mc (pick a true one)")
-def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+def read_truthfulqa(
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """TruthfulQA questions with true and false answers (BIG-bench questions.json, the original
     TruthfulQA.csv, the hub's ``generation`` config). ``mode: statements`` flattens every answer
     into a true/false statement (the paper); ``mode: mc`` asks for a true answer among all."""
@@ -354,20 +370,20 @@ def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict, origin: st
         where = _where(origin, i, rec)
         question = str(_tqa(rec, "question", where))
         trues, falses = list(_tqa(rec, "true", where)), list(_tqa(rec, "false", where))
-        if spec.get("mode", "statements") == "mc":
+        if spec.own.get("mode", "statements") == "mc":
             out.append(
                 make_example(
                     kind,
                     where,
                     id=str(i),
-                    prompt=fill(spec["prompt"], {"question": question}, where),
+                    prompt=fill(_prompt(spec), {"question": question}, where),
                     choices=tuple(trues + falses),
                     gold=tuple(range(len(trues))),
                 )
             )
             continue
         for j, (ans, ok) in enumerate([(a, True) for a in trues] + [(a, False) for a in falses]):
-            prompt = fill(spec["prompt"], {"question": question, "answer": ans}, where)
+            prompt = fill(_prompt(spec), {"question": question, "answer": ans}, where)
             out.append(
                 make_example(
                     kind,
@@ -385,7 +401,9 @@ def read_truthfulqa(records: list, spec: dict, kind: str, meta: dict, origin: st
 FEVER_LABELS = {"SUPPORTS": "true", "REFUTES": "false", "1": "true", "0": "false"}
 
 
-def read_fever(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+def read_fever(
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """FEVER (the release's paper_dev.jsonl / paper_test.jsonl, or the hub's rows): every claim
     once, in order of first appearance, and only when all its records agree on the label (the
     reference's "consistent unique" claims). NOT ENOUGH INFO records are dropped first (the
@@ -413,7 +431,7 @@ def read_fever(records: list, spec: dict, kind: str, meta: dict, origin: str) ->
             continue
         i, rec = first[claim]
         where = _where(origin, i, rec)
-        prompt = fill(spec["prompt"], {**rec, "claim": terminate(claim, ".")}, where)
+        prompt = fill(_prompt(spec), {**rec, "claim": terminate(claim, ".")}, where)
         answer = next(iter(found))
         out.append(
             make_example(
@@ -454,13 +472,15 @@ def _approx_tokens(text: str) -> int:
     max_answer_tokens="drop items whose answer has more tokens than this (default 15)",
     answer_tokenizer="tokenizer that counts them (a hub id, used from the local cache)",
 )
-def read_hotpot(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+def read_hotpot(
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
+) -> list[Example]:
     """HotPotQA (hotpot_train_v1.1.json / hotpot_dev_*_v1.json, or the hub's rows): question and
     answer stripped; answers of more than ``max_answer_tokens`` tokens (Llama-2's tokenizer,
     BOS included, as the reference counts) are dropped. The reference's train[:7405] is the hub
     source's ``limit``, applied before this filter."""
-    count = answer_tokens(spec.get("answer_tokenizer")) or _approx_tokens
-    max_tok = int(spec.get("max_answer_tokens", 15))
+    count = answer_tokens(spec.own.get("answer_tokenizer")) or _approx_tokens
+    max_tok = int(spec.own.get("max_answer_tokens", 15))
     out = []
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
@@ -470,7 +490,7 @@ def read_hotpot(records: list, spec: dict, kind: str, meta: dict, origin: str) -
         answer = str(_field(rec, "answer", where)).strip()
         if count(answer) > max_tok:
             continue
-        prompt = fill(spec["prompt"], {**rec, "question": terminate(question, "?")}, where)
+        prompt = fill(_prompt(spec), {**rec, "question": terminate(question, "?")}, where)
         out.append(
             make_example(
                 kind,
@@ -495,7 +515,7 @@ def _mc2(rec: dict, where: str) -> tuple[list[str], list[int]]:
 
 
 def read_truthfulqa_mc2(
-    records: list, spec: dict, kind: str, meta: dict, origin: str
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
 ) -> list[Example]:
     """TruthfulQA's multiple_choice release (hub ``multiple_choice`` config or mc_task.json),
     the reference's pointwise data: every mc2 target becomes one true/false statement,
@@ -511,7 +531,7 @@ def read_truthfulqa_mc2(
         for j, (ans, lab) in enumerate(zip(choices, labels, strict=True)):
             statement = question + " " + ans
             statement += "" if statement.endswith(".") else "."
-            prompt = fill(spec["prompt"], {"statement": statement}, where)
+            prompt = fill(_prompt(spec), {"statement": statement}, where)
             out.append(
                 make_example(
                     kind,
@@ -527,7 +547,7 @@ def read_truthfulqa_mc2(
 
 
 def read_bigbench_rows(
-    records: list, spec: dict, kind: str, meta: dict, origin: str
+    records: list, spec: SourceSpec, kind: str, meta: dict, origin: str
 ) -> list[Example]:
     """BIG-bench rows as tasksource/bigbench serves them (``inputs``, ``targets``), or a
     BIG-bench task.json (``input``, ``target`` / ``target_scores``). Choice tasks: the single
@@ -557,10 +577,10 @@ def read_bigbench_rows(
         # the reference strips open questions' inputs (bbh_qa: dataset[i][0].strip()) and
         # scores choice tasks' inputs unchanged (intervention_*_bbh.py: prompt = dataset[i][0])
         shown = text if kind == "choice" else text.strip()
-        prompt = fill(spec.get("prompt", "{inputs}"), {**rec, "inputs": shown}, where)
+        prompt = fill(_prompt(spec, "{inputs}"), {**rec, "inputs": shown}, where)
         target = str(targets[0]).strip()
         if kind == "choice":
-            choices = [str(c) for c in spec["choices"]]
+            choices = [str(c) for c in spec.choices or ()]
             if target not in choices:
                 raise LaserkitError(f"{where}: target {target!r} is not one of {choices}")
             out.append(
@@ -590,45 +610,52 @@ def read_bigbench_rows(
     join="join all records into one text: true (blank lines, as wikitext) or the "
     "separator itself (laserRMT: '\\n\\n' for wikitext, ' ' for PTB); default false"
 )
-def read_text(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
+def read_text(records: list, spec: SourceSpec, kind: str, meta: dict, origin: str) -> list[Example]:
     """Text for perplexity: one document per record, or all records joined into one string
     (``join``), exactly as laserRMT's gptq_data_utils joins a test split (nothing stripped)."""
-    field = spec.get("text", "text")
-    join = spec.get("join")
+    field = spec.text
+    join = spec.own.get("join")
     if join:
         sep = join if isinstance(join, str) else "\n\n"
         text = sep.join(str(r.get(field) or "") for r in records)
         return [make_example(kind, f"{origin} (joined)", id="0", text=text)]
-    return read_fields(records, {**spec, "text": field}, kind, meta, origin)
+    return read_fields(records, spec, kind, meta, origin)
 
 
-READERS: dict[str, Reader] = {
-    "fields": read_fields,
-    "bigbench": read_bigbench,
-    "counterfact": read_counterfact,
-    "truthfulqa": read_truthfulqa,
-    "text": read_text,
-    "preference_pairs": read_preference_pairs,
-    "fever": read_fever,
-    "hotpot": read_hotpot,
-    "truthfulqa_mc2": read_truthfulqa_mc2,
-    "bigbench_rows": read_bigbench_rows,
-}
+# name → reader, in listing order; entry points of other packages come after these
+READERS: Registry[Reader] = Registry("reader", group="readers")
+for _name, _reader in (
+    ("fields", read_fields),
+    ("bigbench", read_bigbench),
+    ("counterfact", read_counterfact),
+    ("truthfulqa", read_truthfulqa),
+    ("text", read_text),
+    ("preference_pairs", read_preference_pairs),
+    ("fever", read_fever),
+    ("hotpot", read_hotpot),
+    ("truthfulqa_mc2", read_truthfulqa_mc2),
+    ("bigbench_rows", read_bigbench_rows),
+):
+    READERS.register(_name, _reader)
 
 
 def resolve_reader(name: str, where: str = "task") -> Reader:
-    """A built-in reader by name, or ``module:function`` (imported on first use)."""
+    """A registered reader by name, or ``module:function`` (imported on first use)."""
     if name in READERS:
-        return READERS[name]
+        try:
+            return READERS.get(name)
+        except LaserkitError as e:  # an entry point that does not import
+            raise LaserkitError(f"{where}: {e}") from None
+    readers = ", ".join(READERS.names())
     if ":" not in name:
         raise LaserkitError(
-            f"{where}: unknown reader {name!r}; use one of {', '.join(READERS)}, or module:function"
+            f"{where}: unknown reader {name!r}; use one of {readers}, or module:function"
         )
     module, _, func = name.partition(":")
     if module.split(".")[0] in _NOT_READERS:  # refused before importing it (no side effects)
         raise LaserkitError(
             f"{where}: reader {name!r} is not a task reader: use one of "
-            f"{', '.join(READERS)}, or a function of your own marked with "
+            f"{readers}, or a function of your own marked with "
             "@laserkit.tasks.formats.reader_keys (docs/tasks.md)"
         )
     try:

@@ -17,7 +17,7 @@ from ..core.errors import LaserkitError, first_line
 from .lm_eval_kind import is_lm_eval, lm_eval_task
 from .schema import parse_task
 from .sources import decode_text, parse_json, read_file
-from .spec import Example, Task
+from .spec import Example, SourceSpec, Task
 
 DEFINITIONS = Path(__file__).parent / "definitions"
 DECLARATIONS = (".yaml", ".yml", ".json")
@@ -182,6 +182,7 @@ def user_task(path: Path, data: str | None = None, pick: str | None = None) -> T
 
 
 def _with_data(task: Task, data: str) -> Task:
-    if data != "hub" and "local" not in task.sources:
-        task.sources["local"] = {"reader": "fields"}
-    return replace(task, data=data, _examples=None)
+    sources = task.sources
+    if data != "hub" and not task.sources_at("local"):
+        sources += (SourceSpec(location="local"),)
+    return replace(task, sources=sources, data=data, _examples=None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.errors import LaserkitError
 from .formats import resolve_reader
-from .spec import HUB_ONLY, KINDS, LOCATIONS, SourceSpec, Task
+from .spec import HUB_ONLY, KINDS, LOCATIONS, SourceSpec, Task, source_fields
 
 
 def task_keys() -> list[str]:
@@ -17,7 +17,7 @@ def task_keys() -> list[str]:
 
 
 def source_keys() -> list[str]:
-    return [f.name for f in dataclasses.fields(SourceSpec)]
+    return source_fields()
 
 
 def _unknown(where: str, keys: set, accepted: list[str]) -> LaserkitError:
@@ -113,7 +113,21 @@ def parse_task(name: str, mapping: object, where: str, base_dir: Path | None = N
         chat = str((base_dir / chat).resolve()) if not Path(chat).is_absolute() else chat
         spec["chat_template"] = chat
     fields_ = {k: v for k, v in spec.items() if k not in ("sources", "name")}
-    return Task(name=str(spec.get("name", name)), sources=sources, data=data, **fields_)
+    return Task(
+        name=str(spec.get("name", name)), sources=source_specs(sources), data=data, **fields_
+    )
+
+
+def source_specs(sources: dict) -> tuple[SourceSpec, ...]:
+    """Checked ``sources`` mappings as SourceSpecs, in the file's order: a list gives one spec
+    per item, and a hub spec inherits the local spec's keys (the hub reads as local does)."""
+    local = sources.get("local") if isinstance(sources.get("local"), dict) else {}
+    inherited = {k: v for k, v in (local or {}).items() if k != "file"}
+    return tuple(
+        SourceSpec.of({**inherited, **x} if loc == "hub" else x, loc)
+        for loc, s in sources.items()
+        for x in (s if isinstance(s, list) else [s])
+    )
 
 
 def schema_rows() -> list[tuple[str, str, str, str, str]]:
@@ -121,7 +135,7 @@ def schema_rows() -> list[tuple[str, str, str, str, str]]:
     rows = []
     for section, cls in (("task", Task), ("source", SourceSpec)):
         for f in dataclasses.fields(cls):
-            if f.name.startswith("_"):
+            if f.name.startswith("_") or f.metadata.get("internal"):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append(
@@ -129,7 +143,7 @@ def schema_rows() -> list[tuple[str, str, str, str, str]]:
                     section,
                     f.name,
                     f.metadata["kinds"],
-                    "" if default in (None, "", [], {}) else repr(default),
+                    "" if default in (None, "", [], {}, ()) else repr(default),
                     f.metadata["doc"],
                 )
             )

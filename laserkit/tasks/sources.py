@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..core.errors import LaserkitError, first_line
 from ..core.hub import hub_reachable
 from .formats import resolve_reader
 from .matching import check_answers
-from .spec import HUB_ONLY, Example, Task
+from .spec import Example, SourceSpec, Task
 
 PACKAGED = Path(__file__).resolve().parent.parent / "data" / "bigbench"
 
@@ -96,8 +96,8 @@ def read_csv(text: str, path: Path) -> list[dict]:
         ) from None
 
 
-def _read(records: list, spec: dict, task: Task, meta: dict, origin: str) -> list[Example]:
-    reader = resolve_reader(str(spec.get("reader", "fields")), f"task {task.name!r}")
+def _read(records: list, spec: SourceSpec, task: Task, meta: dict, origin: str) -> list[Example]:
+    reader = resolve_reader(str(spec.reader), f"task {task.name!r}")
     examples = reader(records, spec, task.kind, meta, origin)
     if task.kind in ("generate", "next_token"):
         mode = task.match if task.kind == "generate" else "exact"  # next_token: plain answers
@@ -115,7 +115,7 @@ def _unavailable(task: Task, why: str) -> LaserkitError:
 
 def load_hub(task: Task) -> list[Example]:
     """Records from the Hugging Face hub; every hub spec inherits the local reader spec."""
-    hubs = task.sources.get("hub")
+    hubs = task.sources_at("hub")
     if not hubs:
         raise _unavailable(task, "it has no Hugging Face hub source")
     if not hub_reachable():
@@ -125,28 +125,16 @@ def load_hub(task: Task) -> list[Example]:
     except ImportError:
         raise _unavailable(task, "the 'datasets' package is not installed") from None
     parts: list[list[Example]] = []
-    for hub in hubs if isinstance(hubs, list) else [hubs]:
-        spec = {
-            **task.sources.get("local", {}),
-            **{k: v for k, v in hub.items() if k not in HUB_ONLY},
-        }
+    for hub in hubs:
         try:
-            ds = datasets.load_dataset(
-                hub["path"], hub.get("name"), split=hub.get("split", "train")
-            )
+            ds = datasets.load_dataset(hub.path, hub.name, split=hub.split)
         except Exception as e:  # offline, unknown id, script datasets: all one line
             raise _unavailable(
-                task, f"cannot load {hub['path']} from the hub: {first_line(e, 200)}"
+                task, f"cannot load {hub.path} from the hub: {first_line(e, 200)}"
             ) from None
-        records = ds.select(range(min(hub["limit"], len(ds)))) if "limit" in hub else ds
-        exs = _read([dict(r) for r in records], spec, task, {}, f"hub:{hub['path']}")
-        parts.append(
-            _prefixed(
-                exs,
-                f"{hub['path']}/{hub.get('split', 'train')}",
-                isinstance(hubs, list) and len(hubs) > 1,
-            )
-        )
+        records = ds.select(range(min(hub.limit, len(ds)))) if hub.limit is not None else ds
+        exs = _read([dict(r) for r in records], hub, task, {}, f"hub:{hub.path}")
+        parts.append(_prefixed(exs, f"{hub.path}/{hub.split}", len(hubs) > 1))
     return combine(parts, task.interleave)
 
 
@@ -175,7 +163,7 @@ def load_examples(task: Task) -> list[Example]:
         task.name,
         task.kind,
         task.match,
-        json.dumps(task.sources, sort_keys=True, default=str),
+        json.dumps([asdict(s) for s in task.sources], sort_keys=True, default=str),
         task.data,
         stamp,
         task.interleave,
@@ -190,16 +178,19 @@ def _load_examples(task: Task) -> list[Example]:
     if task.data == "hub":
         examples = load_hub(task)
     elif task.data:
-        spec = task.sources.get("local")
-        if spec is None:
+        local = task.sources_at("local")
+        if not local:
             raise LaserkitError(f"task {task.name!r} does not read local files")
         records, meta = read_file(Path(task.data))
-        examples = _read(records, spec, task, meta, Path(task.data).name)
-    elif "packaged" in task.sources:
-        spec = task.sources["packaged"]
-        files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
+        examples = _read(records, local[0], task, meta, Path(task.data).name)
+    elif packaged := task.sources_at("packaged"):
+        files = [
+            (spec, str(f))
+            for spec in packaged
+            for f in (spec.file if isinstance(spec.file, list) else [spec.file])
+        ]
         parts = []
-        for f in files:
+        for spec, f in files:
             records, meta = read_file(PACKAGED / f)
             parts.append(
                 _prefixed(_read(records, spec, task, meta, f), Path(f).stem, len(files) > 1)

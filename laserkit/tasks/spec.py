@@ -13,7 +13,7 @@ also declare keys of its own (``formats.reader_keys``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..core.errors import LaserkitError
@@ -110,6 +110,26 @@ class SourceSpec:
     name: str | None = _f(None, "hub only: the dataset config")
     split: str = _f("train", "hub only: the split")
     limit: int | None = _f(None, "hub only: read the first N records")
+    # not keys of a task file: where the spec sits in ``sources``, and the keys of its reader's
+    # own (``formats.reader_keys``), which readers read as ``spec.own[key]``
+    location: str = field(default="local", metadata={"internal": True})
+    own: dict = field(default_factory=dict, metadata={"internal": True})
+
+    @classmethod
+    def of(cls, mapping: dict, location: str) -> SourceSpec:
+        """From a checked mapping (schema.check_source): SourceSpec's keys become fields, the
+        others are the reader's own keys."""
+        names = set(source_fields())
+        return cls(
+            location=location,
+            own={k: v for k, v in mapping.items() if k not in names},
+            **{k: v for k, v in mapping.items() if k in names},
+        )
+
+
+def source_fields() -> list[str]:
+    """The keys of a source spec in a task file (SourceSpec's fields but its bookkeeping)."""
+    return [f.name for f in fields(SourceSpec) if not f.metadata.get("internal")]
 
 
 HUB_ONLY = ("path", "name", "split", "limit")
@@ -128,8 +148,8 @@ class Task:
     data: str | None = _f(
         None, "a data file (.json/.jsonl/.csv/.txt), relative to the task file; --data overrides it"
     )
-    sources: dict = _f(
-        dict,
+    sources: tuple[SourceSpec, ...] = _f(
+        tuple,
         "packaged / local / hub: a source spec (or a list of them for "
         "several files); the flat form puts the local spec's keys at top level",
     )
@@ -266,20 +286,23 @@ class Task:
             self._examples = load_examples(self)
         return self._examples
 
+    def sources_at(self, location: str) -> tuple[SourceSpec, ...]:
+        """The source specs of one location (packaged, local or hub), in the task's order."""
+        return tuple(s for s in self.sources if s.location == location)
+
     def where(self) -> str:
         """A short description of where the data comes from, for `laserkit tasks`."""
         if self.data:
             return f"file {self.data}"
         parts = []
-        if "packaged" in self.sources:
-            files = self.sources["packaged"]["file"]
-            files = files if isinstance(files, list) else [files]
-            parts.append("packaged BIG-bench: " + ", ".join(files))
-        if "hub" in self.sources:
-            hubs = self.sources["hub"]
-            hubs = hubs if isinstance(hubs, list) else [hubs]
-            parts.append("hub: " + ", ".join(h["path"] for h in hubs))
-        if "local" in self.sources:
+        if packaged := self.sources_at("packaged"):
+            files = [
+                f for s in packaged for f in (s.file if isinstance(s.file, list) else [s.file])
+            ]
+            parts.append("packaged BIG-bench: " + ", ".join(map(str, files)))
+        if hubs := self.sources_at("hub"):
+            parts.append("hub: " + ", ".join(str(h.path) for h in hubs))
+        if self.sources_at("local"):
             parts.append("--data FILE" + (f" ({self.url})" if self.url else ""))
         return "; ".join(parts)
 

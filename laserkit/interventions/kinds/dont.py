@@ -10,7 +10,7 @@ from ..base import Intervention, register
 if TYPE_CHECKING:
     import torch
 
-    from ..rank_reduction import Factors
+    from ..factors import Factors
 
 
 @register("dont", "no change (the baseline)")

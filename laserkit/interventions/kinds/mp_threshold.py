@@ -11,7 +11,7 @@ from ..base import Intervention, option, register
 if TYPE_CHECKING:
     import torch
 
-    from ..rank_reduction import Factors
+    from ..factors import Factors
 
 
 def _estimator(name: str) -> str:

@@ -11,13 +11,20 @@ from ..base import Intervention, check_rho_of, option, register, rho_option
 if TYPE_CHECKING:
     import torch
 
-    from ..rank_reduction import Factors
+    from ..factors import Factors
+    from ..rank_reduction import SvdMethod
 
 
 def _svd_method(value: str) -> str:
     from ..rank_reduction import check_svd_method  # noqa: PLC0415 - torch-free import path
 
     return check_svd_method(value)
+
+
+def _method(name: str) -> SvdMethod:
+    from ..rank_reduction import SVD_METHODS  # noqa: PLC0415 - torch-free import path
+
+    return SVD_METHODS.get(name)
 
 
 @register("rank-reduction", "LASER: best rank-⌊ρ·min(m,n)⌋ approximation by exact SVD")
@@ -43,31 +50,25 @@ class RankReduction(Intervention):
         _svd_method(self.svd_method)
 
     def factor_dtype(self, compute_dtype: torch.dtype) -> torch.dtype | None:
-        """No cached factors for the randomized reference route (it decomposes each time)."""
-        if self.svd_method == "lowrank-niter2":
+        """No cached factors for a method that decomposes each time (the randomized reference)."""
+        if _method(self.svd_method).factors is None:
             return None
         return super().factor_dtype(compute_dtype)
 
     def factor_rank(self, shape: tuple[int, int]) -> int | None:
-        """The exact route caches the top-k vectors; 'full' the full SVD (None)."""
-        if self.svd_method != "exact":
+        """The top-k vectors for a method that reads only those ('exact'), else the full SVD."""
+        if _method(self.svd_method).factors != "top":
             return None
         from ..rank_reduction import kept_rank  # noqa: PLC0415
 
-        return kept_rank(*shape, self.rho)
+        return kept_rank(shape[0], shape[1], self._rho())
 
     def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
-        from ..rank_reduction import (  # noqa: PLC0415
-            Factors,
-            kept_rank,
-            lowrank_reduce,
-            rank_reduce,
-        )
+        from ..rank_reduction import kept_rank  # noqa: PLC0415
 
-        if self.svd_method == "lowrank-niter2":
-            out = lowrank_reduce(W, self.rho)
-        elif self.svd_method == "full" and factors is None:
-            out = rank_reduce(W, self.rho, Factors.of(W))
-        else:
-            out = rank_reduce(W, self.rho, factors)
-        return out, {"rank": kept_rank(*W.shape, self.rho)}
+        out = _method(self.svd_method).reduce(W, self._rho(), factors)
+        return out, {"rank": kept_rank(W.shape[0], W.shape[1], self._rho())}
+
+    def _rho(self) -> float:
+        assert self.rho is not None  # __post_init__ refuses a missing ρ
+        return self.rho

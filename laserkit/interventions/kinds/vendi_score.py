@@ -12,7 +12,7 @@ from ..base import Intervention, check_rho_of, option, register, rho_option
 if TYPE_CHECKING:
     import torch
 
-    from ..rank_reduction import Factors
+    from ..factors import Factors
 
 
 def _bandwidth(value: float | str) -> float | str:
