@@ -31,7 +31,7 @@ import numpy as np
 from ..core.errors import LaserkitError
 from ..io.checkpoint import GGUFCheckpoint, _release
 from ..io.source import ModelSource, pick_device
-from .ondisk import Step, by_tensor, edit_tensor, plan_edits, skeleton_layout
+from .plan import Record, Step, by_tensor, edit_tensor, in_order, plan_edits, skeleton_layout
 
 RECORD_KEY = "laserkit.record"
 CONVERTER = "https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py"
@@ -158,7 +158,7 @@ def edit_to_gguf(
     # tensors wait in a spill file beside the output, not in memory.
     spill = tempfile.TemporaryFile(prefix=f".{out.name}.spill-", dir=out.parent)
     encoded: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
-    records: list[tuple[tuple[int, int], dict]] = []
+    records: list[Record] = []
     for i, (gname, hf) in enumerate(by_gguf.items()):
         if progress:
             progress(f"editing {hf} ({i + 1}/{len(by_gguf)})")
@@ -174,7 +174,7 @@ def edit_to_gguf(
         spill.write(memoryview(np.ascontiguousarray(e)).cast("B"))
         del weight, new, back, e
     spill.flush()
-    recs = [r for _, r in sorted(records, key=lambda x: x[0])]
+    recs = in_order(records)
     stored = {
         by_gguf[g]: {
             "gguf_tensor": g,

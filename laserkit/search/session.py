@@ -381,22 +381,16 @@ def save_chosen(
     console=None,
     trust_remote_code: bool = False,
 ) -> Path:
-    """Rebuild the run's chosen model (base + chosen edits) and save it: an HF directory, or
-    ``FILE.gguf`` for a GGUF base. Without ``loaded``, a local base checkpoint is edited out of
-    core (only the edited tensors are read; outofcore.py); a hub id or a dtype other than the
-    stored one loads the model. ``model``: where the base model lives on this machine if not
-    where the run recorded it."""
-    from ..edit.editor import Editor  # noqa: PLC0415
-    from ..edit.ondisk import NotOutOfCore, edit_checkpoint  # noqa: PLC0415
+    """Rebuild the run's chosen model (base + chosen edits) and save it, by edit/write.py's
+    rule: ``FILE.gguf`` for a GGUF base, else an HF directory, edited out of core for a local
+    checkpoint (only the edited tensors are read) unless the model is ``loaded`` already; a hub
+    id or a dtype other than the stored one loads the model. ``model``: where the base model
+    lives on this machine if not where the run recorded it."""
+    from ..edit.write import write_edited  # noqa: PLC0415
     from ..interventions import Intervention  # noqa: PLC0415
-    from ..io.load import load  # noqa: PLC0415
-    from ..io.save import save  # noqa: PLC0415
-    from ..io.source import ModelSource
-    from .trial import apply_edits  # noqa: PLC0415
 
     cfg = store.config
     result = result_of(store)
-    edits = result["chosen"]["edits"]
     extra = {
         "search": {
             "run": store.run,
@@ -407,46 +401,23 @@ def save_chosen(
             "best_test": result["best"]["test"],
         }
     }
-    if loaded is None:
-        src = ModelSource.parse(model or cfg.model)
-        gguf_out = str(out).endswith(".gguf")
-        if gguf_out or src.kind != "hub":
-            steps = [
-                (e["lname"], e["layer"], Intervention.from_dict(e["intervention"])) for e in edits
-            ]
-            try:
-                return edit_checkpoint(
-                    src,
-                    steps,
-                    out,
-                    overwrite=force,
-                    device=device,
-                    extra_record=extra,
-                    dtype=dtype or cfg.dtype,
-                )[1]
-            except NotOutOfCore:
-                if gguf_out:
-                    raise
-        loaded = load(
-            model or cfg.model,
-            dtype=dtype or cfg.dtype,
-            device=device,
-            trust_remote_code=trust_remote_code,
-        )
-    editor = Editor(loaded.model)
-    try:
-        apply_edits(editor, edits)
-        return save(
-            loaded.model,
-            loaded.tokenizer,
-            out,
-            editor.records,
-            base=cfg.model,
-            overwrite=force,
-            extra_record=extra,
-        )
-    finally:
-        editor.restore()
+    steps = [
+        (e["lname"], e["layer"], Intervention.from_dict(e["intervention"]))
+        for e in result["chosen"]["edits"]
+    ]
+    written = write_edited(
+        model or cfg.model,
+        steps,
+        out,
+        loaded=loaded,
+        overwrite=force,
+        device=device,
+        dtype=dtype or cfg.dtype,
+        trust_remote_code=trust_remote_code,
+        extra_record=extra,
+    )
+    assert written.path is not None  # out is given
+    return written.path
 
 
 def paired_records(store: TrialStore, split: str | None = None) -> tuple[list[dict], list[dict]]:
