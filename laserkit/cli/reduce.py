@@ -133,9 +133,7 @@ def reduce(
             progress=status.update,
         )
     if done.out_of_core:
-        console.print(
-            f"edited out of core (the model was not built): {len(done.records)} matrices"
-        )
+        console.print(f"edited out of core (the model was not built): {len(done.records)} matrices")
     _print_records(done.records, iv, done.source)
     if out is not None:
         console.print(f"saved edited model to {out}")

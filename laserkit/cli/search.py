@@ -1,5 +1,6 @@
 """`laserkit search`, `greedy`, `compose`, `worker`, `status`, `report`, `apply` and `demo`: parse
-the options, call laserkit.search.session, print. What they do is in the library."""
+the options, call laserkit.search (session, where, outputs), print. What they do is in the
+library."""
 
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def _run_dir(
     resume: bool | None = None,
 ) -> Path:
     """The run directory, checked before any model is loaded (``resume`` None: no check)."""
-    from ..search.session import check_run_dir
+    from ..search.rundir import check_run_dir
 
     out = run_dir or Path("runs") / (run or f"{command}-{Path(task or 'run').stem}")
     if resume is not None:
@@ -208,7 +209,7 @@ def _go(
     final: list | None = None,
 ) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
-    from ..search import session
+    from ..search import outputs, session
     from ..search.store import public_url
 
     where = f"the database {public_url(storage)}" if storage else run_dir
@@ -243,7 +244,7 @@ def _go(
         f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`"
     )
     with console.status("writing the report and the chosen model ..."):
-        paths = session.finish(store, run_dir, loaded, save_model=not no_save)
+        paths = outputs.finish(store, run_dir, loaded, save_model=not no_save)
     console.print(f"run {store.run!r} in {run_dir}\nreport: {paths['report']}")
     if "model" in paths:
         console.print(f"saved the chosen model to {paths['model']}")
@@ -469,7 +470,7 @@ def greedy(
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
-    from ..search.session import probe_storage
+    from ..search.catalog import probe_storage
 
     probe_storage(storage)  # before the scan creates the run directory
     on_interrupt(
@@ -607,13 +608,14 @@ def status(
     ),
 ) -> None:
     """Live progress of a run: trials done / running / waiting, and the best so far."""
-    from ..search import session
+    from ..search import session, where
+    from ..search.catalog import run_names
 
-    if session.is_url(source) and not run:
-        names = session.run_names(source)
+    if where.is_url(source) and not run:
+        names = run_names(source)
         results.print("runs: " + (", ".join(names) if names else "none"))
         return
-    s = session.status(session.open_run(source, run))
+    s = session.status(where.open_run(source, run))
     table = Table(title=f"run {s['run']!r}: {s['strategy']} on {s['task']}")
     for col in ("done", "running", "waiting", "failed", "of about"):
         table.add_column(col)
@@ -640,15 +642,16 @@ def report(
 ) -> None:
     """Write report.md with tables and plots (heatmaps, ρ curves, steps) for a finished run."""
     from ..core.errors import LaserkitError
-    from ..search import session
+    from ..search import outputs, session
+    from ..search.where import locate, open_run
 
-    where = session.locate(source, run)
+    where = locate(source, run)
     if out is None:
         if where.run_dir is None:
             raise LaserkitError("with a database URL, say where the report goes with --out DIR")
         out = where.run_dir / "report"
-    store = session.open_run(source, run)
-    path = session.report(store, out)
+    store = open_run(source, run)
+    path = outputs.report(store, out)
     _print_result(session.result_of(store))
     console.print(f"report: {path}")
 
@@ -673,16 +676,17 @@ def apply_cmd(
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
     core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
     from ..core.fileio import check_out_target
-    from ..search import session
+    from ..search.outputs import save_chosen
+    from ..search.where import open_run
 
     check_out_target(out, overwrite=force)  # before loading the model
-    store = session.open_run(run_dir, run)
+    store = open_run(run_dir, run)
     base = model or store.config.model
     check_model_input(base, trust_remote_code)
     check_source_out(base, out)
     on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
     with console.status(f"saving to {out} ..."):
-        path = session.save_chosen(
+        path = save_chosen(
             store,
             out,
             force=force,
@@ -707,7 +711,7 @@ def demo(
     the demo shows how laserkit reports a gain that is not significant. Run again, it continues
     (or just reprints) the same run."""
     from ..model.targets import model_layout
-    from ..search.session import demo_config
+    from ..search.demo import demo_config
 
     loaded = load_with_status("default", "auto", device)
     cfg = demo_config(model_layout(loaded.model).num_layers)

@@ -47,6 +47,7 @@ from .plan import (
     skeleton_layout,
 )
 
+
 def _overwrite(f: _SafetensorsFile, name: str, value: torch.Tensor) -> None:
     """Write a tensor's new bytes at its place in a copied shard (dtype and shape unchanged)."""
     _, _, a, b = f.entries[name]
