@@ -23,91 +23,33 @@ from .common import (
     on_interrupt,
     on_interrupt_publishing,
 )
-from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
+from .options import (
+    FROM_OPTIONS,
+    PLACEHOLDER_RHO,
+    BatchOpt,
+    CacheGbOpt,
+    DataOpt,
+    FinalEvalOpt,
+    GraceOpt,
+    HeartbeatOpt,
+    IncludeOpt,
+    LimitOpt,
+    MaxNewOpt,
+    NoCacheOpt,
+    NoSaveOpt,
+    ResumeOpt,
+    RunDirOpt,
+    RunOpt,
+    SearchModelArg,
+    ShuffleOnlyOpt,
+    ShuffleOpt,
+    SourceArg,
+    StorageOpt,
+    TaskOpt,
+    WorkersOpt,
+    intervention_options,
+)
 from .output import results
-
-TaskOpt = typer.Option(
-    None,
-    "--task",
-    "--score",
-    help="task to score: fever, bbh-epistemic, "
-    "truthfulqa, perplexity (with --data), dpo-semantic, or a task file",
-)
-DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
-FinalEvalOpt = typer.Option(
-    None,
-    "--final-eval",
-    help="after the run, score the base and the "
-    "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
-    "result.json and the report, with paired 95% CIs",
-)
-IncludeOpt = typer.Option(
-    None,
-    "--include-path",
-    help="lm-eval tasks (--task lm-eval:NAME): a directory of your own lm-eval task YAML files",
-)
-LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
-MaxNewOpt = typer.Option(
-    None,
-    "--max-new-tokens",
-    help="generation length for tasks that "
-    "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
-    "with the run",
-)
-RunDirOpt = typer.Option(
-    None,
-    "--run-dir",
-    "-o",
-    help="where this machine writes the result, "
-    "report and best model (default runs/<run>, or runs/<command>-<task>)",
-)
-RunOpt = typer.Option(
-    None,
-    "--run",
-    help="the run's name in the database (default: the run "
-    "directory's name); several runs share one database by name",
-)
-ResumeOpt = typer.Option(False, "--resume", help="continue the run (after a crash or Ctrl-C)")
-StorageOpt = typer.Option(
-    None,
-    "--storage",
-    help="trial database URL (default sqlite:///RUN_DIR/"
-    "trials.db; postgresql://USER:PW@HOST/DB for several machines)",
-)
-BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
-ShuffleOpt = typer.Option(
-    None,
-    "--shuffle",
-    "--seed",
-    help="shuffle the examples with this seed "
-    "before the split (default: none, the paper's first-20%-validation "
-    "split)",
-)
-NoCacheOpt = typer.Option(
-    False,
-    "--no-prefix-cache",
-    help="recompute layers before ℓ in every trial (results are the same; slower)",
-)
-CacheGbOpt = typer.Option(
-    1.0, "--cache-gb", help="memory for cached hidden states; beyond it batches are recomputed"
-)
-NoSaveOpt = typer.Option(
-    False, "--no-save", help="do not save the chosen model into RUN_DIR/best-model"
-)
-WorkersOpt = typer.Option(
-    1,
-    "--workers",
-    help="worker processes on this machine (one per GPU "
-    "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
-    " 0: only create the run in the database",
-)
-HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
-GraceOpt = typer.Option(
-    20,
-    "--grace",
-    help="a worker silent this many seconds is taken for dead and its trial given to another",
-)
-SourceArg = typer.Argument(..., help="a run directory, or the database URL (with --run)")
 
 
 class _Bar:
@@ -293,7 +235,7 @@ def _iv(iv: Intervention) -> dict:
     why=" (search grids over ρ; mp-threshold is `laserkit greedy`)",
 )
 def search(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
@@ -349,13 +291,7 @@ def search(
         "reported as the reference does (docs/search.md)",
     ),
     seed: int = typer.Option(0, "--seed", help="seeds the search: TPE's sampler"),
-    shuffle: int = typer.Option(
-        None,
-        "--shuffle",
-        help="shuffle the examples with this seed "
-        "before the split (default: none, the paper's "
-        "first-20%-validation split)",
-    ),
+    shuffle: int = ShuffleOnlyOpt,
     no_prefix_cache: bool = NoCacheOpt,
     cache_gb: float = CacheGbOpt,
     heartbeat: int = HeartbeatOpt,
@@ -429,7 +365,7 @@ def search(
 @app.command()
 @intervention_options(("mp-threshold",))
 def greedy(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
@@ -504,7 +440,7 @@ def greedy(
 @app.command()
 @intervention_options(sweep=True)
 def compose(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
