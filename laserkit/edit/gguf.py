@@ -70,7 +70,7 @@ def _row_order(ckpt: GGUFCheckpoint, tensor, shape: tuple[int, int]) -> np.ndarr
     """
     rows, cols = shape
     probe = np.repeat(np.arange(rows, dtype=np.float32)[:, None], cols, axis=1)
-    got = ckpt._processor.process(
+    got = ckpt._processor.process(  # type: ignore[attr-defined]
         weights=probe, name=tensor.name, tensor_key_mapping={}, parsed_parameters={}
     ).weights
     got = np.asarray(got)
@@ -164,14 +164,14 @@ def edit_to_gguf(
             progress(f"editing {hf} ({i + 1}/{len(by_gguf)})")
         t = ckpt._tensors[hf]
         weight = ckpt.get(hf)
-        p = _row_order(ckpt, t, tuple(weight.shape))
-        new, recs = edit_tensor(weight, groups[hf], dev)
-        records.extend(recs)
+        p = _row_order(ckpt, t, (weight.shape[0], weight.shape[1]))
+        new, done = edit_tensor(weight, groups[hf], dev)
+        records.extend(done)
         back = np.empty_like(new.numpy())
         back[p] = new.numpy()
         e = _encode(back, types[gname])
         encoded[gname] = (spill.tell(), e.dtype, e.shape)
-        spill.write(memoryview(np.ascontiguousarray(e)).cast("B"))
+        spill.write(np.ascontiguousarray(e).data.cast("B"))
         del weight, new, back, e
     spill.flush()
     recs = in_order(records)

@@ -56,7 +56,7 @@ def _overwrite(f: _SafetensorsFile, name: str, value: torch.Tensor) -> None:
         raise LaserkitError(f"internal error: {name} changed size while being edited")
     with open(f.path, "r+b") as fh:
         fh.seek(f.data_start + a)
-        fh.write(memoryview(data))
+        fh.write(data.data)
         fh.flush()
         os.fsync(fh.fileno())
 

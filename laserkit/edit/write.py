@@ -68,7 +68,7 @@ def write_edited(
     say = progress or (lambda _: None)
     if out is not None and is_gguf(out):
         say(f"editing {src.text} into GGUF ...")
-        records, path = edit_to_gguf(
+        records, gguf = edit_to_gguf(
             src,
             steps,
             Path(out),
@@ -77,7 +77,7 @@ def write_edited(
             extra_record=extra_record,
             progress=progress,
         )
-        return Written(records, path, True, src.text)
+        return Written(records, gguf, True, src.text)
     if loaded is None and not (in_memory or trust_remote_code):
         try:
             say(f"editing {src.text} out of core ...")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..interventions import Intervention
 from .config import ObjectiveConfig, RunConfig
 
 # The main job: a small LASER search on the packaged SmolLM2 and BIG-bench's FEVER claims (first
 # 300: 60 validation, 240 test; fc_in/fc_out × last 6 layers × ρ 0.2, 0.1, 0.05, 0.01: 48 trials).
-DEMO = {
+DEMO: dict[str, Any] = {
     "task": "fever-bigbench",
     "limit": 300,
     "lname": "fc_in,fc_out",

@@ -40,7 +40,7 @@ def locate(source: str | Path, run: str | None = None, storage: str | None = Non
     if is_url(source):
         if not run:
             raise LaserkitError(
-                f"say which run in {source.split('://')[0]}://... with --run "
+                f"say which run in {str(source).split('://')[0]}://... with --run "
                 "NAME (laserkit status URL lists them)"
             )
         return Where(str(source), run)
