@@ -113,3 +113,13 @@ def test_reduce_in_memory_to_gguf_is_one_line(tiny, tmp_path):
             "--in-memory", "--out", out)  # fmt: skip
     assert "convert_hf_to_gguf.py" in one_error(r)
     assert not out.exists()
+
+
+def test_the_safetensors_writer_never_names_a_directory_gguf(tiny, tmp_path):
+    """edit_checkpoint (0.1's laserkit.outofcore entry) writes directories only: a .gguf output
+    is refused in one line naming write_edited, not written as a directory called x.gguf."""
+    from laserkit.edit.ondisk import edit_checkpoint
+
+    with pytest.raises(LaserkitError, match="write_edited") as e:
+        edit_checkpoint(str(tiny), STEPS, tmp_path / "x.gguf")
+    assert "\n" not in str(e.value) and not (tmp_path / "x.gguf").exists()

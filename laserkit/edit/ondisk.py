@@ -43,6 +43,7 @@ from .plan import (
     by_tensor,
     edit_tensor,
     in_order,
+    is_gguf,
     plan_edits,
     skeleton_layout,
 )
@@ -80,6 +81,11 @@ def edit_checkpoint(
     cannot be edited this way (hub ids, .bin, a ``dtype`` other than ``auto`` that differs from
     an edited tensor's stored dtype).
     """
+    if is_gguf(out):
+        raise LaserkitError(
+            f"{out} names a GGUF file: edit_checkpoint writes a safetensors directory "
+            "(laserkit.edit.write.write_edited writes either)"
+        )
     src = ModelSource.parse(source)
     if src.kind == "hub":
         raise NotOutOfCore("a hub id is edited in memory")

@@ -9,6 +9,7 @@ to checkpoint tensor names; each tensor is edited in float32, as Editor does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,12 @@ from ..model.targets import Layout, Target, model_layout, resolve
 
 Step = tuple[str, "str | int", Intervention]  # (lname, lnum, intervention), as Editor.apply
 Record = tuple[tuple[int, int], dict[str, Any]]  # (step, target) and the Editor's record
+
+
+def is_gguf(out: str | os.PathLike | None) -> bool:
+    """Whether ``out`` names a GGUF file: the one place the suffix is checked (write.py picks
+    the GGUF writer by it; ondisk.py refuses to write a directory of that name)."""
+    return out is not None and str(out).endswith(".gguf")
 
 
 class NotOutOfCore(LaserkitError):

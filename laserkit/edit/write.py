@@ -27,12 +27,7 @@ from ..io.source import ModelSource
 from .editor import Editor
 from .gguf import edit_to_gguf
 from .ondisk import edit_checkpoint
-from .plan import NotOutOfCore, Step
-
-
-def is_gguf(out: str | os.PathLike | None) -> bool:
-    """Whether ``out`` names a GGUF file (the one place the suffix is checked)."""
-    return out is not None and str(out).endswith(".gguf")
+from .plan import NotOutOfCore, Step, is_gguf
 
 
 @dataclass
