@@ -10,7 +10,8 @@ apply``, a search's best model).
    asks for memory (``in_memory``, a model with its own code: ``trust_remote_code``) or already
    holds the model (``loaded``), it is loaded, edited by the Editor and saved by io/save.py.
 
-Routes 2 and 3 write the same tensors, bit for bit (docs/bigcheckpoints.md).
+Routes 2 and 3 write the same tensors, bit for bit, when the model is loaded in its stored dtype
+(docs/bigcheckpoints.md).
 """
 
 from __future__ import annotations
