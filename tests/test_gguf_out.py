@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from laserkit import Editor, Intervention, LaserkitError
-from laserkit.edit.ondisk import edit_checkpoint
+from laserkit.edit.write import write_edited
 from laserkit.io.source import default_gguf
 
 STEPS = [("fc_in", -1, Intervention(rho=0.1)), ("q_proj", 3, Intervention(rho=0.2))]
@@ -23,8 +23,8 @@ EDITED = {
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf") / "reduced.gguf"
-    records, path = edit_checkpoint("default", STEPS, out)
-    return records, path
+    done = write_edited("default", STEPS, out)
+    return done.records, done.path
 
 
 def test_gguf_out_keeps_metadata_and_unchanged_bytes(written):
@@ -113,5 +113,5 @@ def test_gguf_out_from_safetensors_is_refused_with_a_pointer(tmp_path):
 
     make_tiny("llama").save_pretrained(tmp_path / "m")
     with pytest.raises(LaserkitError, match="convert_hf_to_gguf.py") as e:
-        edit_checkpoint(str(tmp_path / "m"), STEPS[:1], tmp_path / "x.gguf")
+        write_edited(str(tmp_path / "m"), STEPS[:1], tmp_path / "x.gguf")
     assert "\n" not in str(e.value) and not (tmp_path / "x.gguf").exists()

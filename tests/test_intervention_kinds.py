@@ -444,7 +444,7 @@ def test_run_directories_made_before_the_kinds_resume_with_zero_new_trials(tmp_p
     from laserkit.cli.search import _iv
     from laserkit.search import ObjectiveConfig, RunConfig, start
     from laserkit.search.greedy import candidate_edits
-    from laserkit.search.session import open_run
+    from laserkit.search.where import open_run
 
     with tarfile.open(TESTS / "data" / "runs-before-kinds.tar.gz") as tar:
         tar.extractall(tmp_path, filter="data")

@@ -89,7 +89,7 @@ def test_reproduce_runs_the_reference_protocol(tmp_path):
     assert "n = 5, the reference's 2,000 — not the paper's data" in out
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["chosen"]["edits"], "the reference's selection reports an intervention"
-    from laserkit.search.session import open_run
+    from laserkit.search.where import open_run
 
     cfg = open_run(tmp_path / "run").config
     assert cfg.selection == "reference" and cfg.lnames == ["fc_in", "fc_out"]

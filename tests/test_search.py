@@ -323,7 +323,7 @@ def test_a_run_directory_from_before_named_runs_resumes_and_keeps_its_records(tm
     from optuna.trial import TrialState, create_trial
 
     from laserkit.search import grid_edits, start, status
-    from laserkit.search.session import open_run
+    from laserkit.search.where import open_run
 
     model = make_tiny("llama")
     cfg = grid_cfg(model, layers=(11,), rhos=(0.5,))

@@ -19,12 +19,13 @@ from .common import (
     load_with_status,
     on_interrupt,
 )
-from .search import (
+from .options import (
     BatchOpt,
     DataOpt,
     IncludeOpt,
     LimitOpt,
     ResumeOpt,
+    SearchModelArg,
     ShuffleOpt,
     StorageOpt,
     TaskOpt,
@@ -85,7 +86,7 @@ def print_table(out: dict) -> None:
 
 @app.command()
 def compare(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     methods: str = typer.Option(
         "all",

@@ -1,4 +1,6 @@
-"""CLI options generated from the intervention kinds' fields (docs/interventions.md).
+"""CLI options: those several commands share, declared once (search, greedy, compose, compare,
+reproduce, status, report: the bottom of this file), and those generated from the intervention
+kinds' fields (docs/interventions.md).
 
 ``@intervention_options(...)`` replaces one parameter of a typer command (``iv`` by default) by
 ``--intervention`` (when several kinds are offered), one option per field of the offered kinds
@@ -203,3 +205,88 @@ def intervention_options(
         return wrapper
 
     return deco
+
+
+# The options several commands share: one declaration each, so a flag's name, default and help
+# read the same in every command that offers it.
+SearchModelArg = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'")
+TaskOpt = typer.Option(
+    None,
+    "--task",
+    "--score",
+    help="task to score: fever, bbh-epistemic, "
+    "truthfulqa, perplexity (with --data), dpo-semantic, or a task file",
+)
+DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
+FinalEvalOpt = typer.Option(
+    None,
+    "--final-eval",
+    help="after the run, score the base and the "
+    "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
+    "result.json and the report, with paired 95% CIs",
+)
+IncludeOpt = typer.Option(
+    None,
+    "--include-path",
+    help="lm-eval tasks (--task lm-eval:NAME): a directory of your own lm-eval task YAML files",
+)
+LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
+MaxNewOpt = typer.Option(
+    None,
+    "--max-new-tokens",
+    help="generation length for tasks that "
+    "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
+    "with the run",
+)
+RunDirOpt = typer.Option(
+    None,
+    "--run-dir",
+    "-o",
+    help="where this machine writes the result, "
+    "report and best model (default runs/<run>, or runs/<command>-<task>)",
+)
+RunOpt = typer.Option(
+    None,
+    "--run",
+    help="the run's name in the database (default: the run "
+    "directory's name); several runs share one database by name",
+)
+ResumeOpt = typer.Option(False, "--resume", help="continue the run (after a crash or Ctrl-C)")
+StorageOpt = typer.Option(
+    None,
+    "--storage",
+    help="trial database URL (default sqlite:///RUN_DIR/"
+    "trials.db; postgresql://USER:PW@HOST/DB for several machines)",
+)
+BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
+SHUFFLE_HELP = (
+    "shuffle the examples with this seed before the split (default: none, the paper's "
+    "first-20%-validation split)"
+)
+ShuffleOpt = typer.Option(None, "--shuffle", "--seed", help=SHUFFLE_HELP)
+ShuffleOnlyOpt = typer.Option(None, "--shuffle", help=SHUFFLE_HELP)  # --seed is the command's
+NoCacheOpt = typer.Option(
+    False,
+    "--no-prefix-cache",
+    help="recompute layers before ℓ in every trial (results are the same; slower)",
+)
+CacheGbOpt = typer.Option(
+    1.0, "--cache-gb", help="memory for cached hidden states; beyond it batches are recomputed"
+)
+NoSaveOpt = typer.Option(
+    False, "--no-save", help="do not save the chosen model into RUN_DIR/best-model"
+)
+WorkersOpt = typer.Option(
+    1,
+    "--workers",
+    help="worker processes on this machine (one per GPU "
+    "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
+    " 0: only create the run in the database",
+)
+HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
+GraceOpt = typer.Option(
+    20,
+    "--grace",
+    help="a worker silent this many seconds is taken for dead and its trial given to another",
+)
+SourceArg = typer.Argument(..., help="a run directory, or the database URL (with --run)")

@@ -60,38 +60,6 @@ BANDWIDTH_HELP = (
 )
 
 
-def _reduce_out_of_core(
-    model: str, lname: str, lnum: str, iv, out: Path | None, force: bool, dtype: str, device: str
-) -> list[dict] | None:
-    """Records of an out-of-core edit, or None when the source must be loaded (hub ids, .bin
-    weights, a --dtype other than the stored one); GGUF output has no in-memory route."""
-    from ..edit.ondisk import NotOutOfCore, edit_checkpoint
-    from ..io.source import ModelSource
-
-    src = ModelSource.parse(model)
-    gguf_out = out is not None and str(out).endswith(".gguf")
-    if not gguf_out and src.kind == "hub":
-        return None
-    with console.status(f"editing {model} out of core ...") as status:
-        try:
-            records, _ = edit_checkpoint(
-                src,
-                [(lname, lnum, iv)],
-                out,
-                overwrite=force,
-                device=device,
-                progress=status.update,
-                dtype=dtype,
-            )
-        except NotOutOfCore as e:
-            if gguf_out:
-                raise
-            status.update(f"loading the whole model ({e})")
-            return None
-    console.print(f"edited out of core (the model was not built): {len(records)} matrices")
-    return records
-
-
 def _print_records(records: list[dict], iv, source: str) -> None:
     table = Table(title=f"{iv.describe()} on {source}")
     for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
@@ -144,44 +112,30 @@ def reduce(
     than the stored one loads the model instead). --out FILE.gguf writes GGUF (GGUF sources).
     """
     from ..core.fileio import check_out_target
-    from ..io.save import save
+    from ..edit.write import write_edited
 
     check_model_input(model, trust_remote_code)
     if out is not None:
         check_out_target(out, overwrite=force)  # before loading and decomposing anything
         check_source_out(model, out)
-    from ..edit.editor import Editor
-
-    if out is not None:
         on_interrupt_publishing(out, "the edited model", "run the command again to save")
-    # a trusted model's own code is run by loading it; out of core never builds it
-    done = (
-        None
-        if in_memory or trust_remote_code
-        else _reduce_out_of_core(model, lname, lnum, iv, out, force, dtype, device)
-    )
-    if done is not None:
-        _print_records(done, iv, model)
-        if out is not None:
-            console.print(f"saved edited model to {out}")
-        return
-    loaded = load_with_status(model, dtype, device, trust_remote_code)
-    editor = Editor(loaded.model)
-    targets = editor.targets(lname, lnum)  # validate before any work
-    with console.status(f"applying {iv.describe()} to {len(targets)} matrices ..."):
-        records = editor.apply(lname, lnum, iv)
-    _print_records(records, iv, loaded.source)
+    with console.status(f"editing {model} ...") as status:
+        # a trusted model's own code is run by loading it; out of core never builds it
+        done = write_edited(
+            model,
+            [(lname, lnum, iv)],
+            out,
+            in_memory=in_memory,
+            overwrite=force,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            progress=status.update,
+        )
+    if done.out_of_core:
+        console.print(f"edited out of core (the model was not built): {len(done.records)} matrices")
+    _print_records(done.records, iv, done.source)
     if out is not None:
-        with console.status(f"saving to {out} ..."):
-            save(
-                loaded.model,
-                loaded.tokenizer,
-                out,
-                editor.records,
-                base=loaded.source,
-                overwrite=force,
-                source_dir=loaded.path,
-            )
         console.print(f"saved edited model to {out}")
 
 

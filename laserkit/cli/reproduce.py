@@ -9,7 +9,8 @@ import typer
 
 from . import app
 from .common import DeviceOpt, DtypeOpt, TrustOpt, check_model_input, console, load_with_status
-from .search import (
+from .options import (
+    PLACEHOLDER_RHO,
     BatchOpt,
     DataOpt,
     NoSaveOpt,
@@ -18,9 +19,8 @@ from .search import (
     RunOpt,
     StorageOpt,
     WorkersOpt,
-    _go,
-    _run_dir,
 )
+from .search import _go, _run_dir
 
 
 @app.command()
@@ -62,7 +62,6 @@ def reproduce(
     from ..model.targets import model_layout
     from ..search.config import ObjectiveConfig, RunConfig
     from ..search.paper import PAPER_LNAMES, PAPER_RATES, check_task
-    from .options import PLACEHOLDER_RHO
 
     check_task(task)
     run_dir = _run_dir(run_dir, run, "reproduce", task, resume)

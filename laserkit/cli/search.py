@@ -1,5 +1,6 @@
 """`laserkit search`, `greedy`, `compose`, `worker`, `status`, `report`, `apply` and `demo`: parse
-the options, call laserkit.search.session, print. What they do is in the library."""
+the options, call laserkit.search (session, where, outputs), print. What they do is in the
+library."""
 
 from __future__ import annotations
 
@@ -22,91 +23,33 @@ from .common import (
     on_interrupt,
     on_interrupt_publishing,
 )
-from .options import FROM_OPTIONS, PLACEHOLDER_RHO, intervention_options
+from .options import (
+    FROM_OPTIONS,
+    PLACEHOLDER_RHO,
+    BatchOpt,
+    CacheGbOpt,
+    DataOpt,
+    FinalEvalOpt,
+    GraceOpt,
+    HeartbeatOpt,
+    IncludeOpt,
+    LimitOpt,
+    MaxNewOpt,
+    NoCacheOpt,
+    NoSaveOpt,
+    ResumeOpt,
+    RunDirOpt,
+    RunOpt,
+    SearchModelArg,
+    ShuffleOnlyOpt,
+    ShuffleOpt,
+    SourceArg,
+    StorageOpt,
+    TaskOpt,
+    WorkersOpt,
+    intervention_options,
+)
 from .output import results
-
-TaskOpt = typer.Option(
-    None,
-    "--task",
-    "--score",
-    help="task to score: fever, bbh-epistemic, "
-    "truthfulqa, perplexity (with --data), dpo-semantic, or a task file",
-)
-DataOpt = typer.Option(None, "--data", help="data file for the task (e.g. text for perplexity)")
-FinalEvalOpt = typer.Option(
-    None,
-    "--final-eval",
-    help="after the run, score the base and the "
-    "chosen model on these tasks too (e.g. lm-eval:arc_easy,hellaswag): "
-    "result.json and the report, with paired 95% CIs",
-)
-IncludeOpt = typer.Option(
-    None,
-    "--include-path",
-    help="lm-eval tasks (--task lm-eval:NAME): a directory of your own lm-eval task YAML files",
-)
-LimitOpt = typer.Option(None, "--limit", help="use only the first N examples (before the split)")
-MaxNewOpt = typer.Option(
-    None,
-    "--max-new-tokens",
-    help="generation length for tasks that "
-    "generate (default: the task's; dpo-semantic 512, laserRMT's); stored "
-    "with the run",
-)
-RunDirOpt = typer.Option(
-    None,
-    "--run-dir",
-    "-o",
-    help="where this machine writes the result, "
-    "report and best model (default runs/<run>, or runs/<command>-<task>)",
-)
-RunOpt = typer.Option(
-    None,
-    "--run",
-    help="the run's name in the database (default: the run "
-    "directory's name); several runs share one database by name",
-)
-ResumeOpt = typer.Option(False, "--resume", help="continue the run (after a crash or Ctrl-C)")
-StorageOpt = typer.Option(
-    None,
-    "--storage",
-    help="trial database URL (default sqlite:///RUN_DIR/"
-    "trials.db; postgresql://USER:PW@HOST/DB for several machines)",
-)
-BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
-ShuffleOpt = typer.Option(
-    None,
-    "--shuffle",
-    "--seed",
-    help="shuffle the examples with this seed "
-    "before the split (default: none, the paper's first-20%-validation "
-    "split)",
-)
-NoCacheOpt = typer.Option(
-    False,
-    "--no-prefix-cache",
-    help="recompute layers before ℓ in every trial (results are the same; slower)",
-)
-CacheGbOpt = typer.Option(
-    1.0, "--cache-gb", help="memory for cached hidden states; beyond it batches are recomputed"
-)
-NoSaveOpt = typer.Option(
-    False, "--no-save", help="do not save the chosen model into RUN_DIR/best-model"
-)
-WorkersOpt = typer.Option(
-    1,
-    "--workers",
-    help="worker processes on this machine (one per GPU "
-    "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
-    " 0: only create the run in the database",
-)
-HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
-GraceOpt = typer.Option(
-    20,
-    "--grace",
-    help="a worker silent this many seconds is taken for dead and its trial given to another",
-)
-SourceArg = typer.Argument(..., help="a run directory, or the database URL (with --run)")
 
 
 class _Bar:
@@ -175,7 +118,7 @@ def _run_dir(
     resume: bool | None = None,
 ) -> Path:
     """The run directory, checked before any model is loaded (``resume`` None: no check)."""
-    from ..search.session import check_run_dir
+    from ..search.rundir import check_run_dir
 
     out = run_dir or Path("runs") / (run or f"{command}-{Path(task or 'run').stem}")
     if resume is not None:
@@ -208,7 +151,7 @@ def _go(
     final: list | None = None,
 ) -> None:
     """Start or resume a run, then print its table, write the report, save the chosen model."""
-    from ..search import session
+    from ..search import outputs, session
     from ..search.store import public_url
 
     where = f"the database {public_url(storage)}" if storage else run_dir
@@ -243,7 +186,7 @@ def _go(
         f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`"
     )
     with console.status("writing the report and the chosen model ..."):
-        paths = session.finish(store, run_dir, loaded, save_model=not no_save)
+        paths = outputs.finish(store, run_dir, loaded, save_model=not no_save)
     console.print(f"run {store.run!r} in {run_dir}\nreport: {paths['report']}")
     if "model" in paths:
         console.print(f"saved the chosen model to {paths['model']}")
@@ -292,7 +235,7 @@ def _iv(iv: Intervention) -> dict:
     why=" (search grids over ρ; mp-threshold is `laserkit greedy`)",
 )
 def search(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
@@ -348,13 +291,7 @@ def search(
         "reported as the reference does (docs/search.md)",
     ),
     seed: int = typer.Option(0, "--seed", help="seeds the search: TPE's sampler"),
-    shuffle: int = typer.Option(
-        None,
-        "--shuffle",
-        help="shuffle the examples with this seed "
-        "before the split (default: none, the paper's "
-        "first-20%-validation split)",
-    ),
+    shuffle: int = ShuffleOnlyOpt,
     no_prefix_cache: bool = NoCacheOpt,
     cache_gb: float = CacheGbOpt,
     heartbeat: int = HeartbeatOpt,
@@ -428,7 +365,7 @@ def search(
 @app.command()
 @intervention_options(("mp-threshold",))
 def greedy(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
@@ -469,7 +406,7 @@ def greedy(
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
-    from ..search.session import probe_storage
+    from ..search.catalog import probe_storage
 
     probe_storage(storage)  # before the scan creates the run directory
     on_interrupt(
@@ -503,7 +440,7 @@ def greedy(
 @app.command()
 @intervention_options(sweep=True)
 def compose(
-    model: str = typer.Argument("default", help="hub id, model directory, .gguf, or 'default'"),
+    model: str = SearchModelArg,
     task: str = TaskOpt,
     data: str = DataOpt,
     include_path: str = IncludeOpt,
@@ -607,13 +544,14 @@ def status(
     ),
 ) -> None:
     """Live progress of a run: trials done / running / waiting, and the best so far."""
-    from ..search import session
+    from ..search import session, where
+    from ..search.catalog import run_names
 
-    if session.is_url(source) and not run:
-        names = session.run_names(source)
+    if where.is_url(source) and not run:
+        names = run_names(source)
         results.print("runs: " + (", ".join(names) if names else "none"))
         return
-    s = session.status(session.open_run(source, run))
+    s = session.status(where.open_run(source, run))
     table = Table(title=f"run {s['run']!r}: {s['strategy']} on {s['task']}")
     for col in ("done", "running", "waiting", "failed", "of about"):
         table.add_column(col)
@@ -640,15 +578,16 @@ def report(
 ) -> None:
     """Write report.md with tables and plots (heatmaps, ρ curves, steps) for a finished run."""
     from ..core.errors import LaserkitError
-    from ..search import session
+    from ..search import outputs, session
+    from ..search.where import locate, open_run
 
-    where = session.locate(source, run)
+    where = locate(source, run)
     if out is None:
         if where.run_dir is None:
             raise LaserkitError("with a database URL, say where the report goes with --out DIR")
         out = where.run_dir / "report"
-    store = session.open_run(source, run)
-    path = session.report(store, out)
+    store = open_run(source, run)
+    path = outputs.report(store, out)
     _print_result(session.result_of(store))
     console.print(f"report: {path}")
 
@@ -673,16 +612,17 @@ def apply_cmd(
     """Rebuild the run's chosen model (base model + chosen interventions) and save it: out of
     core for a local checkpoint (only the edited tensors are read); --out FILE.gguf writes GGUF."""
     from ..core.fileio import check_out_target
-    from ..search import session
+    from ..search.outputs import save_chosen
+    from ..search.where import open_run
 
     check_out_target(out, overwrite=force)  # before loading the model
-    store = session.open_run(run_dir, run)
+    store = open_run(run_dir, run)
     base = model or store.config.model
     check_model_input(base, trust_remote_code)
     check_source_out(base, out)
     on_interrupt_publishing(out, "the chosen model", "run the command again to save it")
     with console.status(f"saving to {out} ..."):
-        path = session.save_chosen(
+        path = save_chosen(
             store,
             out,
             force=force,
@@ -707,7 +647,7 @@ def demo(
     the demo shows how laserkit reports a gain that is not significant. Run again, it continues
     (or just reprints) the same run."""
     from ..model.targets import model_layout
-    from ..search.session import demo_config
+    from ..search.demo import demo_config
 
     loaded = load_with_status("default", "auto", device)
     cfg = demo_config(model_layout(loaded.model).num_layers)

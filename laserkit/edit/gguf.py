@@ -31,7 +31,7 @@ import numpy as np
 from ..core.errors import LaserkitError
 from ..io.checkpoint import GGUFCheckpoint, _release
 from ..io.source import ModelSource, pick_device
-from .ondisk import Step, by_tensor, edit_tensor, plan_edits, skeleton_layout
+from .plan import Record, Step, by_tensor, edit_tensor, in_order, plan_edits, skeleton_layout
 
 RECORD_KEY = "laserkit.record"
 CONVERTER = "https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py"
@@ -70,7 +70,7 @@ def _row_order(ckpt: GGUFCheckpoint, tensor, shape: tuple[int, int]) -> np.ndarr
     """
     rows, cols = shape
     probe = np.repeat(np.arange(rows, dtype=np.float32)[:, None], cols, axis=1)
-    got = ckpt._processor.process(
+    got = ckpt._processor.process(  # type: ignore[attr-defined]
         weights=probe, name=tensor.name, tensor_key_mapping={}, parsed_parameters={}
     ).weights
     got = np.asarray(got)
@@ -158,23 +158,23 @@ def edit_to_gguf(
     # tensors wait in a spill file beside the output, not in memory.
     spill = tempfile.TemporaryFile(prefix=f".{out.name}.spill-", dir=out.parent)
     encoded: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
-    records: list[tuple[tuple[int, int], dict]] = []
+    records: list[Record] = []
     for i, (gname, hf) in enumerate(by_gguf.items()):
         if progress:
             progress(f"editing {hf} ({i + 1}/{len(by_gguf)})")
         t = ckpt._tensors[hf]
         weight = ckpt.get(hf)
-        p = _row_order(ckpt, t, tuple(weight.shape))
-        new, recs = edit_tensor(weight, groups[hf], dev)
-        records.extend(recs)
+        p = _row_order(ckpt, t, (weight.shape[0], weight.shape[1]))
+        new, done = edit_tensor(weight, groups[hf], dev)
+        records.extend(done)
         back = np.empty_like(new.numpy())
         back[p] = new.numpy()
         e = _encode(back, types[gname])
         encoded[gname] = (spill.tell(), e.dtype, e.shape)
-        spill.write(memoryview(np.ascontiguousarray(e)).cast("B"))
+        spill.write(np.ascontiguousarray(e).data.cast("B"))
         del weight, new, back, e
     spill.flush()
-    recs = [r for _, r in sorted(records, key=lambda x: x[0])]
+    recs = in_order(records)
     stored = {
         by_gguf[g]: {
             "gguf_tensor": g,

@@ -14,12 +14,14 @@ from .objective import (
     TaskObjective,
     build_objective,
 )
+from .outputs import save_chosen
 from .prefix_cache import PrefixCache
 from .runner import Context, finalize, run, work
-from .session import locate, open_run, paired_records, save_chosen, start, status
+from .session import paired_records, start, status
 from .store import TrialStore
 from .strategy import make_strategy, names, register
 from .trial import Result
+from .where import locate, open_run
 
 __all__ = [
     "DEFAULT_LNAMES",

@@ -23,7 +23,7 @@ from ..core.errors import LaserkitError
 from ..core.registry import Registry
 from ..interventions import Intervention
 from .config import ObjectiveConfig, RunConfig
-from .session import check_run_dir
+from .rundir import check_run_dir
 from .store import TrialStore, default_url
 
 
@@ -330,7 +330,7 @@ def compare(
         from ..io.load import load  # noqa: PLC0415
 
         loaded = load(model, dtype=dtype, device=device)
-    from .session import probe_storage  # noqa: PLC0415
+    from .catalog import probe_storage  # noqa: PLC0415
 
     probe_storage(storage)  # before the directory and the scan exist
     run_dir.mkdir(parents=True, exist_ok=True)
