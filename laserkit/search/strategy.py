@@ -11,10 +11,11 @@ listed in ``MODULES`` so that looking a name up imports it.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..core.errors import LaserkitError
 from .config import RunConfig
+from .result import Outcome
 from .trial import Result
 
 MODULES = ("grid", "tpe", "greedy", "compose")
@@ -41,8 +42,8 @@ class Strategy(Protocol):
         """Every edit the run may apply, checked against the model before any trial runs."""
         ...
 
-    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
-        """``chosen``, ``base``/``best`` on validation and test, and the strategy's table."""
+    def summarize(self, done: dict[str, Result]) -> Outcome:
+        """The chosen edits, base and best on validation and test, and the strategy's table."""
         ...
 
 
@@ -66,9 +67,3 @@ def make_strategy(
     if cfg.strategy not in names():
         raise LaserkitError(f"unknown strategy {cfg.strategy!r}: use {', '.join(names())}")
     return _REGISTRY[cfg.strategy](cfg, higher_is_better, split)
-
-
-def chosen(edits: list[dict], key: str | None = None) -> dict:
-    from .trial import describe_edit  # noqa: PLC0415
-
-    return {"edits": edits, "key": key, "label": ", ".join(map(describe_edit, edits)) or "base"}
