@@ -32,6 +32,7 @@ from ..core.errors import LaserkitError
 from ..io.checkpoint import GGUFCheckpoint, _release
 from ..io.source import ModelSource, pick_device
 from .ondisk import Step, by_tensor, edit_tensor, plan_edits, skeleton_layout
+from .record import EditRecord
 
 RECORD_KEY = "laserkit.record"
 CONVERTER = "https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py"
@@ -124,7 +125,7 @@ def edit_to_gguf(
     device: str = "cpu",
     extra_record: dict | None = None,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[dict], Path]:
+) -> tuple[list[EditRecord], Path]:
     """Apply ``steps`` to a GGUF source and write ``out`` (.gguf) plus its record files."""
     import gguf
 
@@ -158,7 +159,7 @@ def edit_to_gguf(
     # tensors wait in a spill file beside the output, not in memory.
     spill = tempfile.TemporaryFile(prefix=f".{out.name}.spill-", dir=out.parent)
     encoded: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
-    records: list[tuple[tuple[int, int], dict]] = []
+    records: list[tuple[tuple[int, int], EditRecord]] = []
     for i, (gname, hf) in enumerate(by_gguf.items()):
         if progress:
             progress(f"editing {hf} ({i + 1}/{len(by_gguf)})")

@@ -38,6 +38,7 @@ from ..io.open import local_dir
 from ..io.save import check_saved_model
 from ..io.source import ModelSource, pick_device, pick_dtype
 from ..model.targets import Layout, Target, model_layout, resolve
+from .record import EditRecord
 
 Step = tuple[str, "str | int", Intervention]  # (lname, lnum, intervention), as Editor.apply
 
@@ -106,7 +107,7 @@ def plan_edits(layout: Layout, names: Iterable[str], steps: list[Step]) -> list[
 
 def edit_tensor(
     weight: torch.Tensor, edits: list[PlannedEdit], device: torch.device
-) -> tuple[torch.Tensor, list[tuple[tuple[int, int], dict]]]:
+) -> tuple[torch.Tensor, list[tuple[tuple[int, int], EditRecord]]]:
     """Apply each edit to one tensor in turn, exactly as Editor.apply_targets does."""
     weight = weight.to(device)
     records = []
@@ -125,21 +126,7 @@ def edit_tensor(
                 view.copy_(value)
             else:
                 view[dev_idx] = value
-            records.append(
-                (
-                    e.order,
-                    {
-                        "lname": t.lname,
-                        "layer": t.layer,
-                        "module": t.module,
-                        "rows": t.rows,
-                        "transposed": t.transposed,
-                        "shape": list(W.shape),
-                        **e.iv.to_dict(),
-                        **info,
-                    },
-                )
-            )
+            records.append((e.order, EditRecord.of(t, tuple(W.shape), e.iv, info)))
     return weight.cpu(), records
 
 
@@ -173,7 +160,7 @@ def edit_checkpoint(
     extra_record: dict | None = None,
     progress: Callable[[str], None] | None = None,
     dtype: str = "auto",
-) -> tuple[list[dict], Path | None]:
+) -> tuple[list[EditRecord], Path | None]:
     """Apply ``steps`` to a local checkpoint without building the model.
 
     Returns the records (as Editor.records) and the output path. With ``out`` None the edits are
@@ -215,7 +202,7 @@ def edit_checkpoint(
             stored = _ST_DTYPES[ckpt.dtype_name(name)]
             if stored != want:
                 raise NotOutOfCore(f"--dtype {dtype} differs from {name}'s stored {stored}")
-    records: list[tuple[tuple[int, int], dict]] = []
+    records: list[tuple[tuple[int, int], EditRecord]] = []
 
     def run(files: dict[Path, _SafetensorsFile] | None) -> None:
         for i, (name, edits) in enumerate(groups.items()):
