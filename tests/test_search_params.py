@@ -185,3 +185,37 @@ def test_identity_sorts_layers_and_rhos_and_ignores_what_a_strategy_lacks():
 
 def _kw(cfg: RunConfig) -> dict:
     return {**cfg.to_json(), "objective": cfg.objective}
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            ["--strategy", "tpe", "--halving", "2"],
+            "laserkit: error: --halving applies to the grid strategy only",
+        ),
+        (
+            ["--trials", "3"],
+            "laserkit: error: --trials applies to --strategy tpe (the grid runs all of it)",
+        ),
+    ],
+)
+def test_the_installed_command_refuses_another_strategy_s_option_in_one_line(
+    tmp_path, default_model_dir, given, message
+):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [str(Path(sys.prefix) / "bin" / "laserkit"), "search", str(default_model_dir)]
+    args = ["--task", "fever-bigbench", "--limit", "10", "--lname", "fc_in", "--lnum=-1"]
+    res = subprocess.run(
+        [*cmd, *args, "--rho", "0.5", "--device", "cpu", "--run-dir", "run", *given],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"},
+    )
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert (res.returncode, lines) == (2, [message]), res.stderr[-2000:]
