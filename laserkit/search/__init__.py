@@ -14,7 +14,9 @@ from .objective import (
     TaskObjective,
     build_objective,
 )
+from .params import ComposeParams, GreedyParams, GridParams, StrategyParams, TPEParams
 from .prefix_cache import PrefixCache
+from .result import RunResult
 from .runner import Context, finalize, run, work
 from .session import locate, open_run, paired_records, save_chosen, start, status
 from .store import TrialStore
@@ -25,7 +27,10 @@ __all__ = [
     "DEFAULT_LNAMES",
     "DEFAULT_RHOS",
     "CallableObjective",
+    "ComposeParams",
     "Context",
+    "GreedyParams",
+    "GridParams",
     "GridPlan",
     "NextTokenObjective",
     "Objective",
@@ -33,7 +38,10 @@ __all__ = [
     "PrefixCache",
     "Result",
     "RunConfig",
+    "RunResult",
     "Scored",
+    "StrategyParams",
+    "TPEParams",
     "TaskObjective",
     "TrialStore",
     "build_objective",
