@@ -140,3 +140,20 @@ def test_out_of_core_and_in_memory_make_the_same_typed_records(tmp_path, family)
     (a,), (b,) = records, ed.records
     assert {**a.to_json(), "rel_error": 0} == {**b.to_json(), "rel_error": 0}
     assert a.rel_error == pytest.approx(b.rel_error, rel=1e-4)
+
+
+def test_a_0_1_strategy_s_json_outcome_makes_the_same_result_as_a_typed_one():
+    from laserkit.search.result import Outcome
+
+    summary = {"accuracy": 0.5, "n": 4}
+    typed = Outcome(Chosen.of([]), Scores(summary, summary), Scores(summary, summary), trials=[])
+    plain = {
+        "chosen": {"edits": [], "key": None, "label": "base"},
+        "base": {"validation": summary, "test": summary},
+        "best": {"validation": summary, "test": summary},
+        "trials": [],
+    }
+    head = dict(command="search", strategy="grid", run="r", model="m", objective={"task": "t"})
+    a, b = RunResult.of(typed, **head), RunResult.of(plain, **head)
+    assert a == b
+    assert list(a.to_json()) == [*head, "chosen", "base", "best", "trials"]

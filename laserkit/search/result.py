@@ -116,8 +116,20 @@ class RunResult:
 
     @classmethod
     def of(
-        cls, outcome: Outcome, *, command: str, strategy: str, run: str, model: str, objective: dict
+        cls,
+        outcome: Outcome | dict[str, Any],
+        *,
+        command: str,
+        strategy: str,
+        run: str,
+        model: str,
+        objective: dict,
     ) -> RunResult:
+        """The run's result from its strategy's outcome (a strategy written for laserkit 0.1
+        returns it as JSON, which is read as stored results are)."""
+        if isinstance(outcome, dict):
+            head = {"command": command, "strategy": strategy, "run": run, "model": model}
+            return cls.from_json({**head, "objective": objective, **outcome})
         parts = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(Outcome)}
         return cls(
             command=command, strategy=strategy, run=run, model=model, objective=objective, **parts
