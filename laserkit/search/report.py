@@ -70,8 +70,9 @@ def _full_rows(result: RunResult) -> list[dict]:
     return [r for r in result.trials or [] if r.get("fraction", 1.0) >= 1.0]
 
 
-def heatmaps(result: RunResult, out: Path) -> list[Path]:
+def heatmaps(result: RunResult | dict, out: Path) -> list[Path]:
     """Figure 2 style: validation accuracy (or score) change vs base over layer × ρ, per τ."""
+    result = RunResult.read(result)
     plt = _plt()
     rows = _full_rows(result)
     key = "accuracy" if rows and rows[0].get("accuracy") is not None else "score"
@@ -147,9 +148,10 @@ def _base_band(ax, base: dict, metric: str) -> None:
         ax.axhspan(iv[0], iv[1], color="gray", alpha=0.12, label="base 95% interval")
 
 
-def versus_rho(result: RunResult, out: Path) -> Path | None:
+def versus_rho(result: RunResult | dict, out: Path) -> Path | None:
     """Best validation accuracy and log-loss over layers, against ρ, one line per τ, each with
     the 95% interval of the plotted trial (band) and of the base model (gray)."""
+    result = RunResult.read(result)
     plt = _plt()
     rows = [r for r in _full_rows(result) if r.get("rho") is not None]
     if not rows:
@@ -182,9 +184,10 @@ def versus_rho(result: RunResult, out: Path) -> Path | None:
     return save_figure(fig, out / "versus_rho.png")
 
 
-def progress_plot(result: RunResult, out: Path) -> Path | None:
+def progress_plot(result: RunResult | dict, out: Path) -> Path | None:
     """TPE: each trial's validation accuracy (or score) in the order proposed, and the best so
     far, against the base model: how soon the search found what it chose."""
+    result = RunResult.read(result)
     plt = _plt()
     rows = _full_rows(result)
     if not rows:
@@ -222,8 +225,9 @@ def progress_plot(result: RunResult, out: Path) -> Path | None:
     return save_figure(fig, out / "progress.png")
 
 
-def steps_plot(result: RunResult, out: Path) -> Path | None:
+def steps_plot(result: RunResult | dict, out: Path) -> Path | None:
     """Greedy / compose: the score after each step (kept steps filled)."""
+    result = RunResult.read(result)
     plt = _plt()
     steps = result.steps or []
     if not steps:

@@ -160,6 +160,8 @@ class RunResult:
         known["chosen"] = Chosen.from_json(d.get("chosen") or {})
         known["base"] = Scores.from_json(d.get("base") or {})
         known["best"] = Scores.from_json(d.get("best") or {})
+        # a partial result (as a plot is given in tests) is read with these
+        known.setdefault("command", "search")
         known.setdefault("model", "")
         known.setdefault("objective", {})
         extra = {k: v for k, v in d.items() if k not in ORDER}
