@@ -82,7 +82,9 @@ def test_compare_runs_every_method_once_and_the_table_holds_what_the_runs_say(tm
         store = TrialStore(url, r["run"])
         assert r["run"] == f"cmp/{r['method']}"
         want = METHODS.get(r["method"]).intervention
-        for e in store.config.candidates or []:  # greedy: its estimator on every candidate
+        for e in getattr(
+            store.config.params, "candidates", []
+        ):  # greedy: its estimator on every candidate
             assert e["intervention"]["kind"] == "mp-threshold"
             assert e["intervention"].get("estimator", "iqr") == want["estimator"]
         for e in r["edits"]:  # what was chosen is this method's intervention

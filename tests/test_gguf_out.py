@@ -49,7 +49,7 @@ def test_gguf_out_keeps_metadata_and_unchanged_bytes(written):
     ):
         assert got.fields[key].contents() == src.fields[key].contents(), key
     record = json.loads(got.fields["laserkit.record"].contents())
-    assert record["interventions"] == json.loads(json.dumps(records))
+    assert record["interventions"] == json.loads(json.dumps([r.to_json() for r in records]))
     assert {v["written_type"] for v in record["gguf_types"].values()} == {"Q4_1"}
     card = path.with_name(path.name + ".README.md").read_text()
     assert "| `model.layers.29.mlp.gate_proj.weight` | Q4_1 | Q4_1 |" in card

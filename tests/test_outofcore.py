@@ -81,9 +81,11 @@ def test_out_of_core_equals_in_memory_save_bit_for_bit(tmp_path, family, dtype, 
         changed += not torch.equal(t, orig[name])
     assert changed == len({r["module"] for r in ed.records})
     assert json.loads((out / "laserkit.json").read_text())["interventions"] == json.loads(
-        json.dumps(ed.records)
+        json.dumps([r.to_json() for r in ed.records])
     )
-    assert json.loads(json.dumps(records)) == json.loads(json.dumps(ed.records))
+    assert json.loads(json.dumps([r.to_json() for r in records])) == json.loads(
+        json.dumps([r.to_json() for r in ed.records])
+    )
     assert (out / "README.md").read_text() == (tmp_path / "mem" / "README.md").read_text()
 
 

@@ -92,8 +92,8 @@ def test_reproduce_runs_the_reference_protocol(tmp_path):
     from laserkit.search.where import open_run
 
     cfg = open_run(tmp_path / "run").config
-    assert cfg.selection == "reference" and cfg.lnames == ["fc_in", "fc_out"]
-    assert cfg.rhos == [(10 - 9.9) * 0.1] and cfg.objective.limit is None
+    assert cfg.selection == "reference" and cfg.params.lnames == ["fc_in", "fc_out"]
+    assert cfg.params.rhos == [(10 - 9.9) * 0.1] and cfg.objective.limit is None
 
 
 def test_task_definitions_have_no_duplicate_keys():

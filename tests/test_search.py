@@ -331,7 +331,8 @@ def test_a_run_directory_from_before_named_runs_resumes_and_keeps_its_records(tm
     new = store_at(tmp_path / "new")
     old = tmp_path / "old"
     (old / "trials").mkdir(parents=True)
-    edits = grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention(rho=1.0))
+    p = cfg.params
+    edits = grid_edits(p.lnames, p.layers, p.rhos, Intervention(rho=1.0))
     (old / "run.json").write_text(
         json.dumps(
             {

@@ -166,8 +166,8 @@ def test_tpe_with_the_whole_space_as_budget_proposes_every_point_once(batch):
             )
     space = {
         f"validation|{n}@{layer}:rank-reduction(ρ={r:g})"
-        for n in cfg.lnames
-        for layer in cfg.layers
-        for r in cfg.rhos
+        for n in cfg.params.lnames
+        for layer in cfg.params.layers
+        for r in cfg.params.rhos
     }
     assert len(proposed) == len(space) and set(proposed) == space

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +24,9 @@ from .common import (
     on_interrupt_publishing,
 )
 from .options import FROM_OPTIONS, intervention_options
+
+if TYPE_CHECKING:
+    from ..edit.record import EditRecord
 
 
 def intervention_from_options(
@@ -60,18 +64,18 @@ BANDWIDTH_HELP = (
 )
 
 
-def _print_records(records: list[dict], iv, source: str) -> None:
+def _print_records(records: list[EditRecord], iv, source: str) -> None:
     table = Table(title=f"{iv.describe()} on {source}")
     for col in ("lname", "layer", "module", "shape", "rank kept", "‖W−Ŵ‖/‖W‖"):
         table.add_column(col)
     for rec in records:
         table.add_row(
-            rec["lname"],
-            str(rec["layer"]),
-            rec["module"],
-            "×".join(map(str, rec["shape"])),
-            str(rec["rank"]),
-            f"{rec['rel_error']:.4f}",
+            rec.lname,
+            str(rec.layer),
+            rec.module,
+            "×".join(map(str, rec.shape)),
+            str(rec.rank),
+            f"{rec.rel_error:.4f}",
         )
     Console().print(table)  # the result, on stdout; status and errors go to stderr
 

@@ -17,6 +17,7 @@ from ..core.errors import LaserkitError
 from ..interventions import Factors, Intervention, check_finite, compute, kept_rank
 from ..interventions.fast_svd import TopFactors, decompose
 from ..model.targets import Layout, Target, model_layout, resolve
+from .record import EditRecord
 
 
 class FactorCache:
@@ -101,7 +102,7 @@ class Editor:
         self.params = dict(model.named_parameters(remove_duplicate=False))
         self._undo: list[_Undo] = []
         self._marks: list[int] = []  # len(records) at each undo entry, to trim records on restore
-        self.records: list[dict] = []
+        self.records: list[EditRecord] = []
 
     def targets(self, lname: str, lnum: str | int = "all") -> list[Target]:
         return resolve(self.layout, lname, lnum)
@@ -129,9 +130,9 @@ class Editor:
     def _touched(self, param: str) -> bool:
         return any(u.param == param for u in self._undo)
 
-    def apply_targets(self, targets: list[Target], iv: Intervention) -> list[dict]:
+    def apply_targets(self, targets: list[Target], iv: Intervention) -> list[EditRecord]:
         """Apply ``iv`` to each target; returns (and keeps) one record per edited matrix."""
-        new: list[dict] = []
+        new: list[EditRecord] = []
         with torch.no_grad():
             for t in targets:
                 W = self.read(t)
@@ -148,21 +149,12 @@ class Editor:
                 norm = float(W.norm())
                 info["rel_error"] = float((W - out).norm()) / norm if norm else 0.0
                 self._write(t, out)
-                rec = {
-                    "lname": t.lname,
-                    "layer": t.layer,
-                    "module": t.module,
-                    "rows": t.rows,
-                    "transposed": t.transposed,
-                    "shape": list(W.shape),
-                    **iv.to_dict(),
-                    **info,
-                }
+                rec = EditRecord.of(t, tuple(W.shape), iv, info)
                 self.records.append(rec)
                 new.append(rec)
         return new
 
-    def apply(self, lname: str, lnum: str | int, iv: Intervention) -> list[dict]:
+    def apply(self, lname: str, lnum: str | int, iv: Intervention) -> list[EditRecord]:
         """Resolve (lname, lnum) and apply ``iv`` there."""
         if iv.noop or lname == "dont":
             return []

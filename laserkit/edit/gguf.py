@@ -32,6 +32,7 @@ from ..core.errors import LaserkitError
 from ..io.checkpoint import GGUFCheckpoint, _release
 from ..io.source import ModelSource, pick_device
 from .plan import Record, Step, by_tensor, edit_tensor, in_order, plan_edits, skeleton_layout
+from .record import EditRecord
 
 RECORD_KEY = "laserkit.record"
 CONVERTER = "https://github.com/ggml-org/llama.cpp/blob/master/convert_hf_to_gguf.py"
@@ -124,7 +125,7 @@ def edit_to_gguf(
     device: str = "cpu",
     extra_record: dict | None = None,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[dict], Path]:
+) -> tuple[list[EditRecord], Path]:
     """Apply ``steps`` to a GGUF source and write ``out`` (.gguf) plus its record files."""
     import gguf
 

@@ -47,6 +47,7 @@ from .plan import (
     plan_edits,
     skeleton_layout,
 )
+from .record import EditRecord
 
 
 def _overwrite(f: _SafetensorsFile, name: str, value: torch.Tensor) -> None:
@@ -72,7 +73,7 @@ def edit_checkpoint(
     extra_record: dict | None = None,
     progress: Callable[[str], None] | None = None,
     dtype: str = "auto",
-) -> tuple[list[dict], Path | None]:
+) -> tuple[list[EditRecord], Path | None]:
     """Apply ``steps`` to a local checkpoint without building the model.
 
     Returns the records (as Editor.records) and the output path: a safetensors directory (GGUF

@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ..core.errors import LaserkitError
 from ..interventions import Intervention, compute
 from ..model.targets import Layout, Target, model_layout, resolve
+from .record import EditRecord
 
 Step = tuple[str, "str | int", Intervention]  # (lname, lnum, intervention), as Editor.apply
-Record = tuple[tuple[int, int], dict[str, Any]]  # (step, target) and the Editor's record
+Record = tuple[tuple[int, int], EditRecord]  # (step, target) and the Editor's record
 
 
 def is_gguf(out: str | os.PathLike | None) -> bool:
@@ -113,21 +113,7 @@ def edit_tensor(
                 view.copy_(value)
             else:
                 view[dev_idx] = value
-            records.append(
-                (
-                    e.order,
-                    {
-                        "lname": t.lname,
-                        "layer": t.layer,
-                        "module": t.module,
-                        "rows": t.rows,
-                        "transposed": t.transposed,
-                        "shape": list(W.shape),
-                        **e.iv.to_dict(),
-                        **info,
-                    },
-                )
-            )
+            records.append((e.order, EditRecord.of(t, tuple(W.shape), e.iv, info)))
     return weight.cpu(), records
 
 
@@ -139,6 +125,6 @@ def by_tensor(plan: list[PlannedEdit]) -> dict[str, list[PlannedEdit]]:
     return groups
 
 
-def in_order(records: list[Record]) -> list[dict[str, Any]]:
+def in_order(records: list[Record]) -> list[EditRecord]:
     """The records in the Editor's order (step, then target), whatever order tensors ran in."""
     return [r for _, r in sorted(records, key=lambda x: x[0])]

@@ -10,19 +10,71 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from .._version import __version__
 from ..core.errors import LaserkitError, first_line
 from ..core.fileio import atomic_dir
 from .modelfiles import weight_files
 
-__all__ = ["RECORD", "model_card", "save"]
+__all__ = ["RECORD", "SavedRecord", "model_card", "save"]
 
 RECORD = "laserkit.json"
 
 
-def model_card(base: str, edits: list[dict], extra: str = "") -> str:
+class ToJson(Protocol):
+    """A typed record that writes itself as JSON (laserkit.edit.record.EditRecord): the io layer
+    writes what it is given without importing the layers that make it."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+Record = ToJson | dict[str, Any]  # a typed record, or one read back from JSON
+
+
+def plain(edits: Iterable[Record]) -> list[dict[str, Any]]:
+    """The records as JSON objects (laserkit.json's ``interventions``)."""
+    return [e if isinstance(e, dict) else e.to_json() for e in edits]
+
+
+@dataclass
+class SavedRecord:
+    """laserkit.json: which laserkit made the model, from which base, when, and every edited
+    matrix; ``extra`` holds what the caller adds (the chosen run's result, GGUF types)."""
+
+    base_model: str
+    interventions: list[dict[str, Any]]
+    laserkit_version: str = __version__
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "laserkit_version": self.laserkit_version,
+            "base_model": self.base_model,
+            "created": self.created,
+            "interventions": self.interventions,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SavedRecord:
+        head = ("laserkit_version", "base_model", "created", "interventions")
+        return cls(
+            base_model=d.get("base_model", ""),
+            interventions=list(d.get("interventions") or []),
+            laserkit_version=d.get("laserkit_version", ""),
+            created=d.get("created", ""),
+            extra={k: v for k, v in d.items() if k not in head},
+        )
+
+
+def model_card(base: str, edits: Iterable[Record], extra: str = "") -> str:
     lines = [
         "---",
         "tags: [laserkit, laser, low-rank]",
@@ -34,32 +86,30 @@ def model_card(base: str, edits: list[dict], extra: str = "") -> str:
         "| lname | layer | module | intervention | ρ | rank kept |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for e in edits:
+    rows = plain(edits)
+    for e in rows:
         rho = "" if e.get("rho") is None else f"{e['rho']:g}"
         lines.append(
             f"| {e['lname']} | {e['layer']} | `{e['module']}` | {e['kind']} | {rho} | {e['rank']} |"
         )
-    if not edits:
+    if not rows:
         lines.append("| dont | | | (none) | | |")
     return "\n".join(lines) + "\n" + (f"\n{extra}\n" if extra else "")
 
 
-def edit_record(edits: list[dict], *, base: str, extra_record: dict | None = None) -> dict:
-    """The laserkit.json of a saved model (shared by the in-memory and out-of-core saves)."""
-    return {
-        "laserkit_version": __version__,
-        "base_model": base,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "interventions": edits,
-        **(extra_record or {}),
-    }
+def edit_record(
+    edits: Iterable[Record], *, base: str, extra_record: dict | None = None
+) -> dict[str, Any]:
+    """The laserkit.json of a saved model as JSON (shared by the in-memory and out-of-core
+    saves)."""
+    return SavedRecord(base, plain(edits), extra=dict(extra_record or {})).to_json()
 
 
 def save(
     model,
     tokenizer,
     out: str | os.PathLike,
-    edits: list[dict],
+    edits: Iterable[Record],
     *,
     base: str,
     overwrite: bool = False,
@@ -74,6 +124,7 @@ def save(
     output is checked to load before it is published."""
     from .modelfiles import TOKENIZER_FILES, clone_file, model_files
 
+    edits = plain(edits)
     record = edit_record(edits, base=base, extra_record=extra_record)
     if getattr(model, "hf_quantizer", None) is not None:
         from .load import strip_quantization

@@ -15,7 +15,9 @@ from .objective import (
     build_objective,
 )
 from .outputs import save_chosen
+from .params import ComposeParams, GreedyParams, GridParams, StrategyParams, TPEParams
 from .prefix_cache import PrefixCache
+from .result import RunResult
 from .runner import Context, finalize, run, work
 from .session import paired_records, start, status
 from .store import TrialStore
@@ -27,7 +29,10 @@ __all__ = [
     "DEFAULT_LNAMES",
     "DEFAULT_RHOS",
     "CallableObjective",
+    "ComposeParams",
     "Context",
+    "GreedyParams",
+    "GridParams",
     "GridPlan",
     "NextTokenObjective",
     "Objective",
@@ -35,7 +40,10 @@ __all__ = [
     "PrefixCache",
     "Result",
     "RunConfig",
+    "RunResult",
     "Scored",
+    "StrategyParams",
+    "TPEParams",
     "TaskObjective",
     "TrialStore",
     "build_objective",

@@ -23,6 +23,8 @@ from ..core.errors import LaserkitError
 from ..core.registry import Registry
 from ..interventions import Intervention
 from .config import ObjectiveConfig, RunConfig
+from .params import GridParams
+from .result import RunResult
 from .rundir import check_run_dir
 from .store import TrialStore, default_url
 
@@ -260,11 +262,13 @@ def worked_trials(store: TrialStore) -> int:
     return len(_scored_here(store, True)) + len(_scored_here(store, False))
 
 
-def row(method: Method, result: dict, store: TrialStore, ran_now: int) -> dict:
+def row(method: Method, result: RunResult | dict, store: TrialStore, ran_now: int) -> dict:
     """One method's line of the table, from its run's result (significance as finalize
     computed it)."""
-    test = (result.get("significance") or {}).get("test") or {}
-    edits = result["best"]["test"].get("edits") or []
+    result = RunResult.read(result)
+    sig = result.significance or {}
+    test = sig.get("test") or {}
+    edits = result.best.test.get("edits") or []
     errors = [e["rel_error"] for e in edits if e.get("rel_error") is not None]
     return {
         "method": method.name,
@@ -272,11 +276,11 @@ def row(method: Method, result: dict, store: TrialStore, ran_now: int) -> dict:
         "strategy": method.strategy,
         "intervention": method.iv().describe(),
         "run": store.run,
-        "chosen": result["chosen"]["label"],
-        "edits": result["chosen"]["edits"],
-        "validation": _score(result["best"]["validation"]),
-        "test": _score(result["best"]["test"]),
-        "base_test": _score(result["base"]["test"]),
+        "chosen": result.chosen.label,
+        "edits": result.chosen.edits,
+        "validation": _score(result.best.validation),
+        "test": _score(result.best.test),
+        "base_test": _score(result.base.test),
         "diff": test.get("diff"),
         "ci95": test.get("ci95"),
         "p_value": test.get("p_value"),
@@ -284,7 +288,7 @@ def row(method: Method, result: dict, store: TrialStore, ran_now: int) -> dict:
         "verdict": test.get("verdict", test.get("unavailable")),
         "log_loss_diff": (test.get("log_loss") or {}).get("diff"),
         "log_loss_ci95": (test.get("log_loss") or {}).get("ci95"),
-        "selection": ((result.get("significance") or {}).get("selection") or {}).get("verdict"),
+        "selection": (sig.get("selection") or {}).get("verdict"),
         "rel_error": errors,
         "rel_error_mean": sum(errors) / len(errors) if errors else None,
         "trials": trials_and_seconds(store)[0],
@@ -374,12 +378,13 @@ def compare(
             progress=tick,
         )
         stores[n] = store
-        rows.append(row(METHODS.get(n), result, store, worked_trials(store) - before))
+        done = RunResult.read(result)
+        rows.append(row(METHODS.get(n), done, store, worked_trials(store) - before))
         base_rows.append(
             (
                 n,
-                _score(result["base"]["validation"]),
-                _score(result["base"]["test"]),
+                _score(done.base.validation),
+                _score(done.base.test),
                 trials_and_seconds(store, base=True),
             )
         )
@@ -411,7 +416,10 @@ def compare(
 def _grid(configs: dict[str, RunConfig]) -> dict:
     """The grid as the grid methods resolved it (layer numbers, ρ values), if any ran."""
     grid = next((c for c in configs.values() if c.strategy == "grid"), None)
-    return {"layers": grid.layers, "rho": grid.rhos} if grid else {"layers": None, "rho": None}
+    if grid is None:
+        return {"layers": None, "rho": None}
+    p = grid.params_as(GridParams)
+    return {"layers": p.layers, "rho": p.rhos}
 
 
 def _base(base_rows: list[tuple]) -> dict:

@@ -7,10 +7,13 @@ Every trial at layer ℓ edits only layers ≥ ℓ, so the prefix cache serves a
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..interventions import Intervention
 from . import trial
 from .config import ObjectiveConfig, RunConfig
 from .grid import pick
+from .params import ComposeParams
 from .sequential import Sequential, Walk, headline, step_row
 from .trial import Result
 
@@ -22,16 +25,14 @@ def compose_config(
     layers: list[int],
     rhos: list[float],
     intervention: dict,
-    **kw,
+    **kw: Any,
 ) -> RunConfig:
     """A compose run's config (library and tests; the CLI builds it from its options)."""
     return RunConfig(
         strategy="compose",
         model=model,
         objective=ObjectiveConfig.from_json(objective),
-        lnames=list(lnames),
-        layers=list(layers),
-        rhos=list(rhos),
+        params=ComposeParams(lnames=list(lnames), layers=list(layers), rhos=list(rhos)),
         intervention=intervention,
         **kw,
     )
@@ -44,10 +45,9 @@ class Compose(Sequential):
         self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
     ) -> None:
         super().__init__(higher_is_better, split)
-        self.order = sorted(cfg.layers, reverse=True)
-        self.options = [
-            (lname, rho) for lname in cfg.lnames for rho in sorted(cfg.rhos, reverse=True)
-        ]
+        p = cfg.params_as(ComposeParams)
+        self.order = sorted(p.layers, reverse=True)
+        self.options = [(lname, rho) for lname in p.lnames for rho in sorted(p.rhos, reverse=True)]
         self.iv = cfg.intervention
 
     def _edit(self, lname: str, layer: int, rho: float) -> dict:

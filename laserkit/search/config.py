@@ -5,13 +5,15 @@ JSON, read back without ``.get`` defaults scattered through the code)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import LaserkitError
+from .params import P, StrategyParams, params_for
 
 # Fields that define what a run computes: a resume must agree on all of them. The rest (cache
 # size, heartbeat) may change between sessions without changing any number.
@@ -112,26 +114,43 @@ class ObjectiveConfig:
         return cls(**_known(cls, d))
 
 
-@dataclass
-class RunConfig:
-    """One run: the strategy and its space, the model, the objective, the engine's settings.
+# The fields every run has (the strategy's own are in ``RunConfig.params``), in the stored
+# configuration's order; the strategy's keys sit after ``intervention`` (params.STORED).
+COMMON = (
+    "strategy",
+    "model",
+    "objective",
+    "intervention",
+    "seed",
+    "dtype",
+    "prefix_cache",
+    "cache_bytes",
+    "heartbeat_s",
+    "grace_s",
+    "trust_remote_code",
+    "selection",
+    "definitions",
+)
 
-    ``strategy`` names a registered strategy (grid, tpe, greedy, compose); grid uses
-    lnames × layers × rhos (and ``halving``), tpe the same space with a budget of ``trials``
-    proposed ``batch`` at a time, greedy its ``candidates`` (edits in order), compose lnames,
-    layers and rhos tried at each layer."""
+
+@dataclass(init=False)
+class RunConfig:
+    """One run: the strategy and its parameters, the model, the objective, the engine's settings.
+
+    ``strategy`` names a registered strategy (grid, tpe, greedy, compose) and ``params`` is its
+    own typed parameters (search/params.py): the grid's lnames × layers × rhos and ``halving``,
+    tpe's space with a budget of ``trials`` proposed ``batch`` at a time, greedy's
+    ``candidates`` (edits in order), compose's lnames, layers and rhos tried at each layer.
+
+    0.1's flat keywords (``RunConfig(strategy="grid", lnames=..., rhos=...)``) are still
+    accepted: the strategy's class takes its own. ``from_cli`` refuses, in one line, an option
+    the user set that the strategy does not take (params.NOT_HERE)."""
 
     strategy: str
     model: str
     objective: ObjectiveConfig
-    intervention: dict[str, Any] = field(default_factory=lambda: {"kind": "rank-reduction"})
-    lnames: list[str] = field(default_factory=list)
-    layers: list[int] = field(default_factory=list)
-    rhos: list[float] = field(default_factory=list)
-    candidates: list[dict] = field(default_factory=list)
-    halving: int | None = None
-    trials: int | None = None
-    batch: int = 1
+    params: StrategyParams
+    intervention: dict[str, Any]
     seed: int = 0
     dtype: str = "auto"
     prefix_cache: bool = True
@@ -141,6 +160,43 @@ class RunConfig:
     trust_remote_code: bool = False  # the user allowed the model's own code (--trust-remote-code)
     selection: str = "laserkit"
     definitions: int = DEFINITIONS
+
+    def __init__(
+        self,
+        strategy: str,
+        model: str,
+        objective: ObjectiveConfig,
+        params: StrategyParams | None = None,
+        intervention: dict[str, Any] | None = None,
+        seed: int = 0,
+        dtype: str = "auto",
+        prefix_cache: bool = True,
+        cache_bytes: int = 1 << 30,
+        heartbeat_s: int = 5,
+        grace_s: int = 20,
+        trust_remote_code: bool = False,
+        selection: str = "laserkit",
+        definitions: int = DEFINITIONS,
+        **space: Any,
+    ) -> None:
+        kind = params_for(strategy)
+        if params is None or space or type(params) is not kind:
+            # flat keywords, or another strategy's parameters (dataclasses.replace): the
+            # strategy's class takes what is its own
+            params = kind.from_options({**(params.to_json() if params else {}), **space})
+        self.strategy, self.model, self.objective, self.params = strategy, model, objective, params
+        self.intervention = {"kind": "rank-reduction"} if intervention is None else intervention
+        self.seed, self.dtype, self.prefix_cache = seed, dtype, prefix_cache
+        self.cache_bytes, self.heartbeat_s, self.grace_s = cache_bytes, heartbeat_s, grace_s
+        self.trust_remote_code, self.selection = trust_remote_code, selection
+        self.definitions = definitions
+
+    def params_as(self, kind: type[P]) -> P:
+        """The parameters, as the strategy ``kind`` belongs to reads them (a strategy built on
+        another's configuration is a mistake in the code, not in the user's options)."""
+        if not isinstance(self.params, kind):
+            raise TypeError(f"a {self.strategy} run has no {kind.__name__}")
+        return self.params
 
     @property
     def command(self) -> str:
@@ -169,6 +225,7 @@ class RunConfig:
 
         if Path(model).exists():
             model = str(Path(model).resolve())  # workers may start in other directories
+        params_for(strategy).refuse(rest)
         lnames = [x.strip() for x in (lname or "").split(",") if x.strip()]
         layers = parse_layers(lnum, num_layers) if lnum is not None and num_layers else []
         cfg = cls(
@@ -185,35 +242,34 @@ class RunConfig:
         return cfg
 
     def check(self) -> None:
-        """Refuse options that do not fit the strategy, in one line each."""
-        if self.halving is not None and self.strategy != "grid":
-            raise LaserkitError("--halving applies to the grid strategy only")
-        if self.strategy != "tpe" and self.trials is not None:
-            raise LaserkitError("--trials applies to --strategy tpe (the grid runs all of it)")
+        """Refuse options that do not fit the run, in one line each (the strategy's own are
+        checked by its parameters' class)."""
         if self.selection not in SELECTIONS:
             raise LaserkitError(
                 f"unknown --selection {self.selection!r}: use {', '.join(SELECTIONS)}"
             )
-        if self.selection != "laserkit" and self.strategy not in ("grid", "tpe"):
+        if self.selection != "laserkit" and not self.params.selects:
             raise LaserkitError("--selection reference applies to search (grid or tpe) only")
-        if self.trials is not None and self.trials < 1 or self.batch < 1:
-            raise LaserkitError("--trials and --batch must be at least 1")
-        if self.strategy in ("grid", "tpe", "compose") and not (
-            self.lnames and self.layers and self.rhos
-        ):
-            raise LaserkitError(
-                f"{self.strategy} needs τ (--lname), layers (--lnum) and ρ (--rho) to search over"
-            )
+        self.params.check(self.strategy)
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "objective": self.objective.to_json()}
+        """The stored layout of 0.1, key for key: the strategy's keys after ``intervention``."""
+        head = {
+            "strategy": self.strategy,
+            "model": self.model,
+            "objective": self.objective.to_json(),
+            "intervention": copy.deepcopy(self.intervention),
+        }
+        stored = copy.deepcopy(self.params.to_stored())
+        return {**head, **stored, **{k: getattr(self, k) for k in COMMON if k not in head}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunConfig:
-        d = _known(cls, d)
-        d["objective"] = ObjectiveConfig.from_json(d.get("objective", {}))
-        d.setdefault("definitions", 1)  # stored before runs recorded their definitions
-        return cls(**d)
+        common = {k: d[k] for k in COMMON if k in d}
+        common["objective"] = ObjectiveConfig.from_json(d.get("objective", {}))
+        common.setdefault("definitions", 1)  # stored before runs recorded their definitions
+        params = params_for(d["strategy"]).from_json(d)
+        return cls(**common, params=params)
 
     def legacy_conflicts(self) -> list[str]:
         """Why continuing this run under the current definitions would mix two definitions in
@@ -232,7 +288,7 @@ class RunConfig:
                     "answer's tokens (now the per-token mean, the reference's)"
                 )
         if self.intervention.get("kind") in ("rank-reduction", "vendi-score"):
-            bad = [r for r in self.rhos if rank_rules_differ(r)]
+            bad = [r for r in self.params.to_stored()["rhos"] if rank_rules_differ(r)]
             if bad:
                 why.append(
                     f"its ρ {bad[0]!r} keeps another rank under the reference's "
@@ -243,8 +299,7 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields a resume must repeat; the order of ℓ and ρ does not change a run."""
-        d = self.to_json()
-        d["layers"], d["rhos"] = sorted(d["layers"]), sorted(d["rhos"])
+        d = {**self.to_json(), **self.params.identity()}
         return {k: d[k] for k in IDENTITY}
 
     def differs(self, other: RunConfig) -> list[str]:

@@ -6,10 +6,12 @@ otherwise that step alone is dropped and the kept ones stay. Registered as ``gre
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..interventions import Intervention
 from . import trial
-from .config import RunConfig
+from .config import ObjectiveConfig, RunConfig
+from .params import GreedyParams
 from .sequential import Sequential, Walk, keeps, step_row
 from .trial import Result
 
@@ -38,15 +40,13 @@ def scan_candidates(
     return candidate_edits(lowest_snr(scanned, k, types), iv)
 
 
-def greedy_config(model: str, objective: dict, candidates: list[dict], **kw) -> RunConfig:
+def greedy_config(model: str, objective: dict, candidates: list[dict], **kw: Any) -> RunConfig:
     """A greedy run's config (library and tests; the CLI builds it from its options)."""
-    from .config import ObjectiveConfig  # noqa: PLC0415
-
     return RunConfig(
         strategy="greedy",
         model=model,
         objective=ObjectiveConfig.from_json(objective),
-        candidates=candidates,
+        params=GreedyParams(candidates=candidates),
         **kw,
     )
 
@@ -61,7 +61,7 @@ class Greedy(Sequential):
         self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
     ) -> None:
         super().__init__(higher_is_better, split)
-        self.cands = cfg.candidates
+        self.cands = cfg.params_as(GreedyParams).candidates
 
     def layers(self) -> set[int]:
         return {int(c["layer"]) for c in self.cands}

@@ -10,12 +10,12 @@ validation first) → test for base and best → done.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
-from .strategy import chosen
+from .params import GridParams, SpaceParams
+from .result import Chosen, Outcome, Scores
 from .trial import Result, by_accuracy
 
 DEFAULT_LNAMES = ("fc_in", "fc_out")
@@ -95,7 +95,8 @@ def choose(
 
 def space_edits(cfg: RunConfig) -> list[list[dict]]:
     """The run's (τ, ℓ, ρ) grid as edit lists, in grid order."""
-    return grid_edits(cfg.lnames, cfg.layers, cfg.rhos, Intervention.from_dict(cfg.intervention))
+    p = cfg.params_as(SpaceParams)
+    return grid_edits(p.lnames, p.layers, p.rhos, Intervention.from_dict(cfg.intervention))
 
 
 class GridPlan:
@@ -110,8 +111,9 @@ class GridPlan:
     ) -> None:
         self.selection, self.lnames = "laserkit", None
         if isinstance(cfg, RunConfig):
-            halving = cfg.halving
-            self.selection, self.lnames = cfg.selection, cfg.lnames
+            p = cfg.params_as(GridParams)
+            halving = p.halving
+            self.selection, self.lnames = cfg.selection, p.lnames
             cfg = space_edits(cfg)
         self.edits = cfg
         self.higher_is_better = higher_is_better
@@ -194,7 +196,7 @@ class GridPlan:
         rounds = n + (math.ceil(n / self.halving) if self.halving else 0)
         return 1 + rounds + 2
 
-    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
+    def summarize(self, done: dict[str, Result]) -> Outcome:
         """base → best on validation and test, the chosen (τ, ℓ, ρ), and every validation trial."""
         best = self.best(done)
         base_val = done[self.base("validation")["key"]].summary
@@ -205,12 +207,12 @@ class GridPlan:
         rows = []
         for s in self._first()[1:] + (self._final(done) if self.halving else []):
             rows.append(trial_row(done[s["key"]], s["fraction"]))
-        return {
-            "chosen": chosen(best.spec["edits"], best.spec["key"]),
-            "base": {"validation": base_val, "test": base_test},
-            "best": {"validation": best.summary, "test": best_test},
-            "trials": rows,
-        }
+        return Outcome(
+            chosen=Chosen.of(best.spec["edits"], best.spec["key"]),
+            base=Scores(base_val, base_test),
+            best=Scores(best.summary, best_test),
+            trials=rows,
+        )
 
 
 def trial_row(r: Result, fraction: float = 1.0) -> dict:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..core.figures import save_figure
 from ..core.fileio import atomic_write_text
-from .sequential import SAME_TEXT, same_text
+from .result import RunResult
+from .sequential import SAME_TEXT
 
 
 def _fmt(v: object, digits: int = 4) -> str:
@@ -23,16 +24,18 @@ def _fmt(v: object, digits: int = 4) -> str:
     return str(v)
 
 
-def headline_rows(result: dict) -> list[tuple[str, dict, dict]]:
+def headline_rows(result: RunResult | dict) -> list[tuple[str, dict, dict]]:
+    """(name, validation summary, test summary) of the base model and the chosen one."""
+    r = RunResult.read(result)
     return [
-        ("base", result["base"]["validation"], result["base"]["test"]),
-        (result["chosen"]["label"], result["best"]["validation"], result["best"]["test"]),
+        ("base", r.base.validation, r.base.test),
+        (r.chosen.label, r.best.validation, r.best.test),
     ]
 
 
-def _headline_md(result: dict) -> list[str]:
-    metric = result["base"]["test"].get("metric", "score")
-    if same_text(result):  # one score per model: the text it was decided on
+def _headline_md(result: RunResult) -> list[str]:
+    metric = result.base.test.get("metric", "score")
+    if result.same_text:  # one score per model: the text it was decided on
         lines = [f"| model | {metric} (same text) | log-loss | n |", "| --- | --- | --- | --- |"]
         return lines + [
             f"| {name} | {_fmt(test.get('score'))} | {_fmt(test.get('log_loss'))} | "
@@ -62,17 +65,18 @@ def _plt():
     return plt
 
 
-def _full_rows(result: dict) -> list[dict]:
+def _full_rows(result: RunResult) -> list[dict]:
     """Grid trials scored on the whole validation split (halving's head rounds left out)."""
-    return [r for r in result.get("trials", []) if r.get("fraction", 1.0) >= 1.0]
+    return [r for r in result.trials or [] if r.get("fraction", 1.0) >= 1.0]
 
 
-def heatmaps(result: dict, out: Path) -> list[Path]:
+def heatmaps(result: RunResult | dict, out: Path) -> list[Path]:
     """Figure 2 style: validation accuracy (or score) change vs base over layer × ρ, per τ."""
+    result = RunResult.read(result)
     plt = _plt()
     rows = _full_rows(result)
     key = "accuracy" if rows and rows[0].get("accuracy") is not None else "score"
-    base = result["base"]["validation"].get(key)
+    base = result.base.validation.get(key)
     paths = []
     for lname in sorted({r["lname"] for r in rows}):
         sub = [r for r in rows if r["lname"] == lname]
@@ -144,9 +148,10 @@ def _base_band(ax, base: dict, metric: str) -> None:
         ax.axhspan(iv[0], iv[1], color="gray", alpha=0.12, label="base 95% interval")
 
 
-def versus_rho(result: dict, out: Path) -> Path | None:
+def versus_rho(result: RunResult | dict, out: Path) -> Path | None:
     """Best validation accuracy and log-loss over layers, against ρ, one line per τ, each with
     the 95% interval of the plotted trial (band) and of the base model (gray)."""
+    result = RunResult.read(result)
     plt = _plt()
     rows = [r for r in _full_rows(result) if r.get("rho") is not None]
     if not rows:
@@ -160,13 +165,13 @@ def versus_rho(result: dict, out: Path) -> Path | None:
             picked = [
                 best(
                     (r for r in rows if r["lname"] == lname and r["rho"] == x),
-                    key=lambda r, m=m: r[m],
+                    key=lambda r, m=m: r[m],  # type: ignore[misc]
                 )
                 for x in rhos
             ]
             (line,) = ax.plot(rhos, [r[m] for r in picked], marker="o", label=lname)
             _band(ax, rhos, picked, m, color=line.get_color())
-        base = result["base"]["validation"]
+        base = result.base.validation
         if base.get(m) is not None:
             ax.axhline(base[m], color="gray", linestyle="--", label="base")
             _base_band(ax, base, m)
@@ -179,9 +184,10 @@ def versus_rho(result: dict, out: Path) -> Path | None:
     return save_figure(fig, out / "versus_rho.png")
 
 
-def progress_plot(result: dict, out: Path) -> Path | None:
+def progress_plot(result: RunResult | dict, out: Path) -> Path | None:
     """TPE: each trial's validation accuracy (or score) in the order proposed, and the best so
     far, against the base model: how soon the search found what it chose."""
+    result = RunResult.read(result)
     plt = _plt()
     rows = _full_rows(result)
     if not rows:
@@ -208,10 +214,10 @@ def progress_plot(result: dict, out: Path) -> Path | None:
         label="trial (95% interval)",
     )
     ax.step(xs, best, where="post", color="tab:green", label="best so far")
-    base = result["base"]["validation"].get(key)
+    base = result.base.validation.get(key)
     if base is not None:
         ax.axhline(base, color="gray", linestyle="--", label="base")
-        _base_band(ax, result["base"]["validation"], key)
+        _base_band(ax, result.base.validation, key)
     ax.set_xlabel("trial (in the order proposed)")
     ax.set_ylabel(f"validation {key}")
     ax.legend()
@@ -219,17 +225,18 @@ def progress_plot(result: dict, out: Path) -> Path | None:
     return save_figure(fig, out / "progress.png")
 
 
-def steps_plot(result: dict, out: Path) -> Path | None:
+def steps_plot(result: RunResult | dict, out: Path) -> Path | None:
     """Greedy / compose: the score after each step (kept steps filled)."""
+    result = RunResult.read(result)
     plt = _plt()
-    steps = result.get("steps") or []
+    steps = result.steps or []
     if not steps:
         return None
     fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(steps) + 2), 3.6))
     xs = list(range(len(steps) + 1))
-    ys = [result["base"]["validation"].get("score")] + [s["best_score"] for s in steps]
+    ys = [result.base.validation.get("score")] + [s["best_score"] for s in steps]
     ax.step(xs, ys, where="post", color="tab:blue", label="score of the kept model")
-    kept_rows = [result["base"]["validation"]] + [{**s, "ci95": s.get("best_ci95")} for s in steps]
+    kept_rows = [result.base.validation] + [{**s, "ci95": s.get("best_ci95")} for s in steps]
     ivs = [interval(r, "score") for r in kept_rows]
     if any(ivs):
         ax.fill_between(
@@ -265,27 +272,25 @@ def steps_plot(result: dict, out: Path) -> Path | None:
                 **style,
             )
     ax.set_xlabel("step")
-    where = "" if same_text(result) else "validation "
-    ax.set_ylabel(f"{where}{result['base']['validation'].get('metric', 'score')}")
+    where = "" if result.same_text else "validation "
+    ax.set_ylabel(f"{where}{result.base.validation.get('metric', 'score')}")
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, out / "steps.png")
 
 
-def write_report(result: dict, out: str | Path) -> Path:
+def write_report(result: RunResult | dict, out: str | Path) -> Path:
     """Write OUT/report.md and its plots for a run's result; returns the Markdown file."""
+    result = RunResult.read(result)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    task = result.get("objective", {}).get("task", result.get("objective", {}).get("type"))
-    how = result.get("strategy", result["command"])
+    task = result.objective.get("task", result.objective.get("type"))
     lines = [
-        f"# laserkit {result['command']} ({how}): {result['model']} on {task}",
+        f"# laserkit {result.command} ({result.how}): {result.model} on {task}",
         "",
-        f"Chosen: **{result['chosen']['label']}** "
+        f"Chosen: **{result.chosen.label}** "
         + (
-            f"({SAME_TEXT})."
-            if same_text(result)
-            else "(selected on validation, reported on test)."
+            f"({SAME_TEXT})." if result.same_text else "(selected on validation, reported on test)."
         ),
         "",
         *_headline_md(result),
@@ -298,12 +303,12 @@ def write_report(result: dict, out: str | Path) -> Path:
         lines += ["## Is the improvement real?", "", *[f"- {s}" for s in sig], ""]
     from .final_eval import markdown as final_eval_lines  # noqa: PLC0415
 
-    lines += final_eval_lines(result.get("final_eval") or {})
-    figures = []
-    if result["command"] == "search":
+    lines += final_eval_lines(result.final_eval or {})
+    figures: list[Path | None] = []
+    if result.command == "search":
         figures += heatmaps(result, out)
         figures.append(versus_rho(result, out))
-        if result.get("strategy") == "tpe":
+        if result.strategy == "tpe":
             figures.append(progress_plot(result, out))
         rows = sorted(
             _full_rows(result), key=lambda r: (-(r.get("accuracy") or 0), r.get("log_loss") or 0)
@@ -325,7 +330,7 @@ def write_report(result: dict, out: str | Path) -> Path:
         lines += ["## Steps", "", "| step | edit | score | kept |", "| --- | --- | --- | --- |"]
         lines += [
             f"| {s['step']} | {s['edit']} | {_fmt(s['score'])} | {'yes' if s['kept'] else 'no'} |"
-            for s in result.get("steps", [])
+            for s in result.steps or []
         ]
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures if p is not None]

@@ -31,6 +31,7 @@ from .config import RunConfig
 from .identity import Fingerprints
 from .objective import Objective, Scored, build_objective
 from .prefix_cache import PrefixCache
+from .result import RunResult
 from .sequential import decision_split
 from .store import SECRET_ENV, TrialStore, with_secret, without_password
 from .strategy import Strategy, make_strategy
@@ -125,7 +126,13 @@ class Context:
             else:
                 scored = self.objective.score(self.model, spec["split"], spec["fraction"])
             scored.summary["edits"] = [
-                {k: r.get(k) for k in ("module", "lname", "layer", "rank", "rel_error")}
+                {
+                    "module": r.module,
+                    "lname": r.lname,
+                    "layer": r.layer,
+                    "rank": r.rank,
+                    "rel_error": r.rel_error,
+                }
                 for r in editor.records
             ]
             return scored
@@ -199,19 +206,19 @@ def finalize(store: TrialStore, strategy: Strategy | None = None) -> dict:
             f"run {store.run!r} is not finished: start a worker "
             f"(laserkit worker URL --run {store.run}) or --resume it"
         )
-    result = {
-        "command": cfg.command,
-        "strategy": cfg.strategy,
-        "run": store.run,
-        "model": cfg.model,
-        "objective": cfg.objective.public(),
-        **strategy.summarize(done),
-    }
+    result = RunResult.of(
+        strategy.summarize(done),
+        command=cfg.command,
+        strategy=cfg.strategy,
+        run=store.run,
+        model=cfg.model,
+        objective=cfg.objective.public(),
+    )
     from .significance import significance  # noqa: PLC0415
 
-    result["significance"] = significance(store, result, done)
-    store.set_result(result)
-    return result
+    result.significance = significance(store, result, done)
+    store.set_result(result.to_json())
+    return result.to_json()
 
 
 def higher_is_better(done: dict[str, Result]) -> bool:

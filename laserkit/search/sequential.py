@@ -11,7 +11,7 @@ from typing import Any
 
 from . import trial
 from .grid import selection_key
-from .strategy import chosen
+from .result import Chosen, Outcome, RunResult, Scores
 from .trial import Result, by_accuracy
 
 MIN_SPLIT = 5  # fewer examples than this: no validation/test split, decide on all of them
@@ -21,10 +21,10 @@ SAME_TEXT = (
 )
 
 
-def same_text(result: dict) -> bool:
+def same_text(result: RunResult | dict) -> bool:
     """Whether a result was decided on every example and reports its score on them too (one
     perplexity text, as laserRMT's), instead of "chosen on validation, reported on test"."""
-    return result.get("decided_on") == "all"
+    return RunResult.read(result).same_text
 
 
 def better(new: dict, old: dict, higher_is_better: bool) -> bool:
@@ -106,7 +106,7 @@ class Sequential:
         missing = [s for s in self._tests(w) if s["key"] not in done]
         return missing or None
 
-    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
+    def summarize(self, done: dict[str, Result]) -> Outcome:
         w = self.walk(done)
         assert w.base is not None and w.final is not None and not w.need
         if self.split == "all":
@@ -114,15 +114,15 @@ class Sequential:
         else:
             tests = [done[s["key"]] for s in self._tests(w)]
             base_test, final_test = tests[0], tests[-1]
-        return {
-            "chosen": chosen(w.kept, w.final.key if w.kept else None),
-            "base": {"validation": w.base.summary, "test": base_test.summary},
-            "best": {"validation": w.final.summary, "test": final_test.summary},
-            "steps": w.steps,
-            "decided_on": self.split,
-            "held_out_test": self.split != "all",
-            **({"note": SAME_TEXT} if self.split == "all" else {}),
-        }
+        return Outcome(
+            chosen=Chosen.of(w.kept, w.final.key if w.kept else None),
+            base=Scores(w.base.summary, base_test.summary),
+            best=Scores(w.final.summary, final_test.summary),
+            steps=w.steps,
+            decided_on=self.split,
+            held_out_test=self.split != "all",
+            note=SAME_TEXT if self.split == "all" else None,
+        )
 
 
 def step_row(i: int, edit: dict, r: Result, keep: bool, best: Result, **extra: Any) -> dict:

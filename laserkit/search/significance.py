@@ -5,23 +5,30 @@ as many trials under no effect (docs/methods.md, "Is the improvement real?")."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..eval import stats
 from . import trial
-from .sequential import SAME_TEXT, same_text
+from .result import RunResult
+from .sequential import SAME_TEXT
 from .trial import Result
+
+if TYPE_CHECKING:
+    from .store import TrialStore
 
 SEED = 0
 BEST_OF_N = ("grid", "tpe")  # strategies that pick the best of independent validation trials
 
 
 def base_and_best(
-    done: dict[str, Result], result: dict, split: str | None = None
+    done: dict[str, Result], result: RunResult | dict, split: str | None = None
 ) -> tuple[Result, Result]:
     """The base model's and the chosen model's trials on one split (default: test, or "all"
     where the run decided on every example)."""
-    split = split or ("all" if result.get("decided_on") == "all" else "test")
+    res = RunResult.read(result)
+    split = split or ("all" if res.same_text else "test")
     base = done[trial.make(split, split, [])["key"]]
-    edits = result["chosen"]["edits"]
+    edits = res.chosen.edits
     return base, done[trial.make(split, split, edits)["key"]] if edits else base
 
 
@@ -29,7 +36,7 @@ def _metric(summary: dict) -> str:
     return str(summary.get("metric") or "accuracy")
 
 
-def significance(store, result: dict, done: dict[str, Result]) -> dict:
+def significance(store: TrialStore, result: RunResult, done: dict[str, Result]) -> dict:
     """``{"test": compare(base, best), "selection": best_of_n_null(...)}`` (JSON-ready); a part
     whose records are missing or do not hold the same examples is reported as unavailable."""
     out: dict = {}
@@ -46,7 +53,7 @@ def significance(store, result: dict, done: dict[str, Result]) -> dict:
         out["test"] = stats.compare(base_records, store.records(best_test), metric, hib, seed=SEED)
     except (ValueError, KeyError, OSError, TypeError) as e:
         out["test"] = {"unavailable": str(e)}
-    if result.get("strategy") in BEST_OF_N and result.get("decided_on") != "all":
+    if result.strategy in BEST_OF_N and not result.same_text:
         base_val = done.get(trial.make("validation", "validation", [])["key"])
         trials = [
             r
@@ -72,13 +79,14 @@ def significance(store, result: dict, done: dict[str, Result]) -> dict:
     return out
 
 
-def lines(result: dict) -> list[str]:
+def lines(result: RunResult | dict) -> list[str]:
     """Plain sentences for the table and the report."""
-    sig = result.get("significance") or {}
+    result = RunResult.read(result)
+    sig = result.significance or {}
     out = []
     test = sig.get("test", {})
     # one text: the comparison is on the text the steps were decided on, not a held-out test
-    where = "same text as the decisions (not held out)" if same_text(result) else "test"
+    where = "same text as the decisions (not held out)" if result.same_text else "test"
     if "verdict" in test:
         out.append(f"{where}, best − base {test['metric']}: {test['verdict']}")
         if "log_loss" in test:
@@ -89,7 +97,7 @@ def lines(result: dict) -> list[str]:
             )
     elif "unavailable" in test:
         out.append(f"{where}: significance unavailable: {test['unavailable']}")
-    if same_text(result):
+    if result.same_text:
         out.append(f"note: {SAME_TEXT}")
     sel = sig.get("selection", {})
     if "verdict" in sel:

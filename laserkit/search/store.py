@@ -274,13 +274,11 @@ class TrialStore:
         if self.config.definitions >= create.definitions:
             return
         why = self.config.legacy_conflicts()
+        mine, given = (sorted(c.params.to_stored()["rhos"]) for c in (self.config, create))
         if (
-            sorted(self.config.rhos) != sorted(create.rhos)
-            and len(self.config.rhos) == len(create.rhos)
-            and all(
-                abs(a - b) < 1e-12
-                for a, b in zip(sorted(self.config.rhos), sorted(create.rhos), strict=True)
-            )
+            mine != given
+            and len(mine) == len(given)
+            and all(abs(a - b) < 1e-12 for a, b in zip(mine, given, strict=True))
         ):
             why.insert(
                 0,

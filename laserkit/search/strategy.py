@@ -12,10 +12,11 @@ package adds one through the entry-point group ``laserkit.strategies`` (docs/ext
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..core.registry import Registry
 from .config import RunConfig
+from .result import Outcome
 from .trial import Result
 
 # name → the strategy's class, built as ``cls(cfg, higher_is_better, split)``
@@ -46,8 +47,8 @@ class Strategy(Protocol):
         """Every edit the run may apply, checked against the model before any trial runs."""
         ...
 
-    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
-        """``chosen``, ``base``/``best`` on validation and test, and the strategy's table."""
+    def summarize(self, done: dict[str, Result]) -> Outcome:
+        """The chosen edits, base and best on validation and test, and the strategy's table."""
         ...
 
 
@@ -66,9 +67,3 @@ def make_strategy(
 ) -> Strategy:
     """The strategy ``cfg.strategy`` names, built for this run; an unknown name is one line."""
     return STRATEGIES.get(cfg.strategy)(cfg, higher_is_better, split)
-
-
-def chosen(edits: list[dict], key: str | None = None) -> dict:
-    from .trial import describe_edit  # noqa: PLC0415
-
-    return {"edits": edits, "key": key, "label": ", ".join(map(describe_edit, edits)) or "base"}

@@ -17,7 +17,6 @@ sequential TPE. A proposal already run is reused (not run again) and does not co
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -26,7 +25,8 @@ from ..interventions import Intervention
 from . import trial
 from .config import RunConfig
 from .grid import choose, trial_row
-from .strategy import chosen
+from .params import TPEParams
+from .result import Chosen, Outcome, Scores
 from .trial import Result, objective_value
 
 N_STARTUP = 10  # random proposals before TPE models the results (Optuna's default)
@@ -49,14 +49,15 @@ class TPE:
     def __init__(
         self, cfg: RunConfig, higher_is_better: bool = True, split: str = "validation"
     ) -> None:
-        self.lnames = list(cfg.lnames)
+        p = cfg.params_as(TPEParams)
+        self.lnames = list(p.lnames)
         self.selection = cfg.selection
-        self.layer_list = sorted(cfg.layers)
-        self.rhos = sorted(cfg.rhos)
+        self.layer_list = sorted(p.layers)
+        self.rhos = sorted(p.rhos)
         self.iv = cfg.intervention
         self.size = len(self.lnames) * len(self.layer_list) * len(self.rhos)
-        self.budget = min(cfg.trials or self.size, self.size)
-        self.batch = max(1, cfg.batch)
+        self.budget = min(p.trials or self.size, self.size)
+        self.batch = max(1, p.batch)
         self.seed = cfg.seed
         self.hib = higher_is_better
         contiguous = self.layer_list == list(range(self.layer_list[0], self.layer_list[-1] + 1))
@@ -189,16 +190,13 @@ class TPE:
             for r in self.rhos
         ]
 
-    def summarize(self, done: dict[str, Result]) -> dict[str, Any]:
+    def summarize(self, done: dict[str, Result]) -> Outcome:
         """As the grid's, with the trials in the order TPE proposed them."""
         best = self.best(done)
         tests = [done[s["key"]] for s in self._tests(done)]
-        return {
-            "chosen": chosen(best.spec["edits"], best.key),
-            "base": {
-                "validation": done[self.base("validation")["key"]].summary,
-                "test": tests[0].summary,
-            },
-            "best": {"validation": best.summary, "test": tests[-1].summary},
-            "trials": [trial_row(r) for r in self._ran(done)],
-        }
+        return Outcome(
+            chosen=Chosen.of(best.spec["edits"], best.key),
+            base=Scores(done[self.base("validation")["key"]].summary, tests[0].summary),
+            best=Scores(best.summary, tests[-1].summary),
+            trials=[trial_row(r) for r in self._ran(done)],
+        )
