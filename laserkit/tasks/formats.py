@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 
 from ..core.errors import LaserkitError
+from .kinds import kind_of
 from .matching import normalize_answer  # noqa: F401 - kept importable from here
 from .spec import Example
 
@@ -56,23 +57,9 @@ def fill(template: str, ctx: dict, where: str) -> str:
 
 
 def make_example(kind: str, where: str, **kw) -> Example:
-    """Build an Example and check that it has what its kind needs."""
+    """Build an Example and check that it has what its kind needs (kinds/*.py)."""
     ex = Example(**kw)
-    if kind == "choice":
-        if not ex.choices or any(not isinstance(c, str) or not c.strip() for c in ex.choices):
-            raise LaserkitError(f"{where}: needs a non-empty list of non-empty answer choices")
-        if not ex.gold or any(not 0 <= g < len(ex.choices) for g in ex.gold):
-            raise LaserkitError(f"{where}: no correct answer among the choices {list(ex.choices)}")
-    elif kind in ("generate", "next_token"):  # the items are checked by matching.check_answers
-        if not ex.answers or any(a is None or a == "" for a in ex.answers):
-            raise LaserkitError(f"{where}: needs at least one non-empty answer")
-    elif kind == "semantic":
-        if not (ex.chosen.strip() and ex.rejected.strip()):
-            raise LaserkitError(f"{where}: needs non-empty 'chosen' and 'rejected' answers")
-    elif kind == "perplexity" and not ex.text:
-        raise LaserkitError(f"{where}: empty text")
-    if kind != "perplexity" and not ex.prompt.strip():
-        raise LaserkitError(f"{where}: empty prompt")
+    kind_of(kind).check(ex, where)
     return ex
 
 
