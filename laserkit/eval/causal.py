@@ -103,7 +103,8 @@ class CausalScorer(Scorer):
         """The answer's first token (any token that decodes to the same stripped, lower-cased
         text) ranked at the position after the prompt."""
         tok = self.tokenizer
-        vocab = S.vocab_index(tok, self.model.get_output_embeddings().weight.shape[0])
+        head: Any = self.model.get_output_embeddings()  # type: ignore[operator]
+        vocab = S.vocab_index(tok, head.weight.shape[0])
         flat, slices, built = self._built(requests)
         targets: dict[int, torch.Tensor] = {}  # first request of an example → equivalent ids
         for sl in slices:

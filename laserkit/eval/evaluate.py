@@ -176,7 +176,7 @@ def evaluate(
         batch_size=batch_size,
         progress=progress,
         max_len=S.context_length(model, max_length),
-        max_new_tokens=task.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        max_new_tokens=max_new_tokens if max_new_tokens is not None else task.max_new_tokens or 0,
         embedder=embedder,
         chat_template=chat,
         system_prompt=system,
@@ -214,7 +214,7 @@ def chat_settings(
     task: Task, chat_template: str | None = None, system_prompt: str | None = None
 ) -> tuple[str, str | None]:
     """The chat template and system prompt in force: the caller's override, else the task's."""
-    chat = chat_template or task.chat_template
+    chat = chat_template or task.chat_template or "none"
     system = system_prompt if system_prompt is not None else task.system_prompt
     if chat != "none" and not kind_of(task.kind).chat:
         raise LaserkitError(

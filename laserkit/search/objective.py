@@ -19,6 +19,7 @@ from ..core.errors import LaserkitError
 from ..eval.splits import shuffle_examples, split_examples, split_range
 from ..tasks.kinds import kind_of
 from ..tasks.sources import load_examples
+from ..tasks.spec import Task
 from .config import ObjectiveConfig
 
 # semantic tasks' generation length before runs stored it (store.py names it when resuming)
@@ -245,7 +246,7 @@ class TaskObjective:
             )
         return Scored(dict(result.summary), list(result.records))
 
-    def _head(self, split: str, fraction: float) -> object:
+    def _head(self, split: str, fraction: float) -> Task:
         """The task holding only the first part of one split, chosen exactly as evaluate()
         chooses the split (shuffle by seed, limit, then the first 20% / the rest)."""
         examples = shuffle_examples(load_examples(self.task), self.seed)
@@ -259,6 +260,8 @@ def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective
     if cfg.type == "next-token":
         return NextTokenObjective(cfg.sequences or [], batch_size=cfg.batch_size, metric=cfg.metric)
     if cfg.type == "task":
+        if not cfg.task:
+            raise LaserkitError("the run config's task objective names no task")
         return TaskObjective(
             cfg.task,
             tokenizer,
