@@ -181,3 +181,31 @@ def test_a_search_and_evaluate_split_by_one_rule():
             call()
         messages.append(str(e.value))
     assert messages == ["unknown split 'train': use all, validation, test"] * 2
+
+
+def test_readers_fill_the_fields_a_kind_reads(tmp_path):
+    """A kind's ``fields`` tells the readers what its examples hold: a new kind that reads
+    choices gets exactly the examples a choice task gets from the same file."""
+    from laserkit.tasks.kinds import TaskKind
+
+    class Ranked(TaskKind):
+        name = "ranked-choice"
+        fields = "choices"
+        metric_names = ("accuracy",)
+
+    data = tmp_path / "mc.jsonl"
+    rows = [
+        {"prompt": "2+2=", "choices": ["3", "4"], "answer": "4"},
+        {"prompt": "1+1=", "choices": "1|2", "answer": 1},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    KINDS.register("ranked-choice", Ranked)
+    try:
+        (tmp_path / "r.yaml").write_text("kind: ranked-choice\ndata: mc.jsonl\n")
+        (tmp_path / "c.yaml").write_text("kind: choice\ndata: mc.jsonl\n")
+        got = load_examples(get_task(str(tmp_path / "r.yaml")))
+        assert got == load_examples(get_task(str(tmp_path / "c.yaml")))
+        assert [(e.choices, e.gold) for e in got] == [(("3", "4"), (1,)), (("1", "2"), (1,))]
+    finally:
+        KINDS._entries.pop("ranked-choice", None)
+        kind_of.cache_clear()

@@ -131,6 +131,7 @@ def _terminated(rec: dict, spec: dict, where: str) -> dict:
 def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -> list[Example]:
     """Flat records described by field names; the reader behind user task files."""
     rename = spec.get("rename") or {}
+    fields = kind_of(kind).fields  # which Example fields the kind reads
     out = []
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
@@ -143,12 +144,12 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
         rid = str(rec.get(spec.get("id", "id"), i))
         ctx = {**meta, **rec, **_terminated(rec, spec.get("terminate") or {}, where)}
         system = _system(rec, spec)
-        if kind == "perplexity":
+        if fields == "text":
             text = _field(rec, spec.get("text", "text"), where)
             out.append(make_example(kind, where, id=rid, text=str(text)))
             continue
         prompt = fill(spec.get("prompt") or "{prompt}", ctx, where)
-        if kind == "semantic":
+        if fields == "pair":
             out.append(
                 make_example(
                     kind,
@@ -162,7 +163,7 @@ def read_fields(records: list, spec: dict, kind: str, meta: dict, origin: str) -
             )
             continue
         answer = _field(rec, spec.get("answer", "answer"), where)
-        if kind == "choice":
+        if fields == "choices":
             if "choices" in spec:
                 choices = [str(c) for c in spec["choices"]]
             else:
@@ -242,6 +243,7 @@ def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str)
     """BIG-bench task.json examples: ``input`` with ``target_scores`` or ``target``. The file's
     top-level strings (task_prefix, ...) are available to the prompt template."""
     ctx0 = {k: v for k, v in meta.items() if isinstance(v, str)}
+    fields = kind_of(kind).fields  # which Example fields the kind reads
     out = []
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
@@ -250,12 +252,12 @@ def read_bigbench(records: list, spec: dict, kind: str, meta: dict, origin: str)
         prompt = fill(spec.get("prompt", "{input}"), {**ctx0, **rec}, where)
         rid = str(rec.get("id", i))
         scores = rec.get("target_scores")
-        if kind in ("choice", "semantic"):
+        if fields in ("choices", "pair"):
             if not isinstance(scores, dict) or not scores:
                 raise LaserkitError(f"{where}: needs 'target_scores' {{answer: score}}")
             choices = list(scores)
             best = max(scores.values())
-            if kind == "semantic":
+            if fields == "pair":
                 chosen = max(choices, key=lambda c: scores[c])
                 rejected = min(choices, key=lambda c: scores[c])
                 out.append(
@@ -520,6 +522,7 @@ def read_bigbench_rows(
     BIG-bench task.json (``input``, ``target`` / ``target_scores``). Choice tasks: the single
     target among ``choices``; open answers: only single-target items are kept (WikidataQA)."""
     out = []
+    fields = kind_of(kind).fields  # which Example fields the kind reads
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
         if not isinstance(rec, dict):
@@ -538,15 +541,15 @@ def read_bigbench_rows(
         if not isinstance(text, str) or not targets:
             raise LaserkitError(f"{where}: a BIG-bench row needs 'inputs' and 'targets'")
         if len(targets) != 1:
-            if kind == "choice":
+            if fields == "choices":
                 raise LaserkitError(f"{where}: expected one target, got {targets}")
             continue
         # the reference strips open questions' inputs (bbh_qa: dataset[i][0].strip()) and
         # scores choice tasks' inputs unchanged (intervention_*_bbh.py: prompt = dataset[i][0])
-        shown = text if kind == "choice" else text.strip()
+        shown = text if fields == "choices" else text.strip()
         prompt = fill(spec.get("prompt", "{inputs}"), {**rec, "inputs": shown}, where)
         target = str(targets[0]).strip()
-        if kind == "choice":
+        if fields == "choices":
             choices = [str(c) for c in spec["choices"]]
             if target not in choices:
                 raise LaserkitError(f"{where}: target {target!r} is not one of {choices}")

@@ -41,6 +41,9 @@ class TaskKind:
     # runs made before a run stored its generation length used this one (None: never stored)
     legacy_max_new_tokens: ClassVar[int | None] = None
     supported_by_masked: ClassVar[bool] = False  # masked LMs answer its requests
+    # which Example fields readers fill (formats.py): "answers" (answers), "choices" (choices
+    # and gold), "pair" (chosen and rejected) or "text"; the prompt for all but "text"
+    fields: ClassVar[str] = "answers"
 
     def metrics(self, task: Any) -> tuple[str, ...]:
         """The metrics a task of this kind reports that can be selected on."""

@@ -14,6 +14,7 @@ from .base import Ask, Records, TaskKind, mean
 class Kind(TaskKind):
     name = "choice"
     doc = "multiple choice: the answer with the highest summed log-probability"
+    fields = "choices"
     metric_names = ("accuracy", "accuracy_normalized", "log_loss")
     supported_by_masked = True
 

@@ -15,6 +15,7 @@ from .base import Ask, Records, TaskKind
 class Kind(TaskKind):
     name = "perplexity"
     doc = "perplexity of text in fixed chunks (laserRMT) or a sliding window (lower is better)"
+    fields = "text"
     metric_names = ("perplexity", "log_loss")
     chat = False
     prompted = False

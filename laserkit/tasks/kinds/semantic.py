@@ -14,6 +14,7 @@ from .base import Ask, Records, TaskKind, mean
 class Kind(TaskKind):
     name = "semantic"
     doc = "laserRMT: cos(generation, chosen) − cos(generation, rejected)"
+    fields = "pair"
     metric_names = ("semantic_score", "accuracy")
     generates = True
     chat_template = "model"
