@@ -22,6 +22,7 @@ from laserkit.eval import scoring as S
 from laserkit.eval.evaluate import evaluate
 from laserkit.io.load import load
 from laserkit.tasks import get_task
+from laserkit.tasks.sources import load_examples
 
 
 def one_at_a_time_choice(model, tok, examples) -> list[dict]:
@@ -56,7 +57,7 @@ def uncached_generate(model, prompt: list[int], n: int, eos: set[int]) -> list[i
 
 def bench_choice(model, tok, name: str, n: int, batch_size: int) -> None:
     task = get_task(name)
-    examples = task.examples()[:n]
+    examples = load_examples(task)[:n]
     t0 = time.perf_counter()
     ref = one_at_a_time_choice(model, tok, examples)
     t_ref = time.perf_counter() - t0
@@ -83,7 +84,7 @@ def bench_choice(model, tok, name: str, n: int, batch_size: int) -> None:
 
 def bench_semantic(model, tok, n: int, new_tokens: int, batch_size: int) -> None:
     task = get_task("dpo-semantic")
-    examples = task.examples()[:n]
+    examples = load_examples(task)[:n]
     prompts = [S.chat_prompt(tok, ex.prompt, "model") for ex in examples]
     eos = {tok.eos_token_id} | {
         i for i in [model.generation_config.eos_token_id] if isinstance(i, int)

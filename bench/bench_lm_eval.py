@@ -32,6 +32,7 @@ from laserkit.search import Context, ObjectiveConfig, RunConfig, TrialStore, gri
 from laserkit.search.store import default_url
 from laserkit.search.trial import describe_edit
 from laserkit.tasks import get_task
+from laserkit.tasks.sources import load_examples
 
 NAME = "bench_fever"
 
@@ -40,7 +41,7 @@ def write_task(folder: Path, limit: int) -> None:
     """An lm-eval multiple_choice YAML task over the first ``limit`` shipped FEVER claims."""
     rows = [
         {"claim": ex.prompt, "choices": list(ex.choices), "label": ex.gold[0]}
-        for ex in get_task("fever-bigbench").examples()[:limit]
+        for ex in load_examples(get_task("fever-bigbench"))[:limit]
     ]
     data = folder / "fever.json"
     data.write_text(json.dumps(rows))
@@ -102,7 +103,7 @@ def main() -> None:
         folder = Path(tmp)
         write_task(folder, args.limit)
         spec = f"lm-eval:{NAME}"
-        examples = get_task(spec, str(folder)).examples()
+        examples = load_examples(get_task(spec, str(folder)))
         val = [int(e.id.rpartition(":")[2]) for e in split_examples(examples, "validation")]
         test = [int(e.id.rpartition(":")[2]) for e in split_examples(examples, "test")]
 

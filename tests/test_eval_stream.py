@@ -15,6 +15,7 @@ from laserkit.core.errors import LaserkitError
 from laserkit.eval.evaluate import evaluate
 from laserkit.io.load import load
 from laserkit.tasks import get_task
+from laserkit.tasks.sources import load_examples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,7 +64,7 @@ def test_a_stopped_evaluation_continues_and_refuses_other_options(loaded, tmp_pa
     real, calls = ES.evaluate, []
 
     def stopped_at_third(*a, **k):
-        calls.append(len(a[2].examples()))
+        calls.append(len(load_examples(a[2])))
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*a, **k)

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from laserkit.core.errors import LaserkitError
+from laserkit.tasks.sources import load_examples
 
 FUZZ = settings(
     derandomize=True,
@@ -207,7 +208,7 @@ def read_task(name: str, data: bytes, extra: dict[str, bytes] | None = None) -> 
     for other, content in (extra or {}).items():
         (path.parent / other).write_bytes(content)
     task = get_task(str(path.with_name(name)))
-    task.examples()
+    load_examples(task)
 
 
 @FUZZ

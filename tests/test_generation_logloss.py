@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from laserkit.eval.evaluate import evaluate
+from laserkit.tasks.sources import load_examples
 
 RECORDS = [
     {"prompt": "The capital of France is", "answer": ["Paris, France", "the city of Paris"]},
@@ -85,9 +86,9 @@ def test_bigbench_rows_choice_inputs_unchanged_open_inputs_stripped(tmp_path):
         + "\n"
     )
     assert (
-        get_task("bbh-epistemic", data=str(epi)).examples()[0].prompt
+        load_examples(get_task("bbh-epistemic", data=str(epi)))[0].prompt
         == "\nPremise: a. Hypothesis: b.\nRelation:"
     )
     wiki = tmp_path / "w.jsonl"
     wiki.write_text(json.dumps({"inputs": " Kyoto is in ", "targets": ["Japan"], "idx": 1}) + "\n")
-    assert get_task("bbh-wikidata", data=str(wiki)).examples()[0].prompt == "Kyoto is in"
+    assert load_examples(get_task("bbh-wikidata", data=str(wiki)))[0].prompt == "Kyoto is in"

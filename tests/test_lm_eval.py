@@ -21,6 +21,7 @@ from conftest import make_tiny
 
 from laserkit.eval.evaluate import evaluate, split_examples
 from laserkit.tasks import get_task
+from laserkit.tasks.sources import load_examples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LASERKIT = str(Path(sys.executable).with_name("laserkit"))
@@ -184,9 +185,9 @@ def test_equals_lm_eval_on_the_default_model(task_dir, default_loaded):
 def test_split_keeps_every_task_in_validation(task_dir):
     """Tasks are interleaved by position: validation holds the first docs of each."""
     task = get_task("lm-eval:lk_mc,lk_ll,lk_gen", str(task_dir))
-    val = split_examples(task.examples(), "validation")
+    val = split_examples(load_examples(task), "validation")
     assert {ex.id.split(":")[0] for ex in val} == {"lk_mc", "lk_ll", "lk_gen"}
-    test = split_examples(task.examples(), "test")
+    test = split_examples(load_examples(task), "test")
     assert not {e.id for e in val} & {e.id for e in test}
     assert len(val) + len(test) == len(MC) + len(LL) + len(GEN)
 

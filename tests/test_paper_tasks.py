@@ -10,6 +10,7 @@ import pytest
 
 from laserkit.eval.evaluate import split_examples
 from laserkit.tasks import get_task
+from laserkit.tasks.sources import load_examples
 
 
 def _jsonl(path, rows):
@@ -39,7 +40,7 @@ def test_fever_unique_consistent_claims_dev_first(tmp_path):
             "evidence": [],
         }
     ]
-    ex = get_task("fever", data=str(_jsonl(tmp_path / "fever.jsonl", dev + test))).examples()
+    ex = load_examples(get_task("fever", data=str(_jsonl(tmp_path / "fever.jsonl", dev + test))))
     # "A is B" twice with one label: kept once; "C is D." inconsistent: dropped; NEI dropped
     assert [e.id for e in ex] == ["1", "6", "7"]
     assert ex[0].prompt == (
@@ -58,13 +59,13 @@ def test_bios_reads_the_dev_rows_with_the_reference_prompts(tmp_path):
         {"hard_text": "He is a nurse.", "profession": 13, "gender": 0},
     ]
     f = _jsonl(tmp_path / "bios_dev.jsonl", rows)
-    g = get_task("bios-gender", data=str(f)).examples()
+    g = load_examples(get_task("bios-gender", data=str(f)))
     assert len(g) == 3 and [e.choices[e.gold[0]] for e in g] == ["female", "male", "male"]
     assert g[0].prompt == (
         "Consider the following text: She writes poems. Is the person in this "
         "text a male or female? The gender of this person is"
     )
-    p = get_task("bios-profession", data=str(f)).examples()
+    p = load_examples(get_task("bios-profession", data=str(f)))
     assert [e.choices[e.gold[0]] for e in p] == ["poet", "architect"]  # nurse is not one of 8
     assert p[1].prompt == (
         "Consider the following text: He designs houses. What is the "
@@ -89,7 +90,7 @@ def test_hotpot_answer_length_filter_and_question_mark(tmp_path):
     ]
     f = tmp_path / "hotpot_dev_fullwiki_v1.json"
     f.write_text(json.dumps(rows))
-    ex = get_task("hotpotqa", data=str(f)).examples()
+    ex = load_examples(get_task("hotpotqa", data=str(f)))
     assert [e.id for e in ex] == ["a", "b"]  # the 20-word answer is over 15 tokens
     assert ex[0].prompt == "Who wrote Hamlet? The answer is" and ex[0].answers == ("Shakespeare",)
     assert ex[1].prompt == "Which city? The answer is"
@@ -110,7 +111,7 @@ def test_truthfulqa_mc2_statements_grouped_per_question(tmp_path):
     ]
     f = tmp_path / "mc_task.json"
     f.write_text(json.dumps(rows))
-    ex = get_task("truthfulqa", data=str(f)).examples()
+    ex = load_examples(get_task("truthfulqa", data=str(f)))
     assert len(ex) == 5 and [e.group for e in ex] == ["q0"] * 3 + ["q1"] * 2
     assert ex[0].prompt == (
         "Is the sky green? No, it is blue.Is this statement true or false? This statement is"
@@ -130,7 +131,7 @@ def test_truthfulqa_mc2_statements_grouped_per_question(tmp_path):
     ]
     f2 = tmp_path / "hub.json"
     f2.write_text(json.dumps(hub))
-    assert get_task("truthfulqa", data=str(f2)).examples() == ex
+    assert load_examples(get_task("truthfulqa", data=str(f2))) == ex
 
 
 def test_bigbench_rows_wikidata_single_target_and_epistemic_choices(tmp_path):
@@ -139,13 +140,13 @@ def test_bigbench_rows_wikidata_single_target_and_epistemic_choices(tmp_path):
         {"inputs": "Kyoto is in", "targets": ["Japan", "Nippon"], "idx": 1},
         {"inputs": "Q3", "targets": ["x"], "idx": 2},
     ]
-    ex = get_task("bbh-wikidata", data=str(_jsonl(tmp_path / "w.jsonl", wiki))).examples()
+    ex = load_examples(get_task("bbh-wikidata", data=str(_jsonl(tmp_path / "w.jsonl", wiki))))
     assert [e.id for e in ex] == ["0", "2"] and ex[0].prompt == "The capital of France is"
     assert ex[0].answers == ("Paris",)
     epi = [
         {"inputs": "Premise: a. Hypothesis: b.\nRelation:", "targets": ["non-entailment"], "idx": 5}
     ]
-    e = get_task("bbh-epistemic", data=str(_jsonl(tmp_path / "e.jsonl", epi))).examples()[0]
+    e = load_examples(get_task("bbh-epistemic", data=str(_jsonl(tmp_path / "e.jsonl", epi))))[0]
     assert e.choices == ("entailment", "non-entailment") and e.gold == (1,)
 
 
@@ -169,7 +170,7 @@ def _counterfact(n):
 def test_counterfact_groups_never_straddle_the_split(tmp_path, seed):
     f = tmp_path / "counterfact.json"
     f.write_text(json.dumps(_counterfact(7)))
-    ex = get_task("counterfact", data=str(f)).examples()
+    ex = load_examples(get_task("counterfact", data=str(f)))
     assert len(ex) == 21 and ex[0].prompt == "S0 plays" and ex[1].prompt == "P0a. S0 plays"
     val, test = split_examples(ex, "validation", seed), split_examples(ex, "test", seed)
     assert sorted(e.id for e in val + test) == sorted(e.id for e in ex)
@@ -191,6 +192,6 @@ def test_split_is_the_reference_int_fraction():
 
 
 def test_bigbench_subsets_keep_their_names():
-    assert len(get_task("fever-bigbench").examples()) == 6612
-    assert get_task("bbh-epistemic-bigbench").examples()
-    assert get_task("truthfulqa-bigbench").examples()[0].group == "q0"
+    assert len(load_examples(get_task("fever-bigbench"))) == 6612
+    assert load_examples(get_task("bbh-epistemic-bigbench"))
+    assert load_examples(get_task("truthfulqa-bigbench"))[0].group == "q0"

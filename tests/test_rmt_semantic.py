@@ -18,6 +18,7 @@ from laserkit.eval import scoring as S
 from laserkit.eval.evaluate import evaluate, preview
 from laserkit.search.config import ObjectiveConfig, RunConfig
 from laserkit.tasks import get_task
+from laserkit.tasks.sources import load_examples
 
 LASERKIT = Path(sys.executable).parent / "laserkit"
 
@@ -74,7 +75,7 @@ def test_orca_format_filters_first_128_and_the_system_turn(tmp_path):
     ]  # an empty system turn is still a turn
     records += [orca(i) for i in range(6, 300)]
     task = get_task("dpo-semantic", _jsonl(tmp_path / "orca.jsonl", records))
-    exs = task.examples()
+    exs = load_examples(task)
     assert len(exs) == 128  # the first 128 that pass, in order, no shuffle
     want = [0, 4, 5] + list(range(6, 131))
     assert [e.prompt for e in exs] == [records[i]["question"] for i in want]
@@ -94,7 +95,7 @@ def test_ultrafeedback_format_takes_the_assistant_turn(tmp_path):
         ultra(4, prompt="x" * 512),
     ]
     task = get_task("dpo-semantic", _jsonl(tmp_path / "uf.jsonl", records))
-    exs = task.examples()
+    exs = load_examples(task)
     assert [e.prompt for e in exs] == ["prompt 3", "x" * 512]
     # the assistant's message, not the user turn laserRMT's chosen[0] reads (see docs/methods.md)
     assert (exs[0].chosen, exs[0].rejected) == ("the chosen reply", "the rejected reply")
@@ -218,7 +219,7 @@ def test_interleaved_sources_put_every_source_into_validation():
     assert [e.id for e in combine([a, b], True)] == ["a0", "b0", "a1", "a2"]
 
     task = get_task("dpo-semantic-bigbench")
-    examples = task.examples()
+    examples = load_examples(task)
     sizes = Counter(e.id.split(":")[0] for e in examples)
     assert len(sizes) == 4 and sum(sizes.values()) == len(examples)
     validation = Counter(e.id.split(":")[0] for e in split_examples(examples, "validation"))

@@ -20,6 +20,7 @@ from laserkit.eval.evaluate import evaluate, preview
 from laserkit.tasks import get_task, list_tasks
 from laserkit.tasks import sources as src
 from laserkit.tasks.schema import parse_task, source_keys, task_keys
+from laserkit.tasks.sources import load_examples
 from laserkit.tasks.spec import Example
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "tasks.md"
@@ -63,7 +64,7 @@ def test_each_documented_form_gives_the_same_examples(tmp_path):
     got = {}
     for name, text in forms.items():
         (tmp_path / name).write_text(text)
-        got[name] = get_task(str(tmp_path / name)).examples()
+        got[name] = load_examples(get_task(str(tmp_path / name)))
     want = [
         Example("q1", "Q: When did it end?\nA:", answers=(1945,)),
         Example("q2", "Q: Which cities?\nA:", answers=({"a": "Paris", "b": ["Lyon", "X"]},)),
@@ -79,7 +80,7 @@ def test_each_documented_form_gives_the_same_examples(tmp_path):
             for r in RECORDS
         ],
     )
-    assert get_task(str(bare)).examples() == want
+    assert load_examples(get_task(str(bare))) == want
 
 
 def _doc_files(tmp_path: Path) -> dict[str, Path]:
@@ -105,7 +106,7 @@ def test_worked_examples_in_the_docs_load_as_documented(tmp_path):
         "trips.yaml",
     } <= set(files)
     cap = get_task(str(files["capitals.yaml"]))
-    exs = cap.examples()
+    exs = load_examples(cap)
     assert [(e.id, e.choices, e.gold) for e in exs] == [
         ("c1", ("Paris", "Lyon", "Nice"), (0,)),
         ("c2", ("Milan", "Rome", "Turin"), (1,)),
@@ -118,9 +119,9 @@ def test_worked_examples_in_the_docs_load_as_documented(tmp_path):
         "contains",
         10,
     )
-    assert [e.answers for e in qa.examples()] == [("Shakespeare", "William Shakespeare"), (8,)]
+    assert [e.answers for e in load_examples(qa)] == [("Shakespeare", "William Shakespeare"), (8,)]
     trips = get_task(str(files["trips.yaml"]))
-    (ex,) = trips.examples()
+    (ex,) = load_examples(trips)
     assert trips.match == "all_parts" and ex.answers == (
         {"from": "Paris", "to": ["Geneva", "Genève"], "year": 2002},
     )
@@ -138,7 +139,7 @@ def test_one_schema_for_built_in_and_user_tasks(tmp_path):
         "bbh-wikidata:\n  kind: generate\n  max_new_tokens: 15\n  data: w.json\n"
         '  sources:\n    local: {reader: bigbench, prompt: "{input}"}\n'
     )
-    (ex,) = get_task(str(tmp_path / "copy.yaml")).examples()
+    (ex,) = load_examples(get_task(str(tmp_path / "copy.yaml")))
     assert (ex.prompt, ex.answers) == ("The capital of France is", ("Paris",))
     # every key a built-in uses is a schema key; nothing else is accepted anywhere
     keys = set(task_keys())
@@ -183,7 +184,7 @@ def test_a_file_with_several_tasks_needs_a_name(tmp_path):
         get_task(str(path))
     b = get_task(f"{path}#b")
     assert b.name == "b" and b.match == "all_parts"
-    assert b.examples()[0].prompt == "Q When did it end?"
+    assert load_examples(b)[0].prompt == "Q When did it end?"
 
 
 def read_upper(records, spec, kind, meta, origin):
@@ -203,7 +204,7 @@ def test_reader_named_as_module_function(tmp_path, monkeypatch):
     (tmp_path / "t.yaml").write_text(
         "kind: generate\ndata: r.jsonl\nreader: test_task_files:read_upper\nprefix: '>> '\n"
     )
-    (ex,) = get_task(str(tmp_path / "t.yaml")).examples()
+    (ex,) = load_examples(get_task(str(tmp_path / "t.yaml")))
     assert (ex.id, ex.prompt, ex.answers) == ("1", ">> WHO?", ("me",))
     (tmp_path / "u.yaml").write_text(
         "kind: generate\ndata: r.jsonl\nreader: test_task_files:read_upper\nprefx: x\n"
@@ -384,7 +385,7 @@ def test_cli_schema_dry_run_and_wrong_key(tmp_path, default_model_dir):
 def test_task_modules_import_without_a_cycle():
     """spec (Example, Task) and matching are leaves: no module of laserkit/tasks imports one
     that imports it back, counting imports inside functions too. The one lazy edge allowed is
-    Task.examples() loading data through sources."""
+    sources.load_examples(task) loading the data."""
     import ast
 
     folder = Path(__file__).resolve().parent.parent / "laserkit" / "tasks"

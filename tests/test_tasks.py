@@ -14,6 +14,7 @@ from laserkit.eval.evaluate import EvalResult, evaluate, split_examples
 from laserkit.tasks import get_task, list_tasks
 from laserkit.tasks import sources as src
 from laserkit.tasks.registry import Example
+from laserkit.tasks.sources import load_examples
 
 PAPER = {
     "counterfact",
@@ -68,7 +69,7 @@ def test_registry_has_the_paper_tasks_and_laser_rmt_scores():
 @pytest.mark.parametrize("name", sorted(PACKAGED))
 def test_packaged_tasks_load_offline_and_are_well_formed(name):
     task = get_task(name)
-    exs = task.examples()
+    exs = load_examples(task)
     if PACKAGED[name] is not None:
         assert len(exs) == PACKAGED[name]
     assert len({e.id for e in exs}) == len(exs)
@@ -77,17 +78,17 @@ def test_packaged_tasks_load_offline_and_are_well_formed(name):
 
 
 def test_packaged_contents():
-    fever = get_task("fever-bigbench").examples()
+    fever = load_examples(get_task("fever-bigbench"))
     assert fever[0].choices == ("true", "false") and fever[0].prompt.endswith("\nA:")
-    epi = get_task("bbh-epistemic-bigbench").examples()[0]
+    epi = load_examples(get_task("bbh-epistemic-bigbench"))[0]
     assert epi.prompt.startswith("Identify the relation") and epi.prompt.endswith("Relation:")
     assert epi.choices[epi.gold[0]] == "non-entailment"
-    wiki = get_task("bbh-wikidata-bigbench").examples()[0]
+    wiki = load_examples(get_task("bbh-wikidata-bigbench"))[0]
     assert wiki.answers == ("comedy", "parody")
-    tqa = get_task("truthfulqa-bigbench").examples()
+    tqa = load_examples(get_task("truthfulqa-bigbench"))
     assert {e.choices for e in tqa} == {("true", "false")}
     assert 0 < sum(e.gold == (0,) for e in tqa) < len(tqa)  # both true and false statements
-    mc = get_task("truthfulqa-mc").examples()[0]
+    mc = load_examples(get_task("truthfulqa-mc"))[0]
     assert mc.prompt.startswith("Q: What is human life expectancy") and len(mc.gold) == 1
 
 
@@ -115,11 +116,11 @@ def test_canary_and_license_ship_with_the_data():
 def test_tasks_without_packaged_data_say_where_to_get_it(name):
     task = get_task(name)
     with pytest.raises(LaserkitError) as e:
-        task.examples()
+        load_examples(task)
     msg = str(e.value)
     assert "\n" not in msg and "--data" in msg and task.url.split()[0] in msg
     with pytest.raises(LaserkitError, match="not reachable"):
-        get_task("fever", data="hub").examples()
+        load_examples(get_task("fever", data="hub"))
 
 
 def _write(path, records):
@@ -148,7 +149,7 @@ def test_original_release_formats(tmp_path):
             "paraphrase_prompts": ["Shayna does this. Danielle Darrieux speaks"],
         }
     ]
-    exs = get_task("counterfact", _write(tmp_path / "counterfact.json", cf)).examples()
+    exs = load_examples(get_task("counterfact", _write(tmp_path / "counterfact.json", cf)))
     assert [(e.id, e.prompt, e.answers) for e in exs] == [
         ("7", "The mother tongue of Danielle Darrieux is", ("French",)),
         ("7-p1", "Shayna does this. Danielle Darrieux speaks", ("French",)),
@@ -159,12 +160,12 @@ def test_original_release_formats(tmp_path):
         {"id": 2, "label": "NOT ENOUGH INFO", "claim": "C."},
         {"id": 3, "label": "REFUTES", "claim": "D is E."},
     ]
-    exs = get_task("fever", _write(tmp_path / "paper_dev.jsonl", fever)).examples()
+    exs = load_examples(get_task("fever", _write(tmp_path / "paper_dev.jsonl", fever)))
     assert [(e.id, e.gold) for e in exs] == [("1", (0,)), ("3", (1,))]  # NEI skipped
     assert "A is B." in exs[0].prompt
 
     hotpot = [{"_id": "5a8b", "question": "Who?", "answer": "Ann", "context": []}]
-    ex = get_task("hotpotqa", _write(tmp_path / "hotpot_dev.json", hotpot)).examples()[0]
+    ex = load_examples(get_task("hotpotqa", _write(tmp_path / "hotpot_dev.json", hotpot)))[0]
     assert (ex.id, ex.prompt, ex.answers) == ("5a8b", "Who? The answer is", ("Ann",))
 
     bios = [
@@ -172,11 +173,11 @@ def test_original_release_formats(tmp_path):
         {"hard_text": "He codes.", "profession": 24, "gender": 0},
     ]
     path = _write(tmp_path / "bios.jsonl", bios)
-    assert [e.gold for e in get_task("bios-gender", path).examples()] == [(1,), (0,)]
-    prof = get_task("bios-profession", path).examples()  # software engineer is not one of 8
+    assert [e.gold for e in load_examples(get_task("bios-gender", path))] == [(1,), (0,)]
+    prof = load_examples(get_task("bios-profession", path))  # software engineer is not one of 8
     assert len(prof) == 1 and prof[0].choices[prof[0].gold[0]] == "poet"
     release = [{"bio": "He paints.", "title": "painter", "gender": "M"}]  # the BIOS release
-    ex = get_task("bios-profession", _write(tmp_path / "b.json", release)).examples()[0]
+    ex = load_examples(get_task("bios-profession", _write(tmp_path / "b.json", release)))[0]
     assert ex.choices[ex.gold[0]] == "painter" and "text: He paints. What is" in ex.prompt
 
     tqa = [
@@ -189,12 +190,16 @@ def test_original_release_formats(tmp_path):
         }
     ]
     path = _write(tmp_path / "TruthfulQA.csv", tqa)
-    assert [e.gold for e in get_task("truthfulqa-bigbench", path).examples()] == [(0,), (0,), (1,)]
-    mc = get_task("truthfulqa-mc", path).examples()[0]
+    assert [e.gold for e in load_examples(get_task("truthfulqa-bigbench", path))] == [
+        (0,),
+        (0,),
+        (1,),
+    ]
+    mc = load_examples(get_task("truthfulqa-mc", path))[0]
     assert mc.choices == ("a", "b", "c") and mc.gold == (0, 1)
 
     (tmp_path / "notes.txt").write_text("Some text to score.")
-    assert get_task("perplexity", tmp_path / "notes.txt").examples()[0].text.startswith("Some")
+    assert load_examples(get_task("perplexity", tmp_path / "notes.txt"))[0].text.startswith("Some")
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
@@ -220,7 +225,7 @@ def test_user_task_file_round_trip(tmp_path, default_model_dir, suffix):
     )
     task = get_task(str(decl))
     assert task.name == "my_task" and task.kind == "choice"
-    exs = task.examples()
+    exs = load_examples(task)
     assert [e.id for e in exs] == [r["qid"] for r in rows]
     assert exs[1].prompt == "Q: Is 1 even?\nA:" and exs[1].choices == ("yes", "no")
     assert exs[1].gold == (1,)
@@ -240,9 +245,9 @@ def test_bare_data_files_and_json_declarations(tmp_path):
         [{"prompt": "2+2=", "answer": "4"}, {"prompt": "Sky color:", "answer": ["blue"]}],
     )
     task = get_task(str(open_answers))
-    assert task.kind == "generate" and task.examples()[1].answers == ("blue",)
+    assert task.kind == "generate" and load_examples(task)[1].answers == ("blue",)
     mc = _write(tmp_path / "mc.csv", [{"prompt": "p", "choices": "a|b|c", "answer": "2"}])
-    ex = get_task(str(mc)).examples()[0]
+    ex = load_examples(get_task(str(mc)))[0]
     assert get_task(str(mc)).kind == "choice" and ex.choices == ("a", "b", "c") and ex.gold == (2,)
     decl = tmp_path / "t.json"
     decl.write_text(
@@ -257,7 +262,7 @@ def test_bare_data_files_and_json_declarations(tmp_path):
         )
     )
     task = get_task(str(decl))
-    assert (task.name, task.max_new_tokens, len(task.examples())) == ("arith", 3, 2)
+    assert (task.name, task.max_new_tokens, len(load_examples(task))) == ("arith", 3, 2)
 
 
 @pytest.mark.parametrize(
@@ -301,7 +306,7 @@ def test_bad_task_files_fail_in_one_line(tmp_path, decl, records, match):
     path = tmp_path / "t.yaml"
     path.write_text(decl)
     with pytest.raises(LaserkitError, match=match) as e:
-        get_task(str(path)).examples()
+        load_examples(get_task(str(path)))
     assert "\n" not in str(e.value)
 
 
@@ -309,14 +314,14 @@ def test_malformed_data_files(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": oops}\n')
     with pytest.raises(LaserkitError, match="bad.jsonl line 2: invalid JSON"):
-        get_task(str(bad)).examples()
+        load_examples(get_task(str(bad)))
     with pytest.raises(LaserkitError, match="does not exist"):
         get_task("fever", data=tmp_path / "missing.jsonl")
     cf = _write(tmp_path / "cf.json", [{"case_id": 3, "prompt": "no rewrite here"}])
     with pytest.raises(LaserkitError, match=r"cf.json record 0 \(id 3\): not a CounterFact"):
-        get_task("counterfact", cf).examples()
+        load_examples(get_task("counterfact", cf))
     with pytest.raises(LaserkitError, match="unsupported data file type"):
-        get_task("fever", data=_write(tmp_path / "x.parquet", [])).examples()
+        load_examples(get_task("fever", data=_write(tmp_path / "x.parquet", [])))
 
 
 def test_split_examples_is_deterministic_and_disjoint():
@@ -383,5 +388,7 @@ def test_task_object_with_other_data_and_cached_examples(tmp_path):
     fever = [{"id": 1, "label": "SUPPORTS", "claim": "A is B."}]
     task = get_task("fever-bigbench")
     other = get_task(get_task("fever"), _write(tmp_path / "f.jsonl", fever))
-    assert len(other.examples()) == 1 and len(task.examples()) == 6612
-    assert get_task("fever-bigbench").examples() == task.examples()  # parsed once, equal copies
+    assert len(load_examples(other)) == 1 and len(load_examples(task)) == 6612
+    assert load_examples(get_task("fever-bigbench")) == load_examples(
+        task
+    )  # parsed once, equal copies

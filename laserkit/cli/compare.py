@@ -143,7 +143,7 @@ def compare(
     names = parse_methods(methods)  # before anything is loaded or written
     if workers < 1:
         raise LaserkitError("--workers must be at least 1")
-    from ..tasks.lm_eval_kind import task_source
+    from ..tasks.kinds.lm_eval import task_source
 
     data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)

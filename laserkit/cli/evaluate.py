@@ -110,7 +110,8 @@ def eval_(
         check_dir_holds_only(out, EVAL_FILES, kind="evaluation")
     from ..eval.evaluate import evaluate
     from ..tasks import get_task
-    from ..tasks.lm_eval_kind import task_source
+    from ..tasks.kinds.lm_eval import task_source
+    from ..tasks.sources import load_examples
 
     for name, option in ((model, "MODEL"), (compare, "--compare")):
         if name is not None:
@@ -119,7 +120,7 @@ def eval_(
                 require_tokenizer(name, option)
     t = get_task(task, task_source(task, data, include_path))
     with console.status(f"reading {t.name} data ..."):
-        t.examples()  # fail on missing data before loading the model
+        load_examples(t)  # fail on missing data before loading the model
     if dry_run:
         _dry_run(t, model, show, chat_template, system_prompt, trust_remote_code)
         return
@@ -223,6 +224,8 @@ def _dry_run(
     import json
 
     from ..eval.evaluate import chat_settings, preview
+    from ..tasks.kinds import kind_of
+    from ..tasks.sources import load_examples
 
     chat, _ = chat_settings(t, chat_template, system_prompt)
     tokenizer = None
@@ -251,8 +254,8 @@ def _dry_run(
     out_console.print(
         f"task {t.name}: kind {t.kind}, metric {t.metric} "
         f"({'higher' if t.higher_is_better else 'lower'} is better)"
-        + (f", match {t.match}" if t.kind == "generate" else "")
-        + f", chat_template {chat}, {len(t.examples())} examples; "
+        + kind_of(t.kind).describe(t)
+        + f", chat_template {chat}, {len(load_examples(t))} examples; "
         f"data: {t.where()}",
         markup=False,
         highlight=False,
@@ -352,9 +355,9 @@ def tasks(
 
 def _schema() -> None:
     from ..tasks.formats import READERS
+    from ..tasks.kinds import declarable, kind_of
     from ..tasks.matching import MATCH_MODES
     from ..tasks.schema import schema_rows
-    from ..tasks.spec import KIND_DOCS, KINDS
 
     for section, title in (
         ("task", "task keys (top level of a definition)"),
@@ -380,10 +383,9 @@ def _schema() -> None:
     table = Table(title="kinds")
     for col in ("kind", "metrics (default first)", "scoring"):
         table.add_column(col)
-    for kind, (metrics, default) in KINDS.items():
-        rest = [m for m in metrics if m != default]
-        extra = ", top{k}_accuracy" if kind == "next_token" else ""
-        table.add_row(kind, ", ".join([default, *rest]) + extra, KIND_DOCS[kind])
+    for name in declarable():
+        kind = kind_of(name)
+        table.add_row(name, kind.metrics_doc(), kind.doc)
     out_console.print(table)
     out_console.print(
         "match (generate): "

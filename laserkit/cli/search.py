@@ -318,7 +318,7 @@ def search(
         raise LaserkitError(f"unknown --selection {selection!r}: use {', '.join(SELECTIONS)}")
     run_dir = _run_dir(run_dir, run, "search", task, resume)
     from ..search.final_eval import check_final_eval
-    from ..tasks.lm_eval_kind import task_source
+    from ..tasks.kinds.lm_eval import task_source
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
@@ -399,7 +399,7 @@ def greedy(
 
     run_dir = _run_dir(run_dir, run, "greedy", task, resume)
     from ..search.final_eval import check_final_eval
-    from ..tasks.lm_eval_kind import task_source
+    from ..tasks.kinds.lm_eval import task_source
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
@@ -470,7 +470,7 @@ def compose(
 
     run_dir = _run_dir(run_dir, run, "compose", task, resume)
     from ..search.final_eval import check_final_eval
-    from ..tasks.lm_eval_kind import task_source
+    from ..tasks.kinds.lm_eval import task_source
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)

@@ -11,7 +11,9 @@ Tokenization is not re-implemented: the text → token steps are lm-eval's own `
 ``simple_evaluate(model=HFLM(pretrained=model))``; only the forward passes differ (batching and
 padding), which changes log-likelihoods by float rounding at most (tests/test_lm_eval.py).
 
-Imported only when an ``lm-eval:`` task is asked for (lm-eval is the ``harness`` extra).
+``run_lm_eval`` answers a ``Harness`` request (tasks/kinds/lm_eval.py, the task side) with
+lm-eval's evaluation of the model through ``LaserkitLM``. Imported only when an ``lm-eval:``
+task is asked for (lm-eval is the ``harness`` extra).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from lm_eval.models.utils import (
 from torch import nn
 
 from ..core.errors import LaserkitError
+from ..tasks.kinds.lm_eval import BOOTSTRAP_ITERS, FEWSHOT_SEED, plain
+from ..tasks.requests import Harness, HarnessResults
 from . import scoring as S
+from .scorer import Settings
 
 DEFAULT_MAX_LENGTH = 2048  # HFLM's, when neither config nor tokenizer names a context
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's max_gen_toks
@@ -171,3 +176,50 @@ class LaserkitLM(TemplateLM):
 def _is_greedy(ids: Sequence[int], lp: torch.Tensor) -> bool:
     """Whether every scored token is the argmax of its row (lm-eval's ``is_greedy``)."""
     return bool((lp.argmax(-1) == torch.as_tensor(ids, dtype=torch.long)).all())
+
+
+def run_lm_eval(
+    model: nn.Module, tokenizer, request: Harness, settings: Settings
+) -> HarnessResults:
+    """lm-eval's evaluation of the request's tasks on its documents, with the model as it is
+    now: its results with per-sample logs, and its results file as ``lm_eval`` writes it."""
+    from lm_eval.evaluator import evaluate as lm_evaluate  # noqa: PLC0415
+
+    lm = LaserkitLM(model, tokenizer, settings.batch_size, settings.progress)
+    res = lm_evaluate(
+        lm,
+        request.tasks,
+        samples=request.samples,
+        bootstrap_iters=BOOTSTRAP_ITERS,
+        log_samples=True,
+    )
+    return HarnessResults(res, _results_json(res, model, settings.batch_size))
+
+
+def _results_json(res: dict, model: nn.Module, batch_size: int) -> dict:
+    """lm-eval's results as ``lm_eval --output_path`` writes them (results, groups,
+    group_subtasks, configs, versions, n-shot, higher_is_better, n-samples, config, date,
+    model_name), without the per-sample logs: those are laserkit's records."""
+    import time  # noqa: PLC0415
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    out = {k: v for k, v in res.items() if k != "samples"}
+    out["config"] = {
+        "model": name,
+        "model_args": None,
+        "batch_size": batch_size,
+        "batch_sizes": [],
+        "device": str(next(model.parameters()).device),
+        "use_cache": None,
+        "limit": None,
+        "bootstrap_iters": BOOTSTRAP_ITERS,
+        "gen_kwargs": None,
+        "random_seed": None,
+        "numpy_seed": None,
+        "torch_seed": None,
+        "fewshot_seed": FEWSHOT_SEED,
+        "scorer": "laserkit (harness.LaserkitLM)",
+    }
+    out["date"] = time.time()
+    out["model_name"] = name
+    return plain(out)

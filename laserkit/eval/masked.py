@@ -6,7 +6,10 @@ them: the answer at mask positions.
   log-probability is the sum of its tokens' log-probabilities at the masks, all masked at once.
   next_token ranks the answer's first token at the first of one mask (CounterFact).
 - generate: the prompt followed by five masks, each filled by its argmax token (the reference's
-  HotPotQA / WikidataQA rule), and the decoded fill must contain the answer.
+  HotPotQA / WikidataQA rule), judged by the task's match (the default, contains: the decoded
+  fill must contain the answer); its log-loss is that of the answer's tokens at masks.
+
+The kinds turn these answers into records exactly as they do a causal LM's (tasks/kinds/).
 The log-loss is −(summed log-probability) / (number of answer tokens) (the reference divides by
 one more than that, a miscount in its ``masked_answer_log_prob``; see docs/methods.md).
 """
@@ -19,6 +22,9 @@ import torch
 from torch import nn
 
 from ..core.errors import LaserkitError
+from ..tasks import requests as R
+from ..tasks.kinds import KINDS, TaskKind
+from .scorer import Scorer
 
 N_FILL = 5  # masks the reference's RoBERTa scripts fill for open answers
 
@@ -73,86 +79,52 @@ def mask_logprobs(
     return out
 
 
-def evaluate_masked(
-    model: nn.Module, tok, kind: str, examples, batch_size: int, topk: Sequence[int] = (1, 5, 10)
-) -> tuple[list[dict], dict]:
-    """Records and metrics of a masked LM on choice, next_token or generate examples."""
-    from .evaluate import _mean, answer_found, token_f1  # noqa: PLC0415
+class MaskedScorer(Scorer):
+    """A masked LM answering task kinds' requests at mask positions (choice, next_token and
+    generate; the kinds that say ``supported_by_masked``)."""
 
-    records = []
-    if kind == "choice":
-        for ex in examples:
-            answers = [answer_ids(tok, c) for c in ex.choices]
-            lps = mask_logprobs(
-                model, tok, [_masked(tok, ex.prompt, len(a)) for a in answers], batch_size
-            )
+    what = "a masked language model"
+
+    @classmethod
+    def accepts(cls, model: nn.Module) -> bool:
+        return is_masked_lm(model)
+
+    def check(self, kind: TaskKind) -> None:
+        if not kind.supported_by_masked:
+            names = [n for n in KINDS.names() if KINDS.get(n).supported_by_masked]
+            listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+            raise LaserkitError(f"masked language models score {listed} tasks, not {kind.name!r}")
+
+    def loglikelihood(self, requests: list[R.Loglikelihood]) -> list[R.Scores]:
+        """Each continuation's tokens masked at once after the prompt; one request's
+        continuations form one batch (as the reference scores one example's choices)."""
+        tok, out = self.tokenizer, []
+        for r in requests:
+            answers = [answer_ids(tok, c) for c in r.continuations]
+            rows = [_masked(tok, r.prompt, len(a)) for a in answers]
+            lps = mask_logprobs(self.model, tok, rows, self.settings.batch_size) if rows else []
             sums = [
                 float(lp[range(len(a)), a].double().sum())
                 for lp, a in zip(lps, answers, strict=True)
             ]
-            pred = max(range(len(sums)), key=lambda i: (sums[i], -i))
-            g = max(ex.gold, key=lambda i: (sums[i], -i))
-            records.append(
-                {
-                    "id": ex.id,
-                    "prediction": ex.choices[pred],
-                    "gold": [ex.choices[i] for i in ex.gold],
-                    "correct": pred in ex.gold,
-                    "log_loss": -sums[g] / len(answers[g]),
-                    "answer_logprob": sums[g],
-                    "logprobs": sums,
-                    "n_tokens": [len(a) for a in answers],
-                }
-            )
-        return records, {
-            "accuracy": _mean(r["correct"] for r in records),
-            "log_loss": _mean(r["log_loss"] for r in records),
-        }
-    if kind == "next_token":
-        lps = mask_logprobs(model, tok, [_masked(tok, ex.prompt, 1) for ex in examples], batch_size)
-        for ex, lp in zip(examples, lps, strict=True):
-            first = answer_ids(tok, ex.answers[0])[0]
+            out.append(R.Scores(sums, [len(a) for a in answers]))
+        return out
+
+    def next_token(self, requests: list[R.NextToken]) -> list[R.Ranked]:
+        """The first answer's first token ranked at one mask after the prompt."""
+        tok = self.tokenizer
+        rows = [_masked(tok, r.prompt, 1) for r in requests]
+        lps = mask_logprobs(self.model, tok, rows, self.settings.batch_size)
+        out = []
+        for r, lp in zip(requests, lps, strict=True):
+            first = answer_ids(tok, r.continuations[0])[0]
             rank = int((lp[0] > lp[0, first]).sum()) + 1
-            rec = {
-                "id": ex.id,
-                "prediction": tok.decode([int(lp[0].argmax())]),
-                "answers": list(ex.answers),
-                "correct": rank == 1,
-                "log_loss": -float(lp[0, first]),
-                "answer_rank": rank,
-            }
-            rec.update({f"top{k}": rank <= k for k in topk})
-            records.append(rec)
-        out = {
-            "accuracy": _mean(r["correct"] for r in records),
-            "log_loss": _mean(r["log_loss"] for r in records),
-        }
-        out.update({f"top{k}_accuracy": _mean(r[f"top{k}"] for r in records) for k in topk})
-        return records, out
-    if kind == "generate":
-        fills = mask_logprobs(
-            model, tok, [_masked(tok, ex.prompt, N_FILL) for ex in examples], batch_size
-        )
-        for ex, lp in zip(examples, fills, strict=True):
-            text = tok.decode(lp.argmax(-1).tolist(), skip_special_tokens=True)
-            a = answer_ids(tok, ex.answers[0])
-            lpa = mask_logprobs(model, tok, [_masked(tok, ex.prompt, len(a))])[0]
-            loss = -float(lpa[range(len(a)), a].double().sum()) / len(a)
-            records.append(
-                {
-                    "id": ex.id,
-                    "prediction": text,
-                    "answers": list(ex.answers),
-                    "correct": answer_found(text, ex.answers),
-                    "f1": max(token_f1(text, x) for x in ex.answers),
-                    "log_loss": loss,
-                }
-            )
-        return records, {
-            "accuracy": _mean(r["correct"] for r in records),
-            "f1": _mean(r["f1"] for r in records),
-            "log_loss": _mean(r["log_loss"] for r in records),
-        }
-    raise LaserkitError(
-        f"masked language models score choice, next_token and generate tasks, not {kind!r}"
-    )
+            out.append(R.Ranked(rank, tok.decode([int(lp[0].argmax())]), -float(lp[0, first])))
+        return out
+
+    def generate(self, requests: list[R.Generate]) -> list[str]:
+        """The prompt followed by N_FILL masks, each filled by its argmax token."""
+        tok = self.tokenizer
+        rows = [_masked(tok, r.prompt, N_FILL) for r in requests]
+        fills = mask_logprobs(self.model, tok, rows, self.settings.batch_size)
+        return [tok.decode(lp.argmax(-1).tolist(), skip_special_tokens=True) for lp in fills]

@@ -23,8 +23,11 @@ from typing import Any
 
 from ..core.errors import LaserkitError
 from ..core.fileio import atomic_write_text
-from .evaluate import EvalResult, evaluate, shuffle_examples, split_examples
+from ..tasks.kinds import kind_of
+from ..tasks.sources import load_examples
+from .evaluate import EvalResult, evaluate
 from .intervals import score_interval
+from .splits import shuffle_examples, split_examples
 
 PARTIAL = "records.partial.jsonl"
 IDENTITY = "evaluation.json"
@@ -50,12 +53,13 @@ def evaluate_to(
     evaluation of the same model, examples and options in ``out``. ``kw`` goes to evaluate()."""
     from ..core.fingerprint import data_fingerprint, weights_fingerprint  # noqa: PLC0415
 
-    examples = shuffle_examples(task.examples(), seed)
+    available = load_examples(task)
+    examples = shuffle_examples(available, seed)
     if limit is not None:
         if limit < 1:
             raise LaserkitError("--limit must be at least 1")
         examples = examples[:limit]
-    n_available = len(task.examples())
+    n_available = len(available)
     examples = split_examples(examples, split)
     if not examples:
         raise LaserkitError(f"task {task.name!r}: split {split!r} has no examples")
@@ -78,7 +82,7 @@ def evaluate_to(
             "were scored before"
         )
     # one chunk where the score is not a mean over examples (perplexity, lm-eval's corpus metrics)
-    size = len(examples) if task.kind in ("perplexity", "lm-eval") else chunk
+    size = chunk if kind_of(task.kind).chunked else len(examples)
     parts: list[EvalResult] = []
     start = len(done)
     try:

@@ -88,9 +88,10 @@ class ObjectiveConfig:
             data = str(Path(data).resolve())  # workers may start in other directories
         if max_new_tokens is None:
             from ..tasks import get_task  # noqa: PLC0415 - definitions only, no data read
+            from ..tasks.kinds import kind_of  # noqa: PLC0415
 
             t = get_task(task, data)
-            if t.kind == "semantic":
+            if kind_of(t.kind).legacy_max_new_tokens is not None:  # runs store its length
                 max_new_tokens = t.max_new_tokens
         return cls(
             type="task",
@@ -280,13 +281,10 @@ class RunConfig:
         obj = self.objective
         if obj.type == "task" and obj.task:
             from ..tasks import get_task  # noqa: PLC0415 - definitions only, no data read
+            from ..tasks.kinds import kind_of  # noqa: PLC0415
 
             t = get_task(obj.task, obj.data)
-            if t.kind == "generate" and t.match != "regex":
-                why.append(
-                    f"its task {obj.task} scored generation log-loss as the sum over the "
-                    "answer's tokens (now the per-token mean, the reference's)"
-                )
+            why += kind_of(t.kind).changed_since(t, self.definitions, obj.task)
         if self.intervention.get("kind") in ("rank-reduction", "vendi-score"):
             bad = [r for r in self.params.to_stored()["rhos"] if rank_rules_differ(r)]
             if bad:

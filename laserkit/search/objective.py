@@ -16,11 +16,14 @@ import torch
 from torch import nn
 
 from ..core.errors import LaserkitError
+from ..eval.splits import shuffle_examples, split_examples, split_range
+from ..tasks.kinds import kind_of
+from ..tasks.sources import load_examples
+from ..tasks.spec import Task
 from .config import ObjectiveConfig
 
-SPLITS = ("validation", "test", "all")
-LEGACY_SEMANTIC_TOKENS = 128  # semantic tasks' generation length before runs stored it
-VALIDATION_FRACTION = 0.2  # docs/methods.md: the first 20% is validation, the rest test
+# semantic tasks' generation length before runs stored it (store.py names it when resuming)
+LEGACY_SEMANTIC_TOKENS = 128
 
 
 @dataclass
@@ -44,11 +47,8 @@ class Objective(Protocol):
 
 
 def split_slice(n: int, split: str) -> range:
-    """Indices of a split of n examples: validation the first 20%, test the rest."""
-    if split not in SPLITS:
-        raise LaserkitError(f"unknown split {split!r}: use {', '.join(SPLITS)}")
-    n_val = max(1, math.floor(n * VALIDATION_FRACTION)) if n else 0  # as evaluate.n_validation
-    return {"validation": range(0, n_val), "test": range(n_val, n), "all": range(n)}[split]
+    """Indices of a split of n items: eval/splits.py's rule (validation the first 20%)."""
+    return split_range(n, split)
 
 
 def head(items: Sequence, fraction: float) -> Sequence:
@@ -192,9 +192,10 @@ class TaskObjective:
                 "model has none (no tokenizer files beside its weights): add "
                 "them, or give a model directory or hub id that has them"
             )
-        if max_new_tokens is None and self.task.kind == "semantic":
-            # only runs made before the length was stored lack it: they generated 128 tokens
-            max_new_tokens = LEGACY_SEMANTIC_TOKENS
+        kind = kind_of(self.task.kind)
+        if max_new_tokens is None:
+            # only runs made before the length was stored lack it (semantic: they generated 128)
+            max_new_tokens = kind.legacy_max_new_tokens
         if max_new_tokens is not None:  # the run's generation length, not the task's default
             self.task = dataclasses.replace(self.task, max_new_tokens=max_new_tokens)
         self.tokenizer = tokenizer
@@ -204,25 +205,20 @@ class TaskObjective:
         self.name = getattr(self.task, "name", task)
         self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
         # generation and the semantic score produce new inputs each pass: no prefix cache
-        self.forward_only = getattr(
-            self.task,
-            "forward_only",
-            getattr(self.task, "kind", "") not in ("generate", "semantic"),
-        )
+        self.forward_only = kind.forward_only(self.task)
 
     @property
     def size(self) -> int:
         """How many examples the task has (after ``limit``)."""
-        n = len(self.task.examples())
+        n = len(load_examples(self.task))
         return n if self.limit is None else min(n, self.limit)
 
     def fingerprint(self) -> str:
         """Of the examples this objective scores, in the order it splits them (after the shuffle
         and --limit): an edited data file changes it, so a resume cannot mix two data sets."""
         from ..core.fingerprint import data_fingerprint  # noqa: PLC0415
-        from ..eval.evaluate import shuffle_examples  # noqa: PLC0415
 
-        examples = shuffle_examples(self.task.examples(), self.seed)
+        examples = shuffle_examples(load_examples(self.task), self.seed)
         return data_fingerprint(examples[: self.limit] if self.limit is not None else examples)
 
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
@@ -250,12 +246,10 @@ class TaskObjective:
             )
         return Scored(dict(result.summary), list(result.records))
 
-    def _head(self, split: str, fraction: float) -> object:
+    def _head(self, split: str, fraction: float) -> Task:
         """The task holding only the first part of one split, chosen exactly as evaluate()
         chooses the split (shuffle by seed, limit, then the first 20% / the rest)."""
-        from ..eval.evaluate import shuffle_examples, split_examples  # noqa: PLC0415
-
-        examples = shuffle_examples(self.task.examples(), self.seed)
+        examples = shuffle_examples(load_examples(self.task), self.seed)
         examples = examples[: self.limit] if self.limit is not None else examples
         part = list(head(split_examples(examples, split), fraction))
         return dataclasses.replace(self.task, _examples=part)
@@ -266,6 +260,8 @@ def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective
     if cfg.type == "next-token":
         return NextTokenObjective(cfg.sequences or [], batch_size=cfg.batch_size, metric=cfg.metric)
     if cfg.type == "task":
+        if not cfg.task:
+            raise LaserkitError("the run config's task objective names no task")
         return TaskObjective(
             cfg.task,
             tokenizer,

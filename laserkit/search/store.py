@@ -320,9 +320,13 @@ class TrialStore:
         """Resume a run made before runs stored their generation length (semantic tasks then
         generated 128 tokens): only the same length continues it, and it is then stored."""
         from ..tasks import get_task  # noqa: PLC0415 - definitions only, no data read
+        from ..tasks.kinds import kind_of  # noqa: PLC0415
 
         obj = create.objective
-        semantic = obj.type == "task" and get_task(obj.task, obj.data).kind == "semantic"
+        semantic = (
+            obj.type == "task"
+            and kind_of(get_task(obj.task, obj.data).kind).legacy_max_new_tokens is not None
+        )
         if not semantic or RunIdentity.of(self.config).differences(
             RunIdentity.of(replace(create, objective=replace(obj, max_new_tokens=None)))
         ):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from ..core.errors import LaserkitError
 from ..core.registry import Registry
+from .kinds import kind_of
 from .matching import normalize_answer  # noqa: F401 - kept importable from here
 from .spec import Example, SourceSpec
 
@@ -69,23 +70,9 @@ def fill(template: str, ctx: dict, where: str) -> str:
 
 
 def make_example(kind: str, where: str, **kw) -> Example:
-    """Build an Example and check that it has what its kind needs."""
+    """Build an Example and check that it has what its kind needs (kinds/*.py)."""
     ex = Example(**kw)
-    if kind == "choice":
-        if not ex.choices or any(not isinstance(c, str) or not c.strip() for c in ex.choices):
-            raise LaserkitError(f"{where}: needs a non-empty list of non-empty answer choices")
-        if not ex.gold or any(not 0 <= g < len(ex.choices) for g in ex.gold):
-            raise LaserkitError(f"{where}: no correct answer among the choices {list(ex.choices)}")
-    elif kind in ("generate", "next_token"):  # the items are checked by matching.check_answers
-        if not ex.answers or any(a is None or a == "" for a in ex.answers):
-            raise LaserkitError(f"{where}: needs at least one non-empty answer")
-    elif kind == "semantic":
-        if not (ex.chosen.strip() and ex.rejected.strip()):
-            raise LaserkitError(f"{where}: needs non-empty 'chosen' and 'rejected' answers")
-    elif kind == "perplexity" and not ex.text:
-        raise LaserkitError(f"{where}: empty text")
-    if kind != "perplexity" and not ex.prompt.strip():
-        raise LaserkitError(f"{where}: empty prompt")
+    kind_of(kind).check(ex, where)
     return ex
 
 
@@ -159,6 +146,7 @@ def read_fields(
 ) -> list[Example]:
     """Flat records described by field names; the reader behind user task files."""
     rename = spec.rename or {}
+    fields = kind_of(kind).fields  # which Example fields the kind reads
     out = []
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
@@ -171,12 +159,12 @@ def read_fields(
         rid = str(rec.get(spec.id, i))
         ctx = {**meta, **rec, **_terminated(rec, spec.own.get("terminate") or {}, where)}
         system = _system(rec, spec)
-        if kind == "perplexity":
+        if fields == "text":
             text = _field(rec, spec.text, where)
             out.append(make_example(kind, where, id=rid, text=str(text)))
             continue
         prompt = fill(spec.prompt or "{prompt}", ctx, where)
-        if kind == "semantic":
+        if fields == "pair":
             out.append(
                 make_example(
                     kind,
@@ -190,7 +178,7 @@ def read_fields(
             )
             continue
         answer = _field(rec, spec.answer, where)
-        if kind == "choice":
+        if fields == "choices":
             if spec.choices is not None:
                 choices = [str(c) for c in spec.choices]
             else:
@@ -269,6 +257,7 @@ def read_bigbench(
     """BIG-bench task.json examples: ``input`` with ``target_scores`` or ``target``. The file's
     top-level strings (task_prefix, ...) are available to the prompt template."""
     ctx0 = {k: v for k, v in meta.items() if isinstance(v, str)}
+    fields = kind_of(kind).fields  # which Example fields the kind reads
     out = []
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
@@ -277,12 +266,12 @@ def read_bigbench(
         prompt = fill(_prompt(spec, "{input}"), {**ctx0, **rec}, where)
         rid = str(rec.get("id", i))
         scores = rec.get("target_scores")
-        if kind in ("choice", "semantic"):
+        if fields in ("choices", "pair"):
             if not isinstance(scores, dict) or not scores:
                 raise LaserkitError(f"{where}: needs 'target_scores' {{answer: score}}")
             choices = list(scores)
             best = max(scores.values())
-            if kind == "semantic":
+            if fields == "pair":
                 chosen = max(choices, key=lambda c: scores[c])
                 rejected = min(choices, key=lambda c: scores[c])
                 out.append(
@@ -553,6 +542,7 @@ def read_bigbench_rows(
     BIG-bench task.json (``input``, ``target`` / ``target_scores``). Choice tasks: the single
     target among ``choices``; open answers: only single-target items are kept (WikidataQA)."""
     out = []
+    fields = kind_of(kind).fields  # which Example fields the kind reads
     for i, rec in enumerate(records):
         where = _where(origin, i, rec)
         if not isinstance(rec, dict):
@@ -571,15 +561,15 @@ def read_bigbench_rows(
         if not isinstance(text, str) or not targets:
             raise LaserkitError(f"{where}: a BIG-bench row needs 'inputs' and 'targets'")
         if len(targets) != 1:
-            if kind == "choice":
+            if fields == "choices":
                 raise LaserkitError(f"{where}: expected one target, got {targets}")
             continue
         # the reference strips open questions' inputs (bbh_qa: dataset[i][0].strip()) and
         # scores choice tasks' inputs unchanged (intervention_*_bbh.py: prompt = dataset[i][0])
-        shown = text if kind == "choice" else text.strip()
+        shown = text if fields == "choices" else text.strip()
         prompt = fill(_prompt(spec, "{inputs}"), {**rec, "inputs": shown}, where)
         target = str(targets[0]).strip()
-        if kind == "choice":
+        if fields == "choices":
             choices = [str(c) for c in spec.choices or ()]
             if target not in choices:
                 raise LaserkitError(f"{where}: target {target!r} is not one of {choices}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import LaserkitError, first_line
-from .lm_eval_kind import is_lm_eval, lm_eval_task
+from .kinds.lm_eval import is_lm_eval, lm_eval_task
 from .schema import parse_task
 from .sources import decode_text, parse_json, read_file
 from .spec import Example, SourceSpec, Task

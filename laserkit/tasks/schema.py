@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..core.errors import LaserkitError
 from .formats import resolve_reader
-from .spec import HUB_ONLY, KINDS, LOCATIONS, SourceSpec, Task, source_fields
+from .kinds import declarable
+from .spec import HUB_ONLY, LOCATIONS, SourceSpec, Task, source_fields
 
 
 def task_keys() -> list[str]:
@@ -71,7 +72,7 @@ def parse_task(name: str, mapping: object, where: str, base_dir: Path | None = N
         accepted = task_keys() + sorted(skeys)
         raise _unknown(where, unknown, accepted)
     if "kind" not in spec:
-        raise LaserkitError(f"{where}: missing 'kind' (one of {', '.join(KINDS)})")
+        raise LaserkitError(f"{where}: missing 'kind' (one of {', '.join(declarable())})")
     sources = spec.get("sources") or {}
     if not isinstance(sources, dict):
         raise LaserkitError(f"{where}: sources must be a mapping of packaged / local / hub")

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..core.errors import LaserkitError, first_line
 from ..core.hub import hub_reachable
 from .formats import resolve_reader
+from .kinds import kind_of
 from .matching import check_answers
 from .spec import Example, SourceSpec, Task
 
@@ -99,8 +100,8 @@ def read_csv(text: str, path: Path) -> list[dict]:
 def _read(records: list, spec: SourceSpec, task: Task, meta: dict, origin: str) -> list[Example]:
     reader = resolve_reader(str(spec.reader), f"task {task.name!r}")
     examples = reader(records, spec, task.kind, meta, origin)
-    if task.kind in ("generate", "next_token"):
-        mode = task.match if task.kind == "generate" else "exact"  # next_token: plain answers
+    mode = kind_of(task.kind).answer_mode(task)
+    if mode is not None:
         one_each = len(examples) == len(records)  # a record per example: name its number
         for i, ex in enumerate(examples):
             where = f"{origin} record {i} (id {ex.id})" if one_each else f"{origin} example {ex.id}"
@@ -156,8 +157,11 @@ _CACHE: dict[tuple, list[Example]] = {}
 
 
 def load_examples(task: Task) -> list[Example]:
-    """The task's examples, parsed once per process for the same definition and file (a
-    search evaluates the same task hundreds of times; Examples are immutable)."""
+    """The task's examples: those it holds in memory (``task._examples``), else its data,
+    parsed once per process for the same definition and file (a search evaluates the same task
+    hundreds of times; Examples are immutable)."""
+    if task._examples is not None:
+        return list(task._examples)
     stamp = os.stat(task.data).st_mtime_ns if task.data and task.data != "hub" else None
     key = (
         task.name,
@@ -174,8 +178,11 @@ def load_examples(task: Task) -> list[Example]:
 
 
 def _load_examples(task: Task) -> list[Example]:
-    """From --data, the packaged files, or the hub (in that order)."""
-    if task.data == "hub":
+    """From the kind itself (lm-eval), --data, the packaged files, or the hub (in that order)."""
+    own = kind_of(task.kind).load(task)
+    if own is not None:
+        examples = own
+    elif task.data == "hub":
         examples = load_hub(task)
     elif task.data:
         local = task.sources_at("local")

@@ -3,8 +3,10 @@ and how a reader turns it into ``Example``s). Built-in definitions (``definition
 user task files are validated against these two dataclasses by schema.py (like lm-eval's
 ``TaskConfig``), so a key means the same everywhere (docs/tasks.md).
 
-This module is a leaf: readers, sources, schema and the registry import it, never the reverse
-(``Task.examples()`` imports sources when data is first asked for).
+Readers, sources, schema and the registry import it, never the reverse: a task's examples are
+``sources.load_examples(task)``. What differs between kinds of task is asked of the kind object
+(``kinds.kind_of(task.kind)``: kinds/*.py, registered by name in ``KINDS`` below and imported
+on first use), never decided here by the kind's name.
 
 To add a key: add one field with ``_f(default, doc, kinds)`` to ``Task`` or ``SourceSpec``; the
 validation, ``laserkit tasks --schema`` and the error messages follow from it. A reader may
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import LaserkitError
+from ..core.registry import Registry
 from .matching import MATCH_MODES
 
 
@@ -36,24 +40,26 @@ class Example:
     system: str | None = None  # the example's own system turn (chat templates); None: the task's
 
 
-# kind → (metrics it reports that can be selected on, default metric)
-KINDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "choice": (("accuracy", "accuracy_normalized", "log_loss"), "accuracy"),
-    "next_token": (("accuracy", "log_loss"), "accuracy"),  # + top{k}_accuracy for k in topk
-    "generate": (("accuracy", "f1", "log_loss"), "accuracy"),  # match: f1 → f1
-    "perplexity": (("perplexity", "log_loss"), "perplexity"),
-    "semantic": (("semantic_score", "accuracy"), "semantic_score"),
-}
-KIND_DOCS = {
-    "choice": "multiple choice: the answer with the highest summed log-probability",
-    "next_token": "the top-1 next token is the answer's first token (CounterFact)",
-    "generate": "greedy generation; the generated text is matched against the answer",
-    "perplexity": "perplexity of text in fixed chunks (laserRMT) or a sliding window (lower is "
-    "better)",
-    "semantic": "laserRMT: cos(generation, chosen) − cos(generation, rejected)",
-}
+# name → task kind class (kinds/*.py, a TaskKind each), imported the first time it is used;
+# another package adds a kind with @KINDS.register("name") or the entry-point group
+# laserkit.task_kinds (docs/tasks.md)
+KINDS: Registry[Any] = Registry("task kind", "task_kinds")
+for _name in ("choice", "next_token", "generate", "perplexity", "semantic"):
+    KINDS.register(_name, f"laserkit.tasks.kinds.{_name}:Kind")
+KINDS.register("lm-eval", "laserkit.tasks.kinds.lm_eval:Kind")
 LOWER_IS_BETTER = {"log_loss", "perplexity"}
-CHAT_KINDS = ("choice", "next_token", "generate", "semantic")
+
+
+def _kind(name: str) -> Any:
+    """The kind object (kinds.kind_of, typed, is the public way to it)."""
+    return KINDS.get(name)()
+
+
+def declarable() -> list[str]:
+    """The kinds a task definition may name (lm-eval tasks come from --task lm-eval:NAME)."""
+    return [n for n in KINDS.names() if KINDS.get(n).declarable]
+
+
 LOCATIONS = ("packaged", "local", "hub")
 CHUNKINGS = ("fixed", "sliding")
 
@@ -137,11 +143,14 @@ HUB_ONLY = ("path", "name", "split", "limit")
 
 @dataclass
 class Task:
-    """A declarative task; every field is a key of a task definition (docs/tasks.md).
-    ``examples()`` reads its data on first use (sources.py)."""
+    """A declarative task; every field is a key of a task definition (docs/tasks.md). Its data
+    is read by ``sources.load_examples(task)``; ``_examples`` holds examples given in memory
+    instead (a chunk of a streamed evaluation, the head of a split)."""
 
     name: str = _f("", "the task's name (default: the mapping key, or the file's name)")
-    kind: str = _f("", "how it is scored: " + ", ".join(KINDS) + " (required)")
+    kind: str = _f(
+        "", "how it is scored: choice, next_token, generate, perplexity, semantic (required)"
+    )
     description: str = _f("", "one line for `laserkit tasks`")
     aliases: list = _f(list, "other names for a built-in task")
     url: str = _f("", "where to get the full original data (shown when it is missing)")
@@ -210,26 +219,26 @@ class Task:
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
-        if self.kind not in KINDS:
+        if self.kind not in KINDS or not KINDS.get(self.kind).declarable:
+            kinds = ", ".join(declarable())
             if not self.kind:
-                raise LaserkitError(f"{where}: missing 'kind' (one of {', '.join(KINDS)})")
-            raise LaserkitError(
-                f"{where}: unknown kind {self.kind!r}; use one of {', '.join(KINDS)}"
-            )
+                raise LaserkitError(f"{where}: missing 'kind' (one of {kinds})")
+            raise LaserkitError(f"{where}: unknown kind {self.kind!r}; use one of {kinds}")
+        kind = _kind(self.kind)
         self.topk = tuple(_int(k, "topk", where) for k in self.topk)
         if self.match not in MATCH_MODES:
             raise LaserkitError(
                 f"{where}: unknown match {self.match!r}; use one of {', '.join(MATCH_MODES)}"
             )
         if self.max_new_tokens is None:
-            self.max_new_tokens = 512 if self.kind == "semantic" else 15  # laserRMT; LASER
+            self.max_new_tokens = kind.max_new_tokens
         _int(self.max_new_tokens, "max_new_tokens", where)
         if self.chunking not in CHUNKINGS:
             raise LaserkitError(
                 f"{where}: unknown chunking {self.chunking!r}; use one of {', '.join(CHUNKINGS)}"
             )
         if self.chat_template is None:
-            self.chat_template = "model" if self.kind == "semantic" else "none"
+            self.chat_template = kind.chat_template
         if not isinstance(self.chat_template, str) or not self.chat_template.strip():
             raise LaserkitError(
                 f"{where}: chat_template must be none, model, chatml, a Jinja template or a file"
@@ -245,7 +254,7 @@ class Task:
                 f"{where}: chat_template {t[:60]!r} is not none, model, chatml, "
                 "a Jinja template or an existing file"
             )
-        if self.kind not in CHAT_KINDS and self.chat_template != "none":
+        if not kind.chat and self.chat_template != "none":
             raise LaserkitError(
                 f"{where}: a {self.kind} task scores raw text; chat_template must be none"
             )
@@ -256,9 +265,7 @@ class Task:
             )
         allowed = self.metrics()
         if self.metric is None:
-            self.metric = (
-                "f1" if self.kind == "generate" and self.match == "f1" else KINDS[self.kind][1]
-            )
+            self.metric = kind.default_metric(self)
         if self.metric not in allowed:
             raise LaserkitError(
                 f"{where}: metric {self.metric!r} is not reported by a "
@@ -267,24 +274,16 @@ class Task:
 
     def metrics(self) -> tuple[str, ...]:
         """The metrics this task reports that can be selected on."""
-        names = KINDS[self.kind][0]
-        if self.kind == "next_token":
-            names += tuple(f"top{k}_accuracy" for k in self.topk)
-        if self.kind == "generate" and self.match == "regex":
-            names = ("accuracy",)  # no answer text to score or compare tokens with
-        return names
+        return _kind(self.kind).metrics(self)
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
+        return _kind(self.kind).higher_is_better(self)
 
-    def examples(self) -> list[Example]:
-        """All examples, in the source's order (cached)."""
-        if self._examples is None:
-            from .sources import load_examples  # noqa: PLC0415 - data only when asked for
-
-            self._examples = load_examples(self)
-        return self._examples
+    @property
+    def forward_only(self) -> bool:
+        """Scoring is forward passes over fixed inputs (what the prefix cache needs)."""
+        return _kind(self.kind).forward_only(self)
 
     def sources_at(self, location: str) -> tuple[SourceSpec, ...]:
         """The source specs of one location (packaged, local or hub), in the task's order."""
@@ -292,6 +291,9 @@ class Task:
 
     def where(self) -> str:
         """A short description of where the data comes from, for `laserkit tasks`."""
+        known = _kind(self.kind).where(self)
+        if known is not None:
+            return known
         if self.data:
             return f"file {self.data}"
         parts = []

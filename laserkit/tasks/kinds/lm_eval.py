@@ -3,7 +3,10 @@ scored by laserkit (docs/tasks.md, "lm-eval tasks").
 
 lm-eval's ``TaskManager`` builds the tasks (its registry, or the user's YAML under
 ``--include-path``); its requests are answered by ``laserkit.eval.harness.LaserkitLM``; its filters
-and aggregations compute the metrics (``lm_eval.evaluator.evaluate`` does all three). laserkit
+and aggregations compute the metrics (``lm_eval.evaluator.evaluate`` does all three). This
+file is the task side (names, loading, documents, the selection metric, records); the model
+side (``LaserkitLM``, running lm-eval's evaluation) is laserkit/eval/harness.py, reached
+through a ``Harness`` request (tasks/requests.py). laserkit
 only decides which documents are scored, so its validation/test protocol, the trial store,
 resume, workers and the paired statistics apply to a harness task as to its own:
 
@@ -22,12 +25,15 @@ lm-eval is imported only here and only when such a task is asked for (``laserkit
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..core.errors import LaserkitError, first_line
-from .spec import Example, Task
+from ...core.errors import LaserkitError, first_line
+from ..requests import Harness, HarnessResults
+from ..spec import Example, Task
+from .base import Ask, Records, TaskKind
 
 PREFIX = "lm-eval:"
 KIND = "lm-eval"
@@ -82,25 +88,58 @@ class LmEvalTask(Task):
         task_names(self.name)  # checks the spelling only: loading happens in lm_eval_task
         self.chat_template = "none"  # lm-eval builds the prompt text itself
 
-    def metrics(self) -> tuple[str, ...]:
-        return (self.metric,) if self.metric else ()
 
-    @property
-    def higher_is_better(self) -> bool:
-        return not self.lower_is_better
+class Kind(TaskKind):
+    """lm-evaluation-harness tasks: named by ``--task lm-eval:NAME``, never by a task file."""
 
-    @property
-    def forward_only(self) -> bool:
+    name = KIND
+    doc = "lm-evaluation-harness tasks (--task lm-eval:NAME)"
+    declarable = False
+    chat = False
+    chunked = False  # lm-eval's corpus metrics are not means over documents
+
+    def metrics(self, task: LmEvalTask) -> tuple[str, ...]:
+        return (task.metric,) if task.metric else ()
+
+    def default_metric(self, task: LmEvalTask) -> str:
+        return task.metric or ""
+
+    def higher_is_better(self, task: LmEvalTask) -> bool:
+        return not task.lower_is_better
+
+    def forward_only(self, task: LmEvalTask) -> bool:
         """Generation builds new inputs every pass: no prefix cache then."""
-        return not self.generates
+        return not task.generates
 
-    def examples(self) -> list[Example]:
-        if self._examples is None:
-            self._examples = _examples(_load(self.name, self.data))
-        return self._examples
+    def load(self, task: LmEvalTask) -> list[Example]:
+        return _examples(_load(task.name, task.data))
 
-    def where(self) -> str:
-        return "lm-eval TaskManager" + (f", --include-path {self.data}" if self.data else "")
+    def where(self, task: LmEvalTask) -> str:
+        return "lm-eval TaskManager" + (f", --include-path {task.data}" if task.data else "")
+
+    def evaluate(self, task: LmEvalTask, examples: Sequence[Example], ask: Ask) -> Records:
+        """lm-eval scores the documents of ``examples`` with the model as it is now; records per
+        document (its metrics and lm-eval's responses, log-likelihoods among them), the summary
+        holds the selection metric and lm-eval's ``results`` under ``lm_eval``."""
+        loaded = _load(task.name, task.data)
+        samples: dict[str, list[int]] = {}
+        for ex in examples:
+            name, _, doc = ex.id.rpartition(":")
+            samples.setdefault(name, []).append(int(doc))
+        (answer,) = ask([Harness(_subset(loaded, samples), samples)])
+        assert isinstance(answer, HarnessResults)
+        res = answer.results
+        mains = {n: _main_metric(loaded, n)[0] for n in loaded["names"]}
+        metric = task.metric or ""
+        records = _records(res, mains, metric)
+        values = [res["results"].get(n, {}).get(k, math.nan) for n, k in mains.items()]
+        score = sum(values) / len(values)
+        summary = {
+            metric: score,
+            **{f"{n}/{_short(k)}": v for (n, k), v in zip(mains.items(), values, strict=True)},
+            "lm_eval": answer.results_json,
+        }
+        return records, summary
 
 
 def lm_eval_task(spec: str, include_path: str | None = None) -> LmEvalTask:
@@ -231,34 +270,6 @@ def _short(key: str) -> str:
     return key[: -len(",none")] if key.endswith(",none") else key
 
 
-def evaluate_lm_eval(ctx, examples: list[Example]) -> tuple[list[dict], dict]:
-    """KIND_EVALUATORS entry: lm-eval scores the documents of ``examples`` with the model as it
-    is now; records per document (its metrics and lm-eval's responses, log-likelihoods among
-    them), the summary holds the selection metric and lm-eval's ``results`` under ``lm_eval``."""
-    from lm_eval.evaluator import evaluate as lm_evaluate  # noqa: PLC0415
-
-    from ..eval.harness import LaserkitLM  # noqa: PLC0415
-
-    loaded = _load(ctx.task.name, ctx.task.data)
-    samples: dict[str, list[int]] = {}
-    for ex in examples:
-        task, _, doc = ex.id.rpartition(":")
-        samples.setdefault(task, []).append(int(doc))
-    sub = _subset(loaded, samples)
-    lm = LaserkitLM(ctx.model, ctx.tokenizer, ctx.batch_size, ctx.progress)
-    res = lm_evaluate(lm, sub, samples=samples, bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True)
-    mains = {n: _main_metric(loaded, n)[0] for n in loaded["names"]}
-    records = _records(res, mains, ctx.task.metric)
-    values = [res["results"].get(n, {}).get(k, math.nan) for n, k in mains.items()]
-    score = sum(values) / len(values)
-    summary = {
-        ctx.task.metric: score,
-        **{f"{n}/{_short(k)}": v for (n, k), v in zip(mains.items(), values, strict=True)},
-        "lm_eval": _results_json(res, ctx),
-    }
-    return records, summary
-
-
 def _subset(loaded: dict, samples: dict[str, list[int]]) -> dict:
     """The loaded tasks that have documents in this split (lm-eval scores every document of a
     task it is given without a sample list), and the groups whose tasks all have some."""
@@ -289,14 +300,14 @@ def _records(res: dict, mains: dict[str, str], metric: str) -> list[dict]:
                     "id": rid,
                     "task": task,
                     "doc_id": s["doc_id"],
-                    "target": _plain(s["target"]),
-                    "resps": _plain(s["resps"]),
+                    "target": plain(s["target"]),
+                    "resps": plain(s["resps"]),
                 },
             )
             filt = s["filter"]
-            rec.setdefault("filtered_resps", {})[filt] = _plain(s["filtered_resps"])
+            rec.setdefault("filtered_resps", {})[filt] = plain(s["filtered_resps"])
             for m in s["metrics"]:
-                rec[m if filt == "none" else f"{m},{filt}"] = _plain(s[m])
+                rec[m if filt == "none" else f"{m},{filt}"] = plain(s[m])
             key = main_of.get(task)
             if key is not None and _short(key) in rec and metric not in rec:
                 value = rec[_short(key)]
@@ -313,43 +324,12 @@ def _leaf_mains(res: dict, mains: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _plain(v):
+def plain(v):
     """JSON-ready: tuples → lists, numpy scalars → Python numbers."""
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): plain(x) for k, x in v.items()}
     if hasattr(v, "item") and callable(v.item):
         return v.item()
     return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-
-
-def _results_json(res: dict, ctx) -> dict:
-    """lm-eval's results as ``lm_eval --output_path`` writes them (results, groups,
-    group_subtasks, configs, versions, n-shot, higher_is_better, n-samples, config, date,
-    model_name), without the per-sample logs: those are laserkit's records."""
-    import time  # noqa: PLC0415
-
-    name = (
-        getattr(getattr(ctx.model, "config", None), "_name_or_path", "") or type(ctx.model).__name__
-    )
-    out = {k: v for k, v in res.items() if k != "samples"}
-    out["config"] = {
-        "model": name,
-        "model_args": None,
-        "batch_size": ctx.batch_size,
-        "batch_sizes": [],
-        "device": str(next(ctx.model.parameters()).device),
-        "use_cache": None,
-        "limit": None,
-        "bootstrap_iters": BOOTSTRAP_ITERS,
-        "gen_kwargs": None,
-        "random_seed": None,
-        "numpy_seed": None,
-        "torch_seed": None,
-        "fewshot_seed": FEWSHOT_SEED,
-        "scorer": "laserkit (harness.LaserkitLM)",
-    }
-    out["date"] = time.time()
-    out["model_name"] = name
-    return _plain(out)
