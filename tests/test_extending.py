@@ -25,6 +25,7 @@ from laserkit.search.strategy import STRATEGIES, make_strategy, names
 from laserkit.spectral.mp import ESTIMATORS, mp_threshold
 from laserkit.tasks import get_task
 from laserkit.tasks.formats import READERS
+from laserkit.tasks.sources import load_examples
 from laserkit.tasks.spec import Example
 
 
@@ -160,7 +161,7 @@ def test_a_data_reader_from_an_entry_point(plug, tmp_path):
     (tmp_path / "t.yaml").write_text(
         "kind: generate\ndata: r.jsonl\nreader: shouted\nprompt: 'Q: '\n"
     )
-    examples = get_task(str(tmp_path / "t.yaml")).examples()
+    examples = load_examples(get_task(str(tmp_path / "t.yaml")))
     assert [(e.id, e.prompt, e.answers) for e in examples] == [
         ("0", "Q: WHO?", ("me",)),
         ("1", "Q: WHY?", ("so",)),

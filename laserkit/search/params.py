@@ -43,6 +43,15 @@ NOT_HERE = {
 
 PARAMS: Registry[type[StrategyParams]] = Registry("strategy", group="strategy_params")
 
+# name → the strategy's class, built as ``cls(cfg, higher_is_better, split)``; kept here, beside
+# the parameters, because a configuration is checked against it (strategy.py imports this module,
+# never the reverse). Entries are "module:Class", imported on first use.
+STRATEGIES: Registry[Any] = Registry("strategy", group="strategies")
+STRATEGIES.register("grid", "laserkit.search.grid:GridPlan")
+STRATEGIES.register("tpe", "laserkit.search.tpe:TPE")
+STRATEGIES.register("greedy", "laserkit.search.greedy:Greedy")
+STRATEGIES.register("compose", "laserkit.search.compose:Compose")
+
 
 @dataclass
 class StrategyParams:
@@ -152,8 +161,12 @@ class ComposeParams(SpaceParams):
 
 
 def params_for(strategy: str) -> type[StrategyParams]:
-    """The parameter class of a registered strategy (one line listing them when unknown)."""
-    return PARAMS.get(strategy)
+    """The parameter class of a strategy: a shipped one's from ``PARAMS``; another package's
+    strategy names its own as the class attribute ``params`` (else it takes none of its own).
+    An unknown name is one line listing the strategies."""
+    if strategy in PARAMS:
+        return PARAMS.get(strategy)
+    return getattr(STRATEGIES.get(strategy), "params", StrategyParams)
 
 
 def _names(cls: type) -> set[str]:

@@ -14,17 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ..core.registry import Registry
 from .config import RunConfig
+from .params import STRATEGIES
 from .result import Outcome
 from .trial import Result
-
-# name → the strategy's class, built as ``cls(cfg, higher_is_better, split)``
-STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy", group="strategies")
-STRATEGIES.register("grid", "laserkit.search.grid:GridPlan")
-STRATEGIES.register("tpe", "laserkit.search.tpe:TPE")
-STRATEGIES.register("greedy", "laserkit.search.greedy:Greedy")
-STRATEGIES.register("compose", "laserkit.search.compose:Compose")
 
 
 class Strategy(Protocol):
