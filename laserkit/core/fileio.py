@@ -62,22 +62,22 @@ def sigint_deferred() -> Iterator[None]:
         return
     got: list[int] = []
     sigs = (signal.SIGINT, signal.SIGTERM)
-    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
+    old = {int(s): signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
     try:
         yield
     finally:
         for s in sigs:
             signal.signal(s, old[s])
-        for s in dict.fromkeys(got):
-            handler = old[s]
+        for signum in dict.fromkeys(got):
+            handler = old[signum]
             if handler in (signal.SIG_IGN, None):
                 continue
             if callable(handler):
-                handler(s, None)
-            elif s == signal.SIGINT:
+                handler(signum, None)
+            elif signum == signal.SIGINT:
                 raise KeyboardInterrupt
             else:
-                signal.raise_signal(s)  # SIG_DFL: end as the signal would have
+                signal.raise_signal(signum)  # SIG_DFL: end as the signal would have
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -345,7 +345,7 @@ def _alive(pid: int) -> bool:
 def sweep_partials(path: Path) -> list[Path]:
     """Remove the temporary siblings of ``path`` left by writers that are gone (partials of
     other names, and of writers still running, are left alone)."""
-    removed = []
+    removed: list[Path] = []
     prefix = f".{path.name}{PARTIAL}"
     try:
         siblings = list(path.parent.iterdir())

@@ -74,12 +74,13 @@ class Registry(Generic[T]):
         """The entry for ``name``, imported on first use; an unknown name is one line that
         lists the accepted ones."""
         if name not in self:
-            raise LaserkitError(f"unknown {self.what} {name!r}: use one of "
-                                f"{', '.join(self.names())}")
+            raise LaserkitError(
+                f"unknown {self.what} {name!r}: use one of {', '.join(self.names())}"
+            )
         entry = self._entries[name]
         if isinstance(entry, str):
             entry = self._entries[name] = _resolve(entry, f"{self.what} {name!r}")
-        return entry  # type: ignore[return-value]
+        return entry
 
     def items(self) -> Iterator[tuple[str, T]]:
         """(name, entry) pairs, every entry imported."""
