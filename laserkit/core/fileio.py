@@ -61,23 +61,23 @@ def sigint_deferred() -> Iterator[None]:
         yield
         return
     got: list[int] = []
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    old = {int(s): signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
+    sigs: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
     try:
         yield
     finally:
         for s in sigs:
             signal.signal(s, old[s])
-        for signum in dict.fromkeys(got):
-            handler = old[signum]
+        for s in dict.fromkeys(got):
+            handler = old[s]
             if handler in (signal.SIG_IGN, None):
                 continue
             if callable(handler):
-                handler(signum, None)
-            elif signum == signal.SIGINT:
+                handler(s, None)
+            elif s == signal.SIGINT:
                 raise KeyboardInterrupt
             else:
-                signal.raise_signal(signum)  # SIG_DFL: end as the signal would have
+                signal.raise_signal(s)  # SIG_DFL: end as the signal would have
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
