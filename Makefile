@@ -24,14 +24,17 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup
 	$(BIN)/laserkit demo
 
+# mypy's files, options and documented ignores are in pyproject.toml's [tool.mypy].
 test: setup
 	$(BIN)/ruff check laserkit tests bench
 	$(BIN)/ruff format --check laserkit tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check laserkit tests bench
 	$(BIN)/ruff format --check laserkit tests bench
+	$(BIN)/mypy
 
 bench: setup
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -15,6 +15,7 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+from typing import cast
 
 MOVED = {
     "errors": "core.errors",
@@ -69,7 +70,7 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         # the import system stamped the alias's spec on the real module: give it back its own
-        module.__spec__ = module.__spec__.loader_state
+        module.__spec__ = cast(importlib.machinery.ModuleSpec, module.__spec__).loader_state
 
 
 def install() -> None:

@@ -81,7 +81,7 @@ def check_model_input(model: str, trust_remote_code: bool = False) -> None:
 
     src = ModelSource.parse(model)
     if src.kind == "dir":
-        refuse_remote_code(src.path, trust_remote_code)
+        refuse_remote_code(src.local_path, trust_remote_code)
 
 
 def check_source_out(model: str, out: Path) -> None:
@@ -103,7 +103,7 @@ def require_tokenizer(model: str, option: str = "MODEL") -> None:
     from ..io.source import ModelSource
 
     src = ModelSource.parse(model)
-    if src.kind == "dir" and not has_tokenizer(src.path):
+    if src.kind == "dir" and not has_tokenizer(src.local_path):
         raise LaserkitError(
             f"{option} {model} has no tokenizer files (tokenizer.json, "
             "tokenizer_config.json, tokenizer.model, vocab.json, ...): scoring a "

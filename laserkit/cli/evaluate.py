@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -126,7 +127,7 @@ def eval_(
         return
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     _say_chat_fallback(t, loaded.tokenizer, chat_template, system_prompt)
-    options = dict(
+    options: dict[str, Any] = dict(  # the keyword arguments evaluate and evaluate_to share
         batch_size=batch_size,
         embedder=embedder,
         max_new_tokens=max_new_tokens,

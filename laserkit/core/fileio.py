@@ -61,7 +61,7 @@ def sigint_deferred() -> Iterator[None]:
         yield
         return
     got: list[int] = []
-    sigs = (signal.SIGINT, signal.SIGTERM)
+    sigs: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
     old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
     try:
         yield
@@ -345,7 +345,7 @@ def _alive(pid: int) -> bool:
 def sweep_partials(path: Path) -> list[Path]:
     """Remove the temporary siblings of ``path`` left by writers that are gone (partials of
     other names, and of writers still running, are left alone)."""
-    removed = []
+    removed: list[Path] = []
     prefix = f".{path.name}{PARTIAL}"
     try:
         siblings = list(path.parent.iterdir())

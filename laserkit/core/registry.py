@@ -84,7 +84,7 @@ class Registry(Generic[T]):
         entry = self._entries[name]
         if isinstance(entry, str):
             entry = self._entries[name] = _resolve(entry, f"{self.what} {name!r}")
-        return entry  # type: ignore[return-value]
+        return entry
 
     def items(self) -> Iterator[tuple[str, T]]:
         """(name, entry) pairs, every entry imported."""

@@ -49,12 +49,13 @@ class FactorCache:
         """The factors of W (stored under ``key``): full SVD, or at least the top ``k``."""
         key = (*key, "full" if k is None else "top")
         f = self._items.get(key)
-        if f is not None and (k is None or k <= f.kmax):
+        if f is not None and (k is None or (isinstance(f, TopFactors) and k <= f.kmax)):
             self.hits += 1
             self._items.move_to_end(key)
             return f
         self.misses += 1
-        f = Factors.of(W) if k is None else decompose(W, self._planned_rank(tuple(W.shape), k))
+        rows, cols = W.shape
+        f = Factors.of(W) if k is None else decompose(W, self._planned_rank((rows, cols), k))
         self._items[key] = f
         while len(self._items) > 1 and sum(map(self._size, self._items.values())) > self.max_bytes:
             self._items.popitem(last=False)
@@ -142,8 +143,9 @@ class Editor:
                 dtype = iv.factor_dtype(self.compute_dtype)
                 if dtype is not None and not self._touched(t.param):
                     check_finite(W, t.param)  # before the SVD, which would fail unreadably
+                    rows, cols = W.shape
                     factors = self.cache.get(
-                        (t.param, t.rows, dtype), W.to(dtype), iv.factor_rank(tuple(W.shape))
+                        (t.param, t.rows, dtype), W.to(dtype), iv.factor_rank((rows, cols))
                     )
                 out, info = compute(W, iv, factors, name=t.param)
                 norm = float(W.norm())

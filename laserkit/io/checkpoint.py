@@ -27,11 +27,16 @@ import math
 import mmap
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..core.errors import LaserkitError, first_line
+
+if TYPE_CHECKING:  # heavy imports, made on demand where the code runs
+    from gguf import GGUFReader, ReaderTensor
+    from transformers import PretrainedConfig
+    from transformers.modeling_gguf_pytorch_utils import TensorProcessor
 
 _ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -142,7 +147,7 @@ class _SafetensorsFile:
         buf = torch.empty(b - a, dtype=torch.uint8)
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self.data_start + a)
-            got = f.readinto(memoryview(buf.numpy()))
+            got = f.readinto(buf.numpy().data)
         if got != b - a:
             raise LaserkitError(f"truncated safetensors file {self.path}: short read of {name}")
         return buf.view(_ST_DTYPES[dtype]).reshape(shape)
@@ -154,8 +159,13 @@ def _check_entry(
     """A header entry's shape (whole numbers ≥ 0) and data offsets (0 ≤ a ≤ b, as many bytes
     as the shape needs), as the safetensors library checks them: a damaged header is named in
     one line rather than failing later inside torch."""
-    ints = all(type(x) is int for x in (*shape, a, b))
-    if not ints or min(shape, default=0) < 0 or not 0 <= a <= b:
+    if (
+        type(a) is not int
+        or type(b) is not int
+        or not all(type(x) is int for x in shape)
+        or min(shape, default=0) < 0
+        or not 0 <= a <= b
+    ):
         raise LaserkitError(f"corrupt safetensors file {path}: bad shape or offsets for {name!r}")
     if math.prod(shape) * dtype.itemsize != b - a:
         raise LaserkitError(
@@ -260,6 +270,8 @@ class BinCheckpoint(Checkpoint):
 class GGUFCheckpoint(Checkpoint):
     """A GGUF file, dequantized tensor by tensor and renamed to Hugging Face names."""
 
+    config: PretrainedConfig  # built from the file's metadata, never None
+
     def __init__(self, path: Path, source: str | None = None):
         self.source = source or str(path)
         self.path = path
@@ -315,7 +327,7 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
-def gguf_reader(path: Path):
+def gguf_reader(path: Path) -> GGUFReader:
     """A gguf.GGUFReader of the file; one LaserkitError when it is damaged."""
     from gguf import GGUFReader
 
@@ -346,7 +358,7 @@ VERIFIED_GGUF_ARCHS = (
 )
 
 
-def gguf_processor(arch: str, config: object) -> object:
+def gguf_processor(arch: str, config: PretrainedConfig) -> TensorProcessor:
     """transformers' tensor processor for a GGUF file, looked up as transformers does: by the
     file's GGUF architecture (``gemma3``), not by the config's model_type (``gemma3_text``),
     which would skip the Gemma norm offset."""
@@ -366,7 +378,7 @@ def check_gguf_arch(arch: str, path: Path) -> None:
         )
 
 
-def _gguf_naming(path: Path) -> tuple[object, object, dict[str, str]]:
+def _gguf_naming(path: Path) -> tuple[PretrainedConfig, TensorProcessor, dict[str, str]]:
     """(config, transformers' tensor processor, GGUF name → HF name) for a GGUF file.
 
     The config, architecture and name map are cached per file content (gguf_cache.naming).
@@ -406,7 +418,7 @@ def _gguf_naming_uncached(path: Path) -> dict:
     return {"config": parsed, "names": names, "arch": arch}
 
 
-def _release(reader: object, tensor: object) -> None:
+def _release(reader: GGUFReader, tensor: ReaderTensor) -> None:
     """Drop the mapped pages of a tensor already read, so resident memory stays bounded."""
     mm = getattr(getattr(reader, "data", None), "_mmap", None)
     if mm is None or not hasattr(mm, "madvise"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ from .source import (
     refuse_remote_code,
 )
 
+if TYPE_CHECKING:  # transformers is imported on first load
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedModel
+
 
 @dataclass
 class Loaded:
@@ -37,15 +41,17 @@ class Loaded:
     path: str  # where the weights were read from (a directory, or a hub id)
 
 
-def strip_quantization(model: nn.Module) -> None:
+def strip_quantization(model: PreTrainedModel) -> None:
     """A dequantized GGUF model is a plain model; save_pretrained refuses it until told so."""
-    model.hf_quantizer = None
+    # plain attributes transformers sets on the model itself; torch types nn.Module.__setattr__
+    # for tensors and submodules only
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.is_quantized = False
+    model.is_quantized = False  # type: ignore[assignment]
 
 
-def _auto_class(config: object) -> type:
+def _auto_class(config: object) -> type[AutoModelForCausalLM] | type[AutoModelForMaskedLM]:
     """Causal LM, unless the checkpoint declares a masked LM (BERT, RoBERTa) or has no causal LM."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

@@ -29,12 +29,12 @@ def open_checkpoint(
 
     src = ModelSource.parse(source)
     if src.kind == "dir":
-        refuse_remote_code(src.path, trust_remote_code)
+        refuse_remote_code(src.local_path, trust_remote_code)
     text = src.text
     if src.kind == "default":  # read from the packaged GGUF's cached conversion
         return SafetensorsCheckpoint(local_dir(src), source=text)
     if src.kind == "gguf":
-        return GGUFCheckpoint(src.path, source=text)
+        return GGUFCheckpoint(src.local_path, source=text)
     p = local_dir(src, ["*.json", "*.safetensors", "*.bin"])
     if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists():
         return SafetensorsCheckpoint(p, source=text)
@@ -59,9 +59,10 @@ def local_dir(src: ModelSource, patterns: list[str] | None = None) -> Path:
     """A local directory with the weights: a GGUF source converted once (cached), a hub id's
     files from the Hugging Face cache or hub (only ``patterns`` when given)."""
     if src.kind == "dir":
-        return src.path
-    if src.kind in ("default", "gguf"):
-        return converted(src.gguf_file)
+        return src.local_path
+    gguf = src.gguf_file
+    if gguf is not None:  # a default or gguf source
+        return converted(gguf)
     from huggingface_hub import snapshot_download
 
     return Path(

@@ -110,6 +110,13 @@ class ModelSource:
         return cls(text, "hub")
 
     @property
+    def local_path(self) -> Path:
+        """``path`` of a ``dir`` or ``gguf`` source, which always has one."""
+        if self.path is None:
+            raise LaserkitError(f"model {self.text} is not a local directory or .gguf file")
+        return self.path
+
+    @property
     def gguf_file(self) -> Path | None:
         """The GGUF file behind this source (the packaged one for ``default``), if any."""
         if self.kind == "default":

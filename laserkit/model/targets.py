@@ -9,7 +9,7 @@ Layers are matched by index, never by substring: layer 1 is not layer 10.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -181,13 +181,13 @@ def parse_layers(spec: str | int | Iterable[int], num_layers: int) -> list[int]:
                 a, b = item.split(":", 1)
                 out.update(range(num_layers)[slice(int(a) if a else None, int(b) if b else None)])
             elif re.fullmatch(r"\d+-\d+", item):
-                a, b = (int(x) for x in item.split("-"))
-                if a > b:
+                lo, hi = (int(x) for x in item.split("-"))
+                if lo > hi:
                     raise LaserkitError(f"layer range {item} is empty (start > end)")
-                for i in (a, b):
+                for i in (lo, hi):
                     if i >= num_layers:
                         raise LaserkitError(f"layer {i} is out of range: {allowed}")
-                out.update(range(a, b + 1))
+                out.update(range(lo, hi + 1))
             else:
                 i = int(item)
                 if not -num_layers <= i < num_layers:
@@ -288,7 +288,12 @@ def _grouped(heads: int, kv: int, hd: int, **_: int) -> dict[str, tuple[tuple[in
     }
 
 
-LAYOUTS = {"halves": _halves, "concat": _concat, "per_head": _per_head, "grouped": _grouped}
+LAYOUTS: dict[str, Callable[..., dict[str, tuple[tuple[int, int], ...]]]] = {
+    "halves": _halves,
+    "concat": _concat,
+    "per_head": _per_head,
+    "grouped": _grouped,
+}
 
 
 def fused_layout(fused: str, rel: str, config: object | None) -> str:
@@ -379,7 +384,7 @@ def resolve(layout: Layout, lname: str, lnum: str | int | Iterable[int] = "all")
 
 def describe(layout: Layout) -> list[tuple[str, str, list[str]]]:
     """(lname, meaning, relative paths) rows for `laserkit targets`."""
-    rows = [("dont", ROLE_HELP["dont"], [])]
+    rows: list[tuple[str, str, list[str]]] = [("dont", ROLE_HELP["dont"], [])]
     for name, rels in layout.lnames().items():
         rows.append((name, ROLE_HELP.get(name, "this module only"), rels))
     return rows

@@ -18,7 +18,10 @@ from ..core.figures import save_figure
 NAN_COLOR, INF_COLOR = "#9e9e9e", "#000000"
 
 
-def _grid(records: list, types: list[str], num_layers: int, key: str) -> np.ndarray:
+def _grid(
+    records: list, types: list[str], num_layers: int, key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present) grids of one statistic, types × layers."""
     grid = np.full((len(types), num_layers), np.nan)
     present = np.zeros_like(grid, dtype=bool)
     row = {t: i for i, t in enumerate(types)}

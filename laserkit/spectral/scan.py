@@ -152,7 +152,7 @@ def _layer_key(r: MatrixRecord) -> int:
 
 
 def plan(
-    ckpt: Checkpoint, types: str | None = None, layers: str | None = None
+    ckpt: Checkpoint, types: str | list[str] | None = None, layers: str | None = None
 ) -> tuple[list[MatrixRecord], dict[str, str], int]:
     """The matrices a scan will cover (without statistics), the tensors skipped, #layers."""
     shapes = ckpt.shapes()
@@ -175,13 +175,16 @@ def plan(
             continue
         module = name.removesuffix(".weight")
         m = in_blocks.get(name)
+        layer: int | None
         if m is not None:
             layer, typ, role = m.layer, m.rel, m.role
         else:  # outside the main blocks: Spectrum's rule (path after the first index, else name)
             hit = _DIGIT_PART.match(module)
-            layer, typ, role = (int(hit["idx"]), hit["rest"], None) if hit else (None, module, None)
-            if hit and layer >= layout.num_layers:
-                layer = None
+            if hit:
+                idx = int(hit["idx"])
+                layer, typ, role = (idx if idx < layout.num_layers else None), hit["rest"], None
+            else:
+                layer, typ, role = None, module, None
         records.append(
             MatrixRecord(
                 name, module, typ, layer, role, (shape[0], shape[1]), ckpt.dtype_name(name), {}
@@ -246,8 +249,11 @@ def _save_matrix(path: Path, rec: MatrixRecord, fingerprint: str) -> None:
     """Singular values + record, written to a temporary sibling and renamed into place."""
     from safetensors.torch import save_file
 
+    s = rec.s
+    if s is None:
+        raise ValueError(f"{rec.module}: no singular values to save")
     meta = {"record": json.dumps(rec.row()), "fingerprint": fingerprint, "method": METHOD}
-    atomic_file(path, lambda tmp: save_file({"s": rec.s.contiguous()}, str(tmp), metadata=meta))
+    atomic_file(path, lambda tmp: save_file({"s": s.contiguous()}, str(tmp), metadata=meta))
 
 
 def _stored_fingerprint(path: Path) -> str | None:
@@ -524,11 +530,11 @@ def lowest_snr(
     """
     parts = _parts(types)
     pool = [
-        r
+        (r, r.layer)
         for r in result.records
         if r.layer is not None
         and not math.isnan(r.stats["snr"])
         and (not parts or any(matches(r, p) for p in parts))
     ]
-    pool.sort(key=lambda r: (r.stats["snr"], r.layer, r.module))
-    return [(r.module, r.layer, r.role if r.role in ROLES else r.type) for r in pool[:k]]
+    pool.sort(key=lambda rl: (rl[0].stats["snr"], rl[1], rl[0].module))
+    return [(r.module, layer, r.role if r.role in ROLES else r.type) for r, layer in pool[:k]]

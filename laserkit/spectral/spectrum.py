@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import LaserkitError
 
@@ -74,7 +75,7 @@ def read_spectrum_json(source: str | Path | dict) -> dict[str, dict]:
     return out
 
 
-def _number(v: object, where: str) -> float:
+def _number(v: Any, where: str) -> float:  # v: a JSON value; float() decides
     if isinstance(v, dict) and "snr" in v:
         v = v["snr"]
     if v is None:
