@@ -90,6 +90,13 @@ def laserkit(
     return Ran(p.returncode, p.stdout, p.stderr)
 
 
+def default_sigint() -> None:
+    """The child starts with Python's default Ctrl-C disposition: a suite run as a background
+    job of a shell script inherits SIGINT ignored, and laserkit keeps an ignored SIGINT ignored
+    (as it should), so the interrupt under test would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LASERKIT_DEBUG")}
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # several of these run at once on a small machine
@@ -102,7 +109,12 @@ def interrupted(
     """Start the command, wait until ``ready()`` says its long work is under way, then after a
     random delay in ``delay`` send SIGINT; returns what it printed and the delay used."""
     p = subprocess.Popen(
-        [LASERKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        [LASERKIT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + timeout
     while not ready() and p.poll() is None and time.monotonic() < deadline:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from test_cli_failures import default_sigint
 from test_search_cli import tiny_dir  # noqa: F401 - a fixture
 
 import laserkit.eval.stream as ES
@@ -131,7 +132,13 @@ def test_installed_eval_stopped_by_ctrl_c_continues(tmp_path, tiny_dir):  # noqa
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LASERKIT_PROGRESS_SECONDS": "0"}
     p = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,  # a background suite inherits SIGINT ignored
     )
     partial = tmp_path / "e" / ES.PARTIAL
     deadline = time.monotonic() + 300
