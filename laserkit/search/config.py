@@ -13,26 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LaserkitError
+from .identity import SPACE
 from .params import P, StrategyParams, params_for
 
 # Fields that define what a run computes: a resume must agree on all of them. The rest (cache
 # size, heartbeat) may change between sessions without changing any number.
-IDENTITY = (
-    "strategy",
-    "model",
-    "objective",
-    "intervention",
-    "lnames",
-    "layers",
-    "rhos",
-    "candidates",
-    "halving",
-    "trials",
-    "batch",
-    "seed",
-    "dtype",
-    "selection",
-)
+IDENTITY = (*SPACE[:2], "objective", *SPACE[2:])  # identity.SPACE plus the objective
 
 # Which definitions a run's numbers follow (stored with the run; a run stored without it is 1).
 # 1: generation tasks' log-loss summed over the answer's tokens; k = ⌊min(m,n)·ρ + 1e-9⌋ and
