@@ -71,7 +71,7 @@ def _row_order(ckpt: GGUFCheckpoint, tensor, shape: tuple[int, int]) -> np.ndarr
     """
     rows, cols = shape
     probe = np.repeat(np.arange(rows, dtype=np.float32)[:, None], cols, axis=1)
-    got = ckpt._processor.process(  # type: ignore[attr-defined]
+    got = ckpt._processor.process(
         weights=probe, name=tensor.name, tensor_key_mapping={}, parsed_parameters={}
     ).weights
     got = np.asarray(got)
@@ -189,7 +189,9 @@ def edit_to_gguf(
         recs, base=src.text, extra_record={**(extra_record or {}), "gguf_types": stored}
     )
 
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    arch_field = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    assert arch_field is not None  # a GGUF without general.architecture is no model llama.cpp reads
+    arch = arch_field.contents()
 
     def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)

@@ -42,7 +42,7 @@ def skeleton_layout(config: object) -> Layout:
         raise NotOutOfCore("the checkpoint has no readable config.json")
     try:
         with torch.device("meta"):
-            model = _auto_class(config).from_config(config)  # type: ignore[attr-defined]
+            model = _auto_class(config).from_config(config)
     except (ValueError, KeyError, ImportError, NotImplementedError) as e:
         raise NotOutOfCore(f"cannot build a skeleton of this model: {e}") from None
     layout = model_layout(model)

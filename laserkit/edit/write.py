@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..io.load import Loaded, load
 from ..io.save import save
@@ -29,6 +28,7 @@ from .editor import Editor
 from .gguf import edit_to_gguf
 from .ondisk import edit_checkpoint
 from .plan import NotOutOfCore, Step, is_gguf
+from .record import EditRecord
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Written:
     """What ``write_edited`` did: the Editor's records, where the model went (None when ``out``
     was None: computed, not written), whether the model was built, and the source as named."""
 
-    records: list[dict[str, Any]]
+    records: list[EditRecord]
     path: Path | None
     out_of_core: bool
     source: str

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import cast
 
 import torch
 from torch import nn
@@ -284,7 +285,9 @@ def greedy_generate(
     for b0 in range(0, len(order), batch_size):
         idx = order[b0 : b0 + batch_size]
         x, mask = pad_batch([prompts[i] for i in idx], pad_id, left=True)
-        gen = model.generate(
+        # nn.Module's __getattr__ types the attribute as Tensor | Module: a model's generate
+        generate = cast("Callable[..., torch.Tensor]", model.generate)
+        gen = generate(
             input_ids=x.to(dev),
             attention_mask=mask.to(dev),
             generation_config=cfg,
@@ -474,7 +477,7 @@ def embed(
     max_len = context_length(model)
     ids = [encode_prompt(tokenizer, t)[:max_len] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
-    out = [None] * len(ids)
+    out: list[torch.Tensor | None] = [None] * len(ids)
     dev = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for b0 in range(0, len(order), batch_size):
@@ -486,7 +489,8 @@ def embed(
         pooled = (h * m).sum(1) / m.sum(1)
         for j, i in enumerate(idx):
             out[i] = torch.nn.functional.normalize(pooled[j], dim=-1).cpu()
-    return torch.stack(out) if out else torch.zeros(0, 1)
+    # order is a permutation of every index: no None is left
+    return torch.stack(cast("list[torch.Tensor]", out)) if out else torch.zeros(0, 1)
 
 
 @lru_cache(maxsize=2)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from .factors import Factors
+    from .fast_svd import TopFactors
     from .rank_reduction import kept_rank, rho_from_rate
 
 # the numerical helpers live with their algorithm (torch); loaded on first use (PEP 562)
@@ -48,7 +49,10 @@ def check_finite(W: torch.Tensor, name: str = "the matrix") -> None:
 
 
 def compute(
-    W: torch.Tensor, iv: Intervention, factors: Factors | None = None, name: str = "the matrix"
+    W: torch.Tensor,
+    iv: Intervention,
+    factors: Factors | TopFactors | None = None,
+    name: str = "the matrix",
 ) -> tuple[torch.Tensor, dict]:
     """Apply ``iv`` to W (float32 or float64, (out, in)); returns Ŵ and facts for the record.
     ``name`` (the parameter's) is what an error about W's values names."""

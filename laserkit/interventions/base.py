@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from .factors import Factors
+    from .fast_svd import TopFactors
 
 DEFAULT_KIND = "rank-reduction"
 # name → kind class, in listing order (the shipped kinds first, then those of other packages)
@@ -141,6 +142,9 @@ class _ByKind(type):
     """``Intervention(kind=..., **fields)`` builds the registered kind's class (see the module
     docstring for why)."""
 
+    if TYPE_CHECKING:
+        kind: str  # its instances are Intervention and its kinds, which all name their kind
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is not Intervention:
             kind = kwargs.pop("kind", cls.kind)
@@ -169,6 +173,9 @@ class Intervention(metaclass=_ByKind):
     summary: ClassVar[str] = ""  # one line for KINDS and the CLI's listings
     svd: ClassVar[str | None] = None  # cached SVD factors it reads: None, "compute" or "float64"
     noop: ClassVar[bool] = False  # changes nothing: the Editor skips it, no finiteness check
+    if TYPE_CHECKING:
+        # every kind is a frozen dataclass (_adopt checks it), so dataclasses.fields takes them
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def factor_dtype(self, compute_dtype: torch.dtype) -> torch.dtype | None:
         """The dtype of the cached SVD factors ``compute`` takes, or None for none."""
@@ -190,7 +197,7 @@ class Intervention(metaclass=_ByKind):
         fraction of the rank) because reports and older readers look it up; a field with
         ``always_recorded=False`` appears only when it differs from its default."""
         d: dict[str, Any] = {"kind": self.kind, "rho": None}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata.get("always_recorded", True) or value != f.default:
                 d[f.name] = value
@@ -209,7 +216,7 @@ class Intervention(metaclass=_ByKind):
         flags that are set and the fields that differ from their defaults; just ``kind`` when
         there is nothing to say. Changing it changes the keys of stored trials."""
         parts = []
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "rho":
                 parts.append(f"ρ={value:g}")
@@ -223,10 +230,13 @@ class Intervention(metaclass=_ByKind):
                 parts.append(f"{f.name}={format(value, 'g')}")
         return f"{self.kind}({', '.join(parts)})" if parts else self.kind
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
+    def compute(
+        self, W: torch.Tensor, factors: Factors | TopFactors | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """Ŵ from W (float32 or float64, (out, in)) and facts for the record (at least
         ``rank``). ``factors``: the SVD of W in ``factor_dtype``'s dtype, when the kind reads
-        them and W is the original matrix; otherwise None."""
+        them and W is the original matrix (only the top ``factor_rank`` vectors, TopFactors,
+        where that is an int); otherwise None."""
         raise NotImplementedError
 
 
@@ -250,6 +260,7 @@ def _adopt(name: str, cls: type[Intervention], summary: str) -> None:
         isinstance(cls, type)
         and issubclass(cls, Intervention)
         and dataclasses.is_dataclass(cls)
+        # typeshed's DataclassInstance declares no __dataclass_params__ (set by @dataclass)
         and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     ):
         raise TypeError(f"{name}: a kind is a @dataclass(frozen=True) subclass of Intervention")

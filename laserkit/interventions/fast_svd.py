@@ -233,7 +233,7 @@ def _ritz(W: torch.Tensor, Q: torch.Tensor, GQ: torch.Tensor, kmax: int) -> TopF
     return TopFactors(W, V[:, :kmax], theta, r, r, "krylov")
 
 
-def choose(shape: tuple[int, int], kmax: int) -> str:
+def choose(shape: tuple[int, ...], kmax: int) -> str:
     """``krylov`` for small k on large matrices, ``gram`` otherwise (bench/bench_fast_svd.py)."""
     side = min(shape)
     return "krylov" if side > GRAM_SIDE and kmax <= KRYLOV_SHARE * side else "gram"

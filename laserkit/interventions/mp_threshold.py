@@ -23,6 +23,6 @@ def mp_reduce(
     f = factors if factors is not None and factors.S.dtype == torch.float64 else None
     if f is None:
         f = Factors.of(W.to(torch.float64))
-    tau = mp_threshold(f.S, *W.shape, estimator=estimator)
+    tau = mp_threshold(f.S, W.shape[0], W.shape[1], estimator=estimator)
     k = int((f.S > tau).sum())
     return f.truncate(k), k

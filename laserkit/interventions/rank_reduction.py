@@ -61,7 +61,7 @@ def rank_reduce(
     """Best rank-⌊min(m,n)·ρ⌋ approximation of W (in W's dtype, which should be ≥ float32).
 
     Without ``factors``, only the top-k singular vectors are computed (fast_svd.decompose)."""
-    k = kept_rank(*W.shape, rho)
+    k = kept_rank(W.shape[0], W.shape[1], rho)
     if k == min(W.shape):
         return W.clone()
     f = factors if factors is not None else decompose(W, k)
@@ -74,7 +74,7 @@ def lowrank_reduce(W: torch.Tensor, rho: float, niter: int = 2, seed: int = 0) -
     Not the best rank-k approximation (25 % from the exact edit on a 7B-shaped fc_in at
     ρ = 0.01: bench/RESULTS.md, docs/methods.md); offered as ``--svd lowrank-niter2`` to
     reproduce the reference's numbers."""
-    k = kept_rank(*W.shape, rho)
+    k = kept_rank(W.shape[0], W.shape[1], rho)
     if k == min(W.shape):
         return W.clone()
     if k == 0:

@@ -607,6 +607,9 @@ class _Greedy:
             found = self._narrow(
                 Q, kappa, coef * math.sqrt(ee), self.free.nonzero()[:, 0], lq, lq_err, -math.inf
             )
+        # the grid bounds always exist (finite weights: check_finite), so a finite best
+        # objective exceeds rest_hi = −∞
+        assert found is not None
         pos, Z, Z2, lqp = found
         if len(pos) == 1:  # certainly better than every other row: no tie, no exact score
             self.windows.append(0.0)
@@ -699,7 +702,7 @@ def _fingerprint(W: torch.Tensor) -> str:
     h = hashlib.sha1(usedforsecurity=False)
     h.update(f"{tuple(a.shape)}{a.dtype}".encode())
     if a.numel():
-        h.update(a.view(torch.uint8).reshape(-1).numpy())  # the buffer itself, not a copy
+        h.update(a.view(torch.uint8).reshape(-1).numpy().data)  # the buffer itself, not a copy
     return h.hexdigest()
 
 

@@ -21,6 +21,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from ..core.errors import LaserkitError
 from ..core.registry import Registry
@@ -335,7 +336,7 @@ _TQA_FIELDS = {
 }
 
 
-def _tqa(rec: dict, what: str, where: str) -> object:
+def _tqa(rec: dict, what: str, where: str) -> Any:
     for name in _TQA_FIELDS[what]:
         if name in rec:
             v = rec[name]

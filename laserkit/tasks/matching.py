@@ -26,6 +26,7 @@ import re
 import string
 from collections import Counter
 from decimal import Decimal
+from typing import TypeGuard
 
 import regex
 
@@ -88,7 +89,7 @@ def item_text(item: Item) -> str:
     raise LaserkitError(f"answer {item!r}: unsupported type {type(item).__name__}")
 
 
-def _is_scalar(item: object) -> bool:
+def _is_scalar(item: object) -> TypeGuard[str | int | float]:
     return isinstance(item, str | int | float) and not isinstance(item, bool)
 
 
@@ -133,7 +134,7 @@ def parts_of(items: tuple, mode: str) -> list[list] | None:
     return None
 
 
-def pairs_of(items: tuple) -> list[tuple[object, list]]:
+def pairs_of(items: tuple) -> list[tuple[str | int | float, list]]:
     """The (key, accepted values) pairs of dict answers (``match: all_pairs``)."""
     return [
         (k, v if isinstance(v, list) else [v])
@@ -260,8 +261,8 @@ def judge(prediction: str, items: tuple, mode: str, where: str = "") -> dict:
             )
         }
     if mode == "f1":
-        pred = normalize_answer(prediction)
-        return {"correct": any(pred == normalize_answer(item_text(it)) for it in items)}
+        norm = normalize_answer(prediction)
+        return {"correct": any(norm == normalize_answer(item_text(it)) for it in items)}
     if mode == "regex":
         return {"correct": any(regex_search(str(it), prediction, where) for it in items)}
     if mode == "substring":

@@ -138,7 +138,11 @@ def schema_rows() -> list[tuple[str, str, str, str, str]]:
         for f in dataclasses.fields(cls):
             if f.name.startswith("_") or f.metadata.get("internal"):
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                assert f.default_factory is not dataclasses.MISSING  # every key has a default
+                default = f.default_factory()
             rows.append(
                 (
                     section,

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..factors import Factors
+    from ..fast_svd import TopFactors
 
 
 @register("dont", "no change (the baseline)")
@@ -18,5 +19,7 @@ if TYPE_CHECKING:
 class Dont(Intervention):
     noop = True
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
+    def compute(
+        self, W: torch.Tensor, factors: Factors | TopFactors | None = None
+    ) -> tuple[torch.Tensor, dict]:
         return W.clone(), {"rank": min(W.shape)}

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..factors import Factors
+    from ..fast_svd import TopFactors
 
 
 def _estimator(name: str) -> str:
@@ -41,8 +42,14 @@ class MPThreshold(Intervention):
     def describe(self) -> str:
         return self.kind if self.estimator == "iqr" else f"{self.kind}({self.estimator})"
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
+    def compute(
+        self, W: torch.Tensor, factors: Factors | TopFactors | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        from ..factors import Factors  # noqa: PLC0415
         from ..mp_threshold import mp_reduce  # noqa: PLC0415
 
+        # factor_rank is None: the Editor's FactorCache.get(k=None) hands the full SVD (Factors,
+        # stored under its own "full" key) or the Editor passes nothing, never TopFactors
+        assert factors is None or isinstance(factors, Factors)
         out, k = mp_reduce(W, factors, self.estimator)
         return out, {"rank": k}

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..factors import Factors
+    from ..fast_svd import TopFactors
     from ..rank_reduction import SvdMethod
 
 
@@ -63,7 +64,9 @@ class RankReduction(Intervention):
 
         return kept_rank(shape[0], shape[1], self._rho())
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
+    def compute(
+        self, W: torch.Tensor, factors: Factors | TopFactors | None = None
+    ) -> tuple[torch.Tensor, dict]:
         from ..rank_reduction import kept_rank  # noqa: PLC0415
 
         out = _method(self.svd_method).reduce(W, self._rho(), factors)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..factors import Factors
+    from ..fast_svd import TopFactors
 
 
 def _bandwidth(value: float | str) -> float | str:
@@ -46,10 +47,13 @@ class VendiScore(Intervention):
         if self.q < 0:
             raise LaserkitError(f"Vendi order q {self.q} must be ≥ 0")
 
-    def compute(self, W: torch.Tensor, factors: Factors | None = None) -> tuple[torch.Tensor, dict]:
+    def compute(
+        self, W: torch.Tensor, factors: Factors | TopFactors | None = None
+    ) -> tuple[torch.Tensor, dict]:
         from ..rank_reduction import kept_rank  # noqa: PLC0415
         from ..vendi import vendi_reduce  # noqa: PLC0415 - only loaded when used
 
+        assert self.rho is not None  # __post_init__ refuses a missing ρ
         out, info = vendi_reduce(
             W,
             self.rho,
@@ -58,4 +62,4 @@ class VendiScore(Intervention):
             q=self.q,
             bandwidth=self.bandwidth,
         )
-        return out, {"rank": kept_rank(*W.shape, self.rho), **info}
+        return out, {"rank": kept_rank(W.shape[0], W.shape[1], self.rho), **info}
