@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from . import app
@@ -31,6 +39,9 @@ from .options import (
     TaskOpt,
 )
 
+if TYPE_CHECKING:
+    from types import TracebackType
+
 
 class _Bars:
     """One progress bar per method, added as the method starts."""
@@ -44,14 +55,19 @@ class _Bars:
             console=console,
             disable=not console.is_terminal,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _Bars:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
 
     def start(self, method: str) -> None:
         self.tasks[method] = self.progress.add_task(method, total=None)
@@ -107,7 +123,7 @@ def compare(
     types: str = typer.Option(
         "mlp,attn", "--types", help="greedy methods: module types the candidates come from"
     ),
-    data: str = DataOpt,
+    data: str | None = DataOpt,
     include_path: str = IncludeOpt,
     limit: int = LimitOpt,
     shuffle: int = ShuffleOpt,

@@ -27,6 +27,7 @@ import typer
 
 from ..core.errors import LaserkitError
 from ..interventions import KINDS, Intervention, kind_class
+from ..interventions.base import field_map
 
 FROM_OPTIONS: Any = None  # the default of the parameter the options replace
 SWEPT = "rho"  # the field a search sweeps (its grid axis): not an option in sweep mode
@@ -55,7 +56,7 @@ def collect(kinds: Sequence[str], sweep: bool = False) -> list[_Opt]:
     """The options of the kinds' fields, in kind then field order, one per field name."""
     opts: dict[str, _Opt] = {}
     for kind in kinds:
-        for f in dataclasses.fields(kind_class(kind)):
+        for f in field_map(kind_class(kind)).values():
             if sweep and f.name == SWEPT:
                 continue
             m = f.metadata
@@ -91,7 +92,7 @@ def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = Fal
     """One Intervention from the options' values (as ``collect`` made them). In sweep mode a
     kind with a ρ gets ``PLACEHOLDER_RHO``: the search replaces it by each value it tries."""
     spec = kind_class(kind)
-    own = {f.name for f in dataclasses.fields(spec)}
+    own = set(field_map(spec))
     values = dict(values)
     for o in opts:
         if o.alias_of is None:
@@ -112,7 +113,7 @@ def build(kind: str, values: dict[str, Any], opts: list[_Opt], sweep: bool = Fal
 
 def _convert(o: _Opt, value: Any) -> Any:
     spec = kind_class(o.owners[0])
-    f = next(f for f in dataclasses.fields(spec) if f.name == o.alias_of)
+    f = next(f for f in field_map(spec).values() if f.name == o.alias_of)
     return f.metadata["alias"].to_field(value)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ def intervention_from_options(
     """One Intervention from the old hand-written option list (kept for callers of the function;
     commands use ``options.intervention_options``). ρ is dropped for kinds without one."""
     from ..interventions import kind_class
+    from ..interventions.base import field_map
     from .options import build, collect
 
     values = {
@@ -53,7 +53,7 @@ def intervention_from_options(
         "bandwidth": bandwidth,
         "estimator": estimator,
     }
-    if "rho" not in {f.name for f in dataclasses.fields(kind_class(intervention))}:
+    if "rho" not in field_map(kind_class(intervention)):
         values.update(rho=None, rate=None)
     return build(intervention, values, collect(KINDS.names()))
 

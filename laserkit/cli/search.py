@@ -5,6 +5,7 @@ library."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,6 +52,9 @@ from .options import (
 )
 from .output import results
 
+if TYPE_CHECKING:
+    from types import TracebackType
+
 
 class _Bar:
     """A rich progress bar fed by the engine's (done, total) callback."""
@@ -70,8 +74,13 @@ class _Bar:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
 
     def __call__(self, done: int, total: int) -> None:
         self.progress.update(self.task, completed=done, total=max(total, done) or None)
@@ -237,7 +246,7 @@ def _iv(iv: Intervention) -> dict:
 def search(
     model: str = SearchModelArg,
     task: str = TaskOpt,
-    data: str = DataOpt,
+    data: str | None = DataOpt,
     include_path: str = IncludeOpt,
     final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
@@ -367,7 +376,7 @@ def search(
 def greedy(
     model: str = SearchModelArg,
     task: str = TaskOpt,
-    data: str = DataOpt,
+    data: str | None = DataOpt,
     include_path: str = IncludeOpt,
     final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,
@@ -442,7 +451,7 @@ def greedy(
 def compose(
     model: str = SearchModelArg,
     task: str = TaskOpt,
-    data: str = DataOpt,
+    data: str | None = DataOpt,
     include_path: str = IncludeOpt,
     final_eval: str = FinalEvalOpt,
     limit: int = LimitOpt,

@@ -210,6 +210,7 @@ def copy_base(store: TrialStore, siblings: list[TrialStore]) -> int:
             r = sib.results().get(key)
             if r is not None:
                 value = sib.study.trials[r.number].value
+                assert value is not None  # results() holds COMPLETE trials, which have a value
                 store.add_complete(
                     r.spec, Scored(r.summary, sib.records(r)), value, attrs={"copied_from": sib.run}
                 )
@@ -378,6 +379,7 @@ def compare(
             progress=tick,
         )
         stores[n] = store
+        assert result is not None  # only workers=0 leaves the run unworked
         done = RunResult.read(result)
         rows.append(row(METHODS.get(n), done, store, worked_trials(store) - before))
         base_rows.append(

@@ -10,6 +10,8 @@ grid of τ ∈ {fc_in, fc_out}, and the reference's selection (the base model ne
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.errors import LaserkitError
 
 # The paper's tasks and the reference's example counts (docs/methods.md, "The paper's tasks");
@@ -39,7 +41,7 @@ PAPER_MODELS: dict[tuple[str, int, int], str] = {
 }
 
 
-def model_key(config: object) -> tuple[str, int, int] | None:
+def model_key(config: Any) -> tuple[str, int, int] | None:
     """(model_type, layers, width) of a transformers config, to recognise the paper's models."""
     try:
         n = getattr(config, "num_hidden_layers", None) or config.n_layer

@@ -50,11 +50,13 @@ def load_model(
 
         src = ModelSource.parse(cfg.model)
         if src.kind == "dir":
-            refuse_remote_code(src.path, trust_remote_code)
+            refuse_remote_code(src.local_path, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             cfg.model, dtype=torch.float32, trust_remote_code=trust_remote_code
         )
-        return model.to("cpu" if device == "auto" else device).eval(), None
+        # PreTrainedModel.to is @functools.wraps(nn.Module.to): typeshed's _Wrapped is not bound
+        # as a method, so mypy takes the device for ``self``
+        return model.to("cpu" if device == "auto" else device).eval(), None  # type: ignore[arg-type]
     from ..io.load import load  # noqa: PLC0415
 
     loaded = load(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=trust_remote_code)

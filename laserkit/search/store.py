@@ -325,6 +325,7 @@ class TrialStore:
         obj = create.objective
         semantic = (
             obj.type == "task"
+            and obj.task is not None
             and kind_of(get_task(obj.task, obj.data).kind).legacy_max_new_tokens is not None
         )
         if not semantic or RunIdentity.of(self.config).differences(
@@ -636,5 +637,5 @@ def _finite(value: float) -> float:
     return value if value == value else float("-inf")
 
 
-def _jsonable(obj: object) -> object:
+def _jsonable(obj: object) -> Any:
     return json.loads(json.dumps(obj, default=str))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 import optuna
-from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from ..interventions import Intervention
 from . import trial
@@ -62,7 +62,7 @@ class TPE:
         self.hib = higher_is_better
         contiguous = self.layer_list == list(range(self.layer_list[0], self.layer_list[-1] + 1))
         self._replay: _Replay | None = None
-        self.dists = {
+        self.dists: dict[str, BaseDistribution] = {
             "lname": CategoricalDistribution(self.lnames),
             "layer": (
                 IntDistribution(self.layer_list[0], self.layer_list[-1])
@@ -105,6 +105,7 @@ class TPE:
             missing = [s for s in r.round_new if s["key"] not in done]
             if missing:
                 return list(r.ran), missing
+            assert r.round is not None  # _ask_round above made it a list
             for t, spec in r.round:
                 r.study.tell(t, objective_value(done[spec["key"]].summary, self.hib))
             for spec in r.round_new:
