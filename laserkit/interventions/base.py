@@ -177,6 +177,10 @@ class Intervention(metaclass=_ByKind):
         # every kind is a frozen dataclass (_adopt checks it), so dataclasses.fields takes them
         __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
+        # Intervention(kind=..., **options) returns the kind's class (_ByKind.__call__): what
+        # a type checker must accept here; each kind's own dataclass __init__ is checked as usual
+        def __init__(self, *args: Any, kind: str = ..., **options: Any) -> None: ...
+
     def factor_dtype(self, compute_dtype: torch.dtype) -> torch.dtype | None:
         """The dtype of the cached SVD factors ``compute`` takes, or None for none."""
         if self.svd is None:
