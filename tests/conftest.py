@@ -3,6 +3,8 @@ and the real default model (SmolLM2-135M-Instruct, converted once from its packa
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
@@ -101,3 +103,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def default_sigint() -> None:
+    """The child starts with Python's default Ctrl-C disposition: a suite run as a background
+    job of a shell script inherits SIGINT ignored, and laserkit keeps an ignored SIGINT ignored
+    (as it should), so the interrupt under test would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny
+from conftest import default_sigint, make_tiny
 
 from laserkit.core.fileio import PARTIAL, partial_files
 
@@ -88,13 +88,6 @@ def laserkit(
         env=_env(),
     )
     return Ran(p.returncode, p.stdout, p.stderr)
-
-
-def default_sigint() -> None:
-    """The child starts with Python's default Ctrl-C disposition: a suite run as a background
-    job of a shell script inherits SIGINT ignored, and laserkit keeps an ignored SIGINT ignored
-    (as it should), so the interrupt under test would never arrive."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _env() -> dict:

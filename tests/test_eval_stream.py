@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_cli_failures import default_sigint
+from conftest import default_sigint
 from test_search_cli import tiny_dir  # noqa: F401 - a fixture
 
 import laserkit.eval.stream as ES
