@@ -760,3 +760,34 @@ def test_workers_do_not_change_the_numbers(env, tmp_path):
         for split in ("validation", "test"):
             x, y = a[part][split], b[part][split]
             assert (x["accuracy"], x["log_loss"]) == (y["accuracy"], y["log_loss"])
+
+
+def test_an_interrupt_during_an_import_is_raised_after_it(tmp_path):
+    """A SIGTERM/SIGINT that lands while a module is being imported is raised once the import is
+    over: raised inside it, an extension's initialiser that called back into Python (torch's
+    pybind11 code) aborts the process with status -6 and no cleanup (seen in CI)."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "t = time.monotonic()\n"
+        "while time.monotonic() - t < 0.3:\n"
+        "    pass\n"
+        "done = True\n"
+    )
+    script = (
+        "import signal, sys, time\n"
+        "from laserkit.core.errors import interrupt_handler, terminated\n"
+        "signal.signal(signal.SIGTERM, interrupt_handler)\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "try:\n"
+        "    import slow_module\n"
+        "    time.sleep(5)\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    mod = sys.modules.get('slow_module')\n"
+        "    print('after import' if getattr(mod, 'done', False) else 'inside import',\n"
+        "          'terminated' if terminated() else 'not terminated')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["after", "import", "terminated"], r.stdout + r.stderr

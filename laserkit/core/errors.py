@@ -39,9 +39,49 @@ _interrupts: list[int] = []
 
 def interrupt_handler(signum: int, frame: object) -> None:
     """The SIGINT (and SIGTERM) handler the CLI installs: remember the interrupt, then raise
-    it, so a SIGTERM cleans up exactly as a Ctrl-C does."""
+    it, so a SIGTERM cleans up exactly as a Ctrl-C does.
+
+    Not while a module is being imported: an extension's initialiser (torch's pybind11 code)
+    that calls back into Python and gets a KeyboardInterrupt aborts the whole process (C++
+    ``terminate``, status -6, a core dump, no cleanup). Such a signal is re-sent to this process
+    shortly after, until it lands outside the import and is raised as usual.
+    """
+    if _importing(frame):
+        _redeliver(signum)
+        return
     _interrupts.append(signum)
     raise KeyboardInterrupt
+
+
+def _importing(frame: object) -> bool:
+    """Whether the interrupted Python code runs inside an ``import`` (importlib is on its stack)."""
+    f = frame
+    while f is not None:
+        if getattr(getattr(f, "f_code", None), "co_filename", "").startswith("<frozen importlib"):
+            return True
+        f = getattr(f, "f_back", None)
+    return False
+
+
+_pending: set[int] = set()
+
+
+def _redeliver(signum: int, delay: float = 0.02) -> None:
+    """Send ``signum`` to this process again after ``delay`` seconds (once per signal kind)."""
+    import os
+    import threading
+
+    if signum in _pending:
+        return
+    _pending.add(signum)
+
+    def again() -> None:
+        _pending.discard(signum)
+        os.kill(os.getpid(), signum)
+
+    t = threading.Timer(delay, again)
+    t.daemon = True
+    t.start()
 
 
 def interrupted() -> bool:
