@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from ..core.errors import LaserkitError
 from ..interventions import Factors, Intervention, check_finite, compute, kept_rank
 from ..interventions.fast_svd import TopFactors, decompose
+from ..model.placement import OffloadSlot, offload_slot, parameter
 from ..model.targets import Layout, Target, model_layout, resolve
 from .record import EditRecord
 
@@ -62,6 +64,19 @@ class FactorCache:
         return f
 
 
+_ABSENT = object()  # an offload overlay that had no entry for the key before the write
+
+
+def _put(view: torch.Tensor, index: torch.Tensor | None, value: torch.Tensor) -> None:
+    """Write ``value`` into ``view`` (the rows ``index``, or all of it), on the view's device
+    and in its dtype."""
+    value = value.to(device=view.device, dtype=view.dtype)
+    if index is None:
+        view.copy_(value)
+    else:
+        view[index.to(view.device)] = value
+
+
 @dataclass
 class _Undo:
     """What one write replaced: enough to put it back bit for bit."""
@@ -69,7 +84,9 @@ class _Undo:
     param: str
     transposed: bool
     index: torch.Tensor | None
-    previous: torch.Tensor  # CPU copy of the rows before the write, in the weight's dtype
+    previous: Any  # CPU copy of the rows before the write, in the weight's dtype; for an
+    # offloaded weight, the overlay's entry before the write (the tensor itself, or _ABSENT)
+    slot: OffloadSlot | None = None
 
 
 def _view(weight: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -85,6 +102,11 @@ class Editor:
     >>> ed = Editor(model)
     >>> ed.apply("fc_in", 26, Intervention(rho=0.01))
     >>> ed.restore()                      # weights are bit-for-bit the originals again
+
+    A model spread over devices (``device_map``): each edit is computed on the device its
+    matrix's module runs on; a weight accelerate offloaded (on ``meta``, its value in the hook's
+    ``weights_map``) is edited by putting the new tensor in the map's in-memory overlay, never
+    into the files behind it, and restore puts the overlay's entry back (docs/models.md).
     """
 
     def __init__(
@@ -101,6 +123,7 @@ class Editor:
         self.compute_dtype = compute_dtype
         self.cache = cache if cache is not None else FactorCache()
         self.params = dict(model.named_parameters(remove_duplicate=False))
+        self._slots: dict[str, OffloadSlot | None] = {}
         self._undo: list[_Undo] = []
         self._marks: list[int] = []  # len(records) at each undo entry, to trim records on restore
         self.records: list[EditRecord] = []
@@ -108,25 +131,44 @@ class Editor:
     def targets(self, lname: str, lnum: str | int = "all") -> list[Target]:
         return resolve(self.layout, lname, lnum)
 
+    def _slot(self, param: str) -> OffloadSlot | None:
+        if param not in self._slots:
+            self._slots[param] = offload_slot(self.model, param)
+        return self._slots[param]
+
+    def _current(self, param: str) -> tuple[torch.Tensor, torch.device]:
+        """The weight's value now and the device its edits are computed on."""
+        slot = self._slot(param)
+        if slot is not None:
+            return slot.get(), slot.device
+        w = parameter(self.model, param).data
+        return w, w.device
+
     def read(self, t: Target) -> torch.Tensor:
-        """The target's current matrix (out, in) as a new tensor in the compute dtype."""
-        view = _view(self.params[t.param].data, t.transposed)
+        """The target's current matrix (out, in) as a new tensor in the compute dtype, on the
+        device its module runs on."""
+        weight, dev = self._current(t.param)
+        view = _view(weight, t.transposed)
         idx = t.row_index()
         block = view if idx is None else view[idx.to(view.device)]
-        return block.to(self.compute_dtype, copy=True)
+        return block.to(device=dev, dtype=self.compute_dtype, copy=True)
 
     def _write(self, t: Target, value: torch.Tensor) -> None:
-        view = _view(self.params[t.param].data, t.transposed)
+        slot = self._slot(t.param)
         idx = t.row_index()
-        dev_idx = None if idx is None else idx.to(view.device)
-        before = view if dev_idx is None else view[dev_idx]
+        if slot is not None:
+            before = slot.store.get(slot.key, _ABSENT)
+            weight = slot.get().clone()  # the entry (or the file's tensor) is never written
+            self._undo.append(_Undo(t.param, t.transposed, idx, before, slot))
+            self._marks.append(len(self.records))
+            _put(_view(weight, t.transposed), idx, value)
+            slot.store[slot.key] = weight
+            return
+        view = _view(parameter(self.model, t.param).data, t.transposed)
+        before = view if idx is None else view[idx.to(view.device)]
         self._undo.append(_Undo(t.param, t.transposed, idx, before.detach().to("cpu", copy=True)))
         self._marks.append(len(self.records))
-        value = value.to(device=view.device, dtype=view.dtype)
-        if dev_idx is None:
-            view.copy_(value)
-        else:
-            view[dev_idx] = value
+        _put(view, idx, value)
 
     def _touched(self, param: str) -> bool:
         return any(u.param == param for u in self._undo)
@@ -175,12 +217,14 @@ class Editor:
             while len(self._undo) > to:
                 u = self._undo.pop()
                 del self.records[self._marks.pop() :]
-                view = _view(self.params[u.param].data, u.transposed)
-                prev = u.previous.to(view.device)
-                if u.index is None:
-                    view.copy_(prev)
-                else:
-                    view[u.index.to(view.device)] = prev
+                if u.slot is not None:
+                    if u.previous is _ABSENT:
+                        u.slot.store.pop(u.slot.key, None)
+                    else:
+                        u.slot.store[u.slot.key] = u.previous
+                    continue
+                view = _view(parameter(self.model, u.param).data, u.transposed)
+                _put(view, u.index, u.previous)
 
     @property
     def edited(self) -> bool:

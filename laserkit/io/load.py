@@ -19,10 +19,12 @@ from ..core.errors import LaserkitError, first_line
 from .open import local_dir
 from .source import (
     DEFAULT_MODEL,
+    DevicePlan,
     ModelSource,
     _load_error,
+    cache_dir,
     hub_fetch,
-    pick_device,
+    parse_device,
     pick_dtype,
     refuse_remote_code,
 )
@@ -65,7 +67,11 @@ def _auto_class(config: object) -> type[AutoModelForCausalLM] | type[AutoModelFo
 
 
 def _from_pretrained(
-    path: str, dtype: torch.dtype, trust_remote_code: bool, local_only: bool
+    path: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    local_only: bool,
+    placement: dict | None = None,
 ) -> tuple[nn.Module, object | None]:
     from transformers import AutoConfig, AutoTokenizer
 
@@ -75,8 +81,41 @@ def _from_pretrained(
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
     except (OSError, ValueError, TypeError):
         tokenizer = None  # weights without a tokenizer can still be edited and saved
-    model = _auto_class(config).from_pretrained(path, dtype=dtype, **kw)
+    model = _auto_class(config).from_pretrained(path, dtype=dtype, **kw, **(placement or {}))
     return model, tokenizer
+
+
+def offload_folder(model_dir: Path | None, where: str | os.PathLike | None = None) -> Path:
+    """A new folder of laserkit's own for weights accelerate offloads to disk, removed when the
+    process exits. Never inside the user's model directory: with safetensors weights
+    transformers reads offloaded tensors from the user's files in place (read-only) and writes
+    only what it must convert, into this folder (docs/models.md, "Models larger than one
+    device")."""
+    import atexit
+    import shutil
+    import tempfile
+
+    parent = Path(where) if where is not None else cache_dir() / "offload"
+    if model_dir is not None and parent.resolve().is_relative_to(Path(model_dir).resolve()):
+        raise LaserkitError(
+            f"offload folder {parent} lies inside the model directory {model_dir}, which laserkit "
+            "never writes into: set LASERKIT_CACHE (or offload_dir) elsewhere"
+        )
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="offload-", dir=parent))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _placement(plan: DevicePlan, model_dir: Path | None, where) -> dict | None:
+    """transformers' device_map / max_memory / offload_folder for a ``map`` plan, else None."""
+    if plan.device_map is None:
+        return None
+    return {
+        "device_map": plan.device_map,
+        "max_memory": plan.max_memory,
+        "offload_folder": str(offload_folder(model_dir, where)),
+    }
 
 
 def _check_weights(folder: Path) -> None:
@@ -105,25 +144,37 @@ def load(
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_dir: str | os.PathLike | None = None,
 ) -> Loaded:
     """Load a model and tokenizer, in eval mode, on the chosen device and dtype.
 
     ``source``: ``default`` (the packaged SmolLM2), a local directory, a ``.gguf`` file (converted
     once and cached, see gguf_cache), or a hub id. Failures (missing files, no network for an
     uncached hub id) raise one LaserkitError.
+
+    A model larger than one device: ``device="map"`` (or ``"map:0=70GiB,cpu=200GiB"``), or
+    ``device_map`` and ``max_memory`` as transformers takes them (``"auto"``, or a dict of module
+    → device, ``"disk"`` included); disk offload goes to a new folder under ``offload_dir``
+    (default: laserkit's cache), removed at exit (docs/models.md, "Models larger than one device").
     """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # laserkit shows its own progress; keep stderr for errors
     src = ModelSource.parse(source)
-    dev = pick_device(device)
+    plan = parse_device(device)
+    if device_map is not None:
+        plan = DevicePlan(plan.device, device_map, max_memory)
+    dev = plan.device
     torch_dtype = pick_dtype(dtype, dev)
     if src.kind == "hub":
         path = src.text
+        placement = _placement(plan, None, offload_dir)
         model, tokenizer = hub_fetch(
             src.text,
             lambda local: _from_pretrained(
-                src.text, torch_dtype, trust_remote_code, local_only=local
+                src.text, torch_dtype, trust_remote_code, local_only=local, placement=placement
             ),
         )
     else:
@@ -135,9 +186,10 @@ def load(
             )
         refuse_remote_code(Path(path), trust_remote_code)
         _check_weights(Path(path))
+        placement = _placement(plan, Path(path), offload_dir)
         try:
             model, tokenizer = _from_pretrained(
-                path, torch_dtype, trust_remote_code, local_only=True
+                path, torch_dtype, trust_remote_code, local_only=True, placement=placement
             )
         except Exception as e:
             if _refused_pickle(e):
@@ -155,7 +207,8 @@ def load(
             if not isinstance(e, (OSError, ValueError)):
                 raise
             raise _load_error(src.text, e) from None
-    model.to(dev)
+    if placement is None:
+        model.to(dev)
     model.eval()
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

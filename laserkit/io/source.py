@@ -36,13 +36,81 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LASERKIT_CACHE", Path.home() / ".cache" / "laserkit"))
 
 
+MAP_PREFIX = "map"  # ``--device map[:MAX_MEMORY]``: the model spread over devices (docs/models.md)
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where a model goes, parsed from the one ``device`` text every command takes.
+
+    ``cpu``, ``cuda:N``, ``auto``: the whole model on one device (``device_map`` None).
+    ``map`` or ``map:0=70GiB,cpu=200GiB``: transformers' ``device_map="auto"`` (accelerate fills
+    the GPUs in order, then the CPU, then a laserkit-owned disk folder), with that ``max_memory``
+    per device. ``device`` is then the main device (the first GPU, else the CPU): where inputs go,
+    and what commands that do not load a whole model (scan, out-of-core reduce) use. Kept as one
+    text so that the option travels unchanged to search workers (docs/models.md, "Models larger
+    than one device").
+    """
+
+    device: torch.device
+    device_map: str | dict | None = None
+    max_memory: dict[int | str, int] | None = None
+
+
+def parse_device(device: str = "auto") -> DevicePlan:
+    """The plan a ``device`` text describes; one-line errors for a bad one."""
+    head, _, rest = device.partition(":")
+    if head != MAP_PREFIX:
+        return DevicePlan(_one_device(device))
+    main = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return DevicePlan(main, "auto", parse_max_memory(rest) if rest else None)
+
+
+def parse_max_memory(text: str) -> dict[int | str, int]:
+    """``0=70GiB,cuda:1=70GiB,cpu=200GiB`` → transformers' ``max_memory`` (bytes per device)."""
+    from accelerate.utils import convert_file_size_to_int
+
+    out: dict[int | str, int] = {}
+    for item in text.split(","):
+        name, eq, size = (x.strip() for x in item.partition("="))
+        key = _memory_key(name)
+        if not eq or key is None:
+            raise LaserkitError(
+                f"--device map:{text}: {item.strip()!r} is not DEVICE=SIZE (DEVICE: a GPU "
+                "number, cuda:N or cpu; e.g. map:0=70GiB,cpu=200GiB)"
+            )
+        try:
+            out[key] = convert_file_size_to_int(size)
+        except ValueError:
+            raise LaserkitError(
+                f"--device map:{text}: bad size {size!r} for {name}: use e.g. 70GiB, 500MB"
+            ) from None
+        if out[key] < 0:
+            raise LaserkitError(f"--device map:{text}: size for {name} is negative")
+    return out
+
+
+def _memory_key(name: str) -> int | str | None:
+    if name == "cpu":
+        return "cpu"
+    number = name.removeprefix("cuda:")
+    return int(number) if number.isdigit() else None
+
+
 def pick_device(device: str = "auto") -> torch.device:
+    """The one device a command uses (the main device of ``map``: see DevicePlan)."""
+    return parse_device(device).device
+
+
+def _one_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise LaserkitError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+        raise LaserkitError(
+            f"unknown device {device!r}: use auto, cpu, cuda, cuda:N, or map[:0=70GiB,cpu=200GiB]"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LaserkitError(f"device {device!r} asked for, but no CUDA GPU is available")
     return dev
