@@ -21,20 +21,60 @@ from ..model.placement import OffloadSlot, offload_slot, parameter
 from ..model.targets import Layout, Target, model_layout, resolve
 from .record import EditRecord
 
+CPU_FACTOR_BYTES = 4 << 30  # the factor cache's default budget on the CPU
+GPU_FACTOR_SHARE = 4  # on a GPU: a quarter of the memory free when the cache first uses it
+
 
 class FactorCache:
-    """SVD factors of original matrices, least recently used first out past ``max_bytes``.
+    """SVD factors of original matrices, least recently used first out past a budget.
 
     Full SVDs (``get(key, W)``) or the top-k vectors (``get(key, W, k)``, fast_svd.TopFactors):
     those are decomposed to the largest rank the run will ask for (``rho_hint``, the grid's
-    largest ρ), so one decomposition still serves every ρ."""
+    largest ρ), so one decomposition still serves every ρ.
 
-    def __init__(self, max_bytes: int = 4 << 30, rho_hint: float | None = None) -> None:
+    Factors stay on the device they were computed on (the matrix's), and each device has its
+    own budget and its own LRU order: ``max_bytes`` an int (the same for every device), a dict
+    of device name (``cpu``, ``cuda:1``, or a type, ``cuda``) → bytes, or None: 4 GiB on the
+    CPU, a quarter of a GPU's free memory when the cache first meets it (docs/models.md)."""
+
+    def __init__(
+        self, max_bytes: int | dict[str, int] | None = None, rho_hint: float | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self.rho_hint = rho_hint
         self._items: OrderedDict[tuple, Factors | TopFactors] = OrderedDict()
+        self._budgets: dict[str, int] = {}
         self.hits = 0
         self.misses = 0
+
+    def budget(self, device: torch.device) -> int:
+        """The bytes of factors ``device`` may hold."""
+        name = str(device)
+        if name not in self._budgets:
+            self._budgets[name] = self._default_budget(device)
+        return self._budgets[name]
+
+    def _default_budget(self, device: torch.device) -> int:
+        given = self.max_bytes
+        if isinstance(given, dict):
+            given = given.get(str(device), given.get(device.type))
+        if given is not None:
+            return int(given)
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0] // GPU_FACTOR_SHARE
+        return CPU_FACTOR_BYTES
+
+    @staticmethod
+    def _device(f: Factors | TopFactors) -> torch.device:
+        return f.V.device if isinstance(f, TopFactors) else f.U.device
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes of factors held, per device."""
+        out: dict[str, int] = {}
+        for f in self._items.values():
+            name = str(self._device(f))
+            out[name] = out.get(name, 0) + self._size(f)
+        return out
 
     @staticmethod
     def _size(f: Factors | TopFactors) -> int:
@@ -59,9 +99,17 @@ class FactorCache:
         rows, cols = W.shape
         f = Factors.of(W) if k is None else decompose(W, self._planned_rank((rows, cols), k))
         self._items[key] = f
-        while len(self._items) > 1 and sum(map(self._size, self._items.values())) > self.max_bytes:
-            self._items.popitem(last=False)
+        self._evict(self._device(f))
         return f
+
+    def _evict(self, device: torch.device) -> None:
+        """Drop ``device``'s least recently used factors past its budget, keeping the newest."""
+        limit = self.budget(device)
+        while True:
+            mine = [k for k, f in self._items.items() if self._device(f) == device]
+            if len(mine) <= 1 or sum(self._size(self._items[k]) for k in mine) <= limit:
+                return
+            del self._items[mine[0]]
 
 
 _ABSENT = object()  # an offload overlay that had no entry for the key before the write

@@ -8,6 +8,10 @@ fixed batches (not generation, whose inputs change as tokens are produced).
 
 Past ``budget_bytes`` of cached states, new ones are spilled to ``spill_dir`` when one is given,
 otherwise not kept (that batch is recomputed every time): never out of memory because of the cache.
+
+A model spread over devices (``device_map``): the input of block ℓ is kept on the device block ℓ
+runs on (its accelerate hook's execution device), and the budget holds per device: each device
+may hold ``budget_bytes`` (or its own entry of a dict) of states (docs/models.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model.placement import execution_device
 from ..model.targets import find_blocks
 
 
@@ -75,7 +80,7 @@ class PrefixCache:
     def __init__(
         self,
         model: nn.Module,
-        budget_bytes: int = 1 << 30,
+        budget_bytes: int | dict[str, int] = 1 << 30,
         spill_dir: str | Path | None = None,
         wanted: set[int] | None = None,
     ) -> None:
@@ -88,7 +93,8 @@ class PrefixCache:
         self.layer: int | None = None
         self._memory: dict[tuple[int, str], torch.Tensor] = {}
         self._spilled: dict[tuple[int, str], Path] = {}
-        self._bytes = 0
+        self._bytes: dict[str, int] = {}  # per device
+        self._devices: dict[int, torch.device] = {}
         self._structure: int | None = None
         self._key: str | None = None
         self._swapped: list[tuple[int, nn.Module]] = []
@@ -99,10 +105,28 @@ class PrefixCache:
         for layer in {k[0] for k in [*self._memory, *self._spilled]}:
             self._drop(layer)
 
+    def device(self, layer: int) -> torch.device:
+        """Where block ``layer`` runs: its input is kept there."""
+        if layer not in self._devices:
+            self._devices[layer] = execution_device(self.blocks[layer])
+        return self._devices[layer]
+
+    def budget(self, device: torch.device) -> int:
+        """Bytes of states ``device`` may hold (a dict: by name, ``cuda:1``, or by type)."""
+        b = self.budget_bytes
+        if isinstance(b, dict):
+            return int(b.get(str(device), b.get(device.type, 0)))
+        return b
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes of states held in memory, per device."""
+        return {d: n for d, n in self._bytes.items() if n}
+
     def _drop(self, layer: int) -> None:
         for k in [k for k in self._memory if k[0] == layer]:
             t = self._memory.pop(k)
-            self._bytes -= t.numel() * t.element_size()
+            d = str(t.device)
+            self._bytes[d] -= t.numel() * t.element_size()
         for k in [k for k in self._spilled if k[0] == layer]:
             self._spilled.pop(k).unlink(missing_ok=True)
 
@@ -180,29 +204,33 @@ class PrefixCache:
     def _load(self, key: tuple[int, str]) -> torch.Tensor:
         if key in self._memory:
             return self._memory[key]
-        device = next(self.blocks[key[0]].parameters()).device
-        return torch.load(self._spilled[key], map_location=device, weights_only=True)
+        return torch.load(self._spilled[key], map_location=self.device(key[0]), weights_only=True)
 
-    def _evict_for(self, size: int) -> None:
-        """Drop whole layers other than the current one until ``size`` more bytes fit."""
+    def _fits(self, device: torch.device, size: int) -> bool:
+        return self._bytes.get(str(device), 0) + size <= self.budget(device)
+
+    def _evict_for(self, size: int, device: torch.device) -> None:
+        """Drop whole layers held on ``device``, other than the current one, until ``size`` more
+        bytes fit there."""
         cur = self.layer if self.layer is not None else len(self.blocks)
-        held = {k[0] for k in self._memory} - {self.layer}
+        held = {k[0] for k, t in self._memory.items() if t.device == device} - {self.layer}
         order = sorted((x for x in held if x > cur), reverse=True) + sorted(
             x for x in held if x < cur
         )
         for layer in order:
-            if self._bytes + size <= self.budget_bytes:
+            if self._fits(device, size):
                 return
             self._drop(layer)
             self.stats["evicted"] += 1
 
     def _record(self, key: tuple[int, str], hidden: torch.Tensor) -> None:
         size = hidden.numel() * hidden.element_size()
-        if self._bytes + size > self.budget_bytes and key[0] == self.layer:
-            self._evict_for(size)  # the layer being scored now comes first
-        if self._bytes + size <= self.budget_bytes:
-            self._memory[key] = hidden.detach().clone()
-            self._bytes += size
+        dev = self.device(key[0])
+        if not self._fits(dev, size) and key[0] == self.layer:
+            self._evict_for(size, dev)  # the layer being scored now comes first
+        if self._fits(dev, size):
+            self._memory[key] = hidden.detach().to(dev, copy=True)
+            self._bytes[str(dev)] = self._bytes.get(str(dev), 0) + size
             self.stats["recorded"] += 1
         elif self.spill_dir is not None:
             if self._spill_tmp is None:
