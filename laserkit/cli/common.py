@@ -56,7 +56,12 @@ ModelArg = typer.Argument(
 DtypeOpt = typer.Option(
     "auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bf16, fp16"
 )
-DeviceOpt = typer.Option("auto", "--device", help="auto (GPU when there is one), cpu, cuda, cuda:N")
+DeviceOpt = typer.Option(
+    "auto",
+    "--device",
+    help="auto (GPU when there is one), cpu, cuda, cuda:N; map: a model larger than one GPU "
+    "spread over the GPUs, the CPU, then disk (map:0=70GiB,cpu=200GiB caps each; docs/models.md)",
+)
 TrustOpt = typer.Option(
     False,
     "--trust-remote-code",

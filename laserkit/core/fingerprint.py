@@ -23,9 +23,11 @@ def weights_fingerprint(model) -> str:
     and one that loads it in float32 on a CPU agree, any edited or other weights do not."""
     import torch  # noqa: PLC0415
 
+    from .offload import real_value  # noqa: PLC0415
+
     def chunks():
         for name, t in sorted(model.state_dict().items()):
-            t = t.detach()
+            t = real_value(model, name, t).detach()  # an offloaded weight: its value
             if t.is_floating_point():
                 t = t.to(torch.bfloat16).view(torch.int16)
             yield f"{name}:{tuple(t.shape)}:{t.dtype};".encode()

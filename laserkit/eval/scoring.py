@@ -23,13 +23,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import LaserkitError
+from ..model.placement import execution_device
 
 CHATML = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 Request = tuple[Sequence[int], int]  # (token ids, index of the first token to score)
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where inputs go: the first weight's device, or for a model spread over devices
+    (accelerate) the device its forward starts on (docs/models.md)."""
+    return execution_device(model)
 
 
 def context_length(model: nn.Module, override: int | None = None) -> int:

@@ -8,20 +8,14 @@ files behind them (docs/models.md, "Models larger than one device").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-
-def _hooks(module: nn.Module) -> Iterator[Any]:
-    """accelerate's hooks on ``module`` (a SequentialHook holds several)."""
-    hook = getattr(module, "_hf_hook", None)
-    if hook is None:
-        return
-    yield from getattr(hook, "hooks", (hook,))
+from ..core.offload import hooks, offload_home
 
 
 @dataclass
@@ -58,17 +52,14 @@ def _overlay(weights_map: Any, key: str) -> tuple[MutableMapping[str, torch.Tens
 def offload_slot(model: nn.Module, name: str) -> OffloadSlot | None:
     """Where the value of parameter ``name`` lives when accelerate offloaded its module; None
     when the parameter holds its value itself (on whichever device)."""
-    parts = name.split(".")
-    for cut in range(len(parts) - 1, -1, -1):  # the parameter's module first, then its parents
-        module = model.get_submodule(".".join(parts[:cut]))
-        for hook in _hooks(module):
-            if getattr(hook, "offload", False) and getattr(hook, "weights_map", None) is not None:
-                rel = ".".join(parts[cut:])
-                found = _overlay(hook.weights_map, rel)
-                if found is not None:
-                    dev = _device(hook.execution_device)
-                    return OffloadSlot(hook.weights_map, rel, found[0], found[1], dev)
-    return None
+    home = offload_home(model, name)
+    if home is None:
+        return None
+    hook, rel = home
+    found = _overlay(hook.weights_map, rel)
+    if found is None:
+        return None
+    return OffloadSlot(hook.weights_map, rel, found[0], found[1], _device(hook.execution_device))
 
 
 def _device(dev: int | str | torch.device | None) -> torch.device:
@@ -87,7 +78,7 @@ def parameter(model: nn.Module, name: str) -> torch.Tensor:
 def execution_device(module: nn.Module) -> torch.device:
     """The device ``module``'s forward runs on: its accelerate hook's, else its first real
     parameter's (CPU for a module without one)."""
-    for hook in _hooks(module):
+    for hook in hooks(module):
         if getattr(hook, "execution_device", None) is not None:
             return _device(hook.execution_device)
     for p in module.parameters():

@@ -46,7 +46,7 @@ def load_model(
     if cfg.objective.type == "next-token":
         from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-        from ..io.source import ModelSource, refuse_remote_code  # noqa: PLC0415
+        from ..io.source import ModelSource, pick_device, refuse_remote_code  # noqa: PLC0415
 
         src = ModelSource.parse(cfg.model)
         if src.kind == "dir":
@@ -56,7 +56,8 @@ def load_model(
         )
         # PreTrainedModel.to is @functools.wraps(nn.Module.to): typeshed's _Wrapped is not bound
         # as a method, so mypy takes the device for ``self``
-        return model.to("cpu" if device == "auto" else device).eval(), None  # type: ignore[arg-type]
+        dev = "cpu" if device == "auto" else pick_device(device)  # map: its main device
+        return model.to(dev).eval(), None  # type: ignore[arg-type]
     from ..io.load import load  # noqa: PLC0415
 
     loaded = load(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=trust_remote_code)
