@@ -107,6 +107,21 @@ def test_edits_on_a_split_model_equal_a_plain_one_and_restore_bit_for_bit(model_
     assert snapshot(model_dir) == before  # bytes, modes and times of the user's files
 
 
+def test_a_save_of_an_edited_split_model_writes_the_edited_values(model_dir, tmp_path):
+    """transformers' save reads offloaded weights through the hooks: the overlay's edits. (Not
+    with cpu_offload stacked on a dispatched model, whose SequentialHook it cannot read.)"""
+    split = lk.load(model_dir, dtype="float32", device_map=SPLIT).model
+    plain = lk.load(model_dir, dtype="float32", device="cpu").model
+    iv = lk.Intervention(kind="rank-reduction", rho=0.25)
+    on_split, on_plain = Editor(split), Editor(plain)
+    for lname, lnum in EDITS:
+        on_split.apply(lname, lnum, iv)
+        on_plain.apply(lname, lnum, iv)
+    lk.save(split, None, tmp_path / "saved", on_split.records, base=str(model_dir))
+    saved, want = load_file(tmp_path / "saved" / "model.safetensors"), plain.state_dict()
+    assert set(saved) == set(want) and all(torch.equal(saved[k], want[k]) for k in want)
+
+
 def test_composed_edits_on_an_offloaded_weight_undo_one_step_at_a_time(model_dir):
     split = split_model(model_dir)
     name = "model.layers.2.mlp.gate_proj.weight"

@@ -272,7 +272,10 @@ NoCacheOpt = typer.Option(
     help="recompute layers before ℓ in every trial (results are the same; slower)",
 )
 CacheGbOpt = typer.Option(
-    1.0, "--cache-gb", help="memory for cached hidden states; beyond it batches are recomputed"
+    1.0,
+    "--cache-gb",
+    help="memory for cached hidden states, on each device that holds blocks; beyond it "
+    "batches are recomputed",
 )
 NoSaveOpt = typer.Option(
     False, "--no-save", help="do not save the chosen model into RUN_DIR/best-model"
