@@ -221,25 +221,39 @@ def tok_model_dir(tmp_path_factory, default_model_dir) -> Path:
     return path
 
 
-def test_eval_with_device_map_equals_one_device(tok_model_dir, tmp_path):
-    """--device map:cpu=12MB puts most of the 16 MB model on disk; the scores are those of the
-    plainly loaded model (the library's evaluate, in this process)."""
+def test_search_with_device_map_equals_one_device(tok_model_dir, tmp_path):
+    """--device map:cpu=12MB puts most of the 16 MB model on disk: a search over a small grid
+    (loading, scoring, edits, restores, prefix cache, fingerprints) gives the base and trials
+    of a one-device search."""
     env = {**os.environ, "LASERKIT_CACHE": str(tmp_path / "cache")}
     before = snapshot(tok_model_dir)
     task = ("--task", "fever-bigbench", "--limit", "8", "--dtype", "float32")
-    run = _cli(
-        "eval", tok_model_dir, *task, "--device", "map:cpu=12MB", "--out", tmp_path / "o", env=env
+    grid = ("--lname", "fc_in", "--lnum", "-2:", "--rho", "0.5,0.1", "--no-save")
+    runs = {
+        "bad": _cli("eval", tok_model_dir, *task, "--device", "map:cpu=lots", env=env),
+    }  # fmt: skip
+    for device in ("cpu", "map:cpu=12MB"):
+        runs[device] = _cli(
+            "search", tok_model_dir, *task, *grid, "--device", device,
+            "--run-dir", tmp_path / device.replace(":", "-"), env=env,
+        )  # fmt: skip
+    codes = {k: p.wait() for k, p in runs.items()}
+    assert codes == {"bad": 2, "cpu": 0, "map:cpu=12MB": 0}, {
+        k: p.stderr.read()
+        for k, p in runs.items()  # type: ignore[union-attr]
+    }
+    one, split = (
+        json.loads((tmp_path / d / "result.json").read_text()) for d in ("cpu", "map-cpu=12MB")
     )
-    bad = _cli("eval", tok_model_dir, *task, "--device", "map:cpu=lots", env=env)
-    plain = lk.load(tok_model_dir, dtype="float32", device="cpu")
-    ref = lk.evaluate(plain.model, plain.tokenizer, "fever-bigbench", limit=8, progress=False)
-    assert run.wait() == 0, run.stderr.read()  # type: ignore[union-attr]
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    for k in ("n", "accuracy", "log_loss", "score"):
-        assert summary[k] == ref.summary[k], k
+    assert len(one["trials"]) == 4 and one["trials"] == split["trials"]
+    assert one["chosen"] == split["chosen"]
+    for part in ("validation", "test"):
+        timed = ("seconds",)
+        assert {k: v for k, v in one["base"][part].items() if k not in timed} == {
+            k: v for k, v in split["base"][part].items() if k not in timed
+        }
     assert snapshot(tok_model_dir) == before
     assert not any((tmp_path / "cache" / "offload").iterdir())  # removed at exit
-    assert bad.wait() == 2
-    assert bad.stderr.read().strip().splitlines() == [  # type: ignore[union-attr]
+    assert runs["bad"].stderr.read().strip().splitlines() == [  # type: ignore[union-attr]
         "laserkit: error: --device map:cpu=lots: bad size 'lots' for cpu: use e.g. 70GiB, 500MB"
     ]
