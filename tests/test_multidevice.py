@@ -145,6 +145,10 @@ def test_the_offload_folder_is_laserkits_and_never_inside_the_model(model_dir, t
     hook = loaded.model.model.layers[2].mlp.gate_proj._hf_hook
     folder = Path(hook.weights_map.dataset.save_folder)
     assert folder.is_relative_to(tmp_path / "cache" / "offload")
+    # safetensors weights are read in place from the user's file (read-only): nothing copied
+    entry = hook.weights_map.dataset.index["model.layers.2.mlp.gate_proj.weight"]
+    assert Path(entry["safetensors_file"]) == model_dir / "model.safetensors"
+    assert not any(folder.iterdir())
     with pytest.raises(LaserkitError, match="inside the model directory"):
         lk.load(model_dir, dtype="float32", device_map=SPLIT, offload_dir=model_dir / "off")
     assert not (model_dir / "off").exists()
