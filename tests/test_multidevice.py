@@ -206,6 +206,25 @@ def test_prefix_cache_on_a_split_model_is_exact_and_budgeted_per_device(model_di
     assert PrefixCache(split, budget_bytes={"cuda": 5}).budget(torch.device("cpu")) == 0
 
 
+def test_prefix_cache_keeps_each_state_on_its_blocks_device_within_that_devices_budget():
+    """Block 3 on a second device (``meta`` stands in for a GPU): its states go there and count
+    against that device's budget only."""
+    model = make_tiny("llama", num_hidden_layers=LAYERS)
+    h = torch.ones(2, 9, 32)
+    size = h.numel() * h.element_size()
+    cache = PrefixCache(model, budget_bytes={"cpu": size, "meta": 2 * size})
+    cache._devices = {1: torch.device("cpu"), 2: torch.device("cpu"), 3: torch.device("meta")}
+    for key in ((1, "a"), (2, "a"), (3, "a"), (3, "b"), (3, "c")):
+        cache._record(key, h)
+    assert cache.held_bytes() == {"cpu": size, "meta": 2 * size}
+    assert cache._memory[(3, "a")].device.type == "meta"
+    assert cache.stats["recorded"] == 3 and cache.stats["not_kept"] == 2
+    cache.layer = 2  # scoring layer 2 now: layer 1 makes room on the CPU, the GPU keeps its own
+    cache._record((2, "b"), h)
+    assert (2, "b") in cache._memory and (1, "a") not in cache._memory
+    assert cache.held_bytes() == {"cpu": size, "meta": 2 * size}
+
+
 def _cli(*args, env) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("laserkit")
     return subprocess.Popen(
