@@ -107,6 +107,7 @@ def test_edits_on_a_split_model_equal_a_plain_one_and_restore_bit_for_bit(model_
     assert snapshot(model_dir) == before  # bytes, modes and times of the user's files
 
 
+@pytest.mark.filterwarnings("ignore:Attempting to save a model with offloaded modules")
 def test_a_save_of_an_edited_split_model_writes_the_edited_values(model_dir, tmp_path):
     """transformers' save reads offloaded weights through the hooks: the overlay's edits. (Not
     with cpu_offload stacked on a dispatched model, whose SequentialHook it cannot read.)"""
@@ -225,6 +226,39 @@ def test_prefix_cache_keeps_each_state_on_its_blocks_device_within_that_devices_
     assert cache.held_bytes() == {"cpu": size, "meta": 2 * size}
 
 
+def test_a_grid_search_on_a_split_model_equals_one_on_a_plain_model(
+    model_dir, tmp_path, one_thread
+):
+    """The search engine in this process (edits, restores, factor and prefix caches,
+    fingerprints) on the split model: the same trials, exactly, as on a plain copy."""
+    from laserkit.search import Context, ObjectiveConfig, RunConfig, TrialStore, run
+    from laserkit.search.store import default_url
+
+    split = split_model(model_dir)
+    plain = lk.load(model_dir, dtype="float32", device="cpu").model
+    seqs = torch.randint(0, 128, (10, 8), generator=torch.Generator().manual_seed(1)).tolist()
+    results = []
+    for name, model in (("split", split), ("plain", plain)):
+        cfg = RunConfig(
+            strategy="grid",
+            model="tiny",
+            objective=ObjectiveConfig(type="next-token", sequences=seqs, batch_size=8),
+            intervention=lk.Intervention(rho=1.0).to_dict(),
+            lnames=["fc_in"],
+            layers=[2, 3],
+            rhos=[0.5, 0.1],
+        )
+        (tmp_path / name).mkdir()
+        store = TrialStore(default_url(tmp_path / name), "run", create=cfg)
+        ctx = Context(store.config, model)
+        results.append(run(store, ctx=ctx))
+        assert ctx.prefix is not None and ctx.prefix.stats["hits"] > 0
+    assert len(results[0]["trials"]) == 4
+    for key in ("trials", "chosen", "base", "best"):
+        assert results[0][key] == results[1][key], key
+    assert torch.equal(logits(split), logits(plain))  # every trial restored
+
+
 def _cli(*args, env) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("laserkit")
     return subprocess.Popen(
@@ -244,39 +278,24 @@ def tok_model_dir(tmp_path_factory, default_model_dir) -> Path:
     return path
 
 
-def test_search_with_device_map_equals_one_device(tok_model_dir, tmp_path):
-    """--device map:cpu=12MB puts most of the 16 MB model on disk: a search over a small grid
-    (loading, scoring, edits, restores, prefix cache, fingerprints) gives the base and trials
-    of a one-device search."""
+def test_eval_with_device_map_equals_one_device(tok_model_dir, tmp_path):
+    """--device map:cpu=12MB puts most of the 16 MB model on disk; the scores are those of the
+    plainly loaded model (the library's evaluate, in this process)."""
     env = {**os.environ, "LASERKIT_CACHE": str(tmp_path / "cache")}
     before = snapshot(tok_model_dir)
     task = ("--task", "fever-bigbench", "--limit", "8", "--dtype", "float32")
-    grid = ("--lname", "fc_in", "--lnum", "-2:", "--rho", "0.5,0.1", "--no-save")
-    runs = {
-        "bad": _cli("eval", tok_model_dir, *task, "--device", "map:cpu=lots", env=env),
-    }  # fmt: skip
-    for device in ("cpu", "map:cpu=12MB"):
-        runs[device] = _cli(
-            "search", tok_model_dir, *task, *grid, "--device", device,
-            "--run-dir", tmp_path / device.replace(":", "-"), env=env,
-        )  # fmt: skip
-    codes = {k: p.wait() for k, p in runs.items()}
-    assert codes == {"bad": 2, "cpu": 0, "map:cpu=12MB": 0}, {
-        k: p.stderr.read()
-        for k, p in runs.items()  # type: ignore[union-attr]
-    }
-    one, split = (
-        json.loads((tmp_path / d / "result.json").read_text()) for d in ("cpu", "map-cpu=12MB")
-    )
-    assert len(one["trials"]) == 4 and one["trials"] == split["trials"]
-    assert one["chosen"] == split["chosen"]
-    for part in ("validation", "test"):
-        timed = ("seconds",)
-        assert {k: v for k, v in one["base"][part].items() if k not in timed} == {
-            k: v for k, v in split["base"][part].items() if k not in timed
-        }
+    out = tmp_path / "o"
+    ran = _cli("eval", tok_model_dir, *task, "--device", "map:cpu=12MB", "--out", out, env=env)
+    bad = _cli("eval", tok_model_dir, *task, "--device", "map:cpu=lots", env=env)
+    plain = lk.load(tok_model_dir, dtype="float32", device="cpu")
+    ref = lk.evaluate(plain.model, plain.tokenizer, "fever-bigbench", limit=8, progress=False)
+    assert ran.wait() == 0, ran.stderr.read()  # type: ignore[union-attr]
+    summary = json.loads((out / "summary.json").read_text())
+    for k in ("n", "accuracy", "log_loss", "score"):
+        assert summary[k] == ref.summary[k], k
     assert snapshot(tok_model_dir) == before
     assert not any((tmp_path / "cache" / "offload").iterdir())  # removed at exit
-    assert runs["bad"].stderr.read().strip().splitlines() == [  # type: ignore[union-attr]
+    assert bad.wait() == 2
+    assert bad.stderr.read().strip().splitlines() == [  # type: ignore[union-attr]
         "laserkit: error: --device map:cpu=lots: bad size 'lots' for cpu: use e.g. 70GiB, 500MB"
     ]
