@@ -28,6 +28,7 @@ from .options import (
     FROM_OPTIONS,
     PLACEHOLDER_RHO,
     BatchOpt,
+    BatchTokensOpt,
     CacheGbOpt,
     DataOpt,
     FinalEvalOpt,
@@ -291,6 +292,7 @@ def search(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    batch_tokens: str = BatchTokensOpt,
     selection: str = typer.Option(
         "laserkit",
         "--selection",
@@ -331,7 +333,9 @@ def search(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
+    objective = ObjectiveConfig.from_cli(
+        task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
+    )
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
@@ -395,6 +399,7 @@ def greedy(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    batch_tokens: str = BatchTokensOpt,
     shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
@@ -412,7 +417,9 @@ def greedy(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
+    objective = ObjectiveConfig.from_cli(
+        task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
+    )
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     from ..search.catalog import probe_storage
@@ -466,6 +473,7 @@ def compose(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    batch_tokens: str = BatchTokensOpt,
     shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
@@ -483,7 +491,9 @@ def compose(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
+    objective = ObjectiveConfig.from_cli(
+        task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
+    )
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(

@@ -38,6 +38,7 @@ OPTION = {
     "objective.data": "--data",
     "objective.limit": "--limit",
     "objective.batch_size": "--batch-size",
+    "objective.batch_tokens": "--batch-tokens",
     "objective.seed": "--shuffle",
     "objective.max_new_tokens": "--max-new-tokens",
     "objective.type": "the objective",
