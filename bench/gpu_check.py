@@ -225,6 +225,8 @@ def main() -> None:
         with Step(torch, device, f"eval fever-bigbench ({eval_n} claims)"):
             res = evaluate(model, tok, "fever-bigbench", limit=eval_n, progress=False)
         print(f"  accuracy {res.summary.get('accuracy', math.nan):.4f}", flush=True)
+        budget = res.summary.get("batch_tokens")  # --batch-tokens auto: from free GPU memory
+        print(f"  batches: {f'{budget} tokens' if budget else 'fixed rows (CPU)'}", flush=True)
         with Step(torch, device, f"laserkit search: 24-trial grid, {search_n} claims") as s:
             t_grid, edits = grid(torch, model, tok, path, search_n)
         with Step(torch, device, "reference-style loop: 3 of the grid's trials") as r:
