@@ -76,6 +76,37 @@ def test_batch_tokens_values():
     assert resolve_batch_tokens(model, "off") is None and resolve_batch_tokens(model, 99) == 99
 
 
+class FakeCuda:
+    """Just enough of a bfloat16 model on a CUDA device for sizing a budget."""
+
+    config = SimpleNamespace(hidden_size=4096, num_hidden_layers=32, vocab_size=32000)
+
+    def parameters(self):
+        yield SimpleNamespace(device=torch.device("cuda", 0), element_size=lambda: 2)
+
+
+def test_auto_budget_from_free_memory(monkeypatch):
+    free = 64 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (free, 80 << 30))
+    per_token = 4096 * 32 * 2 + 32000 * (2 + 8)  # activations + logits (docs/usage.md)
+    assert resolve_batch_tokens(FakeCuda(), None) == (free // 2) // per_token
+    assert resolve_batch_tokens(FakeCuda(), "off") is None
+    assert resolve_batch_tokens(FakeCuda(), 512) == 512
+
+
+def test_a_search_resolves_auto_once(tiny, monkeypatch):
+    calls = []
+
+    def resolve(model, tokens):
+        calls.append(tokens)
+        return 10 + len(calls)  # free memory that changes between trials
+
+    monkeypatch.setattr(S, "resolve_batch_tokens", resolve)
+    obj = NextTokenObjective([[1, 2, 3], [4, 5], [6, 7, 8, 9]], batch_size=2)
+    first = obj.score(tiny, "all").records
+    assert obj.score(tiny, "all").records == first and calls == [None]
+
+
 # --- results: the old loop and one-at-a-time as references ----------------------------------
 
 
