@@ -190,7 +190,7 @@ def _go(
         return
     _print_result(result)
     if final:
-        _final_eval(result, store, final, loaded, run_dir, cfg.objective.batch_size)
+        _final_eval(result, store, final, loaded, run_dir, cfg.objective)
     on_interrupt(
         f"the finished run is kept in {run_dir}; write its report and model with "
         f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`"
@@ -202,9 +202,7 @@ def _go(
         console.print(f"saved the chosen model to {paths['model']}")
 
 
-def _final_eval(
-    result: dict, store, tasks: list, loaded, run_dir: Path, batch_size: int | None
-) -> None:
+def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path, objective) -> None:
     """--final-eval: base and chosen model on other tasks, into result.json and the report."""
     from ..search.final_eval import final_eval
     from ..search.session import write_result
@@ -214,7 +212,13 @@ def _final_eval(
         "to score the --final-eval tasks"
     )
     with console.status("scoring the base and the chosen model on the --final-eval tasks ..."):
-        result["final_eval"] = final_eval(tasks, loaded, result["chosen"]["edits"], batch_size)
+        result["final_eval"] = final_eval(
+            tasks,
+            loaded,
+            result["chosen"]["edits"],
+            objective.batch_size,
+            objective.batch_tokens,
+        )
     store.set_result(result)
     write_result(result, run_dir)
     table = Table(title="other tasks (--final-eval, every example)")

@@ -92,6 +92,15 @@ def resolve_batch_tokens(model: Any, batch_tokens: BatchTokens) -> int | None:
     return max(1, int(AUTO_FRACTION * free) // token_bytes(model))
 
 
+def search_batching(
+    model: Any, batch_size: int | None, batch_tokens: BatchTokens
+) -> tuple[int | None, int | None]:
+    """(rows cap, token budget) of a search's scoring: under a budget rows are not capped (a
+    run always stores a --batch-size, 16 by default, for where no budget is in force)."""
+    budget = resolve_batch_tokens(model, parse_batch_tokens(batch_tokens))
+    return (None if budget is not None else batch_size), budget
+
+
 def note_budget(budget: int, model: Any) -> None:
     """The resolved "auto" budget, on stderr: it depends on the machine's free memory, and a
     different one batches rows differently (numbers then differ in float rounding only)."""

@@ -30,6 +30,7 @@ from .batching import (  # noqa: F401 - the scoring API names them
     parse_batch_tokens,
     plan_batches,
     resolve_batch_tokens,
+    search_batching,
     token_bytes,
 )
 

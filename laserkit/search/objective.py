@@ -215,7 +215,7 @@ class TaskObjective:
         self.limit = limit
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens  # None: "auto"
-        self._budget: tuple[int | None] | None = None  # resolved at the first trial
+        self._budget: tuple[int | None, int | None] | None = None  # at the first trial
         self.seed = seed
         self.name = getattr(self.task, "name", task)
         self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
@@ -269,11 +269,10 @@ class TaskObjective:
         at the first trial, so that every trial scores the same batches (and the prefix cache
         recognises them). Under a budget rows are not capped; without one, ``batch_size``."""
         if self._budget is None:
-            self._budget = (S.resolve_batch_tokens(model, S.parse_batch_tokens(self.batch_tokens)),)
-            if self.batch_tokens is None and self._budget[0] is not None:
-                S.note_budget(self._budget[0], model)
-        budget = self._budget[0]
-        return (None if budget is not None else self.batch_size), budget
+            self._budget = S.search_batching(model, self.batch_size, self.batch_tokens)
+            if self.batch_tokens is None and self._budget[1] is not None:
+                S.note_budget(self._budget[1], model)
+        return self._budget
 
     def _head(self, split: str, fraction: float) -> Task:
         """The task holding only the first part of one split, chosen exactly as evaluate()
