@@ -184,11 +184,29 @@ def test_token_budgets_equal_one_row_at_a_time(tiny):
 def test_generation_under_budgets_equals_fixed_rows(tiny):
     rng = random.Random(2)
     prompts = [[rng.randrange(1, 128) for _ in range(rng.randrange(1, 9))] for _ in range(5)]
-    kw = dict(max_new_tokens=5, pad_id=0, eos_ids=[3])
-    want = [S.greedy_generate(tiny, [p], batch_size=1, **kw)[0] for p in prompts]
+    eos = _direct_greedy(tiny, prompts[0], 2, eos=None)[1]  # the first prompt stops early
+    kw = dict(max_new_tokens=5, pad_id=0, eos_ids=[eos])
+    want = [_direct_greedy(tiny, p, 5, eos=eos) for p in prompts]
+    assert len(want[0]) == 1 and max(map(len, want)) == 5
     assert S.greedy_generate(tiny, prompts, batch_size=3, **kw) == want
     for budget in (1, 30):
         assert S.greedy_generate(tiny, prompts, batch_size=None, batch_tokens=budget, **kw) == want
+
+
+@torch.no_grad()
+def _direct_greedy(model, prompt: list[int], n: int, eos: int | None) -> list[int]:
+    """Greedy decoding the slow way: the whole sequence again at every step, no padding; the
+    end-of-sequence token barred from the first step (generate's min_new_tokens=1)."""
+    new: list[int] = []
+    for step in range(n):
+        logits = model(torch.tensor([prompt + new])).logits[0, -1].clone()
+        if step == 0 and eos is not None:
+            logits[eos] = float("-inf")
+        nxt = int(logits.argmax())
+        if nxt == eos:
+            break
+        new.append(nxt)
+    return new
 
 
 def test_next_token_objective_equals_the_old_loop(tiny):
