@@ -69,18 +69,18 @@ def mask_logprobs(
     """Log-softmax over the vocabulary (float32, CPU) at each row's mask positions, in
     ``plan_batches``' batches (rows in the given order); the finiteness of nothing is checked
     here (as before), and the results come to the host in one transfer."""
+    if not rows:
+        return []
     dev = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    x_all, m_all = S.padded([ids for ids, _ in rows], pad, dev)  # right padding: one transfer
     out: list[torch.Tensor] = []
     for sel in S.plan_batches([len(ids) for ids, _ in rows], batch_size, batch_tokens):
         batch = rows[sel.start : sel.stop]
         width = max(len(ids) for ids, _ in batch)
-        x = torch.full((len(batch), width), pad, dtype=torch.long)
-        m = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, (ids, _) in enumerate(batch):
-            x[j, : len(ids)] = torch.tensor(ids)
-            m[j, : len(ids)] = 1
-        logits = model(input_ids=x.to(dev), attention_mask=m.to(dev)).logits
+        x = x_all[sel.start : sel.stop, :width].contiguous()
+        m = m_all[sel.start : sel.stop, :width].contiguous()
+        logits = model(input_ids=x, attention_mask=m).logits
         for j, (_, pos) in enumerate(batch):
             out.append(logits[j, pos].float().log_softmax(-1))
     return S.to_host(out)  # type: ignore[return-value]
