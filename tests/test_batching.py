@@ -21,7 +21,8 @@ from torch.overrides import TorchFunctionMode
 from laserkit.core.errors import LaserkitError
 from laserkit.eval import scoring as S
 from laserkit.eval.batching import parse_batch_tokens, plan_batches, resolve_batch_tokens
-from laserkit.search.config import ObjectiveConfig
+from laserkit.search.config import ObjectiveConfig, RunConfig
+from laserkit.search.identity import RunIdentity
 from laserkit.search.objective import NextTokenObjective
 
 LAKIT = str(Path(sys.executable).parent / "laserkit")
@@ -341,8 +342,23 @@ def test_objective_config_stores_auto_as_before():
     assert default.batch_tokens is None  # runs made before the option compare equal
     assert ObjectiveConfig.from_cli("fever", batch_tokens="auto") == default
     assert ObjectiveConfig.from_cli("fever", batch_tokens="2048").batch_tokens == 2048
-    old = {k: v for k, v in default.to_json().items() if k != "batch_tokens"}
-    assert ObjectiveConfig.from_json(old) == default
+    assert "batch_tokens" not in default.to_json()  # stored as runs stored it before
+    assert ObjectiveConfig.from_json(default.to_json()) == default
+
+
+def test_a_resume_with_another_budget_is_refused():
+    def identity(tokens):
+        obj = ObjectiveConfig.from_cli("fever", batch_tokens=tokens)
+        cfg = RunConfig(strategy="grid", model="m", lnames=["fc_in"], layers=[0], objective=obj)
+        return RunIdentity.of(cfg)
+
+    run, same, other = identity(None), identity("auto"), identity("2048")
+    assert run.differences(same) == [] and same.differences(run) == []
+    assert run.differences(other) == ["objective.batch_tokens"]
+    assert other.differences(run) == ["objective.batch_tokens"]
+    assert "batch_tokens (--batch-tokens: auto in the run, 2048 here)" in run.describe(
+        other, ["objective.batch_tokens"]
+    )
 
 
 @pytest.mark.parametrize("cmd", ["eval", "search"])

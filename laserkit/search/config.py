@@ -98,7 +98,12 @@ class ObjectiveConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As stored; ``batch_tokens`` only when set, so a run with the default stores the
+        configuration runs stored before the option (identity.py compares it as None)."""
+        d = dataclasses.asdict(self)
+        if d["batch_tokens"] is None:
+            del d["batch_tokens"]
+        return d
 
     def public(self) -> dict[str, Any]:
         """Without bulky inline data (token sequences), for results and reports."""
