@@ -6,6 +6,7 @@ forward never synchronises lets the test count the synchronisations of laserkit'
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import make_tiny
+from test_search_cli import tiny_dir  # noqa: F401 - a fixture
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -375,3 +377,50 @@ def test_bad_batch_tokens_is_one_line(cmd, tmp_path):
         "laserkit: error: --batch-tokens 0: give auto, off, or a whole number of "
         "tokens of at least 1"
     ], res.stderr
+
+
+# --- whole tasks, through evaluate() and the installed command ------------------------------
+
+
+def _close(a: dict, b: dict, keys: tuple[str, ...]) -> None:
+    for k in keys:
+        if isinstance(a[k], float):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+        else:
+            assert a[k] == b[k], k
+
+
+def test_tasks_under_a_budget_equal_fixed_rows(tiny_dir, tmp_path):  # noqa: F811
+    from laserkit.eval.evaluate import evaluate
+    from laserkit.io.load import load
+    from laserkit.tasks import get_task
+
+    loaded = load(tiny_dir, dtype="float32", device="cpu")
+    text = tmp_path / "notes.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 16)
+    tasks = [
+        (get_task("fever-bigbench"), ("accuracy", "log_loss")),
+        (get_task("bbh-wikidata-bigbench"), ("accuracy", "log_loss")),
+        (get_task("perplexity", data=str(text)), ("perplexity",)),
+    ]
+    kw = dict(limit=4, progress=False, max_new_tokens=3, max_length=64)
+    for task, keys in tasks:
+        fixed = evaluate(loaded.model, loaded.tokenizer, task, batch_tokens="off", **kw)
+        for budget in (40,):  # one row a batch here, where fixed rows put 4
+            got = evaluate(loaded.model, loaded.tokenizer, task, batch_tokens=budget, **kw)
+            assert got.summary["batch_tokens"] == budget and "batch_tokens" not in fixed.summary
+            _close(got.summary, fixed.summary, keys)
+            for a, b in zip(got.records, fixed.records, strict=True):
+                _close(a, b, tuple(k for k in keys if k in a))
+
+
+def test_the_command_takes_a_budget(tiny_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "e"
+    res = subprocess.run(
+        [LAKIT, "eval", str(tiny_dir), "-t", "fever-bigbench", "--limit", "4"]
+        + ["--batch-tokens", "64", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["batch_tokens"] == 64
