@@ -6,9 +6,12 @@
 2. Semantic score: KV-cached, batched, left-padded greedy generation against uncached
    one-at-a-time generation (the laserRMT reference recomputes the whole prefix every step).
    The same generated tokens and the same scores (asserted).
+3. Token budget: batches of at most ``--batch-tokens`` tokens (rows × longest row) against fixed
+   batches of ``--batch-size`` rows, on FEVER; the same predictions (asserted).
 
     .venv/bin/python bench/bench_eval.py [--threads 1] [--batch-size 4] [--fever 48]
                                          [--epistemic 16] [--semantic 6] [--new-tokens 24]
+                                         [--batch-tokens 256]
 """
 
 from __future__ import annotations
@@ -82,6 +85,31 @@ def bench_choice(model, tok, name: str, n: int, batch_size: int) -> None:
     )
 
 
+def bench_budget(model, tok, name: str, n: int, batch_size: int, budget: int) -> None:
+    """Batches by a token budget (rows × longest row ≤ ``budget``) against fixed batches of
+    ``batch_size`` rows: same examples, the same predictions and log-probabilities (asserted)."""
+    task = get_task(name)
+    t0 = time.perf_counter()
+    fixed = evaluate(model, tok, task, limit=n, batch_size=batch_size, progress=False)
+    t_fixed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = evaluate(model, tok, task, limit=n, batch_tokens=budget, progress=False)
+    t_budget = time.perf_counter() - t0
+    diff = 0.0
+    for a, b in zip(fixed.records, res.records, strict=True):
+        assert a["prediction"] == b["prediction"], (a, b)
+        diff = max(diff, *(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"], strict=True)))
+    assert diff < 1e-3
+    print(
+        f"{name}: {n} examples, token budget {budget} vs {batch_size} rows, "
+        f"max |Δ log p| {diff:.2e}"
+    )
+    print(
+        f"  fixed rows {t_fixed:.2f} s, token budget {t_budget:.2f} s, "
+        f"ratio {t_fixed / t_budget:.2f}x"
+    )
+
+
 def bench_semantic(model, tok, n: int, new_tokens: int, batch_size: int) -> None:
     task = get_task("dpo-semantic")
     examples = load_examples(task)[:n]
@@ -128,6 +156,7 @@ def main() -> None:
     ap.add_argument("--epistemic", type=int, default=16)
     ap.add_argument("--semantic", type=int, default=6)
     ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--batch-tokens", type=int, default=256, help="the budget compared")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load(args.model, dtype="float32", device="auto")
@@ -135,6 +164,7 @@ def main() -> None:
     print(f"model {loaded.path} on {S.model_device(model)}, {args.threads} thread(s)")
     bench_choice(model, tok, "fever-bigbench", args.fever, args.batch_size)
     bench_choice(model, tok, "bbh-epistemic-bigbench", args.epistemic, args.batch_size)
+    bench_budget(model, tok, "fever-bigbench", args.fever, args.batch_size, args.batch_tokens)
     bench_semantic(model, tok, args.semantic, args.new_tokens, min(args.batch_size, 8))
 
 

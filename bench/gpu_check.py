@@ -7,7 +7,8 @@ prints, with the peak GPU memory of each step:
 
 1. the spectral scan of the checkpoint;
 2. one rank-reduction edit of the last layer's fc_in at ρ 0.01 and at ρ 0.1 (Editor, in memory);
-3. eval of fever-bigbench on 1000 claims;
+3. eval of fever-bigbench on 1000 claims, in batches of the default token budget (sized from
+   free GPU memory: docs/usage.md, "Batches"; the resolved budget is printed);
 4. a 24-trial grid (fc_in, fc_out × last 4 layers × ρ 0.1, 0.05, 0.01) through `laserkit
    search`'s engine against a reference-style loop (one example at a time, a fresh
    decomposition per trial, no prefix cache, no reload: the model stays on the GPU) on 3 of
@@ -225,6 +226,8 @@ def main() -> None:
         with Step(torch, device, f"eval fever-bigbench ({eval_n} claims)"):
             res = evaluate(model, tok, "fever-bigbench", limit=eval_n, progress=False)
         print(f"  accuracy {res.summary.get('accuracy', math.nan):.4f}", flush=True)
+        budget = res.summary.get("batch_tokens")  # --batch-tokens auto: from free GPU memory
+        print(f"  batches: {f'{budget} tokens' if budget else 'fixed rows (CPU)'}", flush=True)
         with Step(torch, device, f"laserkit search: 24-trial grid, {search_n} claims") as s:
             t_grid, edits = grid(torch, model, tok, path, search_n)
         with Step(torch, device, "reference-style loop: 3 of the grid's trials") as r:

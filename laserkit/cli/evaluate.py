@@ -21,6 +21,7 @@ from .common import (
     on_interrupt,
     require_tokenizer,
 )
+from .options import BatchTokensOpt
 
 out_console = Console()  # results go to stdout; status and errors to stderr
 
@@ -54,8 +55,12 @@ def eval_(
     split: str = typer.Option("all", "--split", help="all, validation (first 20%), test (rest)"),
     limit: int = typer.Option(None, "--limit", help="use the first N examples (then split)"),
     batch_size: int = typer.Option(
-        None, "--batch-size", help="sequences per forward pass (default 16 on GPU, 4 on CPU)"
+        None,
+        "--batch-size",
+        help="sequences per forward pass without a token budget (default 4 on CPU, 16 on "
+        "GPU); under a budget, the most in one",
     ),
+    batch_tokens: str = BatchTokensOpt,
     seed: int = typer.Option(None, "--seed", help="shuffle the examples with this seed first"),
     out: Path = typer.Option(None, "--out", help="write records.jsonl and summary.json here"),
     embedder: str = typer.Option(
@@ -105,6 +110,9 @@ def eval_(
             f"the records scored so far are kept in {out}/records.partial.jsonl; the "
             "same command continues after them"
         )
+    from ..eval.batching import parse_batch_tokens
+
+    parse_batch_tokens(batch_tokens)  # a bad value fails before any work
     if out is not None:  # before any work, and before importing torch
         from ..core.fileio import EVAL_FILES, check_dir_holds_only
 
@@ -136,6 +144,8 @@ def eval_(
         system_prompt=system_prompt,
         progress=True,
     )
+    if batch_tokens != "auto":  # the default stays out: earlier evaluations still resume
+        options["batch_tokens"] = batch_tokens
     if out is None:
         result = evaluate(
             loaded.model, loaded.tokenizer, t, split=split, limit=limit, seed=seed, **options

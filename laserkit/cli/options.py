@@ -259,7 +259,14 @@ StorageOpt = typer.Option(
     help="trial database URL (default sqlite:///RUN_DIR/"
     "trials.db; postgresql://USER:PW@HOST/DB for several machines)",
 )
-BatchOpt = typer.Option(16, "--batch-size", help="examples per forward pass")
+BatchOpt = typer.Option(
+    16, "--batch-size", help="examples per forward pass where no token budget is in force"
+)
+BATCH_TOKENS_HELP = (
+    "tokens per forward pass (rows × longest row): auto (from free GPU memory on CUDA; off on "
+    "a CPU), off (fixed --batch-size rows), or a number (docs/usage.md, Batches)"
+)
+BatchTokensOpt = typer.Option("auto", "--batch-tokens", help=BATCH_TOKENS_HELP)
 SHUFFLE_HELP = (
     "shuffle the examples with this seed before the split (default: none, the paper's "
     "first-20%-validation split)"

@@ -28,6 +28,7 @@ from .options import (
     FROM_OPTIONS,
     PLACEHOLDER_RHO,
     BatchOpt,
+    BatchTokensOpt,
     CacheGbOpt,
     DataOpt,
     FinalEvalOpt,
@@ -189,7 +190,7 @@ def _go(
         return
     _print_result(result)
     if final:
-        _final_eval(result, store, final, loaded, run_dir, cfg.objective.batch_size)
+        _final_eval(result, store, final, loaded, run_dir, cfg.objective)
     on_interrupt(
         f"the finished run is kept in {run_dir}; write its report and model with "
         f"`laserkit report {run_dir}` and `laserkit apply {run_dir} --out DIR`"
@@ -201,9 +202,7 @@ def _go(
         console.print(f"saved the chosen model to {paths['model']}")
 
 
-def _final_eval(
-    result: dict, store, tasks: list, loaded, run_dir: Path, batch_size: int | None
-) -> None:
+def _final_eval(result: dict, store, tasks: list, loaded, run_dir: Path, objective) -> None:
     """--final-eval: base and chosen model on other tasks, into result.json and the report."""
     from ..search.final_eval import final_eval
     from ..search.session import write_result
@@ -213,7 +212,13 @@ def _final_eval(
         "to score the --final-eval tasks"
     )
     with console.status("scoring the base and the chosen model on the --final-eval tasks ..."):
-        result["final_eval"] = final_eval(tasks, loaded, result["chosen"]["edits"], batch_size)
+        result["final_eval"] = final_eval(
+            tasks,
+            loaded,
+            result["chosen"]["edits"],
+            objective.batch_size,
+            objective.batch_tokens,
+        )
     store.set_result(result)
     write_result(result, run_dir)
     table = Table(title="other tasks (--final-eval, every example)")
@@ -291,6 +296,7 @@ def search(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    batch_tokens: str = BatchTokensOpt,
     selection: str = typer.Option(
         "laserkit",
         "--selection",
@@ -331,7 +337,9 @@ def search(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
+    objective = ObjectiveConfig.from_cli(
+        task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
+    )
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
@@ -395,6 +403,7 @@ def greedy(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    batch_tokens: str = BatchTokensOpt,
     shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
@@ -412,7 +421,9 @@ def greedy(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
+    objective = ObjectiveConfig.from_cli(
+        task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
+    )
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     from ..search.catalog import probe_storage
@@ -466,6 +477,7 @@ def compose(
     resume: bool = ResumeOpt,
     storage: str = StorageOpt,
     batch_size: int = BatchOpt,
+    batch_tokens: str = BatchTokensOpt,
     shuffle: int = ShuffleOpt,
     no_prefix_cache: bool = NoCacheOpt,
     no_save: bool = NoSaveOpt,
@@ -483,7 +495,9 @@ def compose(
 
     finals = check_final_eval(final_eval, include_path)
     data = task_source(task, data, include_path)
-    objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle, max_new_tokens)
+    objective = ObjectiveConfig.from_cli(
+        task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
+    )
     _check_model(model, trust_remote_code)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(

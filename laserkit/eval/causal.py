@@ -81,6 +81,7 @@ class CausalScorer(Scorer):
             reqs,
             pad_id=self.pad_id,
             batch_size=self.settings.batch_size,
+            batch_tokens=self.settings.batch_tokens,
             at_start=at_start,
             progress=self.settings.progress,
             desc=desc,
@@ -111,16 +112,19 @@ class CausalScorer(Scorer):
             firsts = [vocab.same_as(tok, flat[i][0][flat[i][1]]) for i in range(sl.start, sl.stop)]
             targets[sl.start] = torch.cat(firsts).unique()
 
-        def rank(i: int, lp: torch.Tensor) -> tuple[int, int] | None:
-            if i not in targets:
+        on_dev = _on_device(targets, S.model_device(self.model))
+
+        def rank(i: int, lp: torch.Tensor) -> torch.Tensor | None:
+            """(rank, argmax) kept on the device: they come to the host with the log-probs."""
+            if i not in on_dev:
                 return None
-            best = lp[targets[i]].max()
-            return int((lp > best).sum()) + 1, int(lp.argmax())
+            best = lp[on_dev[i]].max()
+            return torch.stack([(lp > best).sum() + 1, lp.argmax()])
 
         lps, extra = self._logprobs(flat, at_start=rank)
         out = []
         for sl, (_, cut) in zip(slices, built, strict=True):
-            r, top = extra[sl.start]
+            r, top = (int(v) for v in extra[sl.start].tolist())
             out.append(R.Ranked(r, tok.decode([top]), best_mean_loss(lps[sl]), cut))
         return out
 
@@ -135,6 +139,7 @@ class CausalScorer(Scorer):
             pad_id=self.pad_id,
             eos_ids=self.eos_ids(),
             batch_size=st.batch_size,
+            batch_tokens=st.batch_tokens,
             progress=st.progress,
             desc="generating",
         )
@@ -154,6 +159,7 @@ class CausalScorer(Scorer):
         ]
         flat, slices = _flatten(per_doc)
         # full-vocabulary logits of long windows are large: at most PPL_BATCH_TOKENS per batch
+        # unless a token budget is in force
         lps = self._text_logprobs(flat, window)
         return [
             R.Windows(
@@ -192,12 +198,15 @@ class CausalScorer(Scorer):
         ]
 
     def _text_logprobs(self, flat: list, window: int) -> list[torch.Tensor]:
+        st = self.settings
+        fixed = max(1, min(st.batch_size or 1, PPL_BATCH_TOKENS // window))
         lps, _ = S.token_logprobs(
             self.model,
             flat,
             pad_id=self.pad_id,
-            progress=self.settings.progress,
-            batch_size=max(1, min(self.settings.batch_size, PPL_BATCH_TOKENS // window)),
+            progress=st.progress,
+            batch_size=st.batch_size if st.batch_tokens is not None else fixed,
+            batch_tokens=st.batch_tokens,
             desc="perplexity",
         )
         return lps
@@ -221,6 +230,17 @@ class CausalScorer(Scorer):
         from .harness import run_lm_eval  # noqa: PLC0415 - lm-eval only when its tasks are asked
 
         return [run_lm_eval(self.model, self.tokenizer, r, self.settings) for r in requests]
+
+
+def _on_device(targets: dict[int, torch.Tensor], dev: torch.device) -> dict[int, torch.Tensor]:
+    """The target ids moved to the device in one transfer (indexing a device tensor with CPU
+    ids would copy them, and wait, once per example)."""
+    if not targets:
+        return {}
+    keys = list(targets)
+    flat = torch.cat([targets[k] for k in keys]).to(dev)
+    parts = flat.split([len(targets[k]) for k in keys])
+    return dict(zip(keys, parts, strict=True))
 
 
 def _flatten(per_item: list[list]) -> tuple[list, list[slice]]:

@@ -62,6 +62,7 @@ __all__ = [
     "SPLITS",
     "VALIDATION_FRACTION",
     "EvalResult",
+    "batching",
     "chat_settings",
     "evaluate",
     "n_validation",
@@ -132,6 +133,7 @@ def evaluate(
     split: str = "all",
     limit: int | None = None,
     batch_size: int | None = None,
+    batch_tokens: S.BatchTokens = None,
     progress: bool = True,
     seed: int | None = None,
     data: str | None = None,
@@ -149,14 +151,10 @@ def evaluate(
     ``max_length`` caps the context (default: the model's); over-long prompts lose tokens from
     the left. ``max_new_tokens`` overrides the task's generation length. ``embedder`` (semantic
     score): "minilm", "self" or a sentence-transformers directory. ``chat_template`` and
-    ``system_prompt`` override the task's (docs/tasks.md). ``batch_size`` defaults to 16 on a
-    GPU and 4 on CPU, where bigger batches of full-vocabulary logits only cost memory bandwidth
-    (measured in bench/RESULTS.md).
+    ``system_prompt`` override the task's (docs/tasks.md). Batches (``batching``): a token
+    budget (``batch_tokens``) or fixed ``batch_size`` rows.
     """
-    if batch_size is None:
-        batch_size = 16 if S.model_device(model).type == "cuda" else 4
-    if batch_size < 1:
-        raise LaserkitError("batch size must be at least 1")
+    batch_size, budget = batching(model, batch_size, batch_tokens)
     check_max_new_tokens(max_new_tokens)
     task = get_task(task, data) if data is not None or not isinstance(task, Task) else task
     kind = kind_of(task.kind)
@@ -174,6 +172,7 @@ def evaluate(
         model.eval()  # dropout would make scores random
     settings = Settings(
         batch_size=batch_size,
+        batch_tokens=budget,
         progress=progress,
         max_len=S.context_length(model, max_length),
         max_new_tokens=max_new_tokens if max_new_tokens is not None else task.max_new_tokens or 0,
@@ -201,6 +200,7 @@ def evaluate(
         **metrics,
         **({"chat_template": _shown(chat), "system_prompt": system} if kind.chat else {}),
         **({"max_new_tokens": settings.max_new_tokens} if kind.generates else {}),
+        **({"batch_tokens": budget} if budget is not None else {}),
         "truncated": sum(bool(r.get("truncated")) for r in records),
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -208,6 +208,27 @@ def evaluate(
     if "log_loss" in metrics:
         summary["log_loss_ci95"] = score_interval(records, "log_loss")
     return EvalResult(summary=summary, records=records)
+
+
+def batching(
+    model: nn.Module, batch_size: int | None, batch_tokens: S.BatchTokens
+) -> tuple[int | None, int | None]:
+    """(most rows per batch, token budget) in force (docs/usage.md, "Batches"). The default,
+    ``batch_tokens`` "auto" (None): on CUDA a budget sized from free memory
+    (``scoring.resolve_batch_tokens``), rows capped only by a ``batch_size`` given; elsewhere
+    no budget and ``batch_size`` rows (default 4 on a CPU, where bigger batches of
+    full-vocabulary logits only cost memory bandwidth: bench/RESULTS.md, "Evaluation"). A
+    number of tokens: that budget, rows capped by ``batch_size`` if given. "off": fixed rows
+    (default 16 on a GPU)."""
+    if batch_size is not None and batch_size < 1:
+        raise LaserkitError("batch size must be at least 1")
+    tokens = S.parse_batch_tokens(batch_tokens)
+    budget = S.resolve_batch_tokens(model, tokens)
+    if tokens is None and budget is not None:
+        S.note_budget(budget, model)
+    if budget is None and batch_size is None:
+        batch_size = 16 if S.model_device(model).type == "cuda" else 4
+    return batch_size, budget
 
 
 def chat_settings(

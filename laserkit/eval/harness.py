@@ -48,11 +48,17 @@ class LaserkitLM(TemplateLM):
     backend = "causal"
 
     def __init__(
-        self, model: nn.Module, tokenizer, batch_size: int = 4, progress: bool = False
+        self,
+        model: nn.Module,
+        tokenizer,
+        batch_size: int | None = 4,
+        progress: bool = False,
+        batch_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens  # the token budget in force (scoring.plan_batches)
         self.progress = progress
         self.add_bos_token = None  # HFLM's default: the tokenizer decides
         self.custom_prefix_token_id = None
@@ -93,6 +99,7 @@ class LaserkitLM(TemplateLM):
             reqs,
             pad_id=self._pad_id,
             batch_size=self.batch_size,
+            batch_tokens=self.batch_tokens,
             progress=self.progress,
             desc="lm-eval loglikelihood",
             at_tokens=_is_greedy,
@@ -152,6 +159,7 @@ class LaserkitLM(TemplateLM):
                 pad_id=self._pad_id,
                 eos_ids=self._eos_ids(),
                 batch_size=self.batch_size,
+                batch_tokens=self.batch_tokens,
                 progress=self.progress,
                 desc="lm-eval generate_until",
                 min_new_tokens=0,
@@ -185,7 +193,7 @@ def run_lm_eval(
     now: its results with per-sample logs, and its results file as ``lm_eval`` writes it."""
     from lm_eval.evaluator import evaluate as lm_evaluate  # noqa: PLC0415
 
-    lm = LaserkitLM(model, tokenizer, settings.batch_size, settings.progress)
+    lm = LaserkitLM(model, tokenizer, settings.batch_size, settings.progress, settings.batch_tokens)
     res = lm_evaluate(
         lm,
         request.tasks,
@@ -196,7 +204,7 @@ def run_lm_eval(
     return HarnessResults(res, _results_json(res, model, settings.batch_size))
 
 
-def _results_json(res: dict, model: nn.Module, batch_size: int) -> dict:
+def _results_json(res: dict, model: nn.Module, batch_size: int | None) -> dict:
     """lm-eval's results as ``lm_eval --output_path`` writes them (results, groups,
     group_subtasks, configs, versions, n-shot, higher_is_better, n-samples, config, date,
     model_name), without the per-sample logs: those are laserkit's records."""
@@ -209,7 +217,7 @@ def _results_json(res: dict, model: nn.Module, batch_size: int) -> dict:
         "model_args": None,
         "batch_size": batch_size,
         "batch_sizes": [],
-        "device": str(next(model.parameters()).device),
+        "device": str(S.model_device(model)),
         "use_cache": None,
         "limit": None,
         "bootstrap_iters": BOOTSTRAP_ITERS,

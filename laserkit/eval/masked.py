@@ -24,6 +24,7 @@ from torch import nn
 from ..core.errors import LaserkitError
 from ..tasks import requests as R
 from ..tasks.kinds import KINDS, TaskKind
+from . import scoring as S
 from .scorer import Scorer
 
 N_FILL = 5  # masks the reference's RoBERTa scripts fill for open answers
@@ -59,24 +60,30 @@ def answer_ids(tok, answer: str) -> list[int]:
 
 @torch.inference_mode()
 def mask_logprobs(
-    model: nn.Module, tok, rows: Sequence[tuple[list[int], list[int]]], batch_size: int = 8
+    model: nn.Module,
+    tok,
+    rows: Sequence[tuple[list[int], list[int]]],
+    batch_size: int | None = 8,
+    batch_tokens: int | None = None,
 ) -> list[torch.Tensor]:
-    """Log-softmax over the vocabulary (float32, CPU) at each row's mask positions."""
-    dev = next(model.parameters()).device
+    """Log-softmax over the vocabulary (float32, CPU) at each row's mask positions, in
+    ``plan_batches``' batches (rows in the given order); the finiteness of nothing is checked
+    here (as before), and the results come to the host in one transfer."""
+    if not rows:
+        return []
+    dev = S.model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    x_all, m_all = S.padded([ids for ids, _ in rows], pad, dev)  # right padding: one transfer
     out: list[torch.Tensor] = []
-    for b0 in range(0, len(rows), batch_size):
-        batch = rows[b0 : b0 + batch_size]
+    for sel in S.plan_batches([len(ids) for ids, _ in rows], batch_size, batch_tokens):
+        batch = rows[sel.start : sel.stop]
         width = max(len(ids) for ids, _ in batch)
-        x = torch.full((len(batch), width), pad, dtype=torch.long)
-        m = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, (ids, _) in enumerate(batch):
-            x[j, : len(ids)] = torch.tensor(ids)
-            m[j, : len(ids)] = 1
-        logits = model(input_ids=x.to(dev), attention_mask=m.to(dev)).logits
+        x = x_all[sel.start : sel.stop, :width].contiguous()
+        m = m_all[sel.start : sel.stop, :width].contiguous()
+        logits = model(input_ids=x, attention_mask=m).logits
         for j, (_, pos) in enumerate(batch):
-            out.append(logits[j, pos].float().log_softmax(-1).cpu())
-    return out
+            out.append(logits[j, pos].float().log_softmax(-1))
+    return S.to_host(out)  # type: ignore[return-value]
 
 
 class MaskedScorer(Scorer):
@@ -88,6 +95,10 @@ class MaskedScorer(Scorer):
     @classmethod
     def accepts(cls, model: nn.Module) -> bool:
         return is_masked_lm(model)
+
+    @property
+    def _batching(self) -> tuple[int | None, int | None]:
+        return self.settings.batch_size, self.settings.batch_tokens
 
     def check(self, kind: TaskKind) -> None:
         if not kind.supported_by_masked:
@@ -102,7 +113,7 @@ class MaskedScorer(Scorer):
         for r in requests:
             answers = [answer_ids(tok, c) for c in r.continuations]
             rows = [_masked(tok, r.prompt, len(a)) for a in answers]
-            lps = mask_logprobs(self.model, tok, rows, self.settings.batch_size) if rows else []
+            lps = mask_logprobs(self.model, tok, rows, *self._batching) if rows else []
             sums = [
                 float(lp[range(len(a)), a].double().sum())
                 for lp, a in zip(lps, answers, strict=True)
@@ -114,7 +125,7 @@ class MaskedScorer(Scorer):
         """The first answer's first token ranked at one mask after the prompt."""
         tok = self.tokenizer
         rows = [_masked(tok, r.prompt, 1) for r in requests]
-        lps = mask_logprobs(self.model, tok, rows, self.settings.batch_size)
+        lps = mask_logprobs(self.model, tok, rows, *self._batching)
         out = []
         for r, lp in zip(requests, lps, strict=True):
             first = answer_ids(tok, r.continuations[0])[0]
@@ -126,5 +137,5 @@ class MaskedScorer(Scorer):
         """The prompt followed by N_FILL masks, each filled by its argmax token."""
         tok = self.tokenizer
         rows = [_masked(tok, r.prompt, N_FILL) for r in requests]
-        fills = mask_logprobs(self.model, tok, rows, self.settings.batch_size)
+        fills = mask_logprobs(self.model, tok, rows, *self._batching)
         return [tok.decode(lp.argmax(-1).tolist(), skip_special_tokens=True) for lp in fills]

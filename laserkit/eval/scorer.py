@@ -37,7 +37,8 @@ class Settings:
     generation lengths, the semantic score's embedder, the chat template and system prompt in
     force, and what goes between a raw prompt and its answer."""
 
-    batch_size: int = 4
+    batch_size: int | None = 4  # most rows per batch (None: no cap under a token budget)
+    batch_tokens: int | None = None  # the token budget in force (None: fixed batch_size rows)
     progress: bool = False
     max_len: int = 2048
     max_new_tokens: int = 15

@@ -24,6 +24,16 @@ from tqdm.auto import tqdm
 
 from ..core.errors import LaserkitError
 from ..model.placement import execution_device
+from .batching import (  # noqa: F401 - the scoring API names them
+    AUTO_FRACTION,
+    BatchTokens,
+    note_budget,
+    parse_batch_tokens,
+    plan_batches,
+    resolve_batch_tokens,
+    search_batching,
+    token_bytes,
+)
 
 CHATML = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 Request = tuple[Sequence[int], int]  # (token ids, index of the first token to score)
@@ -97,20 +107,29 @@ def check_finite_outputs(values: torch.Tensor) -> None:
     """A model whose outputs are NaN or ±inf cannot be scored: every answer would tie (and NaN
     comparisons would count as correct). One line instead of a meaningless accuracy."""
     if not bool(torch.isfinite(values).all()):
-        raise LaserkitError(
-            "the model's outputs are NaN or infinite, so no answer can be scored: its weights "
-            "hold NaN/inf, or it overflows in this dtype (try --dtype float32)"
-        )
+        raise not_finite()
+
+
+def not_finite() -> LaserkitError:
+    return LaserkitError(
+        "the model's outputs are NaN or infinite, so no answer can be scored: its weights "
+        "hold NaN/inf, or it overflows in this dtype (try --dtype float32)"
+    )
 
 
 class _FiniteScores:
-    """A generation logits processor that stops at the first step with NaN or +inf scores.
+    """A generation logits processor that notes, on the device, any step with NaN or +inf
+    scores (``check.raise_if_bad()`` after the batch reports it: no host synchronisation per
+    generated token).
 
     −inf is legitimate here: other processors mask tokens with it (min_new_tokens masks the end
     of sequence), so only NaN and +inf mean a broken model."""
 
+    def __init__(self) -> None:
+        self.check = FiniteCheck()
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        check_finite_outputs(scores.masked_fill(scores == float("-inf"), 0.0))
+        self.check.add(scores.masked_fill(scores == float("-inf"), 0.0))
         return scores
 
 
@@ -171,30 +190,50 @@ def pad_batch(
     return x, mask
 
 
-@torch.inference_mode()
-def token_logprobs(
-    model: nn.Module,
-    requests: Sequence[Request],
-    *,
-    pad_id: int,
-    batch_size: int = 16,
-    at_start: Callable[[int, torch.Tensor], object] | None = None,
-    progress: bool = False,
-    desc: str = "scoring",
-    at_tokens: Callable[[Sequence[int], torch.Tensor], object] | None = None,
-) -> tuple[list[torch.Tensor], list[object]]:
-    """For each request (ids, start): log p(ids[t] | ids[:t]) for t ≥ start (float32, CPU), and
-    ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``, or
-    ``at_tokens(ids[start:], the rows predicting them)`` (lm-eval's is_greedy needs every row).
+class FiniteCheck:
+    """NaN/inf outputs noticed on the device and reported once (``raise_if_bad``): one host
+    synchronisation per call instead of one per batch or per generated token."""
 
-    Sharing: a request needs the model's outputs on ids[:-1] only (the last token is predicted,
-    never an input), so requests whose inputs are equal (one-token answers after the same
-    prompt) or a prefix of another request's input are read from that longer row, where causal
-    attention gives them the same values. Rows are sorted by length, longest first, and
-    right-padded.
-    """
-    if any(not 1 <= s < len(ids) for ids, s in requests):
-        raise LaserkitError("internal: every scored token needs at least one token of context")
+    def __init__(self) -> None:
+        self.ok: torch.Tensor | None = None
+
+    def add(self, values: torch.Tensor) -> None:
+        ok = torch.isfinite(values).all()
+        self.ok = ok if self.ok is None else self.ok & ok
+
+    def raise_if_bad(self) -> None:
+        if self.ok is not None and not bool(self.ok):
+            raise not_finite()
+
+
+def to_host(tree: object) -> object:
+    """Every tensor in a nested list/tuple/dict structure moved to the CPU in one transfer per
+    dtype (concatenated on the device, split on the host): the results of a call cross to the
+    host once, not once per row."""
+    from torch.utils import _pytree as pytree  # noqa: PLC0415
+
+    leaves, spec = pytree.tree_flatten(tree)
+    groups: dict[tuple, list[int]] = {}
+    for k, t in enumerate(leaves):
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            groups.setdefault((t.dtype, t.device), []).append(k)
+    for ks in groups.values():
+        flat = torch.cat([leaves[k].reshape(-1) for k in ks]).cpu()
+        for k, part in zip(ks, flat.split([leaves[k].numel() for k in ks]), strict=True):
+            leaves[k] = part.view(leaves[k].shape)
+    return pytree.tree_unflatten(leaves, spec)
+
+
+def padded(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple:
+    """Ids and mask of every row right-padded to the longest, moved to ``device`` at once; a
+    batch is then a slice ``[rows, :its width]``, equal to ``pad_batch`` of its rows."""
+    x, mask = pad_batch(seqs, pad_id)
+    return x.to(device), mask.to(device)
+
+
+def _sharing(requests: Sequence[Request]) -> tuple[list, list, dict]:
+    """(keys, rows, users): each request's ids, the distinct input rows (longest first), and
+    the requests each row answers (token_logprobs' docstring says why rows are shared)."""
     keys = [tuple(int(t) for t in ids) for ids, _ in requests]
     inputs = [k[:-1] for k in keys]
     uniq = sorted(set(inputs))
@@ -207,39 +246,94 @@ def token_logprobs(
     for i, k in enumerate(inputs):
         users.setdefault(rep[k], []).append(i)
     rows = sorted(users, key=lambda r: (-len(r), r))
+    return keys, rows, users
+
+
+def _gather_index(keys: list, requests: Sequence[Request], dev: torch.device) -> tuple:
+    """Every request's scored positions and tokens, as two flat tensors moved to the device at
+    once, and each request's slice of them."""
+    pos: list[int] = []
+    tok: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for (_, start), key in zip(requests, keys, strict=True):
+        spans.append((len(pos), len(pos) + len(key) - start))
+        pos += range(start - 1, len(key) - 1)
+        tok += key[start:]
+    both = torch.tensor([pos, tok], dtype=torch.long).to(dev)
+    return both[0], both[1], spans
+
+
+@torch.inference_mode()
+def token_logprobs(
+    model: nn.Module,
+    requests: Sequence[Request],
+    *,
+    pad_id: int,
+    batch_size: int | None = 16,
+    batch_tokens: int | None = None,
+    at_start: Callable[[int, torch.Tensor], object] | None = None,
+    progress: bool = False,
+    desc: str = "scoring",
+    at_tokens: Callable[[Sequence[int], torch.Tensor], object] | None = None,
+) -> tuple[list[torch.Tensor], list[object]]:
+    """For each request (ids, start): log p(ids[t] | ids[:t]) for t ≥ start (float32, CPU), and
+    ``at_start(i, logprobs over the vocabulary at the position predicting ids[start])``, or
+    ``at_tokens(ids[start:], the rows predicting them)`` (lm-eval's is_greedy needs every row).
+    The callbacks get device tensors; tensors they return come back on the CPU.
+
+    Sharing: a request needs the model's outputs on ids[:-1] only (the last token is predicted,
+    never an input), so requests whose inputs are equal (one-token answers after the same
+    prompt) or a prefix of another request's input are read from that longer row, where causal
+    attention gives them the same values. Rows are sorted by length, longest first, and
+    right-padded; batches are ``plan_batches``' (``batch_tokens``: the token budget, None for
+    fixed ``batch_size`` rows). Host synchronisations: the ids go to the device once, the
+    finiteness check is one reduction, the results come back once (``to_host``).
+    """
+    if any(not 1 <= s < len(ids) for ids, s in requests):
+        raise LaserkitError("internal: every scored token needs at least one token of context")
+    keys, rows, users = _sharing(requests)
     out: list[torch.Tensor | None] = [None] * len(requests)
     extra: list[object] = [None] * len(requests)
     dev = model_device(model)
+    if not rows:
+        return [], []
+    x_all, mask_all = padded(rows, pad_id, dev)
+    pos_all, tok_all, where = _gather_index(keys, requests, dev)
+    finite = FiniteCheck()
+    keeps = _keeps_logits(model)
     bar = _bar(len(rows), progress, desc)
-    for b0 in range(0, len(rows), batch_size):
-        batch = rows[b0 : b0 + batch_size]
-        x, mask = pad_batch(batch, pad_id)
+    for sel in plan_batches([len(r) for r in rows], batch_size, batch_tokens):
+        batch = rows[sel.start : sel.stop]
+        width = len(batch[0])
+        x = x_all[sel.start : sel.stop, :width].contiguous()
+        mask = mask_all[sel.start : sel.stop, :width].contiguous()
         spans = [
             (min(requests[i][1] for i in users[r]) - 1, max(len(keys[i]) for i in users[r]) - 1)
             for r in batch
         ]
         first = min(lo for lo, _ in spans)
         kw = {}
-        if _keeps_logits(model):  # the vocabulary head only where a token is scored
+        if keeps:  # the vocabulary head only where a token is scored
             kw["logits_to_keep"] = torch.arange(first, max(hi for _, hi in spans), device=dev)
         else:
             first = 0
-        logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev), **kw).logits
-        check_finite_outputs(logits)
+        logits = model(input_ids=x, attention_mask=mask, **kw).logits
+        finite.add(logits)
         for j, r in enumerate(batch):
             lo, hi = spans[j]
-            lp = logits[j, lo - first : hi - first].float().log_softmax(-1).cpu()
+            lp = logits[j, lo - first : hi - first].float().log_softmax(-1)
             for i in users[r]:
-                ids, start = keys[i], requests[i][1]
-                pos = torch.arange(start - 1, len(ids) - 1) - lo
-                out[i] = lp[pos, torch.tensor(ids[start:], dtype=torch.long)]
+                a, b = where[i]
+                pos = pos_all[a:b] - lo
+                out[i] = lp[pos, tok_all[a:b]]
                 if at_start is not None:
-                    extra[i] = at_start(i, lp[start - 1 - lo])
+                    extra[i] = at_start(i, lp[requests[i][1] - 1 - lo])
                 elif at_tokens is not None:
-                    extra[i] = at_tokens(ids[start:], lp[pos])
+                    extra[i] = at_tokens(keys[i][requests[i][1] :], lp[pos])
         bar.update(len(batch))
     bar.close()
-    return out, extra  # type: ignore[return-value]
+    finite.raise_if_bad()
+    return to_host((out, extra))  # type: ignore[return-value]
 
 
 def _keeps_logits(model: nn.Module) -> bool:
@@ -257,7 +351,8 @@ def greedy_generate(
     max_new_tokens: int,
     pad_id: int,
     eos_ids: Sequence[int],
-    batch_size: int = 16,
+    batch_size: int | None = 16,
+    batch_tokens: int | None = None,
     use_cache: bool = True,
     progress: bool = False,
     desc: str = "generating",
@@ -265,7 +360,10 @@ def greedy_generate(
 ) -> list[list[int]]:
     """Greedy continuations (new tokens only, cut before the first EOS), batched with left
     padding; ``use_cache=False`` recomputes the whole prefix at every step (the reference).
-    ``min_new_tokens`` is the reference's 1; lm-eval's generations may stop at once (0)."""
+    ``min_new_tokens`` is the reference's 1; lm-eval's generations may stop at once (0).
+    Batches are ``plan_batches``', a row counting its prompt plus ``max_new_tokens``. The
+    finiteness check and the tokens come to the host once per batch (transformers' generate
+    itself still asks, once per step, whether every row has ended)."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     if max_new_tokens <= 0:
@@ -285,19 +383,21 @@ def greedy_generate(
     dev = model_device(model)
     eos = set(eos_ids)
     bar = _bar(len(order), progress, desc)
-    for b0 in range(0, len(order), batch_size):
-        idx = order[b0 : b0 + batch_size]
+    lengths = [len(prompts[i]) + max_new_tokens for i in order]
+    for sel in plan_batches(lengths, batch_size, batch_tokens):
+        idx = order[sel.start : sel.stop]
         x, mask = pad_batch([prompts[i] for i in idx], pad_id, left=True)
         # nn.Module's __getattr__ types the attribute as Tensor | Module: a model's generate
         generate = cast("Callable[..., torch.Tensor]", model.generate)
+        finite = _FiniteScores()
         gen = generate(
             input_ids=x.to(dev),
             attention_mask=mask.to(dev),
             generation_config=cfg,
-            logits_processor=LogitsProcessorList([_FiniteScores()]),
+            logits_processor=LogitsProcessorList([finite]),
         )
-        for j, i in enumerate(idx):
-            new = gen[j, x.shape[1] :].tolist()
+        finite.check.raise_if_bad()
+        for i, new in zip(idx, gen[:, x.shape[1] :].tolist(), strict=True):
             cut = next((k for k, t in enumerate(new) if t in eos), len(new))
             out[i] = new[:cut]
         bar.update(len(idx))

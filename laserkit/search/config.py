@@ -48,6 +48,9 @@ class ObjectiveConfig:
     sequences: list[list[int]] | None = None
     metric: str = "accuracy"
     max_new_tokens: int | None = None  # generation length; None: the task's (older runs)
+    # token budget per batch: None "auto" (the default, and runs made before it existed), "off"
+    # or a number of tokens (docs/usage.md, "Batches")
+    batch_tokens: int | str | None = None
 
     @classmethod
     def from_cli(
@@ -58,6 +61,7 @@ class ObjectiveConfig:
         batch_size: int = 16,
         seed: int | None = None,
         max_new_tokens: int | None = None,
+        batch_tokens: str | None = None,
     ) -> ObjectiveConfig:
         """From command-line options. A semantic task's generation length is stored resolved
         (the user's, else the task's: laserRMT's 512), so that it is part of the run's identity
@@ -70,6 +74,9 @@ class ObjectiveConfig:
 
         check_max_new_tokens(max_new_tokens)
         check_counts(limit=limit, batch_size=batch_size)
+        from ..eval.batching import parse_batch_tokens  # noqa: PLC0415 - torch-free
+
+        tokens = parse_batch_tokens(batch_tokens)  # "auto" is stored as None: old runs' value
         if data is not None and Path(data).exists():
             data = str(Path(data).resolve())  # workers may start in other directories
         if max_new_tokens is None:
@@ -87,10 +94,16 @@ class ObjectiveConfig:
             batch_size=batch_size,
             seed=seed,
             max_new_tokens=max_new_tokens,
+            batch_tokens=tokens,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As stored; ``batch_tokens`` only when set, so a run with the default stores the
+        configuration runs stored before the option (identity.py compares it as None)."""
+        d = dataclasses.asdict(self)
+        if d["batch_tokens"] is None:
+            del d["batch_tokens"]
+        return d
 
     def public(self) -> dict[str, Any]:
         """Without bulky inline data (token sequences), for results and reports."""

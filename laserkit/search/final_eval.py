@@ -8,6 +8,8 @@ The result goes into result.json and the report under ``final_eval``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.errors import LaserkitError
 
 
@@ -41,21 +43,32 @@ def check_final_eval(spec: str | None, include_path: str | None) -> list:
     ]
 
 
-def final_eval(tasks: list, loaded, edits: list[dict], batch_size: int | None = None) -> dict:
+def final_eval(
+    tasks: list,
+    loaded,
+    edits: list[dict],
+    batch_size: int | None = None,
+    batch_tokens: int | str | None = None,
+) -> dict:
     """{task name: base and chosen score, their intervals, the paired difference}; the model is
-    left as it was (the chosen edits are undone)."""
+    left as it was (the chosen edits are undone). Batches as the run's trials'."""
     from ..edit.editor import Editor  # noqa: PLC0415
     from ..eval import stats  # noqa: PLC0415
+    from ..eval.batching import search_batching  # noqa: PLC0415
     from ..eval.evaluate import evaluate  # noqa: PLC0415
     from .trial import apply_edits  # noqa: PLC0415
 
+    rows, budget = search_batching(loaded.model, batch_size, batch_tokens)
+    kw: dict[str, Any] = {"batch_size": rows, "batch_tokens": budget or "off"}
+    if batch_size is None and budget is None:
+        kw = {}  # evaluate's own default
     out: dict = {}
     for task in tasks:
-        base = evaluate(loaded.model, loaded.tokenizer, task, batch_size=batch_size)
+        base = evaluate(loaded.model, loaded.tokenizer, task, **kw)
         editor = Editor(loaded.model)
         apply_edits(editor, edits)
         try:
-            chosen = evaluate(loaded.model, loaded.tokenizer, task, batch_size=batch_size)
+            chosen = evaluate(loaded.model, loaded.tokenizer, task, **kw)
         finally:
             editor.restore()
         row = {

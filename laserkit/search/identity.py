@@ -38,6 +38,7 @@ OPTION = {
     "objective.data": "--data",
     "objective.limit": "--limit",
     "objective.batch_size": "--batch-size",
+    "objective.batch_tokens": "--batch-tokens",
     "objective.seed": "--shuffle",
     "objective.max_new_tokens": "--max-new-tokens",
     "objective.type": "the objective",
@@ -45,6 +46,7 @@ OPTION = {
     "objective.metric": "the objective's metric",
     "selection": "--selection",
 }
+SHOWN_NONE = {"objective.batch_tokens": "auto"}  # what an unset field means, in refusals
 SPACE = (
     "strategy",
     "model",
@@ -93,7 +95,8 @@ class RunIdentity:
         """The identity of a RunConfig (with the fingerprints of a loaded model, if any)."""
         d = cfg.to_json()
         d["layers"], d["rhos"] = sorted(d["layers"]), sorted(d["rhos"])
-        return cls({k: d[k] for k in SPACE}, dict(d["objective"]), fingerprints or Fingerprints())
+        objective = {"batch_tokens": None, **d["objective"]}  # stored only when set
+        return cls({k: d[k] for k in SPACE}, objective, fingerprints or Fingerprints())
 
     def differences(
         self,
@@ -135,9 +138,9 @@ class RunIdentity:
                 )
             else:
                 label = k.removeprefix("objective.") if k.startswith("objective.") else k
+                a, b = (SHOWN_NONE.get(k) if v is None else v for v in (mine.get(k), theirs.get(k)))
                 parts.append(
-                    f"{label} ({OPTION.get(k, k)}: {_short(mine.get(k))} in the run, "
-                    f"{_short(theirs.get(k))} here)"
+                    f"{label} ({OPTION.get(k, k)}: {_short(a)} in the run, {_short(b)} here)"
                 )
         return "; ".join(parts)
 

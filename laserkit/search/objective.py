@@ -10,12 +10,13 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
 from ..core.errors import LaserkitError
+from ..eval import scoring as S
 from ..eval.splits import shuffle_examples, split_examples, split_range
 from ..tasks.kinds import kind_of
 from ..tasks.sources import load_examples
@@ -73,6 +74,7 @@ class NextTokenObjective:
         batch_size: int = 8,
         metric: str = "accuracy",
         name: str = "next-token",
+        batch_tokens: int | str | None = None,
     ) -> None:
         if metric not in ("accuracy", "perplexity"):
             raise LaserkitError(f"next-token metric must be accuracy or perplexity, not {metric}")
@@ -80,36 +82,46 @@ class NextTokenObjective:
             raise LaserkitError("every next-token sequence needs a prompt and an answer token")
         self.sequences = [list(map(int, s)) for s in sequences]
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens  # "off": fixed rows; "auto"/None or a token budget
         self.metric = metric
         self.name = name
         self.higher_is_better = metric == "accuracy"
+        self._budget: tuple[int | None] | None = None  # resolved once: batches stay the same
 
     @torch.no_grad()
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
+        """Batches in index order (scoring.plan_batches; under a token budget rows are not
+        capped). The ids go to the device once and predictions and log-losses come back once:
+        no host synchronisation per batch."""
         idx = head(list(split_slice(len(self.sequences), split)), fraction)
-        device = next(model.parameters()).device
-        records: list[dict] = []
-        for start in range(0, len(idx), self.batch_size):
-            batch = [self.sequences[i][:-1] for i in idx[start : start + self.batch_size]]
-            answers = [self.sequences[i][-1] for i in idx[start : start + self.batch_size]]
-            width = max(map(len, batch))
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for r, seq in enumerate(batch):  # right padding; the answer follows the last real token
-                ids[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        if self._budget is None:
+            self._budget = (S.resolve_batch_tokens(model, S.parse_batch_tokens(self.batch_tokens)),)
+        budget = self._budget[0]
+        device = S.model_device(model)
+        inputs = [self.sequences[i][:-1] for i in idx]
+        if not inputs:
+            return Scored(self._summary(split, []), [])
+        # right padding; the answer follows the last real token
+        ids_all, mask_all = S.padded(inputs, 0, device)
+        answers = torch.tensor([self.sequences[i][-1] for i in idx]).to(device)
+        preds, losses = [], []
+        rows = None if budget is not None else self.batch_size
+        for sel in S.plan_batches([len(q) for q in inputs], rows, budget):
+            width = max(len(q) for q in inputs[sel.start : sel.stop])
+            ids = ids_all[sel.start : sel.stop, :width].contiguous()
+            mask = mask_all[sel.start : sel.stop, :width].contiguous()
+            logits = model(input_ids=ids, attention_mask=mask).logits
             last = mask.sum(1) - 1
-            logp = torch.log_softmax(logits[torch.arange(len(batch)), last.to(device)].float(), -1)
-            for r, ans in enumerate(answers):
-                records.append(
-                    {
-                        "index": idx[start + r],
-                        "answer": ans,
-                        "predicted": int(logp[r].argmax()),
-                        "log_loss": float(-logp[r, ans]),
-                    }
-                )
+            at = torch.arange(len(sel), device=device)
+            logp = torch.log_softmax(logits[at, last].float(), -1)
+            preds.append(logp.argmax(-1))
+            losses.append(-logp.gather(1, answers[sel.start : sel.stop, None])[:, 0])
+        host = cast("list[torch.Tensor]", S.to_host([torch.cat(preds), torch.cat(losses)]))
+        predicted, log_loss = host
+        records = [
+            {"index": i, "answer": self.sequences[i][-1], "predicted": p, "log_loss": v}
+            for i, p, v in zip(idx, predicted.tolist(), log_loss.tolist(), strict=True)
+        ]
         return Scored(self._summary(split, records), records)
 
     def fingerprint(self) -> str:
@@ -182,6 +194,7 @@ class TaskObjective:
         batch_size: int = 16,
         seed: int | None = None,
         max_new_tokens: int | None = None,
+        batch_tokens: int | str | None = None,
     ) -> None:
         from ..tasks import get_task  # noqa: PLC0415 - tasks load datasets; only when used
 
@@ -201,6 +214,8 @@ class TaskObjective:
         self.tokenizer = tokenizer
         self.limit = limit
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens  # None: "auto"
+        self._budget: tuple[int | None, int | None] | None = None  # at the first trial
         self.seed = seed
         self.name = getattr(self.task, "name", task)
         self.higher_is_better = bool(getattr(self.task, "higher_is_better", True))
@@ -224,13 +239,15 @@ class TaskObjective:
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
         from ..eval.evaluate import evaluate  # noqa: PLC0415
 
+        rows, budget = self._batching(model)
         if fraction < 1.0:
             result = evaluate(
                 model,
                 self.tokenizer,
                 self._head(split, fraction),
                 split="all",
-                batch_size=self.batch_size,
+                batch_size=rows,
+                batch_tokens=budget if budget is not None else "off",
                 progress=False,
             )
         else:
@@ -240,11 +257,22 @@ class TaskObjective:
                 self.task,
                 split=split,
                 limit=self.limit,
-                batch_size=self.batch_size,
+                batch_size=rows,
+                batch_tokens=budget if budget is not None else "off",
                 progress=False,
                 seed=self.seed,
             )
         return Scored(dict(result.summary), list(result.records))
+
+    def _batching(self, model: nn.Module) -> tuple[int | None, int | None]:
+        """(rows cap, token budget) of every trial: "auto" is resolved from free memory once,
+        at the first trial, so that every trial scores the same batches (and the prefix cache
+        recognises them). Under a budget rows are not capped; without one, ``batch_size``."""
+        if self._budget is None:
+            self._budget = S.search_batching(model, self.batch_size, self.batch_tokens)
+            if self.batch_tokens is None and self._budget[1] is not None:
+                S.note_budget(self._budget[1], model)
+        return self._budget
 
     def _head(self, split: str, fraction: float) -> Task:
         """The task holding only the first part of one split, chosen exactly as evaluate()
@@ -258,7 +286,12 @@ class TaskObjective:
 def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective:
     """An Objective from a run's objective config."""
     if cfg.type == "next-token":
-        return NextTokenObjective(cfg.sequences or [], batch_size=cfg.batch_size, metric=cfg.metric)
+        return NextTokenObjective(
+            cfg.sequences or [],
+            batch_size=cfg.batch_size,
+            metric=cfg.metric,
+            batch_tokens=cfg.batch_tokens,
+        )
     if cfg.type == "task":
         if not cfg.task:
             raise LaserkitError("the run config's task objective names no task")
@@ -270,5 +303,6 @@ def build_objective(cfg: ObjectiveConfig, tokenizer: object | None) -> Objective
             batch_size=cfg.batch_size,
             seed=cfg.seed,
             max_new_tokens=cfg.max_new_tokens,
+            batch_tokens=cfg.batch_tokens,
         )
     raise LaserkitError(f"unknown objective type {cfg.type!r} in the run config")
