@@ -48,7 +48,6 @@ import logging
 import math
 from collections import OrderedDict
 
-import numpy as np
 import torch
 
 from ..core.errors import LaserkitError
@@ -59,6 +58,7 @@ EPS = float(torch.finfo(torch.float64).eps)
 EIG_ZERO = 1e-12  # q < 1 only: eigenvalues ν below this count as 0 (0^q = 0 instead of noise)
 MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else a seeded sample
 MEDIAN_SEED = 0
+MEDIAN_BLOCKS = 8  # row blocks of the median's triangular distances (`upper_sq`)
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
 LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
@@ -159,18 +159,30 @@ def _median_sample(X: torch.Tensor) -> torch.Tensor:
     return X[idx.to(X.device)]
 
 
-def median_sq_distance(W: torch.Tensor) -> float:
-    """Median of ‖w_i − w_j‖² over the pairs i < j of (a sample of) the rows, in float64; the
-    median of an even count is the mean of the two middle values (numpy.median)."""
+def median_distance(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
+    """The median of ‖w_i − w_j‖ over the pairs i < j of (a sample of) the rows, each distance
+    in float64 from the differences (as scipy's pdist); for an even count of pairs the mean of
+    the two middle distances (numpy.median), docs/methods.md "Vendi". ``dist``: `upper_sq` of
+    W's float64 rows when every row is used (the selection's kernel then reuses it)."""
     Y = _median_sample(W.detach().to(torch.float64))
     if Y.shape[0] < 2:
         return 0.0
-    fast = _median_filtered(Y)
-    if fast is not None:
-        return fast
-    D = _pairwise_sq(Y)
+    if dist is None or dist.shape[0] != Y.shape[0]:
+        dist = upper_sq(Y)
+    mid = _median_filtered(Y, dist)
+    if mid is not None:
+        return (math.sqrt(mid[0]) + math.sqrt(mid[1])) / 2
+    # a rank check failed: every pair's float64 distance decides
+    D = torch.cdist(Y, Y, compute_mode="donot_use_mm_for_euclid_dist")
     iu = torch.triu_indices(len(Y), len(Y), 1, device=Y.device)
-    return float(np.median(D[iu[0], iu[1]].cpu().numpy()))
+    d = D[iu[0], iu[1]].sort().values
+    lo, hi = _middle_ranks(len(d))
+    return (float(d[lo]) + float(d[hi])) / 2
+
+
+def median_sq_distance(W: torch.Tensor) -> float:
+    """The square of `median_distance`."""
+    return median_distance(W) ** 2
 
 
 def _middle_ranks(count: int) -> tuple[int, int]:
@@ -189,30 +201,50 @@ def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float) -> tuple[float, f
     return a, b
 
 
-def _median_filtered(Y: torch.Tensor) -> float | None:
-    """The median of ‖y_i − y_j‖² (i < j) from a float32 pass over all pairs and float64 for
-    the few pairs near the middle.
+def upper_sq(Y: torch.Tensor) -> torch.Tensor:
+    """D[i, j] = ‖y_i‖² + ‖y_j‖² − 2 y_i·y_j for j > i, +inf on and below the diagonal (Y's
+    dtype, p × p): what the median and, when every row enters the median, the kernel columns
+    are computed from.
 
-    Why: the float64 Gram of all rows and the passes over its million entries were most of a
-    `median` selection's time; float32 halves them. Each float32 value is within δ of the
-    float64 one (a worst-case bound: conversion, dot products of length n and the additions,
-    on values ≤ 4·max‖y‖²), so the float64 middle values lie within δ of the float32 ones and
-    a pair more than 2δ outside them is counted without its float64 value. Ranks are checked
-    at each stage; None when a check fails (the caller's plain float64 route then decides)."""
+    Why by row blocks: block i needs only its products with the rows from i on, so
+    MEDIAN_BLOCKS blocks compute (b + 1)/(2b) of the full product (56 % for 8); this product
+    is most of the median's time."""
+    p = Y.shape[0]
+    sq = (Y * Y).sum(1)
+    D = torch.empty(p, p, dtype=Y.dtype, device=Y.device)
+    step = -(-p // max(1, min(MEDIAN_BLOCKS, p)))
+    lower = torch.ones(step, step, dtype=torch.bool, device=Y.device).tril_()
+    for i0 in range(0, p, step):
+        i1 = min(p, i0 + step)
+        base = sq[i0:i1, None] + sq[None, i0:]
+        torch.addmm(base, Y[i0:i1], Y[i0:].T, alpha=-2, out=D[i0:i1, i0:])
+        D[i0:i1, :i0] = math.inf
+        D[i0:i1, i0:i1].masked_fill_(lower[: i1 - i0, : i1 - i0], math.inf)
+    return D
+
+
+def _median_filtered(Y: torch.Tensor, D: torch.Tensor) -> tuple[float, float] | None:
+    """The two middle values (equal for an odd count) of ‖y_i − y_j‖² over i < j, each the
+    float64 sum of the squared differences, from the Gram form ‖y_i‖² + ‖y_j‖² − 2 G[i, j] for
+    all pairs (``D``, `upper_sq`) and the difference only for the few pairs near the middle.
+
+    Why: the Gram form costs one matrix product for all pairs (shared with the kernel), the
+    difference form a pass over n values per pair. Each Gram-form value is within δ of the
+    difference-form one (a worst-case bound: dot products of length n, the additions and the
+    difference form's own sum, on values ≤ 4·max‖y‖²), so the middle values lie within δ of
+    the Gram-form ones and a pair more than 2δ outside them is counted without its
+    difference-form value. Ranks are checked at each stage; None when a check fails (the
+    caller's all-pairs route then decides)."""
     p, n = Y.shape
     lo, hi = _middle_ranks(p * (p - 1) // 2)
-    Y32 = Y.to(torch.float32)
-    s32 = (Y32 * Y32).sum(1)
-    upper = torch.ones(p, p, dtype=torch.bool, device=Y.device).triu_(1)
-    base = torch.where(upper, s32[:, None] + s32[None, :], math.inf)
-    d32 = torch.addmm(base, Y32, Y32.T, alpha=-2).reshape(-1)  # +inf on and below the diagonal
     sq = (Y * Y).sum(1)
-    delta = 1.01 * (4 * n + 16) * (float(torch.finfo(torch.float32).eps) + EPS) * float(sq.max())
-    a, b = _bracket(d32, lo, hi, 0.012)
+    d = D.reshape(-1)  # `upper_sq`: +inf on and below the diagonal
+    delta = 1.01 * (4 * n + 16) * EPS * float(sq.max())
+    a, b = _bracket(d, lo, hi, 0.012)
     a, b = a - 2 * delta, b + 2 * delta
-    pos = ((d32 >= a) & (d32 <= b)).nonzero()[:, 0]
-    below = int(torch.count_nonzero(d32 < a))
-    vals = d32[pos]
+    pos = ((d >= a) & (d <= b)).nonzero()[:, 0]
+    below = int(torch.count_nonzero(d < a))
+    vals = d[pos]
     srt = vals.sort().values
     if not (below <= lo and hi - below < len(srt)):
         return None
@@ -224,32 +256,35 @@ def _median_filtered(Y: torch.Tensor) -> float | None:
     found = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
     if found is None or not (t_lo - delta <= found[0] and found[1] <= t_hi + delta):
         return None  # the pairs counted outside the window must lie beyond these
-    return (found[0] + found[1]) / 2
+    return found
 
 
 def _middle_near(
-    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, d32: torch.Tensor, lo: int, hi: int
+    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, dg: torch.Tensor, lo: int, hi: int
 ) -> tuple[float, float] | None:
-    """The float64 values of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j),
-    whose float32 values are ``d32``.
+    """The difference-form values ‖y_i − y_j‖² (exact zeros for equal rows, as scipy's pdist)
+    of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j), whose Gram-form values
+    are ``dg``.
 
-    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the float32 error
-    is at most (n + 4)·u·(‖y_i‖² + ‖y_j‖²) (taken twice here), several times less on real
-    rows, so fewer pairs need their float64 value (a gather of two rows each). Order statistics
-    are monotone: the float64 rank-lo value is at least the rank-lo lower end of the pairs'
-    intervals, the rank-hi value at most the rank-hi upper end; pairs entirely outside those
-    two are counted, the rest computed, and the result checked against both ends."""
+    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the two forms
+    differ by at most (n + 2)·eps·(‖y_i‖² + ‖y_j‖²) (Gram form: the dot products of length n
+    and two additions) plus (n + 3)·eps·(‖y_i‖² + ‖y_j‖²) (the sum of n squared differences),
+    taken (2n + 8)·eps·1.01 here, several times less than δ on real rows, so fewer pairs need
+    their difference (a gather of two rows each). Order statistics are monotone: the rank-lo
+    value is at least the rank-lo lower end of the pairs' intervals, the rank-hi value at
+    most the rank-hi upper end; pairs entirely outside those two are counted, the rest
+    computed, and the result checked against both ends."""
     p, n = Y.shape
     i, j = pos // p, pos % p
-    u = float(torch.finfo(torch.float32).eps) + EPS
-    dp = 1.01 * (2 * n + 8) * u * (sq[i] + sq[j])
-    low, high = d32.double() - dp, d32.double() + dp
+    dp = 1.01 * (2 * n + 8) * EPS * (sq[i] + sq[j])
+    low, high = dg - dp, dg + dp
     a = float(low.kthvalue(lo + 1).values)
     b = float(high.kthvalue(hi + 1).values)
     need = (high >= a) & (low <= b)
     below = int(torch.count_nonzero(high < a))
     i, j = i[need], j[need]
-    d64 = (sq[i] + sq[j] - 2 * (Y[i] * Y[j]).sum(1)).clamp_min(0).sort().values
+    diff = Y[i] - Y[j]
+    d64 = (diff * diff).sum(1).sort().values
     if not (below <= lo and hi - below < len(d64)):
         return None
     v_lo, v_hi = float(d64[lo - below]), float(d64[hi - below])
@@ -258,15 +293,15 @@ def _middle_near(
     return v_lo, v_hi
 
 
-def median_bandwidth(W: torch.Tensor) -> float:
+def median_bandwidth(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
     """σ = the median pairwise distance between rows (the usual RBF heuristic), so the kernel of
     a median pair is exp(−1/2). Rows: all pairs for m ≤ MEDIAN_ROWS, else a seeded sample."""
-    d2 = median_sq_distance(W)
-    if not d2 > 0:
+    d = median_distance(W, dist)
+    if not d > 0:
         raise LaserkitError(
             "--bandwidth median: the rows are all equal (median distance 0); give a number"
         )
-    return math.sqrt(d2)
+    return d
 
 
 def check_bandwidth(bandwidth: float | str) -> float | str:
@@ -313,10 +348,15 @@ def _warn_if_identity(col: torch.Tensor, c: int, sigma: float) -> None:
 
 
 class _Kernel:
-    """Kernel columns K[:, c] on demand, float64 on W's device, and their error bound."""
+    """Kernel columns K[:, c] on demand, float64 on W's device, and their error bound.
 
-    def __init__(self, W: torch.Tensor, sigma: float) -> None:
+    ``dist``: `upper_sq` of all rows when the median bandwidth computed it; a column's
+    squared distances are then read from it (a column and a row of the upper triangle)
+    instead of a product with W."""
+
+    def __init__(self, W: torch.Tensor, sigma: float, dist: torch.Tensor | None = None) -> None:
         self.X = W.detach().to(torch.float64)
+        self.dist = dist
         self.sq = (self.X * self.X).sum(1)
         self.gamma = 1.0 / (2.0 * sigma * sigma)
         m, n = self.X.shape
@@ -327,7 +367,11 @@ class _Kernel:
         self.sq_err = EPS * (math.sqrt(n) + 2) * top  # absolute error of a ‖w‖²
 
     def column(self, c: int) -> torch.Tensor:
-        d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
+        D = self.dist
+        if D is None:
+            d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
+        else:
+            d2 = torch.cat([D[:c, c], D[c, c:]]).clamp_min(0)
         d2[c] = 0.0
         return torch.exp(-self.gamma * d2)
 
@@ -470,9 +514,15 @@ class _Greedy:
     """The greedy's state: chosen rows, their kernel columns, and what a step needs."""
 
     def __init__(
-        self, W: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool, q: float
+        self,
+        W: torch.Tensor,
+        sigma: float,
+        use_quality: bool,
+        min_diversity: bool,
+        q: float,
+        dist: torch.Tensor | None = None,
     ) -> None:
-        self.kern = _Kernel(W, sigma)
+        self.kern = _Kernel(W, sigma, dist)
         self.sigma = sigma
         self.m = W.shape[0]
         self.use_quality, self.sign, self.q = use_quality, -1.0 if min_diversity else 1.0, q
@@ -736,9 +786,10 @@ def vendi_select(
         X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
         if not math.isfinite(float(torch.linalg.vector_norm(X))):
             raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
-        state = _resume(
-            X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q), chosen, scores
-        )
+        # the median over all rows computes their squared distances; the kernel reuses them
+        dist = upper_sq(X) if bw == "median" and X.shape[0] <= MEDIAN_ROWS else None
+        sigma = median_bandwidth(X, dist) if bw == "median" else float(bw)
+        state = _resume(X, sigma, use_quality, min_diversity, float(q), chosen, scores, dist)
         bar = _bar(r, len(chosen), m, progress)
         while len(state.chosen) < r:
             state.step()
@@ -762,9 +813,10 @@ def _resume(
     q: float,
     chosen: list[int],
     scores: list[float],
+    dist: torch.Tensor | None = None,
 ) -> _Greedy:
     """A greedy state with the cached picks already taken."""
-    state = _Greedy(X, sigma, use_quality, min_diversity, q)
+    state = _Greedy(X, sigma, use_quality, min_diversity, q, dist)
     for c, s in zip(chosen, scores, strict=True):
         state.add(c, s)
     return state
