@@ -235,6 +235,74 @@ def test_median_bandwidth_definition() -> None:
         Intervention(kind="vendi-score", rho=0.1, bandwidth=-1.0)
 
 
+def _median_cases() -> list[tuple[str, np.ndarray]]:
+    """Rows whose pair counts are even and odd, with repeated rows and zero distances."""
+    g = np.random.default_rng(12)
+    line = np.array([[0.0], [1.0], [3.0], [7.0]])  # 6 pairs: middle distances 3 and 4
+    base = g.standard_normal((7, 5))
+    return [
+        ("4 rows, 6 pairs, far-apart middle values", line),
+        ("5 rows, 10 pairs", np.vstack([line, [[15.0]]])),
+        ("6 rows, 15 pairs", g.standard_normal((6, 3))),
+        ("7 rows, 21 pairs", base),
+        ("8 rows, 28 pairs, one repeated", np.vstack([base, base[2:3]])),
+        ("9 rows, 36 pairs, two repeated twice", np.vstack([base, base[[1, 1]]])),
+        ("10 rows, 45 pairs, three pairs of duplicates", np.vstack([base, base[:3]]) * 3.0),
+        ("11 rows: 45 of 55 distances zero", np.vstack([np.zeros((10, 4)), np.ones((1, 4))])),
+        ("6 rows: 7 of 15 distances zero, the middle one 1", np.array([[0.0]] * 4 + [[1.0]] * 2)),
+        ("4 rows: 3 of 6 distances zero, the two middle 0 and 1", np.array([[0.0]] * 3 + [[1.0]])),
+    ]
+
+
+@pytest.mark.parametrize("route", ["filtered", "all pairs"])
+def test_median_distance_is_numpys_median_of_pdist(monkeypatch, route: str) -> None:
+    """Even counts of pairs take the mean of the two middle distances (not the root of the
+    mean of their squares), duplicates give exact zeros; both the windowed route and the
+    all-pairs fallback agree with numpy's median of scipy's pdist."""
+    if route == "all pairs":
+        monkeypatch.setattr(V, "_median_filtered", lambda Y, D: None)
+    for label, rows in _median_cases():
+        ref = float(np.median(pdist(rows)))
+        W = torch.from_numpy(rows)
+        got = V.median_distance(W)
+        assert got == pytest.approx(ref, rel=1e-14, abs=0.0), label
+        if ref == 0.0:
+            with pytest.raises(LaserkitError, match="median distance 0"):
+                median_bandwidth(W)
+        else:
+            assert median_bandwidth(W) == got
+    assert V.median_distance(torch.from_numpy(_median_cases()[0][1])) == 3.5  # (3 + 4)/2
+
+
+def test_kernel_columns_from_the_median_distances() -> None:
+    """The columns read from the median's squared distances (`upper_sq`) equal the columns
+    computed from W and the kernel computed by scipy's cdist."""
+    from scipy.spatial.distance import cdist
+
+    X = _random(13, 37, 11, 0.4)
+    X[20] = X[3]  # a duplicate: its distance to row 3 is 0 in both routes
+    sigma = median_bandwidth(X)
+    ref = np.exp(-cdist(X.numpy(), X.numpy(), "sqeuclidean") / (2 * sigma**2))
+    plain, reuse = V._Kernel(X, sigma), V._Kernel(X, sigma, V.upper_sq(X))
+    for c in (0, 3, 20, 36):
+        np.testing.assert_allclose(reuse.column(c).numpy(), ref[:, c], rtol=1e-13, atol=0)
+        np.testing.assert_allclose(reuse.column(c).numpy(), plain.column(c).numpy(), rtol=1e-13)
+        assert float(reuse.column(c)[c]) == 1.0
+
+
+def test_median_selection_equals_exact_on_new_shapes(real_rows) -> None:
+    """At `median`, through vendi_select (the kernel read from the median's distances): 27 × 5
+    random rows with repeated rows against the mpmath greedy, and 333 rows of the real
+    gate_proj against the plain float64 greedy (shapes no other test uses)."""
+    W = _random(14, 27, 5, 0.5)
+    W[[9, 21]] = W[[2, 4]]
+    fast, _ = vendi_select(W, 6, bandwidth="median")
+    assert fast == exact_select(W, 6, bandwidth="median")[0]
+    R = real_rows[1000:1333]
+    fast, _ = vendi_select(R, 10, bandwidth="median")
+    assert fast == direct_select(R, 10, bandwidth="median")
+
+
 def test_near_identity_warning(real_rows, caplog) -> None:
     W = real_rows[:200]
     V._warned.clear()
