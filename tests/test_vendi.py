@@ -274,6 +274,19 @@ def test_median_distance_is_numpys_median_of_pdist(monkeypatch, route: str) -> N
     assert V.median_distance(torch.from_numpy(_median_cases()[0][1])) == 3.5  # (3 + 4)/2
 
 
+def test_median_bracket_sample_visits_every_column() -> None:
+    """1,024 rows of spread norms: the stride sample must bracket the middle ranks (a stride
+    of 32 saw 32 columns only and missed them, sending the median to its slow route)."""
+    g = torch.Generator().manual_seed(15)
+    Y = torch.randn(1024, 16, generator=g, dtype=torch.float64)
+    Y *= torch.exp(0.5 * torch.randn(1024, 1, generator=g, dtype=torch.float64))
+    d = V.upper_sq(Y).reshape(-1)
+    lo, hi = V._middle_ranks(1024 * 1023 // 2)
+    a, b = V._bracket(d, lo, hi, 0.012, 1024)
+    assert int((d < a).sum()) <= lo and int((d <= b).sum()) > hi
+    assert V.median_distance(Y) == pytest.approx(float(np.median(pdist(Y.numpy()))), rel=1e-14)
+
+
 def test_kernel_columns_from_the_median_distances() -> None:
     """The columns read from the median's squared distances (`upper_sq`) equal the columns
     computed from W and the kernel computed by scipy's cdist."""

@@ -191,14 +191,38 @@ def _middle_ranks(count: int) -> tuple[int, int]:
     return (h - 1 if count % 2 == 0 else h), h
 
 
-def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float) -> tuple[float, float]:
-    """Values that bracket ranks lo..hi of d with high probability (a sorted stride sample's
-    quantiles widened by ``margin``); the caller checks that they do."""
-    sample = d[:: max(1, len(d) // 32768)].sort().values
+def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float, p: int) -> tuple[float, float]:
+    """Values that bracket ranks lo..hi of d (p × p, flattened) with high probability: a
+    sorted stride sample's quantiles widened by ``margin``; the caller checks that they do.
+    The stride is prime to p, so the sample visits every column (a stride dividing p took
+    one column in 32 of a 1024-row matrix, whose upper triangle it misrepresents)."""
+    stride = max(1, len(d) // 32768)
+    while math.gcd(stride, p) != 1:
+        stride += 1
+    sample = d[::stride].sort().values
     k = len(sample)
     a = float(sample[max(0, int((lo / len(d)) * k) - int(margin * k))])
     b = float(sample[min(k - 1, int((hi / len(d)) * k) + int(margin * k) + 1)])
     return a, b
+
+
+def _window(
+    d: torch.Tensor, lo: int, hi: int, delta: float, p: int
+) -> tuple[torch.Tensor, int] | None:
+    """The positions of d within 2δ of the values of ranks lo..hi (or a wider window around
+    them), and how many values lie below it: from `_bracket`, or when its sample missed, from
+    the exact order statistics (two selections over d)."""
+    for exact in (False, True):
+        if exact:
+            a, b = float(d.kthvalue(lo + 1).values), float(d.kthvalue(hi + 1).values)
+        else:
+            a, b = _bracket(d, lo, hi, 0.012, p)
+        a, b = a - 2 * delta, b + 2 * delta
+        pos = ((d >= a) & (d <= b)).nonzero()[:, 0]
+        below = int(torch.count_nonzero(d < a))
+        if below <= lo and hi - below < len(pos):
+            return pos, below
+    return None
 
 
 def upper_sq(Y: torch.Tensor) -> torch.Tensor:
@@ -240,23 +264,21 @@ def _median_filtered(Y: torch.Tensor, D: torch.Tensor) -> tuple[float, float] | 
     sq = (Y * Y).sum(1)
     d = D.reshape(-1)  # `upper_sq`: +inf on and below the diagonal
     delta = 1.01 * (4 * n + 16) * EPS * float(sq.max())
-    a, b = _bracket(d, lo, hi, 0.012)
-    a, b = a - 2 * delta, b + 2 * delta
-    pos = ((d >= a) & (d <= b)).nonzero()[:, 0]
-    below = int(torch.count_nonzero(d < a))
+    found = _window(d, lo, hi, delta, p)
+    if found is None:
+        return None
+    pos, below = found
     vals = d[pos]
     srt = vals.sort().values
-    if not (below <= lo and hi - below < len(srt)):
-        return None
     t_lo, t_hi = float(srt[lo - below]), float(srt[hi - below])
     near = (vals >= t_lo - 2 * delta) & (vals <= t_hi + 2 * delta)
     below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
     if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
         return None
-    found = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
-    if found is None or not (t_lo - delta <= found[0] and found[1] <= t_hi + delta):
+    mid = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
+    if mid is None or not (t_lo - delta <= mid[0] and mid[1] <= t_hi + delta):
         return None  # the pairs counted outside the window must lie beyond these
-    return found
+    return mid
 
 
 def _middle_near(
