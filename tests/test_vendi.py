@@ -254,13 +254,17 @@ def _median_cases() -> list[tuple[str, np.ndarray]]:
     ]
 
 
-@pytest.mark.parametrize("route", ["filtered", "all pairs"])
+@pytest.mark.parametrize("route", ["filtered", "missed bracket", "all pairs"])
 def test_median_distance_is_numpys_median_of_pdist(monkeypatch, route: str) -> None:
     """Even counts of pairs take the mean of the two middle distances (not the root of the
-    mean of their squares), duplicates give exact zeros; both the windowed route and the
-    all-pairs fallback agree with numpy's median of scipy's pdist."""
+    mean of their squares), duplicates give exact zeros; the windowed route, its exact
+    selections when the sample's bracket misses, and the all-pairs fallback all agree with
+    numpy's median of scipy's pdist."""
     if route == "all pairs":
         monkeypatch.setattr(V, "_median_filtered", lambda Y, D: None)
+    if route == "missed bracket":  # a bracket below every value: the window must still be found
+        monkeypatch.setattr(V, "_bracket", lambda d, lo, hi, margin, p: (-2.0, -1.0))
+        monkeypatch.setattr(torch, "cdist", None)  # and the all-pairs route is not taken
     for label, rows in _median_cases():
         ref = float(np.median(pdist(rows)))
         W = torch.from_numpy(rows)
