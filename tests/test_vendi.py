@@ -194,6 +194,33 @@ def test_bounds_bracket_the_exact_increment() -> None:
             assert bool((cheap[0] <= exact).all()) and bool((exact <= cheap[1]).all())
 
 
+def test_numpy_bounds_are_the_torch_bounds() -> None:
+    """On the CPU the bounds run in numpy (less per-call overhead); the torch formulas serve
+    other devices. Both are the same operations: they agree to rounding, infinite and None in
+    the same places, on well-conditioned, nearly singular (κ_min = 0) and large-ψ inputs."""
+    g = torch.Generator().manual_seed(11)
+    for t in range(60):
+        k = 1 + t % 37
+        kappa = torch.rand(k, generator=g, dtype=torch.float64) * 3 + (0.0 if t % 3 == 0 else 1e-3)
+        Z2 = torch.rand(20, k, generator=g, dtype=torch.float64) ** 3 * (5.0 if t % 2 else 0.3)
+        dk, db = 1e-12 * (t % 4), 1e-13
+        pairs = [
+            (V._t_bounds_torch(kappa, Z2, dk, db, k, r), _t_bounds(kappa, Z2, dk, db, k, r))
+            for r in (1.25, 1.02)
+        ]
+        cheap_t = V._t_bounds_cheap_torch(kappa, Z2, dk, db, k)
+        cheap_n = _t_bounds_cheap(kappa, Z2, dk, db, k)
+        assert (cheap_t is None) == (cheap_n is None)
+        if cheap_t is not None:
+            pairs.append((cheap_t, cheap_n))
+        for ref, got in pairs:
+            for a, b in zip(ref, got, strict=True):
+                assert b.dtype == torch.float64
+                assert torch.equal(torch.isinf(a), torch.isinf(b))
+                fin = torch.isfinite(a)
+                assert torch.allclose(a[fin], b[fin], rtol=1e-13, atol=0)
+
+
 @pytest.mark.parametrize("q", [1.0, 2.0, 0.5, math.inf])
 def test_log_vendi_is_spec_formula(q: float) -> None:
     X = _random(3, 12, 6, 0.5)
