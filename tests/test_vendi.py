@@ -145,6 +145,19 @@ def test_lazy_rows_keep_the_exact_picks(
     assert outcomes and (any(outcomes) or bandwidth == "median")
 
 
+@pytest.mark.parametrize("min_diversity", [False, True])
+@pytest.mark.parametrize("bandwidth", [2.0, "median"])
+def test_torch_steps_equal_exact(real_rows, monkeypatch, min_diversity: bool, bandwidth) -> None:
+    """The step's filtering in torch (what other devices run; the CPU runs it in numpy) picks
+    the exact best too, bounds in torch included."""
+    monkeypatch.setattr(V, "NUMPY_STEPS", False)
+    monkeypatch.setattr(V, "_t_bounds", V._t_bounds_torch)
+    monkeypatch.setattr(V, "_t_bounds_cheap", V._t_bounds_cheap_torch)
+    W = real_rows[torch.arange(0, 1536, 64)]
+    _check_against_exact(W, 5, min_diversity=min_diversity, bandwidth=bandwidth)
+    _check_against_exact(_random(1, scale=0.3), 5, min_diversity=min_diversity, bandwidth=bandwidth)
+
+
 @pytest.mark.parametrize("q", [2.0, 0.5, math.inf])
 def test_other_orders_equal_exact(q: float) -> None:
     W = _random(11, scale=0.3)

@@ -66,6 +66,7 @@ LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rul
 _REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
+NUMPY_STEPS = True  # on the CPU, a step's filtering of a few dozen rows runs in numpy
 SMALL_ROWS_X_COLS = 1 << 22  # up to this many entries the greedy's steps run on one CPU thread
 _log = logging.getLogger("laserkit")
 _warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
@@ -841,6 +842,8 @@ class _Greedy:
         if rows is None:
             rows = self.free.nonzero()[:, 0]
         Z = self.B[rows, : len(kappa)] @ Q
+        if Z.device.type == "cpu" and NUMPY_STEPS:
+            return self._narrow_np(Z, kappa, dk, rows, lq, lq_err, rest_hi)
         Z2, lqp = Z * Z, lq[rows]
         k, best = len(kappa), -math.inf
         for ratio in (0.0, *_GRID_RATIOS):
@@ -867,6 +870,49 @@ class _Greedy:
             if len(rows) <= _REFINE_ABOVE:
                 break
         return (rows, Z, Z2, lqp) if best > rest_hi else None
+
+    def _narrow_np(
+        self,
+        Zt: torch.Tensor,
+        kappa_t: torch.Tensor,
+        dk: float,
+        rows_t: torch.Tensor,
+        lq: torch.Tensor,
+        lq_err: float,
+        rest_hi: float,
+    ) -> tuple[torch.Tensor, ...] | None:
+        """`_narrow` on the CPU, its filtering in numpy: the same stages, bounds and tests on
+        a few dozen rows, whose cost is the per-call overhead numpy halves."""
+        if self.lb is None:
+            self.lb = torch.full((self.m,), -math.inf, dtype=torch.float64)
+        lb_all = self.lb.numpy()  # shares memory: remembered bounds land in self.lb
+        rows, Z, kappa = rows_t.numpy(), Zt.numpy(), kappa_t.numpy()
+        Z2, lqp = Z * Z, lq.numpy()[rows]
+        k, best, db = len(kappa), -math.inf, self.kern.entry_err
+        n = k + 1
+        with np.errstate(all="ignore"):
+            for ratio in (0.0, *_GRID_RATIOS):
+                bounds = (
+                    _t_bounds_cheap_np(kappa, Z2, dk, db, k)
+                    if ratio == 0
+                    else _t_bounds_np(kappa, Z2, dk, db, k, ratio)
+                )
+                if bounds is None:
+                    continue
+                lb, ub = bounds
+                if self.sign > 0:
+                    o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
+                else:
+                    o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
+                best = max(best, float(o_lo.max()))
+                lb_all[rows] = np.maximum(lb_all[rows], lb)
+                keep = o_hi >= best
+                rows, Z, Z2, lqp = rows[keep], Z[keep], Z2[keep], lqp[keep]
+                if len(rows) <= _REFINE_ABOVE:
+                    break
+        if not best > rest_hi:
+            return None
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (rows, Z, Z2, lqp))
 
     def _remember(self, rows: torch.Tensor, lb: torch.Tensor) -> None:
         """Keep the certified lower bounds of ΔT for `_lazy_rows` (the larger of old and new)."""
