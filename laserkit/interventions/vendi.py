@@ -63,7 +63,7 @@ MEDIAN_BLOCKS = 8  # row blocks of the median's triangular distances (`upper_sq`
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
 LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
-_REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
+_REFINE_ABOVE = 1  # more survivors than this: the fine grid first (cheaper than exact scores)
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
 NUMPY_STEPS = True  # on the CPU, a step's filtering of a few dozen rows runs in numpy
