@@ -67,6 +67,7 @@ _REFINE_ABOVE = 1  # more survivors than this: the fine grid first (cheaper than
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
 NUMPY_STEPS = True  # on the CPU, a step's filtering of a few dozen rows runs in numpy
+NUMPY_ROWS = 256  # up to this many rows; more (a step bounding every row) stay in torch
 SMALL_ROWS_X_COLS = 1 << 22  # up to this many entries the greedy's steps run on one CPU thread
 _log = logging.getLogger("laserkit")
 _warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
@@ -421,8 +422,10 @@ def _tail_weights(kappa: torch.Tensor, U: float) -> torch.Tensor:
 def _t_bounds(
     kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int, ratio: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_t_bounds_torch`, or on the CPU the same formulas in numpy (`_t_bounds_np`)."""
-    if Z2.device.type == "cpu":
+    """`_t_bounds_torch`, or on the CPU for up to NUMPY_ROWS rows the same formulas in numpy
+    (`_t_bounds_np`); on more rows the work is the arrays, not per-call overhead, and torch's
+    operations use the threads a large selection keeps."""
+    if Z2.device.type == "cpu" and Z2.shape[0] <= NUMPY_ROWS:
         with np.errstate(all="ignore"):
             lb, ub = _t_bounds_np(kappa.numpy(), Z2.numpy(), dk, db, k, ratio)
         return torch.from_numpy(lb), torch.from_numpy(ub)
@@ -482,8 +485,8 @@ def _t_bounds_torch(
 def _t_bounds_cheap(
     kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """`_t_bounds_cheap_torch`, or on the CPU the same formulas in numpy."""
-    if Z2.device.type == "cpu":
+    """`_t_bounds_cheap_torch`, or on the CPU for up to NUMPY_ROWS rows the same in numpy."""
+    if Z2.device.type == "cpu" and Z2.shape[0] <= NUMPY_ROWS:
         with np.errstate(all="ignore"):
             got = _t_bounds_cheap_np(kappa.numpy(), Z2.numpy(), dk, db, k)
         return None if got is None else (torch.from_numpy(got[0]), torch.from_numpy(got[1]))
@@ -842,7 +845,7 @@ class _Greedy:
         if rows is None:
             rows = self.free.nonzero()[:, 0]
         Z = self.B[rows, : len(kappa)] @ Q
-        if Z.device.type == "cpu" and NUMPY_STEPS:
+        if Z.device.type == "cpu" and NUMPY_STEPS and len(rows) <= NUMPY_ROWS:
             return self._narrow_np(Z, kappa, dk, rows, lq, lq_err, rest_hi)
         Z2, lqp = Z * Z, lq[rows]
         k, best = len(kappa), -math.inf
