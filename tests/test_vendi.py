@@ -145,6 +145,19 @@ def test_lazy_rows_keep_the_exact_picks(
     assert outcomes and (any(outcomes) or bandwidth == "median")
 
 
+@pytest.mark.parametrize("min_diversity", [False, True])
+@pytest.mark.parametrize("bandwidth", [2.0, "median"])
+def test_torch_steps_equal_exact(real_rows, monkeypatch, min_diversity: bool, bandwidth) -> None:
+    """The step's filtering in torch (what other devices run; the CPU runs it in numpy) picks
+    the exact best too, bounds in torch included."""
+    monkeypatch.setattr(V, "NUMPY_STEPS", False)
+    monkeypatch.setattr(V, "_t_bounds", V._t_bounds_torch)
+    monkeypatch.setattr(V, "_t_bounds_cheap", V._t_bounds_cheap_torch)
+    W = real_rows[torch.arange(0, 1536, 64)]
+    _check_against_exact(W, 5, min_diversity=min_diversity, bandwidth=bandwidth)
+    _check_against_exact(_random(1, scale=0.3), 5, min_diversity=min_diversity, bandwidth=bandwidth)
+
+
 @pytest.mark.parametrize("q", [2.0, 0.5, math.inf])
 def test_other_orders_equal_exact(q: float) -> None:
     W = _random(11, scale=0.3)
@@ -194,6 +207,33 @@ def test_bounds_bracket_the_exact_increment() -> None:
             assert bool((cheap[0] <= exact).all()) and bool((exact <= cheap[1]).all())
 
 
+def test_numpy_bounds_are_the_torch_bounds() -> None:
+    """On the CPU the bounds run in numpy (less per-call overhead); the torch formulas serve
+    other devices. Both are the same operations: they agree to rounding, infinite and None in
+    the same places, on well-conditioned, nearly singular (κ_min = 0) and large-ψ inputs."""
+    g = torch.Generator().manual_seed(11)
+    for t in range(60):
+        k = 1 + t % 37
+        kappa = torch.rand(k, generator=g, dtype=torch.float64) * 3 + (0.0 if t % 3 == 0 else 1e-3)
+        Z2 = torch.rand(20, k, generator=g, dtype=torch.float64) ** 3 * (5.0 if t % 2 else 0.3)
+        dk, db = 1e-12 * (t % 4), 1e-13
+        pairs = [
+            (V._t_bounds_torch(kappa, Z2, dk, db, k, r), _t_bounds(kappa, Z2, dk, db, k, r))
+            for r in (1.25, 1.02)
+        ]
+        cheap_t = V._t_bounds_cheap_torch(kappa, Z2, dk, db, k)
+        cheap_n = _t_bounds_cheap(kappa, Z2, dk, db, k)
+        assert (cheap_t is None) == (cheap_n is None)
+        if cheap_t is not None:
+            pairs.append((cheap_t, cheap_n))
+        for ref, got in pairs:
+            for a, b in zip(ref, got, strict=True):
+                assert b.dtype == torch.float64
+                assert torch.equal(torch.isinf(a), torch.isinf(b))
+                fin = torch.isfinite(a)
+                assert torch.allclose(a[fin], b[fin], rtol=1e-13, atol=0)
+
+
 @pytest.mark.parametrize("q", [1.0, 2.0, 0.5, math.inf])
 def test_log_vendi_is_spec_formula(q: float) -> None:
     X = _random(3, 12, 6, 0.5)
@@ -233,6 +273,91 @@ def test_median_bandwidth_definition() -> None:
         Intervention(kind="vendi-score", rho=0.1, bandwidth="wide")
     with pytest.raises(LaserkitError, match="bandwidth"):
         Intervention(kind="vendi-score", rho=0.1, bandwidth=-1.0)
+
+
+def _median_cases() -> list[tuple[str, np.ndarray]]:
+    """Rows whose pair counts are even and odd, with repeated rows and zero distances."""
+    g = np.random.default_rng(12)
+    line = np.array([[0.0], [1.0], [3.0], [7.0]])  # 6 pairs: middle distances 3 and 4
+    base = g.standard_normal((7, 5))
+    return [
+        ("4 rows, 6 pairs, far-apart middle values", line),
+        ("5 rows, 10 pairs", np.vstack([line, [[15.0]]])),
+        ("6 rows, 15 pairs", g.standard_normal((6, 3))),
+        ("7 rows, 21 pairs", base),
+        ("8 rows, 28 pairs, one repeated", np.vstack([base, base[2:3]])),
+        ("9 rows, 36 pairs, two repeated twice", np.vstack([base, base[[1, 1]]])),
+        ("10 rows, 45 pairs, three pairs of duplicates", np.vstack([base, base[:3]]) * 3.0),
+        ("11 rows: 45 of 55 distances zero", np.vstack([np.zeros((10, 4)), np.ones((1, 4))])),
+        ("6 rows: 7 of 15 distances zero, the middle one 1", np.array([[0.0]] * 4 + [[1.0]] * 2)),
+        ("4 rows: 3 of 6 distances zero, the two middle 0 and 1", np.array([[0.0]] * 3 + [[1.0]])),
+    ]
+
+
+@pytest.mark.parametrize("route", ["filtered", "missed bracket", "all pairs"])
+def test_median_distance_is_numpys_median_of_pdist(monkeypatch, route: str) -> None:
+    """Even counts of pairs take the mean of the two middle distances (not the root of the
+    mean of their squares), duplicates give exact zeros; the windowed route, its exact
+    selections when the sample's bracket misses, and the all-pairs fallback all agree with
+    numpy's median of scipy's pdist."""
+    if route == "all pairs":
+        monkeypatch.setattr(V, "_median_filtered", lambda Y, D: None)
+    if route == "missed bracket":  # a bracket below every value: the window must still be found
+        monkeypatch.setattr(V, "_bracket", lambda d, lo, hi, margin, p: (-2.0, -1.0))
+        monkeypatch.setattr(torch, "cdist", None)  # and the all-pairs route is not taken
+    for label, rows in _median_cases():
+        ref = float(np.median(pdist(rows)))
+        W = torch.from_numpy(rows)
+        got = V.median_distance(W)
+        assert got == pytest.approx(ref, rel=1e-14, abs=0.0), label
+        if ref == 0.0:
+            with pytest.raises(LaserkitError, match="median distance 0"):
+                median_bandwidth(W)
+        else:
+            assert median_bandwidth(W) == got
+    assert V.median_distance(torch.from_numpy(_median_cases()[0][1])) == 3.5  # (3 + 4)/2
+
+
+def test_median_bracket_sample_visits_every_column() -> None:
+    """1,024 rows of spread norms: the stride sample must bracket the middle ranks (a stride
+    of 32 saw 32 columns only and missed them, sending the median to its slow route)."""
+    g = torch.Generator().manual_seed(15)
+    Y = torch.randn(1024, 16, generator=g, dtype=torch.float64)
+    Y *= torch.exp(0.5 * torch.randn(1024, 1, generator=g, dtype=torch.float64))
+    d = V.upper_sq(Y).reshape(-1)
+    lo, hi = V._middle_ranks(1024 * 1023 // 2)
+    a, b = V._bracket(d, lo, hi, 0.012, 1024)
+    assert int((d < a).sum()) <= lo and int((d <= b).sum()) > hi
+    assert V.median_distance(Y) == pytest.approx(float(np.median(pdist(Y.numpy()))), rel=1e-14)
+
+
+def test_kernel_columns_from_the_median_distances() -> None:
+    """The columns read from the median's squared distances (`upper_sq`) equal the columns
+    computed from W and the kernel computed by scipy's cdist."""
+    from scipy.spatial.distance import cdist
+
+    X = _random(13, 37, 11, 0.4)
+    X[20] = X[3]  # a duplicate: its distance to row 3 is 0 in both routes
+    sigma = median_bandwidth(X)
+    ref = np.exp(-cdist(X.numpy(), X.numpy(), "sqeuclidean") / (2 * sigma**2))
+    plain, reuse = V._Kernel(X, sigma), V._Kernel(X, sigma, V.upper_sq(X))
+    for c in (0, 3, 20, 36):
+        np.testing.assert_allclose(reuse.column(c).numpy(), ref[:, c], rtol=1e-13, atol=0)
+        np.testing.assert_allclose(reuse.column(c).numpy(), plain.column(c).numpy(), rtol=1e-13)
+        assert float(reuse.column(c)[c]) == 1.0
+
+
+def test_median_selection_equals_exact_on_new_shapes(real_rows) -> None:
+    """At `median`, through vendi_select (the kernel read from the median's distances): 27 × 5
+    random rows with repeated rows against the mpmath greedy, and 333 rows of the real
+    gate_proj against the plain float64 greedy (shapes no other test uses)."""
+    W = _random(14, 27, 5, 0.5)
+    W[[9, 21]] = W[[2, 4]]
+    fast, _ = vendi_select(W, 6, bandwidth="median")
+    assert fast == exact_select(W, 6, bandwidth="median")[0]
+    R = real_rows[1000:1333]
+    fast, _ = vendi_select(R, 10, bandwidth="median")
+    assert fast == direct_select(R, 10, bandwidth="median")
 
 
 def test_near_identity_warning(real_rows, caplog) -> None:

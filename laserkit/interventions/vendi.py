@@ -59,12 +59,15 @@ EPS = float(torch.finfo(torch.float64).eps)
 EIG_ZERO = 1e-12  # q < 1 only: eigenvalues ν below this count as 0 (0^q = 0 instead of noise)
 MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else a seeded sample
 MEDIAN_SEED = 0
+MEDIAN_BLOCKS = 8  # row blocks of the median's triangular distances (`upper_sq`)
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
 LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
-_REFINE_ABOVE = 8  # survivors above this count go through the fine grid before exact scoring
+_REFINE_ABOVE = 1  # more survivors than this: the fine grid first (cheaper than exact scores)
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
+NUMPY_STEPS = True  # on the CPU, a step's filtering of a few dozen rows runs in numpy
+NUMPY_ROWS = 256  # up to this many rows; more (a step bounding every row) stay in torch
 SMALL_ROWS_X_COLS = 1 << 22  # up to this many entries the greedy's steps run on one CPU thread
 _log = logging.getLogger("laserkit")
 _warned: set[float] = set()  # bandwidths already warned about (one line per σ and process)
@@ -159,18 +162,30 @@ def _median_sample(X: torch.Tensor) -> torch.Tensor:
     return X[idx.to(X.device)]
 
 
-def median_sq_distance(W: torch.Tensor) -> float:
-    """Median of ‖w_i − w_j‖² over the pairs i < j of (a sample of) the rows, in float64; the
-    median of an even count is the mean of the two middle values (numpy.median)."""
+def median_distance(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
+    """The median of ‖w_i − w_j‖ over the pairs i < j of (a sample of) the rows, each distance
+    in float64 from the differences (as scipy's pdist); for an even count of pairs the mean of
+    the two middle distances (numpy.median), docs/methods.md "Vendi". ``dist``: `upper_sq` of
+    W's float64 rows when every row is used (the selection's kernel then reuses it)."""
     Y = _median_sample(W.detach().to(torch.float64))
     if Y.shape[0] < 2:
         return 0.0
-    fast = _median_filtered(Y)
-    if fast is not None:
-        return fast
-    D = _pairwise_sq(Y)
+    if dist is None or dist.shape[0] != Y.shape[0]:
+        dist = upper_sq(Y)
+    mid = _median_filtered(Y, dist)
+    if mid is not None:
+        return (math.sqrt(mid[0]) + math.sqrt(mid[1])) / 2
+    # a rank check failed: every pair's float64 distance decides
+    D = torch.cdist(Y, Y, compute_mode="donot_use_mm_for_euclid_dist")
     iu = torch.triu_indices(len(Y), len(Y), 1, device=Y.device)
-    return float(np.median(D[iu[0], iu[1]].cpu().numpy()))
+    d = D[iu[0], iu[1]].sort().values
+    lo, hi = _middle_ranks(len(d))
+    return (float(d[lo]) + float(d[hi])) / 2
+
+
+def median_sq_distance(W: torch.Tensor) -> float:
+    """The square of `median_distance`."""
+    return median_distance(W) ** 2
 
 
 def _middle_ranks(count: int) -> tuple[int, int]:
@@ -179,77 +194,123 @@ def _middle_ranks(count: int) -> tuple[int, int]:
     return (h - 1 if count % 2 == 0 else h), h
 
 
-def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float) -> tuple[float, float]:
-    """Values that bracket ranks lo..hi of d with high probability (a sorted stride sample's
-    quantiles widened by ``margin``); the caller checks that they do."""
-    sample = d[:: max(1, len(d) // 32768)].sort().values
+def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float, p: int) -> tuple[float, float]:
+    """Values that bracket ranks lo..hi of d (p × p, flattened) with high probability: a
+    stride sample's quantiles widened by ``margin``; the caller checks that they do.
+    The stride is prime to p, so the sample visits every column (a stride dividing p took
+    one column in 32 of a 1024-row matrix, whose upper triangle it misrepresents)."""
+    stride = max(1, len(d) // 32768)
+    while math.gcd(stride, p) != 1:
+        stride += 1
+    sample = d[::stride]
     k = len(sample)
-    a = float(sample[max(0, int((lo / len(d)) * k) - int(margin * k))])
-    b = float(sample[min(k - 1, int((hi / len(d)) * k) + int(margin * k) + 1)])
+    # two selections, not a sort: O(k) each, a third of the sort's time at k = 32768
+    a = float(sample.kthvalue(max(0, int((lo / len(d)) * k) - int(margin * k)) + 1).values)
+    b = float(sample.kthvalue(min(k - 1, int((hi / len(d)) * k) + int(margin * k) + 1) + 1).values)
     return a, b
 
 
-def _median_filtered(Y: torch.Tensor) -> float | None:
-    """The median of ‖y_i − y_j‖² (i < j) from a float32 pass over all pairs and float64 for
-    the few pairs near the middle.
+def _window(
+    d: torch.Tensor, lo: int, hi: int, delta: float, p: int
+) -> tuple[torch.Tensor, int] | None:
+    """The positions of d within 2δ of the values of ranks lo..hi (or a wider window around
+    them), and how many values lie below it: from `_bracket`, or when its sample missed, from
+    the exact order statistics (two selections over d)."""
+    for exact in (False, True):
+        if exact:
+            a, b = float(d.kthvalue(lo + 1).values), float(d.kthvalue(hi + 1).values)
+        else:
+            a, b = _bracket(d, lo, hi, 0.012, p)
+        a, b = a - 2 * delta, b + 2 * delta
+        pos = ((d >= a) & (d <= b)).nonzero()[:, 0]
+        below = int(torch.count_nonzero(d < a))
+        if below <= lo and hi - below < len(pos):
+            return pos, below
+    return None
 
-    Why: the float64 Gram of all rows and the passes over its million entries were most of a
-    `median` selection's time; float32 halves them. Each float32 value is within δ of the
-    float64 one (a worst-case bound: conversion, dot products of length n and the additions,
-    on values ≤ 4·max‖y‖²), so the float64 middle values lie within δ of the float32 ones and
-    a pair more than 2δ outside them is counted without its float64 value. Ranks are checked
-    at each stage; None when a check fails (the caller's plain float64 route then decides)."""
+
+def upper_sq(Y: torch.Tensor) -> torch.Tensor:
+    """D[i, j] = ‖y_i‖² + ‖y_j‖² − 2 y_i·y_j for j > i, +inf on and below the diagonal (Y's
+    dtype, p × p): what the median and, when every row enters the median, the kernel columns
+    are computed from.
+
+    Why by row blocks: block i needs only its products with the rows from i on, so
+    MEDIAN_BLOCKS blocks compute (b + 1)/(2b) of the full product (56 % for 8); this product
+    is most of the median's time."""
+    p = Y.shape[0]
+    sq = (Y * Y).sum(1)
+    D = torch.empty(p, p, dtype=Y.dtype, device=Y.device)
+    step = -(-p // max(1, min(MEDIAN_BLOCKS, p)))
+    lower = torch.ones(step, step, dtype=torch.bool, device=Y.device).tril_()
+    for i0 in range(0, p, step):
+        i1 = min(p, i0 + step)
+        base = sq[i0:i1, None] + sq[None, i0:]
+        torch.addmm(base, Y[i0:i1], Y[i0:].T, alpha=-2, out=D[i0:i1, i0:])
+        D[i0:i1, :i0] = math.inf
+        D[i0:i1, i0:i1].masked_fill_(lower[: i1 - i0, : i1 - i0], math.inf)
+    return D
+
+
+def _median_filtered(Y: torch.Tensor, D: torch.Tensor) -> tuple[float, float] | None:
+    """The two middle values (equal for an odd count) of ‖y_i − y_j‖² over i < j, each the
+    float64 sum of the squared differences, from the Gram form ‖y_i‖² + ‖y_j‖² − 2 G[i, j] for
+    all pairs (``D``, `upper_sq`) and the difference only for the few pairs near the middle.
+
+    Why: the Gram form costs one matrix product for all pairs (shared with the kernel), the
+    difference form a pass over n values per pair. Each Gram-form value is within δ of the
+    difference-form one (a worst-case bound: dot products of length n, the additions and the
+    difference form's own sum, on values ≤ 4·max‖y‖²), so the middle values lie within δ of
+    the Gram-form ones and a pair more than 2δ outside them is counted without its
+    difference-form value. Ranks are checked at each stage; None when a check fails (the
+    caller's all-pairs route then decides)."""
     p, n = Y.shape
     lo, hi = _middle_ranks(p * (p - 1) // 2)
-    Y32 = Y.to(torch.float32)
-    s32 = (Y32 * Y32).sum(1)
-    upper = torch.ones(p, p, dtype=torch.bool, device=Y.device).triu_(1)
-    base = torch.where(upper, s32[:, None] + s32[None, :], math.inf)
-    d32 = torch.addmm(base, Y32, Y32.T, alpha=-2).reshape(-1)  # +inf on and below the diagonal
     sq = (Y * Y).sum(1)
-    delta = 1.01 * (4 * n + 16) * (float(torch.finfo(torch.float32).eps) + EPS) * float(sq.max())
-    a, b = _bracket(d32, lo, hi, 0.012)
-    a, b = a - 2 * delta, b + 2 * delta
-    pos = ((d32 >= a) & (d32 <= b)).nonzero()[:, 0]
-    below = int(torch.count_nonzero(d32 < a))
-    vals = d32[pos]
-    srt = vals.sort().values
-    if not (below <= lo and hi - below < len(srt)):
+    d = D.reshape(-1)  # `upper_sq`: +inf on and below the diagonal
+    delta = 1.01 * (4 * n + 16) * EPS * float(sq.max())
+    found = _window(d, lo, hi, delta, p)
+    if found is None:
         return None
-    t_lo, t_hi = float(srt[lo - below]), float(srt[hi - below])
+    pos, below = found
+    vals = d[pos]  # ~2.5 % of the pairs: two selections, not a sort (1.6 ms against 4.3)
+    t_lo = float(vals.kthvalue(lo - below + 1).values)
+    t_hi = t_lo if hi == lo else float(vals.kthvalue(hi - below + 1).values)
     near = (vals >= t_lo - 2 * delta) & (vals <= t_hi + 2 * delta)
     below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
     if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
         return None
-    found = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
-    if found is None or not (t_lo - delta <= found[0] and found[1] <= t_hi + delta):
+    mid = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
+    if mid is None or not (t_lo - delta <= mid[0] and mid[1] <= t_hi + delta):
         return None  # the pairs counted outside the window must lie beyond these
-    return (found[0] + found[1]) / 2
+    return mid
 
 
 def _middle_near(
-    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, d32: torch.Tensor, lo: int, hi: int
+    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, dg: torch.Tensor, lo: int, hi: int
 ) -> tuple[float, float] | None:
-    """The float64 values of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j),
-    whose float32 values are ``d32``.
+    """The difference-form values ‖y_i − y_j‖² (exact zeros for equal rows, as scipy's pdist)
+    of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j), whose Gram-form values
+    are ``dg``.
 
-    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the float32 error
-    is at most (n + 4)·u·(‖y_i‖² + ‖y_j‖²) (taken twice here), several times less on real
-    rows, so fewer pairs need their float64 value (a gather of two rows each). Order statistics
-    are monotone: the float64 rank-lo value is at least the rank-lo lower end of the pairs'
-    intervals, the rank-hi value at most the rank-hi upper end; pairs entirely outside those
-    two are counted, the rest computed, and the result checked against both ends."""
+    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the two forms
+    differ by at most (n + 2)·eps·(‖y_i‖² + ‖y_j‖²) (Gram form: the dot products of length n
+    and two additions) plus (n + 3)·eps·(‖y_i‖² + ‖y_j‖²) (the sum of n squared differences),
+    taken (2n + 8)·eps·1.01 here, several times less than δ on real rows, so fewer pairs need
+    their difference (a gather of two rows each). Order statistics are monotone: the rank-lo
+    value is at least the rank-lo lower end of the pairs' intervals, the rank-hi value at
+    most the rank-hi upper end; pairs entirely outside those two are counted, the rest
+    computed, and the result checked against both ends."""
     p, n = Y.shape
     i, j = pos // p, pos % p
-    u = float(torch.finfo(torch.float32).eps) + EPS
-    dp = 1.01 * (2 * n + 8) * u * (sq[i] + sq[j])
-    low, high = d32.double() - dp, d32.double() + dp
+    dp = 1.01 * (2 * n + 8) * EPS * (sq[i] + sq[j])
+    low, high = dg - dp, dg + dp
     a = float(low.kthvalue(lo + 1).values)
     b = float(high.kthvalue(hi + 1).values)
     need = (high >= a) & (low <= b)
     below = int(torch.count_nonzero(high < a))
     i, j = i[need], j[need]
-    d64 = (sq[i] + sq[j] - 2 * (Y[i] * Y[j]).sum(1)).clamp_min(0).sort().values
+    diff = Y[i] - Y[j]
+    d64 = (diff * diff).sum(1).sort().values
     if not (below <= lo and hi - below < len(d64)):
         return None
     v_lo, v_hi = float(d64[lo - below]), float(d64[hi - below])
@@ -258,15 +319,15 @@ def _middle_near(
     return v_lo, v_hi
 
 
-def median_bandwidth(W: torch.Tensor) -> float:
+def median_bandwidth(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
     """σ = the median pairwise distance between rows (the usual RBF heuristic), so the kernel of
     a median pair is exp(−1/2). Rows: all pairs for m ≤ MEDIAN_ROWS, else a seeded sample."""
-    d2 = median_sq_distance(W)
-    if not d2 > 0:
+    d = median_distance(W, dist)
+    if not d > 0:
         raise LaserkitError(
             "--bandwidth median: the rows are all equal (median distance 0); give a number"
         )
-    return math.sqrt(d2)
+    return d
 
 
 def check_bandwidth(bandwidth: float | str) -> float | str:
@@ -313,10 +374,15 @@ def _warn_if_identity(col: torch.Tensor, c: int, sigma: float) -> None:
 
 
 class _Kernel:
-    """Kernel columns K[:, c] on demand, float64 on W's device, and their error bound."""
+    """Kernel columns K[:, c] on demand, float64 on W's device, and their error bound.
 
-    def __init__(self, W: torch.Tensor, sigma: float) -> None:
+    ``dist``: `upper_sq` of all rows when the median bandwidth computed it; a column's
+    squared distances are then read from it (a column and a row of the upper triangle)
+    instead of a product with W."""
+
+    def __init__(self, W: torch.Tensor, sigma: float, dist: torch.Tensor | None = None) -> None:
         self.X = W.detach().to(torch.float64)
+        self.dist = dist
         self.sq = (self.X * self.X).sum(1)
         self.gamma = 1.0 / (2.0 * sigma * sigma)
         m, n = self.X.shape
@@ -327,7 +393,11 @@ class _Kernel:
         self.sq_err = EPS * (math.sqrt(n) + 2) * top  # absolute error of a ‖w‖²
 
     def column(self, c: int) -> torch.Tensor:
-        d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
+        D = self.dist
+        if D is None:
+            d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
+        else:
+            d2 = torch.cat([D[:c, c], D[c, c:]]).clamp_min(0)
         d2[c] = 0.0
         return torch.exp(-self.gamma * d2)
 
@@ -352,6 +422,19 @@ def _tail_weights(kappa: torch.Tensor, U: float) -> torch.Tensor:
 def _t_bounds(
     kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int, ratio: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_t_bounds_torch`, or on the CPU for up to NUMPY_ROWS rows the same formulas in numpy
+    (`_t_bounds_np`); on more rows the work is the arrays, not per-call overhead, and torch's
+    operations use the threads a large selection keeps."""
+    if Z2.device.type == "cpu" and Z2.shape[0] <= NUMPY_ROWS:
+        with np.errstate(all="ignore"):
+            lb, ub = _t_bounds_np(kappa.numpy(), Z2.numpy(), dk, db, k, ratio)
+        return torch.from_numpy(lb), torch.from_numpy(ub)
+    return _t_bounds_torch(kappa, Z2, dk, db, k, ratio)
+
+
+def _t_bounds_torch(
+    kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int, ratio: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Certified lower and upper bounds of ΔT(c) = ∫ g_c for every row of Z2 = (Qᵀb_c)².
 
     dk bounds the error of the κ (backward error of the eigendecomposition plus the kernel
@@ -372,16 +455,16 @@ def _t_bounds(
     psi, tail = P[:, :-1], P[:, -1]
     rel = 2 * dk / (klo + pts) + 2 * db + 8 * (k + 1) * EPS  # relative error of ψ(u)
     x = psi / (1 + pts)
-    x_lo, x_hi = x * (1 - rel), x * (1 + rel)
-    g_lo = -torch.log1p(-x_lo.clamp(max=1.0))
-    g_hi = torch.where(
-        x_hi < 1, -torch.log1p(-x_hi.clamp(max=1 - 1e-300)), torch.full_like(x_hi, math.inf)
-    )
     n = len(nodes)
     off = 1 if with_zero else 0
+    # upper values at 0 and the nodes (trapezoid), lower ones at the midpoints (midpoint rule):
+    # each log1p only where a bound uses it (half the work of computing both everywhere)
+    x_hi = x[:, : off + n] * (1 + rel[: off + n])
+    x_lo = x[:, off + n :] * (1 - rel[off + n :])
+    g_hi = torch.where(x_hi < 1, -torch.log1p(-x_hi.clamp(max=1 - 1e-300)), math.inf)
+    g_mid_lo = -torch.log1p(-x_lo.clamp(max=1.0))
     widths = nodes - torch.cat([nodes.new_zeros(1), nodes[:-1]])
-    g_nodes_hi = g_hi[:, off : off + n]
-    g_mid_lo = g_lo[:, off + n :]
+    g_nodes_hi = g_hi[:, off:]
     lb = (g_mid_lo * widths).sum(1)
     ub = ((g_nodes_hi[:, 1:] + g_nodes_hi[:, :-1]) * widths[1:] / 2).sum(1)
     u1 = float(nodes[0])
@@ -402,6 +485,17 @@ def _t_bounds(
 def _t_bounds_cheap(
     kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`_t_bounds_cheap_torch`, or on the CPU for up to NUMPY_ROWS rows the same in numpy."""
+    if Z2.device.type == "cpu" and Z2.shape[0] <= NUMPY_ROWS:
+        with np.errstate(all="ignore"):
+            got = _t_bounds_cheap_np(kappa.numpy(), Z2.numpy(), dk, db, k)
+        return None if got is None else (torch.from_numpy(got[0]), torch.from_numpy(got[1]))
+    return _t_bounds_cheap_torch(kappa, Z2, dk, db, k)
+
+
+def _t_bounds_cheap_torch(
+    kappa: torch.Tensor, Z2: torch.Tensor, dk: float, db: float, k: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Cheaper, looser bounds from two numbers per candidate (None when K_S is too close to
     singular for them): x(u) = ψ(u)/(1+u) ≤ p = ψ(0), so x ≤ −log(1 − x) ≤ x·(−log(1 − p)/p),
     and ∫ x du = Σ z_i² log(κ_i)/(κ_i − 1)."""
@@ -418,6 +512,90 @@ def _t_bounds_cheap(
         torch.full_like(p, math.inf),
     )
     factor = torch.where(p_hi > 1e-300, factor, torch.ones_like(p))
+    slack = 8 * (k + 4) * EPS
+    return ix * ((1 - rel) * (1 - slack)), ix * factor * ((1 + rel) * (1 + slack))
+
+
+# The same bounds in numpy, for the CPU. Why: a greedy step bounds a few dozen rows on a grid of
+# ~70-140 points, ~120 small array operations whose cost is per-call overhead; numpy's is about
+# half of torch's dispatcher's (docs/methods.md, "Vendi"). The products run through torch (one
+# thread under `threads`, where numpy's BLAS could spin up its own). Operation for operation
+# these are the torch functions above, so the same error analysis holds.
+
+
+def _mm_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(b)).numpy()
+
+
+def _tail_weights_np(kappa: np.ndarray, U: float) -> np.ndarray:
+    """`_tail_weights` in numpy."""
+    d = kappa - 1
+    a = U + 1
+    near = np.abs(d) < 1e-8 * a
+    safe = np.where(near, 1.0, d)
+    return np.where(near, (1 - d / (2 * a)) / a, np.log1p(safe / a) / safe)
+
+
+def _t_bounds_np(
+    kappa: np.ndarray, Z2: np.ndarray, dk: float, db: float, k: int, ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_t_bounds_torch` in numpy."""
+    kmin, kmax = float(kappa.min()), float(kappa.max())
+    klo = max(kmin - dk, 0.0)
+    nodes = _grid(klo, kmax, 64 * dk + 1e-300, ratio).numpy()
+    prev = np.concatenate(([0.0], nodes[:-1]))
+    mids = (prev + nodes) / 2
+    with_zero = klo > 0
+    pts = np.concatenate(([0.0], nodes, mids)) if with_zero else np.concatenate((nodes, mids))
+    U = float(nodes[-1])
+    M = np.empty((len(kappa), len(pts) + 1))
+    np.divide(1.0, np.maximum(kappa, 0.0)[:, None] + pts[None, :], out=M[:, :-1])
+    M[:, -1] = _tail_weights_np(kappa, U)
+    P = _mm_np(Z2, M)
+    psi, tail = P[:, :-1], P[:, -1]
+    rel = 2 * dk / (klo + pts) + 2 * db + 8 * (k + 1) * EPS
+    x = psi / (1 + pts)
+    n = len(nodes)
+    off = 1 if with_zero else 0
+    x_hi = x[:, : off + n] * (1 + rel[: off + n])
+    x_lo = x[:, off + n :] * (1 - rel[off + n :])
+    g_hi = np.where(x_hi < 1, -np.log1p(-np.minimum(x_hi, 1 - 1e-300)), math.inf)
+    g_mid_lo = -np.log1p(-np.minimum(x_lo, 1.0))
+    widths = nodes - prev
+    g_nodes_hi = g_hi[:, off:]
+    lb = (g_mid_lo * widths).sum(1)
+    ub = ((g_nodes_hi[:, 1:] + g_nodes_hi[:, :-1]) * widths[1:] / 2).sum(1)
+    u1 = float(nodes[0])
+    crude = u1 * (1 - math.log(u1)) + (1 + u1) * math.log1p(u1) - u1
+    if with_zero:
+        ub = ub + np.minimum((g_hi[:, 0] + g_nodes_hi[:, 0]) * u1 / 2, crude)
+    else:
+        ub = ub + crude
+    r_tail = 2 * dk / (klo + U) + 2 * db + 8 * (k + 1) * EPS
+    x_u = np.minimum(x_hi[:, off + n - 1], 1.0)
+    lb = lb + tail * (1 - r_tail)
+    ub = ub + np.where(x_u < 1, tail * (1 + r_tail) / (1 - x_u), math.inf)
+    slack = 4 * (3 * n + k) * EPS
+    return lb * (1 - slack), ub * (1 + slack)
+
+
+def _t_bounds_cheap_np(
+    kappa: np.ndarray, Z2: np.ndarray, dk: float, db: float, k: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_t_bounds_cheap_torch` in numpy."""
+    klo = float(kappa.min()) - dk
+    if klo <= 0:
+        return None
+    P = _mm_np(Z2, np.stack([_tail_weights_np(kappa, 0.0), 1.0 / kappa], 1))
+    ix, p = P[:, 0], P[:, 1]
+    rel = 2 * dk / klo + 2 * db + 8 * (k + 1) * EPS
+    p_hi = p * (1 + rel)
+    factor = np.where(
+        p_hi < 1,
+        -np.log1p(-np.minimum(p_hi, 1 - 1e-300)) / np.maximum(p_hi, 1e-300),
+        math.inf,
+    )
+    factor = np.where(p_hi > 1e-300, factor, 1.0)
     slack = 8 * (k + 4) * EPS
     return ix * ((1 - rel) * (1 - slack)), ix * factor * ((1 + rel) * (1 + slack))
 
@@ -470,9 +648,15 @@ class _Greedy:
     """The greedy's state: chosen rows, their kernel columns, and what a step needs."""
 
     def __init__(
-        self, W: torch.Tensor, sigma: float, use_quality: bool, min_diversity: bool, q: float
+        self,
+        W: torch.Tensor,
+        sigma: float,
+        use_quality: bool,
+        min_diversity: bool,
+        q: float,
+        dist: torch.Tensor | None = None,
     ) -> None:
-        self.kern = _Kernel(W, sigma)
+        self.kern = _Kernel(W, sigma, dist)
         self.sigma = sigma
         self.m = W.shape[0]
         self.use_quality, self.sign, self.q = use_quality, -1.0 if min_diversity else 1.0, q
@@ -661,6 +845,8 @@ class _Greedy:
         if rows is None:
             rows = self.free.nonzero()[:, 0]
         Z = self.B[rows, : len(kappa)] @ Q
+        if Z.device.type == "cpu" and NUMPY_STEPS and len(rows) <= NUMPY_ROWS:
+            return self._narrow_np(Z, kappa, dk, rows, lq, lq_err, rest_hi)
         Z2, lqp = Z * Z, lq[rows]
         k, best = len(kappa), -math.inf
         for ratio in (0.0, *_GRID_RATIOS):
@@ -687,6 +873,49 @@ class _Greedy:
             if len(rows) <= _REFINE_ABOVE:
                 break
         return (rows, Z, Z2, lqp) if best > rest_hi else None
+
+    def _narrow_np(
+        self,
+        Zt: torch.Tensor,
+        kappa_t: torch.Tensor,
+        dk: float,
+        rows_t: torch.Tensor,
+        lq: torch.Tensor,
+        lq_err: float,
+        rest_hi: float,
+    ) -> tuple[torch.Tensor, ...] | None:
+        """`_narrow` on the CPU, its filtering in numpy: the same stages, bounds and tests on
+        a few dozen rows, whose cost is the per-call overhead numpy halves."""
+        if self.lb is None:
+            self.lb = torch.full((self.m,), -math.inf, dtype=torch.float64)
+        lb_all = self.lb.numpy()  # shares memory: remembered bounds land in self.lb
+        rows, Z, kappa = rows_t.numpy(), Zt.numpy(), kappa_t.numpy()
+        Z2, lqp = Z * Z, lq.numpy()[rows]
+        k, best, db = len(kappa), -math.inf, self.kern.entry_err
+        n = k + 1
+        with np.errstate(all="ignore"):
+            for ratio in (0.0, *_GRID_RATIOS):
+                bounds = (
+                    _t_bounds_cheap_np(kappa, Z2, dk, db, k)
+                    if ratio == 0
+                    else _t_bounds_np(kappa, Z2, dk, db, k, ratio)
+                )
+                if bounds is None:
+                    continue
+                lb, ub = bounds
+                if self.sign > 0:
+                    o_lo, o_hi = -ub / n + lqp - lq_err, -lb / n + lqp + lq_err
+                else:
+                    o_lo, o_hi = lb / n - lqp - lq_err, ub / n - lqp + lq_err
+                best = max(best, float(o_lo.max()))
+                lb_all[rows] = np.maximum(lb_all[rows], lb)
+                keep = o_hi >= best
+                rows, Z, Z2, lqp = rows[keep], Z[keep], Z2[keep], lqp[keep]
+                if len(rows) <= _REFINE_ABOVE:
+                    break
+        if not best > rest_hi:
+            return None
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (rows, Z, Z2, lqp))
 
     def _remember(self, rows: torch.Tensor, lb: torch.Tensor) -> None:
         """Keep the certified lower bounds of ΔT for `_lazy_rows` (the larger of old and new)."""
@@ -736,9 +965,10 @@ def vendi_select(
         X = W.detach().to(torch.float64)  # shared by the median, the kernel and the check
         if not math.isfinite(float(torch.linalg.vector_norm(X))):
             raise LaserkitError("vendi-score: the matrix holds NaN or infinity")
-        state = _resume(
-            X, resolve_bandwidth(X, bw), use_quality, min_diversity, float(q), chosen, scores
-        )
+        # the median over all rows computes their squared distances; the kernel reuses them
+        dist = upper_sq(X) if bw == "median" and X.shape[0] <= MEDIAN_ROWS else None
+        sigma = median_bandwidth(X, dist) if bw == "median" else float(bw)
+        state = _resume(X, sigma, use_quality, min_diversity, float(q), chosen, scores, dist)
         bar = _bar(r, len(chosen), m, progress)
         while len(state.chosen) < r:
             state.step()
@@ -762,9 +992,10 @@ def _resume(
     q: float,
     chosen: list[int],
     scores: list[float],
+    dist: torch.Tensor | None = None,
 ) -> _Greedy:
     """A greedy state with the cached picks already taken."""
-    state = _Greedy(X, sigma, use_quality, min_diversity, q)
+    state = _Greedy(X, sigma, use_quality, min_diversity, q, dist)
     for c, s in zip(chosen, scores, strict=True):
         state.add(c, s)
     return state
