@@ -424,3 +424,22 @@ def test_the_command_takes_a_budget(tiny_dir, tmp_path):  # noqa: F811
     )
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "summary.json").read_text())["batch_tokens"] == 64
+
+
+def test_prefix_cache_keys_batches_from_the_host_copy():
+    """Inside ``Padded.batch`` the prefix cache keys a batch by the host copy of its ids: the
+    device tensors' values are never read (here they live on ``meta``, where reading fails), and
+    the key is the one the device ids would give, so hits do not depend on the path."""
+    from laserkit.search.prefix_cache import batch_key
+
+    pad = S.Padded.of([[5, 6, 7, 8], [9, 10], [11, 12, 13]], 0, torch.device("cpu"))
+    sel = range(1, 3)
+    with pad.batch(sel, 3) as (ids, mask):
+        plain = batch_key((), {"input_ids": ids, "attention_mask": mask})
+        on_meta = {"input_ids": ids.to("meta"), "attention_mask": mask.to("meta")}
+        assert batch_key((), on_meta) == plain
+    with pytest.raises(NotImplementedError):  # outside, the values would be read from meta
+        batch_key((), on_meta)
+    other = S.Padded.of([[5, 6, 7, 8], [9, 10], [11, 12, 14]], 0, torch.device("cpu"))
+    with other.batch(sel, 3) as (ids2, mask2):
+        assert batch_key((), {"input_ids": ids2, "attention_mask": mask2}) != plain

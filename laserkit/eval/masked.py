@@ -73,14 +73,13 @@ def mask_logprobs(
         return []
     dev = S.model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    x_all, m_all = S.padded([ids for ids, _ in rows], pad, dev)  # right padding: one transfer
+    padded = S.Padded.of([ids for ids, _ in rows], pad, dev)  # right padding: one transfer
     out: list[torch.Tensor] = []
     for sel in S.plan_batches([len(ids) for ids, _ in rows], batch_size, batch_tokens):
         batch = rows[sel.start : sel.stop]
         width = max(len(ids) for ids, _ in batch)
-        x = x_all[sel.start : sel.stop, :width].contiguous()
-        m = m_all[sel.start : sel.stop, :width].contiguous()
-        logits = model(input_ids=x, attention_mask=m).logits
+        with padded.batch(sel, width) as (x, m):
+            logits = model(input_ids=x, attention_mask=m).logits
         for j, (_, pos) in enumerate(batch):
             out.append(logits[j, pos].float().log_softmax(-1))
     return S.to_host(out)  # type: ignore[return-value]

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
 
@@ -227,8 +230,50 @@ def to_host(tree: object) -> object:
 def padded(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple:
     """Ids and mask of every row right-padded to the longest, moved to ``device`` at once; a
     batch is then a slice ``[rows, :its width]``, equal to ``pad_batch`` of its rows."""
-    x, mask = pad_batch(seqs, pad_id)
-    return x.to(device), mask.to(device)
+    p = Padded.of(seqs, pad_id, device)
+    return p.dev_ids, p.dev_mask
+
+
+_HOST_BATCH: ContextVar[tuple[torch.Tensor, torch.Tensor] | None] = ContextVar(
+    "laserkit_host_batch", default=None
+)
+
+
+def host_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The host copy (ids, mask) of the batch being scored, inside ``Padded.batch``: hooks that
+    key batches by their tokens (search/prefix_cache.py) read it instead of copying the ids
+    back from the device, a host synchronisation per batch."""
+    return _HOST_BATCH.get()
+
+
+@dataclass
+class Padded:
+    """Every row right-padded once, kept on the host and sent to the device once; a batch is a
+    slice ``[rows, :width]`` of both."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    dev_ids: torch.Tensor
+    dev_mask: torch.Tensor
+
+    @classmethod
+    def of(cls, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> Padded:
+        x, mask = pad_batch(seqs, pad_id)
+        return cls(x, mask, x.to(device), mask.to(device))
+
+    @contextmanager
+    def batch(self, sel: range, width: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The device ids and mask of rows ``sel`` cut to ``width``; ``host_batch()`` gives
+        their host copy until the block ends."""
+        rows = slice(sel.start, sel.stop)
+        token = _HOST_BATCH.set((self.ids[rows, :width], self.mask[rows, :width]))
+        try:
+            yield (
+                self.dev_ids[rows, :width].contiguous(),
+                self.dev_mask[rows, :width].contiguous(),
+            )
+        finally:
+            _HOST_BATCH.reset(token)
 
 
 def _sharing(requests: Sequence[Request]) -> tuple[list, list, dict]:
@@ -297,7 +342,7 @@ def token_logprobs(
     dev = model_device(model)
     if not rows:
         return [], []
-    x_all, mask_all = padded(rows, pad_id, dev)
+    pad = Padded.of(rows, pad_id, dev)
     pos_all, tok_all, where = _gather_index(keys, requests, dev)
     finite = FiniteCheck()
     keeps = _keeps_logits(model)
@@ -305,8 +350,6 @@ def token_logprobs(
     for sel in plan_batches([len(r) for r in rows], batch_size, batch_tokens):
         batch = rows[sel.start : sel.stop]
         width = len(batch[0])
-        x = x_all[sel.start : sel.stop, :width].contiguous()
-        mask = mask_all[sel.start : sel.stop, :width].contiguous()
         spans = [
             (min(requests[i][1] for i in users[r]) - 1, max(len(keys[i]) for i in users[r]) - 1)
             for r in batch
@@ -317,7 +360,8 @@ def token_logprobs(
             kw["logits_to_keep"] = torch.arange(first, max(hi for _, hi in spans), device=dev)
         else:
             first = 0
-        logits = model(input_ids=x, attention_mask=mask, **kw).logits
+        with pad.batch(sel, width) as (x, mask):
+            logits = model(input_ids=x, attention_mask=mask, **kw).logits
         finite.add(logits)
         for j, r in enumerate(batch):
             lo, hi = spans[j]

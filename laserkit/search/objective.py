@@ -102,15 +102,14 @@ class NextTokenObjective:
         if not inputs:
             return Scored(self._summary(split, []), [])
         # right padding; the answer follows the last real token
-        ids_all, mask_all = S.padded(inputs, 0, device)
+        pad = S.Padded.of(inputs, 0, device)
         answers = torch.tensor([self.sequences[i][-1] for i in idx]).to(device)
         preds, losses = [], []
         rows = None if budget is not None else self.batch_size
         for sel in S.plan_batches([len(q) for q in inputs], rows, budget):
             width = max(len(q) for q in inputs[sel.start : sel.stop])
-            ids = ids_all[sel.start : sel.stop, :width].contiguous()
-            mask = mask_all[sel.start : sel.stop, :width].contiguous()
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            with pad.batch(sel, width) as (ids, mask):
+                logits = model(input_ids=ids, attention_mask=mask).logits
             last = mask.sum(1) - 1
             at = torch.arange(len(sel), device=device)
             logp = torch.log_softmax(logits[at, last].float(), -1)

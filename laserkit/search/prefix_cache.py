@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..eval.scoring import host_batch
 from ..model.placement import execution_device
 from ..model.targets import find_blocks
 
@@ -58,8 +59,12 @@ def batch_key(args: tuple, kwargs: dict) -> str | None:
     ids = kwargs.get("input_ids", args[0] if args else None)
     if not isinstance(ids, torch.Tensor):
         return None
+    mask = kwargs.get("attention_mask")
+    host = host_batch()  # the same ids on the host: no copy back from the device
+    if host is not None and host[0].shape == ids.shape:
+        ids, mask = host
     h = hashlib.sha1()
-    for t in (ids, kwargs.get("attention_mask")):
+    for t in (ids, mask):
         if isinstance(t, torch.Tensor):
             h.update(str((tuple(t.shape), t.dtype)).encode())
             h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
