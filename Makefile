@@ -29,7 +29,7 @@ test: setup
 	$(BIN)/ruff check laserkit tests bench
 	$(BIN)/ruff format --check laserkit tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: setup
 	$(BIN)/ruff check laserkit tests bench

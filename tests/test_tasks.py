@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import make_tiny
@@ -347,10 +351,18 @@ def test_cli_tasks_and_eval(tmp_path, default_model_dir):
 
     _register()
     runner = CliRunner()
-    res = runner.invoke(app, ["tasks"], env={"COLUMNS": "250"})
-    assert res.exit_code == 0
+    # the installed command, in its own process: an in-process console's width is whatever
+    # COLUMNS was when an earlier test first imported the CLI (a different test under xdist)
+    listed = subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "laserkit"), "tasks"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stderr
     for name in PAPER | {"perplexity", "dpo-semantic"}:
-        assert name in res.output
+        assert name in listed.stdout
     model_dir = tmp_path / "tiny"
     make_tiny("llama", vocab_size=49152, num_hidden_layers=1).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(model_dir)
