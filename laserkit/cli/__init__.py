@@ -178,5 +178,13 @@ def run(args: list[str]) -> int:
 
 
 def main() -> None:
-    """The console script ``laserkit``."""
-    sys.exit(run(sys.argv[1:]))
+    """The console script ``laserkit``.
+
+    Once ``run`` has returned, the work is done and its status decided: a SIGTERM from then on
+    is ignored. Left to Python, it would meet our handler in an ``atexit`` callback (a stray
+    traceback) or, once the interpreter's teardown has put back the default action, kill the
+    finished process (status −15 instead of the command's own)."""
+    status = run(sys.argv[1:])
+    if signal.getsignal(signal.SIGTERM) is interrupt_handler:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)
