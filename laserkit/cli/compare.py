@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from . import app
+from .bars import Bars
 from .common import (
     DeviceOpt,
     DtypeOpt,
@@ -38,42 +30,6 @@ from .options import (
     StorageOpt,
     TaskOpt,
 )
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
-
-class _Bars:
-    """One progress bar per method, added as the method starts."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        )
-        self.tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> _Bars:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.progress.__exit__(exc_type, exc, tb)
-
-    def start(self, method: str) -> None:
-        self.tasks[method] = self.progress.add_task(method, total=None)
-
-    def __call__(self, method: str, done: int, total: int) -> None:
-        self.progress.update(self.tasks[method], completed=done, total=max(total, done) or None)
 
 
 def print_table(out: dict) -> None:
@@ -171,7 +127,7 @@ def compare(
     on_interrupt(
         f"the finished trials are kept in {where}; continue with the same command and --resume"
     )
-    with _Bars() as bars:
+    with Bars(pad=18) as bars:
         out = run_compare(
             model,
             objective,

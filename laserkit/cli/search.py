@@ -5,14 +5,13 @@ library."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..interventions import Intervention
 from . import app
+from .bars import Bars
 from .common import (
     DeviceOpt,
     DtypeOpt,
@@ -52,39 +51,6 @@ from .options import (
     intervention_options,
 )
 from .output import results
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
-
-class _Bar:
-    """A rich progress bar fed by the engine's (done, total) callback."""
-
-    def __init__(self, label: str) -> None:
-        self.progress = Progress(
-            TextColumn(label),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        )  # no bar litter in logs
-        self.task = self.progress.add_task(label, total=None)
-
-    def __enter__(self) -> _Bar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.progress.__exit__(exc_type, exc, tb)
-
-    def __call__(self, done: int, total: int) -> None:
-        self.progress.update(self.task, completed=done, total=max(total, done) or None)
 
 
 def _num(v: object) -> str:
@@ -168,7 +134,8 @@ def _go(
     on_interrupt(
         f"the finished trials are kept in {where}; continue with the same command and --resume"
     )
-    with _Bar(f"{cfg.strategy} {run or run_dir}") as bar:
+    with Bars() as bars:
+        bar = bars.start(f"{cfg.strategy} {run or run_dir}")
         result, store = session.start(
             cfg,
             run_dir=run_dir,
@@ -546,7 +513,8 @@ def worker(
     URL`): takes waiting trials until the run is done. Needs only the URL and the model."""
     from ..search.runner import worker as work
 
-    with _Bar(f"worker on {run}") as bar:
+    with Bars() as bars:
+        bar = bars.start(f"worker on {run}")
         n = work(
             url,
             run,

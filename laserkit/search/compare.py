@@ -316,7 +316,7 @@ def compare(
     dtype: str = "auto",
     loaded=None,
     progress: Callable[[str, int, int], None] | None = None,
-    on_method: Callable[[str], None] | None = None,
+    on_method: Callable[[str], object] | None = None,  # what it returns is ignored
 ) -> dict:
     """Run (or continue) every method's search and write compare.json, compare.md and
     compare.png in ``run_dir``; returns the comparison (what compare.json holds).
