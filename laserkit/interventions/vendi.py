@@ -66,7 +66,7 @@ LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rul
 _REFINE_ABOVE = 1  # more survivors than this: the fine grid first (cheaper than exact scores)
 _CHUNK_BYTES = 64 << 20
 _CACHE_ENTRIES = 64
-NUMPY_STEPS = True  # on the CPU, a step's filtering of a few dozen rows runs in numpy
+NUMPY_STEPS = True  # on the CPU, a step's small operations (a few dozen rows) run in numpy
 NUMPY_ROWS = 256  # up to this many rows; more (a step bounding every row) stay in torch
 SMALL_ROWS_X_COLS = 1 << 22  # up to this many entries the greedy's steps run on one CPU thread
 _log = logging.getLogger("laserkit")
@@ -394,6 +394,11 @@ class _Kernel:
 
     def column(self, c: int) -> torch.Tensor:
         D = self.dist
+        if D is None and _numpy(self.X):  # the arithmetic in numpy: half torch's per-call cost
+            sq = self.sq.numpy()
+            d2 = np.maximum(sq + sq[c] - 2 * (self.X @ self.X[c]).numpy(), 0.0)
+            d2[c] = 0.0
+            return torch.from_numpy(np.exp(d2 * -self.gamma))
         if D is None:
             d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
         else:
@@ -521,6 +526,11 @@ def _t_bounds_cheap_torch(
 # half of torch's dispatcher's (docs/methods.md, "Vendi"). The products run through torch (one
 # thread under `threads`, where numpy's BLAS could spin up its own). Operation for operation
 # these are the torch functions above, so the same error analysis holds.
+
+
+def _numpy(t: torch.Tensor) -> bool:
+    """Whether a step's small operations on t run in numpy (CPU tensors, NUMPY_STEPS)."""
+    return NUMPY_STEPS and t.device.type == "cpu"
 
 
 def _mm_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -702,6 +712,11 @@ class _Greedy:
 
     def _gram(self, k: int) -> torch.Tensor:
         """E = K_S − I of the first k chosen rows, exactly symmetric."""
+        if _numpy(self.B):  # numpy's indexing: a fifth of torch's per-call cost
+            A = self.B.numpy()[self.chosen[:k], :k]
+            A = (A + A.T) / 2
+            np.fill_diagonal(A, 0.0)
+            return torch.from_numpy(A)
         E = self.B[self.chosen[:k], :k]
         E = (E + E.T) / 2
         return E.fill_diagonal_(0)
@@ -781,7 +796,7 @@ class _Greedy:
         lam, Q = torch.linalg.eigh(E)
         if self._scores[k - 1] is None:
             self._spectra[k - 1] = lam
-        ee = float((E * E).sum())
+        ee = float(np.square(E.numpy()).sum()) if _numpy(E) else float((E * E).sum())
         coef = 4 * n * EPS + self.kern.entry_err
         kappa = 1 + lam
         lq, lq_err = self._quality(None)
@@ -821,12 +836,26 @@ class _Greedy:
         the 1536, where bounding all rows cost an m × k × k product per step."""
         if self.lb is None or self.sign < 0:
             return None, -math.inf
+        if _numpy(self.lb):
+            return self._lazy_rows_np(lq_hi.numpy(), n)
         stale = torch.where(self.free, -self.lb / n + lq_hi, -math.inf)
         top = torch.topk(stale, min(LAZY_ROWS + 1, self.m))
         vals = top.values.tolist()
         rest = vals[LAZY_ROWS] if len(vals) > LAZY_ROWS else -math.inf
         rows = top.indices[:LAZY_ROWS][top.values[:LAZY_ROWS] > -math.inf]
         return rows, rest
+
+    def _lazy_rows_np(self, lq_hi: np.ndarray, n: int) -> tuple[torch.Tensor, float]:
+        """`_lazy_rows` in numpy (a partition, not a sort)."""
+        assert self.lb is not None
+        stale = np.where(self.free.numpy(), -self.lb.numpy() / n + lq_hi, -math.inf)
+        if len(stale) <= LAZY_ROWS:
+            top = np.flatnonzero(stale > -math.inf)
+            return torch.from_numpy(top), -math.inf
+        part = np.argpartition(stale, len(stale) - LAZY_ROWS - 1)
+        rest = float(stale[part[-LAZY_ROWS - 1]])
+        top = part[-LAZY_ROWS:]
+        return torch.from_numpy(top[stale[top] > -math.inf]), rest
 
     def _narrow(
         self,
@@ -844,9 +873,10 @@ class _Greedy:
         ``rest_hi`` (the other rows' best bound); the bounds found are remembered either way."""
         if rows is None:
             rows = self.free.nonzero()[:, 0]
+        if _numpy(Q) and len(rows) <= NUMPY_ROWS:
+            Zn = _mm_np(self.B.numpy()[rows.numpy(), : len(kappa)], Q.numpy())
+            return self._narrow_np(torch.from_numpy(Zn), kappa, dk, rows, lq, lq_err, rest_hi)
         Z = self.B[rows, : len(kappa)] @ Q
-        if Z.device.type == "cpu" and NUMPY_STEPS and len(rows) <= NUMPY_ROWS:
-            return self._narrow_np(Z, kappa, dk, rows, lq, lq_err, rest_hi)
         Z2, lqp = Z * Z, lq[rows]
         k, best = len(kappa), -math.inf
         for ratio in (0.0, *_GRID_RATIOS):
