@@ -90,9 +90,14 @@ def offload_folder(model_dir: Path | None, where: str | os.PathLike | None = Non
     process exits. Never inside the user's model directory: with safetensors weights
     transformers reads offloaded tensors from the user's files in place (read-only) and writes
     only what it must convert, into this folder (docs/models.md, "Models larger than one
-    device")."""
+    device").
+
+    The name holds the host and the process id, so the folders a killed process left (SIGKILL,
+    a power cut: no exit handler ran; with .bin weights they hold a copy of the offloaded
+    ones) are removed by the next process on that host to make one."""
     import atexit
     import shutil
+    import socket
     import tempfile
 
     parent = Path(where) if where is not None else cache_dir() / "offload"
@@ -102,9 +107,26 @@ def offload_folder(model_dir: Path | None, where: str | os.PathLike | None = Non
             "never writes into: set LASERKIT_CACHE (or offload_dir) elsewhere"
         )
     parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="offload-", dir=parent))
+    host = socket.gethostname()
+    for old in parent.glob("offload-*@*-*"):  # offload-PID@HOST-random (no "-" in random)
+        pid, _, rest = old.name.removeprefix("offload-").partition("@")
+        same_host = rest.rpartition("-")[0] == host
+        if same_host and pid.isdigit() and old.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"offload-{os.getpid()}@{host}-", dir=parent))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _placement(plan: DevicePlan, model_dir: Path | None, where) -> dict | None:
