@@ -115,7 +115,10 @@ def compare(
     names = parse_methods(methods)  # before anything is loaded or written
     if workers < 1:
         raise LaserkitError("--workers must be at least 1")
+    from ..search.session import check_workers
     from ..tasks.kinds.lm_eval import task_source
+
+    check_workers(workers, device)
 
     data = task_source(task, data, include_path)
     objective = ObjectiveConfig.from_cli(task, data, limit, batch_size, shuffle)

@@ -62,8 +62,10 @@ def reproduce(
     from ..model.targets import model_layout
     from ..search.config import ObjectiveConfig, RunConfig
     from ..search.paper import PAPER_LNAMES, PAPER_RATES, check_task
+    from ..search.session import check_workers
 
     check_task(task)
+    check_workers(workers, device)
     run_dir = _run_dir(run_dir, run, "reproduce", task, resume)
     objective = ObjectiveConfig.from_cli(task, data, None, batch_size, None, None)
     check_model_input(model, trust_remote_code)

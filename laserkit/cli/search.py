@@ -102,10 +102,13 @@ def _run_dir(
     return out
 
 
-def _check_model(model: str, trust_remote_code: bool) -> None:
-    """The model's own checks (its code, its tokenizer), before a run is created or loaded."""
+def _check_model(model: str, trust_remote_code: bool, workers: int, device: str) -> None:
+    """The model's own checks (its code, its tokenizer) and where it goes, before a run is
+    created or the model loaded."""
     from ..io.source import ModelSource
+    from ..search.session import check_workers
 
+    check_workers(workers, device)
     check_model_input(model, trust_remote_code)
     if ModelSource.parse(model).kind == "dir":
         from .common import require_tokenizer
@@ -307,7 +310,7 @@ def search(
     objective = ObjectiveConfig.from_cli(
         task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
     )
-    _check_model(model, trust_remote_code)
+    _check_model(model, trust_remote_code, workers, device)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         strategy,
@@ -391,7 +394,7 @@ def greedy(
     objective = ObjectiveConfig.from_cli(
         task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
     )
-    _check_model(model, trust_remote_code)
+    _check_model(model, trust_remote_code, workers, device)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     from ..search.catalog import probe_storage
 
@@ -465,7 +468,7 @@ def compose(
     objective = ObjectiveConfig.from_cli(
         task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
     )
-    _check_model(model, trust_remote_code)
+    _check_model(model, trust_remote_code, workers, device)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         "compose",

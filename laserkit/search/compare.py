@@ -327,6 +327,7 @@ def compare(
     from . import session  # noqa: PLC0415
     from .compare_report import write_outputs  # noqa: PLC0415
 
+    session.check_workers(workers, device)
     names = parse_methods(",".join(methods)) if methods else METHODS.names()
     space = space or Space()
     run_dir = Path(run_dir)

@@ -20,6 +20,19 @@ from .trial import Result
 from .where import POINTER
 
 
+def check_workers(workers: int, device: str) -> None:
+    """Several workers on this machine cannot share a ``map`` device: each would load the whole
+    model within the same memory limits (docs/models.md, "Models larger than one device")."""
+    from ..io.source import parse_device  # noqa: PLC0415 - torch
+
+    if workers > 1 and parse_device(device).device_map is not None:
+        raise LaserkitError(
+            f"--workers {workers} with --device {device}: each worker would load the whole "
+            "model within the same memory limits; use --workers 1 (the map spreads the one "
+            "model over the devices), or `laserkit worker URL --run NAME` on other machines"
+        )
+
+
 def start(
     cfg: RunConfig,
     *,
@@ -40,6 +53,7 @@ def start(
     from .runner import Context  # noqa: PLC0415 - torch
     from .store import without_password  # noqa: PLC0415
 
+    check_workers(workers, device)
     run_dir = Path(run_dir)
     ctx = None
     if loaded is not None:  # everything is checked before anything is created
