@@ -299,3 +299,47 @@ def test_eval_with_device_map_equals_one_device(tok_model_dir, tmp_path):
     assert bad.stderr.read().strip().splitlines() == [  # type: ignore[union-attr]
         "laserkit: error: --device map:cpu=lots: bad size 'lots' for cpu: use e.g. 70GiB, 500MB"
     ]
+
+
+def test_local_workers_refuse_a_device_map(tok_model_dir, tmp_path):
+    """Two workers on this machine would each load the whole map within the same limits: the
+    installed command refuses before it loads or writes anything, and so does the library."""
+    from laserkit.search.session import check_workers
+
+    env = {**os.environ, "LASERKIT_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "run"
+    cmd = ("search", tok_model_dir, "--task", "fever", "--limit", "8", "--run-dir", out)
+    refused = _cli(*cmd, "--workers", "2", "--device", "map:cpu=12MB", env=env)
+    assert refused.wait() == 2
+    assert refused.stderr.read().strip().splitlines() == [  # type: ignore[union-attr]
+        "laserkit: error: --workers 2 with --device map:cpu=12MB: each worker would load the "
+        "whole model within the same memory limits; use --workers 1 (the map spreads the one "
+        "model over the devices), or `laserkit worker URL --run NAME` on other machines"
+    ]
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    with pytest.raises(LaserkitError, match="--workers 3 with --device map"):
+        check_workers(3, "map")
+    check_workers(1, "map")  # one worker: the map is what spreads the model
+    check_workers(3, "cpu")
+
+
+def test_offload_folders_of_killed_processes_are_removed_by_the_next(tmp_path):
+    """A folder left by a process that no longer runs on this host goes; one of a running
+    process, or of another host (a shared cache), stays."""
+    import socket
+
+    from laserkit.io.load import offload_folder
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    left = tmp_path / f"offload-{dead.pid}@{host}-abc"
+    running = tmp_path / f"offload-{os.getppid()}@{host}-def"
+    elsewhere = tmp_path / f"offload-{dead.pid}@{host}-1-ghi"  # host "HOST-1"
+    for d in (left, running, elsewhere):
+        d.mkdir()
+        (d / "weights.dat").write_bytes(b"x" * 10)
+    new = offload_folder(None, tmp_path)
+    assert new.name.startswith(f"offload-{os.getpid()}@{host}-") and new.is_dir()
+    assert not left.exists()
+    assert (running / "weights.dat").exists() and (elsewhere / "weights.dat").exists()
