@@ -41,15 +41,25 @@ bench: setup
 
 # Wheels of laserkit's dependencies that the GPU machines lack (they hold torch, transformers,
 # accelerate, safetensors, typer, rich, pyyaml, matplotlib): bench/gpu_check.py installs them
-# offline from bench/wheels (gitignored; travels with the source tree). Versions from the lock;
-# GPU_PY is the GPU machine's Python (compiled wheels: sqlalchemy, greenlet).
-GPU_PY ?= 3.11
-GPU_WHEELS := optuna gguf sqlalchemy alembic colorlog mako markupsafe greenlet typing-extensions
+# offline from bench/wheels (gitignored; travels with the source tree), and reads the default
+# model's tokenizer from bench/wheels/tokenizer (its package is not there). Versions from the lock,
+# with their own dependencies (gguf requires requests, which transformers 5 no longer brings);
+# compiled ones (sqlalchemy, markupsafe, charset-normalizer) for each Python in GPU_PYS, as the
+# GPU machine's Python is not known in advance.
+GPU_PYS ?= 3.10 3.11 3.12 3.13
+GPU_WHEELS := optuna gguf sqlalchemy alembic colorlog mako markupsafe typing-extensions \
+  requests urllib3 idna charset-normalizer certifi
 gpu-wheels: setup
 	rm -rf bench/wheels && mkdir -p bench/wheels
-	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) \
-	  --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d bench/wheels \
-	  $$(for p in $(GPU_WHEELS); do grep -i "^$$p==" requirements.lock; done)
+	for v in $(GPU_PYS); do \
+	  $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $$v \
+	    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d bench/wheels \
+	    $$(for p in $(GPU_WHEELS); do grep -i "^$$p==" requirements.lock; done) \
+	  || echo "gpu-wheels: the lock's versions have no wheels for Python $$v: skipped"; \
+	done
+	$(BIN)/python -c "from transformers import AutoTokenizer; \
+	  from laserkit.io.open import default_model_dir; \
+	  AutoTokenizer.from_pretrained(str(default_model_dir())).save_pretrained('bench/wheels/tokenizer')"
 	du -sh bench/wheels
 
 clean:

