@@ -41,7 +41,16 @@ def test_gpu_check_small_runs_on_cpu():
     )
 
 
-HELD = ("torch", "transformers", "accelerate", "safetensors", "typer", "rich", "pyyaml", "matplotlib")
+HELD = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "typer",
+    "rich",
+    "pyyaml",
+    "matplotlib",
+)
 
 
 def _requires(name: str) -> set[str]:
