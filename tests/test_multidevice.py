@@ -343,3 +343,52 @@ def test_offload_folders_of_killed_processes_are_removed_by_the_next(tmp_path):
     assert new.name.startswith(f"offload-{os.getpid()}@{host}-") and new.is_dir()
     assert not left.exists()
     assert (running / "weights.dat").exists() and (elsewhere / "weights.dat").exists()
+
+
+def _layout(kind: str, src: Path, root: Path) -> tuple[Path, Path]:
+    """``src`` laid out as a user's folder laserkit did not make: (model folder, what to watch)."""
+    import hashlib
+    import shutil
+
+    if kind == "hub cache snapshot":  # files are relative symlinks into blobs/
+        repo = root / "models--me--tiny"
+        snap, blobs = repo / "snapshots" / "abc123", repo / "blobs"
+        snap.mkdir(parents=True)
+        blobs.mkdir()
+        for f in src.iterdir():
+            blob = blobs / hashlib.sha256(f.read_bytes()).hexdigest()
+            shutil.copy(f, blob)
+            (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+        return snap, repo
+    folder = root / "out" / "checkpoint-500"
+    shutil.copytree(src, folder)
+    if kind == "Trainer checkpoint":
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 500}))
+        torch.save({"step": torch.zeros(2)}, folder / "optimizer.pt")
+    else:  # read-only
+        for p in [*folder.iterdir(), folder]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    return folder, folder
+
+
+@pytest.mark.parametrize("kind", ["hub cache snapshot", "Trainer checkpoint", "read-only"])
+def test_a_split_model_from_folders_laserkit_did_not_make(model_dir, tmp_path, kind):
+    """Disk offload reads the user's safetensors in place: through the snapshot's symlinks, next
+    to a Trainer's files, from a read-only folder. Logits equal a plain copy's before and after
+    an edit and after restore; not a byte, mode or time of the folder changes."""
+    folder, watched = _layout(kind, model_dir, tmp_path / "user")
+    before = snapshot(watched)
+    split = lk.load(folder, dtype="float32", device_map=SPLIT).model
+    plain = lk.load(model_dir, dtype="float32", device="cpu").model
+    assert torch.equal(logits(split), logits(plain))
+    eds = [Editor(m) for m in (split, plain)]
+    for ed in eds:
+        ed.apply("fc_in", 3, lk.Intervention(kind="rank-reduction", rho=0.1))  # offloaded
+    assert torch.equal(logits(split), logits(plain))
+    for ed in eds:
+        ed.restore()
+    assert torch.equal(logits(split), logits(plain))
+    assert snapshot(watched) == before
+    if kind == "read-only":
+        for p in [*folder.iterdir(), folder]:
+            p.chmod(0o755 if p.is_dir() else 0o644)  # let pytest clean up
