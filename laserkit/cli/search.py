@@ -102,7 +102,7 @@ def _run_dir(
     return out
 
 
-def _check_model(model: str, trust_remote_code: bool, workers: int, device: str) -> None:
+def _check_inputs(model: str, trust_remote_code: bool, workers: int, device: str) -> None:
     """The model's own checks (its code, its tokenizer) and where it goes, before a run is
     created or the model loaded."""
     from ..io.source import ModelSource
@@ -310,7 +310,7 @@ def search(
     objective = ObjectiveConfig.from_cli(
         task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
     )
-    _check_model(model, trust_remote_code, workers, device)
+    _check_inputs(model, trust_remote_code, workers, device)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         strategy,
@@ -394,7 +394,7 @@ def greedy(
     objective = ObjectiveConfig.from_cli(
         task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
     )
-    _check_model(model, trust_remote_code, workers, device)
+    _check_inputs(model, trust_remote_code, workers, device)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     from ..search.catalog import probe_storage
 
@@ -468,7 +468,7 @@ def compose(
     objective = ObjectiveConfig.from_cli(
         task, data, limit, batch_size, shuffle, max_new_tokens, batch_tokens
     )
-    _check_model(model, trust_remote_code, workers, device)
+    _check_inputs(model, trust_remote_code, workers, device)
     loaded = load_with_status(model, dtype, device, trust_remote_code)
     cfg = RunConfig.from_cli(
         "compose",

@@ -332,7 +332,8 @@ def partial_prefix(path: Path) -> str:
     return f".{path.name}{PARTIAL}{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -355,7 +356,7 @@ def sweep_partials(path: Path) -> list[Path]:
         if not p.name.startswith(prefix):
             continue
         pid = p.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             _remove(p)
             removed.append(p)
     return removed

@@ -100,6 +100,8 @@ def offload_folder(model_dir: Path | None, where: str | os.PathLike | None = Non
     import socket
     import tempfile
 
+    from ..core.fileio import pid_alive
+
     parent = Path(where) if where is not None else cache_dir() / "offload"
     if model_dir is not None and parent.resolve().is_relative_to(Path(model_dir).resolve()):
         raise LaserkitError(
@@ -111,22 +113,11 @@ def offload_folder(model_dir: Path | None, where: str | os.PathLike | None = Non
     for old in parent.glob("offload-*@*-*"):  # offload-PID@HOST-random (no "-" in random)
         pid, _, rest = old.name.removeprefix("offload-").partition("@")
         same_host = rest.rpartition("-")[0] == host
-        if same_host and pid.isdigit() and old.is_dir() and not _alive(int(pid)):
+        if same_host and pid.isdigit() and old.is_dir() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=f"offload-{os.getpid()}@{host}-", dir=parent))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _placement(plan: DevicePlan, model_dir: Path | None, where) -> dict | None:
