@@ -40,6 +40,7 @@ from direct_vendi import direct_select  # noqa: E402
 
 from laserkit.edit.editor import Editor  # noqa: E402
 from laserkit.interventions import vendi  # noqa: E402
+from laserkit.interventions.median_distance import pairwise_sq  # noqa: E402
 from laserkit.io.load import load  # noqa: E402
 
 
@@ -133,7 +134,7 @@ def part_bandwidth() -> None:
     """What the bandwidth does on the default model's last gate_proj: kernel size, how far the
     selection is from the first rows, reconstruction error against first rows and SVD."""
     W = gate_proj().double()
-    d2 = vendi._pairwise_sq(W)
+    d2 = pairwise_sq(W)
     iu = torch.triu_indices(len(W), len(W), 1)
     off = d2[iu[0], iu[1]]
     med = float(off.median())

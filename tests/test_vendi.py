@@ -24,6 +24,7 @@ from scipy.spatial.distance import pdist
 from laserkit.core.errors import LaserkitError
 from laserkit.edit.editor import Editor
 from laserkit.interventions import Intervention
+from laserkit.interventions import median_distance as M
 from laserkit.interventions import vendi as V
 from laserkit.interventions.vendi import (
     _excess,
@@ -263,9 +264,9 @@ def test_median_bandwidth_definition() -> None:
     W = _random(4, 31, 9)
     assert median_bandwidth(W) == pytest.approx(float(np.median(pdist(W.numpy()))), rel=1e-12)
     # above MEDIAN_ROWS rows: a seeded sample, the same on every call
-    big = _random(5, V.MEDIAN_ROWS + 300, 4)
+    big = _random(5, M.MEDIAN_ROWS + 300, 4)
     a, b = median_bandwidth(big), median_bandwidth(big.clone())
-    idx = torch.randperm(len(big), generator=torch.Generator().manual_seed(0))[: V.MEDIAN_ROWS]
+    idx = torch.randperm(len(big), generator=torch.Generator().manual_seed(0))[: M.MEDIAN_ROWS]
     assert (
         a == b == pytest.approx(float(np.median(pdist(big[idx.sort().values].numpy()))), rel=1e-12)
     )
@@ -301,21 +302,21 @@ def test_median_distance_is_numpys_median_of_pdist(monkeypatch, route: str) -> N
     selections when the sample's bracket misses, and the all-pairs fallback all agree with
     numpy's median of scipy's pdist."""
     if route == "all pairs":
-        monkeypatch.setattr(V, "_median_filtered", lambda Y, D: None)
+        monkeypatch.setattr(M, "_median_filtered", lambda Y, D: None)
     if route == "missed bracket":  # a bracket below every value: the window must still be found
-        monkeypatch.setattr(V, "_bracket", lambda d, lo, hi, margin, p: (-2.0, -1.0))
+        monkeypatch.setattr(M, "_bracket", lambda d, lo, hi, margin, p: (-2.0, -1.0))
         monkeypatch.setattr(torch, "cdist", None)  # and the all-pairs route is not taken
     for label, rows in _median_cases():
         ref = float(np.median(pdist(rows)))
         W = torch.from_numpy(rows)
-        got = V.median_distance(W)
+        got = M.median_distance(W)
         assert got == pytest.approx(ref, rel=1e-14, abs=0.0), label
         if ref == 0.0:
             with pytest.raises(LaserkitError, match="median distance 0"):
                 median_bandwidth(W)
         else:
             assert median_bandwidth(W) == got
-    assert V.median_distance(torch.from_numpy(_median_cases()[0][1])) == 3.5  # (3 + 4)/2
+    assert M.median_distance(torch.from_numpy(_median_cases()[0][1])) == 3.5  # (3 + 4)/2
 
 
 def test_median_bracket_sample_visits_every_column() -> None:
@@ -324,11 +325,11 @@ def test_median_bracket_sample_visits_every_column() -> None:
     g = torch.Generator().manual_seed(15)
     Y = torch.randn(1024, 16, generator=g, dtype=torch.float64)
     Y *= torch.exp(0.5 * torch.randn(1024, 1, generator=g, dtype=torch.float64))
-    d = V.upper_sq(Y).reshape(-1)
-    lo, hi = V._middle_ranks(1024 * 1023 // 2)
-    a, b = V._bracket(d, lo, hi, 0.012, 1024)
+    d = M.upper_sq(Y).reshape(-1)
+    lo, hi = M._middle_ranks(1024 * 1023 // 2)
+    a, b = M._bracket(d, lo, hi, 0.012, 1024)
     assert int((d < a).sum()) <= lo and int((d <= b).sum()) > hi
-    assert V.median_distance(Y) == pytest.approx(float(np.median(pdist(Y.numpy()))), rel=1e-14)
+    assert M.median_distance(Y) == pytest.approx(float(np.median(pdist(Y.numpy()))), rel=1e-14)
 
 
 def test_kernel_columns_from_the_median_distances() -> None:
@@ -340,7 +341,7 @@ def test_kernel_columns_from_the_median_distances() -> None:
     X[20] = X[3]  # a duplicate: its distance to row 3 is 0 in both routes
     sigma = median_bandwidth(X)
     ref = np.exp(-cdist(X.numpy(), X.numpy(), "sqeuclidean") / (2 * sigma**2))
-    plain, reuse = V._Kernel(X, sigma), V._Kernel(X, sigma, V.upper_sq(X))
+    plain, reuse = V._Kernel(X, sigma), V._Kernel(X, sigma, M.upper_sq(X))
     for c in (0, 3, 20, 36):
         np.testing.assert_allclose(reuse.column(c).numpy(), ref[:, c], rtol=1e-13, atol=0)
         np.testing.assert_allclose(reuse.column(c).numpy(), plain.column(c).numpy(), rtol=1e-13)

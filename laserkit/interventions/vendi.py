@@ -53,13 +53,12 @@ import torch
 
 from ..core.errors import LaserkitError
 from ..spectral.mp import threads
+from .median_distance import MEDIAN_ROWS, median_distance, upper_sq
+from .median_distance import median_sq_distance as median_sq_distance  # public since 0.2
 from .rank_reduction import kept_rank
 
 EPS = float(torch.finfo(torch.float64).eps)
 EIG_ZERO = 1e-12  # q < 1 only: eigenvalues ν below this count as 0 (0^q = 0 instead of noise)
-MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else a seeded sample
-MEDIAN_SEED = 0
-MEDIAN_BLOCKS = 8  # row blocks of the median's triangular distances (`upper_sq`)
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (1.25, 1.02)  # coarse grid for all candidates, fine grid for the survivors
 LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
@@ -144,179 +143,6 @@ def _arrow_eigenvalues(lam: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------- bandwidth
-
-
-def _pairwise_sq(X: torch.Tensor) -> torch.Tensor:
-    sq = (X * X).sum(1)
-    return (sq[:, None] + sq[None, :] - 2 * (X @ X.T)).clamp_min(0)
-
-
-def _median_sample(X: torch.Tensor) -> torch.Tensor:
-    """The rows the median is taken over: all, or MEDIAN_ROWS drawn without replacement by a
-    CPU generator seeded with MEDIAN_SEED (the same rows on every machine), in row order."""
-    m = X.shape[0]
-    if m <= MEDIAN_ROWS:
-        return X
-    g = torch.Generator().manual_seed(MEDIAN_SEED)
-    idx = torch.randperm(m, generator=g)[:MEDIAN_ROWS].sort().values
-    return X[idx.to(X.device)]
-
-
-def median_distance(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
-    """The median of ‖w_i − w_j‖ over the pairs i < j of (a sample of) the rows, each distance
-    in float64 from the differences (as scipy's pdist); for an even count of pairs the mean of
-    the two middle distances (numpy.median), docs/methods.md "Vendi". ``dist``: `upper_sq` of
-    W's float64 rows when every row is used (the selection's kernel then reuses it)."""
-    Y = _median_sample(W.detach().to(torch.float64))
-    if Y.shape[0] < 2:
-        return 0.0
-    if dist is None or dist.shape[0] != Y.shape[0]:
-        dist = upper_sq(Y)
-    mid = _median_filtered(Y, dist)
-    if mid is not None:
-        return (math.sqrt(mid[0]) + math.sqrt(mid[1])) / 2
-    # a rank check failed: every pair's float64 distance decides
-    D = torch.cdist(Y, Y, compute_mode="donot_use_mm_for_euclid_dist")
-    iu = torch.triu_indices(len(Y), len(Y), 1, device=Y.device)
-    d = D[iu[0], iu[1]].sort().values
-    lo, hi = _middle_ranks(len(d))
-    return (float(d[lo]) + float(d[hi])) / 2
-
-
-def median_sq_distance(W: torch.Tensor) -> float:
-    """The square of `median_distance`."""
-    return median_distance(W) ** 2
-
-
-def _middle_ranks(count: int) -> tuple[int, int]:
-    """0-based ranks of the one or two middle values of ``count`` sorted values."""
-    h = count // 2
-    return (h - 1 if count % 2 == 0 else h), h
-
-
-def _bracket(d: torch.Tensor, lo: int, hi: int, margin: float, p: int) -> tuple[float, float]:
-    """Values that bracket ranks lo..hi of d (p × p, flattened) with high probability: a
-    stride sample's quantiles widened by ``margin``; the caller checks that they do.
-    The stride is prime to p, so the sample visits every column (a stride dividing p took
-    one column in 32 of a 1024-row matrix, whose upper triangle it misrepresents)."""
-    stride = max(1, len(d) // 32768)
-    while math.gcd(stride, p) != 1:
-        stride += 1
-    sample = d[::stride]
-    k = len(sample)
-    # two selections, not a sort: O(k) each, a third of the sort's time at k = 32768
-    a = float(sample.kthvalue(max(0, int((lo / len(d)) * k) - int(margin * k)) + 1).values)
-    b = float(sample.kthvalue(min(k - 1, int((hi / len(d)) * k) + int(margin * k) + 1) + 1).values)
-    return a, b
-
-
-def _window(
-    d: torch.Tensor, lo: int, hi: int, delta: float, p: int
-) -> tuple[torch.Tensor, int] | None:
-    """The positions of d within 2δ of the values of ranks lo..hi (or a wider window around
-    them), and how many values lie below it: from `_bracket`, or when its sample missed, from
-    the exact order statistics (two selections over d)."""
-    for exact in (False, True):
-        if exact:
-            a, b = float(d.kthvalue(lo + 1).values), float(d.kthvalue(hi + 1).values)
-        else:
-            a, b = _bracket(d, lo, hi, 0.012, p)
-        a, b = a - 2 * delta, b + 2 * delta
-        pos = ((d >= a) & (d <= b)).nonzero()[:, 0]
-        below = int(torch.count_nonzero(d < a))
-        if below <= lo and hi - below < len(pos):
-            return pos, below
-    return None
-
-
-def upper_sq(Y: torch.Tensor) -> torch.Tensor:
-    """D[i, j] = ‖y_i‖² + ‖y_j‖² − 2 y_i·y_j for j > i, +inf on and below the diagonal (Y's
-    dtype, p × p): what the median and, when every row enters the median, the kernel columns
-    are computed from.
-
-    Why by row blocks: block i needs only its products with the rows from i on, so
-    MEDIAN_BLOCKS blocks compute (b + 1)/(2b) of the full product (56 % for 8); this product
-    is most of the median's time."""
-    p = Y.shape[0]
-    sq = (Y * Y).sum(1)
-    D = torch.empty(p, p, dtype=Y.dtype, device=Y.device)
-    step = -(-p // max(1, min(MEDIAN_BLOCKS, p)))
-    lower = torch.ones(step, step, dtype=torch.bool, device=Y.device).tril_()
-    for i0 in range(0, p, step):
-        i1 = min(p, i0 + step)
-        base = sq[i0:i1, None] + sq[None, i0:]
-        torch.addmm(base, Y[i0:i1], Y[i0:].T, alpha=-2, out=D[i0:i1, i0:])
-        D[i0:i1, :i0] = math.inf
-        D[i0:i1, i0:i1].masked_fill_(lower[: i1 - i0, : i1 - i0], math.inf)
-    return D
-
-
-def _median_filtered(Y: torch.Tensor, D: torch.Tensor) -> tuple[float, float] | None:
-    """The two middle values (equal for an odd count) of ‖y_i − y_j‖² over i < j, each the
-    float64 sum of the squared differences, from the Gram form ‖y_i‖² + ‖y_j‖² − 2 G[i, j] for
-    all pairs (``D``, `upper_sq`) and the difference only for the few pairs near the middle.
-
-    Why: the Gram form costs one matrix product for all pairs (shared with the kernel), the
-    difference form a pass over n values per pair. Each Gram-form value is within δ of the
-    difference-form one (a worst-case bound: dot products of length n, the additions and the
-    difference form's own sum, on values ≤ 4·max‖y‖²), so the middle values lie within δ of
-    the Gram-form ones and a pair more than 2δ outside them is counted without its
-    difference-form value. Ranks are checked at each stage; None when a check fails (the
-    caller's all-pairs route then decides)."""
-    p, n = Y.shape
-    lo, hi = _middle_ranks(p * (p - 1) // 2)
-    sq = (Y * Y).sum(1)
-    d = D.reshape(-1)  # `upper_sq`: +inf on and below the diagonal
-    delta = 1.01 * (4 * n + 16) * EPS * float(sq.max())
-    found = _window(d, lo, hi, delta, p)
-    if found is None:
-        return None
-    pos, below = found
-    vals = d[pos]  # ~2.5 % of the pairs: two selections, not a sort (1.6 ms against 4.3)
-    t_lo = float(vals.kthvalue(lo - below + 1).values)
-    t_hi = t_lo if hi == lo else float(vals.kthvalue(hi - below + 1).values)
-    near = (vals >= t_lo - 2 * delta) & (vals <= t_hi + 2 * delta)
-    below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
-    if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
-        return None
-    mid = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
-    if mid is None or not (t_lo - delta <= mid[0] and mid[1] <= t_hi + delta):
-        return None  # the pairs counted outside the window must lie beyond these
-    return mid
-
-
-def _middle_near(
-    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, dg: torch.Tensor, lo: int, hi: int
-) -> tuple[float, float] | None:
-    """The difference-form values ‖y_i − y_j‖² (exact zeros for equal rows, as scipy's pdist)
-    of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j), whose Gram-form values
-    are ``dg``.
-
-    Why a second stage: the global δ scales with the largest ‖y‖²; per pair the two forms
-    differ by at most (n + 2)·eps·(‖y_i‖² + ‖y_j‖²) (Gram form: the dot products of length n
-    and two additions) plus (n + 3)·eps·(‖y_i‖² + ‖y_j‖²) (the sum of n squared differences),
-    taken (2n + 8)·eps·1.01 here, several times less than δ on real rows, so fewer pairs need
-    their difference (a gather of two rows each). Order statistics are monotone: the rank-lo
-    value is at least the rank-lo lower end of the pairs' intervals, the rank-hi value at
-    most the rank-hi upper end; pairs entirely outside those two are counted, the rest
-    computed, and the result checked against both ends."""
-    p, n = Y.shape
-    i, j = pos // p, pos % p
-    dp = 1.01 * (2 * n + 8) * EPS * (sq[i] + sq[j])
-    low, high = dg - dp, dg + dp
-    a = float(low.kthvalue(lo + 1).values)
-    b = float(high.kthvalue(hi + 1).values)
-    need = (high >= a) & (low <= b)
-    below = int(torch.count_nonzero(high < a))
-    i, j = i[need], j[need]
-    diff = Y[i] - Y[j]
-    d64 = (diff * diff).sum(1).sort().values
-    if not (below <= lo and hi - below < len(d64)):
-        return None
-    v_lo, v_hi = float(d64[lo - below]), float(d64[hi - below])
-    if not (a <= v_lo and v_hi <= b):
-        return None
-    return v_lo, v_hi
 
 
 def median_bandwidth(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
