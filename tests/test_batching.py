@@ -21,6 +21,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from laserkit.core.errors import LaserkitError
+from laserkit.eval import batching
 from laserkit.eval import scoring as S
 from laserkit.eval.batching import parse_batch_tokens, plan_batches, resolve_batch_tokens
 from laserkit.search.config import ObjectiveConfig, RunConfig
@@ -104,7 +105,7 @@ def test_a_search_resolves_auto_once(tiny, monkeypatch):
         calls.append(tokens)
         return 10 + len(calls)  # free memory that changes between trials
 
-    monkeypatch.setattr(S, "resolve_batch_tokens", resolve)
+    monkeypatch.setattr(batching, "resolve_batch_tokens", resolve)  # search_batching's
     obj = NextTokenObjective([[1, 2, 3], [4, 5], [6, 7, 8, 9]], batch_size=2)
     first = obj.score(tiny, "all").records
     assert obj.score(tiny, "all").records == first and calls == [None]

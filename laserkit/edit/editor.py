@@ -170,7 +170,6 @@ class Editor:
         self.layout = layout or model_layout(model)
         self.compute_dtype = compute_dtype
         self.cache = cache if cache is not None else FactorCache()
-        self.params = dict(model.named_parameters(remove_duplicate=False))
         self._slots: dict[str, OffloadSlot | None] = {}
         self._undo: list[_Undo] = []
         self._marks: list[int] = []  # len(records) at each undo entry, to trim records on restore

@@ -109,8 +109,9 @@ class LineProgress:
 def check_finite_outputs(values: torch.Tensor) -> None:
     """A model whose outputs are NaN or ±inf cannot be scored: every answer would tie (and NaN
     comparisons would count as correct). One line instead of a meaningless accuracy."""
-    if not bool(torch.isfinite(values).all()):
-        raise not_finite()
+    check = FiniteCheck()
+    check.add(values)
+    check.raise_if_bad()
 
 
 def not_finite() -> LaserkitError:
@@ -225,13 +226,6 @@ def to_host(tree: object) -> object:
         for k, part in zip(ks, flat.split([leaves[k].numel() for k in ks]), strict=True):
             leaves[k] = part.view(leaves[k].shape)
     return pytree.tree_unflatten(leaves, spec)
-
-
-def padded(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple:
-    """Ids and mask of every row right-padded to the longest, moved to ``device`` at once; a
-    batch is then a slice ``[rows, :its width]``, equal to ``pad_batch`` of its rows."""
-    p = Padded.of(seqs, pad_id, device)
-    return p.dev_ids, p.dev_mask
 
 
 _HOST_BATCH: ContextVar[tuple[torch.Tensor, torch.Tensor] | None] = ContextVar(

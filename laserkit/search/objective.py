@@ -86,7 +86,7 @@ class NextTokenObjective:
         self.metric = metric
         self.name = name
         self.higher_is_better = metric == "accuracy"
-        self._budget: tuple[int | None] | None = None  # resolved once: batches stay the same
+        self._budget: tuple[int | None, int | None] | None = None  # resolved once: same batches
 
     @torch.no_grad()
     def score(self, model: nn.Module, split: str, fraction: float = 1.0) -> Scored:
@@ -95,8 +95,8 @@ class NextTokenObjective:
         no host synchronisation per batch."""
         idx = head(list(split_slice(len(self.sequences), split)), fraction)
         if self._budget is None:
-            self._budget = (S.resolve_batch_tokens(model, S.parse_batch_tokens(self.batch_tokens)),)
-        budget = self._budget[0]
+            self._budget = S.search_batching(model, self.batch_size, self.batch_tokens)
+        rows, budget = self._budget
         device = S.model_device(model)
         inputs = [self.sequences[i][:-1] for i in idx]
         if not inputs:
@@ -105,7 +105,6 @@ class NextTokenObjective:
         pad = S.Padded.of(inputs, 0, device)
         answers = torch.tensor([self.sequences[i][-1] for i in idx]).to(device)
         preds, losses = [], []
-        rows = None if budget is not None else self.batch_size
         for sel in S.plan_batches([len(q) for q in inputs], rows, budget):
             width = max(len(q) for q in inputs[sel.start : sel.stop])
             with pad.batch(sel, width) as (ids, mask):
