@@ -98,7 +98,7 @@ def compare(
         1,
         "--workers",
         help="worker processes per method on this "
-        "machine; more join with `laserkit worker URL --run NAME`",
+        "machine (one with --device map); more join with `laserkit worker URL --run NAME`",
     ),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,

@@ -291,8 +291,8 @@ WorkersOpt = typer.Option(
     1,
     "--workers",
     help="worker processes on this machine (one per GPU "
-    "when there are GPUs); more join with `laserkit worker URL --run NAME`;"
-    " 0: only create the run in the database",
+    "when there are GPUs; one with --device map); more join with `laserkit worker URL --run "
+    "NAME`; 0: only create the run in the database",
 )
 HeartbeatOpt = typer.Option(5, "--heartbeat", help="seconds between a running trial's heartbeats")
 GraceOpt = typer.Option(
