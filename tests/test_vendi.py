@@ -199,10 +199,13 @@ def test_bounds_bracket_the_exact_increment() -> None:
             ]
         exact = torch.tensor(exact, dtype=torch.float64)
         dk = 64 * k * 2.2e-16 * float(lam.abs().max() + 1)
-        for ratio in (1.25, 1.02):
+        for ratio in (3.0, *V._GRID_RATIOS):
             lb, ub = _t_bounds(1 + lam, Z * Z, dk, 1e-15, k, ratio)
             assert bool((lb <= exact).all()) and bool((exact <= ub).all()), (scale, ratio)
-            assert float(((ub - lb) / exact).median()) < (0.1 if ratio > 1.1 else 1e-3)
+            # fourth order: the relative width falls ~16-fold per halving of log(ratio); the
+            # midpoint/trapezoid pair gave 1.2e-2 at 1.25, this rule 3.4e-5
+            width = float(((ub - lb) / exact).median())
+            assert width < {3.0: 0.05, 2.0: 5e-3, 1.25: 1e-4}[ratio], (scale, ratio, width)
         cheap = _t_bounds_cheap(1 + lam, Z * Z, dk, 1e-15, k)
         if cheap is not None:
             assert bool((cheap[0] <= exact).all()) and bool((exact <= cheap[1]).all())
@@ -220,7 +223,7 @@ def test_numpy_bounds_are_the_torch_bounds() -> None:
         dk, db = 1e-12 * (t % 4), 1e-13
         pairs = [
             (V._t_bounds_torch(kappa, Z2, dk, db, k, r), _t_bounds(kappa, Z2, dk, db, k, r))
-            for r in (1.25, 1.02)
+            for r in (3.0, *V._GRID_RATIOS)
         ]
         cheap_t = V._t_bounds_cheap_torch(kappa, Z2, dk, db, k)
         cheap_n = _t_bounds_cheap(kappa, Z2, dk, db, k)
@@ -295,21 +298,34 @@ def _median_cases() -> list[tuple[str, np.ndarray]]:
     ]
 
 
-@pytest.mark.parametrize("route", ["filtered", "missed bracket", "all pairs"])
+@pytest.mark.parametrize("route", ["filtered", "missed bracket", "all pairs", "float32"])
 def test_median_distance_is_numpys_median_of_pdist(monkeypatch, route: str) -> None:
     """Even counts of pairs take the mean of the two middle distances (not the root of the
     mean of their squares), duplicates give exact zeros; the windowed route, its exact
-    selections when the sample's bracket misses, and the all-pairs fallback all agree with
-    numpy's median of scipy's pdist."""
+    selections when the sample's bracket misses, the all-pairs fallback and the float32 Gram
+    form (rows that are float32 numbers) all agree with numpy's median of scipy's pdist."""
     if route == "all pairs":
-        monkeypatch.setattr(M, "_median_filtered", lambda Y, D: None)
+        monkeypatch.setattr(M, "_median_filtered", lambda *a, **k: None)
     if route == "missed bracket":  # a bracket below every value: the window must still be found
         monkeypatch.setattr(M, "_bracket", lambda d, lo, hi, margin, p: (-2.0, -1.0))
         monkeypatch.setattr(torch, "cdist", None)  # and the all-pairs route is not taken
+    decided = []
+    if route == "float32":  # which dtype's Gram form each median was decided on
+        filtered = M._median_filtered
+        monkeypatch.setattr(
+            M,
+            "_median_filtered",
+            lambda Y, sq, D, **k: decided.append(D.dtype) or filtered(Y, sq, D, **k),
+        )
     for label, rows in _median_cases():
+        if route == "float32":
+            rows = rows.astype(np.float32).astype(np.float64)
         ref = float(np.median(pdist(rows)))
         W = torch.from_numpy(rows)
+        decided.clear()
         got = M.median_distance(W)
+        if route == "float32":
+            assert decided == [torch.float32], label  # no float64 route after it
         assert got == pytest.approx(ref, rel=1e-14, abs=0.0), label
         if ref == 0.0:
             with pytest.raises(LaserkitError, match="median distance 0"):
@@ -332,20 +348,58 @@ def test_median_bracket_sample_visits_every_column() -> None:
     assert M.median_distance(Y) == pytest.approx(float(np.median(pdist(Y.numpy()))), rel=1e-14)
 
 
-def test_kernel_columns_from_the_median_distances() -> None:
-    """The columns read from the median's squared distances (`upper_sq`) equal the columns
-    computed from W and the kernel computed by scipy's cdist."""
+def test_float32_gram_route_only_where_its_bound_holds(monkeypatch) -> None:
+    """The float32 Gram form decides the median only for rows that are float32 numbers, with
+    float32 products at full precision; float64 rows that are not, and a process that allows
+    TF32/bfloat16 products, take the float64 route; a float32 decision that would need too
+    many difference-form values gives way to it. Every route gives numpy's median of pdist."""
+    decided: list[torch.dtype] = []
+    filtered = M._median_filtered
+    monkeypatch.setattr(
+        M,
+        "_median_filtered",
+        lambda Y, sq, D, **k: decided.append(D.dtype) or filtered(Y, sq, D, **k),
+    )
+    g = torch.Generator().manual_seed(21)
+    W32 = torch.randn(300, 48, generator=g) * torch.exp(torch.randn(300, 1, generator=g) / 3)
+    ref = float(np.median(pdist(W32.double().numpy())))
+    for W, want in [
+        (W32, [torch.float32]),
+        (W32.to(torch.bfloat16), [torch.float32]),
+        (W32.double(), [torch.float32]),  # float64 storage of float32 numbers
+        (W32.double() + 1e-9, [torch.float64]),
+    ]:
+        decided.clear()
+        got = M.median_distance(W)
+        assert decided == want, W.dtype
+        exact = float(np.median(pdist(W.double().numpy())))
+        assert got == pytest.approx(exact, rel=1e-14, abs=0.0)
+    assert M.median_distance(W32) == pytest.approx(ref, rel=1e-14, abs=0.0)
+    decided.clear()
+    with monkeypatch.context() as mp:
+        mp.setattr(torch, "get_float32_matmul_precision", lambda: "high")
+        assert M.median_distance(W32) == pytest.approx(ref, rel=1e-14, abs=0.0)
+    assert decided == [torch.float64]
+    decided.clear()
+    monkeypatch.setattr(M, "NEAR_SHARE", 300 * 300)  # at most one pair's difference
+    monkeypatch.setattr(M, "NEAR_FLOOR", 1)
+    assert M.median_distance(W32) == pytest.approx(ref, rel=1e-14, abs=0.0)
+    assert decided == [torch.float32, torch.float64]
+
+
+def test_kernel_columns_are_scipys_kernel() -> None:
+    """Kernel columns (the Gram form in float64) equal the kernel computed by scipy's cdist;
+    a row's own entry and a duplicate's are exactly 1."""
     from scipy.spatial.distance import cdist
 
     X = _random(13, 37, 11, 0.4)
-    X[20] = X[3]  # a duplicate: its distance to row 3 is 0 in both routes
+    X[20] = X[3]
     sigma = median_bandwidth(X)
     ref = np.exp(-cdist(X.numpy(), X.numpy(), "sqeuclidean") / (2 * sigma**2))
-    plain, reuse = V._Kernel(X, sigma), V._Kernel(X, sigma, M.upper_sq(X))
+    kern = V._Kernel(X, sigma)
     for c in (0, 3, 20, 36):
-        np.testing.assert_allclose(reuse.column(c).numpy(), ref[:, c], rtol=1e-13, atol=0)
-        np.testing.assert_allclose(reuse.column(c).numpy(), plain.column(c).numpy(), rtol=1e-13)
-        assert float(reuse.column(c)[c]) == 1.0
+        np.testing.assert_allclose(kern.column(c).numpy(), ref[:, c], rtol=1e-13, atol=0)
+        assert float(kern.column(c)[c]) == 1.0
 
 
 def test_median_selection_equals_exact_on_new_shapes(real_rows) -> None:

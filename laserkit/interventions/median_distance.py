@@ -3,19 +3,23 @@ pdist, without scipy and without a sort of all pairs (docs/methods.md, "Vendi": 
 median`). Vendi's kernel takes it as its bandwidth σ (`interventions/vendi.py`).
 
 Why a module of its own: it is one exact selection over m(m − 1)/2 values, with its own error
-analysis (the Gram form against the difference form) and routes (windowed, exact selections,
-all pairs), and nothing in it knows about the greedy."""
+analysis (the Gram form against the difference form) and routes (a float32 product, a float64
+one, all pairs), and nothing in it knows about the greedy."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 EPS = float(torch.finfo(torch.float64).eps)
 MEDIAN_ROWS = 2048  # median bandwidth: all pairs of up to this many rows, else a seeded sample
 MEDIAN_SEED = 0
 MEDIAN_BLOCKS = 8  # row blocks of the median's triangular distances (`upper_sq`)
+NEAR_SHARE = 256  # float32 route: at most p²/NEAR_SHARE pairs get their difference form
+NEAR_FLOOR = 256  # (or this many, for small p)
+_DIFF_BYTES = 64 << 20  # difference-form values in chunks of this many bytes of row pairs
 
 
 def pairwise_sq(X: torch.Tensor) -> torch.Tensor:
@@ -36,17 +40,26 @@ def _median_sample(X: torch.Tensor) -> torch.Tensor:
     return X[idx.to(X.device)]
 
 
-def median_distance(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
+def median_distance(W: torch.Tensor) -> float:
     """The median of ‖w_i − w_j‖ over the pairs i < j of (a sample of) the rows, each distance
     in float64 from the differences (as scipy's pdist); for an even count of pairs the mean of
-    the two middle distances (numpy.median), docs/methods.md "Vendi". ``dist``: `upper_sq` of
-    W's float64 rows when every row is used (the selection's kernel then reuses it)."""
-    Y = _median_sample(W.detach().to(torch.float64))
-    if Y.shape[0] < 2:
+    the two middle distances (numpy.median), docs/methods.md "Vendi".
+
+    Routes, each certified by its rank checks or left for the next: the Gram form in float32
+    (`_float32_rows`), in float64, then every pair's difference."""
+    S = _median_sample(W.detach())
+    p = S.shape[0]
+    if p < 2:
         return 0.0
-    if dist is None or dist.shape[0] != Y.shape[0]:
-        dist = upper_sq(Y)
-    mid = _median_filtered(Y, dist)
+    Y = S.to(torch.float64)
+    sq = (Y * Y).sum(1)
+    mid = None
+    Y32 = _float32_rows(S, Y)
+    if Y32 is not None:
+        most = max(NEAR_FLOOR, p * p // NEAR_SHARE)  # beyond: the float64 product is cheaper
+        mid = _median_filtered(Y, sq, upper_sq(Y32), most=most)
+    if mid is None:
+        mid = _median_filtered(Y, sq, upper_sq(Y))
     if mid is not None:
         return (math.sqrt(mid[0]) + math.sqrt(mid[1])) / 2
     # a rank check failed: every pair's float64 distance decides
@@ -55,6 +68,25 @@ def median_distance(W: torch.Tensor, dist: torch.Tensor | None = None) -> float:
     d = D[iu[0], iu[1]].sort().values
     lo, hi = _middle_ranks(len(d))
     return (float(d[lo]) + float(d[hi])) / 2
+
+
+def _float32_rows(S: torch.Tensor, Y: torch.Tensor) -> torch.Tensor | None:
+    """The rows in float32 when the Gram form may run in float32, else None: their values are
+    float32 numbers (weights stored in float32, bfloat16 or float16 are; float64 ones are
+    checked), on the CPU, with float32 products at full precision (not after
+    `torch.set_float32_matmul_precision("high")`: TF32 or bfloat16 products would break the
+    error bound). ``S``: the rows as stored, ``Y``: in float64.
+
+    Why: the product is most of the median's time, and float32 halves it (twice the values
+    per vector lane); the bound of each Gram-form value grows by eps32/eps64 = 2²⁹ and on real
+    rows still leaves a few hundred pairs in a million for the difference form
+    (`_middle_near`). On a GPU the float64 product is fast enough and TF32 is common."""
+    if S.device.type != "cpu" or torch.get_float32_matmul_precision() != "highest":
+        return None
+    if S.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return S.to(torch.float32)
+    Y32 = Y.to(torch.float32)
+    return Y32 if torch.equal(Y32.to(torch.float64), Y) else None
 
 
 def median_sq_distance(W: torch.Tensor) -> float:
@@ -95,18 +127,31 @@ def _window(
             a, b = float(d.kthvalue(lo + 1).values), float(d.kthvalue(hi + 1).values)
         else:
             a, b = _bracket(d, lo, hi, 0.012, p)
-        a, b = a - 2 * delta, b + 2 * delta
-        pos = ((d >= a) & (d <= b)).nonzero()[:, 0]
-        below = int(torch.count_nonzero(d < a))
+        pos, below = _in_range(d, a - 2 * delta, b + 2 * delta)
         if below <= lo and hi - below < len(pos):
             return pos, below
     return None
 
 
+def _in_range(d: torch.Tensor, a: float, b: float) -> tuple[torch.Tensor, int]:
+    """The positions of d's values in [a, b] and how many lie below a (d holds no NaN).
+
+    On the CPU in numpy, and the count from the same comparison: each pass reads all p² values,
+    and numpy's nonzero is about half of torch's on 2.4 M values."""
+    if d.device.type == "cpu":
+        dn = d.numpy()
+        keep = dn >= a
+        below = dn.size - int(np.count_nonzero(keep))
+        keep &= dn <= b
+        return torch.from_numpy(np.flatnonzero(keep)), below
+    ge = d >= a
+    below = d.numel() - int(torch.count_nonzero(ge))
+    return (ge & (d <= b)).nonzero()[:, 0], below
+
+
 def upper_sq(Y: torch.Tensor) -> torch.Tensor:
     """D[i, j] = ‖y_i‖² + ‖y_j‖² − 2 y_i·y_j for j > i, +inf on and below the diagonal (Y's
-    dtype, p × p): what the median and, when every row enters the median, the kernel columns
-    are computed from.
+    dtype, p × p): the Gram form of every pair's squared distance.
 
     Why by row blocks: block i needs only its products with the rows from i on, so
     MEDIAN_BLOCKS blocks compute (b + 1)/(2b) of the full product (56 % for 8); this product
@@ -125,66 +170,93 @@ def upper_sq(Y: torch.Tensor) -> torch.Tensor:
     return D
 
 
-def _median_filtered(Y: torch.Tensor, D: torch.Tensor) -> tuple[float, float] | None:
+def _gram_error(n: int, D: torch.Tensor) -> float:
+    """c such that a Gram-form value of ``D`` (`upper_sq` in D's dtype) and the float64
+    difference-form value of the same pair differ by at most c·(‖y_i‖² + ‖y_j‖²).
+
+    Worst-case bounds, u = eps/2 of the Gram form's dtype: each ‖y‖² and each dot product
+    of length n is off by n·u·(its terms' sum of magnitudes), the two additions by u each
+    on values ≤ 2(‖y_i‖² + ‖y_j‖²): (2n + 3)·u ≤ (n + 2)·eps. The difference form, a
+    float64 sum of n squared differences: (n + 3)·eps64 (taken n + 6). 1 % on top for the
+    rounding of the bound itself."""
+    eps = float(torch.finfo(D.dtype).eps)
+    return 1.01 * ((n + 2) * eps + (n + 6) * EPS)
+
+
+def _median_filtered(
+    Y: torch.Tensor, sq: torch.Tensor, D: torch.Tensor, most: int | None = None
+) -> tuple[float, float] | None:
     """The two middle values (equal for an odd count) of ‖y_i − y_j‖² over i < j, each the
     float64 sum of the squared differences, from the Gram form ‖y_i‖² + ‖y_j‖² − 2 G[i, j] for
-    all pairs (``D``, `upper_sq`) and the difference only for the few pairs near the middle.
+    all pairs (``D``, `upper_sq`, float32 or float64) and the difference only for the few
+    pairs near the middle (at most ``most`` of them).
 
-    Why: the Gram form costs one matrix product for all pairs (shared with the kernel), the
-    difference form a pass over n values per pair. Each Gram-form value is within δ of the
-    difference-form one (a worst-case bound: dot products of length n, the additions and the
-    difference form's own sum, on values ≤ 4·max‖y‖²), so the middle values lie within δ of
-    the Gram-form ones and a pair more than 2δ outside them is counted without its
+    Why: the Gram form costs one matrix product for all pairs, the difference form a pass over
+    n values per pair. Each Gram-form value is within δ of the difference-form one
+    (`_gram_error`, on values ≤ 2·max‖y‖²), so the middle values lie within δ of the
+    Gram-form ones and a pair more than 2δ outside them is counted without its
     difference-form value. Ranks are checked at each stage; None when a check fails (the
-    caller's all-pairs route then decides)."""
+    caller's next route then decides)."""
     p, n = Y.shape
     lo, hi = _middle_ranks(p * (p - 1) // 2)
-    sq = (Y * Y).sum(1)
     d = D.reshape(-1)  # `upper_sq`: +inf on and below the diagonal
-    delta = 1.01 * (4 * n + 16) * EPS * float(sq.max())
+    delta = 2 * _gram_error(n, D) * float(sq.max())
     found = _window(d, lo, hi, delta, p)
     if found is None:
         return None
     pos, below = found
-    vals = d[pos]  # ~2.5 % of the pairs: two selections, not a sort (1.6 ms against 4.3)
+    # ~2.5 % of the pairs, compared in float64 from here: two selections, not a sort
+    vals = d[pos].to(torch.float64)
     t_lo = float(vals.kthvalue(lo - below + 1).values)
     t_hi = t_lo if hi == lo else float(vals.kthvalue(hi - below + 1).values)
     near = (vals >= t_lo - 2 * delta) & (vals <= t_hi + 2 * delta)
     below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
     if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
         return None
-    mid = _middle_near(Y, sq, pos[near], vals[near], lo - below, hi - below)
+    c = _gram_error(n, D)
+    mid = _middle_near(Y, sq, c, pos[near], vals[near], lo - below, hi - below, most)
     if mid is None or not (t_lo - delta <= mid[0] and mid[1] <= t_hi + delta):
         return None  # the pairs counted outside the window must lie beyond these
     return mid
 
 
 def _middle_near(
-    Y: torch.Tensor, sq: torch.Tensor, pos: torch.Tensor, dg: torch.Tensor, lo: int, hi: int
+    Y: torch.Tensor,
+    sq: torch.Tensor,
+    c: float,
+    pos: torch.Tensor,
+    dg: torch.Tensor,
+    lo: int,
+    hi: int,
+    most: int | None = None,
 ) -> tuple[float, float] | None:
     """The difference-form values ‖y_i − y_j‖² (exact zeros for equal rows, as scipy's pdist)
     of ranks lo and hi among the pairs ``pos`` (flat indices i·p + j), whose Gram-form values
-    are ``dg``.
+    are ``dg``; None when a check fails or more than ``most`` pairs need their difference.
 
     Why a second stage: the global δ scales with the largest ‖y‖²; per pair the two forms
-    differ by at most (n + 2)·eps·(‖y_i‖² + ‖y_j‖²) (Gram form: the dot products of length n
-    and two additions) plus (n + 3)·eps·(‖y_i‖² + ‖y_j‖²) (the sum of n squared differences),
-    taken (2n + 8)·eps·1.01 here, several times less than δ on real rows, so fewer pairs need
-    their difference (a gather of two rows each). Order statistics are monotone: the rank-lo
-    value is at least the rank-lo lower end of the pairs' intervals, the rank-hi value at
-    most the rank-hi upper end; pairs entirely outside those two are counted, the rest
-    computed, and the result checked against both ends."""
+    differ by at most c·(‖y_i‖² + ‖y_j‖²) (`_gram_error`), several times less than δ on real
+    rows, so fewer pairs need their difference (a gather of two rows each). Order statistics
+    are monotone: the rank-lo value is at least the rank-lo lower end of the pairs'
+    intervals, the rank-hi value at most the rank-hi upper end; pairs entirely outside those
+    two are counted, the rest computed, and the result checked against both ends."""
     p, n = Y.shape
     i, j = pos // p, pos % p
-    dp = 1.01 * (2 * n + 8) * EPS * (sq[i] + sq[j])
+    dp = c * (sq[i] + sq[j])
     low, high = dg - dp, dg + dp
     a = float(low.kthvalue(lo + 1).values)
     b = float(high.kthvalue(hi + 1).values)
     need = (high >= a) & (low <= b)
     below = int(torch.count_nonzero(high < a))
     i, j = i[need], j[need]
-    diff = Y[i] - Y[j]
-    d64 = (diff * diff).sum(1).sort().values
+    if most is not None and len(i) > most:
+        return None
+    step = max(1, _DIFF_BYTES // (8 * max(1, n)))
+    parts = []
+    for s in range(0, len(i), step):  # in chunks: the rows of every pair at once can be GBs
+        diff = Y.index_select(0, i[s : s + step]) - Y.index_select(0, j[s : s + step])
+        parts.append((diff * diff).sum(1))
+    d64 = torch.cat(parts).sort().values if parts else Y.new_zeros(0)
     if not (below <= lo and hi - below < len(d64)):
         return None
     v_lo, v_hi = float(d64[lo - below]), float(d64[hi - below])
