@@ -43,10 +43,12 @@ by the matrix's content and the options, a smaller ρ takes a prefix and a large
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,6 +63,7 @@ EPS = float(torch.finfo(torch.float64).eps)
 EIG_ZERO = 1e-12  # q < 1 only: eigenvalues ν below this count as 0 (0^q = 0 instead of noise)
 NEAR_IDENTITY = 1e-3  # median off-diagonal kernel value below which the kernel says ~nothing
 _GRID_RATIOS = (2.0, 1.25)  # coarse grid for all candidates, fine grid for the survivors
+AHEAD = 7  # q = 1: kernel columns computed ahead, with the pick's, for likely next picks
 LAZY_ROWS = 64  # q = 1: rows bounded afresh per step when remembered bounds rule out the rest
 _REFINE_ABOVE = 1  # more survivors than this: the fine grid first (cheaper than exact scores)
 _CHUNK_BYTES = 64 << 20
@@ -213,40 +216,88 @@ class _Kernel:
         self.entry_err = EPS * (2 + 4 * self.gamma * top * (math.sqrt(n) + 2))
         self.sq_err = EPS * (math.sqrt(n) + 2) * top  # absolute error of a ‖w‖²
 
-    def column(self, c: int) -> torch.Tensor:
+    def columns(self, cols: list[int]) -> torch.Tensor:
+        """K[:, cols] (m × len(cols), float64): the Gram form of the squared distances from
+        one product, which reads W once however many columns it makes; a row's own entry is
+        exactly 1."""
+        c = torch.tensor(cols, dtype=torch.long)
         if _numpy(self.X):  # the arithmetic in numpy: half torch's per-call cost
-            sq = self.sq.numpy()
-            d2 = np.maximum(sq + sq[c] - 2 * (self.X @ self.X[c]).numpy(), 0.0)
-            d2[c] = 0.0
-            return torch.from_numpy(np.exp(d2 * -self.gamma))
-        d2 = (self.sq + self.sq[c] - 2 * (self.X @ self.X[c])).clamp_min(0)
-        d2[c] = 0.0
+            sq, cn = self.sq.numpy(), c.numpy()
+            d2 = sq[:, None] + sq[cn][None, :]
+            d2 -= 2 * (self.X[c] @ self.X.T).numpy().T  # this order: 2/3 of X @ X[c].T's time
+            np.maximum(d2, 0.0, out=d2)
+            d2[cn, np.arange(len(cn))] = 0.0
+            return torch.from_numpy(np.exp(d2 * -self.gamma, out=d2))
+        c = c.to(self.X.device)
+        d2 = (self.sq[:, None] + self.sq[c][None, :] - 2 * (self.X @ self.X[c].T)).clamp_min(0)
+        d2[c, torch.arange(len(cols), device=c.device)] = 0.0
         return torch.exp(-self.gamma * d2)
+
+    def column(self, c: int) -> torch.Tensor:
+        return self.columns([c])[:, 0]
 
 
 GAUSS = 0.5 / math.sqrt(3)  # the 2-point Gauss–Legendre nodes: 1/2 ∓ GAUSS of an interval
 
 
-def _grid(kappa_lo: float, kappa_max: float, floor: float, ratio: float) -> np.ndarray:
-    """Nodes 0 < u_1 < … < u_N of a geometric grid covering the scales of g (κ and 1 + u)."""
-    u1 = max(min(kappa_lo, 1.0) / 64, floor)
-    uN = 1024 * (1 + kappa_max)
-    count = max(2, math.ceil(math.log(uN / u1) / math.log(ratio)) + 1)
-    return np.logspace(math.log10(u1), math.log10(uN), count)
+class _Rule(NamedTuple):
+    """Where g is evaluated and with what weights (`_points`)."""
+
+    pts: np.ndarray  # [0 if usable] m_1, u_1..u_N, m_2..m_N (upper values), then Gauss points
+    n: int  # nodes
+    nu: int  # how many points take upper values
+    off: int  # 1 when u = 0 is among them
+    u1: float
+    U: float  # u_N: the tail [U, ∞) is integrated in closed form
+    w_up: np.ndarray  # Simpson's weights of u_1..u_N, m_2..m_N ([0, u_1] apart)
+    w_lo: np.ndarray  # the Gauss rule's weights (h_j/2 each)
 
 
-def _rule(klo: float, kmax: float, dk: float, ratio: float) -> tuple[np.ndarray, ...]:
-    """The grid's intervals [u_{j−1}, u_j] (u_0 = 0): widths h, the points where g gets an
-    upper value (0 when usable, the nodes, the midpoints) and where a lower one (the two
-    Gauss points of each interval), and the nodes. Shared by `_t_bounds_np` and
-    `_t_bounds_torch` (a few hundred numbers, built on the CPU)."""
-    nodes = _grid(klo, kmax, 64 * dk + 1e-300, ratio)
+def _rule(
+    kappa: np.ndarray, dk: float, db: float, k: int, ratio: float
+) -> tuple[_Rule, np.ndarray, float]:
+    """The points and weights (`_points`) of a geometric grid covering the scales of g (κ and
+    1 + u): from u_1 ≈ min(κ_lo, 1)/64 (at least 64·δκ) to u_N ≈ 1024(1 + κ_max), both
+    rounded up to powers of 2 so that the steps of a selection share a few grids; and per
+    point the factor taking ψ to x = ψ/(1+u) with ψ's relative error 2·δκ/(κ_lo + u) + 2·δb
+    + 8(k+1)·eps on the safe side (up where Simpson's rule takes x, down at the Gauss
+    points); and κ_lo = κ_min − δκ."""
+    klo = max(float(kappa.min()) - dk, 0.0)
+    u1 = max(min(klo, 1.0) / 64, 64 * dk + 1e-300)
+    uN = 1024 * (1 + float(kappa.max()))
+    rule = _points(math.ceil(math.log2(u1)), math.ceil(math.log2(uN)), ratio, klo > 0)
+    pts, nu = rule.pts, rule.nu
+    rel = 2 * dk / (klo + pts) + 2 * db + 8 * (k + 1) * EPS
+    scale = np.concatenate(((1 + rel[:nu]) / (1 + pts[:nu]), (1 - rel[nu:]) / (1 + pts[nu:])))
+    return rule, scale, klo
+
+
+@functools.lru_cache(maxsize=256)
+def _points(e1: int, eN: int, ratio: float, zero: bool) -> _Rule:
+    """Nodes u_j = 2^e1 … 2^eN, geometric with a ratio of at most ``ratio``; Simpson's rule
+    on each interval [u_{j−1}, u_j] (u_0 = 0, midpoint m_j) takes the upper values of g at
+    the nodes and midpoints, the 2-point Gauss rule the lower ones at its points. ``zero``:
+    u = 0 is usable (κ_lo > 0), for Simpson on [0, u_1]. Read-only arrays: they are shared."""
+    count = max(2, math.ceil((eN - e1) * math.log(2) / math.log(ratio)) + 1)
+    nodes = 2.0 ** (e1 + (eN - e1) * np.arange(count) / (count - 1))
+    n, off = len(nodes), int(zero)
     prev = np.concatenate(([0.0], nodes[:-1]))
     h = nodes - prev
-    head = [np.zeros(1)] if klo > 0 else []  # u = 0 only where κ_i ≥ κ_min − δκ > 0
-    upper = np.concatenate([*head, nodes, prev + h / 2])
-    lower = np.concatenate((prev + h * (0.5 - GAUSS), prev + h * (0.5 + GAUSS)))
-    return nodes, h, upper, lower
+    nu = off + 2 * n
+    pts = np.zeros(nu + 2 * n)
+    pts[off] = h[0] / 2
+    pts[off + 1 : off + 1 + n] = nodes
+    pts[off + 1 + n : nu] = prev[1:] + h[1:] / 2
+    pts[nu : nu + n] = prev + h * (0.5 - GAUSS)
+    pts[nu + n :] = prev + h * (0.5 + GAUSS)
+    w_up = np.zeros(2 * n - 1)  # [u_{j-1}, u_j], j ≥ 2: h_j/6 to each end, 4h_j/6 to m_j
+    w_up[1:n] += h[1:] / 6
+    w_up[: n - 1] += h[1:] / 6
+    w_up[n:] = 4 * h[1:] / 6
+    w_lo = np.concatenate((h / 2, h / 2))
+    for a in (pts, w_up, w_lo):
+        a.flags.writeable = False
+    return _Rule(pts, n, nu, off, float(nodes[0]), float(nodes[-1]), w_up, w_lo)
 
 
 def _crude(u1: float) -> float:
@@ -294,40 +345,31 @@ def _t_bounds_torch(
     entries' error), db the relative error of the entries of b: ψ(u) is then known to a relative
     2·dk/(κ_min − dk + u) + 2·db + O(k·eps)."""
     dev = Z2.device
-    klo = max(float(kappa.min()) - dk, 0.0)
-    nodes, h, upper, lower = (
-        torch.from_numpy(a).to(dev) for a in _rule(klo, float(kappa.max()), dk, ratio)
+    rule, scale_np, klo = _rule(kappa.cpu().numpy(), dk, db, k, ratio)
+    pts, w_up, w_lo, scale = (
+        torch.tensor(a, device=dev) for a in (rule.pts, rule.w_up, rule.w_lo, scale_np)
     )
-    pts = torch.cat([upper, lower])
-    U = float(nodes[-1])
+    n, nu, off = rule.n, rule.nu, rule.off
     # κ_i ≥ κ_min > klo when u = 0 is used; otherwise every point is ≥ u_1·(1/2 − GAUSS) > 8 δκ
     Rinv = 1.0 / (kappa.clamp_min(0)[:, None] + pts[None, :])
-    M = torch.cat([Rinv, _tail_weights(kappa, U)[:, None]], 1)
+    M = torch.cat([Rinv, _tail_weights(kappa, rule.U)[:, None]], 1)
     P = Z2 @ M  # ψ at every point, and the tail integral of ψ/(1+u)
-    psi, tail = P[:, :-1], P[:, -1]
-    rel = 2 * dk / (klo + pts) + 2 * db + 8 * (k + 1) * EPS  # relative error of ψ(u)
-    x = psi / (1 + pts)
-    n, nu = len(nodes), len(upper)
-    off = nu - 2 * n  # 1 when u = 0 is among the points
-    # upper values (x rounded up) where Simpson's rule needs them, lower ones at the Gauss points
-    x_hi = x[:, :nu] * (1 + rel[:nu])
-    x_lo = x[:, nu:] * (1 - rel[nu:])
-    g_hi = torch.where(x_hi < 1, -torch.log1p(-x_hi.clamp(max=1 - 1e-300)), math.inf)
-    g_lo = -torch.log1p(-x_lo.clamp(max=1.0))
-    lb = ((g_lo[:, :n] + g_lo[:, n:]) * (h / 2)).sum(1)
-    at, mid = g_hi[:, off : off + n], g_hi[:, off + n :]
-    ub = ((at[:, :-1] + 4 * mid[:, 1:] + at[:, 1:]) * (h[1:] / 6)).sum(1)
-    crude = _crude(float(nodes[0]))
-    if off:
-        first = (g_hi[:, 0] + 4 * mid[:, 0] + at[:, 0]) * (float(nodes[0]) / 6)
+    # x rounded up where Simpson's rule takes it, down at the Gauss points; x ≥ 1 gives g = ∞
+    x = (P[:, :-1] * scale).clamp(max=1.0)
+    g = -torch.log1p(-x)
+    lb = (g[:, nu:] * w_lo).sum(1)
+    ub = (g[:, off + 1 : nu] * w_up).sum(1)
+    crude = _crude(rule.u1)
+    if off:  # Simpson on [0, u_1]: g(0), g(m_1), g(u_1)
+        first = (g[:, 0] + 4 * g[:, 1] + g[:, 2]) * (rule.u1 / 6)
         ub = ub + torch.minimum(first, torch.full_like(first, crude))
     else:
         ub = ub + crude
-    r_tail = 2 * dk / (klo + U) + 2 * db + 8 * (k + 1) * EPS
-    x_u = x_hi[:, off + n - 1].clamp(max=1.0)
+    tail, x_u = P[:, -1], x[:, off + n]  # x_u: at u_N = U
+    r_tail = 2 * dk / (klo + rule.U) + 2 * db + 8 * (k + 1) * EPS
     lb = lb + tail * (1 - r_tail)
     ub = ub + torch.where(x_u < 1, tail * (1 + r_tail) / (1 - x_u), torch.full_like(tail, math.inf))
-    slack = 4 * (5 * n + k) * EPS  # rounding of the sums and of the points themselves
+    slack = 4 * (5 * n + k) * EPS  # rounding of the sums and of the points
     return lb * (1 - slack), ub * (1 + slack)
 
 
@@ -394,33 +436,23 @@ def _t_bounds_np(
     kappa: np.ndarray, Z2: np.ndarray, dk: float, db: float, k: int, ratio: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """`_t_bounds_torch` in numpy."""
-    klo = max(float(kappa.min()) - dk, 0.0)
-    nodes, h, upper, lower = _rule(klo, float(kappa.max()), dk, ratio)
-    pts = np.concatenate((upper, lower))
-    U = float(nodes[-1])
-    M = np.empty((len(kappa), len(pts) + 1))
-    np.divide(1.0, np.maximum(kappa, 0.0)[:, None] + pts[None, :], out=M[:, :-1])
-    M[:, -1] = _tail_weights_np(kappa, U)
+    rule, scale, klo = _rule(kappa, dk, db, k, ratio)
+    n, nu, off = rule.n, rule.nu, rule.off
+    M = np.empty((len(kappa), len(rule.pts) + 1))
+    np.divide(1.0, np.maximum(kappa, 0.0)[:, None] + rule.pts[None, :], out=M[:, :-1])
+    M[:, -1] = _tail_weights_np(kappa, rule.U)
     P = _mm_np(Z2, M)
-    psi, tail = P[:, :-1], P[:, -1]
-    rel = 2 * dk / (klo + pts) + 2 * db + 8 * (k + 1) * EPS
-    x = psi / (1 + pts)
-    n, nu = len(nodes), len(upper)
-    off = nu - 2 * n
-    x_hi = x[:, :nu] * (1 + rel[:nu])
-    x_lo = x[:, nu:] * (1 - rel[nu:])
-    g_hi = np.where(x_hi < 1, -np.log1p(-np.minimum(x_hi, 1 - 1e-300)), math.inf)
-    g_lo = -np.log1p(-np.minimum(x_lo, 1.0))
-    lb = ((g_lo[:, :n] + g_lo[:, n:]) * (h / 2)).sum(1)
-    at, mid = g_hi[:, off : off + n], g_hi[:, off + n :]
-    ub = ((at[:, :-1] + 4 * mid[:, 1:] + at[:, 1:]) * (h[1:] / 6)).sum(1)
-    crude = _crude(float(nodes[0]))
+    x = np.minimum(P[:, :-1] * scale, 1.0)
+    g = -np.log1p(-x)
+    lb = (g[:, nu:] * rule.w_lo).sum(1)
+    ub = (g[:, off + 1 : nu] * rule.w_up).sum(1)
+    crude = _crude(rule.u1)
     if off:
-        ub = ub + np.minimum((g_hi[:, 0] + 4 * mid[:, 0] + at[:, 0]) * (float(nodes[0]) / 6), crude)
+        ub = ub + np.minimum((g[:, 0] + 4 * g[:, 1] + g[:, 2]) * (rule.u1 / 6), crude)
     else:
         ub = ub + crude
-    r_tail = 2 * dk / (klo + U) + 2 * db + 8 * (k + 1) * EPS
-    x_u = np.minimum(x_hi[:, off + n - 1], 1.0)
+    tail, x_u = P[:, -1], x[:, off + n]
+    r_tail = 2 * dk / (klo + rule.U) + 2 * db + 8 * (k + 1) * EPS
     lb = lb + tail * (1 - r_tail)
     ub = ub + np.where(x_u < 1, tail * (1 + r_tail) / (1 - x_u), math.inf)
     slack = 4 * (5 * n + k) * EPS
@@ -511,6 +543,7 @@ class _Greedy:
         self.free = torch.ones(self.m, dtype=torch.bool, device=self.kern.X.device)
         self._zeros = torch.zeros(self.m, dtype=torch.float64, device=self.kern.X.device)
         self.B = torch.empty(self.m, 0, dtype=torch.float64, device=self.kern.X.device)
+        self._ahead: dict[int, torch.Tensor] = {}  # columns of likely next picks (`_next_picks`)
         self.chosen: list[int] = []
         self._scores: list[float | None] = []  # None: left for `scores` (q = 1 steps)
         self._spectra: dict[int, torch.Tensor] = {}  # step → eigenvalues of its K_S − I
@@ -567,9 +600,36 @@ class _Greedy:
             grown = self.B.new_empty(self.m, max(8, 2 * self.B.shape[1]))
             grown[:, :k] = self.B[:, :k]
             self.B = grown
-        self.B[:, k] = self.kern.column(c)
+        col = self._ahead.pop(c, None)
+        if col is None:
+            guess = self._next_picks(c)
+            cols = self.kern.columns([c, *guess])
+            col = cols[:, 0]
+            self._ahead = {g: cols[:, i + 1] for i, g in enumerate(guess)}
+        self.B[:, k] = col
         if k == 0:
             _warn_if_identity(self.B[:, 0], c, self.sigma)
+
+    def _next_picks(self, c: int) -> list[int]:
+        """The AHEAD free rows other than c most likely to be picked next: those whose
+        remembered bounds allow the best objective after c joins (`_lazy_rows`' order).
+
+        Why: a kernel column is a product with all of W, whose cost on the CPU is mostly
+        reading W (7 MB in float64 on the default model, out of cache by the next pick), so
+        one product makes eight columns for little more than one costs. On the default
+        model's last gate_proj at r = 57 the next pick was the first of this order at 49 of 55
+        steps (bandwidth 2) and 43 of 55 (`median`), among the first eight at all but one: 9
+        products instead of 57. Columns are exact whichever product made them."""
+        if self.lb is None or self.sign < 0 or not _numpy(self.lb) or AHEAD < 1:
+            return []
+        n = len(self.chosen) + 1
+        lq, lq_err = self._quality(None)
+        stale = np.where(self.free.numpy(), -self.lb.numpy() / n + lq.numpy() + lq_err, -math.inf)
+        stale[c] = -math.inf
+        top = np.arange(len(stale))
+        if len(stale) > AHEAD:
+            top = np.argpartition(stale, len(stale) - AHEAD)[-AHEAD:]
+        return [int(i) for i in top if stale[i] > -math.inf]
 
     def _quality(self, cand: torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """log mean quality of S ∪ {c} minus log N (N is common) for the rows ``cand`` (None:
