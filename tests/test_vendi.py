@@ -159,6 +159,37 @@ def test_torch_steps_equal_exact(real_rows, monkeypatch, min_diversity: bool, ba
     _check_against_exact(_random(1, scale=0.3), 5, min_diversity=min_diversity, bandwidth=bandwidth)
 
 
+@pytest.mark.parametrize("numpy_steps", [True, False])
+@pytest.mark.parametrize("bandwidth", [2.0, "median"])
+def test_columns_computed_ahead_are_the_columns(
+    real_rows, monkeypatch, bandwidth, numpy_steps: bool
+) -> None:
+    """A pick's kernel column comes with those of the likely next picks (`_next_picks`): the
+    picks and every column equal those of one product per pick, and far fewer products run,
+    with the steps in numpy (the CPU) and in torch (other devices)."""
+    monkeypatch.setattr(V, "NUMPY_STEPS", numpy_steps)
+    W = real_rows[:400].double()
+    sigma = V.resolve_bandwidth(W, bandwidth)
+    products = []
+    columns = V._Kernel.columns
+    monkeypatch.setattr(
+        V._Kernel, "columns", lambda self, cols: products.append(len(cols)) or columns(self, cols)
+    )
+    runs = {}
+    for ahead in (0, V.AHEAD):
+        monkeypatch.setattr(V, "AHEAD", ahead)
+        products.clear()
+        state = V._Greedy(W, sigma, False, False, 1.0)
+        while len(state.chosen) < 24:
+            state.step()
+        runs[ahead] = (list(state.chosen), state.B[:, :24].clone(), len(products))
+    (picks0, B0, n0), (picks, B, n) = runs[0], runs[V.AHEAD]
+    assert picks == picks0 and n0 == 24
+    assert n <= 8, n  # the next pick was among the rows computed ahead at nearly every step
+    torch.testing.assert_close(B, B0, rtol=1e-13, atol=0)
+    assert torch.equal(B[picks, torch.arange(24)], torch.ones(24, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("q", [2.0, 0.5, math.inf])
 def test_other_orders_equal_exact(q: float) -> None:
     W = _random(11, scale=0.3)

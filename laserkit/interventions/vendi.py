@@ -620,10 +620,15 @@ class _Greedy:
         model's last gate_proj at r = 57 the next pick was the first of this order at 49 of 55
         steps (bandwidth 2) and 43 of 55 (`median`), among the first eight at all but one: 9
         products instead of 57. Columns are exact whichever product made them."""
-        if self.lb is None or self.sign < 0 or not _numpy(self.lb) or AHEAD < 1:
+        if self.lb is None or self.sign < 0 or AHEAD < 1:
             return []
         n = len(self.chosen) + 1
         lq, lq_err = self._quality(None)
+        if not _numpy(self.lb):
+            stale_t = torch.where(self.free, -self.lb / n + lq + lq_err, -math.inf)
+            stale_t[c] = -math.inf
+            top_t = torch.topk(stale_t, min(AHEAD, self.m))
+            return top_t.indices[top_t.values > -math.inf].tolist()
         stale = np.where(self.free.numpy(), -self.lb.numpy() / n + lq.numpy() + lq_err, -math.inf)
         stale[c] = -math.inf
         top = np.arange(len(stale))
