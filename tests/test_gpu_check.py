@@ -16,8 +16,9 @@ STEPS = [
     "eval fever-bigbench (16 claims)",
     "laserkit search: 24-trial grid",
     "reference-style loop: 3 of the grid's trials",
-    "Vendi r = 4",
-    "Vendi r = 8",
+    "Vendi r = 4 (bandwidth 2)",
+    "Vendi r = 8 (bandwidth 2)",
+    "Vendi r = 4 (bandwidth median)",
 ]
 
 
