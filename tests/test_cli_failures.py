@@ -530,6 +530,38 @@ def _one_interrupt_line(ran: Ran, *says: str) -> str:
     return line
 
 
+_LOG_AFTER = """
+import logging, signal, sqlite3, sys
+from laserkit.cli import run
+from laserkit.core import errors
+run(["--help"])
+print("--", file=sys.stderr)
+def cursor():  # what SQLAlchemy logs when the interrupt has already closed the database
+    try:
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+    except sqlite3.ProgrammingError:
+        pool = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+        pool.error("Error closing cursor", exc_info=True)
+cursor()
+errors._interrupts.append(signal.SIGINT)
+cursor()
+logging.getLogger("laserkit").warning("laserkit: warning: still said")
+"""
+
+
+def test_library_log_records_are_one_line_and_quiet_after_an_interrupt():
+    """A library's logged error reaches the terminal as one line without its traceback, and
+    once the user has interrupted not at all (the interrupt's own line is the one line):
+    SQLAlchemy logged "Error closing cursor" with a traceback when Ctrl-C landed while it read
+    the trial store, after the interrupt line. laserkit's own warnings still show."""
+    p = subprocess.run(
+        [sys.executable, "-c", _LOG_AFTER], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    after = p.stderr.split("--\n", 1)[1]
+    assert after == "Error closing cursor\nlaserkit: warning: still said\n", p.stderr
+
+
 def test_interrupts_keep_what_was_done_and_continue(env, tmp_path):
     """SIGINT at a seeded random moment of scan, eval, search and save; then the work goes on."""
     from laserkit.spectral.scan import scan

@@ -44,6 +44,7 @@ if _is_console_script() and signal.getsignal(signal.SIGINT) is signal.default_in
         signal.signal(signal.SIGTERM, _early_interrupt)
 
 import importlib  # noqa: E402
+import logging  # noqa: E402
 
 import typer  # noqa: E402
 
@@ -111,6 +112,33 @@ def _unraisable(hook):
     return quiet
 
 
+class _LogLines(logging.Handler):
+    """Warnings and errors logged by laserkit and the libraries it drives, on stderr as Python
+    prints them when nothing is configured (the message alone), but on one line and with no
+    traceback; and none from the libraries once the user has interrupted.
+
+    Why: a library that logs an error with its traceback (SQLAlchemy's "Error closing cursor",
+    when Ctrl-C lands while it reads the trial store and the unwinding has already closed the
+    database) would put a traceback on the user's terminal after the interrupt's own line; such
+    complaints are the interrupt's echo, not news."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if interrupted() and not record.name.startswith("laserkit"):
+            return
+        try:
+            lines = record.getMessage().splitlines()
+        except Exception:  # a library's bad format arguments: its raw message
+            lines = str(record.msg).splitlines()
+        sys.stderr.write((lines[0] if lines else "") + "\n")
+
+
+def _log_lines() -> None:
+    """Install `_LogLines` on the root logger (once per process), at WARNING."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _LogLines) for h in root.handlers):
+        root.addHandler(_LogLines(logging.WARNING))
+
+
 def run(args: list[str]) -> int:
     """Run one command line; returns the exit status (never raises, never prints a traceback
     unless LASERKIT_DEBUG is set)."""
@@ -119,6 +147,7 @@ def run(args: list[str]) -> int:
     if not args:
         args = ["--help"]  # a newcomer's first try: the help, and success
     try:
+        _log_lines()
         _register()
         command = typer.main.get_command(app)
         if signal.getsignal(signal.SIGINT) is _early_interrupt:
