@@ -13,8 +13,9 @@ How it is fast and still exact (q = 1). Per step, with S the chosen rows and K_S
     ΔT(c) = ∫_0^∞ g_c(u) du,   g_c(u) = −log(1 − ψ_c(u)/(1 + u)),   ψ_c(u) = Σ_i z_i²/(κ_i + u),
 
 z = Qᵀb (log det of the bordered K + uI by the Schur complement, and log x = ∫ 1/(1+u) −
-1/(x+u) du). g_c is completely monotone, hence convex: the midpoint rule on a grid bounds ΔT from
-below and the trapezoid rule from above, for every candidate at once with one matrix product
+1/(x+u) du). g_c is completely monotone, hence a mixture of decaying exponentials (Bernstein)
+with a positive fourth derivative: on a grid the 2-point Gauss rule bounds ΔT from below and
+Simpson's rule from above, for every candidate at once with one matrix product
 (Z∘Z) @ [1/(κ_i + u_j)]. Candidates whose bounds show they cannot win (or tie) are dropped;
 the few left are refined on a finer grid and then scored exactly: the eigenvalues of the bordered
 matrix (an arrow matrix in Q's basis) by a batched LAPACK/cuSOLVER eigensolve. So the selection is
