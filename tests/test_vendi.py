@@ -418,6 +418,34 @@ def test_float32_gram_route_only_where_its_bound_holds(monkeypatch) -> None:
     assert decided == [torch.float32, torch.float64]
 
 
+def test_a_window_that_starts_too_close_to_the_middle_is_not_trusted(monkeypatch) -> None:
+    """Pairs below the window are counted without their difference form, so the window must
+    start 2δ below the middle Gram-form values (δ: the Gram form's error). A bracket whose low
+    end leaves less (here 2δ above the lower middle value, inside the 3δ widening) makes the
+    float32 route decline; the float64 route then decides, equal to numpy's median of pdist."""
+    g = torch.Generator().manual_seed(22)
+    W32 = torch.randn(300, 48, generator=g) * torch.exp(torch.randn(300, 1, generator=g) / 3)
+    Y = W32.double()
+    sq = (Y * Y).sum(1)
+    d32 = M.upper_sq(W32).reshape(-1)
+    delta = 2 * M._gram_error(48, d32) * float(sq.max())
+    lo, hi = M._middle_ranks(300 * 299 // 2)
+    t_lo, t_hi = M._kth(d32, lo, hi)
+    monkeypatch.setattr(M, "_bracket", lambda d, lo, hi, margin, p: (t_lo + 2 * delta, t_hi))
+    decided: list[tuple[torch.dtype, bool]] = []
+    filtered = M._median_filtered
+
+    def spy(Y, sq, D, **k):
+        mid = filtered(Y, sq, D, **k)
+        decided.append((D.dtype, mid is not None))
+        return mid
+
+    monkeypatch.setattr(M, "_median_filtered", spy)
+    got = M.median_distance(W32)
+    assert decided == [(torch.float32, False), (torch.float64, True)]
+    assert got == pytest.approx(float(np.median(pdist(Y.numpy()))), rel=1e-14, abs=0.0)
+
+
 def test_kernel_columns_are_scipys_kernel() -> None:
     """Kernel columns (the Gram form in float64) equal the kernel computed by scipy's cdist;
     a row's own entry and a duplicate's are exactly 1."""
