@@ -213,7 +213,8 @@ def _median_filtered(
     p, n = Y.shape
     lo, hi = _middle_ranks(p * (p - 1) // 2)
     d = D.reshape(-1)  # `upper_sq`: +inf on and below the diagonal
-    delta = 2 * _gram_error(n, D) * float(sq.max())
+    c = _gram_error(n, D)
+    delta = 2 * c * float(sq.max())
     found = _window(d, lo, hi, delta, p)
     if found is None:
         return None
@@ -227,7 +228,6 @@ def _median_filtered(
     below += int(torch.count_nonzero(vals < t_lo - 2 * delta))
     if not (below <= lo and hi - below < int(torch.count_nonzero(near))):
         return None
-    c = _gram_error(n, D)
     mid = _middle_near(Y, sq, c, pos[near], vals[near], lo - below, hi - below, most)
     if mid is None or not (t_lo - delta <= mid[0] and mid[1] <= t_hi + delta):
         return None  # the pairs counted outside the window must lie beyond these

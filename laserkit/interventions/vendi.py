@@ -234,9 +234,6 @@ class _Kernel:
         d2[c, torch.arange(len(cols), device=c.device)] = 0.0
         return torch.exp(-self.gamma * d2)
 
-    def column(self, c: int) -> torch.Tensor:
-        return self.columns([c])[:, 0]
-
 
 GAUSS = 0.5 / math.sqrt(3)  # the 2-point Gauss–Legendre nodes: 1/2 ∓ GAUSS of an interval
 
@@ -623,15 +620,12 @@ class _Greedy:
         products instead of 57. Columns are exact whichever product made them."""
         if self.lb is None or self.sign < 0 or AHEAD < 1:
             return []
-        n = len(self.chosen) + 1
         lq, lq_err = self._quality(None)
-        if not _numpy(self.lb):
-            stale_t = torch.where(self.free, -self.lb / n + lq + lq_err, -math.inf)
-            stale_t[c] = -math.inf
-            top_t = torch.topk(stale_t, min(AHEAD, self.m))
-            return top_t.indices[top_t.values > -math.inf].tolist()
-        stale = np.where(self.free.numpy(), -self.lb.numpy() / n + lq.numpy() + lq_err, -math.inf)
+        stale = self._stale(lq + lq_err, len(self.chosen) + 1)
         stale[c] = -math.inf
+        if isinstance(stale, torch.Tensor):
+            top_t = torch.topk(stale, min(AHEAD, self.m))
+            return top_t.indices[top_t.values > -math.inf].tolist()
         top = np.arange(len(stale))
         if len(stale) > AHEAD:
             top = np.argpartition(stale, len(stale) - AHEAD)[-AHEAD:]
@@ -739,19 +733,26 @@ class _Greedy:
         the 1536, where bounding all rows cost an m × k × k product per step."""
         if self.lb is None or self.sign < 0:
             return None, -math.inf
-        if _numpy(self.lb):
-            return self._lazy_rows_np(lq_hi.numpy(), n)
-        stale = torch.where(self.free, -self.lb / n + lq_hi, -math.inf)
+        stale = self._stale(lq_hi, n)
+        if isinstance(stale, np.ndarray):
+            return self._lazy_rows_np(stale)
         top = torch.topk(stale, min(LAZY_ROWS + 1, self.m))
         vals = top.values.tolist()
         rest = vals[LAZY_ROWS] if len(vals) > LAZY_ROWS else -math.inf
         rows = top.indices[:LAZY_ROWS][top.values[:LAZY_ROWS] > -math.inf]
         return rows, rest
 
-    def _lazy_rows_np(self, lq_hi: np.ndarray, n: int) -> tuple[torch.Tensor, float]:
-        """`_lazy_rows` in numpy (a partition, not a sort)."""
+    def _stale(self, lq_hi: torch.Tensor, n: int) -> torch.Tensor | np.ndarray:
+        """Per row, −lb/n + lq_hi: the best objective its remembered lower bound of ΔT still
+        allows with n rows in the set (an upper bound, `_lazy_rows`), −∞ for chosen rows; in
+        numpy on the CPU (`_numpy`)."""
         assert self.lb is not None
-        stale = np.where(self.free.numpy(), -self.lb.numpy() / n + lq_hi, -math.inf)
+        if _numpy(self.lb):
+            return np.where(self.free.numpy(), -self.lb.numpy() / n + lq_hi.numpy(), -math.inf)
+        return torch.where(self.free, -self.lb / n + lq_hi, -math.inf)
+
+    def _lazy_rows_np(self, stale: np.ndarray) -> tuple[torch.Tensor, float]:
+        """`_lazy_rows` in numpy (a partition, not a sort)."""
         if len(stale) <= LAZY_ROWS:
             top = np.flatnonzero(stale > -math.inf)
             return torch.from_numpy(top), -math.inf
